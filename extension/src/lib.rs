@@ -1,1 +1,59 @@
-//! placeholder
+//! `libsdsync.so`: the sdsync SQLite extension.
+//!
+//! ```sql
+//! .load target/release/libsdsync
+//! SELECT sdsync_track('tags', 'shared');
+//! INSERT INTO tags(uuid, canonical_name) VALUES (sdsync_uuid_v5('tag', 'Vacation'), 'Vacation');
+//! SELECT tbl, op, data, seq FROM sdsync_changes;
+//! ```
+//!
+//! Loading registers the SQL functions (`functions`) and the `sdsync_changes`
+//! table (`changes`) on the connection. Capture itself is SQL triggers installed by
+//! `sdsync_track` (`track`, with the trigger text from `sdsync_core::triggers`);
+//! everything they write lives in the same database file (`store`).
+
+mod catalog;
+mod changes;
+mod ffi;
+mod functions;
+mod store;
+mod track;
+mod values;
+
+use std::ffi::{c_char, c_int};
+use std::rc::Rc;
+
+use sqlite3ext_sys::{sqlite3, sqlite3_api_routines};
+
+use crate::ffi::{SQLITE_ERROR, SQLITE_OK, guard, sqlite_string};
+use crate::functions::Conn;
+
+/// The entry point SQLite derives from the file name `libsdsync.so`.
+///
+/// # Safety
+/// Called by SQLite's extension loader with a valid connection and API table.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sqlite3_sdsync_init(
+    db: *mut sqlite3,
+    pz_err_msg: *mut *mut c_char,
+    p_api: *mut sqlite3_api_routines,
+) -> c_int {
+    // SAFETY: p_api is the host's routine table; both copies are set before use.
+    unsafe { sqlite_loadable::ext::faux_sqlite_extension_init2(p_api) };
+    ffi::set_api(p_api);
+    let result = guard(|| {
+        let conn = Rc::new(Conn::default());
+        functions::register(db, &conn).map_err(|e| format!("sdsync: registering functions failed: {e:?}"))?;
+        changes::register(db, &conn)
+    });
+    match result {
+        Ok(()) => SQLITE_OK,
+        Err(message) => {
+            if !pz_err_msg.is_null() {
+                // SAFETY: out-parameter from SQLite, freed by it.
+                unsafe { *pz_err_msg = sqlite_string(&message) };
+            }
+            SQLITE_ERROR
+        }
+    }
+}

@@ -188,6 +188,8 @@ pub struct Reference {
     pub column: String,
     /// True when the stored value already is the referenced row's uuid.
     pub by_uuid: bool,
+    /// The referenced table's uuid column.
+    pub target_uuid: String,
 }
 
 /// A synced column.
@@ -474,6 +476,7 @@ fn references(
                 table: target,
                 by_uuid: to == uuid_col,
                 column: to,
+                target_uuid: uuid_col,
             },
         );
     }

@@ -1,0 +1,104 @@
+//! The tracked tables of a database, read from `sdsync_tables`.
+//!
+//! ```ignore
+//! let catalog = Catalog::load(db)?;
+//! let entries = catalog.by_name("entries").expect("tracked");
+//! ```
+//!
+//! The specs are cached per connection and reloaded when `PRAGMA schema_version`
+//! moves, so a table tracked by another process is seen without reconnecting.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use sdsync_core::schema::TableSpec;
+
+use crate::ffi::{Db, SqlError};
+use crate::store;
+
+/// Tracked tables by id and by name, in dependency order (parents first).
+#[derive(Default)]
+pub struct Catalog {
+    by_id: HashMap<i64, Rc<TableSpec>>,
+    by_name: HashMap<String, Rc<TableSpec>>,
+    /// Tables in dependency order: every table after the tables it references.
+    pub ordered: Vec<Rc<TableSpec>>,
+}
+
+/// Why the catalog could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// SQLite failed.
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+    /// A stored spec does not parse (the file was edited by hand or by a newer version).
+    #[error("sdsync_tables row for '{table}' is unreadable: {reason}; re-run sdsync_track('{table}', …)")]
+    Corrupt {
+        /// Table.
+        table: String,
+        /// Parse error.
+        reason: String,
+    },
+}
+
+impl Catalog {
+    /// Reads every tracked table.
+    pub fn load(db: Db) -> Result<Self, CatalogError> {
+        let mut catalog = Catalog::default();
+        if !store::exists(db)? {
+            return Ok(catalog);
+        }
+        let mut stmt = db.prepare("SELECT name, spec FROM sdsync_tables ORDER BY id")?;
+        let mut specs = Vec::new();
+        while stmt.step()? {
+            let name = stmt.text(0).unwrap_or_default();
+            let text = stmt.text(1).unwrap_or_default();
+            let spec: TableSpec = serde_json::from_str(&text).map_err(|e| CatalogError::Corrupt {
+                table: name,
+                reason: e.to_string(),
+            })?;
+            specs.push(Rc::new(spec));
+        }
+        for spec in &specs {
+            catalog.by_id.insert(spec.id, spec.clone());
+            catalog.by_name.insert(spec.name.clone(), spec.clone());
+        }
+        catalog.ordered = dependency_order(&specs);
+        Ok(catalog)
+    }
+
+    /// A tracked table by id.
+    pub fn by_id(&self, id: i64) -> Option<&Rc<TableSpec>> {
+        self.by_id.get(&id)
+    }
+
+    /// A tracked table by name.
+    pub fn by_name(&self, name: &str) -> Option<&Rc<TableSpec>> {
+        self.by_name.get(name)
+    }
+
+    /// The position of a table in dependency order (parents have lower ranks).
+    pub fn rank(&self, id: i64) -> usize {
+        self.ordered.iter().position(|s| s.id == id).unwrap_or(usize::MAX)
+    }
+}
+
+/// Orders tables parents-first (Kahn's algorithm); cycles keep their track order.
+fn dependency_order(specs: &[Rc<TableSpec>]) -> Vec<Rc<TableSpec>> {
+    let mut done: Vec<Rc<TableSpec>> = Vec::new();
+    let mut left: Vec<Rc<TableSpec>> = specs.to_vec();
+    while !left.is_empty() {
+        let ready = left.iter().position(|s| {
+            s.parents()
+                .all(|p| done.iter().any(|d| d.name == p) || !left.iter().any(|l| l.name == p))
+        });
+        let next = left.remove(ready.unwrap_or(0));
+        done.push(next);
+    }
+    done
+}
+
+/// The schema cookie, to notice DDL from any connection.
+pub fn schema_version(db: Db) -> Result<i64, SqlError> {
+    Ok(db.query_i64("PRAGMA schema_version", &[])?.unwrap_or(0))
+}

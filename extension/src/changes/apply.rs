@@ -1,0 +1,535 @@
+//! Applying a peer's change: the merge rules of `sdsync_core::merge`, executed.
+//!
+//! ```sql
+//! -- Copying changes between two databases makes them converge:
+//! INSERT INTO sdsync_changes SELECT * FROM other.changes_copy;
+//! ```
+//!
+//! One change at a time: parse it (refusing bad input before any write), check the
+//! clock drift and ownership, load the row's version groups, decide with the pure
+//! merge rules, write the row and its versions with the writer's own transaction,
+//! then wake the parked changes that were waiting for this row. Statements are
+//! prepared once per connection and kept in [`Engine`]; the `sdsync_changes` table
+//! finalizes them when SQLite disconnects it, before the connection closes.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use serde_json::{Map, Value as Json};
+
+use sdsync_core::hlc::wall_millis;
+use sdsync_core::merge::{
+    Delete, Group, Piece, RowState, Upsert, Version, assemble, plan_delete, plan_upsert, with_win,
+};
+use sdsync_core::schema::{Class, ROW_BIT, TableSpec};
+
+use super::parse::{Change, ChangeError, Fields, Op, column_value};
+use super::rows;
+use crate::catalog::{Catalog, schema_version};
+use crate::ffi::{Db, SqlError, Stmt, Value};
+use crate::store;
+use crate::values::to_json;
+
+/// A row waiting in `sdsync_parked`.
+struct Parked {
+    mask: u64,
+    version: Version,
+    values: Vec<Value>,
+}
+
+/// A row: its table and uuid.
+type RowRef = (Rc<TableSpec>, Value);
+
+/// The per-connection apply state: cached statements, catalog and origin ids.
+pub struct Engine {
+    db: Db,
+    stmts: HashMap<String, Stmt>,
+    catalog: Catalog,
+    schema_version: Option<i64>,
+    origin_ids: HashMap<String, i64>,
+    origin_names: HashMap<i64, String>,
+    max_drift_ms: u64,
+}
+
+impl Engine {
+    /// An engine for one connection.
+    pub fn new(db: Db) -> Self {
+        Self {
+            db,
+            stmts: HashMap::new(),
+            catalog: Catalog::default(),
+            schema_version: None,
+            origin_ids: HashMap::new(),
+            origin_names: HashMap::new(),
+            max_drift_ms: 300_000,
+        }
+    }
+
+    /// Applies one inserted `sdsync_changes` row.
+    pub fn apply(&mut self, fields: Fields) -> Result<(), ChangeError> {
+        self.refresh()?;
+        let change = Change::parse(fields, &self.catalog)?;
+        self.check_drift(&change)?;
+        let version = Version {
+            hlc: change.hlc.as_i64() as u64,
+            origin_id: self.origin_id(&change.origin)?,
+            origin: change.origin.clone(),
+            seq: change.seq,
+        };
+        self.raise_clock(&version)?;
+        let woke = self.apply_one(&change, &version)?;
+        self.wake(woke)
+    }
+
+    /// Reloads the catalog and drops cached statements after any schema change.
+    fn refresh(&mut self) -> Result<(), ChangeError> {
+        let now = schema_version(self.db)?;
+        if self.schema_version == Some(now) {
+            return Ok(());
+        }
+        self.stmts.clear();
+        self.catalog = Catalog::load(self.db)?;
+        self.origin_ids.clear();
+        self.origin_names.clear();
+        if store::exists(self.db)? {
+            self.max_drift_ms = store::max_drift_ms(self.db)?;
+        }
+        self.schema_version = Some(now);
+        Ok(())
+    }
+
+    fn stmt(&mut self, sql: String) -> Result<&mut Stmt, SqlError> {
+        if !self.stmts.contains_key(&sql) {
+            let stmt = self.db.prepare(&sql)?;
+            self.stmts.insert(sql.clone(), stmt);
+        }
+        // Invariant: inserted just above if it was missing.
+        Ok(self.stmts.get_mut(&sql).expect("statement cached above"))
+    }
+
+    fn run(&mut self, sql: String, params: &[Value]) -> Result<(), SqlError> {
+        self.stmt(sql)?.run(params)
+    }
+
+    fn check_drift(&self, change: &Change) -> Result<(), ChangeError> {
+        let ahead = change.hlc.ahead_of(wall_millis());
+        if ahead <= self.max_drift_ms {
+            return Ok(());
+        }
+        Err(ChangeError::FarFuture {
+            table: change.table.name.clone(),
+            pk: change.pk_text(),
+            origin: change.origin.clone(),
+            hlc: change.hlc.to_string(),
+            ahead_ms: ahead,
+            max_ms: self.max_drift_ms,
+        })
+    }
+
+    /// Receive rule: the local clock never issues a value at or below a received
+    /// one. A change of our own origin that we lack (a restored backup) also moves
+    /// the local sequence past it, so no sequence number is ever issued twice.
+    fn raise_clock(&mut self, v: &Version) -> Result<(), SqlError> {
+        let local = store::local_origin(self.db)? == Some(v.origin_id);
+        self.run(
+            "UPDATE sdsync_clock SET hlc = max(hlc, ?1), seq = CASE WHEN ?3 THEN max(seq, ?2) ELSE seq END \
+             WHERE hlc < ?1 OR (?3 AND seq < ?2)"
+                .into(),
+            &[
+                Value::Integer(v.hlc as i64),
+                Value::Integer(v.seq),
+                Value::Integer(i64::from(local)),
+            ],
+        )
+    }
+
+    fn origin_id(&mut self, uuid: &str) -> Result<i64, SqlError> {
+        if let Some(id) = self.origin_ids.get(uuid) {
+            return Ok(*id);
+        }
+        let id = store::intern_origin(self.db, uuid)?;
+        self.origin_ids.insert(uuid.to_string(), id);
+        self.origin_names.insert(id, uuid.to_string());
+        Ok(id)
+    }
+
+    fn origin_name(&mut self, id: i64) -> Result<String, SqlError> {
+        if let Some(name) = self.origin_names.get(&id) {
+            return Ok(name.clone());
+        }
+        let stmt = self.stmt("SELECT uuid FROM sdsync_origins WHERE id = ?1".into())?;
+        stmt.bind_all(&[Value::Integer(id)])?;
+        let name = if stmt.step()? { stmt.text(0).unwrap_or_default() } else { String::new() };
+        stmt.reset();
+        self.origin_names.insert(id, name.clone());
+        Ok(name)
+    }
+
+    /// Merges one change; returns the rows that came into existence.
+    fn apply_one(&mut self, change: &Change, v: &Version) -> Result<Vec<RowRef>, ChangeError> {
+        let spec = change.table.clone();
+        let state = self.state(&spec, &change.pk)?;
+        if spec.class == Class::Owned {
+            if let Some(owner) = state.owner().filter(|o| *o != change.origin) {
+                return Err(ChangeError::Forged {
+                    table: spec.name.clone(),
+                    pk: change.pk_text(),
+                    owner: owner.to_string(),
+                    origin: change.origin.clone(),
+                });
+            }
+        }
+        match change.op {
+            Op::Delete => {
+                self.delete(&spec, &change.pk, &state, v)?;
+                Ok(Vec::new())
+            }
+            Op::Upsert => match plan_upsert(&state, change.mask, v) {
+                Upsert::Ignore => Ok(Vec::new()),
+                Upsert::Write(bits) => {
+                    let RowState::Alive(groups) = &state else {
+                        return Ok(Vec::new());
+                    };
+                    self.write(change, v, bits, groups)?;
+                    Ok(Vec::new())
+                }
+                Upsert::Park => {
+                    let became = self.materialize(&spec, &change.pk, &state, Some((change, v)))?;
+                    Ok(if became { vec![(spec, change.pk.clone())] } else { Vec::new() })
+                }
+            },
+        }
+    }
+
+    /// Writes the bits a change won to a live row, unless a referenced row is missing.
+    fn write(&mut self, change: &Change, v: &Version, bits: u64, groups: &[Group]) -> Result<(), ChangeError> {
+        let spec = &change.table;
+        let resolved = match self.resolve(spec, &change.values, bits)? {
+            Ok(resolved) => resolved,
+            Err(parent) => return self.park(change, v, &parent, "waiting for a referenced row"),
+        };
+        let columns = bits & !ROW_BIT;
+        if columns != 0 {
+            let mut params = vec![change.pk.clone()];
+            params.extend(spec.columns_in(columns).map(|(i, _)| resolved[i].clone()));
+            self.run(rows::update_sql(spec, columns), &params)?;
+        }
+        self.set_versions(spec, &change.pk, &with_win(groups, bits, v))?;
+        Ok(())
+    }
+
+    fn delete(&mut self, spec: &Rc<TableSpec>, pk: &Value, state: &RowState, v: &Version) -> Result<(), ChangeError> {
+        match plan_delete(state, v) {
+            Delete::Ignore => Ok(()),
+            Delete::Tombstone => {
+                self.set_versions(spec, pk, &[Group { mask: 0, version: v.clone() }])?;
+                let pieces = self.parked_for_row(spec, pk)?;
+                for (_, p) in pieces.iter().filter(|(_, p)| !p.version.beats(v)) {
+                    self.unpark(p.version.origin_id, p.version.seq)?;
+                }
+                Ok(())
+            }
+            Delete::Kill(newer) => {
+                let RowState::Alive(groups) = state else {
+                    return Ok(());
+                };
+                for i in newer {
+                    self.park_group(spec, pk, &groups[i])?;
+                }
+                self.run(rows::delete_sql(spec), std::slice::from_ref(pk))?;
+                self.set_versions(spec, pk, &[Group { mask: 0, version: v.clone() }])?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Keeps a live row's group (an update newer than a delete) as a parked piece.
+    fn park_group(&mut self, spec: &Rc<TableSpec>, pk: &Value, group: &Group) -> Result<(), ChangeError> {
+        let data = {
+            let stmt = self.stmt(rows::select_sql(spec))?;
+            rows::read_json(stmt, spec, pk, group.mask)?.unwrap_or_default()
+        };
+        let values = decode(spec, &data);
+        let change = Change {
+            table: spec.clone(),
+            pk: pk.clone(),
+            op: Op::Upsert,
+            values,
+            mask: group.mask,
+            origin: group.version.origin.clone(),
+            seq: group.version.seq,
+            hlc: sdsync_core::hlc::Hlc::from_i64(group.version.hlc as i64).unwrap_or_default(),
+        };
+        self.park(&change, &group.version, &(spec.clone(), pk.clone()), "updated after a delete")
+    }
+
+    /// Builds a row that is not alive from its parked pieces plus `incoming`; parks
+    /// `incoming` when the row cannot be built yet. Returns whether the row now exists.
+    fn materialize(
+        &mut self,
+        spec: &Rc<TableSpec>,
+        pk: &Value,
+        state: &RowState,
+        incoming: Option<(&Change, &Version)>,
+    ) -> Result<bool, ChangeError> {
+        let tomb = match state {
+            RowState::Dead(v) => Some(v.clone()),
+            _ => None,
+        };
+        let mut pieces: Vec<Parked> = self.parked_for_row(spec, pk)?.into_iter().map(|(_, p)| p).collect();
+        if let Some((c, v)) = incoming {
+            pieces.push(Parked { mask: c.mask, version: v.clone(), values: c.values.clone() });
+        }
+        let shapes: Vec<Piece> = pieces
+            .iter()
+            .map(|p| Piece { mask: p.mask, version: p.version.clone() })
+            .collect();
+        let me = (spec.clone(), pk.clone());
+        let Some(asm) = assemble(tomb.as_ref(), &shapes) else {
+            return self.park_incoming(incoming, &me, "waiting for the change that creates the row");
+        };
+        let mut values = vec![Value::Null; spec.columns.len()];
+        for (i, bits) in &asm.winners {
+            for (c, _) in spec.columns_in(*bits) {
+                values[c] = pieces[*i].values[c].clone();
+            }
+        }
+        if let Some((_, c)) = spec.columns_in(!asm.covered).find(|(_, c)| c.required) {
+            let reason = format!("incomplete: required column {} not received yet", c.name);
+            return self.park_incoming(incoming, &me, &reason);
+        }
+        let resolved = match self.resolve(spec, &values, asm.covered)? {
+            Ok(resolved) => resolved,
+            Err(parent) => return self.park_incoming(incoming, &parent, "waiting for a referenced row"),
+        };
+        let columns = asm.covered & !ROW_BIT;
+        let mut params = vec![pk.clone()];
+        params.extend(spec.columns_in(columns).map(|(i, _)| resolved[i].clone()));
+        self.run(rows::insert_sql(spec, columns), &params)?;
+        let groups: Vec<Group> = asm
+            .winners
+            .iter()
+            .map(|(i, bits)| Group { mask: *bits, version: pieces[*i].version.clone() })
+            .collect();
+        self.set_versions(spec, pk, &groups)?;
+        self.run(
+            "DELETE FROM sdsync_parked WHERE tbl = ?1 AND pk = ?2".into(),
+            &[Value::Integer(spec.id), pk.clone()],
+        )?;
+        Ok(true)
+    }
+
+    fn park_incoming(&mut self, incoming: Option<(&Change, &Version)>, wait: &RowRef, reason: &str) -> Result<bool, ChangeError> {
+        if let Some((c, v)) = incoming {
+            self.park(c, v, wait, reason)?;
+        }
+        Ok(false)
+    }
+
+    /// Stores a change durably until `wait` exists; every piece of the same row
+    /// then waits for the same thing.
+    fn park(&mut self, c: &Change, v: &Version, wait: &RowRef, reason: &str) -> Result<(), ChangeError> {
+        let mut data = Map::new();
+        for (i, col) in c.table.columns_in(c.mask) {
+            data.insert(col.name.clone(), to_json(&c.values[i]));
+        }
+        self.run(
+            "INSERT OR REPLACE INTO sdsync_parked(origin, seq, tbl, pk, mask, hlc, data, wait_tbl, wait_pk, reason) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                .into(),
+            &[
+                Value::Integer(v.origin_id),
+                Value::Integer(v.seq),
+                Value::Integer(c.table.id),
+                c.pk.clone(),
+                Value::Integer(c.mask as i64),
+                Value::Integer(v.hlc as i64),
+                Value::Text(Json::Object(data).to_string()),
+                Value::Integer(wait.0.id),
+                wait.1.clone(),
+                Value::Text(reason.to_string()),
+            ],
+        )?;
+        self.run(
+            "UPDATE sdsync_parked SET wait_tbl = ?3, wait_pk = ?4, reason = ?5 WHERE tbl = ?1 AND pk = ?2".into(),
+            &[
+                Value::Integer(c.table.id),
+                c.pk.clone(),
+                Value::Integer(wait.0.id),
+                wait.1.clone(),
+                Value::Text(reason.to_string()),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn unpark(&mut self, origin_id: i64, seq: i64) -> Result<(), SqlError> {
+        self.run(
+            "DELETE FROM sdsync_parked WHERE origin = ?1 AND seq = ?2".into(),
+            &[Value::Integer(origin_id), Value::Integer(seq)],
+        )
+    }
+
+    /// Applies parked changes whose wait is over, until nothing more moves.
+    fn wake(&mut self, mut queue: Vec<RowRef>) -> Result<(), ChangeError> {
+        while let Some((spec, pk)) = queue.pop() {
+            for (table, row, origin_id, seq) in self.waiting_for(&spec, &pk)? {
+                let state = self.state(&table, &row)?;
+                if matches!(state, RowState::Alive(_)) {
+                    let Some((change, v)) = self.take_parked(&table, &row, origin_id, seq)? else {
+                        continue;
+                    };
+                    queue.extend(self.apply_one(&change, &v)?);
+                } else if self.materialize(&table, &row, &state, None)? {
+                    queue.push((table, row));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn waiting_for(&mut self, spec: &TableSpec, pk: &Value) -> Result<Vec<(Rc<TableSpec>, Value, i64, i64)>, SqlError> {
+        let stmt = self.stmt(
+            "SELECT tbl, pk, origin, seq FROM sdsync_parked WHERE wait_tbl = ?1 AND wait_pk = ?2 AND NOT (tbl = ?1 AND pk = ?2)"
+                .into(),
+        )?;
+        stmt.bind_all(&[Value::Integer(spec.id), pk.clone()])?;
+        let mut found = Vec::new();
+        while stmt.step()? {
+            found.push((stmt.int(0), stmt.value(1), stmt.int(2), stmt.int(3)));
+        }
+        stmt.reset();
+        Ok(found
+            .into_iter()
+            .filter_map(|(t, pk, o, s)| self.catalog.by_id(t).map(|spec| (spec.clone(), pk, o, s)))
+            .collect())
+    }
+
+    fn take_parked(&mut self, spec: &Rc<TableSpec>, pk: &Value, origin_id: i64, seq: i64) -> Result<Option<(Change, Version)>, ChangeError> {
+        let found = self
+            .parked_for_row(spec, pk)?
+            .into_iter()
+            .find(|(_, p)| p.version.origin_id == origin_id && p.version.seq == seq);
+        let Some((_, p)) = found else {
+            return Ok(None);
+        };
+        self.unpark(origin_id, seq)?;
+        let change = Change {
+            table: spec.clone(),
+            pk: pk.clone(),
+            op: Op::Upsert,
+            values: p.values,
+            mask: p.mask,
+            origin: p.version.origin.clone(),
+            seq,
+            hlc: sdsync_core::hlc::Hlc::from_i64(p.version.hlc as i64).unwrap_or_default(),
+        };
+        Ok(Some((change, p.version)))
+    }
+
+    fn parked_for_row(&mut self, spec: &Rc<TableSpec>, pk: &Value) -> Result<Vec<(i64, Parked)>, SqlError> {
+        let stmt = self.stmt("SELECT origin, seq, mask, hlc, data FROM sdsync_parked WHERE tbl = ?1 AND pk = ?2".into())?;
+        stmt.bind_all(&[Value::Integer(spec.id), pk.clone()])?;
+        let mut raw = Vec::new();
+        while stmt.step()? {
+            raw.push((stmt.int(0), stmt.int(1), stmt.int(2), stmt.int(3), stmt.text(4).unwrap_or_default()));
+        }
+        stmt.reset();
+        let mut out = Vec::new();
+        for (origin_id, seq, mask, hlc, data) in raw {
+            let map = match serde_json::from_str::<Json>(&data) {
+                Ok(Json::Object(map)) => map,
+                _ => Map::new(),
+            };
+            let origin = self.origin_name(origin_id)?;
+            out.push((
+                origin_id,
+                Parked {
+                    mask: mask as u64,
+                    version: Version { hlc: hlc as u64, origin, origin_id, seq },
+                    values: decode(spec, &map),
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The version groups of a row.
+    fn state(&mut self, spec: &TableSpec, pk: &Value) -> Result<RowState, SqlError> {
+        let stmt = self.stmt("SELECT mask, origin, seq, hlc FROM sdsync_versions WHERE tbl = ?1 AND pk = ?2".into())?;
+        stmt.bind_all(&[Value::Integer(spec.id), pk.clone()])?;
+        let mut raw = Vec::new();
+        while stmt.step()? {
+            raw.push((stmt.int(0), stmt.int(1), stmt.int(2), stmt.int(3)));
+        }
+        stmt.reset();
+        let mut groups = Vec::new();
+        for (mask, origin_id, seq, hlc) in raw {
+            let origin = self.origin_name(origin_id)?;
+            let version = Version { hlc: hlc as u64, origin, origin_id, seq };
+            if mask == 0 {
+                return Ok(RowState::Dead(version));
+            }
+            groups.push(Group { mask: mask as u64, version });
+        }
+        Ok(if groups.is_empty() { RowState::Unknown } else { RowState::Alive(groups) })
+    }
+
+    fn set_versions(&mut self, spec: &TableSpec, pk: &Value, groups: &[Group]) -> Result<(), SqlError> {
+        self.run(
+            "DELETE FROM sdsync_versions WHERE tbl = ?1 AND pk = ?2".into(),
+            &[Value::Integer(spec.id), pk.clone()],
+        )?;
+        for g in groups {
+            self.run(
+                "INSERT INTO sdsync_versions(tbl, pk, mask, origin, seq, hlc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)".into(),
+                &[
+                    Value::Integer(spec.id),
+                    pk.clone(),
+                    Value::Integer(g.mask as i64),
+                    Value::Integer(g.version.origin_id),
+                    Value::Integer(g.version.seq),
+                    Value::Integer(g.version.hlc as i64),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Maps reference columns of `mask` from uuids to local values; `Err` names the
+    /// first referenced row that does not exist yet.
+    fn resolve(&mut self, spec: &TableSpec, values: &[Value], mask: u64) -> Result<Result<Vec<Value>, RowRef>, SqlError> {
+        let mut out = values.to_vec();
+        for (i, col) in spec.columns_in(mask) {
+            let Some(r) = &col.reference else { continue };
+            if values[i] == Value::Null {
+                continue;
+            }
+            let stmt = self.stmt(rows::resolve_sql(r))?;
+            stmt.bind_all(std::slice::from_ref(&values[i]))?;
+            let found = if stmt.step()? { Some(stmt.value(0)) } else { None };
+            stmt.reset();
+            match found {
+                Some(local) => out[i] = local,
+                None => {
+                    let Some(target) = self.catalog.by_name(&r.table).cloned() else {
+                        continue;
+                    };
+                    return Ok(Err((target, values[i].clone())));
+                }
+            }
+        }
+        Ok(Ok(out))
+    }
+}
+
+/// Column values of a stored JSON object (validated when it arrived).
+fn decode(spec: &TableSpec, data: &Map<String, Json>) -> Vec<Value> {
+    let mut values = vec![Value::Null; spec.columns.len()];
+    for (i, col) in spec.columns.iter().enumerate() {
+        if let Some(json) = data.get(&col.name) {
+            values[i] = column_value(spec, i, json).unwrap_or(Value::Null);
+        }
+    }
+    values
+}

@@ -1,0 +1,319 @@
+//! Turning a row inserted into `sdsync_changes` into a [`Change`], or a precise error.
+//!
+//! ```sql
+//! INSERT INTO sdsync_changes(tbl, pk, op, data, origin, seq, hlc)
+//! VALUES ('tags', '…uuid…', 'upsert', '{"canonical_name":"Vacation"}', '…device…', 7, 123456789);
+//! ```
+//!
+//! Parse, don't validate: everything is checked here, before any write, so a bad
+//! change is refused with nothing changed.
+
+use std::rc::Rc;
+
+use serde_json::Value as Json;
+
+use sdsync_core::hlc::Hlc;
+use sdsync_core::ids::parse_device;
+use sdsync_core::schema::{Class, ROW_BIT, TableSpec};
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::ffi::{SqlError, Value};
+use crate::values::from_json;
+
+/// What a change does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Sets columns (and, with the row bit, creates the row).
+    Upsert,
+    /// Deletes the row (tombstone).
+    Delete,
+}
+
+/// A checked change, ready to merge.
+#[derive(Clone, Debug)]
+pub struct Change {
+    /// The tracked table.
+    pub table: Rc<TableSpec>,
+    /// The row's uuid.
+    pub pk: Value,
+    /// Upsert or delete.
+    pub op: Op,
+    /// Column values by column index (references as uuids); only `mask` bits count.
+    pub values: Vec<Value>,
+    /// Row bit and column bits carried.
+    pub mask: u64,
+    /// Origin device (canonical uuid text).
+    pub origin: String,
+    /// Origin sequence number.
+    pub seq: i64,
+    /// Origin HLC.
+    pub hlc: Hlc,
+}
+
+/// Why a change was refused. Each message names the table, row, column or device.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// A required field of the change row is NULL or missing.
+    #[error("sdsync_changes: {0} must not be NULL")]
+    Missing(&'static str),
+    /// The table is not tracked here (schema mismatch between devices).
+    #[error("sdsync_changes: table '{0}' is not tracked in this database (schema mismatch?)")]
+    UnknownTable(String),
+    /// `op` is not `upsert` or `delete`.
+    #[error("sdsync_changes: op must be 'upsert' or 'delete', not {0:?}")]
+    BadOp(String),
+    /// `data` is not a JSON object.
+    #[error("sdsync_changes: data of {table} row {pk} is not a JSON object: {reason}")]
+    BadJson {
+        /// Table.
+        table: String,
+        /// Row.
+        pk: String,
+        /// Parser message.
+        reason: String,
+    },
+    /// `data` names a column the table does not sync.
+    #[error("sdsync_changes: table {table} has no synced column '{column}' (schema mismatch?)")]
+    UnknownColumn {
+        /// Table.
+        table: String,
+        /// Column.
+        column: String,
+    },
+    /// A value does not fit its column.
+    #[error("sdsync_changes: column {table}.{column} got {what}")]
+    WrongType {
+        /// Table.
+        table: String,
+        /// Column.
+        column: String,
+        /// What was found instead.
+        what: &'static str,
+    },
+    /// A reference column does not carry a uuid.
+    #[error("sdsync_changes: column {table}.{column} references {target} and must carry its uuid as text")]
+    BadReference {
+        /// Table.
+        table: String,
+        /// Column.
+        column: String,
+        /// Referenced table.
+        target: String,
+    },
+    /// A device-owned row travels whole.
+    #[error("sdsync_changes: change to device-owned table {table} row {pk} lacks column '{column}'; owned rows travel whole")]
+    OwnedPartial {
+        /// Table.
+        table: String,
+        /// Row.
+        pk: String,
+        /// First missing column.
+        column: String,
+    },
+    /// An upsert that sets nothing.
+    #[error("sdsync_changes: upsert of {table} row {pk} carries no columns")]
+    Empty {
+        /// Table.
+        table: String,
+        /// Row.
+        pk: String,
+    },
+    /// `origin` is not a device uuid.
+    #[error("sdsync_changes: origin {0:?} is not a device uuid")]
+    BadOrigin(String),
+    /// `seq` is not a positive integer.
+    #[error("sdsync_changes: seq must be a positive integer, not {0:?}")]
+    BadSeq(Value),
+    /// `hlc` is not a clock value.
+    #[error("sdsync_changes: hlc must be a non-negative integer, not {0:?}")]
+    BadHlc(Value),
+    /// `pk` is not text, an integer or a blob.
+    #[error("sdsync_changes: pk must be the row's uuid, not {0:?}")]
+    BadPk(Value),
+    /// The change's clock is too far ahead of ours.
+    #[error(
+        "sdsync_changes: change to {table} row {pk} from device {origin} has HLC {hlc}, {ahead_ms} ms ahead of this device's clock (allowed drift {max_ms} ms); refused"
+    )]
+    FarFuture {
+        /// Table.
+        table: String,
+        /// Row.
+        pk: String,
+        /// Device.
+        origin: String,
+        /// The HLC, as text.
+        hlc: String,
+        /// How far ahead.
+        ahead_ms: u64,
+        /// Configured limit.
+        max_ms: u64,
+    },
+    /// A device tried to change another device's owned row.
+    #[error(
+        "sdsync_changes: device {origin} may not change row {pk} of device-owned table {table}: it is owned by device {owner}"
+    )]
+    Forged {
+        /// Table.
+        table: String,
+        /// Row.
+        pk: String,
+        /// The owner.
+        owner: String,
+        /// The sender's origin.
+        origin: String,
+    },
+    /// `sdsync_changes` only takes INSERTs.
+    #[error("sdsync_changes: only INSERT is supported (it applies a change); rows cannot be updated or deleted")]
+    ReadOnly,
+    /// SQLite failed while applying.
+    #[error("sdsync_changes: {0}")]
+    Sql(#[from] SqlError),
+    /// The tracked tables could not be read.
+    #[error("sdsync_changes: {0}")]
+    Catalog(#[from] CatalogError),
+}
+
+/// The raw fields of an inserted row, in column order.
+pub struct Fields {
+    /// tbl, pk, op, data, origin, seq, hlc, creates.
+    pub values: Vec<Value>,
+}
+
+impl Change {
+    /// Parses and checks a change against the tracked tables.
+    pub fn parse(fields: Fields, catalog: &Catalog) -> Result<Self, ChangeError> {
+        let mut f = fields.values.into_iter();
+        let mut next = || f.next().unwrap_or(Value::Null);
+        let (tbl, pk, op, data, origin, seq, hlc, creates) =
+            (next(), next(), next(), next(), next(), next(), next(), next());
+        let table = match tbl {
+            Value::Text(t) => catalog.by_name(&t).cloned().ok_or(ChangeError::UnknownTable(t))?,
+            Value::Null => return Err(ChangeError::Missing("tbl")),
+            other => return Err(ChangeError::UnknownTable(format!("{other:?}"))),
+        };
+        let pk = match pk {
+            Value::Null => return Err(ChangeError::Missing("pk")),
+            Value::Real(_) => return Err(ChangeError::BadPk(pk)),
+            pk => pk,
+        };
+        let op = match op {
+            Value::Text(t) if t == "upsert" => Op::Upsert,
+            Value::Text(t) if t == "delete" => Op::Delete,
+            Value::Null => return Err(ChangeError::Missing("op")),
+            other => return Err(ChangeError::BadOp(format!("{other:?}"))),
+        };
+        let origin = match origin {
+            Value::Text(t) => parse_device(&t).ok_or(ChangeError::BadOrigin(t))?,
+            Value::Null => return Err(ChangeError::Missing("origin")),
+            other => return Err(ChangeError::BadOrigin(format!("{other:?}"))),
+        };
+        let seq = match seq {
+            Value::Integer(s) if s > 0 => s,
+            Value::Null => return Err(ChangeError::Missing("seq")),
+            other => return Err(ChangeError::BadSeq(other)),
+        };
+        let hlc = match hlc {
+            Value::Integer(h) => Hlc::from_i64(h).ok_or(ChangeError::BadHlc(Value::Integer(h)))?,
+            Value::Null => return Err(ChangeError::Missing("hlc")),
+            other => return Err(ChangeError::BadHlc(other)),
+        };
+        let mut change = Change {
+            values: vec![Value::Null; table.columns.len()],
+            table,
+            pk,
+            op,
+            mask: 0,
+            origin,
+            seq,
+            hlc,
+        };
+        if op == Op::Upsert {
+            change.read_data(data, creates)?;
+        }
+        Ok(change)
+    }
+
+    /// The row's uuid as text, for messages.
+    pub fn pk_text(&self) -> String {
+        match &self.pk {
+            Value::Text(s) => s.clone(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn read_data(&mut self, data: Value, creates: Value) -> Result<(), ChangeError> {
+        let spec = self.table.clone();
+        let bad = |reason: String| ChangeError::BadJson {
+            table: spec.name.clone(),
+            pk: self.pk_text(),
+            reason,
+        };
+        let text = match data {
+            Value::Text(t) => t,
+            Value::Null => return Err(ChangeError::Missing("data (of an upsert)")),
+            other => return Err(bad(format!("{other:?}"))),
+        };
+        let json: Json = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let Json::Object(map) = json else {
+            return Err(bad(format!("found {text}")));
+        };
+        for (name, value) in &map {
+            let i = spec
+                .columns
+                .iter()
+                .position(|c| &c.name == name)
+                .ok_or_else(|| ChangeError::UnknownColumn {
+                    table: spec.name.clone(),
+                    column: name.clone(),
+                })?;
+            self.values[i] = column_value(&spec, i, value)?;
+            self.mask |= 1 << (i + 1);
+        }
+        let whole = spec.all_mask() & !ROW_BIT;
+        let creates = match creates {
+            Value::Integer(v) => v != 0,
+            _ => self.mask == whole,
+        };
+        if spec.class == Class::Owned {
+            if let Some(missing) = spec.columns_in(whole & !self.mask).next() {
+                return Err(ChangeError::OwnedPartial {
+                    table: spec.name.clone(),
+                    pk: self.pk_text(),
+                    column: missing.1.name.clone(),
+                });
+            }
+            self.mask |= ROW_BIT;
+        } else if creates {
+            self.mask |= ROW_BIT;
+        }
+        if self.mask == 0 {
+            return Err(ChangeError::Empty {
+                table: spec.name.clone(),
+                pk: self.pk_text(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Decodes the JSON value of column `i`: references as uuid text, other columns
+/// checked against their affinity.
+pub fn column_value(spec: &TableSpec, i: usize, json: &Json) -> Result<Value, ChangeError> {
+    let col = &spec.columns[i];
+    if let Some(r) = &col.reference {
+        return match json {
+            Json::Null => Ok(Value::Null),
+            Json::String(s) => Ok(Value::Text(s.clone())),
+            _ => Err(ChangeError::BadReference {
+                table: spec.name.clone(),
+                column: col.name.clone(),
+                target: r.table.clone(),
+            }),
+        };
+    }
+    from_json(json, col.affinity).map_err(|what| ChangeError::WrongType {
+        table: spec.name.clone(),
+        column: col.name.clone(),
+        what,
+    })
+}

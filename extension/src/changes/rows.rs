@@ -1,0 +1,118 @@
+//! SQL for reading and writing the rows of a tracked table by uuid, with references
+//! translated between local ids and uuids.
+//!
+//! ```ignore
+//! // entries(parent_id → entries.id): the column is read as the parent's uuid.
+//! let sql = select_sql(&spec);
+//! // SELECT "name", (SELECT r."uuid" FROM "entries" r WHERE r."id" = t."parent_id") FROM "entries" t WHERE t."uuid" = ?1
+//! ```
+//!
+//! Integer ids never cross the wire (DESIGN.md §2.7): a reference is read through a
+//! subquery that yields the referenced row's uuid, and on apply the uuid is mapped
+//! back to the local id with [`resolve_sql`].
+
+use serde_json::{Map, Value as Json};
+
+use sdsync_core::schema::{ColumnSpec, Reference, TableSpec, quote_ident};
+
+use crate::ffi::{Db, SqlError, Stmt, Value};
+use crate::values::to_json;
+
+/// Reads every synced column of one row (by uuid), references as uuids.
+pub fn select_sql(spec: &TableSpec) -> String {
+    let cols: Vec<String> = spec.columns.iter().map(read_expr).collect();
+    let cols = if cols.is_empty() { "1".to_string() } else { cols.join(", ") };
+    format!(
+        "SELECT {cols} FROM {} t WHERE t.{} = ?1",
+        quote_ident(&spec.name),
+        quote_ident(&spec.uuid_column)
+    )
+}
+
+fn read_expr(c: &ColumnSpec) -> String {
+    let col = format!("t.{}", quote_ident(&c.name));
+    match &c.reference {
+        Some(r) if !r.by_uuid => format!(
+            "(SELECT r.{uuid} FROM {table} r WHERE r.{to} = {col})",
+            uuid = quote_ident(&r.target_uuid),
+            table = quote_ident(&r.table),
+            to = quote_ident(&r.column),
+        ),
+        _ => col,
+    }
+}
+
+/// Maps a referenced row's uuid to the value the referencing column stores.
+pub fn resolve_sql(r: &Reference) -> String {
+    format!(
+        "SELECT {} FROM {} WHERE {} = ?1",
+        quote_ident(&r.column),
+        quote_ident(&r.table),
+        quote_ident(&r.target_uuid)
+    )
+}
+
+/// Inserts a row with the uuid and the columns of `mask`.
+pub fn insert_sql(spec: &TableSpec, mask: u64) -> String {
+    let mut names = vec![quote_ident(&spec.uuid_column)];
+    let mut params = vec!["?1".to_string()];
+    for (i, (_, c)) in spec.columns_in(mask).enumerate() {
+        names.push(quote_ident(&c.name));
+        params.push(format!("?{}", i + 2));
+    }
+    format!(
+        "INSERT INTO {}({}) VALUES ({})",
+        quote_ident(&spec.name),
+        names.join(", "),
+        params.join(", ")
+    )
+}
+
+/// Updates the columns of `mask` of the row with uuid `?1`.
+pub fn update_sql(spec: &TableSpec, mask: u64) -> String {
+    let sets: Vec<String> = spec
+        .columns_in(mask)
+        .enumerate()
+        .map(|(i, (_, c))| format!("{} = ?{}", quote_ident(&c.name), i + 2))
+        .collect();
+    format!(
+        "UPDATE {} SET {} WHERE {} = ?1",
+        quote_ident(&spec.name),
+        sets.join(", "),
+        quote_ident(&spec.uuid_column)
+    )
+}
+
+/// Deletes the row with uuid `?1`.
+pub fn delete_sql(spec: &TableSpec) -> String {
+    format!(
+        "DELETE FROM {} WHERE {} = ?1",
+        quote_ident(&spec.name),
+        quote_ident(&spec.uuid_column)
+    )
+}
+
+/// Steps a prepared [`select_sql`] statement for `pk` and returns the columns of
+/// `mask` as a JSON object (`None` when the row does not exist).
+pub fn read_json(stmt: &mut Stmt, spec: &TableSpec, pk: &Value, mask: u64) -> Result<Option<Map<String, Json>>, SqlError> {
+    stmt.bind_all(std::slice::from_ref(pk))?;
+    if !stmt.step()? {
+        return Ok(None);
+    }
+    let mut out = Map::new();
+    for (i, c) in spec.columns_in(mask) {
+        out.insert(c.name.clone(), to_json(&stmt.value(i)));
+    }
+    stmt.reset();
+    Ok(Some(out))
+}
+
+/// Whether a row with this uuid exists.
+pub fn exists(db: Db, spec: &TableSpec, pk: &Value) -> Result<bool, SqlError> {
+    let sql = format!(
+        "SELECT 1 FROM {} WHERE {} = ?1",
+        quote_ident(&spec.name),
+        quote_ident(&spec.uuid_column)
+    );
+    Ok(db.query_i64(&sql, std::slice::from_ref(pk))?.is_some())
+}

@@ -1,0 +1,423 @@
+//! A small safe layer over the SQLite C API the host hands to the extension.
+//!
+//! ```ignore
+//! let db = Db::from_raw(handle);
+//! let mut stmt = db.prepare("SELECT seq FROM sdsync_clock")?;
+//! let seq = if stmt.step()? { stmt.int(0) } else { 0 };
+//! ```
+//!
+//! Why our own layer: sqlite-loadable wraps values and results but not statements,
+//! and a loadable extension must call SQLite only through the `sqlite3_api_routines`
+//! table it receives at load time (it must not link its own SQLite). Every call here
+//! goes through that table.
+
+use std::any::Any;
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use sqlite3ext_sys::{sqlite3, sqlite3_api_routines, sqlite3_stmt, sqlite3_value};
+
+/// The host's API table, set once by the entry point before anything else runs.
+static API: AtomicPtr<sqlite3_api_routines> = AtomicPtr::new(ptr::null_mut());
+
+/// Records the host's API table (from `sqlite3_sdsync_init`).
+pub fn set_api(api: *mut sqlite3_api_routines) {
+    if !api.is_null() {
+        API.store(api, Ordering::Release);
+    }
+}
+
+/// Looks up one routine of the host's API table. Invariant: the entry point stored
+/// the table before any other code of the extension runs, and the routines used
+/// here all exist since SQLite 3.7, far below the 3.40 minimum we support.
+macro_rules! api {
+    ($name:ident) => {
+        $crate::ffi::routines()
+            .$name
+            .expect(concat!("sqlite3 API routine missing: ", stringify!($name)))
+    };
+}
+pub(crate) use api;
+
+/// The host's API table. Invariant: set by the entry point before any other code
+/// of the extension runs (SQLite calls nothing of ours before it returns).
+pub fn routines() -> &'static sqlite3_api_routines {
+    let table = API.load(Ordering::Acquire);
+    assert!(!table.is_null(), "sdsync: SQLite API used before sqlite3_sdsync_init");
+    // SAFETY: non-null, from SQLite, valid for the life of the process.
+    unsafe { &*table }
+}
+
+/// Result codes used by the extension.
+pub const SQLITE_OK: c_int = 0;
+/// Generic error.
+pub const SQLITE_ERROR: c_int = 1;
+/// `sqlite3_step` has a row.
+pub const SQLITE_ROW: c_int = 100;
+/// `sqlite3_step` finished.
+pub const SQLITE_DONE: c_int = 101;
+/// Constraint violation (used for refused changes).
+pub const SQLITE_CONSTRAINT: c_int = 19;
+
+/// An SQLite call that failed, with the statement it ran.
+#[derive(Debug, thiserror::Error)]
+#[error("{message} (while running: {sql})")]
+pub struct SqlError {
+    /// SQLite's result code.
+    pub code: c_int,
+    /// SQLite's error message.
+    pub message: String,
+    /// The SQL being run, for context.
+    pub sql: String,
+}
+
+/// A borrowed database handle.
+#[derive(Clone, Copy, Debug)]
+pub struct Db(*mut sqlite3);
+
+impl Db {
+    /// Wraps a handle SQLite passed to a callback.
+    pub fn from_raw(raw: *mut sqlite3) -> Self {
+        Self(raw)
+    }
+
+    /// The raw handle.
+    pub fn raw(self) -> *mut sqlite3 {
+        self.0
+    }
+
+    /// The connection's last error message.
+    pub fn errmsg(self) -> String {
+        // SAFETY: errmsg returns a NUL-terminated string owned by the connection.
+        unsafe { text_of(api!(errmsg)(self.0)) }
+    }
+
+    fn error(self, code: c_int, sql: &str) -> SqlError {
+        SqlError {
+            code,
+            message: self.errmsg(),
+            sql: sql.to_string(),
+        }
+    }
+
+    /// Prepares one statement.
+    pub fn prepare(self, sql: &str) -> Result<Stmt, SqlError> {
+        let c_sql = CString::new(sql).map_err(|_| SqlError {
+            code: SQLITE_ERROR,
+            message: "SQL contains a NUL byte".into(),
+            sql: sql.to_string(),
+        })?;
+        let mut raw = ptr::null_mut();
+        // SAFETY: valid handle and NUL-terminated SQL; SQLite fills `raw`.
+        let rc = unsafe { api!(prepare_v2)(self.0, c_sql.as_ptr(), -1, &mut raw, ptr::null_mut()) };
+        if rc != SQLITE_OK {
+            return Err(self.error(rc, sql));
+        }
+        Ok(Stmt {
+            raw,
+            db: self,
+            sql: sql.to_string(),
+        })
+    }
+
+    /// Runs one or more statements that return no rows we need.
+    pub fn exec(self, sql: &str) -> Result<(), SqlError> {
+        let c_sql = CString::new(sql).map_err(|_| SqlError {
+            code: SQLITE_ERROR,
+            message: "SQL contains a NUL byte".into(),
+            sql: sql.to_string(),
+        })?;
+        let mut err: *mut c_char = ptr::null_mut();
+        // SAFETY: valid handle; SQLite allocates `err` with sqlite3_malloc.
+        let rc = unsafe { api!(exec)(self.0, c_sql.as_ptr(), None, ptr::null_mut(), &mut err) };
+        if rc == SQLITE_OK {
+            return Ok(());
+        }
+        let message = if err.is_null() {
+            self.errmsg()
+        } else {
+            // SAFETY: err is a NUL-terminated string from sqlite3_malloc, freed once.
+            let m = unsafe { text_of(err) };
+            unsafe { api!(free)(err.cast::<c_void>()) };
+            m
+        };
+        Err(SqlError {
+            code: rc,
+            message,
+            sql: sql.to_string(),
+        })
+    }
+
+    /// Runs a query expected to give one integer (or none).
+    pub fn query_i64(self, sql: &str, params: &[Value]) -> Result<Option<i64>, SqlError> {
+        let mut stmt = self.prepare(sql)?;
+        stmt.bind_all(params)?;
+        Ok(if stmt.step()? { Some(stmt.int(0)) } else { None })
+    }
+
+    /// Runs a query expected to give one text value (or none).
+    pub fn query_text(self, sql: &str, params: &[Value]) -> Result<Option<String>, SqlError> {
+        let mut stmt = self.prepare(sql)?;
+        stmt.bind_all(params)?;
+        Ok(if stmt.step()? { stmt.text(0) } else { None })
+    }
+
+    /// Whether the connection is inside an explicit transaction.
+    pub fn in_transaction(self) -> bool {
+        // SAFETY: valid handle.
+        unsafe { api!(get_autocommit)(self.0) == 0 }
+    }
+}
+
+/// A prepared statement, finalized on drop.
+pub struct Stmt {
+    raw: *mut sqlite3_stmt,
+    db: Db,
+    sql: String,
+}
+
+/// An SQLite value, owned.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// NULL.
+    Null,
+    /// INTEGER.
+    Integer(i64),
+    /// REAL.
+    Real(f64),
+    /// TEXT.
+    Text(String),
+    /// BLOB.
+    Blob(Vec<u8>),
+}
+
+impl Stmt {
+    fn check(&self, rc: c_int) -> Result<(), SqlError> {
+        if rc == SQLITE_OK {
+            Ok(())
+        } else {
+            Err(self.db.error(rc, &self.sql))
+        }
+    }
+
+    /// Binds one parameter (1-based).
+    pub fn bind(&mut self, i: usize, value: &Value) -> Result<(), SqlError> {
+        let i = i as c_int;
+        // SAFETY: raw is a live statement; text and blobs are copied (SQLITE_TRANSIENT).
+        let rc = unsafe {
+            match value {
+                Value::Null => api!(bind_null)(self.raw, i),
+                Value::Integer(v) => api!(bind_int64)(self.raw, i, *v),
+                Value::Real(v) => api!(bind_double)(self.raw, i, *v),
+                Value::Text(s) => api!(bind_text)(
+                    self.raw,
+                    i,
+                    s.as_ptr().cast::<c_char>(),
+                    s.len() as c_int,
+                    transient(),
+                ),
+                Value::Blob(b) => api!(bind_blob)(
+                    self.raw,
+                    i,
+                    b.as_ptr().cast::<c_void>(),
+                    b.len() as c_int,
+                    transient(),
+                ),
+            }
+        };
+        self.check(rc)
+    }
+
+    /// Binds parameters 1..=n, after resetting the statement.
+    pub fn bind_all(&mut self, values: &[Value]) -> Result<(), SqlError> {
+        self.reset();
+        for (i, v) in values.iter().enumerate() {
+            self.bind(i + 1, v)?;
+        }
+        Ok(())
+    }
+
+    /// Binds a raw SQLite value (from a function or vtab argument) as is.
+    pub fn bind_raw(&mut self, i: usize, value: *mut sqlite3_value) -> Result<(), SqlError> {
+        // SAFETY: value comes from SQLite for the duration of the callback.
+        let rc = unsafe { api!(bind_value)(self.raw, i as c_int, value) };
+        self.check(rc)
+    }
+
+    /// Steps once: `true` when a row is available.
+    pub fn step(&mut self) -> Result<bool, SqlError> {
+        // SAFETY: raw is a live statement.
+        match unsafe { api!(step)(self.raw) } {
+            SQLITE_ROW => Ok(true),
+            SQLITE_DONE => Ok(false),
+            rc => {
+                let err = self.db.error(rc, &self.sql);
+                self.reset();
+                Err(err)
+            }
+        }
+    }
+
+    /// Steps to completion (for writes).
+    pub fn run(&mut self, values: &[Value]) -> Result<(), SqlError> {
+        self.bind_all(values)?;
+        while self.step()? {}
+        self.reset();
+        Ok(())
+    }
+
+    /// Resets the statement so it can run again (bindings stay).
+    pub fn reset(&mut self) {
+        // SAFETY: raw is a live statement. Errors were reported by step already.
+        unsafe { api!(reset)(self.raw) };
+    }
+
+    /// Column as integer.
+    pub fn int(&self, i: usize) -> i64 {
+        // SAFETY: raw is a live statement positioned on a row.
+        unsafe { api!(column_int64)(self.raw, i as c_int) }
+    }
+
+    /// Column as text (`None` for NULL).
+    pub fn text(&self, i: usize) -> Option<String> {
+        match self.value(i) {
+            Value::Null => None,
+            Value::Text(s) => Some(s),
+            Value::Integer(v) => Some(v.to_string()),
+            Value::Real(v) => Some(v.to_string()),
+            Value::Blob(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        }
+    }
+
+    /// Column as an owned value.
+    pub fn value(&self, i: usize) -> Value {
+        let i = i as c_int;
+        // SAFETY: raw is a live statement positioned on a row; pointers returned by
+        // column_text/blob stay valid until the next step/reset, and are copied here.
+        unsafe {
+            match api!(column_type)(self.raw, i) {
+                1 => Value::Integer(api!(column_int64)(self.raw, i)),
+                2 => Value::Real(api!(column_double)(self.raw, i)),
+                3 => {
+                    let p = api!(column_text)(self.raw, i);
+                    let n = api!(column_bytes)(self.raw, i) as usize;
+                    Value::Text(String::from_utf8_lossy(slice(p, n)).into_owned())
+                }
+                4 => {
+                    let p = api!(column_blob)(self.raw, i).cast::<u8>();
+                    let n = api!(column_bytes)(self.raw, i) as usize;
+                    Value::Blob(slice(p, n).to_vec())
+                }
+                _ => Value::Null,
+            }
+        }
+    }
+}
+
+impl Drop for Stmt {
+    fn drop(&mut self) {
+        // SAFETY: raw was prepared by us and is finalized exactly once.
+        unsafe { api!(finalize)(self.raw) };
+    }
+}
+
+/// Reads a raw argument value into an owned value.
+pub fn value_of(v: *mut sqlite3_value) -> Value {
+    // SAFETY: v comes from SQLite for the duration of the callback; data is copied.
+    unsafe {
+        match api!(value_type)(v) {
+            1 => Value::Integer(api!(value_int64)(v)),
+            2 => Value::Real(api!(value_double)(v)),
+            3 => {
+                let p = api!(value_text)(v);
+                let n = api!(value_bytes)(v) as usize;
+                Value::Text(String::from_utf8_lossy(slice(p, n)).into_owned())
+            }
+            4 => {
+                let p = api!(value_blob)(v).cast::<u8>();
+                let n = api!(value_bytes)(v) as usize;
+                Value::Blob(slice(p, n).to_vec())
+            }
+            _ => Value::Null,
+        }
+    }
+}
+
+/// A byte slice from an SQLite pointer (empty for NULL).
+unsafe fn slice<'a>(p: *const u8, n: usize) -> &'a [u8] {
+    if p.is_null() || n == 0 {
+        &[]
+    } else {
+        // SAFETY: caller passes a pointer/length pair from SQLite.
+        unsafe { std::slice::from_raw_parts(p, n) }
+    }
+}
+
+/// A NUL-terminated C string as owned text.
+unsafe fn text_of(p: *const c_char) -> String {
+    if p.is_null() {
+        String::new()
+    } else {
+        // SAFETY: caller passes a NUL-terminated string from SQLite.
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+}
+
+/// SQLITE_TRANSIENT: SQLite copies the data before the call returns.
+fn transient() -> Option<unsafe extern "C" fn(*mut c_void)> {
+    // SAFETY: SQLITE_TRANSIENT is defined as ((sqlite3_destructor_type)-1); SQLite
+    // compares the pointer and never calls it.
+    unsafe { std::mem::transmute::<isize, Option<unsafe extern "C" fn(*mut c_void)>>(-1) }
+}
+
+/// Copies a message into memory from `sqlite3_malloc`, as SQLite expects for
+/// `zErrMsg` fields and `pzErrMsg` out-parameters.
+pub fn sqlite_string(message: &str) -> *mut c_char {
+    let bytes = message.replace('\0', " ");
+    // SAFETY: we allocate len+1 bytes and write exactly that many.
+    unsafe {
+        let p = api!(malloc)((bytes.len() + 1) as c_int).cast::<u8>();
+        if p.is_null() {
+            return ptr::null_mut();
+        }
+        ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+        *p.add(bytes.len()) = 0;
+        p.cast::<c_char>()
+    }
+}
+
+/// Runs a callback body, turning a panic into an error message, so that no panic
+/// ever unwinds into SQLite's C frames.
+pub fn guard<T, E: std::fmt::Display>(f: impl FnOnce() -> Result<T, E>) -> Result<T, String> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(panic) => Err(format!("sdsync: internal error (panic: {})", panic_text(&panic))),
+    }
+}
+
+fn panic_text(panic: &Box<dyn Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Sets a function or column result from an owned value.
+pub fn result_value(ctx: *mut sqlite3ext_sys::sqlite3_context, value: &Value) {
+    use sqlite_loadable::api;
+    match value {
+        Value::Null => api::result_null(ctx),
+        Value::Integer(v) => api::result_int64(ctx, *v),
+        Value::Real(v) => api::result_double(ctx, *v),
+        Value::Text(s) => {
+            if api::result_text(ctx, s).is_err() {
+                api::result_error_code(ctx, SQLITE_ERROR);
+            }
+        }
+        Value::Blob(b) => api::result_blob(ctx, b),
+    }
+}

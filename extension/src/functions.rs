@@ -1,0 +1,180 @@
+//! The SQL functions of the extension.
+//!
+//! ```sql
+//! SELECT sdsync_version();
+//! SELECT sdsync_uuid_v5('tag', 'Vacation');      -- same id on every device
+//! SELECT sdsync_hlc_text(sdsync_hlc_now());      -- '2026-11-22T03:00:00.123Z#0'
+//! ```
+//!
+//! Flags (tested under `PRAGMA trusted_schema=OFF`): functions with side effects
+//! (`sdsync_track`, `sdsync_hlc_now`, `sdsync_device_id`, …) are DIRECTONLY, so no
+//! schema object (view, trigger, default) planted in a database can call them; the
+//! functions the capture triggers call are side-effect free and INNOCUOUS, which is
+//! what lets persistent triggers call them with `trusted_schema=OFF`.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use sqlite_loadable::{FunctionFlags, api, define_scalar_function_with_aux};
+use sqlite3ext_sys::{sqlite3, sqlite3_context, sqlite3_value};
+
+use sdsync_core::hlc::{Hlc, wall_millis};
+use sdsync_core::ids::{uuid_v5, uuid_v7};
+
+use crate::ffi::{Db, Value, guard, result_value, value_of};
+use crate::{store, track};
+
+/// Per-connection state shared by the functions and the `sdsync_changes` table.
+#[derive(Default)]
+pub struct Conn {
+    /// True while `sdsync_changes` applies a peer's change: the triggers then do not
+    /// capture (no echo, DESIGN.md §2.6).
+    pub applying: Cell<bool>,
+}
+
+/// One call: the connection and the arguments.
+struct Call<'a> {
+    db: Db,
+    args: Vec<Value>,
+    conn: &'a Conn,
+}
+
+impl Call<'_> {
+    fn text(&self, i: usize, what: &str) -> Result<String, String> {
+        match self.args.get(i) {
+            Some(Value::Text(s)) => Ok(s.clone()),
+            _ => Err(format!("{what} must be text")),
+        }
+    }
+
+    fn int(&self, i: usize, what: &str) -> Result<i64, String> {
+        match self.args.get(i) {
+            Some(Value::Integer(v)) => Ok(*v),
+            _ => Err(format!("{what} must be an integer")),
+        }
+    }
+}
+
+type Body = fn(&Call) -> Result<Value, String>;
+
+const PURE: i32 = 0;
+const INNOCUOUS: i32 = 1;
+const DIRECT: i32 = 2;
+
+/// Name, argument count, safety class, body.
+const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
+    ("sdsync_version", 0, PURE, |_| Ok(Value::Text(env!("CARGO_PKG_VERSION").into()))),
+    ("sdsync_capturing", 0, INNOCUOUS, |c| Ok(Value::Integer(i64::from(!c.conn.applying.get())))),
+    ("sdsync_wall", 0, INNOCUOUS, |_| Ok(Value::Integer(Hlc::from_wall(wall_millis()).as_i64()))),
+    ("sdsync_uuid", 0, INNOCUOUS, |_| Ok(Value::Text(uuid_v7()))),
+    ("sdsync_uuid_v5", 2, PURE, uuid_v5_fn),
+    ("sdsync_hlc_text", 1, PURE, hlc_text),
+    ("sdsync_refuse", 3, INNOCUOUS, refuse_foreign_write),
+    ("sdsync_refuse_rekey", 3, INNOCUOUS, refuse_rekey),
+    ("sdsync_hlc_now", 0, DIRECT, |c| Ok(Value::Integer(store::hlc_now(c.db).map_err(|e| e.to_string())?.as_i64()))),
+    ("sdsync_device_id", 0, DIRECT, |c| Ok(Value::Text(store::device_id(c.db).map_err(|e| e.to_string())?))),
+    ("sdsync_reidentify", 0, DIRECT, |c| Ok(Value::Text(track::reidentify(c.db).map_err(|e| e.to_string())?))),
+    ("sdsync_track", 2, DIRECT, track_fn),
+    ("sdsync_track", 3, DIRECT, track_fn),
+    ("sdsync_untrack", 1, DIRECT, |c| {
+        Ok(Value::Text(track::untrack(c.db, &c.text(0, "table")?).map_err(|e| e.to_string())?))
+    }),
+    ("sdsync_mark_complete", 2, DIRECT, mark_complete),
+];
+
+/// Registers every function on a connection.
+pub fn register(db: *mut sqlite3, conn: &Rc<Conn>) -> sqlite_loadable::Result<()> {
+    for &(name, nargs, class, body) in FUNCTIONS {
+        let flags = FunctionFlags::UTF8
+            | match class {
+                PURE => FunctionFlags::DETERMINISTIC | FunctionFlags::INNOCUOUS,
+                INNOCUOUS => FunctionFlags::INNOCUOUS,
+                _ => FunctionFlags::DIRECTONLY,
+            };
+        let aux = (conn.clone(), body);
+        define_scalar_function_with_aux(db, name, nargs, invoke, flags, aux)?;
+    }
+    Ok(())
+}
+
+/// The callback behind every function: converts arguments, runs the body with
+/// panics caught, and reports the result or error to SQLite.
+fn invoke(
+    ctx: *mut sqlite3_context,
+    argv: &[*mut sqlite3_value],
+    aux: &(Rc<Conn>, Body),
+) -> sqlite_loadable::Result<()> {
+    let (conn, body) = aux;
+    let outcome = guard(|| {
+        let call = Call {
+            db: Db::from_raw(api::context_db_handle(ctx)),
+            args: argv.iter().map(|v| value_of(*v)).collect(),
+            conn,
+        };
+        body(&call)
+    });
+    match outcome {
+        Ok(value) => {
+            result_value(ctx, &value);
+            Ok(())
+        }
+        Err(message) => Err(sqlite_loadable::Error::new_message(message)),
+    }
+}
+
+fn uuid_v5_fn(c: &Call) -> Result<Value, String> {
+    let ns = c.text(0, "sdsync_uuid_v5: namespace (a uuid, or a name such as 'tag')")?;
+    let name = match c.args.get(1) {
+        None | Some(Value::Null) => return Ok(Value::Null),
+        Some(Value::Text(s)) => s.clone(),
+        Some(Value::Integer(i)) => i.to_string(),
+        Some(Value::Real(r)) => r.to_string(),
+        Some(Value::Blob(b)) => String::from_utf8_lossy(b).into_owned(),
+    };
+    Ok(Value::Text(uuid_v5(&ns, &name)))
+}
+
+fn hlc_text(c: &Call) -> Result<Value, String> {
+    let raw = c.int(0, "sdsync_hlc_text: the HLC")?;
+    let hlc = Hlc::from_i64(raw).ok_or_else(|| format!("sdsync_hlc_text: {raw} is not an HLC (negative)"))?;
+    Ok(Value::Text(hlc.to_string()))
+}
+
+fn refuse_foreign_write(c: &Call) -> Result<Value, String> {
+    let table = c.text(0, "table")?;
+    let owner = c.text(2, "owner").unwrap_or_else(|_| "another device".into());
+    let pk = c.args.get(1).cloned().unwrap_or(Value::Null);
+    Err(format!(
+        "sdsync: row {pk:?} of device-owned table {table} is owned by device {owner}; only its owner may change or delete it"
+    ))
+}
+
+fn refuse_rekey(c: &Call) -> Result<Value, String> {
+    let table = c.text(0, "table")?;
+    Err(format!(
+        "sdsync: the uuid of a synced row identifies it on every device and cannot change (table {table}: {:?} -> {:?}); delete the row and insert a new one instead",
+        c.args.get(1).cloned().unwrap_or(Value::Null),
+        c.args.get(2).cloned().unwrap_or(Value::Null)
+    ))
+}
+
+fn track_fn(c: &Call) -> Result<Value, String> {
+    let table = c.text(0, "sdsync_track: table")?;
+    let class = c.text(1, "sdsync_track: class ('owned' or 'shared')")?;
+    let options = match c.args.get(2) {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(c.text(2, "sdsync_track: options (JSON text)")?),
+    };
+    track::track(c.db, &table, &class, options.as_deref())
+        .map(Value::Text)
+        .map_err(|e| e.to_string())
+}
+
+fn mark_complete(c: &Call) -> Result<Value, String> {
+    let origin = c.text(0, "sdsync_mark_complete: origin (device uuid)")?;
+    let origin = sdsync_core::ids::parse_device(&origin)
+        .ok_or_else(|| format!("sdsync_mark_complete: '{origin}' is not a device uuid"))?;
+    let seq = c.int(1, "sdsync_mark_complete: seq")?;
+    let done = store::mark_complete(c.db, &origin, seq).map_err(|e| e.to_string())?;
+    Ok(Value::Integer(done))
+}

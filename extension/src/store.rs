@@ -1,0 +1,166 @@
+//! sdsync's own tables inside `database.db`, the clock and the device identity.
+//!
+//! ```sql
+//! SELECT sdsync_device_id();          -- creates the tables and identity on first use
+//! SELECT * FROM sdsync_watermarks;    -- (origin, seq): what this database holds
+//! ```
+//!
+//! Everything capture writes lives in the same file as the data (DESIGN.md §2.1), so
+//! one SQLite transaction covers a write and its capture.
+
+use sdsync_core::hlc::{Hlc, wall_millis};
+use sdsync_core::ids::device_uuid;
+
+use crate::ffi::{Db, SqlError, Value};
+
+/// The metadata schema. `sdsync_versions` is never pruned: it is how last-writer-wins
+/// still knows the winning version of every row and column after any log is gone
+/// (§2.4). `sdsync_parked` holds changes that cannot be applied yet (missing parent,
+/// row not created yet, or updates newer than a delete) and is served to peers too.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sdsync_meta(key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
+INSERT OR IGNORE INTO sdsync_meta(key, value) VALUES ('format', 1), ('max_drift_ms', 300000);
+CREATE TABLE IF NOT EXISTS sdsync_clock(
+  id INTEGER PRIMARY KEY CHECK (id = 0),
+  hlc INTEGER NOT NULL,
+  seq INTEGER NOT NULL);
+INSERT OR IGNORE INTO sdsync_clock(id, hlc, seq) VALUES (0, 0, 0);
+CREATE TABLE IF NOT EXISTS sdsync_origins(
+  id INTEGER PRIMARY KEY,
+  uuid TEXT NOT NULL UNIQUE,
+  complete INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS sdsync_tables(
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  spec TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sdsync_versions(
+  tbl INTEGER NOT NULL,
+  pk ANY NOT NULL,
+  mask INTEGER NOT NULL,
+  origin INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  hlc INTEGER NOT NULL,
+  PRIMARY KEY (tbl, pk, mask)) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS sdsync_versions_by_origin ON sdsync_versions(origin, seq);
+CREATE TABLE IF NOT EXISTS sdsync_parked(
+  origin INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  tbl INTEGER NOT NULL,
+  pk ANY NOT NULL,
+  mask INTEGER NOT NULL,
+  hlc INTEGER NOT NULL,
+  data TEXT,
+  wait_tbl INTEGER NOT NULL,
+  wait_pk ANY NOT NULL,
+  reason TEXT NOT NULL,
+  PRIMARY KEY (origin, seq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sdsync_parked_row ON sdsync_parked(tbl, pk);
+CREATE INDEX IF NOT EXISTS sdsync_parked_wait ON sdsync_parked(wait_tbl, wait_pk);
+CREATE VIEW IF NOT EXISTS sdsync_watermarks(origin, seq) AS
+  SELECT o.uuid, CASE WHEN o.id = (SELECT value FROM sdsync_meta WHERE key = 'origin')
+                      THEN (SELECT seq FROM sdsync_clock) ELSE o.complete END
+  FROM sdsync_origins o;
+";
+
+/// Creates sdsync's tables and this database's identity if they do not exist yet.
+pub fn ensure(db: Db) -> Result<(), SqlError> {
+    if local_origin(db)?.is_some() {
+        return Ok(());
+    }
+    db.exec(SCHEMA)?;
+    if local_origin(db)?.is_none() {
+        assign_identity(db, &device_uuid())?;
+    }
+    Ok(())
+}
+
+/// Whether sdsync's tables exist (reads must not create them).
+pub fn exists(db: Db) -> Result<bool, SqlError> {
+    Ok(db
+        .query_i64(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'sdsync_meta'",
+            &[],
+        )?
+        .unwrap_or(0)
+        > 0)
+}
+
+/// The local origin id (this device's row in `sdsync_origins`), if assigned.
+pub fn local_origin(db: Db) -> Result<Option<i64>, SqlError> {
+    if !exists(db)? {
+        return Ok(None);
+    }
+    db.query_i64("SELECT value FROM sdsync_meta WHERE key = 'origin'", &[])
+}
+
+/// This database's device uuid.
+pub fn device_id(db: Db) -> Result<String, SqlError> {
+    ensure(db)?;
+    Ok(db
+        .query_text(
+            "SELECT o.uuid FROM sdsync_origins o JOIN sdsync_meta m ON m.key = 'origin' AND m.value = o.id",
+            &[],
+        )?
+        .unwrap_or_default())
+}
+
+/// Gives this database the identity `uuid`: a new origin whose sequence starts at 0.
+/// The previous identity's changes keep their origin (they were made by that device);
+/// its watermark is set to the last sequence it issued here.
+pub fn assign_identity(db: Db, uuid: &str) -> Result<i64, SqlError> {
+    if let Some(old) = db.query_i64("SELECT value FROM sdsync_meta WHERE key = 'origin'", &[])? {
+        db.prepare("UPDATE sdsync_origins SET complete = max(complete, (SELECT seq FROM sdsync_clock)) WHERE id = ?1")?
+            .run(&[Value::Integer(old)])?;
+    }
+    let id = intern_origin(db, uuid)?;
+    db.prepare("INSERT OR REPLACE INTO sdsync_meta(key, value) VALUES ('origin', ?1)")?
+        .run(&[Value::Integer(id)])?;
+    let resume = db
+        .query_i64("SELECT complete FROM sdsync_origins WHERE id = ?1", &[Value::Integer(id)])?
+        .unwrap_or(0);
+    db.prepare("UPDATE sdsync_clock SET seq = ?1")?
+        .run(&[Value::Integer(resume)])?;
+    Ok(id)
+}
+
+/// The local id of an origin uuid, creating its row if new.
+pub fn intern_origin(db: Db, uuid: &str) -> Result<i64, SqlError> {
+    let text = Value::Text(uuid.to_string());
+    db.prepare("INSERT OR IGNORE INTO sdsync_origins(uuid) VALUES (?1)")?
+        .run(std::slice::from_ref(&text))?;
+    Ok(db
+        .query_i64("SELECT id FROM sdsync_origins WHERE uuid = ?1", &[text])?
+        .unwrap_or(0))
+}
+
+/// Issues the next HLC (send rule) and persists it, inside the caller's transaction.
+pub fn hlc_now(db: Db) -> Result<Hlc, SqlError> {
+    ensure(db)?;
+    let wall = Hlc::from_wall(wall_millis()).as_i64();
+    let raw = db
+        .query_i64(
+            "UPDATE sdsync_clock SET hlc = max(hlc + 1, ?1) RETURNING hlc",
+            &[Value::Integer(wall)],
+        )?
+        .unwrap_or(wall);
+    Ok(Hlc::from_i64(raw).unwrap_or_default())
+}
+
+/// Records that this database holds every change of `origin` up to `seq`.
+pub fn mark_complete(db: Db, origin: &str, seq: i64) -> Result<i64, SqlError> {
+    ensure(db)?;
+    let id = intern_origin(db, origin)?;
+    db.prepare("UPDATE sdsync_origins SET complete = max(complete, ?2) WHERE id = ?1")?
+        .run(&[Value::Integer(id), Value::Integer(seq)])?;
+    Ok(db
+        .query_i64("SELECT complete FROM sdsync_origins WHERE id = ?1", &[Value::Integer(id)])?
+        .unwrap_or(seq))
+}
+
+/// The configured maximum clock drift for incoming changes, in milliseconds.
+pub fn max_drift_ms(db: Db) -> Result<u64, SqlError> {
+    Ok(db
+        .query_i64("SELECT value FROM sdsync_meta WHERE key = 'max_drift_ms'", &[])?
+        .unwrap_or(300_000)
+        .max(0) as u64)
+}

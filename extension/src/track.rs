@@ -1,0 +1,300 @@
+//! `sdsync_track` / `sdsync_untrack` / `sdsync_reidentify`: installing and removing capture.
+//!
+//! ```sql
+//! SELECT sdsync_track('locations', 'owned');
+//! SELECT sdsync_track('entries', 'owned', '{"refs":{"location_id":"locations"}}');
+//! SELECT sdsync_untrack('entries');
+//! ```
+//!
+//! Tracking validates the table (see `sdsync_core::schema`), stores its spec, installs
+//! the triggers and records a version for every row already in the table, so rows
+//! written before tracking sync like any other. All of it happens in one savepoint:
+//! a failed track leaves nothing behind.
+
+use sdsync_core::hlc::{Hlc, wall_millis};
+use sdsync_core::ids::device_uuid;
+use sdsync_core::schema::{
+    Class, Options, RawColumn, RawForeignKey, RawTable, SchemaError, TableSpec, quote_ident,
+};
+use sdsync_core::triggers::{create_statements, drop_statements};
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::ffi::{Db, SqlError, Value};
+use crate::store;
+
+/// Why tracking, untracking or re-identifying failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackError {
+    /// The table cannot be synced as it is.
+    #[error("sdsync_track: {0}")]
+    Schema(#[from] SchemaError),
+    /// SQLite failed.
+    #[error("sdsync_track: {0}")]
+    Sql(#[from] SqlError),
+    /// The catalog could not be read.
+    #[error("sdsync_track: {0}")]
+    Catalog(#[from] CatalogError),
+    /// Re-tracking would renumber columns that versions already refer to.
+    #[error(
+        "sdsync_track: table {table} was tracked with columns ({before}) and now has ({after}); only columns added at the end can be picked up by re-tracking; untrack it first (its versions restart)"
+    )]
+    ColumnsChanged {
+        /// Table.
+        table: String,
+        /// Columns at the earlier track.
+        before: String,
+        /// Columns now.
+        after: String,
+    },
+    /// Re-tracking with another class.
+    #[error("sdsync_track: table {table} is tracked as {was}; untrack it before tracking it as {now}")]
+    ClassChanged {
+        /// Table.
+        table: String,
+        /// Earlier class.
+        was: &'static str,
+        /// Requested class.
+        now: &'static str,
+    },
+    /// Untracking a table other tracked tables reference.
+    #[error("sdsync_untrack: table {table} is referenced by tracked table {child}; untrack {child} first")]
+    Referenced {
+        /// Table.
+        table: String,
+        /// Referencing table.
+        child: String,
+    },
+    /// Untracking a table that is not tracked.
+    #[error("sdsync_untrack: table {0} is not tracked")]
+    NotTracked(String),
+}
+
+/// Tracks `table` as `class`, returning a one-line summary.
+pub fn track(db: Db, table: &str, class: &str, options: Option<&str>) -> Result<String, TrackError> {
+    let class = Class::parse(class)?;
+    let options = Options::parse(options)?;
+    in_savepoint(db, || {
+        store::ensure(db)?;
+        let catalog = Catalog::load(db)?;
+        let existing = catalog.by_name(&canonical_name(db, table)?).cloned();
+        let id = match &existing {
+            Some(spec) => spec.id,
+            None => db.query_i64("SELECT coalesce(max(id), 0) + 1 FROM sdsync_tables", &[])?.unwrap_or(1),
+        };
+        let table = canonical_name(db, table)?;
+        let raw = read_raw(db, &table)?;
+        let lookup = |name: &str| {
+            catalog
+                .by_name(name)
+                .map(|s| (s.uuid_column.clone(), s.local_id.clone()))
+        };
+        let spec = TableSpec::validate(raw, class, &options, id, &lookup)?;
+        if let Some(old) = &existing {
+            check_compatible(old, &spec)?;
+        }
+        let text = serde_json::to_string(&spec).unwrap_or_default();
+        db.prepare("INSERT INTO sdsync_tables(id, name, spec) VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET spec = excluded.spec")?
+            .run(&[Value::Integer(id), Value::Text(spec.name.clone()), Value::Text(text)])?;
+        let origin = store::local_origin(db)?.unwrap_or(0);
+        install_triggers(db, &spec, origin)?;
+        let backfilled = backfill(db, &spec, origin)?;
+        Ok(format!(
+            "tracked {} as {}: {} synced columns, {} references, {} existing rows recorded",
+            spec.name,
+            spec.class.as_str(),
+            spec.columns.len(),
+            spec.columns.iter().filter(|c| c.reference.is_some()).count(),
+            backfilled
+        ))
+    })
+}
+
+/// Removes capture from `table` and forgets its versions and parked changes.
+pub fn untrack(db: Db, table: &str) -> Result<String, TrackError> {
+    in_savepoint(db, || {
+        let catalog = Catalog::load(db)?;
+        let spec = catalog
+            .by_name(table)
+            .cloned()
+            .ok_or_else(|| TrackError::NotTracked(table.to_string()))?;
+        if let Some(child) = catalog
+            .ordered
+            .iter()
+            .find(|s| s.name != spec.name && s.parents().any(|p| p == spec.name))
+        {
+            return Err(TrackError::Referenced {
+                table: table.to_string(),
+                child: child.name.clone(),
+            });
+        }
+        for sql in drop_statements(&spec.name) {
+            db.exec(&sql)?;
+        }
+        let id = [Value::Integer(spec.id)];
+        db.prepare("DELETE FROM sdsync_versions WHERE tbl = ?1")?.run(&id)?;
+        db.prepare("DELETE FROM sdsync_parked WHERE tbl = ?1")?.run(&id)?;
+        db.prepare("DELETE FROM sdsync_tables WHERE id = ?1")?.run(&id)?;
+        Ok(format!("untracked {table}"))
+    })
+}
+
+/// Gives a copied database file its own device identity and re-installs the
+/// triggers, which name the local origin.
+pub fn reidentify(db: Db) -> Result<String, TrackError> {
+    in_savepoint(db, || {
+        store::ensure(db)?;
+        let uuid = device_uuid();
+        let origin = store::assign_identity(db, &uuid)?;
+        for spec in Catalog::load(db)?.ordered {
+            install_triggers(db, &spec, origin)?;
+        }
+        Ok(uuid)
+    })
+}
+
+/// Runs `f` inside a savepoint, rolled back if it fails.
+fn in_savepoint<T>(db: Db, f: impl FnOnce() -> Result<T, TrackError>) -> Result<T, TrackError> {
+    db.exec("SAVEPOINT sdsync_track")?;
+    match f() {
+        Ok(v) => {
+            db.exec("RELEASE sdsync_track")?;
+            Ok(v)
+        }
+        Err(e) => {
+            // Rolling back can only fail if the connection is gone; the first error matters.
+            let _ = db.exec("ROLLBACK TO sdsync_track; RELEASE sdsync_track");
+            Err(e)
+        }
+    }
+}
+
+fn install_triggers(db: Db, spec: &TableSpec, origin: i64) -> Result<(), SqlError> {
+    for sql in drop_statements(&spec.name) {
+        db.exec(&sql)?;
+    }
+    for sql in create_statements(spec, origin) {
+        db.exec(&sql)?;
+    }
+    Ok(())
+}
+
+fn check_compatible(old: &TableSpec, new: &TableSpec) -> Result<(), TrackError> {
+    if old.class != new.class {
+        return Err(TrackError::ClassChanged {
+            table: new.name.clone(),
+            was: old.class.as_str(),
+            now: new.class.as_str(),
+        });
+    }
+    let prefix = old.columns.len() <= new.columns.len()
+        && old.columns.iter().zip(&new.columns).all(|(a, b)| a.name == b.name);
+    if prefix {
+        return Ok(());
+    }
+    let names = |s: &TableSpec| s.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>().join(", ");
+    Err(TrackError::ColumnsChanged {
+        table: new.name.clone(),
+        before: names(old),
+        after: names(new),
+    })
+}
+
+/// Records a local version for every row that has none (rows written before tracking).
+fn backfill(db: Db, spec: &TableSpec, origin: i64) -> Result<i64, SqlError> {
+    let uuid = quote_ident(&spec.uuid_column);
+    let count = db
+        .query_i64(
+            &format!(
+                "SELECT count(*) FROM {t} t WHERE NOT EXISTS (SELECT 1 FROM sdsync_versions v WHERE v.tbl = ?1 AND v.pk = t.{uuid})",
+                t = quote_ident(&spec.name)
+            ),
+            &[Value::Integer(spec.id)],
+        )?
+        .unwrap_or(0);
+    if count == 0 {
+        return Ok(0);
+    }
+    let wall = Value::Integer(Hlc::from_wall(wall_millis()).as_i64());
+    db.prepare(&format!(
+        "INSERT INTO sdsync_versions(tbl, pk, mask, origin, seq, hlc) \
+         SELECT ?1, t.{uuid}, ?2, ?3, c.seq + row_number() OVER (), max(c.hlc, ?4) + row_number() OVER () \
+         FROM {t} t, sdsync_clock c \
+         WHERE NOT EXISTS (SELECT 1 FROM sdsync_versions v WHERE v.tbl = ?1 AND v.pk = t.{uuid})",
+        t = quote_ident(&spec.name)
+    ))?
+    .run(&[
+        Value::Integer(spec.id),
+        Value::Integer(spec.all_mask() as i64),
+        Value::Integer(origin),
+        wall.clone(),
+    ])?;
+    db.prepare("UPDATE sdsync_clock SET seq = seq + ?1, hlc = max(hlc, ?2) + ?1")?
+        .run(&[Value::Integer(count), wall])?;
+    Ok(count)
+}
+
+/// The table's name as declared (SQLite resolves names case-insensitively).
+fn canonical_name(db: Db, table: &str) -> Result<String, SqlError> {
+    Ok(db
+        .query_text(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name = ?1 COLLATE NOCASE",
+            &[Value::Text(table.to_string())],
+        )?
+        .unwrap_or_else(|| table.to_string()))
+}
+
+/// Reads what SQLite knows about a table into a [`RawTable`].
+fn read_raw(db: Db, table: &str) -> Result<RawTable, SqlError> {
+    let name = Value::Text(table.to_string());
+    let mut columns = Vec::new();
+    let mut stmt =
+        db.prepare("SELECT name, type, \"notnull\", dflt_value IS NOT NULL, pk FROM pragma_table_info(?1)")?;
+    stmt.bind_all(std::slice::from_ref(&name))?;
+    while stmt.step()? {
+        columns.push(RawColumn {
+            name: stmt.text(0).unwrap_or_default(),
+            decl_type: stmt.text(1).unwrap_or_default(),
+            not_null: stmt.int(2) != 0,
+            has_default: stmt.int(3) != 0,
+            pk: stmt.int(4),
+        });
+    }
+    let pk_cols: Vec<&RawColumn> = columns.iter().filter(|c| c.pk > 0).collect();
+    let integer_primary_key = match pk_cols.as_slice() {
+        [c] if c.decl_type.eq_ignore_ascii_case("INTEGER") => Some(c.name.clone()),
+        _ => None,
+    };
+    let mut unique: Vec<String> = Vec::new();
+    if let [c] = pk_cols.as_slice() {
+        unique.push(c.name.clone());
+    }
+    let mut stmt = db.prepare(
+        "SELECT (SELECT group_concat(ii.name, ',') FROM pragma_index_info(il.name) ii), \
+                (SELECT count(*) FROM pragma_index_info(il.name)) \
+         FROM pragma_index_list(?1) il WHERE il.\"unique\" = 1 AND il.partial = 0",
+    )?;
+    stmt.bind_all(std::slice::from_ref(&name))?;
+    while stmt.step()? {
+        if stmt.int(1) == 1 {
+            unique.push(stmt.text(0).unwrap_or_default());
+        }
+    }
+    let mut foreign_keys = Vec::new();
+    let mut stmt = db.prepare("SELECT id, \"from\", \"table\", \"to\" FROM pragma_foreign_key_list(?1)")?;
+    stmt.bind_all(&[name])?;
+    while stmt.step()? {
+        foreign_keys.push(RawForeignKey {
+            id: stmt.int(0),
+            from: stmt.text(1).unwrap_or_default(),
+            table: stmt.text(2).unwrap_or_default(),
+            to: stmt.text(3),
+        });
+    }
+    Ok(RawTable {
+        name: table.to_string(),
+        columns,
+        unique,
+        foreign_keys,
+        integer_primary_key,
+    })
+}
