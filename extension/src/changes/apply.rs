@@ -72,13 +72,13 @@ impl Engine {
         self.check_drift(&change)?;
         let version = Version {
             hlc: change.hlc.as_i64() as u64,
-            origin_id: self.origin_id(&change.origin)?,
+            origin_id: self.known_origin(&change.origin)?.unwrap_or(0),
             origin: change.origin.clone(),
             seq: change.seq,
         };
-        self.raise_clock(&version)?;
         let woke = self.apply_one(&change, &version)?;
-        self.wake(woke)
+        self.wake(woke)?;
+        self.raise_clock(&version)
     }
 
     /// Reloads the catalog and drops cached statements after any schema change.
@@ -129,8 +129,9 @@ impl Engine {
     /// Receive rule: the local clock never issues a value at or below a received
     /// one. A change of our own origin that we lack (a restored backup) also moves
     /// the local sequence past it, so no sequence number is ever issued twice.
-    fn raise_clock(&mut self, v: &Version) -> Result<(), SqlError> {
-        let local = store::local_origin(self.db)? == Some(v.origin_id);
+    fn raise_clock(&mut self, v: &Version) -> Result<(), ChangeError> {
+        let id = self.known_origin(&v.origin)?;
+        let local = id.is_some() && store::local_origin(self.db)? == id;
         self.run(
             "UPDATE sdsync_clock SET hlc = max(hlc, ?1), seq = CASE WHEN ?3 THEN max(seq, ?2) ELSE seq END \
              WHERE hlc < ?1 OR (?3 AND seq < ?2)"
@@ -140,16 +141,39 @@ impl Engine {
                 Value::Integer(v.seq),
                 Value::Integer(i64::from(local)),
             ],
-        )
+        )?;
+        Ok(())
     }
 
-    fn origin_id(&mut self, uuid: &str) -> Result<i64, SqlError> {
+    /// The local id of an origin already known here (no write).
+    fn known_origin(&mut self, uuid: &str) -> Result<Option<i64>, SqlError> {
         if let Some(id) = self.origin_ids.get(uuid) {
-            return Ok(*id);
+            return Ok(Some(*id));
         }
-        let id = store::intern_origin(self.db, uuid)?;
-        self.origin_ids.insert(uuid.to_string(), id);
-        self.origin_names.insert(id, uuid.to_string());
+        let stmt = self.stmt("SELECT id FROM sdsync_origins WHERE uuid = ?1".into())?;
+        stmt.bind_all(&[Value::Text(uuid.to_string())])?;
+        let id = if stmt.step()? { Some(stmt.int(0)) } else { None };
+        stmt.reset();
+        if let Some(id) = id {
+            self.origin_ids.insert(uuid.to_string(), id);
+            self.origin_names.insert(id, uuid.to_string());
+        }
+        Ok(id)
+    }
+
+    /// The local id of a version's origin, creating the origin row on first use.
+    /// Called only after the change's table write succeeded, so a refused change
+    /// leaves no origin behind.
+    fn origin_id(&mut self, v: &Version) -> Result<i64, SqlError> {
+        if v.origin_id > 0 {
+            return Ok(v.origin_id);
+        }
+        if let Some(id) = self.known_origin(&v.origin)? {
+            return Ok(id);
+        }
+        let id = store::intern_origin(self.db, &v.origin)?;
+        self.origin_ids.insert(v.origin.clone(), id);
+        self.origin_names.insert(id, v.origin.clone());
         Ok(id)
     }
 
@@ -233,18 +257,22 @@ impl Engine {
                 let RowState::Alive(groups) = state else {
                     return Ok(());
                 };
+                let mut keep = Vec::new();
                 for i in newer {
-                    self.park_group(spec, pk, &groups[i])?;
+                    keep.push(self.group_change(spec, pk, &groups[i])?);
                 }
                 self.run(rows::delete_sql(spec), std::slice::from_ref(pk))?;
+                for (change, version) in keep {
+                    self.park(&change, &version, &(spec.clone(), pk.clone()), "updated after a delete")?;
+                }
                 self.set_versions(spec, pk, &[Group { mask: 0, version: v.clone() }])?;
                 Ok(())
             }
         }
     }
 
-    /// Keeps a live row's group (an update newer than a delete) as a parked piece.
-    fn park_group(&mut self, spec: &Rc<TableSpec>, pk: &Value, group: &Group) -> Result<(), ChangeError> {
+    /// A live row's group (an update newer than a delete) as a change to park.
+    fn group_change(&mut self, spec: &Rc<TableSpec>, pk: &Value, group: &Group) -> Result<(Change, Version), ChangeError> {
         let data = {
             let stmt = self.stmt(rows::select_sql(spec))?;
             rows::read_json(stmt, spec, pk, group.mask)?.unwrap_or_default()
@@ -260,7 +288,7 @@ impl Engine {
             seq: group.version.seq,
             hlc: sdsync_core::hlc::Hlc::from_i64(group.version.hlc as i64).unwrap_or_default(),
         };
-        self.park(&change, &group.version, &(spec.clone(), pk.clone()), "updated after a delete")
+        Ok((change, group.version.clone()))
     }
 
     /// Builds a row that is not alive from its parked pieces plus `incoming`; parks
@@ -329,6 +357,7 @@ impl Engine {
     /// Stores a change durably until `wait` exists; every piece of the same row
     /// then waits for the same thing.
     fn park(&mut self, c: &Change, v: &Version, wait: &RowRef, reason: &str) -> Result<(), ChangeError> {
+        let origin = self.origin_id(v)?;
         let mut data = Map::new();
         for (i, col) in c.table.columns_in(c.mask) {
             data.insert(col.name.clone(), to_json(&c.values[i]));
@@ -338,7 +367,7 @@ impl Engine {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
                 .into(),
             &[
-                Value::Integer(v.origin_id),
+                Value::Integer(origin),
                 Value::Integer(v.seq),
                 Value::Integer(c.table.id),
                 c.pk.clone(),
@@ -370,22 +399,42 @@ impl Engine {
         )
     }
 
-    /// Applies parked changes whose wait is over, until nothing more moves.
+    /// Applies parked changes whose wait is over, until nothing more moves. A
+    /// woken change that fails (say, it breaks a UNIQUE constraint of the app) stays
+    /// parked with the error as its reason, visible, and does not fail the change
+    /// that woke it.
     fn wake(&mut self, mut queue: Vec<RowRef>) -> Result<(), ChangeError> {
         while let Some((spec, pk)) = queue.pop() {
             for (table, row, origin_id, seq) in self.waiting_for(&spec, &pk)? {
                 let state = self.state(&table, &row)?;
-                if matches!(state, RowState::Alive(_)) {
-                    let Some((change, v)) = self.take_parked(&table, &row, origin_id, seq)? else {
-                        continue;
-                    };
-                    queue.extend(self.apply_one(&change, &v)?);
-                } else if self.materialize(&table, &row, &state, None)? {
-                    queue.push((table, row));
+                let result = if matches!(state, RowState::Alive(_)) {
+                    self.retry_piece(&table, &row, origin_id, seq)
+                } else {
+                    self.materialize(&table, &row, &state, None)
+                        .map(|made| if made { vec![(table.clone(), row.clone())] } else { Vec::new() })
+                };
+                match result {
+                    Ok(rows) => queue.extend(rows),
+                    Err(e) => self.run(
+                        "UPDATE sdsync_parked SET reason = ?3 WHERE tbl = ?1 AND pk = ?2".into(),
+                        &[Value::Integer(table.id), row.clone(), Value::Text(format!("failed: {e}"))],
+                    )?,
                 }
             }
         }
         Ok(())
+    }
+
+    /// Re-applies one parked change to a live row; on failure it is parked again.
+    fn retry_piece(&mut self, table: &Rc<TableSpec>, row: &Value, origin_id: i64, seq: i64) -> Result<Vec<RowRef>, ChangeError> {
+        let Some((change, v)) = self.parked_change(table, row, origin_id, seq)? else {
+            return Ok(Vec::new());
+        };
+        self.unpark(origin_id, seq)?;
+        self.apply_one(&change, &v).inspect_err(|_| {
+            // The failed write changed nothing; put the change back where it was.
+            let _ = self.park(&change, &v, &(table.clone(), row.clone()), "failed");
+        })
     }
 
     fn waiting_for(&mut self, spec: &TableSpec, pk: &Value) -> Result<Vec<(Rc<TableSpec>, Value, i64, i64)>, SqlError> {
@@ -405,7 +454,7 @@ impl Engine {
             .collect())
     }
 
-    fn take_parked(&mut self, spec: &Rc<TableSpec>, pk: &Value, origin_id: i64, seq: i64) -> Result<Option<(Change, Version)>, ChangeError> {
+    fn parked_change(&mut self, spec: &Rc<TableSpec>, pk: &Value, origin_id: i64, seq: i64) -> Result<Option<(Change, Version)>, ChangeError> {
         let found = self
             .parked_for_row(spec, pk)?
             .into_iter()
@@ -413,7 +462,6 @@ impl Engine {
         let Some((_, p)) = found else {
             return Ok(None);
         };
-        self.unpark(origin_id, seq)?;
         let change = Change {
             table: spec.clone(),
             pk: pk.clone(),
@@ -481,13 +529,14 @@ impl Engine {
             &[Value::Integer(spec.id), pk.clone()],
         )?;
         for g in groups {
+            let origin = self.origin_id(&g.version)?;
             self.run(
                 "INSERT INTO sdsync_versions(tbl, pk, mask, origin, seq, hlc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)".into(),
                 &[
                     Value::Integer(spec.id),
                     pk.clone(),
                     Value::Integer(g.mask as i64),
-                    Value::Integer(g.version.origin_id),
+                    Value::Integer(origin),
                     Value::Integer(g.version.seq),
                     Value::Integer(g.version.hlc as i64),
                 ],

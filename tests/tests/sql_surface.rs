@@ -1,0 +1,224 @@
+//! The extension's SQL contract: functions, flags, clock, validation, identity.
+
+use rusqlite::Connection;
+use sdsync_tests::{Lib, apply, apply_each, open, temp_dir};
+
+fn lib(name: &str) -> Lib {
+    Lib::create(&temp_dir(name).join("database.db"))
+}
+
+#[test]
+fn refused_change_in_an_open_transaction_changes_nothing() {
+    let a = lib("atomic-a");
+    let b = lib("atomic-b");
+    for l in [&a, &b] {
+        l.exec("CREATE TABLE notes(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, title TEXT UNIQUE); SELECT sdsync_track('notes', 'shared');");
+    }
+    b.exec("INSERT INTO notes(uuid, title) VALUES ('n1', 'same')");
+    a.exec("INSERT INTO notes(uuid, title) VALUES ('n2', 'same')");
+    let incoming = a.changes();
+    let snapshot = |l: &Lib| {
+        (
+            l.digest(),
+            l.changes(),
+            l.int("SELECT hlc FROM sdsync_clock"),
+            l.int("SELECT count(*) FROM sdsync_origins"),
+            l.int("SELECT count(*) FROM sdsync_parked"),
+        )
+    };
+    let before = snapshot(&b);
+    b.exec("BEGIN");
+    let err = apply_each(&b.conn, &incoming).expect_err("UNIQUE clash").to_string();
+    b.exec("COMMIT");
+    assert!(err.contains("UNIQUE constraint failed: notes.title"), "{err}");
+    assert_eq!(snapshot(&b), before);
+}
+
+#[test]
+fn hlc_is_monotonic_across_connections_and_reopen() {
+    let dir = temp_dir("hlc");
+    let path = dir.join("database.db");
+    let a = Lib::create(&path);
+    let b = Lib::open(&path);
+    let mut last = 0;
+    for i in 0..200 {
+        let writer = if i % 2 == 0 { &a } else { &b };
+        writer.exec(&format!("INSERT INTO tags(uuid, canonical_name) VALUES ('t{i}', 'n{i}')"));
+        let hlc = a.int("SELECT max(hlc) FROM sdsync_versions");
+        assert!(hlc > last, "write {i}: {hlc} <= {last}");
+        last = hlc;
+    }
+    let now = a.int("SELECT sdsync_hlc_now()");
+    assert!(now > last);
+    drop((a, b));
+    let again = Lib::open(&path);
+    assert!(again.int("SELECT sdsync_hlc_now()") > now, "persists across reopen");
+    let seqs: Vec<i64> = again.changes().iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+}
+
+#[test]
+fn clock_never_goes_back_when_the_wall_clock_does() {
+    let a = lib("backwards");
+    // The last issued HLC is an hour ahead of the wall clock (a clock that was fast).
+    let ahead = a.int("SELECT sdsync_wall() + ((3600 * 1000) << 16)");
+    a.exec(&format!("UPDATE sdsync_clock SET hlc = {ahead}"));
+    a.exec("INSERT INTO tags(uuid) VALUES ('t')");
+    assert_eq!(a.int("SELECT hlc FROM sdsync_versions"), ahead + 1);
+    assert_eq!(a.int("SELECT sdsync_hlc_now()"), ahead + 2);
+    let text = a.text(&format!("SELECT sdsync_hlc_text({})", ahead + 2));
+    assert!(text.ends_with("Z#2"), "{text}");
+}
+
+#[test]
+fn applying_raises_the_local_clock() {
+    let a = lib("raise-a");
+    let b = lib("raise-b");
+    let ahead = a.int("SELECT sdsync_wall() + ((60 * 1000) << 16)");
+    a.exec(&format!("UPDATE sdsync_clock SET hlc = {ahead}; INSERT INTO tags(uuid) VALUES ('t');"));
+    apply(&b.conn, &a.changes()).expect("within drift");
+    b.exec("INSERT INTO tags(uuid) VALUES ('u')");
+    let theirs = a.int("SELECT hlc FROM sdsync_versions");
+    let ours = b.int("SELECT hlc FROM sdsync_versions WHERE pk = 'u'");
+    assert!(ours > theirs, "receive rule: {ours} > {theirs}");
+}
+
+#[test]
+fn trusted_schema_off_keeps_capture_and_blocks_side_effects_from_the_schema() {
+    let a = lib("trusted");
+    a.exec("PRAGMA trusted_schema = OFF");
+    a.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t', 'x'); UPDATE tags SET color = 'red'; DELETE FROM tags;");
+    assert_eq!(a.changes().len(), 1, "tombstone captured");
+    // A schema object planted in the file cannot call functions with side effects.
+    a.exec("CREATE VIEW planted AS SELECT sdsync_hlc_now() AS h");
+    let err = a.fails("SELECT * FROM planted");
+    assert!(err.contains("unsafe use of sdsync_hlc_now()"), "{err}");
+    a.exec("CREATE TABLE t2(x); CREATE TRIGGER planted_t AFTER INSERT ON t2 BEGIN SELECT sdsync_track('t2', 'shared'); END;");
+    let err = a.fails("INSERT INTO t2 VALUES (1)");
+    assert!(err.contains("unsafe use of sdsync_track()"), "{err}");
+    let err = a.fails("CREATE VIEW v2 AS SELECT * FROM sdsync_changes; SELECT * FROM v2;");
+    assert!(err.contains("unsafe use of virtual table"), "{err}");
+    // Pure helpers stay usable anywhere.
+    a.exec("CREATE VIEW ok AS SELECT sdsync_uuid_v5('tag', 'x') AS u");
+    assert_eq!(a.text("SELECT u FROM ok"), a.text("SELECT sdsync_uuid_v5('tag', 'x')"));
+}
+
+#[test]
+fn track_validation_errors_say_what_to_change() {
+    let a = lib("validate");
+    let cases = [
+        ("CREATE TABLE n1(id INTEGER PRIMARY KEY, name TEXT)", "SELECT sdsync_track('n1', 'shared')", "no column 'uuid' to identify rows"),
+        ("CREATE TABLE n2(uuid TEXT UNIQUE)", "SELECT sdsync_track('n2', 'shared')", "column 'uuid' must be NOT NULL"),
+        ("CREATE TABLE n3(uuid TEXT NOT NULL)", "SELECT sdsync_track('n3', 'shared')", "column 'uuid' must be UNIQUE"),
+        ("CREATE TABLE n4(uuid TEXT NOT NULL UNIQUE)", "SELECT sdsync_track('n4', 'both')", "unknown sync class 'both'"),
+        ("CREATE TABLE n5(uuid TEXT NOT NULL UNIQUE, o INTEGER REFERENCES other(id))", "SELECT sdsync_track('n5', 'owned')", "references table 'other', which is not tracked"),
+        ("CREATE TABLE n6(uuid TEXT NOT NULL UNIQUE)", "SELECT sdsync_track('n6', 'owned', '{\"uuid_col\":\"x\"}')", "unknown field `uuid_col`"),
+        ("SELECT 1", "SELECT sdsync_track('missing', 'owned')", "no such table: missing"),
+        ("SELECT 1", "SELECT sdsync_untrack('missing')", "table missing is not tracked"),
+        ("SELECT 1", "SELECT sdsync_untrack('entries')", "is referenced by tracked table"),
+        ("ALTER TABLE tags RENAME COLUMN color TO colour", "SELECT sdsync_track('tags', 'shared')", "only columns added at the end"),
+    ];
+    for (setup, call, expected) in cases {
+        a.exec(setup);
+        let err = a.fails(call);
+        assert!(err.contains(expected), "{call}: {expected:?} not in {err:?}");
+    }
+    // Columns added at the end are picked up by re-tracking.
+    a.exec("ALTER TABLE collections ADD COLUMN cover TEXT");
+    let msg = a.text("SELECT sdsync_track('collections', 'shared')");
+    assert!(msg.contains("5 synced columns"), "{msg}");
+}
+
+#[test]
+fn tracking_records_existing_rows_and_untracking_forgets_them() {
+    let a = lib("existing");
+    a.exec("CREATE TABLE old(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, v INTEGER); INSERT INTO old(uuid, v) VALUES ('a', 1), ('b', 2);");
+    let msg = a.text("SELECT sdsync_track('old', 'owned')");
+    assert!(msg.ends_with("2 existing rows recorded"), "{msg}");
+    assert_eq!(a.changes().len(), 2);
+    a.text("SELECT sdsync_untrack('old')");
+    assert_eq!(a.changes().len(), 0);
+    a.exec("INSERT INTO old(uuid, v) VALUES ('c', 3)");
+    assert_eq!(a.changes().len(), 0, "no trigger left");
+}
+
+#[test]
+fn a_copied_file_gets_a_new_identity() {
+    let dir = temp_dir("copy");
+    let a = Lib::create(&dir.join("a.db"));
+    a.exec("INSERT INTO entries(uuid, name) VALUES ('e', 'x')");
+    a.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    std::fs::copy(&a.path, dir.join("copy.db")).expect("copy");
+    let copy = Lib::open(&dir.join("copy.db"));
+    let original = a.device();
+    assert_eq!(copy.device(), original);
+    let new_id = copy.text("SELECT sdsync_reidentify()");
+    assert_ne!(new_id, original);
+    assert_eq!(copy.device(), new_id);
+    // The copy no longer owns the original's rows, and its own writes start at seq 1.
+    let err = copy.fails("UPDATE entries SET name = 'y'");
+    assert!(err.contains(&original), "{err}");
+    copy.exec("INSERT INTO entries(uuid, name) VALUES ('f', 'z')");
+    let mine = copy.int(&format!("SELECT seq FROM sdsync_changes WHERE origin = '{new_id}'"));
+    assert_eq!(mine, 1);
+}
+
+#[test]
+fn uuid_helpers_and_rekey_guard() {
+    let a = lib("uuids");
+    let v7a = a.text("SELECT sdsync_uuid()");
+    let v7b = a.text("SELECT sdsync_uuid()");
+    assert!(v7a < v7b && v7a.len() == 36);
+    assert_eq!(
+        a.text("SELECT sdsync_uuid_v5('6ba7b810-9dad-11d1-80b4-00c04fd430c8', 'python.org')"),
+        "886313e1-3b8a-5372-9b90-0c9aee199e5d"
+    );
+    a.exec("INSERT INTO tags(uuid) VALUES ('t')");
+    let err = a.fails("UPDATE tags SET uuid = 'u'");
+    assert!(err.contains("cannot change"), "{err}");
+}
+
+#[test]
+fn changes_since_a_watermark_use_the_index() {
+    let a = lib("index");
+    a.exec("INSERT INTO tags(uuid) VALUES ('t1'), ('t2'), ('t3')");
+    let device = a.device();
+    let plan: String = a
+        .conn
+        .query_row(
+            &format!("EXPLAIN QUERY PLAN SELECT * FROM sdsync_changes WHERE origin = '{device}' AND seq > 1"),
+            [],
+            |r| r.get(3),
+        )
+        .expect("plan");
+    assert!(plan.contains("VIRTUAL TABLE INDEX 3"), "{plan}");
+    let inner: String = a
+        .conn
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT * FROM sdsync_versions WHERE origin = 1 AND seq > 1",
+            [],
+            |r| r.get(3),
+        )
+        .expect("inner plan");
+    assert!(inner.contains("USING COVERING INDEX sdsync_versions_by_origin") || inner.contains("USING INDEX sdsync_versions_by_origin"), "{inner}");
+    let since: Vec<i64> = sdsync_tests::read_changes(
+        &a.conn,
+        &format!("SELECT tbl, pk, op, data, origin, seq, hlc, creates FROM sdsync_changes WHERE origin = '{device}' AND seq > 1"),
+    )
+    .iter()
+    .map(|c| c.seq)
+    .collect();
+    assert_eq!(since, vec![2, 3]);
+    let at_least: i64 = a.int(&format!("SELECT count(*) FROM sdsync_changes WHERE origin = '{device}' AND seq >= 2"));
+    assert_eq!(at_least, 2);
+}
+
+#[test]
+fn extension_loads_into_a_plain_connection_without_tables() {
+    let dir = temp_dir("plain");
+    let conn: Connection = open(&dir.join("x.db"));
+    let n: i64 = conn.query_row("SELECT count(*) FROM sdsync_changes", [], |r| r.get(0)).expect("empty read");
+    assert_eq!(n, 0);
+    let v: String = conn.query_row("SELECT sdsync_version()", [], |r| r.get(0)).expect("version");
+    assert_eq!(v, env!("CARGO_PKG_VERSION"));
+}
