@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, params};
-use sdsync_core::schema::{TableSpec, quote_ident};
+use sdsync_core::schema::quote_ident;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -59,7 +59,8 @@ pub fn temp_dir(name: &str) -> PathBuf {
 pub fn open(path: &Path) -> Connection {
     let conn = Connection::open(path).expect("open database");
     load(&conn);
-    conn.pragma_update(None, "journal_mode", "WAL").expect("WAL");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("WAL");
     conn
 }
 
@@ -68,7 +69,8 @@ pub fn load(conn: &Connection) {
     // SAFETY: loading our own extension into a connection we own.
     unsafe {
         conn.load_extension_enable().expect("enable extensions");
-        conn.load_extension(extension_path(), None::<&str>).expect("load libsdsync");
+        conn.load_extension(extension_path(), None::<&str>)
+            .expect("load libsdsync");
         conn.load_extension_disable().expect("disable extensions");
     }
 }
@@ -85,8 +87,8 @@ impl Lib {
     /// Creates a database with the default library schema.
     pub fn create(path: &Path) -> Self {
         let conn = open(path);
-        let schema = std::fs::read_to_string(root().join("sql/library.sql")).expect("read schema");
-        conn.execute_batch(&schema).expect("apply library schema");
+        conn.execute_batch(sdsync_syncer::library::LIBRARY_SQL)
+            .expect("apply library schema");
         Self {
             conn,
             path: path.to_path_buf(),
@@ -137,7 +139,10 @@ impl Lib {
 
     /// Every row of `sdsync_changes`.
     pub fn changes(&self) -> Vec<Change> {
-        read_changes(&self.conn, "SELECT tbl, pk, op, data, origin, seq, hlc, creates FROM sdsync_changes")
+        read_changes(
+            &self.conn,
+            "SELECT tbl, pk, op, data, origin, seq, hlc, creates FROM sdsync_changes",
+        )
     }
 
     /// The tracked tables' contents, by table, rows as sorted JSON lines.
@@ -151,60 +156,18 @@ impl Lib {
     }
 }
 
-/// One row of `sdsync_changes`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Change {
-    /// Table.
-    pub tbl: String,
-    /// Row uuid.
-    pub pk: String,
-    /// upsert / delete.
-    pub op: String,
-    /// JSON data.
-    pub data: Option<String>,
-    /// Origin device.
-    pub origin: String,
-    /// Sequence.
-    pub seq: i64,
-    /// HLC.
-    pub hlc: i64,
-    /// Creates the row.
-    pub creates: i64,
-}
+pub use sdsync_syncer::library::{Change, digest as digest_of, read_changes as read_changes_with};
 
 /// Reads changes with a query returning the eight columns.
 pub fn read_changes(conn: &Connection, sql: &str) -> Vec<Change> {
-    let mut stmt = conn.prepare(sql).expect("prepare changes query");
-    stmt.query_map([], |r| {
-        Ok(Change {
-            tbl: r.get(0)?,
-            pk: r.get(1)?,
-            op: r.get(2)?,
-            data: r.get(3)?,
-            origin: r.get(4)?,
-            seq: r.get(5)?,
-            hlc: r.get(6)?,
-            creates: r.get(7)?,
-        })
-    })
-    .expect("query changes")
-    .collect::<Result<_, _>>()
-    .expect("read changes")
+    read_changes_with(conn, sql, []).expect("read changes")
 }
 
 /// Applies changes to a database, all or nothing (a savepoint, so it nests in a
 /// caller's transaction).
 pub fn apply(conn: &Connection, changes: &[Change]) -> rusqlite::Result<()> {
     conn.execute_batch("SAVEPOINT sdsync_test_apply")?;
-    let result = (|| {
-        let mut stmt = conn.prepare_cached(
-            "INSERT INTO sdsync_changes(tbl, pk, op, data, origin, seq, hlc, creates) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?;
-        for c in changes {
-            stmt.execute(params![c.tbl, c.pk, c.op, c.data, c.origin, c.seq, c.hlc, c.creates])?;
-        }
-        Ok(())
-    })();
+    let result = sdsync_syncer::library::apply_in(conn, changes);
     match result {
         Ok(()) => conn.execute_batch("RELEASE sdsync_test_apply"),
         Err(e) => {
@@ -216,13 +179,7 @@ pub fn apply(conn: &Connection, changes: &[Change]) -> rusqlite::Result<()> {
 
 /// Applies changes one statement at a time without a savepoint of our own.
 pub fn apply_each(conn: &Connection, changes: &[Change]) -> rusqlite::Result<()> {
-    for c in changes {
-        conn.execute(
-            "INSERT INTO sdsync_changes(tbl, pk, op, data, origin, seq, hlc, creates) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![c.tbl, c.pk, c.op, c.data, c.origin, c.seq, c.hlc, c.creates],
-        )?;
-    }
-    Ok(())
+    sdsync_syncer::library::apply_in(conn, changes)
 }
 
 /// Copies everything `from` holds into `to`, and records `from`'s watermarks,
@@ -233,8 +190,12 @@ pub fn copy_all(from: &Lib, to: &Lib) {
     let tx = to.conn.unchecked_transaction().expect("begin");
     apply(&tx, &changes).expect("apply changes");
     for (origin, seq) in marks {
-        tx.query_row("SELECT sdsync_mark_complete(?1, ?2)", params![origin, seq], |_| Ok(()))
-            .expect("mark complete");
+        tx.query_row(
+            "SELECT sdsync_mark_complete(?1, ?2)",
+            params![origin, seq],
+            |_| Ok(()),
+        )
+        .expect("mark complete");
     }
     tx.commit().expect("commit");
 }
@@ -247,7 +208,9 @@ pub fn sync_pair(a: &Lib, b: &Lib) {
 
 /// `(origin, seq)` pairs of `sdsync_watermarks`.
 pub fn watermarks(conn: &Connection) -> Vec<(String, i64)> {
-    let mut stmt = conn.prepare("SELECT origin, seq FROM sdsync_watermarks ORDER BY origin").expect("prepare");
+    let mut stmt = conn
+        .prepare("SELECT origin, seq FROM sdsync_watermarks ORDER BY origin")
+        .expect("prepare");
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .expect("query")
         .collect::<Result<_, _>>()
@@ -256,37 +219,5 @@ pub fn watermarks(conn: &Connection) -> Vec<(String, i64)> {
 
 /// The content of every tracked table, references as uuids.
 pub fn digest(conn: &Connection) -> BTreeMap<String, Vec<String>> {
-    let specs: Vec<TableSpec> = {
-        let mut stmt = conn.prepare("SELECT spec FROM sdsync_tables ORDER BY id").expect("specs");
-        stmt.query_map([], |r| r.get::<_, String>(0))
-            .expect("query specs")
-            .map(|s| serde_json::from_str(&s.expect("spec text")).expect("spec json"))
-            .collect()
-    };
-    let mut out = BTreeMap::new();
-    for spec in specs {
-        let mut cols = vec![format!("t.{}", quote_ident(&spec.uuid_column))];
-        for c in &spec.columns {
-            let col = format!("t.{}", quote_ident(&c.name));
-            cols.push(match &c.reference {
-                Some(r) if !r.by_uuid => format!(
-                    "(SELECT r.{} FROM {} r WHERE r.{} = {col})",
-                    quote_ident(&r.target_uuid),
-                    quote_ident(&r.table),
-                    quote_ident(&r.column)
-                ),
-                _ => col,
-            });
-        }
-        let sql = format!("SELECT json_array({}) FROM {} t", cols.join(", "), quote_ident(&spec.name));
-        let mut stmt = conn.prepare(&sql).expect("digest query");
-        let mut rows: Vec<String> = stmt
-            .query_map([], |r| r.get(0))
-            .expect("digest rows")
-            .collect::<Result<_, _>>()
-            .expect("digest read");
-        rows.sort();
-        out.insert(spec.name.clone(), rows);
-    }
-    out
+    digest_of(conn).expect("digest")
 }

@@ -32,7 +32,9 @@ pub enum CatalogError {
     #[error(transparent)]
     Sql(#[from] SqlError),
     /// A stored spec does not parse (the file was edited by hand or by a newer version).
-    #[error("sdsync_tables row for '{table}' is unreadable: {reason}; re-run sdsync_track('{table}', …)")]
+    #[error(
+        "sdsync_tables row for '{table}' is unreadable: {reason}; re-run sdsync_track('{table}', …)"
+    )]
     Corrupt {
         /// Table.
         table: String,
@@ -53,10 +55,11 @@ impl Catalog {
         while stmt.step()? {
             let name = stmt.text(0).unwrap_or_default();
             let text = stmt.text(1).unwrap_or_default();
-            let spec: TableSpec = serde_json::from_str(&text).map_err(|e| CatalogError::Corrupt {
-                table: name,
-                reason: e.to_string(),
-            })?;
+            let spec: TableSpec =
+                serde_json::from_str(&text).map_err(|e| CatalogError::Corrupt {
+                    table: name,
+                    reason: e.to_string(),
+                })?;
             specs.push(Rc::new(spec));
         }
         for spec in &specs {
@@ -75,11 +78,6 @@ impl Catalog {
     /// A tracked table by name.
     pub fn by_name(&self, name: &str) -> Option<&Rc<TableSpec>> {
         self.by_name.get(name)
-    }
-
-    /// The position of a table in dependency order (parents have lower ranks).
-    pub fn rank(&self, id: i64) -> usize {
-        self.ordered.iter().position(|s| s.id == id).unwrap_or(usize::MAX)
     }
 }
 

@@ -45,7 +45,10 @@ pub(crate) use api;
 /// of the extension runs (SQLite calls nothing of ours before it returns).
 pub fn routines() -> &'static sqlite3_api_routines {
     let table = API.load(Ordering::Acquire);
-    assert!(!table.is_null(), "sdsync: SQLite API used before sqlite3_sdsync_init");
+    assert!(
+        !table.is_null(),
+        "sdsync: SQLite API used before sqlite3_sdsync_init"
+    );
     // SAFETY: non-null, from SQLite, valid for the life of the process.
     unsafe { &*table }
 }
@@ -58,8 +61,6 @@ pub const SQLITE_ERROR: c_int = 1;
 pub const SQLITE_ROW: c_int = 100;
 /// `sqlite3_step` finished.
 pub const SQLITE_DONE: c_int = 101;
-/// Constraint violation (used for refused changes).
-pub const SQLITE_CONSTRAINT: c_int = 19;
 
 /// An SQLite call that failed, with the statement it ran.
 #[derive(Debug, thiserror::Error)]
@@ -81,11 +82,6 @@ impl Db {
     /// Wraps a handle SQLite passed to a callback.
     pub fn from_raw(raw: *mut sqlite3) -> Self {
         Self(raw)
-    }
-
-    /// The raw handle.
-    pub fn raw(self) -> *mut sqlite3 {
-        self.0
     }
 
     /// The connection's last error message.
@@ -154,7 +150,11 @@ impl Db {
     pub fn query_i64(self, sql: &str, params: &[Value]) -> Result<Option<i64>, SqlError> {
         let mut stmt = self.prepare(sql)?;
         stmt.bind_all(params)?;
-        Ok(if stmt.step()? { Some(stmt.int(0)) } else { None })
+        Ok(if stmt.step()? {
+            Some(stmt.int(0))
+        } else {
+            None
+        })
     }
 
     /// Runs a query expected to give one text value (or none).
@@ -162,12 +162,6 @@ impl Db {
         let mut stmt = self.prepare(sql)?;
         stmt.bind_all(params)?;
         Ok(if stmt.step()? { stmt.text(0) } else { None })
-    }
-
-    /// Whether the connection is inside an explicit transaction.
-    pub fn in_transaction(self) -> bool {
-        // SAFETY: valid handle.
-        unsafe { api!(get_autocommit)(self.0) == 0 }
     }
 }
 
@@ -237,13 +231,6 @@ impl Stmt {
             self.bind(i + 1, v)?;
         }
         Ok(())
-    }
-
-    /// Binds a raw SQLite value (from a function or vtab argument) as is.
-    pub fn bind_raw(&mut self, i: usize, value: *mut sqlite3_value) -> Result<(), SqlError> {
-        // SAFETY: value comes from SQLite for the duration of the callback.
-        let rc = unsafe { api!(bind_value)(self.raw, i as c_int, value) };
-        self.check(rc)
     }
 
     /// Steps once: `true` when a row is available.
@@ -394,7 +381,10 @@ pub fn guard<T, E: std::fmt::Display>(f: impl FnOnce() -> Result<T, E>) -> Resul
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(e.to_string()),
-        Err(panic) => Err(format!("sdsync: internal error (panic: {})", panic_text(&panic))),
+        Err(panic) => Err(format!(
+            "sdsync: internal error (panic: {})",
+            panic_text(&panic)
+        )),
     }
 }
 

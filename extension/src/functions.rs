@@ -63,21 +63,41 @@ const DIRECT: i32 = 2;
 
 /// Name, argument count, safety class, body.
 const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
-    ("sdsync_version", 0, PURE, |_| Ok(Value::Text(env!("CARGO_PKG_VERSION").into()))),
-    ("sdsync_capturing", 0, INNOCUOUS, |c| Ok(Value::Integer(i64::from(!c.conn.applying.get())))),
-    ("sdsync_wall", 0, INNOCUOUS, |_| Ok(Value::Integer(Hlc::from_wall(wall_millis()).as_i64()))),
+    ("sdsync_version", 0, PURE, |_| {
+        Ok(Value::Text(env!("CARGO_PKG_VERSION").into()))
+    }),
+    ("sdsync_capturing", 0, INNOCUOUS, |c| {
+        Ok(Value::Integer(i64::from(!c.conn.applying.get())))
+    }),
+    ("sdsync_wall", 0, INNOCUOUS, |_| {
+        Ok(Value::Integer(Hlc::from_wall(wall_millis()).as_i64()))
+    }),
     ("sdsync_uuid", 0, INNOCUOUS, |_| Ok(Value::Text(uuid_v7()))),
     ("sdsync_uuid_v5", 2, PURE, uuid_v5_fn),
     ("sdsync_hlc_text", 1, PURE, hlc_text),
     ("sdsync_refuse", 3, INNOCUOUS, refuse_foreign_write),
     ("sdsync_refuse_rekey", 3, INNOCUOUS, refuse_rekey),
-    ("sdsync_hlc_now", 0, DIRECT, |c| Ok(Value::Integer(store::hlc_now(c.db).map_err(|e| e.to_string())?.as_i64()))),
-    ("sdsync_device_id", 0, DIRECT, |c| Ok(Value::Text(store::device_id(c.db).map_err(|e| e.to_string())?))),
-    ("sdsync_reidentify", 0, DIRECT, |c| Ok(Value::Text(track::reidentify(c.db).map_err(|e| e.to_string())?))),
+    ("sdsync_hlc_now", 0, DIRECT, |c| {
+        Ok(Value::Integer(
+            store::hlc_now(c.db).map_err(|e| e.to_string())?.as_i64(),
+        ))
+    }),
+    ("sdsync_device_id", 0, DIRECT, |c| {
+        Ok(Value::Text(
+            store::device_id(c.db).map_err(|e| e.to_string())?,
+        ))
+    }),
+    ("sdsync_reidentify", 0, DIRECT, |c| {
+        Ok(Value::Text(
+            track::reidentify(c.db).map_err(|e| e.to_string())?,
+        ))
+    }),
     ("sdsync_track", 2, DIRECT, track_fn),
     ("sdsync_track", 3, DIRECT, track_fn),
     ("sdsync_untrack", 1, DIRECT, |c| {
-        Ok(Value::Text(track::untrack(c.db, &c.text(0, "table")?).map_err(|e| e.to_string())?))
+        Ok(Value::Text(
+            track::untrack(c.db, &c.text(0, "table")?).map_err(|e| e.to_string())?,
+        ))
     }),
     ("sdsync_mark_complete", 2, DIRECT, mark_complete),
 ];
@@ -123,7 +143,10 @@ fn invoke(
 }
 
 fn uuid_v5_fn(c: &Call) -> Result<Value, String> {
-    let ns = c.text(0, "sdsync_uuid_v5: namespace (a uuid, or a name such as 'tag')")?;
+    let ns = c.text(
+        0,
+        "sdsync_uuid_v5: namespace (a uuid, or a name such as 'tag')",
+    )?;
     let name = match c.args.get(1) {
         None | Some(Value::Null) => return Ok(Value::Null),
         Some(Value::Text(s)) => s.clone(),
@@ -136,13 +159,16 @@ fn uuid_v5_fn(c: &Call) -> Result<Value, String> {
 
 fn hlc_text(c: &Call) -> Result<Value, String> {
     let raw = c.int(0, "sdsync_hlc_text: the HLC")?;
-    let hlc = Hlc::from_i64(raw).ok_or_else(|| format!("sdsync_hlc_text: {raw} is not an HLC (negative)"))?;
+    let hlc = Hlc::from_i64(raw)
+        .ok_or_else(|| format!("sdsync_hlc_text: {raw} is not an HLC (negative)"))?;
     Ok(Value::Text(hlc.to_string()))
 }
 
 fn refuse_foreign_write(c: &Call) -> Result<Value, String> {
     let table = c.text(0, "table")?;
-    let owner = c.text(2, "owner").unwrap_or_else(|_| "another device".into());
+    let owner = c
+        .text(2, "owner")
+        .unwrap_or_else(|_| "another device".into());
     let pk = c.args.get(1).cloned().unwrap_or(Value::Null);
     Err(format!(
         "sdsync: row {pk:?} of device-owned table {table} is owned by device {owner}; only its owner may change or delete it"

@@ -43,7 +43,8 @@ pub unsafe extern "C" fn sqlite3_sdsync_init(
     ffi::set_api(p_api);
     let result = guard(|| {
         let conn = Rc::new(Conn::default());
-        functions::register(db, &conn).map_err(|e| format!("sdsync: registering functions failed: {e:?}"))?;
+        functions::register(db, &conn)
+            .map_err(|e| format!("sdsync: registering functions failed: {e:?}"))?;
         changes::register(db, &conn)
     });
     match result {

@@ -116,7 +116,10 @@ pub fn assign_identity(db: Db, uuid: &str) -> Result<i64, SqlError> {
     db.prepare("INSERT OR REPLACE INTO sdsync_meta(key, value) VALUES ('origin', ?1)")?
         .run(&[Value::Integer(id)])?;
     let resume = db
-        .query_i64("SELECT complete FROM sdsync_origins WHERE id = ?1", &[Value::Integer(id)])?
+        .query_i64(
+            "SELECT complete FROM sdsync_origins WHERE id = ?1",
+            &[Value::Integer(id)],
+        )?
         .unwrap_or(0);
     db.prepare("UPDATE sdsync_clock SET seq = ?1")?
         .run(&[Value::Integer(resume)])?;
@@ -153,14 +156,20 @@ pub fn mark_complete(db: Db, origin: &str, seq: i64) -> Result<i64, SqlError> {
     db.prepare("UPDATE sdsync_origins SET complete = max(complete, ?2) WHERE id = ?1")?
         .run(&[Value::Integer(id), Value::Integer(seq)])?;
     Ok(db
-        .query_i64("SELECT complete FROM sdsync_origins WHERE id = ?1", &[Value::Integer(id)])?
+        .query_i64(
+            "SELECT complete FROM sdsync_origins WHERE id = ?1",
+            &[Value::Integer(id)],
+        )?
         .unwrap_or(seq))
 }
 
 /// The configured maximum clock drift for incoming changes, in milliseconds.
 pub fn max_drift_ms(db: Db) -> Result<u64, SqlError> {
     Ok(db
-        .query_i64("SELECT value FROM sdsync_meta WHERE key = 'max_drift_ms'", &[])?
+        .query_i64(
+            "SELECT value FROM sdsync_meta WHERE key = 'max_drift_ms'",
+            &[],
+        )?
         .unwrap_or(300_000)
         .max(0) as u64)
 }

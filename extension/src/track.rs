@@ -47,7 +47,9 @@ pub enum TrackError {
         after: String,
     },
     /// Re-tracking with another class.
-    #[error("sdsync_track: table {table} is tracked as {was}; untrack it before tracking it as {now}")]
+    #[error(
+        "sdsync_track: table {table} is tracked as {was}; untrack it before tracking it as {now}"
+    )]
     ClassChanged {
         /// Table.
         table: String,
@@ -57,7 +59,9 @@ pub enum TrackError {
         now: &'static str,
     },
     /// Untracking a table other tracked tables reference.
-    #[error("sdsync_untrack: table {table} is referenced by tracked table {child}; untrack {child} first")]
+    #[error(
+        "sdsync_untrack: table {table} is referenced by tracked table {child}; untrack {child} first"
+    )]
     Referenced {
         /// Table.
         table: String,
@@ -70,7 +74,12 @@ pub enum TrackError {
 }
 
 /// Tracks `table` as `class`, returning a one-line summary.
-pub fn track(db: Db, table: &str, class: &str, options: Option<&str>) -> Result<String, TrackError> {
+pub fn track(
+    db: Db,
+    table: &str,
+    class: &str,
+    options: Option<&str>,
+) -> Result<String, TrackError> {
     let class = Class::parse(class)?;
     let options = Options::parse(options)?;
     in_savepoint(db, || {
@@ -79,7 +88,9 @@ pub fn track(db: Db, table: &str, class: &str, options: Option<&str>) -> Result<
         let existing = catalog.by_name(&canonical_name(db, table)?).cloned();
         let id = match &existing {
             Some(spec) => spec.id,
-            None => db.query_i64("SELECT coalesce(max(id), 0) + 1 FROM sdsync_tables", &[])?.unwrap_or(1),
+            None => db
+                .query_i64("SELECT coalesce(max(id), 0) + 1 FROM sdsync_tables", &[])?
+                .unwrap_or(1),
         };
         let table = canonical_name(db, table)?;
         let raw = read_raw(db, &table)?;
@@ -103,7 +114,10 @@ pub fn track(db: Db, table: &str, class: &str, options: Option<&str>) -> Result<
             spec.name,
             spec.class.as_str(),
             spec.columns.len(),
-            spec.columns.iter().filter(|c| c.reference.is_some()).count(),
+            spec.columns
+                .iter()
+                .filter(|c| c.reference.is_some())
+                .count(),
             backfilled
         ))
     })
@@ -131,9 +145,12 @@ pub fn untrack(db: Db, table: &str) -> Result<String, TrackError> {
             db.exec(&sql)?;
         }
         let id = [Value::Integer(spec.id)];
-        db.prepare("DELETE FROM sdsync_versions WHERE tbl = ?1")?.run(&id)?;
-        db.prepare("DELETE FROM sdsync_parked WHERE tbl = ?1")?.run(&id)?;
-        db.prepare("DELETE FROM sdsync_tables WHERE id = ?1")?.run(&id)?;
+        db.prepare("DELETE FROM sdsync_versions WHERE tbl = ?1")?
+            .run(&id)?;
+        db.prepare("DELETE FROM sdsync_parked WHERE tbl = ?1")?
+            .run(&id)?;
+        db.prepare("DELETE FROM sdsync_tables WHERE id = ?1")?
+            .run(&id)?;
         Ok(format!("untracked {table}"))
     })
 }
@@ -187,11 +204,21 @@ fn check_compatible(old: &TableSpec, new: &TableSpec) -> Result<(), TrackError> 
         });
     }
     let prefix = old.columns.len() <= new.columns.len()
-        && old.columns.iter().zip(&new.columns).all(|(a, b)| a.name == b.name);
+        && old
+            .columns
+            .iter()
+            .zip(&new.columns)
+            .all(|(a, b)| a.name == b.name);
     if prefix {
         return Ok(());
     }
-    let names = |s: &TableSpec| s.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>().join(", ");
+    let names = |s: &TableSpec| {
+        s.columns
+            .iter()
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     Err(TrackError::ColumnsChanged {
         table: new.name.clone(),
         before: names(old),
@@ -247,8 +274,9 @@ fn canonical_name(db: Db, table: &str) -> Result<String, SqlError> {
 fn read_raw(db: Db, table: &str) -> Result<RawTable, SqlError> {
     let name = Value::Text(table.to_string());
     let mut columns = Vec::new();
-    let mut stmt =
-        db.prepare("SELECT name, type, \"notnull\", dflt_value IS NOT NULL, pk FROM pragma_table_info(?1)")?;
+    let mut stmt = db.prepare(
+        "SELECT name, type, \"notnull\", dflt_value IS NOT NULL, pk FROM pragma_table_info(?1)",
+    )?;
     stmt.bind_all(std::slice::from_ref(&name))?;
     while stmt.step()? {
         columns.push(RawColumn {
@@ -280,7 +308,8 @@ fn read_raw(db: Db, table: &str) -> Result<RawTable, SqlError> {
         }
     }
     let mut foreign_keys = Vec::new();
-    let mut stmt = db.prepare("SELECT id, \"from\", \"table\", \"to\" FROM pragma_foreign_key_list(?1)")?;
+    let mut stmt =
+        db.prepare("SELECT id, \"from\", \"table\", \"to\" FROM pragma_foreign_key_list(?1)")?;
     stmt.bind_all(&[name])?;
     while stmt.step()? {
         foreign_keys.push(RawForeignKey {

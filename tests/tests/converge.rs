@@ -5,7 +5,10 @@ use sdsync_tests::{Change, Lib, apply, copy_all, sync_pair, temp_dir};
 
 fn pair(name: &str) -> (Lib, Lib) {
     let dir = temp_dir(name);
-    (Lib::create(&dir.join("a.db")), Lib::create(&dir.join("b.db")))
+    (
+        Lib::create(&dir.join("a.db")),
+        Lib::create(&dir.join("b.db")),
+    )
 }
 
 /// A location with 10 directories of 100 files each: 1,011 owned rows with integer
@@ -35,14 +38,18 @@ fn owned_rows_with_foreign_keys_converge() {
     assert_eq!(b.count("entries"), 1011);
     assert_eq!(a.digest(), b.digest());
     // Local ids differ, but the parent of file-7 is dir-8 on both.
-    let parent = "SELECT p.uuid FROM entries e JOIN entries p ON p.id = e.parent_id WHERE e.uuid = 'file-7'";
+    let parent =
+        "SELECT p.uuid FROM entries e JOIN entries p ON p.id = e.parent_id WHERE e.uuid = 'file-7'";
     assert_eq!(b.text(parent), "dir-8");
     assert_eq!(b.int("SELECT count(*) FROM sdsync_parked"), 0);
 
     a.exec("UPDATE entries SET size = size + 1 WHERE kind = 'file'; DELETE FROM entries WHERE uuid IN ('file-1', 'file-2');");
     copy_all(&a, &b);
     assert_eq!(b.count("entries"), 1009);
-    assert_eq!(b.int("SELECT size FROM entries WHERE uuid = 'file-9'"), 9001);
+    assert_eq!(
+        b.int("SELECT size FROM entries WHERE uuid = 'file-9'"),
+        9001
+    );
     assert_eq!(a.digest(), b.digest());
 }
 
@@ -52,12 +59,20 @@ fn no_echo_applied_changes_keep_their_origin() {
     index_tree(&a);
     copy_all(&a, &b);
     let b_origin = b.device();
-    let own = b.int(&format!("SELECT count(*) FROM sdsync_changes WHERE origin = '{b_origin}'"));
+    let own = b.int(&format!(
+        "SELECT count(*) FROM sdsync_changes WHERE origin = '{b_origin}'"
+    ));
     assert_eq!(own, 0, "B made no change of its own");
     let a_origin = a.device();
-    let from_a = b.int(&format!("SELECT count(*) FROM sdsync_changes WHERE origin = '{a_origin}'"));
+    let from_a = b.int(&format!(
+        "SELECT count(*) FROM sdsync_changes WHERE origin = '{a_origin}'"
+    ));
     assert_eq!(from_a, a.changes().len() as i64);
-    assert_eq!(b.int("SELECT seq FROM sdsync_clock"), 0, "applying issued no local sequence");
+    assert_eq!(
+        b.int("SELECT seq FROM sdsync_clock"),
+        0,
+        "applying issued no local sequence"
+    );
 }
 
 #[test]
@@ -70,7 +85,11 @@ fn concurrent_edits_to_different_columns_both_survive() {
     a.exec("UPDATE tags SET color = 'red' WHERE canonical_name = 'Vacation'");
     b.exec("UPDATE tags SET icon = 'sun' WHERE canonical_name = 'Vacation'");
     sync_pair(&a, &b);
-    assert_eq!(a.count("tags"), 1, "the deterministic uuid merged both tags");
+    assert_eq!(
+        a.count("tags"),
+        1,
+        "the deterministic uuid merged both tags"
+    );
     for lib in [&a, &b] {
         assert_eq!(lib.text("SELECT color || '/' || icon FROM tags"), "red/sun");
     }
@@ -106,12 +125,19 @@ fn deletes_of_both_classes_replicate_and_stale_upserts_do_not_resurrect() {
     index_tree(&a);
     a.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t', 'x')");
     sync_pair(&a, &b);
-    let stale: Vec<Change> = a.changes().into_iter().filter(|c| c.tbl == "tags").collect();
+    let stale: Vec<Change> = a
+        .changes()
+        .into_iter()
+        .filter(|c| c.tbl == "tags")
+        .collect();
     a.exec("DELETE FROM entries WHERE uuid = 'file-5'");
     b.exec("DELETE FROM tags WHERE uuid = 't'");
     sync_pair(&a, &b);
     for lib in [&a, &b] {
-        assert_eq!(lib.int("SELECT count(*) FROM entries WHERE uuid = 'file-5'"), 0);
+        assert_eq!(
+            lib.int("SELECT count(*) FROM entries WHERE uuid = 'file-5'"),
+            0
+        );
         assert_eq!(lib.count("tags"), 0);
     }
     apply(&a.conn, &stale).expect("re-applying an old upsert is not an error");
@@ -135,7 +161,10 @@ fn delete_beats_concurrent_update_and_recreate_brings_the_row_back() {
     // was older than the re-creation, so the new values stand.
     a.exec("INSERT INTO collections(uuid, name) VALUES ('album', 'Trip 2')");
     sync_pair(&a, &b);
-    assert_eq!(b.text("SELECT name || '/' || coalesce(description, '-') FROM collections"), "Trip 2/-");
+    assert_eq!(
+        b.text("SELECT name || '/' || coalesce(description, '-') FROM collections"),
+        "Trip 2/-"
+    );
     assert_eq!(a.digest(), b.digest());
 }
 
@@ -159,7 +188,11 @@ fn children_before_parents_are_parked_then_applied() {
     index_tree(&a);
     let mut changes = a.changes();
     changes.reverse(); // files first, then dirs, root, location
-    let files: Vec<Change> = changes.iter().filter(|c| c.pk.starts_with("file-")).cloned().collect();
+    let files: Vec<Change> = changes
+        .iter()
+        .filter(|c| c.pk.starts_with("file-"))
+        .cloned()
+        .collect();
     apply(&b.conn, &files).expect("apply children");
     assert_eq!(b.count("entries"), 0, "never applied with a NULL parent");
     assert_eq!(b.int("SELECT count(*) FROM sdsync_parked"), 1000);
@@ -179,11 +212,15 @@ fn shared_row_missing_a_required_column_waits_for_it() {
     }
     a.exec("INSERT INTO notes(uuid, title, body) VALUES ('n', 'first', 'b'); UPDATE notes SET title = 'second';");
     let changes = a.changes();
-    let (creator, title): (Vec<Change>, Vec<Change>) = changes.into_iter().partition(|c| c.creates == 1);
+    let (creator, title): (Vec<Change>, Vec<Change>) =
+        changes.into_iter().partition(|c| c.creates == 1);
     assert_eq!(creator[0].data.as_deref(), Some(r#"{"body":"b"}"#));
     apply(&b.conn, &creator).expect("creator without title");
     assert_eq!(b.count("notes"), 0);
-    assert!(b.text("SELECT reason FROM sdsync_parked").contains("required column title"));
+    assert!(
+        b.text("SELECT reason FROM sdsync_parked")
+            .contains("required column title")
+    );
     apply(&b.conn, &title).expect("title arrives");
     assert_eq!(b.text("SELECT title || body FROM notes"), "secondb");
     assert_eq!(a.digest(), b.digest());
@@ -195,11 +232,25 @@ fn far_future_clock_is_refused_and_changes_nothing() {
     a.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t', 'x')");
     let mut c = a.changes().remove(0);
     c.hlc += (10 * 60 * 1000) << 16; // ten minutes ahead
-    let before = (b.digest(), b.changes(), b.int("SELECT hlc FROM sdsync_clock"));
+    let before = (
+        b.digest(),
+        b.changes(),
+        b.int("SELECT hlc FROM sdsync_clock"),
+    );
     let err = apply(&b.conn, &[c]).expect_err("refused").to_string();
-    assert!(err.contains("ms ahead of this device's clock (allowed drift 300000 ms)"), "{err}");
+    assert!(
+        err.contains("ms ahead of this device's clock (allowed drift 300000 ms)"),
+        "{err}"
+    );
     assert!(err.contains(&a.device()), "names the device: {err}");
-    assert_eq!((b.digest(), b.changes(), b.int("SELECT hlc FROM sdsync_clock")), before);
+    assert_eq!(
+        (
+            b.digest(),
+            b.changes(),
+            b.int("SELECT hlc FROM sdsync_clock")
+        ),
+        before
+    );
 }
 
 #[test]
@@ -209,14 +260,62 @@ fn malformed_input_is_refused_with_a_precise_error_and_changes_nothing() {
     let good = a.changes().remove(0);
     let before = (b.digest(), b.changes());
     let cases: Vec<(Change, &str)> = vec![
-        (Change { data: Some("{not json".into()), ..good.clone() }, "is not a JSON object"),
-        (Change { data: Some("[1]".into()), ..good.clone() }, "is not a JSON object"),
-        (Change { tbl: "nope".into(), ..good.clone() }, "table 'nope' is not tracked"),
-        (Change { data: Some(r#"{"colour":"red"}"#.into()), ..good.clone() }, "no synced column 'colour'"),
-        (Change { op: "merge".into(), ..good.clone() }, "op must be 'upsert' or 'delete'"),
-        (Change { origin: "me".into(), ..good.clone() }, "is not a device uuid"),
-        (Change { seq: 0, ..good.clone() }, "seq must be a positive integer"),
-        (Change { data: Some(r#"{"canonical_name":[1]}"#.into()), ..good.clone() }, "tags.canonical_name got an array"),
+        (
+            Change {
+                data: Some("{not json".into()),
+                ..good.clone()
+            },
+            "is not a JSON object",
+        ),
+        (
+            Change {
+                data: Some("[1]".into()),
+                ..good.clone()
+            },
+            "is not a JSON object",
+        ),
+        (
+            Change {
+                tbl: "nope".into(),
+                ..good.clone()
+            },
+            "table 'nope' is not tracked",
+        ),
+        (
+            Change {
+                data: Some(r#"{"colour":"red"}"#.into()),
+                ..good.clone()
+            },
+            "no synced column 'colour'",
+        ),
+        (
+            Change {
+                op: "merge".into(),
+                ..good.clone()
+            },
+            "op must be 'upsert' or 'delete'",
+        ),
+        (
+            Change {
+                origin: "me".into(),
+                ..good.clone()
+            },
+            "is not a device uuid",
+        ),
+        (
+            Change {
+                seq: 0,
+                ..good.clone()
+            },
+            "seq must be a positive integer",
+        ),
+        (
+            Change {
+                data: Some(r#"{"canonical_name":[1]}"#.into()),
+                ..good.clone()
+            },
+            "tags.canonical_name got an array",
+        ),
     ];
     for (change, expected) in cases {
         let err = apply(&b.conn, &[change]).expect_err(expected).to_string();
@@ -233,7 +332,10 @@ fn malformed_input_is_refused_with_a_precise_error_and_changes_nothing() {
         )
         .expect_err("text in an INTEGER column")
         .to_string();
-    assert!(wrong_type.contains("entries.size got a value of the wrong type for an INTEGER column"), "{wrong_type}");
+    assert!(
+        wrong_type.contains("entries.size got a value of the wrong type for an INTEGER column"),
+        "{wrong_type}"
+    );
     let null_pk = b
         .fails("INSERT INTO sdsync_changes(tbl, op, data, origin, seq, hlc) VALUES ('tags', 'upsert', '{}', 'x', 1, 1)");
     assert!(null_pk.contains("pk must not be NULL"), "{null_pk}");
@@ -258,7 +360,10 @@ fn a_failed_change_inside_a_transaction_leaves_no_partial_write() {
     assert!(sdsync_tests::apply_each(&b.conn, &[forged]).is_err());
     b.exec("COMMIT");
     assert_eq!(b.changes().len(), 5);
-    assert_eq!(b.changes().len() as i64, b.int("SELECT count(*) FROM sdsync_versions") + b.int("SELECT count(*) FROM sdsync_parked"));
+    assert_eq!(
+        b.changes().len() as i64,
+        b.int("SELECT count(*) FROM sdsync_versions") + b.int("SELECT count(*) FROM sdsync_parked")
+    );
 }
 
 #[test]
@@ -270,15 +375,25 @@ fn ownership_is_enforced_locally_and_on_apply() {
     let err = b.fails("UPDATE entries SET name = 'mine' WHERE uuid = 'file-1'");
     assert!(err.contains(&format!("owned by device {owner}")), "{err}");
     let err = b.fails("DELETE FROM entries WHERE uuid = 'file-1'");
-    assert!(err.contains("only its owner may change or delete it"), "{err}");
+    assert!(
+        err.contains("only its owner may change or delete it"),
+        "{err}"
+    );
     // A third device forges a change to A's row.
-    let mut forged = a.changes().into_iter().find(|c| c.pk == "file-1").expect("file-1");
+    let mut forged = a
+        .changes()
+        .into_iter()
+        .find(|c| c.pk == "file-1")
+        .expect("file-1");
     forged.origin = "00000000-0000-4000-8000-000000000001".into();
     forged.seq = 99;
     forged.data = Some(forged.data.unwrap_or_default().replace("img1.jpg", "evil"));
     let before = b.digest();
     let err = apply(&b.conn, &[forged]).expect_err("forged").to_string();
-    assert!(err.contains("may not change row file-1 of device-owned table entries"), "{err}");
+    assert!(
+        err.contains("may not change row file-1 of device-owned table entries"),
+        "{err}"
+    );
     assert_eq!(b.digest(), before);
 }
 
@@ -287,7 +402,10 @@ fn writes_without_the_extension_are_refused() {
     let (a, _b) = pair("fail-closed");
     let plain = rusqlite::Connection::open(&a.path).expect("open without extension");
     let err = plain
-        .execute("INSERT INTO tags(uuid, canonical_name) VALUES ('t', 'x')", [])
+        .execute(
+            "INSERT INTO tags(uuid, canonical_name) VALUES ('t', 'x')",
+            [],
+        )
         .expect_err("no extension")
         .to_string();
     assert!(err.contains("no such function: sdsync_capturing"), "{err}");
@@ -312,9 +430,14 @@ fn rolled_back_transactions_leave_no_change_and_no_gap() {
 #[test]
 fn three_devices_converge_through_any_peer() {
     let dir = temp_dir("three");
-    let libs: Vec<Lib> = ["a", "b", "c"].iter().map(|n| Lib::create(&dir.join(format!("{n}.db")))).collect();
+    let libs: Vec<Lib> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Lib::create(&dir.join(format!("{n}.db"))))
+        .collect();
     index_tree(&libs[0]);
-    libs[1].exec("INSERT INTO tags(uuid, canonical_name) VALUES (sdsync_uuid_v5('tag','Work'), 'Work')");
+    libs[1].exec(
+        "INSERT INTO tags(uuid, canonical_name) VALUES (sdsync_uuid_v5('tag','Work'), 'Work')",
+    );
     libs[2].exec("INSERT INTO collections(uuid, name) VALUES ('c1', 'Best')");
     copy_all(&libs[0], &libs[1]);
     copy_all(&libs[2], &libs[1]);

@@ -28,9 +28,14 @@ fn refused_change_in_an_open_transaction_changes_nothing() {
     };
     let before = snapshot(&b);
     b.exec("BEGIN");
-    let err = apply_each(&b.conn, &incoming).expect_err("UNIQUE clash").to_string();
+    let err = apply_each(&b.conn, &incoming)
+        .expect_err("UNIQUE clash")
+        .to_string();
     b.exec("COMMIT");
-    assert!(err.contains("UNIQUE constraint failed: notes.title"), "{err}");
+    assert!(
+        err.contains("UNIQUE constraint failed: notes.title"),
+        "{err}"
+    );
     assert_eq!(snapshot(&b), before);
 }
 
@@ -43,7 +48,9 @@ fn hlc_is_monotonic_across_connections_and_reopen() {
     let mut last = 0;
     for i in 0..200 {
         let writer = if i % 2 == 0 { &a } else { &b };
-        writer.exec(&format!("INSERT INTO tags(uuid, canonical_name) VALUES ('t{i}', 'n{i}')"));
+        writer.exec(&format!(
+            "INSERT INTO tags(uuid, canonical_name) VALUES ('t{i}', 'n{i}')"
+        ));
         let hlc = a.int("SELECT max(hlc) FROM sdsync_versions");
         assert!(hlc > last, "write {i}: {hlc} <= {last}");
         last = hlc;
@@ -52,7 +59,10 @@ fn hlc_is_monotonic_across_connections_and_reopen() {
     assert!(now > last);
     drop((a, b));
     let again = Lib::open(&path);
-    assert!(again.int("SELECT sdsync_hlc_now()") > now, "persists across reopen");
+    assert!(
+        again.int("SELECT sdsync_hlc_now()") > now,
+        "persists across reopen"
+    );
     let seqs: Vec<i64> = again.changes().iter().map(|c| c.seq).collect();
     assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
 }
@@ -75,7 +85,9 @@ fn applying_raises_the_local_clock() {
     let a = lib("raise-a");
     let b = lib("raise-b");
     let ahead = a.int("SELECT sdsync_wall() + ((60 * 1000) << 16)");
-    a.exec(&format!("UPDATE sdsync_clock SET hlc = {ahead}; INSERT INTO tags(uuid) VALUES ('t');"));
+    a.exec(&format!(
+        "UPDATE sdsync_clock SET hlc = {ahead}; INSERT INTO tags(uuid) VALUES ('t');"
+    ));
     apply(&b.conn, &a.changes()).expect("within drift");
     b.exec("INSERT INTO tags(uuid) VALUES ('u')");
     let theirs = a.int("SELECT hlc FROM sdsync_versions");
@@ -100,28 +112,74 @@ fn trusted_schema_off_keeps_capture_and_blocks_side_effects_from_the_schema() {
     assert!(err.contains("unsafe use of virtual table"), "{err}");
     // Pure helpers stay usable anywhere.
     a.exec("CREATE VIEW ok AS SELECT sdsync_uuid_v5('tag', 'x') AS u");
-    assert_eq!(a.text("SELECT u FROM ok"), a.text("SELECT sdsync_uuid_v5('tag', 'x')"));
+    assert_eq!(
+        a.text("SELECT u FROM ok"),
+        a.text("SELECT sdsync_uuid_v5('tag', 'x')")
+    );
 }
 
 #[test]
 fn track_validation_errors_say_what_to_change() {
     let a = lib("validate");
     let cases = [
-        ("CREATE TABLE n1(id INTEGER PRIMARY KEY, name TEXT)", "SELECT sdsync_track('n1', 'shared')", "no column 'uuid' to identify rows"),
-        ("CREATE TABLE n2(uuid TEXT UNIQUE)", "SELECT sdsync_track('n2', 'shared')", "column 'uuid' must be NOT NULL"),
-        ("CREATE TABLE n3(uuid TEXT NOT NULL)", "SELECT sdsync_track('n3', 'shared')", "column 'uuid' must be UNIQUE"),
-        ("CREATE TABLE n4(uuid TEXT NOT NULL UNIQUE)", "SELECT sdsync_track('n4', 'both')", "unknown sync class 'both'"),
-        ("CREATE TABLE n5(uuid TEXT NOT NULL UNIQUE, o INTEGER REFERENCES other(id))", "SELECT sdsync_track('n5', 'owned')", "references table 'other', which is not tracked"),
-        ("CREATE TABLE n6(uuid TEXT NOT NULL UNIQUE)", "SELECT sdsync_track('n6', 'owned', '{\"uuid_col\":\"x\"}')", "unknown field `uuid_col`"),
-        ("SELECT 1", "SELECT sdsync_track('missing', 'owned')", "no such table: missing"),
-        ("SELECT 1", "SELECT sdsync_untrack('missing')", "table missing is not tracked"),
-        ("SELECT 1", "SELECT sdsync_untrack('entries')", "is referenced by tracked table"),
-        ("ALTER TABLE tags RENAME COLUMN color TO colour", "SELECT sdsync_track('tags', 'shared')", "only columns added at the end"),
+        (
+            "CREATE TABLE n1(id INTEGER PRIMARY KEY, name TEXT)",
+            "SELECT sdsync_track('n1', 'shared')",
+            "no column 'uuid' to identify rows",
+        ),
+        (
+            "CREATE TABLE n2(uuid TEXT UNIQUE)",
+            "SELECT sdsync_track('n2', 'shared')",
+            "column 'uuid' must be NOT NULL",
+        ),
+        (
+            "CREATE TABLE n3(uuid TEXT NOT NULL)",
+            "SELECT sdsync_track('n3', 'shared')",
+            "column 'uuid' must be UNIQUE",
+        ),
+        (
+            "CREATE TABLE n4(uuid TEXT NOT NULL UNIQUE)",
+            "SELECT sdsync_track('n4', 'both')",
+            "unknown sync class 'both'",
+        ),
+        (
+            "CREATE TABLE n5(uuid TEXT NOT NULL UNIQUE, o INTEGER REFERENCES other(id))",
+            "SELECT sdsync_track('n5', 'owned')",
+            "references table 'other', which is not tracked",
+        ),
+        (
+            "CREATE TABLE n6(uuid TEXT NOT NULL UNIQUE)",
+            "SELECT sdsync_track('n6', 'owned', '{\"uuid_col\":\"x\"}')",
+            "unknown field `uuid_col`",
+        ),
+        (
+            "SELECT 1",
+            "SELECT sdsync_track('missing', 'owned')",
+            "no such table: missing",
+        ),
+        (
+            "SELECT 1",
+            "SELECT sdsync_untrack('missing')",
+            "table missing is not tracked",
+        ),
+        (
+            "SELECT 1",
+            "SELECT sdsync_untrack('entries')",
+            "is referenced by tracked table",
+        ),
+        (
+            "ALTER TABLE tags RENAME COLUMN color TO colour",
+            "SELECT sdsync_track('tags', 'shared')",
+            "only columns added at the end",
+        ),
     ];
     for (setup, call, expected) in cases {
         a.exec(setup);
         let err = a.fails(call);
-        assert!(err.contains(expected), "{call}: {expected:?} not in {err:?}");
+        assert!(
+            err.contains(expected),
+            "{call}: {expected:?} not in {err:?}"
+        );
     }
     // Columns added at the end are picked up by re-tracking.
     a.exec("ALTER TABLE collections ADD COLUMN cover TEXT");
@@ -159,7 +217,9 @@ fn a_copied_file_gets_a_new_identity() {
     let err = copy.fails("UPDATE entries SET name = 'y'");
     assert!(err.contains(&original), "{err}");
     copy.exec("INSERT INTO entries(uuid, name) VALUES ('f', 'z')");
-    let mine = copy.int(&format!("SELECT seq FROM sdsync_changes WHERE origin = '{new_id}'"));
+    let mine = copy.int(&format!(
+        "SELECT seq FROM sdsync_changes WHERE origin = '{new_id}'"
+    ));
     assert_eq!(mine, 1);
 }
 
@@ -200,7 +260,11 @@ fn changes_since_a_watermark_use_the_index() {
             |r| r.get(3),
         )
         .expect("inner plan");
-    assert!(inner.contains("USING COVERING INDEX sdsync_versions_by_origin") || inner.contains("USING INDEX sdsync_versions_by_origin"), "{inner}");
+    assert!(
+        inner.contains("USING COVERING INDEX sdsync_versions_by_origin")
+            || inner.contains("USING INDEX sdsync_versions_by_origin"),
+        "{inner}"
+    );
     let since: Vec<i64> = sdsync_tests::read_changes(
         &a.conn,
         &format!("SELECT tbl, pk, op, data, origin, seq, hlc, creates FROM sdsync_changes WHERE origin = '{device}' AND seq > 1"),
@@ -209,7 +273,9 @@ fn changes_since_a_watermark_use_the_index() {
     .map(|c| c.seq)
     .collect();
     assert_eq!(since, vec![2, 3]);
-    let at_least: i64 = a.int(&format!("SELECT count(*) FROM sdsync_changes WHERE origin = '{device}' AND seq >= 2"));
+    let at_least: i64 = a.int(&format!(
+        "SELECT count(*) FROM sdsync_changes WHERE origin = '{device}' AND seq >= 2"
+    ));
     assert_eq!(at_least, 2);
 }
 
@@ -217,8 +283,12 @@ fn changes_since_a_watermark_use_the_index() {
 fn extension_loads_into_a_plain_connection_without_tables() {
     let dir = temp_dir("plain");
     let conn: Connection = open(&dir.join("x.db"));
-    let n: i64 = conn.query_row("SELECT count(*) FROM sdsync_changes", [], |r| r.get(0)).expect("empty read");
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM sdsync_changes", [], |r| r.get(0))
+        .expect("empty read");
     assert_eq!(n, 0);
-    let v: String = conn.query_row("SELECT sdsync_version()", [], |r| r.get(0)).expect("version");
+    let v: String = conn
+        .query_row("SELECT sdsync_version()", [], |r| r.get(0))
+        .expect("version");
     assert_eq!(v, env!("CARGO_PKG_VERSION"));
 }

@@ -168,7 +168,10 @@ mod tests {
     fn renders_as_utc_text() {
         let h = Hlc::from_parts(1_795_316_400_123, 5);
         assert_eq!(h.to_string(), "2026-11-22T03:00:00.123Z#5");
-        assert_eq!(Hlc::from_parts(0, 0).to_string(), "1970-01-01T00:00:00.000Z#0");
+        assert_eq!(
+            Hlc::from_parts(0, 0).to_string(),
+            "1970-01-01T00:00:00.000Z#0"
+        );
     }
 
     #[test]

@@ -257,15 +257,34 @@ mod tests {
         let row = alive(&[(0b011, 10, "a"), (0b100, 30, "a")]);
         assert_eq!(plan_upsert(&row, 0b110, &v(20, "b")), Upsert::Write(0b010));
         assert_eq!(plan_upsert(&row, 0b100, &v(30, "b")), Upsert::Write(0b100));
-        assert_eq!(plan_upsert(&row, 0b100, &v(30, "a")), Upsert::Ignore, "same stamp: re-apply");
+        assert_eq!(
+            plan_upsert(&row, 0b100, &v(30, "a")),
+            Upsert::Ignore,
+            "same stamp: re-apply"
+        );
         assert_eq!(plan_upsert(&row, 0b100, &v(30, "0")), Upsert::Ignore);
     }
 
     #[test]
     fn win_moves_bits_between_groups() {
-        let groups = vec![Group { mask: 0b111, version: v(1, "a") }];
+        let groups = vec![Group {
+            mask: 0b111,
+            version: v(1, "a"),
+        }];
         let out = with_win(&groups, 0b110, &v(2, "b"));
-        assert_eq!(out, vec![Group { mask: 0b001, version: v(1, "a") }, Group { mask: 0b110, version: v(2, "b") }]);
+        assert_eq!(
+            out,
+            vec![
+                Group {
+                    mask: 0b001,
+                    version: v(1, "a")
+                },
+                Group {
+                    mask: 0b110,
+                    version: v(2, "b")
+                }
+            ]
+        );
         let out = with_win(&out, 0b001, &v(3, "c"));
         assert_eq!(out.len(), 2, "emptied groups disappear");
     }
@@ -278,8 +297,14 @@ mod tests {
         // Re-created at 25: a delete at 20 is stale.
         let row = alive(&[(0b111, 25, "a")]);
         assert_eq!(plan_delete(&row, &v(20, "c")), Delete::Ignore);
-        assert_eq!(plan_delete(&RowState::Dead(v(20, "c")), &v(15, "x")), Delete::Ignore);
-        assert_eq!(plan_delete(&RowState::Unknown, &v(15, "x")), Delete::Tombstone);
+        assert_eq!(
+            plan_delete(&RowState::Dead(v(20, "c")), &v(15, "x")),
+            Delete::Ignore
+        );
+        assert_eq!(
+            plan_delete(&RowState::Unknown, &v(15, "x")),
+            Delete::Tombstone
+        );
     }
 
     #[test]
@@ -292,10 +317,20 @@ mod tests {
     #[test]
     fn assembly_needs_a_creator_after_the_tombstone() {
         let pieces = vec![
-            Piece { mask: 0b010, version: v(30, "b") },
-            Piece { mask: 0b111, version: v(15, "a") },
+            Piece {
+                mask: 0b010,
+                version: v(30, "b"),
+            },
+            Piece {
+                mask: 0b111,
+                version: v(15, "a"),
+            },
         ];
-        assert_eq!(assemble(Some(&v(20, "c")), &pieces), None, "creator predates the delete");
+        assert_eq!(
+            assemble(Some(&v(20, "c")), &pieces),
+            None,
+            "creator predates the delete"
+        );
         let asm = assemble(None, &pieces).unwrap();
         assert_eq!(asm.covered, 0b111);
         assert_eq!(asm.winners, vec![(1, 0b101), (0, 0b010)]);

@@ -250,7 +250,9 @@ pub enum SchemaError {
         column: String,
     },
     /// The uuid column allows NULL.
-    #[error("table {table}: column '{column}' must be NOT NULL (it identifies the row on every device)")]
+    #[error(
+        "table {table}: column '{column}' must be NOT NULL (it identifies the row on every device)"
+    )]
     UuidNullable {
         /// Table.
         table: String,
@@ -268,7 +270,9 @@ pub enum SchemaError {
         column: String,
     },
     /// Too many columns for a 64-bit version mask.
-    #[error("table {table}: {count} synced columns; at most {MAX_COLUMNS} are supported (mark caches as \"local\" in the options)")]
+    #[error(
+        "table {table}: {count} synced columns; at most {MAX_COLUMNS} are supported (mark caches as \"local\" in the options)"
+    )]
     TooManyColumns {
         /// Table.
         table: String,
@@ -284,7 +288,9 @@ pub enum SchemaError {
         column: String,
     },
     /// A foreign key spans several columns.
-    #[error("table {table}: foreign key on ({columns}) spans several columns; sdsync maps single-column references only")]
+    #[error(
+        "table {table}: foreign key on ({columns}) spans several columns; sdsync maps single-column references only"
+    )]
     CompositeForeignKey {
         /// Table.
         table: String,
@@ -304,7 +310,9 @@ pub enum SchemaError {
         target: String,
     },
     /// A local-only column could not be left out of inserted rows.
-    #[error("table {table}: local column '{column}' is NOT NULL without a default, so rows from peers could not be inserted; give it a default")]
+    #[error(
+        "table {table}: local column '{column}' is NOT NULL without a default, so rows from peers could not be inserted; give it a default"
+    )]
     LocalRequired {
         /// Table.
         table: String,
@@ -526,16 +534,26 @@ mod tests {
 
     #[test]
     fn spec_keeps_synced_columns_in_order() {
-        let opts = Options::parse(Some(r#"{"refs":{"location_id":"locations"},"local":["cache"]}"#))
-            .unwrap();
-        let tracked = |t: &str| (t == "locations").then(|| ("uuid".to_string(), Some("id".to_string())));
+        let opts = Options::parse(Some(
+            r#"{"refs":{"location_id":"locations"},"local":["cache"]}"#,
+        ))
+        .unwrap();
+        let tracked =
+            |t: &str| (t == "locations").then(|| ("uuid".to_string(), Some("id".to_string())));
         let spec = TableSpec::validate(entries(), Class::Owned, &opts, 3, &tracked).unwrap();
         let names: Vec<_> = spec.columns.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["name", "size", "parent_id", "location_id"]);
         assert_eq!(spec.all_mask(), 0b11111);
         assert_eq!(spec.bit_of("size"), Some(0b100));
         let parent = spec.columns[2].reference.clone().unwrap();
-        assert_eq!((parent.table.as_str(), parent.column.as_str(), parent.by_uuid), ("entries", "id", false));
+        assert_eq!(
+            (
+                parent.table.as_str(),
+                parent.column.as_str(),
+                parent.by_uuid
+            ),
+            ("entries", "id", false)
+        );
         assert_eq!(spec.parents().collect::<Vec<_>>(), ["locations"]);
     }
 
@@ -553,11 +571,13 @@ mod tests {
     fn uuid_column_rules() {
         let mut raw = entries();
         raw.unique.clear();
-        let err = TableSpec::validate(raw, Class::Shared, &Options::default(), 1, &none).unwrap_err();
+        let err =
+            TableSpec::validate(raw, Class::Shared, &Options::default(), 1, &none).unwrap_err();
         assert!(matches!(err, SchemaError::UuidNotUnique { .. }), "{err}");
         let mut raw = entries();
         raw.columns[1].not_null = false;
-        let err = TableSpec::validate(raw, Class::Shared, &Options::default(), 1, &none).unwrap_err();
+        let err =
+            TableSpec::validate(raw, Class::Shared, &Options::default(), 1, &none).unwrap_err();
         assert!(err.to_string().contains("must be NOT NULL"), "{err}");
         let opts = Options::parse(Some(r#"{"uuid_column":"pub_id"}"#)).unwrap();
         let err = TableSpec::validate(entries(), Class::Shared, &opts, 1, &none).unwrap_err();
@@ -571,18 +591,28 @@ mod tests {
         let opts = Options::parse(Some(r#"{"local":["nope"]}"#)).unwrap();
         let err = TableSpec::validate(entries(), Class::Owned, &opts, 1, &none).unwrap_err();
         assert!(matches!(err, SchemaError::UnknownOptionColumn { .. }));
-        assert!(matches!(Class::parse("both"), Err(SchemaError::UnknownClass(_))));
+        assert!(matches!(
+            Class::parse("both"),
+            Err(SchemaError::UnknownClass(_))
+        ));
     }
 
     #[test]
     fn reserved_and_composite_refused() {
         let mut raw = entries();
         raw.name = "sdsync_x".into();
-        let err = TableSpec::validate(raw, Class::Owned, &Options::default(), 1, &none).unwrap_err();
+        let err =
+            TableSpec::validate(raw, Class::Owned, &Options::default(), 1, &none).unwrap_err();
         assert!(matches!(err, SchemaError::Reserved(_)));
         let mut raw = entries();
-        raw.foreign_keys.push(RawForeignKey { id: 0, from: "size".into(), table: "entries".into(), to: None });
-        let err = TableSpec::validate(raw, Class::Owned, &Options::default(), 1, &none).unwrap_err();
+        raw.foreign_keys.push(RawForeignKey {
+            id: 0,
+            from: "size".into(),
+            table: "entries".into(),
+            to: None,
+        });
+        let err =
+            TableSpec::validate(raw, Class::Owned, &Options::default(), 1, &none).unwrap_err();
         assert!(matches!(err, SchemaError::CompositeForeignKey { .. }));
     }
 

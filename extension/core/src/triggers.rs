@@ -26,7 +26,8 @@
 use crate::schema::{Class, TableSpec, quote_ident, quote_literal};
 
 /// Bumps the persistent clock: next HLC by the send rule, next local sequence.
-const CLOCK_BUMP: &str = "UPDATE sdsync_clock SET hlc = max(hlc + 1, sdsync_wall()), seq = seq + 1;";
+const CLOCK_BUMP: &str =
+    "UPDATE sdsync_clock SET hlc = max(hlc + 1, sdsync_wall()), seq = seq + 1;";
 
 /// Names of the triggers a table gets, for `sdsync_untrack`.
 pub fn trigger_names(table: &str) -> Vec<String> {
@@ -39,7 +40,13 @@ pub fn trigger_names(table: &str) -> Vec<String> {
 /// `CREATE TRIGGER` statements for a table, for the local origin id `origin`.
 pub fn create_statements(spec: &TableSpec, origin: i64) -> Vec<String> {
     let t = Ctx::new(spec, origin);
-    vec![t.insert(), t.update(), t.delete(), t.apply_delete(), t.rekey()]
+    vec![
+        t.insert(),
+        t.update(),
+        t.delete(),
+        t.apply_delete(),
+        t.rekey(),
+    ]
 }
 
 /// `DROP TRIGGER` statements for a table.
@@ -228,8 +235,15 @@ mod tests {
     fn shared_update_splits_groups_by_changed_mask() {
         let sql = create_statements(&spec(Class::Shared), 9);
         let upd = &sql[1];
-        assert!(upd.contains("((OLD.\"a\" IS NOT NEW.\"a\") << 1) | ((OLD.\"b\" IS NOT NEW.\"b\") << 2)"));
-        assert!(upd.contains("\"my \"\"t\"\"\""), "identifiers are quoted: {upd}");
+        assert!(
+            upd.contains(
+                "((OLD.\"a\" IS NOT NEW.\"a\") << 1) | ((OLD.\"b\" IS NOT NEW.\"b\") << 2)"
+            )
+        );
+        assert!(
+            upd.contains("\"my \"\"t\"\"\""),
+            "identifiers are quoted: {upd}"
+        );
         assert!(!upd.contains("sdsync_refuse("), "shared rows have no owner");
     }
 
@@ -240,7 +254,11 @@ mod tests {
             assert!(s.contains("sdsync_refuse('my \"t\"'"), "{s}");
             assert!(s.contains("v.origin <> 9"), "{s}");
         }
-        assert!(sql[0].contains(", 7, 9, seq, hlc FROM sdsync_clock"), "{}", sql[0]);
+        assert!(
+            sql[0].contains(", 7, 9, seq, hlc FROM sdsync_clock"),
+            "{}",
+            sql[0]
+        );
     }
 
     #[test]

@@ -152,7 +152,11 @@ impl Engine {
         }
         let stmt = self.stmt("SELECT id FROM sdsync_origins WHERE uuid = ?1".into())?;
         stmt.bind_all(&[Value::Text(uuid.to_string())])?;
-        let id = if stmt.step()? { Some(stmt.int(0)) } else { None };
+        let id = if stmt.step()? {
+            Some(stmt.int(0))
+        } else {
+            None
+        };
         stmt.reset();
         if let Some(id) = id {
             self.origin_ids.insert(uuid.to_string(), id);
@@ -183,7 +187,11 @@ impl Engine {
         }
         let stmt = self.stmt("SELECT uuid FROM sdsync_origins WHERE id = ?1".into())?;
         stmt.bind_all(&[Value::Integer(id)])?;
-        let name = if stmt.step()? { stmt.text(0).unwrap_or_default() } else { String::new() };
+        let name = if stmt.step()? {
+            stmt.text(0).unwrap_or_default()
+        } else {
+            String::new()
+        };
         stmt.reset();
         self.origin_names.insert(id, name.clone());
         Ok(name)
@@ -219,14 +227,24 @@ impl Engine {
                 }
                 Upsert::Park => {
                     let became = self.materialize(&spec, &change.pk, &state, Some((change, v)))?;
-                    Ok(if became { vec![(spec, change.pk.clone())] } else { Vec::new() })
+                    Ok(if became {
+                        vec![(spec, change.pk.clone())]
+                    } else {
+                        Vec::new()
+                    })
                 }
             },
         }
     }
 
     /// Writes the bits a change won to a live row, unless a referenced row is missing.
-    fn write(&mut self, change: &Change, v: &Version, bits: u64, groups: &[Group]) -> Result<(), ChangeError> {
+    fn write(
+        &mut self,
+        change: &Change,
+        v: &Version,
+        bits: u64,
+        groups: &[Group],
+    ) -> Result<(), ChangeError> {
         let spec = &change.table;
         let resolved = match self.resolve(spec, &change.values, bits)? {
             Ok(resolved) => resolved,
@@ -242,11 +260,24 @@ impl Engine {
         Ok(())
     }
 
-    fn delete(&mut self, spec: &Rc<TableSpec>, pk: &Value, state: &RowState, v: &Version) -> Result<(), ChangeError> {
+    fn delete(
+        &mut self,
+        spec: &Rc<TableSpec>,
+        pk: &Value,
+        state: &RowState,
+        v: &Version,
+    ) -> Result<(), ChangeError> {
         match plan_delete(state, v) {
             Delete::Ignore => Ok(()),
             Delete::Tombstone => {
-                self.set_versions(spec, pk, &[Group { mask: 0, version: v.clone() }])?;
+                self.set_versions(
+                    spec,
+                    pk,
+                    &[Group {
+                        mask: 0,
+                        version: v.clone(),
+                    }],
+                )?;
                 let pieces = self.parked_for_row(spec, pk)?;
                 for (_, p) in pieces.iter().filter(|(_, p)| !p.version.beats(v)) {
                     self.unpark(p.version.origin_id, p.version.seq)?;
@@ -263,16 +294,33 @@ impl Engine {
                 }
                 self.run(rows::delete_sql(spec), std::slice::from_ref(pk))?;
                 for (change, version) in keep {
-                    self.park(&change, &version, &(spec.clone(), pk.clone()), "updated after a delete")?;
+                    self.park(
+                        &change,
+                        &version,
+                        &(spec.clone(), pk.clone()),
+                        "updated after a delete",
+                    )?;
                 }
-                self.set_versions(spec, pk, &[Group { mask: 0, version: v.clone() }])?;
+                self.set_versions(
+                    spec,
+                    pk,
+                    &[Group {
+                        mask: 0,
+                        version: v.clone(),
+                    }],
+                )?;
                 Ok(())
             }
         }
     }
 
     /// A live row's group (an update newer than a delete) as a change to park.
-    fn group_change(&mut self, spec: &Rc<TableSpec>, pk: &Value, group: &Group) -> Result<(Change, Version), ChangeError> {
+    fn group_change(
+        &mut self,
+        spec: &Rc<TableSpec>,
+        pk: &Value,
+        group: &Group,
+    ) -> Result<(Change, Version), ChangeError> {
         let data = {
             let stmt = self.stmt(rows::select_sql(spec))?;
             rows::read_json(stmt, spec, pk, group.mask)?.unwrap_or_default()
@@ -304,17 +352,32 @@ impl Engine {
             RowState::Dead(v) => Some(v.clone()),
             _ => None,
         };
-        let mut pieces: Vec<Parked> = self.parked_for_row(spec, pk)?.into_iter().map(|(_, p)| p).collect();
+        let mut pieces: Vec<Parked> = self
+            .parked_for_row(spec, pk)?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
         if let Some((c, v)) = incoming {
-            pieces.push(Parked { mask: c.mask, version: v.clone(), values: c.values.clone() });
+            pieces.push(Parked {
+                mask: c.mask,
+                version: v.clone(),
+                values: c.values.clone(),
+            });
         }
         let shapes: Vec<Piece> = pieces
             .iter()
-            .map(|p| Piece { mask: p.mask, version: p.version.clone() })
+            .map(|p| Piece {
+                mask: p.mask,
+                version: p.version.clone(),
+            })
             .collect();
         let me = (spec.clone(), pk.clone());
         let Some(asm) = assemble(tomb.as_ref(), &shapes) else {
-            return self.park_incoming(incoming, &me, "waiting for the change that creates the row");
+            return self.park_incoming(
+                incoming,
+                &me,
+                "waiting for the change that creates the row",
+            );
         };
         let mut values = vec![Value::Null; spec.columns.len()];
         for (i, bits) in &asm.winners {
@@ -328,7 +391,9 @@ impl Engine {
         }
         let resolved = match self.resolve(spec, &values, asm.covered)? {
             Ok(resolved) => resolved,
-            Err(parent) => return self.park_incoming(incoming, &parent, "waiting for a referenced row"),
+            Err(parent) => {
+                return self.park_incoming(incoming, &parent, "waiting for a referenced row");
+            }
         };
         let columns = asm.covered & !ROW_BIT;
         let mut params = vec![pk.clone()];
@@ -337,7 +402,10 @@ impl Engine {
         let groups: Vec<Group> = asm
             .winners
             .iter()
-            .map(|(i, bits)| Group { mask: *bits, version: pieces[*i].version.clone() })
+            .map(|(i, bits)| Group {
+                mask: *bits,
+                version: pieces[*i].version.clone(),
+            })
             .collect();
         self.set_versions(spec, pk, &groups)?;
         self.run(
@@ -347,7 +415,12 @@ impl Engine {
         Ok(true)
     }
 
-    fn park_incoming(&mut self, incoming: Option<(&Change, &Version)>, wait: &RowRef, reason: &str) -> Result<bool, ChangeError> {
+    fn park_incoming(
+        &mut self,
+        incoming: Option<(&Change, &Version)>,
+        wait: &RowRef,
+        reason: &str,
+    ) -> Result<bool, ChangeError> {
         if let Some((c, v)) = incoming {
             self.park(c, v, wait, reason)?;
         }
@@ -356,7 +429,13 @@ impl Engine {
 
     /// Stores a change durably until `wait` exists; every piece of the same row
     /// then waits for the same thing.
-    fn park(&mut self, c: &Change, v: &Version, wait: &RowRef, reason: &str) -> Result<(), ChangeError> {
+    fn park(
+        &mut self,
+        c: &Change,
+        v: &Version,
+        wait: &RowRef,
+        reason: &str,
+    ) -> Result<(), ChangeError> {
         let origin = self.origin_id(v)?;
         let mut data = Map::new();
         for (i, col) in c.table.columns_in(c.mask) {
@@ -410,14 +489,23 @@ impl Engine {
                 let result = if matches!(state, RowState::Alive(_)) {
                     self.retry_piece(&table, &row, origin_id, seq)
                 } else {
-                    self.materialize(&table, &row, &state, None)
-                        .map(|made| if made { vec![(table.clone(), row.clone())] } else { Vec::new() })
+                    self.materialize(&table, &row, &state, None).map(|made| {
+                        if made {
+                            vec![(table.clone(), row.clone())]
+                        } else {
+                            Vec::new()
+                        }
+                    })
                 };
                 match result {
                     Ok(rows) => queue.extend(rows),
                     Err(e) => self.run(
                         "UPDATE sdsync_parked SET reason = ?3 WHERE tbl = ?1 AND pk = ?2".into(),
-                        &[Value::Integer(table.id), row.clone(), Value::Text(format!("failed: {e}"))],
+                        &[
+                            Value::Integer(table.id),
+                            row.clone(),
+                            Value::Text(format!("failed: {e}")),
+                        ],
                     )?,
                 }
             }
@@ -426,7 +514,13 @@ impl Engine {
     }
 
     /// Re-applies one parked change to a live row; on failure it is parked again.
-    fn retry_piece(&mut self, table: &Rc<TableSpec>, row: &Value, origin_id: i64, seq: i64) -> Result<Vec<RowRef>, ChangeError> {
+    fn retry_piece(
+        &mut self,
+        table: &Rc<TableSpec>,
+        row: &Value,
+        origin_id: i64,
+        seq: i64,
+    ) -> Result<Vec<RowRef>, ChangeError> {
         let Some((change, v)) = self.parked_change(table, row, origin_id, seq)? else {
             return Ok(Vec::new());
         };
@@ -437,7 +531,11 @@ impl Engine {
         })
     }
 
-    fn waiting_for(&mut self, spec: &TableSpec, pk: &Value) -> Result<Vec<(Rc<TableSpec>, Value, i64, i64)>, SqlError> {
+    fn waiting_for(
+        &mut self,
+        spec: &TableSpec,
+        pk: &Value,
+    ) -> Result<Vec<(Rc<TableSpec>, Value, i64, i64)>, SqlError> {
         let stmt = self.stmt(
             "SELECT tbl, pk, origin, seq FROM sdsync_parked WHERE wait_tbl = ?1 AND wait_pk = ?2 AND NOT (tbl = ?1 AND pk = ?2)"
                 .into(),
@@ -454,7 +552,13 @@ impl Engine {
             .collect())
     }
 
-    fn parked_change(&mut self, spec: &Rc<TableSpec>, pk: &Value, origin_id: i64, seq: i64) -> Result<Option<(Change, Version)>, ChangeError> {
+    fn parked_change(
+        &mut self,
+        spec: &Rc<TableSpec>,
+        pk: &Value,
+        origin_id: i64,
+        seq: i64,
+    ) -> Result<Option<(Change, Version)>, ChangeError> {
         let found = self
             .parked_for_row(spec, pk)?
             .into_iter()
@@ -475,12 +579,25 @@ impl Engine {
         Ok(Some((change, p.version)))
     }
 
-    fn parked_for_row(&mut self, spec: &Rc<TableSpec>, pk: &Value) -> Result<Vec<(i64, Parked)>, SqlError> {
-        let stmt = self.stmt("SELECT origin, seq, mask, hlc, data FROM sdsync_parked WHERE tbl = ?1 AND pk = ?2".into())?;
+    fn parked_for_row(
+        &mut self,
+        spec: &Rc<TableSpec>,
+        pk: &Value,
+    ) -> Result<Vec<(i64, Parked)>, SqlError> {
+        let stmt = self.stmt(
+            "SELECT origin, seq, mask, hlc, data FROM sdsync_parked WHERE tbl = ?1 AND pk = ?2"
+                .into(),
+        )?;
         stmt.bind_all(&[Value::Integer(spec.id), pk.clone()])?;
         let mut raw = Vec::new();
         while stmt.step()? {
-            raw.push((stmt.int(0), stmt.int(1), stmt.int(2), stmt.int(3), stmt.text(4).unwrap_or_default()));
+            raw.push((
+                stmt.int(0),
+                stmt.int(1),
+                stmt.int(2),
+                stmt.int(3),
+                stmt.text(4).unwrap_or_default(),
+            ));
         }
         stmt.reset();
         let mut out = Vec::new();
@@ -494,7 +611,12 @@ impl Engine {
                 origin_id,
                 Parked {
                     mask: mask as u64,
-                    version: Version { hlc: hlc as u64, origin, origin_id, seq },
+                    version: Version {
+                        hlc: hlc as u64,
+                        origin,
+                        origin_id,
+                        seq,
+                    },
                     values: decode(spec, &map),
                 },
             ));
@@ -504,7 +626,9 @@ impl Engine {
 
     /// The version groups of a row.
     fn state(&mut self, spec: &TableSpec, pk: &Value) -> Result<RowState, SqlError> {
-        let stmt = self.stmt("SELECT mask, origin, seq, hlc FROM sdsync_versions WHERE tbl = ?1 AND pk = ?2".into())?;
+        let stmt = self.stmt(
+            "SELECT mask, origin, seq, hlc FROM sdsync_versions WHERE tbl = ?1 AND pk = ?2".into(),
+        )?;
         stmt.bind_all(&[Value::Integer(spec.id), pk.clone()])?;
         let mut raw = Vec::new();
         while stmt.step()? {
@@ -514,16 +638,33 @@ impl Engine {
         let mut groups = Vec::new();
         for (mask, origin_id, seq, hlc) in raw {
             let origin = self.origin_name(origin_id)?;
-            let version = Version { hlc: hlc as u64, origin, origin_id, seq };
+            let version = Version {
+                hlc: hlc as u64,
+                origin,
+                origin_id,
+                seq,
+            };
             if mask == 0 {
                 return Ok(RowState::Dead(version));
             }
-            groups.push(Group { mask: mask as u64, version });
+            groups.push(Group {
+                mask: mask as u64,
+                version,
+            });
         }
-        Ok(if groups.is_empty() { RowState::Unknown } else { RowState::Alive(groups) })
+        Ok(if groups.is_empty() {
+            RowState::Unknown
+        } else {
+            RowState::Alive(groups)
+        })
     }
 
-    fn set_versions(&mut self, spec: &TableSpec, pk: &Value, groups: &[Group]) -> Result<(), SqlError> {
+    fn set_versions(
+        &mut self,
+        spec: &TableSpec,
+        pk: &Value,
+        groups: &[Group],
+    ) -> Result<(), SqlError> {
         self.run(
             "DELETE FROM sdsync_versions WHERE tbl = ?1 AND pk = ?2".into(),
             &[Value::Integer(spec.id), pk.clone()],
@@ -547,7 +688,12 @@ impl Engine {
 
     /// Maps reference columns of `mask` from uuids to local values; `Err` names the
     /// first referenced row that does not exist yet.
-    fn resolve(&mut self, spec: &TableSpec, values: &[Value], mask: u64) -> Result<Result<Vec<Value>, RowRef>, SqlError> {
+    fn resolve(
+        &mut self,
+        spec: &TableSpec,
+        values: &[Value],
+        mask: u64,
+    ) -> Result<Result<Vec<Value>, RowRef>, SqlError> {
         let mut out = values.to_vec();
         for (i, col) in spec.columns_in(mask) {
             let Some(r) = &col.reference else { continue };
@@ -556,7 +702,11 @@ impl Engine {
             }
             let stmt = self.stmt(rows::resolve_sql(r))?;
             stmt.bind_all(std::slice::from_ref(&values[i]))?;
-            let found = if stmt.step()? { Some(stmt.value(0)) } else { None };
+            let found = if stmt.step()? {
+                Some(stmt.value(0))
+            } else {
+                None
+            };
             stmt.reset();
             match found {
                 Some(local) => out[i] = local,

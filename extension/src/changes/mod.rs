@@ -25,17 +25,14 @@ use sqlite3ext_sys::{
     sqlite3_vtab_cursor,
 };
 
-use crate::ffi::{
-    Db, SQLITE_ERROR, SQLITE_OK, Value, api, guard, sqlite_string, value_of,
-};
+use crate::ffi::{Db, SQLITE_ERROR, SQLITE_OK, Value, api, guard, sqlite_string, value_of};
 use crate::functions::Conn;
 pub use apply::Engine;
 use parse::{ChangeError, Fields};
 use read::{Filter, Reader};
 
 /// The declared columns; their order is the order of `Fields`.
-const DECLARATION: &str =
-    "CREATE TABLE x(tbl TEXT, pk, op TEXT, data TEXT, origin TEXT, seq INTEGER, hlc INTEGER, creates INTEGER)";
+const DECLARATION: &str = "CREATE TABLE x(tbl TEXT, pk, op TEXT, data TEXT, origin TEXT, seq INTEGER, hlc INTEGER, creates INTEGER)";
 const COL_ORIGIN: c_int = 4;
 const COL_SEQ: c_int = 5;
 
@@ -84,7 +81,13 @@ pub fn register(db: *mut sqlite3, conn: &Rc<Conn>) -> Result<(), String> {
     // SAFETY: valid handle, static module, NUL-terminated name; SQLite calls
     // `drop_conn` on `aux` when the module goes away.
     let rc = unsafe {
-        api!(create_module_v2)(db, c"sdsync_changes".as_ptr(), &MODULE, aux, Some(drop_conn))
+        api!(create_module_v2)(
+            db,
+            c"sdsync_changes".as_ptr(),
+            &MODULE,
+            aux,
+            Some(drop_conn),
+        )
     };
     if rc == SQLITE_OK {
         Ok(())
@@ -123,9 +126,13 @@ unsafe extern "C" fn x_connect(
 ) -> c_int {
     let result = guard(|| {
         // SAFETY: valid handle and a static NUL-terminated declaration.
-        let rc = unsafe { api!(declare_vtab)(db, c"CREATE TABLE x(tbl TEXT, pk, op TEXT, data TEXT, origin TEXT, seq INTEGER, hlc INTEGER, creates INTEGER)".as_ptr()) };
+        let rc = unsafe {
+            api!(declare_vtab)(db, c"CREATE TABLE x(tbl TEXT, pk, op TEXT, data TEXT, origin TEXT, seq INTEGER, hlc INTEGER, creates INTEGER)".as_ptr())
+        };
         if rc != SQLITE_OK {
-            return Err(format!("sdsync_changes: declare_vtab failed ({rc}): {DECLARATION}"));
+            return Err(format!(
+                "sdsync_changes: declare_vtab failed ({rc}): {DECLARATION}"
+            ));
         }
         // SAFETY: valid handle; the option takes no further arguments.
         unsafe { api!(vtab_config)(db, SQLITE_VTAB_DIRECTONLY) };
@@ -164,7 +171,11 @@ unsafe extern "C" fn x_disconnect(vtab: *mut sqlite3_vtab) -> c_int {
         drop(unsafe { Box::from_raw(vtab.cast::<Table>()) });
         Ok::<(), String>(())
     });
-    if result.is_ok() { SQLITE_OK } else { SQLITE_ERROR }
+    if result.is_ok() {
+        SQLITE_OK
+    } else {
+        SQLITE_ERROR
+    }
 }
 
 unsafe extern "C" fn x_best_index(vtab: *mut sqlite3_vtab, info: *mut sqlite3_index_info) -> c_int {
@@ -205,7 +216,10 @@ unsafe extern "C" fn x_best_index(vtab: *mut sqlite3_vtab, info: *mut sqlite3_in
     }
 }
 
-unsafe extern "C" fn x_open(_vtab: *mut sqlite3_vtab, pp_cursor: *mut *mut sqlite3_vtab_cursor) -> c_int {
+unsafe extern "C" fn x_open(
+    _vtab: *mut sqlite3_vtab,
+    pp_cursor: *mut *mut sqlite3_vtab_cursor,
+) -> c_int {
     let cursor = Box::new(Cursor {
         // SAFETY: SQLite fills the base after xOpen returns.
         base: unsafe { std::mem::zeroed() },
@@ -254,7 +268,11 @@ unsafe extern "C" fn x_filter(
                 Some(Value::Real(r)) => r.floor() as i64,
                 _ => i64::MAX,
             };
-            filter.after = Some(if idx_num & 4 != 0 { bound.saturating_sub(1) } else { bound });
+            filter.after = Some(if idx_num & 4 != 0 {
+                bound.saturating_sub(1)
+            } else {
+                bound
+            });
         }
         cur.reader = Some(Reader::open(table.db, &filter)?);
         Ok::<(), String>(())
@@ -285,7 +303,11 @@ unsafe extern "C" fn x_eof(cursor: *mut sqlite3_vtab_cursor) -> c_int {
     c_int::from(cur.reader.as_ref().is_none_or(|r| r.current.is_none()))
 }
 
-unsafe extern "C" fn x_column(cursor: *mut sqlite3_vtab_cursor, ctx: *mut sqlite3_context, i: c_int) -> c_int {
+unsafe extern "C" fn x_column(
+    cursor: *mut sqlite3_vtab_cursor,
+    ctx: *mut sqlite3_context,
+    i: c_int,
+) -> c_int {
     // SAFETY: cursor from x_open; ctx valid for the call.
     let cur = unsafe { &*cursor.cast::<Cursor>() };
     let Some(row) = cur.reader.as_ref().and_then(|r| r.current.as_ref()) else {
@@ -323,7 +345,9 @@ unsafe extern "C" fn x_update(
     let result = guard(|| {
         // SAFETY: vtab from x_connect; argv has argc values.
         let table = unsafe { &mut *vtab.cast::<Table>() };
-        let args: Vec<*mut sqlite3_value> = (0..argc.max(0) as usize).map(|i| unsafe { *argv.add(i) }).collect();
+        let args: Vec<*mut sqlite3_value> = (0..argc.max(0) as usize)
+            .map(|i| unsafe { *argv.add(i) })
+            .collect();
         let is_insert = args.len() > 1 && value_of(args[0]) == Value::Null;
         if !is_insert {
             return Err(ChangeError::ReadOnly);

@@ -91,7 +91,9 @@ pub enum ChangeError {
         what: &'static str,
     },
     /// A reference column does not carry a uuid.
-    #[error("sdsync_changes: column {table}.{column} references {target} and must carry its uuid as text")]
+    #[error(
+        "sdsync_changes: column {table}.{column} references {target} and must carry its uuid as text"
+    )]
     BadReference {
         /// Table.
         table: String,
@@ -101,7 +103,9 @@ pub enum ChangeError {
         target: String,
     },
     /// A device-owned row travels whole.
-    #[error("sdsync_changes: change to device-owned table {table} row {pk} lacks column '{column}'; owned rows travel whole")]
+    #[error(
+        "sdsync_changes: change to device-owned table {table} row {pk} lacks column '{column}'; owned rows travel whole"
+    )]
     OwnedPartial {
         /// Table.
         table: String,
@@ -163,7 +167,9 @@ pub enum ChangeError {
         origin: String,
     },
     /// `sdsync_changes` only takes INSERTs.
-    #[error("sdsync_changes: only INSERT is supported (it applies a change); rows cannot be updated or deleted")]
+    #[error(
+        "sdsync_changes: only INSERT is supported (it applies a change); rows cannot be updated or deleted"
+    )]
     ReadOnly,
     /// SQLite failed while applying.
     #[error("sdsync_changes: {0}")]
@@ -184,10 +190,21 @@ impl Change {
     pub fn parse(fields: Fields, catalog: &Catalog) -> Result<Self, ChangeError> {
         let mut f = fields.values.into_iter();
         let mut next = || f.next().unwrap_or(Value::Null);
-        let (tbl, pk, op, data, origin, seq, hlc, creates) =
-            (next(), next(), next(), next(), next(), next(), next(), next());
+        let (tbl, pk, op, data, origin, seq, hlc, creates) = (
+            next(),
+            next(),
+            next(),
+            next(),
+            next(),
+            next(),
+            next(),
+            next(),
+        );
         let table = match tbl {
-            Value::Text(t) => catalog.by_name(&t).cloned().ok_or(ChangeError::UnknownTable(t))?,
+            Value::Text(t) => catalog
+                .by_name(&t)
+                .cloned()
+                .ok_or(ChangeError::UnknownTable(t))?,
             Value::Null => return Err(ChangeError::Missing("tbl")),
             other => return Err(ChangeError::UnknownTable(format!("{other:?}"))),
         };

@@ -15,13 +15,17 @@ use serde_json::{Map, Value as Json};
 
 use sdsync_core::schema::{ColumnSpec, Reference, TableSpec, quote_ident};
 
-use crate::ffi::{Db, SqlError, Stmt, Value};
+use crate::ffi::{SqlError, Stmt, Value};
 use crate::values::to_json;
 
 /// Reads every synced column of one row (by uuid), references as uuids.
 pub fn select_sql(spec: &TableSpec) -> String {
     let cols: Vec<String> = spec.columns.iter().map(read_expr).collect();
-    let cols = if cols.is_empty() { "1".to_string() } else { cols.join(", ") };
+    let cols = if cols.is_empty() {
+        "1".to_string()
+    } else {
+        cols.join(", ")
+    };
     format!(
         "SELECT {cols} FROM {} t WHERE t.{} = ?1",
         quote_ident(&spec.name),
@@ -94,7 +98,12 @@ pub fn delete_sql(spec: &TableSpec) -> String {
 
 /// Steps a prepared [`select_sql`] statement for `pk` and returns the columns of
 /// `mask` as a JSON object (`None` when the row does not exist).
-pub fn read_json(stmt: &mut Stmt, spec: &TableSpec, pk: &Value, mask: u64) -> Result<Option<Map<String, Json>>, SqlError> {
+pub fn read_json(
+    stmt: &mut Stmt,
+    spec: &TableSpec,
+    pk: &Value,
+    mask: u64,
+) -> Result<Option<Map<String, Json>>, SqlError> {
     stmt.bind_all(std::slice::from_ref(pk))?;
     if !stmt.step()? {
         return Ok(None);
@@ -105,14 +114,4 @@ pub fn read_json(stmt: &mut Stmt, spec: &TableSpec, pk: &Value, mask: u64) -> Re
     }
     stmt.reset();
     Ok(Some(out))
-}
-
-/// Whether a row with this uuid exists.
-pub fn exists(db: Db, spec: &TableSpec, pk: &Value) -> Result<bool, SqlError> {
-    let sql = format!(
-        "SELECT 1 FROM {} WHERE {} = ?1",
-        quote_ident(&spec.name),
-        quote_ident(&spec.uuid_column)
-    );
-    Ok(db.query_i64(&sql, std::slice::from_ref(pk))?.is_some())
 }

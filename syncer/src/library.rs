@@ -1,0 +1,322 @@
+//! A device's library database, opened with the extension, and the operations the
+//! syncer performs through the extension's SQL contract.
+//!
+//! ```no_run
+//! use sdsync_syncer::library::{Library, extension_path};
+//! let ext = extension_path(None).unwrap();
+//! let lib = Library::create("/tmp/laptop/database.db".as_ref(), &ext).unwrap();
+//! let changes = lib.changes_since(&lib.device().unwrap(), 0).unwrap();
+//! ```
+//!
+//! Everything goes through `sdsync_changes`, `sdsync_watermarks` and
+//! `sdsync_mark_complete`: the syncer has no private access to sdsync's tables.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, params};
+use sdsync_core::schema::{TableSpec, quote_ident};
+
+/// The default library schema (`sql/library.sql`), compiled in.
+pub const LIBRARY_SQL: &str = include_str!("../../sql/library.sql");
+
+/// Why a library operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LibraryError {
+    /// SQLite (or the extension) refused.
+    #[error("{path}: {source}")]
+    Sql {
+        /// Database file.
+        path: PathBuf,
+        /// The error.
+        source: rusqlite::Error,
+    },
+    /// A file or directory could not be created or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The extension file is not where it was looked for.
+    #[error(
+        "libsdsync.so not found (looked in {0}); build it with `cargo build --release -p sdsync-extension` or pass --extension"
+    )]
+    NoExtension(String),
+}
+
+/// One change as `sdsync_changes` presents it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    /// Table.
+    pub tbl: String,
+    /// Row uuid.
+    pub pk: String,
+    /// `upsert` or `delete`.
+    pub op: String,
+    /// JSON object of column values.
+    pub data: Option<String>,
+    /// Origin device uuid.
+    pub origin: String,
+    /// Origin sequence.
+    pub seq: i64,
+    /// HLC.
+    pub hlc: i64,
+    /// 1 when the change created the row.
+    pub creates: i64,
+}
+
+/// Finds `libsdsync.so`: the given path, `$SDSYNC_EXTENSION`, next to the running
+/// executable, or in `target/release` / `target/debug` of the workspace.
+pub fn extension_path(given: Option<&Path>) -> Result<PathBuf, LibraryError> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = given {
+        candidates.push(p.to_path_buf());
+    }
+    if let Ok(p) = std::env::var("SDSYNC_EXTENSION") {
+        candidates.push(PathBuf::from(p));
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        candidates.push(dir.join("libsdsync.so"));
+        candidates.push(dir.join("../libsdsync.so"));
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for profile in ["release", "debug"] {
+        candidates.push(root.join("target").join(profile).join("libsdsync.so"));
+    }
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .ok_or_else(|| {
+            LibraryError::NoExtension(
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+        })
+}
+
+/// A library database with the extension loaded.
+pub struct Library {
+    /// The connection.
+    pub conn: Connection,
+    /// The file.
+    pub path: PathBuf,
+}
+
+impl Library {
+    /// Opens a database file in WAL mode with the extension loaded.
+    pub fn open(path: &Path, extension: &Path) -> Result<Self, LibraryError> {
+        let err = |source| LibraryError::Sql {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        // SAFETY: we load our own extension into a connection we own, then turn
+        // extension loading off again.
+        unsafe {
+            conn.load_extension_enable().map_err(err)?;
+            conn.load_extension(extension, None::<&str>).map_err(err)?;
+            conn.load_extension_disable().map_err(err)?;
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        Ok(Self {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens a database and installs the default library schema.
+    pub fn create(path: &Path, extension: &Path) -> Result<Self, LibraryError> {
+        let lib = Self::open(path, extension)?;
+        lib.exec(LIBRARY_SQL)?;
+        Ok(lib)
+    }
+
+    fn err(&self, source: rusqlite::Error) -> LibraryError {
+        LibraryError::Sql {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Runs SQL.
+    pub fn exec(&self, sql: &str) -> Result<(), LibraryError> {
+        self.conn.execute_batch(sql).map_err(|e| self.err(e))
+    }
+
+    /// This database's device uuid.
+    pub fn device(&self) -> Result<String, LibraryError> {
+        self.conn
+            .query_row("SELECT sdsync_device_id()", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every change this database holds.
+    pub fn changes(&self) -> Result<Vec<Change>, LibraryError> {
+        read_changes(
+            &self.conn,
+            "SELECT tbl, pk, op, data, origin, seq, hlc, creates FROM sdsync_changes",
+            [],
+        )
+        .map_err(|e| self.err(e))
+    }
+
+    /// The changes of `origin` above sequence `after`, in sequence order.
+    pub fn changes_since(&self, origin: &str, after: i64) -> Result<Vec<Change>, LibraryError> {
+        read_changes(
+            &self.conn,
+            "SELECT tbl, pk, op, data, origin, seq, hlc, creates FROM sdsync_changes WHERE origin = ?1 AND seq > ?2",
+            params![origin, after],
+        )
+        .map_err(|e| self.err(e))
+    }
+
+    /// `(origin, seq)`: what this database holds of each origin.
+    pub fn watermarks(&self) -> Result<Vec<(String, i64)>, LibraryError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT origin, seq FROM sdsync_watermarks ORDER BY origin")
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Applies changes and records the watermarks they complete, in one
+    /// transaction: either all of it lands or none.
+    pub fn apply(
+        &self,
+        changes: &[Change],
+        complete: &[(String, i64)],
+    ) -> Result<(), LibraryError> {
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        apply_in(&tx, changes).map_err(|e| self.err(e))?;
+        for (origin, seq) in complete {
+            tx.query_row(
+                "SELECT sdsync_mark_complete(?1, ?2)",
+                params![origin, seq],
+                |_| Ok(()),
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// The tracked tables' contents (see [`digest`]).
+    pub fn digest(&self) -> Result<BTreeMap<String, Vec<String>>, LibraryError> {
+        digest(&self.conn).map_err(|e| self.err(e))
+    }
+
+    /// Rows of one table.
+    pub fn count(&self, table: &str) -> Result<i64, LibraryError> {
+        self.conn
+            .query_row(
+                &format!("SELECT count(*) FROM {}", quote_ident(table)),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+}
+
+/// Reads changes with a query returning the eight columns of `sdsync_changes`.
+pub fn read_changes(
+    conn: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<Change>> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map(p, |r| {
+        Ok(Change {
+            tbl: r.get(0)?,
+            pk: r.get(1)?,
+            op: r.get(2)?,
+            data: r.get(3)?,
+            origin: r.get(4)?,
+            seq: r.get(5)?,
+            hlc: r.get(6)?,
+            creates: r.get(7)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Inserts changes into `sdsync_changes` (the caller owns the transaction).
+pub fn apply_in(conn: &Connection, changes: &[Change]) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO sdsync_changes(tbl, pk, op, data, origin, seq, hlc, creates) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for c in changes {
+        stmt.execute(params![
+            c.tbl, c.pk, c.op, c.data, c.origin, c.seq, c.hlc, c.creates
+        ])?;
+    }
+    Ok(())
+}
+
+/// The content of every tracked table as sorted JSON rows, references as the
+/// referenced row's uuid: equal digests mean two devices show the same library.
+pub fn digest(conn: &Connection) -> rusqlite::Result<BTreeMap<String, Vec<String>>> {
+    let specs: Vec<TableSpec> = {
+        let mut stmt = conn.prepare("SELECT spec FROM sdsync_tables ORDER BY id")?;
+        let texts: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        texts
+            .iter()
+            .filter_map(|t| serde_json::from_str(t).ok())
+            .collect()
+    };
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let mut cols = vec![format!("t.{}", quote_ident(&spec.uuid_column))];
+        for c in &spec.columns {
+            let col = format!("t.{}", quote_ident(&c.name));
+            cols.push(match &c.reference {
+                Some(r) if !r.by_uuid => format!(
+                    "(SELECT r.{} FROM {} r WHERE r.{} = {col})",
+                    quote_ident(&r.target_uuid),
+                    quote_ident(&r.table),
+                    quote_ident(&r.column)
+                ),
+                _ => col,
+            });
+        }
+        let sql = format!(
+            "SELECT json_array({}) FROM {} t",
+            cols.join(", "),
+            quote_ident(&spec.name)
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let mut rows: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        rows.sort();
+        out.insert(spec.name.clone(), rows);
+    }
+    Ok(out)
+}
+
+/// A short fingerprint of a digest, for display.
+pub fn fingerprint(digest: &BTreeMap<String, Vec<String>>) -> String {
+    // FNV-1a over the canonical text: stable across runs and platforms.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for (table, rows) in digest {
+        for byte in table.bytes().chain(rows.iter().flat_map(|r| r.bytes())) {
+            h ^= u64::from(byte);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
+    format!("{h:016x}")
+}
