@@ -95,8 +95,3 @@ fn dependency_order(specs: &[Rc<TableSpec>]) -> Vec<Rc<TableSpec>> {
     }
     done
 }
-
-/// The schema cookie, to notice DDL from any connection.
-pub fn schema_version(db: Db) -> Result<i64, SqlError> {
-    Ok(db.query_i64("PRAGMA schema_version", &[])?.unwrap_or(0))
-}

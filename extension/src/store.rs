@@ -13,9 +13,10 @@ use sdsync_core::ids::device_uuid;
 
 use crate::ffi::{Db, SqlError, Value};
 
-/// The metadata schema. `sdsync_versions` is never pruned: it is how last-writer-wins
-/// still knows the winning version of every row and column after any log is gone
-/// (§2.4). `sdsync_parked` holds changes that cannot be applied yet (missing parent,
+/// The metadata schema. `sdsync_versions` (live rows, keyed by rowid) and
+/// `sdsync_tombstones` (deleted rows, keyed by uuid) are never pruned: they are how
+/// last-writer-wins still knows the winning version of every row and column after
+/// any log is gone (§2.4). `sdsync_parked` holds changes that cannot be applied yet (missing parent,
 /// row not created yet, or updates newer than a delete) and is served to peers too.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sdsync_meta(key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
@@ -35,13 +36,21 @@ CREATE TABLE IF NOT EXISTS sdsync_tables(
   spec TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sdsync_versions(
   tbl INTEGER NOT NULL,
-  pk ANY NOT NULL,
+  rid INTEGER NOT NULL,
   mask INTEGER NOT NULL,
   origin INTEGER NOT NULL,
   seq INTEGER NOT NULL,
   hlc INTEGER NOT NULL,
-  PRIMARY KEY (tbl, pk, mask)) WITHOUT ROWID;
+  PRIMARY KEY (tbl, rid, mask)) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS sdsync_versions_by_origin ON sdsync_versions(origin, seq);
+CREATE TABLE IF NOT EXISTS sdsync_tombstones(
+  tbl INTEGER NOT NULL,
+  pk ANY NOT NULL,
+  origin INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  hlc INTEGER NOT NULL,
+  PRIMARY KEY (tbl, pk)) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS sdsync_tombstones_by_origin ON sdsync_tombstones(origin, seq);
 CREATE TABLE IF NOT EXISTS sdsync_parked(
   origin INTEGER NOT NULL,
   seq INTEGER NOT NULL,

@@ -97,7 +97,7 @@ pub fn track(
         let lookup = |name: &str| {
             catalog
                 .by_name(name)
-                .map(|s| (s.uuid_column.clone(), s.local_id.clone()))
+                .map(|s| (s.uuid_column.clone(), Some(s.local_id.clone())))
         };
         let spec = TableSpec::validate(raw, class, &options, id, &lookup)?;
         if let Some(old) = &existing {
@@ -228,13 +228,14 @@ fn check_compatible(old: &TableSpec, new: &TableSpec) -> Result<(), TrackError> 
 
 /// Records a local version for every row that has none (rows written before tracking).
 fn backfill(db: Db, spec: &TableSpec, origin: i64) -> Result<i64, SqlError> {
-    let uuid = quote_ident(&spec.uuid_column);
+    let rid = quote_ident(&spec.local_id);
+    let missing = format!(
+        "FROM {t} t WHERE NOT EXISTS (SELECT 1 FROM sdsync_versions v WHERE v.tbl = ?1 AND v.rid = t.{rid})",
+        t = quote_ident(&spec.name)
+    );
     let count = db
         .query_i64(
-            &format!(
-                "SELECT count(*) FROM {t} t WHERE NOT EXISTS (SELECT 1 FROM sdsync_versions v WHERE v.tbl = ?1 AND v.pk = t.{uuid})",
-                t = quote_ident(&spec.name)
-            ),
+            &format!("SELECT count(*) {missing}"),
             &[Value::Integer(spec.id)],
         )?
         .unwrap_or(0);
@@ -243,11 +244,9 @@ fn backfill(db: Db, spec: &TableSpec, origin: i64) -> Result<i64, SqlError> {
     }
     let wall = Value::Integer(Hlc::from_wall(wall_millis()).as_i64());
     db.prepare(&format!(
-        "INSERT INTO sdsync_versions(tbl, pk, mask, origin, seq, hlc) \
-         SELECT ?1, t.{uuid}, ?2, ?3, c.seq + row_number() OVER (), max(c.hlc, ?4) + row_number() OVER () \
-         FROM {t} t, sdsync_clock c \
-         WHERE NOT EXISTS (SELECT 1 FROM sdsync_versions v WHERE v.tbl = ?1 AND v.pk = t.{uuid})",
-        t = quote_ident(&spec.name)
+        "INSERT INTO sdsync_versions(tbl, rid, mask, origin, seq, hlc) \
+         SELECT ?1, t.{rid}, ?2, ?3, (SELECT seq FROM sdsync_clock) + row_number() OVER (), \
+                max((SELECT hlc FROM sdsync_clock), ?4) + row_number() OVER () {missing}"
     ))?
     .run(&[
         Value::Integer(spec.id),

@@ -362,7 +362,9 @@ fn a_failed_change_inside_a_transaction_leaves_no_partial_write() {
     assert_eq!(b.changes().len(), 5);
     assert_eq!(
         b.changes().len() as i64,
-        b.int("SELECT count(*) FROM sdsync_versions") + b.int("SELECT count(*) FROM sdsync_parked")
+        b.int("SELECT count(*) FROM sdsync_versions")
+            + b.int("SELECT count(*) FROM sdsync_tombstones")
+            + b.int("SELECT count(*) FROM sdsync_parked")
     );
 }
 

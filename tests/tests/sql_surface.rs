@@ -90,8 +90,8 @@ fn applying_raises_the_local_clock() {
     ));
     apply(&b.conn, &a.changes()).expect("within drift");
     b.exec("INSERT INTO tags(uuid) VALUES ('u')");
-    let theirs = a.int("SELECT hlc FROM sdsync_versions");
-    let ours = b.int("SELECT hlc FROM sdsync_versions WHERE pk = 'u'");
+    let theirs = a.int("SELECT hlc FROM sdsync_changes WHERE pk = 't'");
+    let ours = b.int("SELECT hlc FROM sdsync_changes WHERE pk = 'u'");
     assert!(ours > theirs, "receive rule: {ours} > {theirs}");
 }
 

@@ -130,6 +130,37 @@ pub fn winning_bits(groups: &[Group], mask: u64, version: &Version) -> u64 {
     won
 }
 
+/// Groups as capture leaves them may overlap (a local update adds a group for the
+/// columns it changed without rewriting older groups); the newest group holding a
+/// bit owns it. Returns each group's effective mask, dropping groups that own
+/// nothing, newest first.
+pub fn normalize(groups: Vec<Group>) -> Vec<Group> {
+    let mut sorted = groups;
+    sorted.sort_by(|a, b| {
+        (b.version.hlc, b.version.origin.as_str()).cmp(&(a.version.hlc, a.version.origin.as_str()))
+    });
+    let mut seen = 0u64;
+    let mut out = Vec::with_capacity(sorted.len());
+    for mut g in sorted {
+        let own = g.mask & !seen;
+        seen |= g.mask;
+        if own != 0 {
+            g.mask = own;
+            out.push(g);
+        }
+    }
+    out
+}
+
+/// The effective mask of the group at `version` among a row's `(mask, version)`
+/// pairs: its bits that no newer group holds.
+pub fn effective_mask(mask: u64, version: &Version, others: &[(u64, Version)]) -> u64 {
+    others
+        .iter()
+        .filter(|(_, v)| v.beats(version))
+        .fold(mask, |m, (other, _)| m & !other)
+}
+
 /// The groups after `version` has won `bits`.
 pub fn with_win(groups: &[Group], bits: u64, version: &Version) -> Vec<Group> {
     let mut out: Vec<Group> = groups
@@ -334,6 +365,30 @@ mod tests {
         let asm = assemble(None, &pieces).unwrap();
         assert_eq!(asm.covered, 0b111);
         assert_eq!(asm.winners, vec![(1, 0b101), (0, 0b010)]);
+    }
+
+    #[test]
+    fn overlapping_groups_resolve_to_the_newest() {
+        let groups = vec![
+            Group {
+                mask: 0b111,
+                version: v(1, "a"),
+            },
+            Group {
+                mask: 0b010,
+                version: v(3, "a"),
+            },
+            Group {
+                mask: 0b110,
+                version: v(2, "b"),
+            },
+        ];
+        let out = normalize(groups);
+        let masks: Vec<(u64, u64)> = out.iter().map(|g| (g.mask, g.version.hlc)).collect();
+        assert_eq!(masks, vec![(0b010, 3), (0b100, 2), (0b001, 1)]);
+        let others = vec![(0b010, v(3, "a")), (0b110, v(2, "b"))];
+        assert_eq!(effective_mask(0b111, &v(1, "a"), &others), 0b001);
+        assert_eq!(effective_mask(0b010, &v(3, "a"), &others), 0b010);
     }
 
     #[test]

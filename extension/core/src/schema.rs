@@ -216,8 +216,9 @@ pub struct TableSpec {
     pub class: Class,
     /// The identifying column.
     pub uuid_column: String,
-    /// The local `INTEGER PRIMARY KEY`, which never crosses the wire.
-    pub local_id: Option<String>,
+    /// The local `INTEGER PRIMARY KEY` (the rowid), which never crosses the wire;
+    /// version metadata is keyed by it.
+    pub local_id: String,
     /// Synced columns; column `i` is mask bit `i + 1`.
     pub columns: Vec<ColumnSpec>,
 }
@@ -309,6 +310,11 @@ pub enum SchemaError {
         /// Referenced table.
         target: String,
     },
+    /// The table has no stable rowid to key version metadata by.
+    #[error(
+        "table {0}: needs a local `id INTEGER PRIMARY KEY` (sdsync keys version metadata by the rowid, which VACUUM may renumber unless it is declared so; WITHOUT ROWID tables are not supported)"
+    )]
+    NoIntegerPrimaryKey(String),
     /// A local-only column could not be left out of inserted rows.
     #[error(
         "table {table}: local column '{column}' is NOT NULL without a default, so rows from peers could not be inserted; give it a default"
@@ -375,6 +381,9 @@ impl TableSpec {
                 reference: references.get(&c.name).cloned(),
             });
         }
+        let Some(local_id) = raw.integer_primary_key else {
+            return Err(SchemaError::NoIntegerPrimaryKey(table));
+        };
         if columns.len() > MAX_COLUMNS {
             return Err(SchemaError::TooManyColumns {
                 table,
@@ -386,7 +395,7 @@ impl TableSpec {
             name: table,
             class,
             uuid_column,
-            local_id: raw.integer_primary_key,
+            local_id,
             columns,
         })
     }

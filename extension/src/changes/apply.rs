@@ -19,13 +19,14 @@ use serde_json::{Map, Value as Json};
 
 use sdsync_core::hlc::wall_millis;
 use sdsync_core::merge::{
-    Delete, Group, Piece, RowState, Upsert, Version, assemble, plan_delete, plan_upsert, with_win,
+    Delete, Group, Piece, RowState, Upsert, Version, assemble, normalize, plan_delete, plan_upsert,
+    with_win,
 };
 use sdsync_core::schema::{Class, ROW_BIT, TableSpec};
 
 use super::parse::{Change, ChangeError, Fields, Op, column_value};
 use super::rows;
-use crate::catalog::{Catalog, schema_version};
+use crate::catalog::Catalog;
 use crate::ffi::{Db, SqlError, Stmt, Value};
 use crate::store;
 use crate::values::to_json;
@@ -37,17 +38,37 @@ struct Parked {
     values: Vec<Value>,
 }
 
+/// What a cached statement is, so the hot path neither builds nor hashes SQL text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    /// Fixed SQL.
+    Sql(&'static str),
+    /// Insert into a table with the columns of a mask.
+    Insert(i64, u64),
+    /// Update the columns of a mask.
+    Update(i64, u64),
+    /// Delete a row by uuid.
+    Delete(i64),
+    /// Read a row by local id.
+    Select(i64),
+    /// Local id by uuid.
+    Rid(i64),
+    /// Resolve reference column `usize` of a table.
+    Resolve(i64, usize),
+}
+
 /// A row: its table and uuid.
 type RowRef = (Rc<TableSpec>, Value);
 
 /// The per-connection apply state: cached statements, catalog and origin ids.
 pub struct Engine {
     db: Db,
-    stmts: HashMap<String, Stmt>,
+    stmts: HashMap<Key, Stmt>,
     catalog: Catalog,
     schema_version: Option<i64>,
     origin_ids: HashMap<String, i64>,
     origin_names: HashMap<i64, String>,
+    local_origin: Option<i64>,
     max_drift_ms: u64,
 }
 
@@ -61,6 +82,7 @@ impl Engine {
             schema_version: None,
             origin_ids: HashMap::new(),
             origin_names: HashMap::new(),
+            local_origin: None,
             max_drift_ms: 300_000,
         }
     }
@@ -83,7 +105,13 @@ impl Engine {
 
     /// Reloads the catalog and drops cached statements after any schema change.
     fn refresh(&mut self) -> Result<(), ChangeError> {
-        let now = schema_version(self.db)?;
+        let now = {
+            let stmt = self.stmt("PRAGMA schema_version")?;
+            stmt.bind_all(&[])?;
+            let v = if stmt.step()? { stmt.int(0) } else { 0 };
+            stmt.reset();
+            v
+        };
         if self.schema_version == Some(now) {
             return Ok(());
         }
@@ -94,21 +122,36 @@ impl Engine {
         if store::exists(self.db)? {
             self.max_drift_ms = store::max_drift_ms(self.db)?;
         }
+        // Re-identifying re-creates the triggers, so it moves schema_version too.
+        self.local_origin = store::local_origin(self.db)?;
         self.schema_version = Some(now);
         Ok(())
     }
 
-    fn stmt(&mut self, sql: String) -> Result<&mut Stmt, SqlError> {
-        if !self.stmts.contains_key(&sql) {
-            let stmt = self.db.prepare(&sql)?;
-            self.stmts.insert(sql.clone(), stmt);
+    fn keyed(&mut self, key: Key, build: impl FnOnce() -> String) -> Result<&mut Stmt, SqlError> {
+        if !self.stmts.contains_key(&key) {
+            let stmt = self.db.prepare(&build())?;
+            self.stmts.insert(key, stmt);
         }
         // Invariant: inserted just above if it was missing.
-        Ok(self.stmts.get_mut(&sql).expect("statement cached above"))
+        Ok(self.stmts.get_mut(&key).expect("statement cached above"))
     }
 
-    fn run(&mut self, sql: String, params: &[Value]) -> Result<(), SqlError> {
+    fn stmt(&mut self, sql: &'static str) -> Result<&mut Stmt, SqlError> {
+        self.keyed(Key::Sql(sql), || sql.to_string())
+    }
+
+    fn run(&mut self, sql: &'static str, params: &[Value]) -> Result<(), SqlError> {
         self.stmt(sql)?.run(params)
+    }
+
+    fn run_keyed(
+        &mut self,
+        key: Key,
+        build: impl FnOnce() -> String,
+        params: &[Value],
+    ) -> Result<(), SqlError> {
+        self.keyed(key, build)?.run(params)
     }
 
     fn check_drift(&self, change: &Change) -> Result<(), ChangeError> {
@@ -131,11 +174,10 @@ impl Engine {
     /// the local sequence past it, so no sequence number is ever issued twice.
     fn raise_clock(&mut self, v: &Version) -> Result<(), ChangeError> {
         let id = self.known_origin(&v.origin)?;
-        let local = id.is_some() && store::local_origin(self.db)? == id;
+        let local = id.is_some() && self.local_origin == id;
         self.run(
             "UPDATE sdsync_clock SET hlc = max(hlc, ?1), seq = CASE WHEN ?3 THEN max(seq, ?2) ELSE seq END \
-             WHERE hlc < ?1 OR (?3 AND seq < ?2)"
-                .into(),
+             WHERE hlc < ?1 OR (?3 AND seq < ?2)",
             &[
                 Value::Integer(v.hlc as i64),
                 Value::Integer(v.seq),
@@ -150,7 +192,7 @@ impl Engine {
         if let Some(id) = self.origin_ids.get(uuid) {
             return Ok(Some(*id));
         }
-        let stmt = self.stmt("SELECT id FROM sdsync_origins WHERE uuid = ?1".into())?;
+        let stmt = self.stmt("SELECT id FROM sdsync_origins WHERE uuid = ?1")?;
         stmt.bind_all(&[Value::Text(uuid.to_string())])?;
         let id = if stmt.step()? {
             Some(stmt.int(0))
@@ -185,7 +227,7 @@ impl Engine {
         if let Some(name) = self.origin_names.get(&id) {
             return Ok(name.clone());
         }
-        let stmt = self.stmt("SELECT uuid FROM sdsync_origins WHERE id = ?1".into())?;
+        let stmt = self.stmt("SELECT uuid FROM sdsync_origins WHERE id = ?1")?;
         stmt.bind_all(&[Value::Integer(id)])?;
         let name = if stmt.step()? {
             stmt.text(0).unwrap_or_default()
@@ -200,7 +242,7 @@ impl Engine {
     /// Merges one change; returns the rows that came into existence.
     fn apply_one(&mut self, change: &Change, v: &Version) -> Result<Vec<RowRef>, ChangeError> {
         let spec = change.table.clone();
-        let state = self.state(&spec, &change.pk)?;
+        let (state, rid) = self.state(&spec, &change.pk)?;
         if spec.class == Class::Owned {
             if let Some(owner) = state.owner().filter(|o| *o != change.origin) {
                 return Err(ChangeError::Forged {
@@ -213,16 +255,16 @@ impl Engine {
         }
         match change.op {
             Op::Delete => {
-                self.delete(&spec, &change.pk, &state, v)?;
+                self.delete(&spec, &change.pk, &state, rid, v)?;
                 Ok(Vec::new())
             }
             Op::Upsert => match plan_upsert(&state, change.mask, v) {
                 Upsert::Ignore => Ok(Vec::new()),
                 Upsert::Write(bits) => {
-                    let RowState::Alive(groups) = &state else {
+                    let (RowState::Alive(groups), Some(rid)) = (&state, rid) else {
                         return Ok(Vec::new());
                     };
-                    self.write(change, v, bits, groups)?;
+                    self.write(change, v, bits, groups, rid)?;
                     Ok(Vec::new())
                 }
                 Upsert::Park => {
@@ -244,6 +286,7 @@ impl Engine {
         v: &Version,
         bits: u64,
         groups: &[Group],
+        rid: i64,
     ) -> Result<(), ChangeError> {
         let spec = &change.table;
         let resolved = match self.resolve(spec, &change.values, bits)? {
@@ -254,9 +297,13 @@ impl Engine {
         if columns != 0 {
             let mut params = vec![change.pk.clone()];
             params.extend(spec.columns_in(columns).map(|(i, _)| resolved[i].clone()));
-            self.run(rows::update_sql(spec, columns), &params)?;
+            self.run_keyed(
+                Key::Update(spec.id, columns),
+                || rows::update_sql(spec, columns),
+                &params,
+            )?;
         }
-        self.set_versions(spec, &change.pk, &with_win(groups, bits, v))?;
+        self.set_groups(spec, rid, &with_win(groups, bits, v))?;
         Ok(())
     }
 
@@ -265,19 +312,13 @@ impl Engine {
         spec: &Rc<TableSpec>,
         pk: &Value,
         state: &RowState,
+        rid: Option<i64>,
         v: &Version,
     ) -> Result<(), ChangeError> {
         match plan_delete(state, v) {
             Delete::Ignore => Ok(()),
             Delete::Tombstone => {
-                self.set_versions(
-                    spec,
-                    pk,
-                    &[Group {
-                        mask: 0,
-                        version: v.clone(),
-                    }],
-                )?;
+                self.set_tombstone(spec, pk, v)?;
                 let pieces = self.parked_for_row(spec, pk)?;
                 for (_, p) in pieces.iter().filter(|(_, p)| !p.version.beats(v)) {
                     self.unpark(p.version.origin_id, p.version.seq)?;
@@ -285,30 +326,25 @@ impl Engine {
                 Ok(())
             }
             Delete::Kill(newer) => {
-                let RowState::Alive(groups) = state else {
+                let (RowState::Alive(groups), Some(rid)) = (state, rid) else {
                     return Ok(());
                 };
                 let mut keep = Vec::new();
                 for i in newer {
-                    keep.push(self.group_change(spec, pk, &groups[i])?);
+                    keep.push(self.group_change(spec, pk, rid, &groups[i])?);
                 }
-                self.run(rows::delete_sql(spec), std::slice::from_ref(pk))?;
-                for (change, version) in keep {
-                    self.park(
-                        &change,
-                        &version,
-                        &(spec.clone(), pk.clone()),
-                        "updated after a delete",
-                    )?;
-                }
-                self.set_versions(
-                    spec,
-                    pk,
-                    &[Group {
-                        mask: 0,
-                        version: v.clone(),
-                    }],
+                // The row is deleted first (the write that can fail); the
+                // apply-mode delete trigger drops its version groups.
+                self.run_keyed(
+                    Key::Delete(spec.id),
+                    || rows::delete_sql(spec),
+                    std::slice::from_ref(pk),
                 )?;
+                let me = (spec.clone(), pk.clone());
+                for (change, version) in keep {
+                    self.park(&change, &version, &me, "updated after a delete")?;
+                }
+                self.set_tombstone(spec, pk, v)?;
                 Ok(())
             }
         }
@@ -319,11 +355,14 @@ impl Engine {
         &mut self,
         spec: &Rc<TableSpec>,
         pk: &Value,
+        rid: i64,
         group: &Group,
     ) -> Result<(Change, Version), ChangeError> {
         let data = {
-            let stmt = self.stmt(rows::select_sql(spec))?;
-            rows::read_json(stmt, spec, pk, group.mask)?.unwrap_or_default()
+            let stmt = self.keyed(Key::Select(spec.id), || rows::select_sql(spec))?;
+            rows::read_json(stmt, spec, rid, group.mask)?
+                .map(|(_, d)| d)
+                .unwrap_or_default()
         };
         let values = decode(spec, &data);
         let change = Change {
@@ -398,7 +437,11 @@ impl Engine {
         let columns = asm.covered & !ROW_BIT;
         let mut params = vec![pk.clone()];
         params.extend(spec.columns_in(columns).map(|(i, _)| resolved[i].clone()));
-        self.run(rows::insert_sql(spec, columns), &params)?;
+        self.run_keyed(
+            Key::Insert(spec.id, columns),
+            || rows::insert_sql(spec, columns),
+            &params,
+        )?;
         let groups: Vec<Group> = asm
             .winners
             .iter()
@@ -407,9 +450,16 @@ impl Engine {
                 version: pieces[*i].version.clone(),
             })
             .collect();
-        self.set_versions(spec, pk, &groups)?;
+        let rid = self.rid(spec, pk)?.unwrap_or_default();
+        self.set_groups(spec, rid, &groups)?;
+        if tomb.is_some() {
+            self.run(
+                "DELETE FROM sdsync_tombstones WHERE tbl = ?1 AND pk = ?2",
+                &[Value::Integer(spec.id), pk.clone()],
+            )?;
+        }
         self.run(
-            "DELETE FROM sdsync_parked WHERE tbl = ?1 AND pk = ?2".into(),
+            "DELETE FROM sdsync_parked WHERE tbl = ?1 AND pk = ?2",
             &[Value::Integer(spec.id), pk.clone()],
         )?;
         Ok(true)
@@ -443,8 +493,7 @@ impl Engine {
         }
         self.run(
             "INSERT OR REPLACE INTO sdsync_parked(origin, seq, tbl, pk, mask, hlc, data, wait_tbl, wait_pk, reason) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-                .into(),
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             &[
                 Value::Integer(origin),
                 Value::Integer(v.seq),
@@ -458,8 +507,7 @@ impl Engine {
                 Value::Text(reason.to_string()),
             ],
         )?;
-        self.run(
-            "UPDATE sdsync_parked SET wait_tbl = ?3, wait_pk = ?4, reason = ?5 WHERE tbl = ?1 AND pk = ?2".into(),
+        self.run("UPDATE sdsync_parked SET wait_tbl = ?3, wait_pk = ?4, reason = ?5 WHERE tbl = ?1 AND pk = ?2",
             &[
                 Value::Integer(c.table.id),
                 c.pk.clone(),
@@ -473,7 +521,7 @@ impl Engine {
 
     fn unpark(&mut self, origin_id: i64, seq: i64) -> Result<(), SqlError> {
         self.run(
-            "DELETE FROM sdsync_parked WHERE origin = ?1 AND seq = ?2".into(),
+            "DELETE FROM sdsync_parked WHERE origin = ?1 AND seq = ?2",
             &[Value::Integer(origin_id), Value::Integer(seq)],
         )
     }
@@ -485,7 +533,7 @@ impl Engine {
     fn wake(&mut self, mut queue: Vec<RowRef>) -> Result<(), ChangeError> {
         while let Some((spec, pk)) = queue.pop() {
             for (table, row, origin_id, seq) in self.waiting_for(&spec, &pk)? {
-                let state = self.state(&table, &row)?;
+                let (state, _) = self.state(&table, &row)?;
                 let result = if matches!(state, RowState::Alive(_)) {
                     self.retry_piece(&table, &row, origin_id, seq)
                 } else {
@@ -500,7 +548,7 @@ impl Engine {
                 match result {
                     Ok(rows) => queue.extend(rows),
                     Err(e) => self.run(
-                        "UPDATE sdsync_parked SET reason = ?3 WHERE tbl = ?1 AND pk = ?2".into(),
+                        "UPDATE sdsync_parked SET reason = ?3 WHERE tbl = ?1 AND pk = ?2",
                         &[
                             Value::Integer(table.id),
                             row.clone(),
@@ -536,10 +584,7 @@ impl Engine {
         spec: &TableSpec,
         pk: &Value,
     ) -> Result<Vec<(Rc<TableSpec>, Value, i64, i64)>, SqlError> {
-        let stmt = self.stmt(
-            "SELECT tbl, pk, origin, seq FROM sdsync_parked WHERE wait_tbl = ?1 AND wait_pk = ?2 AND NOT (tbl = ?1 AND pk = ?2)"
-                .into(),
-        )?;
+        let stmt = self.stmt("SELECT tbl, pk, origin, seq FROM sdsync_parked WHERE wait_tbl = ?1 AND wait_pk = ?2 AND NOT (tbl = ?1 AND pk = ?2)")?;
         stmt.bind_all(&[Value::Integer(spec.id), pk.clone()])?;
         let mut found = Vec::new();
         while stmt.step()? {
@@ -585,8 +630,7 @@ impl Engine {
         pk: &Value,
     ) -> Result<Vec<(i64, Parked)>, SqlError> {
         let stmt = self.stmt(
-            "SELECT origin, seq, mask, hlc, data FROM sdsync_parked WHERE tbl = ?1 AND pk = ?2"
-                .into(),
+            "SELECT origin, seq, mask, hlc, data FROM sdsync_parked WHERE tbl = ?1 AND pk = ?2",
         )?;
         stmt.bind_all(&[Value::Integer(spec.id), pk.clone()])?;
         let mut raw = Vec::new();
@@ -624,12 +668,29 @@ impl Engine {
         Ok(out)
     }
 
-    /// The version groups of a row.
-    fn state(&mut self, spec: &TableSpec, pk: &Value) -> Result<RowState, SqlError> {
+    /// The local id of a row, by uuid.
+    fn rid(&mut self, spec: &TableSpec, pk: &Value) -> Result<Option<i64>, SqlError> {
+        let stmt = self.keyed(Key::Rid(spec.id), || rows::rid_sql(spec))?;
+        stmt.bind_all(std::slice::from_ref(pk))?;
+        let rid = if stmt.step()? {
+            Some(stmt.int(0))
+        } else {
+            None
+        };
+        stmt.reset();
+        Ok(rid)
+    }
+
+    /// What this database holds about a row, and its local id if it exists.
+    fn state(&mut self, spec: &TableSpec, pk: &Value) -> Result<(RowState, Option<i64>), SqlError> {
+        let Some(rid) = self.rid(spec, pk)? else {
+            let tomb = self.tombstone(spec, pk)?;
+            return Ok((tomb.map_or(RowState::Unknown, RowState::Dead), None));
+        };
         let stmt = self.stmt(
-            "SELECT mask, origin, seq, hlc FROM sdsync_versions WHERE tbl = ?1 AND pk = ?2".into(),
+            "SELECT mask, origin, seq, hlc FROM sdsync_versions WHERE tbl = ?1 AND rid = ?2",
         )?;
-        stmt.bind_all(&[Value::Integer(spec.id), pk.clone()])?;
+        stmt.bind_all(&[Value::Integer(spec.id), Value::Integer(rid)])?;
         let mut raw = Vec::new();
         while stmt.step()? {
             raw.push((stmt.int(0), stmt.int(1), stmt.int(2), stmt.int(3)));
@@ -644,38 +705,61 @@ impl Engine {
                 origin_id,
                 seq,
             };
-            if mask == 0 {
-                return Ok(RowState::Dead(version));
-            }
             groups.push(Group {
                 mask: mask as u64,
                 version,
             });
         }
-        Ok(if groups.is_empty() {
-            RowState::Unknown
-        } else {
-            RowState::Alive(groups)
-        })
+        Ok((RowState::Alive(normalize(groups)), Some(rid)))
     }
 
-    fn set_versions(
-        &mut self,
-        spec: &TableSpec,
-        pk: &Value,
-        groups: &[Group],
-    ) -> Result<(), SqlError> {
+    fn tombstone(&mut self, spec: &TableSpec, pk: &Value) -> Result<Option<Version>, SqlError> {
+        let stmt =
+            self.stmt("SELECT origin, seq, hlc FROM sdsync_tombstones WHERE tbl = ?1 AND pk = ?2")?;
+        stmt.bind_all(&[Value::Integer(spec.id), pk.clone()])?;
+        let found = if stmt.step()? {
+            Some((stmt.int(0), stmt.int(1), stmt.int(2)))
+        } else {
+            None
+        };
+        stmt.reset();
+        let Some((origin_id, seq, hlc)) = found else {
+            return Ok(None);
+        };
+        let origin = self.origin_name(origin_id)?;
+        Ok(Some(Version {
+            hlc: hlc as u64,
+            origin,
+            origin_id,
+            seq,
+        }))
+    }
+
+    fn set_tombstone(&mut self, spec: &TableSpec, pk: &Value, v: &Version) -> Result<(), SqlError> {
+        let origin = self.origin_id(v)?;
+        self.run("INSERT OR REPLACE INTO sdsync_tombstones(tbl, pk, origin, seq, hlc) VALUES (?1, ?2, ?3, ?4, ?5)",
+            &[
+                Value::Integer(spec.id),
+                pk.clone(),
+                Value::Integer(origin),
+                Value::Integer(v.seq),
+                Value::Integer(v.hlc as i64),
+            ],
+        )
+    }
+
+    /// Replaces the version groups of a live row.
+    fn set_groups(&mut self, spec: &TableSpec, rid: i64, groups: &[Group]) -> Result<(), SqlError> {
         self.run(
-            "DELETE FROM sdsync_versions WHERE tbl = ?1 AND pk = ?2".into(),
-            &[Value::Integer(spec.id), pk.clone()],
+            "DELETE FROM sdsync_versions WHERE tbl = ?1 AND rid = ?2",
+            &[Value::Integer(spec.id), Value::Integer(rid)],
         )?;
         for g in groups {
             let origin = self.origin_id(&g.version)?;
-            self.run(
-                "INSERT INTO sdsync_versions(tbl, pk, mask, origin, seq, hlc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)".into(),
+            self.run("INSERT INTO sdsync_versions(tbl, rid, mask, origin, seq, hlc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 &[
                     Value::Integer(spec.id),
-                    pk.clone(),
+                    Value::Integer(rid),
                     Value::Integer(g.mask as i64),
                     Value::Integer(origin),
                     Value::Integer(g.version.seq),
@@ -700,7 +784,7 @@ impl Engine {
             if values[i] == Value::Null {
                 continue;
             }
-            let stmt = self.stmt(rows::resolve_sql(r))?;
+            let stmt = self.keyed(Key::Resolve(spec.id, i), || rows::resolve_sql(r))?;
             stmt.bind_all(std::slice::from_ref(&values[i]))?;
             let found = if stmt.step()? {
                 Some(stmt.value(0))

@@ -11,7 +11,8 @@
 
 use std::collections::HashMap;
 
-use sdsync_core::schema::ROW_BIT;
+use sdsync_core::merge::{Version, effective_mask};
+use sdsync_core::schema::{Class, ROW_BIT};
 
 use super::rows;
 use crate::catalog::Catalog;
@@ -51,6 +52,7 @@ pub struct Reader {
     query: Stmt,
     catalog: Catalog,
     selects: HashMap<i64, Stmt>,
+    groups: Option<Stmt>,
     db: Db,
     /// The row the cursor is on (`None` at the end).
     pub current: Option<ChangeRow>,
@@ -58,10 +60,15 @@ pub struct Reader {
     pub count: i64,
 }
 
-const VERSIONS: &str = "SELECT v.tbl, v.pk, v.mask, o.uuid, v.seq, v.hlc, NULL, 0 \
+/// Live rows: the second column is the local id; kind 0.
+const VERSIONS: &str = "SELECT v.tbl, v.rid, v.mask, o.uuid, v.seq, v.hlc, NULL, 0 \
                         FROM sdsync_versions v JOIN sdsync_origins o ON o.id = v.origin";
+/// Parked changes, with their data; kind 1.
 const PARKED: &str = "SELECT p.tbl, p.pk, p.mask, o.uuid, p.seq, p.hlc, p.data, 1 \
                       FROM sdsync_parked p JOIN sdsync_origins o ON o.id = p.origin";
+/// Deleted rows; kind 2.
+const TOMBSTONES: &str = "SELECT t.tbl, t.pk, 0, o.uuid, t.seq, t.hlc, NULL, 2 \
+                          FROM sdsync_tombstones t JOIN sdsync_origins o ON o.id = t.origin";
 
 impl Reader {
     /// Starts reading with the given constraints.
@@ -71,13 +78,17 @@ impl Reader {
         let sql = if empty {
             "SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE 0".to_string()
         } else if filter.origin.is_some() {
+            let origin = "(SELECT id FROM sdsync_origins WHERE uuid = ?1)";
             format!(
-                "{VERSIONS} WHERE v.origin = (SELECT id FROM sdsync_origins WHERE uuid = ?1) AND v.seq > ?2 \
-                 UNION ALL {PARKED} WHERE p.origin = (SELECT id FROM sdsync_origins WHERE uuid = ?1) AND p.seq > ?2 \
+                "{VERSIONS} WHERE v.origin = {origin} AND v.seq > ?2 \
+                 UNION ALL {TOMBSTONES} WHERE t.origin = {origin} AND t.seq > ?2 \
+                 UNION ALL {PARKED} WHERE p.origin = {origin} AND p.seq > ?2 \
                  ORDER BY 5"
             )
         } else {
-            format!("{VERSIONS} WHERE v.seq > ?2 UNION ALL {PARKED} WHERE p.seq > ?2")
+            format!(
+                "{VERSIONS} WHERE v.seq > ?2 UNION ALL {TOMBSTONES} WHERE t.seq > ?2 UNION ALL {PARKED} WHERE p.seq > ?2"
+            )
         };
         let mut query = db.prepare(&sql).map_err(|e| e.to_string())?;
         if !empty {
@@ -90,6 +101,7 @@ impl Reader {
             query,
             catalog,
             selects: HashMap::new(),
+            groups: None,
             db,
             current: None,
             count: 0,
@@ -113,27 +125,41 @@ impl Reader {
 
     fn build(&mut self) -> Result<Option<ChangeRow>, SqlError> {
         let q = &self.query;
-        let (tbl, pk, mask) = (q.int(0), q.value(1), q.int(2) as u64);
+        let (tbl, key, mask) = (q.int(0), q.value(1), q.int(2) as u64);
         let (origin, seq, hlc) = (q.text(3).unwrap_or_default(), q.int(4), q.int(5));
-        let (stored, parked) = (q.text(6), q.int(7) != 0);
+        let (stored, kind) = (q.text(6), q.int(7));
         let Some(spec) = self.catalog.by_id(tbl).cloned() else {
             return Ok(None);
         };
         let creates = i64::from(mask & ROW_BIT != 0);
-        let (op, data) = if parked {
-            ("upsert", stored)
-        } else if mask == 0 {
-            ("delete", None)
-        } else {
-            if !self.selects.contains_key(&tbl) {
-                let stmt = self.db.prepare(&rows::select_sql(&spec))?;
-                self.selects.insert(tbl, stmt);
-            }
-            // Invariant: inserted just above if it was missing.
-            let stmt = self.selects.get_mut(&tbl).expect("select cached above");
-            match rows::read_json(stmt, &spec, &pk, mask)? {
-                Some(map) => ("upsert", Some(serde_json::Value::Object(map).to_string())),
-                None => return Ok(None),
+        let (pk, op, data) = match kind {
+            1 => (key, "upsert", stored),
+            2 => (key, "delete", None),
+            _ => {
+                if !self.selects.contains_key(&tbl) {
+                    let stmt = self.db.prepare(&rows::select_sql(&spec))?;
+                    self.selects.insert(tbl, stmt);
+                }
+                let Value::Integer(rid) = key else {
+                    return Ok(None);
+                };
+                let mask = match spec.class {
+                    Class::Owned => mask,
+                    Class::Shared => self.effective(tbl, rid, mask, hlc, &origin)?,
+                };
+                if mask == 0 {
+                    return Ok(None);
+                }
+                // Invariant: inserted above if it was missing.
+                let stmt = self.selects.get_mut(&tbl).expect("select cached above");
+                match rows::read_json(stmt, &spec, rid, mask)? {
+                    Some((uuid, map)) => (
+                        uuid,
+                        "upsert",
+                        Some(serde_json::Value::Object(map).to_string()),
+                    ),
+                    None => return Ok(None),
+                }
             }
         };
         Ok(Some(ChangeRow {
@@ -146,5 +172,42 @@ impl Reader {
             hlc,
             creates,
         }))
+    }
+}
+
+impl Reader {
+    /// The bits of a shared row's group that no newer group of the row holds
+    /// (capture lets groups overlap; see `merge::normalize`).
+    fn effective(
+        &mut self,
+        tbl: i64,
+        rid: i64,
+        mask: u64,
+        hlc: i64,
+        origin: &str,
+    ) -> Result<u64, SqlError> {
+        if self.groups.is_none() {
+            self.groups = Some(self.db.prepare(
+                "SELECT v.mask, v.hlc, o.uuid FROM sdsync_versions v JOIN sdsync_origins o ON o.id = v.origin \
+                 WHERE v.tbl = ?1 AND v.rid = ?2",
+            )?);
+        }
+        // Invariant: set just above.
+        let stmt = self
+            .groups
+            .as_mut()
+            .expect("groups statement prepared above");
+        stmt.bind_all(&[Value::Integer(tbl), Value::Integer(rid)])?;
+        let mut others = Vec::new();
+        while stmt.step()? {
+            let version = Version::new(stmt.int(1) as u64, &stmt.text(2).unwrap_or_default(), 0, 0);
+            others.push((stmt.int(0) as u64, version));
+        }
+        stmt.reset();
+        Ok(effective_mask(
+            mask,
+            &Version::new(hlc as u64, origin, 0, 0),
+            &others,
+        ))
     }
 }

@@ -1,10 +1,10 @@
-//! SQL for reading and writing the rows of a tracked table by uuid, with references
+//! SQL for reading and writing the rows of a tracked table, with references
 //! translated between local ids and uuids.
 //!
 //! ```ignore
 //! // entries(parent_id → entries.id): the column is read as the parent's uuid.
 //! let sql = select_sql(&spec);
-//! // SELECT "name", (SELECT r."uuid" FROM "entries" r WHERE r."id" = t."parent_id") FROM "entries" t WHERE t."uuid" = ?1
+//! // SELECT t."uuid", t."name", (SELECT r."uuid" FROM "entries" r WHERE r."id" = t."parent_id") FROM "entries" t WHERE t."id" = ?1
 //! ```
 //!
 //! Integer ids never cross the wire (DESIGN.md §2.7): a reference is read through a
@@ -18,16 +18,24 @@ use sdsync_core::schema::{ColumnSpec, Reference, TableSpec, quote_ident};
 use crate::ffi::{SqlError, Stmt, Value};
 use crate::values::to_json;
 
-/// Reads every synced column of one row (by uuid), references as uuids.
+/// Reads the uuid and every synced column of one row (by local id), references
+/// as uuids.
 pub fn select_sql(spec: &TableSpec) -> String {
-    let cols: Vec<String> = spec.columns.iter().map(read_expr).collect();
-    let cols = if cols.is_empty() {
-        "1".to_string()
-    } else {
-        cols.join(", ")
-    };
+    let mut cols = vec![format!("t.{}", quote_ident(&spec.uuid_column))];
+    cols.extend(spec.columns.iter().map(read_expr));
     format!(
-        "SELECT {cols} FROM {} t WHERE t.{} = ?1",
+        "SELECT {} FROM {} t WHERE t.{} = ?1",
+        cols.join(", "),
+        quote_ident(&spec.name),
+        quote_ident(&spec.local_id)
+    )
+}
+
+/// Finds a row's local id by its uuid.
+pub fn rid_sql(spec: &TableSpec) -> String {
+    format!(
+        "SELECT {} FROM {} WHERE {} = ?1",
+        quote_ident(&spec.local_id),
         quote_ident(&spec.name),
         quote_ident(&spec.uuid_column)
     )
@@ -96,22 +104,23 @@ pub fn delete_sql(spec: &TableSpec) -> String {
     )
 }
 
-/// Steps a prepared [`select_sql`] statement for `pk` and returns the columns of
-/// `mask` as a JSON object (`None` when the row does not exist).
+/// Steps a prepared [`select_sql`] statement for local id `rid` and returns the
+/// row's uuid and the columns of `mask` as a JSON object (`None`: no such row).
 pub fn read_json(
     stmt: &mut Stmt,
     spec: &TableSpec,
-    pk: &Value,
+    rid: i64,
     mask: u64,
-) -> Result<Option<Map<String, Json>>, SqlError> {
-    stmt.bind_all(std::slice::from_ref(pk))?;
+) -> Result<Option<(Value, Map<String, Json>)>, SqlError> {
+    stmt.bind_all(&[Value::Integer(rid)])?;
     if !stmt.step()? {
         return Ok(None);
     }
+    let uuid = stmt.value(0);
     let mut out = Map::new();
     for (i, c) in spec.columns_in(mask) {
-        out.insert(c.name.clone(), to_json(&stmt.value(i)));
+        out.insert(c.name.clone(), to_json(&stmt.value(i + 1)));
     }
     stmt.reset();
-    Ok(Some(out))
+    Ok(Some((uuid, out)))
 }
