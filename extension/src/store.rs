@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS sdsync_versions(
   seq INTEGER NOT NULL,
   hlc INTEGER NOT NULL,
   PRIMARY KEY (tbl, rid, mask)) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS sdsync_versions_by_origin ON sdsync_versions(origin, seq);
+CREATE INDEX IF NOT EXISTS sdsync_versions_by_origin ON sdsync_versions(origin, seq);
 CREATE TABLE IF NOT EXISTS sdsync_tombstones(
   tbl INTEGER NOT NULL,
   pk ANY NOT NULL,
@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS sdsync_tombstones(
   seq INTEGER NOT NULL,
   hlc INTEGER NOT NULL,
   PRIMARY KEY (tbl, pk)) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS sdsync_tombstones_by_origin ON sdsync_tombstones(origin, seq);
+CREATE INDEX IF NOT EXISTS sdsync_tombstones_by_origin ON sdsync_tombstones(origin, seq);
 CREATE TABLE IF NOT EXISTS sdsync_parked(
   origin INTEGER NOT NULL,
   seq INTEGER NOT NULL,

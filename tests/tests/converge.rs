@@ -451,3 +451,19 @@ fn three_devices_converge_through_any_peer() {
     let marks = sdsync_tests::watermarks(&libs[2].conn);
     assert_eq!(marks, sdsync_tests::watermarks(&libs[1].conn));
 }
+
+#[test]
+fn a_local_delete_between_applies_on_one_connection_is_seen() {
+    let (a, b) = pair("same-connection");
+    a.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t', 'x')");
+    let created = a.changes();
+    apply(&b.conn, &created).expect("first apply");
+    // The app deletes the row on the very connection that applies changes.
+    b.exec("DELETE FROM tags WHERE uuid = 't'");
+    apply(&b.conn, &created).expect("stale re-delivery");
+    assert_eq!(
+        b.count("tags"),
+        0,
+        "the local tombstone stops the stale upsert"
+    );
+}

@@ -199,14 +199,10 @@ impl<'a> Ctx<'a> {
                 refuse = self.refuse("NEW", "origin"),
             ),
             // Shared rows: the changed columns form a new group, which shadows
-            // them in older groups (see `merge::normalize`); groups it covers
-            // entirely are dropped.
-            Class::Shared => format!(
-                "{CLOCK_BUMP} \
-                 DELETE FROM sdsync_versions WHERE tbl = {id} AND rid = {rid} AND (mask & ~{m}) = 0; \
-                 {record}",
-                record = self.record(&m),
-            ),
+            // them in older groups (see `merge::normalize`). The group of the same
+            // column set is replaced; other shadowed groups stay until apply
+            // rewrites the row (bounded by the distinct column sets updated).
+            Class::Shared => format!("{CLOCK_BUMP} {record}", record = self.record(&m)),
         };
         format!(
             "CREATE TRIGGER {name} AFTER UPDATE ON {table} WHEN sdsync_capturing() AND {m} <> 0 BEGIN {body} END;",

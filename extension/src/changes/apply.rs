@@ -13,11 +13,12 @@
 //! finalizes them when SQLite disconnects it, before the connection closes.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use serde_json::{Map, Value as Json};
 
-use sdsync_core::hlc::wall_millis;
+use sdsync_core::hlc::{Hlc, wall_millis};
 use sdsync_core::merge::{
     Delete, Group, Piece, RowState, Upsert, Version, assemble, normalize, plan_delete, plan_upsert,
     with_win,
@@ -57,19 +58,52 @@ enum Key {
     Resolve(i64, usize),
 }
 
+/// FNV-1a: the statement cache is looked up several times per applied change and
+/// its keys are a few machine words, for which SipHash is needlessly slow.
+#[derive(Default)]
+struct FastHash(u64);
+
+impl Hasher for FastHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
 /// A row: its table and uuid.
 type RowRef = (Rc<TableSpec>, Value);
 
 /// The per-connection apply state: cached statements, catalog and origin ids.
 pub struct Engine {
     db: Db,
-    stmts: HashMap<Key, Stmt>,
+    stmts: HashMap<Key, Stmt, BuildHasherDefault<FastHash>>,
     catalog: Catalog,
     schema_version: Option<i64>,
     origin_ids: HashMap<String, i64>,
     origin_names: HashMap<i64, String>,
     local_origin: Option<i64>,
     max_drift_ms: u64,
+    /// `PRAGMA data_version` (moves when another connection commits) and this
+    /// connection's total changes after our last apply (moves when the app on this
+    /// connection writes): when either moves, the known-empty flags are stale.
+    data_version: Option<(i64, i64)>,
+    /// Whether `sdsync_parked` is known to be empty (`None`: look).
+    parked_empty: Option<bool>,
+    /// Whether `sdsync_tombstones` is known to be empty (`None`: look).
+    tombstones_empty: Option<bool>,
+    /// A value the persisted clock is known to have reached.
+    clock_floor: u64,
 }
 
 impl Engine {
@@ -77,13 +111,17 @@ impl Engine {
     pub fn new(db: Db) -> Self {
         Self {
             db,
-            stmts: HashMap::new(),
+            stmts: HashMap::default(),
             catalog: Catalog::default(),
             schema_version: None,
             origin_ids: HashMap::new(),
             origin_names: HashMap::new(),
             local_origin: None,
             max_drift_ms: 300_000,
+            data_version: None,
+            parked_empty: None,
+            tombstones_empty: None,
+            clock_floor: 0,
         }
     }
 
@@ -100,21 +138,39 @@ impl Engine {
         };
         let woke = self.apply_one(&change, &version)?;
         self.wake(woke)?;
-        self.raise_clock(&version)
+        self.raise_clock(&version)?;
+        if let Some((data, _)) = self.data_version {
+            self.data_version = Some((data, self.db.total_changes()));
+        }
+        Ok(())
     }
 
-    /// Reloads the catalog and drops cached statements after any schema change.
+    /// Reloads the catalog and drops cached statements after any schema change;
+    /// forgets what it knew of the parked table after another connection's commit.
     fn refresh(&mut self) -> Result<(), ChangeError> {
-        let now = {
-            let stmt = self.stmt("PRAGMA schema_version")?;
+        let (now, data) = {
+            let stmt = self.stmt(
+                "SELECT (SELECT schema_version FROM pragma_schema_version), \
+                        (SELECT data_version FROM pragma_data_version)",
+            )?;
             stmt.bind_all(&[])?;
-            let v = if stmt.step()? { stmt.int(0) } else { 0 };
+            let v = if stmt.step()? {
+                (stmt.int(0), stmt.int(1))
+            } else {
+                (0, 0)
+            };
             stmt.reset();
             v
         };
+        let seen = Some((data, self.db.total_changes()));
+        if self.data_version != seen {
+            self.parked_empty = None;
+            self.tombstones_empty = None;
+        }
         if self.schema_version == Some(now) {
             return Ok(());
         }
+        self.parked_empty = None;
         self.stmts.clear();
         self.catalog = Catalog::load(self.db)?;
         self.origin_ids.clear();
@@ -172,9 +228,22 @@ impl Engine {
     /// Receive rule: the local clock never issues a value at or below a received
     /// one. A change of our own origin that we lack (a restored backup) also moves
     /// the local sequence past it, so no sequence number is ever issued twice.
+    ///
+    /// The clock is raised to the wall clock as well: the send rule would issue
+    /// at least that next anyway, and it lets the following changes of the batch
+    /// (older than now) skip the write.
     fn raise_clock(&mut self, v: &Version) -> Result<(), ChangeError> {
         let id = self.known_origin(&v.origin)?;
         let local = id.is_some() && self.local_origin == id;
+        let target = v.hlc.max(Hlc::from_wall(wall_millis()).as_i64() as u64);
+        if !local && v.hlc <= self.clock_floor {
+            return Ok(());
+        }
+        self.clock_floor = self.clock_floor.max(target);
+        let v = &Version {
+            hlc: target,
+            ..v.clone()
+        };
         self.run(
             "UPDATE sdsync_clock SET hlc = max(hlc, ?1), seq = CASE WHEN ?3 THEN max(seq, ?2) ELSE seq END \
              WHERE hlc < ?1 OR (?3 AND seq < ?2)",
@@ -303,7 +372,20 @@ impl Engine {
                 &params,
             )?;
         }
-        self.set_groups(spec, rid, &with_win(groups, bits, v))?;
+        // Groups may overlap (the newest owns a bit): when every existing group
+        // keeps some bit, adding the new group is enough; otherwise rewrite them.
+        if groups.iter().all(|g| g.mask & !bits != 0) {
+            self.put_group(
+                spec,
+                rid,
+                &Group {
+                    mask: bits,
+                    version: v.clone(),
+                },
+            )?;
+        } else {
+            self.set_groups(spec, rid, &with_win(groups, bits, v), false)?;
+        }
         Ok(())
     }
 
@@ -391,11 +473,14 @@ impl Engine {
             RowState::Dead(v) => Some(v.clone()),
             _ => None,
         };
-        let mut pieces: Vec<Parked> = self
-            .parked_for_row(spec, pk)?
-            .into_iter()
-            .map(|(_, p)| p)
-            .collect();
+        let mut pieces: Vec<Parked> = if self.parked_is_empty()? {
+            Vec::new()
+        } else {
+            self.parked_for_row(spec, pk)?
+                .into_iter()
+                .map(|(_, p)| p)
+                .collect()
+        };
         if let Some((c, v)) = incoming {
             pieces.push(Parked {
                 mask: c.mask,
@@ -450,18 +535,21 @@ impl Engine {
                 version: pieces[*i].version.clone(),
             })
             .collect();
-        let rid = self.rid(spec, pk)?.unwrap_or_default();
-        self.set_groups(spec, rid, &groups)?;
+        let rid = self.db.last_insert_rowid();
+        self.set_groups(spec, rid, &groups, true)?;
         if tomb.is_some() {
             self.run(
                 "DELETE FROM sdsync_tombstones WHERE tbl = ?1 AND pk = ?2",
                 &[Value::Integer(spec.id), pk.clone()],
             )?;
         }
-        self.run(
-            "DELETE FROM sdsync_parked WHERE tbl = ?1 AND pk = ?2",
-            &[Value::Integer(spec.id), pk.clone()],
-        )?;
+        if pieces.len() > usize::from(incoming.is_some()) {
+            self.parked_empty = None;
+            self.run(
+                "DELETE FROM sdsync_parked WHERE tbl = ?1 AND pk = ?2",
+                &[Value::Integer(spec.id), pk.clone()],
+            )?;
+        }
         Ok(true)
     }
 
@@ -487,6 +575,7 @@ impl Engine {
         reason: &str,
     ) -> Result<(), ChangeError> {
         let origin = self.origin_id(v)?;
+        self.parked_empty = Some(false);
         let mut data = Map::new();
         for (i, col) in c.table.columns_in(c.mask) {
             data.insert(col.name.clone(), to_json(&c.values[i]));
@@ -519,7 +608,22 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether nothing is parked (looked up once, then tracked as this engine
+    /// parks and unparks; another connection's commit makes it look again).
+    fn parked_is_empty(&mut self) -> Result<bool, SqlError> {
+        if let Some(empty) = self.parked_empty {
+            return Ok(empty);
+        }
+        let stmt = self.stmt("SELECT NOT EXISTS (SELECT 1 FROM sdsync_parked)")?;
+        stmt.bind_all(&[])?;
+        let empty = stmt.step()? && stmt.int(0) != 0;
+        stmt.reset();
+        self.parked_empty = Some(empty);
+        Ok(empty)
+    }
+
     fn unpark(&mut self, origin_id: i64, seq: i64) -> Result<(), SqlError> {
+        self.parked_empty = None;
         self.run(
             "DELETE FROM sdsync_parked WHERE origin = ?1 AND seq = ?2",
             &[Value::Integer(origin_id), Value::Integer(seq)],
@@ -532,6 +636,9 @@ impl Engine {
     /// that woke it.
     fn wake(&mut self, mut queue: Vec<RowRef>) -> Result<(), ChangeError> {
         while let Some((spec, pk)) = queue.pop() {
+            if self.parked_is_empty()? {
+                return Ok(());
+            }
             for (table, row, origin_id, seq) in self.waiting_for(&spec, &pk)? {
                 let (state, _) = self.state(&table, &row)?;
                 let result = if matches!(state, RowState::Alive(_)) {
@@ -714,6 +821,16 @@ impl Engine {
     }
 
     fn tombstone(&mut self, spec: &TableSpec, pk: &Value) -> Result<Option<Version>, SqlError> {
+        if self.tombstones_empty.is_none() {
+            let stmt = self.stmt("SELECT NOT EXISTS (SELECT 1 FROM sdsync_tombstones)")?;
+            stmt.bind_all(&[])?;
+            let empty = stmt.step()? && stmt.int(0) != 0;
+            stmt.reset();
+            self.tombstones_empty = Some(empty);
+        }
+        if self.tombstones_empty == Some(true) {
+            return Ok(None);
+        }
         let stmt =
             self.stmt("SELECT origin, seq, hlc FROM sdsync_tombstones WHERE tbl = ?1 AND pk = ?2")?;
         stmt.bind_all(&[Value::Integer(spec.id), pk.clone()])?;
@@ -737,6 +854,7 @@ impl Engine {
 
     fn set_tombstone(&mut self, spec: &TableSpec, pk: &Value, v: &Version) -> Result<(), SqlError> {
         let origin = self.origin_id(v)?;
+        self.tombstones_empty = Some(false);
         self.run("INSERT OR REPLACE INTO sdsync_tombstones(tbl, pk, origin, seq, hlc) VALUES (?1, ?2, ?3, ?4, ?5)",
             &[
                 Value::Integer(spec.id),
@@ -748,26 +866,41 @@ impl Engine {
         )
     }
 
-    /// Replaces the version groups of a live row.
-    fn set_groups(&mut self, spec: &TableSpec, rid: i64, groups: &[Group]) -> Result<(), SqlError> {
-        self.run(
-            "DELETE FROM sdsync_versions WHERE tbl = ?1 AND rid = ?2",
-            &[Value::Integer(spec.id), Value::Integer(rid)],
-        )?;
-        for g in groups {
-            let origin = self.origin_id(&g.version)?;
-            self.run("INSERT INTO sdsync_versions(tbl, rid, mask, origin, seq, hlc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                &[
-                    Value::Integer(spec.id),
-                    Value::Integer(rid),
-                    Value::Integer(g.mask as i64),
-                    Value::Integer(origin),
-                    Value::Integer(g.version.seq),
-                    Value::Integer(g.version.hlc as i64),
-                ],
+    /// Replaces the version groups of a live row (`fresh`: the row was just
+    /// inserted by apply, so it has none to remove).
+    fn set_groups(
+        &mut self,
+        spec: &TableSpec,
+        rid: i64,
+        groups: &[Group],
+        fresh: bool,
+    ) -> Result<(), SqlError> {
+        if !fresh {
+            self.run(
+                "DELETE FROM sdsync_versions WHERE tbl = ?1 AND rid = ?2",
+                &[Value::Integer(spec.id), Value::Integer(rid)],
             )?;
         }
+        for g in groups {
+            self.put_group(spec, rid, g)?;
+        }
         Ok(())
+    }
+
+    /// Stores one version group (replacing a stored group of the same mask).
+    fn put_group(&mut self, spec: &TableSpec, rid: i64, g: &Group) -> Result<(), SqlError> {
+        let origin = self.origin_id(&g.version)?;
+        self.run(
+            "INSERT OR REPLACE INTO sdsync_versions(tbl, rid, mask, origin, seq, hlc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            &[
+                Value::Integer(spec.id),
+                Value::Integer(rid),
+                Value::Integer(g.mask as i64),
+                Value::Integer(origin),
+                Value::Integer(g.version.seq),
+                Value::Integer(g.version.hlc as i64),
+            ],
+        )
     }
 
     /// Maps reference columns of `mask` from uuids to local values; `Err` names the
