@@ -8,8 +8,11 @@
 //! Parse, don't validate: everything is checked here, before any write, so a bad
 //! change is refused with nothing changed.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::rc::Rc;
 
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::Value as Json;
 
 use sdsync_core::hlc::Hlc;
@@ -270,20 +273,17 @@ impl Change {
             Value::Null => return Err(ChangeError::Missing("data (of an upsert)")),
             other => return Err(bad(format!("{other:?}"))),
         };
-        let json: Json = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        let Json::Object(map) = json else {
-            return Err(bad(format!("found {text}")));
-        };
-        for (name, value) in &map {
-            let i = spec
-                .columns
-                .iter()
-                .position(|c| &c.name == name)
-                .ok_or_else(|| ChangeError::UnknownColumn {
-                    table: spec.name.clone(),
-                    column: name.clone(),
-                })?;
-            self.values[i] = column_value(&spec, i, value)?;
+        let mut de = serde_json::Deserializer::from_str(&text);
+        let fields = DataSeed(&spec)
+            .deserialize(&mut de)
+            .and_then(|f| de.end().map(|()| f))
+            .map_err(|e| bad(e.to_string()))?;
+        let fields = fields.map_err(|column| ChangeError::UnknownColumn {
+            table: spec.name.clone(),
+            column,
+        })?;
+        for (i, value) in &fields {
+            self.values[*i] = column_value(&spec, *i, value)?;
             self.mask |= 1 << (i + 1);
         }
         let whole = spec.all_mask() & !ROW_BIT;
@@ -310,6 +310,66 @@ impl Change {
             });
         }
         Ok(())
+    }
+}
+
+/// Reads `data` straight into `(column index, value)` pairs: keys are matched to
+/// columns without building a map first (apply parses every change's data). An
+/// unknown key is returned as `Err(name)`.
+struct DataSeed<'s>(&'s TableSpec);
+
+type DataFields = Result<Vec<(usize, Json)>, String>;
+
+impl<'de> DeserializeSeed<'de> for DataSeed<'_> {
+    type Value = DataFields;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<DataFields, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DataSeed<'_> {
+    type Value = DataFields;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object of column values")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DataFields, A::Error> {
+        let mut out = Vec::with_capacity(self.0.columns.len());
+        let mut unknown = None;
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            match self.0.columns.iter().position(|c| c.name == *key) {
+                Some(i) => out.push((i, map.next_value::<Json>()?)),
+                None => {
+                    map.next_value::<de::IgnoredAny>()?;
+                    unknown.get_or_insert_with(|| key.into_owned());
+                }
+            }
+        }
+        Ok(unknown.map_or(Ok(out), Err))
+    }
+}
+
+/// A JSON object key, borrowed from the input when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a column name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
     }
 }
 
