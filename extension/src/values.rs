@@ -44,13 +44,14 @@ pub fn from_json(json: &Json, affinity: Affinity) -> Result<Value, &'static str>
         },
         Json::Array(_) => return Err("an array"),
     };
-    let fits = match (affinity, &value) {
-        (Affinity::Integer, Value::Integer(_) | Value::Real(_)) => true,
-        (Affinity::Real, Value::Integer(_) | Value::Real(_)) => true,
-        (Affinity::Text, Value::Text(_) | Value::Blob(_)) => true,
-        (Affinity::Numeric | Affinity::Blob, _) => true,
-        _ => false,
-    };
+    let fits = matches!(
+        (affinity, &value),
+        (
+            Affinity::Integer | Affinity::Real,
+            Value::Integer(_) | Value::Real(_)
+        ) | (Affinity::Text, Value::Text(_) | Value::Blob(_))
+            | (Affinity::Numeric | Affinity::Blob, _)
+    );
     if fits {
         Ok(value)
     } else {
@@ -67,7 +68,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

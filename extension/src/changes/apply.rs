@@ -52,10 +52,10 @@ enum Key {
     Delete(i64),
     /// Read a row by local id.
     Select(i64),
-    /// Local id by uuid.
-    Rid(i64),
     /// Resolve reference column `usize` of a table.
     Resolve(i64, usize),
+    /// A row's id and version groups.
+    State(i64),
 }
 
 /// FNV-1a: the statement cache is looked up several times per applied change and
@@ -84,6 +84,9 @@ impl Hasher for FastHash {
 /// A row: its table and uuid.
 type RowRef = (Rc<TableSpec>, Value);
 
+/// A parked change waiting for a row: its table, row, origin id and sequence.
+type Waiting = (Rc<TableSpec>, Value, i64, i64);
+
 /// The per-connection apply state: cached statements, catalog and origin ids.
 pub struct Engine {
     db: Db,
@@ -102,6 +105,9 @@ pub struct Engine {
     parked_empty: Option<bool>,
     /// Whether `sdsync_tombstones` is known to be empty (`None`: look).
     tombstones_empty: Option<bool>,
+    /// Referenced rows' local ids by uuid, per (table, column). Valid while no one
+    /// else writes and apply deletes nothing (ids are never reused otherwise).
+    refs: HashMap<(i64, usize), HashMap<String, Value>, BuildHasherDefault<FastHash>>,
     /// A value the persisted clock is known to have reached.
     clock_floor: u64,
 }
@@ -121,6 +127,7 @@ impl Engine {
             data_version: None,
             parked_empty: None,
             tombstones_empty: None,
+            refs: HashMap::default(),
             clock_floor: 0,
         }
     }
@@ -148,29 +155,22 @@ impl Engine {
     /// Reloads the catalog and drops cached statements after any schema change;
     /// forgets what it knew of the parked table after another connection's commit.
     fn refresh(&mut self) -> Result<(), ChangeError> {
-        let (now, data) = {
-            let stmt = self.stmt(
-                "SELECT (SELECT schema_version FROM pragma_schema_version), \
-                        (SELECT data_version FROM pragma_data_version)",
-            )?;
-            stmt.bind_all(&[])?;
-            let v = if stmt.step()? {
-                (stmt.int(0), stmt.int(1))
-            } else {
-                (0, 0)
-            };
-            stmt.reset();
-            v
-        };
+        // Plain PRAGMA statements read a header field; the pragma_* table-valued
+        // functions would prepare a nested statement on every call.
+        let now = self.pragma("PRAGMA schema_version")?;
+        let data = self.pragma("PRAGMA data_version")?;
         let seen = Some((data, self.db.total_changes()));
         if self.data_version != seen {
+            self.data_version = seen;
             self.parked_empty = None;
             self.tombstones_empty = None;
+            self.refs.clear();
         }
         if self.schema_version == Some(now) {
             return Ok(());
         }
         self.parked_empty = None;
+        self.refs.clear();
         self.stmts.clear();
         self.catalog = Catalog::load(self.db)?;
         self.origin_ids.clear();
@@ -182,6 +182,14 @@ impl Engine {
         self.local_origin = store::local_origin(self.db)?;
         self.schema_version = Some(now);
         Ok(())
+    }
+
+    fn pragma(&mut self, sql: &'static str) -> Result<i64, SqlError> {
+        let stmt = self.stmt(sql)?;
+        stmt.bind_all(&[])?;
+        let v = if stmt.step()? { stmt.int(0) } else { 0 };
+        stmt.reset();
+        Ok(v)
     }
 
     fn keyed(&mut self, key: Key, build: impl FnOnce() -> String) -> Result<&mut Stmt, SqlError> {
@@ -312,15 +320,16 @@ impl Engine {
     fn apply_one(&mut self, change: &Change, v: &Version) -> Result<Vec<RowRef>, ChangeError> {
         let spec = change.table.clone();
         let (state, rid) = self.state(&spec, &change.pk)?;
-        if spec.class == Class::Owned {
-            if let Some(owner) = state.owner().filter(|o| *o != change.origin) {
-                return Err(ChangeError::Forged {
-                    table: spec.name.clone(),
-                    pk: change.pk_text(),
-                    owner: owner.to_string(),
-                    origin: change.origin.clone(),
-                });
-            }
+        if let Some(owner) = state
+            .owner()
+            .filter(|o| spec.class == Class::Owned && *o != change.origin)
+        {
+            return Err(ChangeError::Forged {
+                table: spec.name.clone(),
+                pk: change.pk_text(),
+                owner: owner.to_string(),
+                origin: change.origin.clone(),
+            });
         }
         match change.op {
             Op::Delete => {
@@ -416,7 +425,9 @@ impl Engine {
                     keep.push(self.group_change(spec, pk, rid, &groups[i])?);
                 }
                 // The row is deleted first (the write that can fail); the
-                // apply-mode delete trigger drops its version groups.
+                // apply-mode delete trigger drops its version groups. Deleting
+                // (and cascades) may free ids, so cached references go.
+                self.refs.clear();
                 self.run_keyed(
                     Key::Delete(spec.id),
                     || rows::delete_sql(spec),
@@ -686,11 +697,7 @@ impl Engine {
         })
     }
 
-    fn waiting_for(
-        &mut self,
-        spec: &TableSpec,
-        pk: &Value,
-    ) -> Result<Vec<(Rc<TableSpec>, Value, i64, i64)>, SqlError> {
+    fn waiting_for(&mut self, spec: &TableSpec, pk: &Value) -> Result<Vec<Waiting>, SqlError> {
         let stmt = self.stmt("SELECT tbl, pk, origin, seq FROM sdsync_parked WHERE wait_tbl = ?1 AND wait_pk = ?2 AND NOT (tbl = ?1 AND pk = ?2)")?;
         stmt.bind_all(&[Value::Integer(spec.id), pk.clone()])?;
         let mut found = Vec::new();
@@ -775,35 +782,24 @@ impl Engine {
         Ok(out)
     }
 
-    /// The local id of a row, by uuid.
-    fn rid(&mut self, spec: &TableSpec, pk: &Value) -> Result<Option<i64>, SqlError> {
-        let stmt = self.keyed(Key::Rid(spec.id), || rows::rid_sql(spec))?;
-        stmt.bind_all(std::slice::from_ref(pk))?;
-        let rid = if stmt.step()? {
-            Some(stmt.int(0))
-        } else {
-            None
-        };
-        stmt.reset();
-        Ok(rid)
-    }
-
     /// What this database holds about a row, and its local id if it exists.
     fn state(&mut self, spec: &TableSpec, pk: &Value) -> Result<(RowState, Option<i64>), SqlError> {
-        let Some(rid) = self.rid(spec, pk)? else {
+        let stmt = self.keyed(Key::State(spec.id), || rows::state_sql(spec))?;
+        stmt.bind_all(std::slice::from_ref(pk))?;
+        let mut rid = None;
+        let mut raw = Vec::new();
+        while stmt.step()? {
+            rid = Some(stmt.int(0));
+            if let Value::Integer(mask) = stmt.value(1) {
+                raw.push((mask, stmt.int(2), stmt.int(3), stmt.int(4)));
+            }
+        }
+        stmt.reset();
+        let Some(rid) = rid else {
             let tomb = self.tombstone(spec, pk)?;
             return Ok((tomb.map_or(RowState::Unknown, RowState::Dead), None));
         };
-        let stmt = self.stmt(
-            "SELECT mask, origin, seq, hlc FROM sdsync_versions WHERE tbl = ?1 AND rid = ?2",
-        )?;
-        stmt.bind_all(&[Value::Integer(spec.id), Value::Integer(rid)])?;
-        let mut raw = Vec::new();
-        while stmt.step()? {
-            raw.push((stmt.int(0), stmt.int(1), stmt.int(2), stmt.int(3)));
-        }
-        stmt.reset();
-        let mut groups = Vec::new();
+        let mut groups = Vec::with_capacity(raw.len());
         for (mask, origin_id, seq, hlc) in raw {
             let origin = self.origin_name(origin_id)?;
             let version = Version {
@@ -917,14 +913,34 @@ impl Engine {
             if values[i] == Value::Null {
                 continue;
             }
-            let stmt = self.keyed(Key::Resolve(spec.id, i), || rows::resolve_sql(r))?;
-            stmt.bind_all(std::slice::from_ref(&values[i]))?;
-            let found = if stmt.step()? {
-                Some(stmt.value(0))
-            } else {
-                None
+            let cached = match &values[i] {
+                Value::Text(uuid) => self
+                    .refs
+                    .get(&(spec.id, i))
+                    .and_then(|m| m.get(uuid))
+                    .cloned(),
+                _ => None,
             };
-            stmt.reset();
+            let found = match cached {
+                Some(local) => Some(local),
+                None => {
+                    let stmt = self.keyed(Key::Resolve(spec.id, i), || rows::resolve_sql(r))?;
+                    stmt.bind_all(std::slice::from_ref(&values[i]))?;
+                    let found = if stmt.step()? {
+                        Some(stmt.value(0))
+                    } else {
+                        None
+                    };
+                    stmt.reset();
+                    if let (Some(local), Value::Text(uuid)) = (&found, &values[i]) {
+                        self.refs
+                            .entry((spec.id, i))
+                            .or_default()
+                            .insert(uuid.clone(), local.clone());
+                    }
+                    found
+                }
+            };
             match found {
                 Some(local) => out[i] = local,
                 None => {

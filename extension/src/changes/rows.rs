@@ -31,13 +31,16 @@ pub fn select_sql(spec: &TableSpec) -> String {
     )
 }
 
-/// Finds a row's local id by its uuid.
-pub fn rid_sql(spec: &TableSpec) -> String {
+/// A row's local id and its version groups, by uuid (one lookup for both; a row
+/// without groups gives one line with NULL mask).
+pub fn state_sql(spec: &TableSpec) -> String {
     format!(
-        "SELECT {} FROM {} WHERE {} = ?1",
-        quote_ident(&spec.local_id),
-        quote_ident(&spec.name),
-        quote_ident(&spec.uuid_column)
+        "SELECT t.{rid}, v.mask, v.origin, v.seq, v.hlc FROM {t} t \
+         LEFT JOIN sdsync_versions v ON v.tbl = {id} AND v.rid = t.{rid} WHERE t.{uuid} = ?1",
+        rid = quote_ident(&spec.local_id),
+        t = quote_ident(&spec.name),
+        id = spec.id,
+        uuid = quote_ident(&spec.uuid_column)
     )
 }
 
@@ -104,6 +107,9 @@ pub fn delete_sql(spec: &TableSpec) -> String {
     )
 }
 
+/// A row's uuid and some of its columns as JSON.
+pub type RowJson = (Value, Map<String, Json>);
+
 /// Steps a prepared [`select_sql`] statement for local id `rid` and returns the
 /// row's uuid and the columns of `mask` as a JSON object (`None`: no such row).
 pub fn read_json(
@@ -111,7 +117,7 @@ pub fn read_json(
     spec: &TableSpec,
     rid: i64,
     mask: u64,
-) -> Result<Option<(Value, Map<String, Json>)>, SqlError> {
+) -> Result<Option<RowJson>, SqlError> {
     stmt.bind_all(&[Value::Integer(rid)])?;
     if !stmt.step()? {
         return Ok(None);
