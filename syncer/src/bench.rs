@@ -132,22 +132,20 @@ fn once(dir: &Path, ext: &Path, rows: usize) -> Result<Vec<Line>, LibraryError> 
             must: "-",
             aim: "≤ ×1.5",
         },
-        Line {
-            what: "read all changes (SELECT sdsync_changes)",
-            plain: copied_rows / copy_secs.max(1e-9),
-            sdsync: n / read_secs.max(1e-9),
-            unit: "rows/s",
-            must: "-",
-            aim: "-",
-        },
-        Line {
-            what: "apply all changes into a fresh database",
-            plain: copied_rows / copy_secs.max(1e-9),
-            sdsync: n / apply_secs.max(1e-9),
-            unit: "rows/s",
-            must: "≥ 50,000 rows/s",
-            aim: "≥ 100,000 rows/s",
-        },
+        rate(
+            "read all changes (SELECT sdsync_changes)",
+            copied_rows / copy_secs,
+            n / read_secs,
+            "-",
+            "-",
+        ),
+        rate(
+            "apply all changes into a fresh database",
+            copied_rows / copy_secs,
+            n / apply_secs,
+            "≥ 50,000 rows/s",
+            "≥ 100,000 rows/s",
+        ),
     ])
 }
 
@@ -162,6 +160,23 @@ fn line(
         plain: plain * 1000.0,
         sdsync: sdsync * 1000.0,
         unit: "ms",
+        must,
+        aim,
+    }
+}
+
+fn rate(
+    what: &'static str,
+    plain: f64,
+    sdsync: f64,
+    must: &'static str,
+    aim: &'static str,
+) -> Line {
+    Line {
+        what,
+        plain,
+        sdsync,
+        unit: "rows/s",
         must,
         aim,
     }
@@ -262,8 +277,9 @@ fn file_size(lib: &Library) -> Result<f64, LibraryError> {
     Ok(bytes as f64 / (1024.0 * 1024.0))
 }
 
+/// Seconds, never zero (rates divide by it).
 fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
+    d.as_secs_f64().max(1e-9)
 }
 
 fn median(v: &mut [f64]) -> f64 {

@@ -193,7 +193,7 @@ impl<'a> Ctx<'a> {
             Class::Owned => format!(
                 "{CLOCK_BUMP} UPDATE sdsync_versions SET \
                  origin = CASE WHEN origin = {origin} THEN origin ELSE {refuse} END, \
-                 seq = (SELECT seq FROM sdsync_clock), hlc = (SELECT hlc FROM sdsync_clock) \
+                 (seq, hlc) = (SELECT seq, hlc FROM sdsync_clock) \
                  WHERE tbl = {id} AND rid = {rid};",
                 origin = self.origin,
                 refuse = self.refuse("NEW", "origin"),

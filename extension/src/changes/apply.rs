@@ -373,8 +373,7 @@ impl Engine {
         };
         let columns = bits & !ROW_BIT;
         if columns != 0 {
-            let mut params = vec![change.pk.clone()];
-            params.extend(spec.columns_in(columns).map(|(i, _)| resolved[i].clone()));
+            let params = row_params(spec, &change.pk, columns, &resolved);
             self.run_keyed(
                 Key::Update(spec.id, columns),
                 || rows::update_sql(spec, columns),
@@ -531,8 +530,7 @@ impl Engine {
             }
         };
         let columns = asm.covered & !ROW_BIT;
-        let mut params = vec![pk.clone()];
-        params.extend(spec.columns_in(columns).map(|(i, _)| resolved[i].clone()));
+        let params = row_params(spec, pk, columns, &resolved);
         self.run_keyed(
             Key::Insert(spec.id, columns),
             || rows::insert_sql(spec, columns),
@@ -953,6 +951,13 @@ impl Engine {
         }
         Ok(Ok(out))
     }
+}
+
+/// Parameters of an insert or update: the uuid, then the columns of `columns`.
+fn row_params(spec: &TableSpec, pk: &Value, columns: u64, values: &[Value]) -> Vec<Value> {
+    let mut params = vec![pk.clone()];
+    params.extend(spec.columns_in(columns).map(|(i, _)| values[i].clone()));
+    params
 }
 
 /// Column values of a stored JSON object (validated when it arrived).
