@@ -15,6 +15,8 @@
 //! Digests compare what a user sees: every tracked table's rows by uuid, with
 //! references translated to the referenced row's uuid (local ids differ per device).
 
+pub mod sim;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -30,6 +30,15 @@ pub struct Conn {
     /// True while `sdsync_changes` applies a peer's change: the triggers then do not
     /// capture (no echo, DESIGN.md §2.6).
     pub applying: Cell<bool>,
+    /// A fixed wall clock for deterministic simulation (`sdsync_test_clock`).
+    pub wall_override: Cell<Option<u64>>,
+}
+
+impl Conn {
+    /// The wall clock in milliseconds (the test clock when one is set).
+    pub fn wall_ms(&self) -> u64 {
+        self.wall_override.get().unwrap_or_else(wall_millis)
+    }
 }
 
 /// One call: the connection and the arguments.
@@ -69,8 +78,8 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
     ("sdsync_capturing", 0, INNOCUOUS, |c| {
         Ok(Value::Integer(i64::from(!c.conn.applying.get())))
     }),
-    ("sdsync_wall", 0, INNOCUOUS, |_| {
-        Ok(Value::Integer(Hlc::from_wall(wall_millis()).as_i64()))
+    ("sdsync_wall", 0, INNOCUOUS, |c| {
+        Ok(Value::Integer(Hlc::from_wall(c.conn.wall_ms()).as_i64()))
     }),
     ("sdsync_uuid", 0, INNOCUOUS, |_| Ok(Value::Text(uuid_v7()))),
     ("sdsync_uuid_v5", 2, PURE, uuid_v5_fn),
@@ -79,7 +88,9 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
     ("sdsync_refuse_rekey", 3, INNOCUOUS, refuse_rekey),
     ("sdsync_hlc_now", 0, DIRECT, |c| {
         Ok(Value::Integer(
-            store::hlc_now(c.db).map_err(|e| e.to_string())?.as_i64(),
+            store::hlc_now(c.db, c.conn.wall_ms())
+                .map_err(|e| e.to_string())?
+                .as_i64(),
         ))
     }),
     ("sdsync_device_id", 0, DIRECT, |c| {
@@ -87,11 +98,9 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
             store::device_id(c.db).map_err(|e| e.to_string())?,
         ))
     }),
-    ("sdsync_reidentify", 0, DIRECT, |c| {
-        Ok(Value::Text(
-            track::reidentify(c.db).map_err(|e| e.to_string())?,
-        ))
-    }),
+    ("sdsync_reidentify", 0, DIRECT, reidentify),
+    ("sdsync_reidentify", 1, DIRECT, reidentify),
+    ("sdsync_test_clock", 1, DIRECT, test_clock),
     ("sdsync_track", 2, DIRECT, track_fn),
     ("sdsync_track", 3, DIRECT, track_fn),
     ("sdsync_untrack", 1, DIRECT, |c| {
@@ -203,4 +212,34 @@ fn mark_complete(c: &Call) -> Result<Value, String> {
     let seq = c.int(1, "sdsync_mark_complete: seq")?;
     let done = store::mark_complete(c.db, &origin, seq).map_err(|e| e.to_string())?;
     Ok(Value::Integer(done))
+}
+
+fn reidentify(c: &Call) -> Result<Value, String> {
+    let given = match c.args.first() {
+        None | Some(Value::Null) => None,
+        Some(_) => {
+            let text = c.text(0, "sdsync_reidentify: device id")?;
+            Some(
+                sdsync_core::ids::parse_device(&text)
+                    .ok_or_else(|| format!("sdsync_reidentify: '{text}' is not a uuid"))?,
+            )
+        }
+    };
+    track::reidentify(c.db, given)
+        .map(Value::Text)
+        .map_err(|e| e.to_string())
+}
+
+/// Fixes this connection's wall clock (milliseconds since the epoch; NULL returns
+/// to the system clock). For deterministic simulations and tests only.
+fn test_clock(c: &Call) -> Result<Value, String> {
+    let ms = match c.args.first() {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(
+            u64::try_from(c.int(0, "sdsync_test_clock: milliseconds")?)
+                .map_err(|_| "sdsync_test_clock: negative time".to_string())?,
+        ),
+    };
+    c.conn.wall_override.set(ms);
+    Ok(ms.map_or(Value::Null, |m| Value::Integer(m as i64)))
 }

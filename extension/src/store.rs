@@ -8,7 +8,7 @@
 //! Everything capture writes lives in the same file as the data (DESIGN.md §2.1), so
 //! one SQLite transaction covers a write and its capture.
 
-use sdsync_core::hlc::{Hlc, wall_millis};
+use sdsync_core::hlc::Hlc;
 use sdsync_core::ids::device_uuid;
 
 use crate::ffi::{Db, SqlError, Value};
@@ -146,9 +146,9 @@ pub fn intern_origin(db: Db, uuid: &str) -> Result<i64, SqlError> {
 }
 
 /// Issues the next HLC (send rule) and persists it, inside the caller's transaction.
-pub fn hlc_now(db: Db) -> Result<Hlc, SqlError> {
+pub fn hlc_now(db: Db, wall_ms: u64) -> Result<Hlc, SqlError> {
     ensure(db)?;
-    let wall = Hlc::from_wall(wall_millis()).as_i64();
+    let wall = Hlc::from_wall(wall_ms).as_i64();
     let raw = db
         .query_i64(
             "UPDATE sdsync_clock SET hlc = max(hlc + 1, ?1) RETURNING hlc",

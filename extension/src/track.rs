@@ -157,10 +157,10 @@ pub fn untrack(db: Db, table: &str) -> Result<String, TrackError> {
 
 /// Gives a copied database file its own device identity and re-installs the
 /// triggers, which name the local origin.
-pub fn reidentify(db: Db) -> Result<String, TrackError> {
+pub fn reidentify(db: Db, given: Option<String>) -> Result<String, TrackError> {
     in_savepoint(db, || {
         store::ensure(db)?;
-        let uuid = device_uuid();
+        let uuid = given.unwrap_or_else(device_uuid);
         let origin = store::assign_identity(db, &uuid)?;
         for spec in Catalog::load(db)?.ordered {
             install_triggers(db, &spec, origin)?;

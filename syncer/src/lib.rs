@@ -17,3 +17,4 @@
 pub mod bench;
 pub mod demo;
 pub mod library;
+pub mod proto;

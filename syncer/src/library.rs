@@ -47,7 +47,7 @@ pub enum LibraryError {
 }
 
 /// One change as `sdsync_changes` presents it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Change {
     /// Table.
     pub tbl: String,

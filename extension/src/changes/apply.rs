@@ -18,7 +18,7 @@ use std::rc::Rc;
 
 use serde_json::{Map, Value as Json};
 
-use sdsync_core::hlc::{Hlc, wall_millis};
+use sdsync_core::hlc::Hlc;
 use sdsync_core::merge::{
     Delete, Group, Piece, RowState, Upsert, Version, assemble, normalize, plan_delete, plan_upsert,
     with_win,
@@ -56,6 +56,10 @@ enum Key {
     Resolve(i64, usize),
     /// A row's id and version groups.
     State(i64),
+    /// Rows of a table referencing a row through column `usize`.
+    Children(i64, usize),
+    /// Rows of a table that parked changes wait for and that exist now.
+    Ready(i64),
 }
 
 /// FNV-1a: the statement cache is looked up several times per applied change and
@@ -110,6 +114,8 @@ pub struct Engine {
     refs: HashMap<(i64, usize), HashMap<String, Value>, BuildHasherDefault<FastHash>>,
     /// A value the persisted clock is known to have reached.
     clock_floor: u64,
+    /// The wall clock of the current apply (the connection's, see `Conn::wall_ms`).
+    wall_ms: u64,
 }
 
 impl Engine {
@@ -129,12 +135,20 @@ impl Engine {
             tombstones_empty: None,
             refs: HashMap::default(),
             clock_floor: 0,
+            wall_ms: 0,
         }
     }
 
     /// Applies one inserted `sdsync_changes` row.
-    pub fn apply(&mut self, fields: Fields) -> Result<(), ChangeError> {
-        self.refresh()?;
+    pub fn apply(&mut self, fields: Fields, wall_ms: u64) -> Result<(), ChangeError> {
+        self.wall_ms = wall_ms;
+        let others_wrote = self.refresh()?;
+        if fields.is_sweep() {
+            return self.sweep();
+        }
+        if others_wrote {
+            self.sweep()?;
+        }
         let change = Change::parse(fields, &self.catalog)?;
         self.check_drift(&change)?;
         let version = Version {
@@ -154,20 +168,22 @@ impl Engine {
 
     /// Reloads the catalog and drops cached statements after any schema change;
     /// forgets what it knew of the parked table after another connection's commit.
-    fn refresh(&mut self) -> Result<(), ChangeError> {
+    /// Returns whether anyone else wrote since this engine last applied.
+    fn refresh(&mut self) -> Result<bool, ChangeError> {
         // Plain PRAGMA statements read a header field; the pragma_* table-valued
         // functions would prepare a nested statement on every call.
         let now = self.pragma("PRAGMA schema_version")?;
         let data = self.pragma("PRAGMA data_version")?;
         let seen = Some((data, self.db.total_changes()));
-        if self.data_version != seen {
+        let moved = self.data_version != seen;
+        if moved {
             self.data_version = seen;
             self.parked_empty = None;
             self.tombstones_empty = None;
             self.refs.clear();
         }
         if self.schema_version == Some(now) {
-            return Ok(());
+            return Ok(moved);
         }
         self.parked_empty = None;
         self.refs.clear();
@@ -181,7 +197,40 @@ impl Engine {
         // Re-identifying re-creates the triggers, so it moves schema_version too.
         self.local_origin = store::local_origin(self.db)?;
         self.schema_version = Some(now);
-        Ok(())
+        Ok(true)
+    }
+
+    /// Applies parked changes whose wait is over although no applied change
+    /// announced it: typically a row the app itself re-created. Runs when anyone
+    /// else wrote since the last apply, and on `INSERT INTO sdsync_changes(op)
+    /// VALUES ('sweep')`.
+    fn sweep(&mut self) -> Result<(), ChangeError> {
+        if self.parked_is_empty()? {
+            return Ok(());
+        }
+        let tables: Vec<i64> = {
+            let stmt = self.stmt("SELECT DISTINCT wait_tbl FROM sdsync_parked")?;
+            stmt.bind_all(&[])?;
+            let mut t = Vec::new();
+            while stmt.step()? {
+                t.push(stmt.int(0));
+            }
+            stmt.reset();
+            t
+        };
+        let mut ready = Vec::new();
+        for t in tables {
+            let Some(spec) = self.catalog.by_id(t).cloned() else {
+                continue;
+            };
+            let stmt = self.keyed(Key::Ready(t), || rows::ready_sql(&spec))?;
+            stmt.bind_all(&[])?;
+            while stmt.step()? {
+                ready.push((spec.clone(), stmt.value(0)));
+            }
+            stmt.reset();
+        }
+        self.wake(ready)
     }
 
     fn pragma(&mut self, sql: &'static str) -> Result<i64, SqlError> {
@@ -219,7 +268,7 @@ impl Engine {
     }
 
     fn check_drift(&self, change: &Change) -> Result<(), ChangeError> {
-        let ahead = change.hlc.ahead_of(wall_millis());
+        let ahead = change.hlc.ahead_of(self.wall_ms);
         if ahead <= self.max_drift_ms {
             return Ok(());
         }
@@ -243,7 +292,7 @@ impl Engine {
     fn raise_clock(&mut self, v: &Version) -> Result<(), ChangeError> {
         let id = self.known_origin(&v.origin)?;
         let local = id.is_some() && self.local_origin == id;
-        let target = v.hlc.max(Hlc::from_wall(wall_millis()).as_i64() as u64);
+        let target = v.hlc.max(Hlc::from_wall(self.wall_ms).as_i64() as u64);
         if !local && v.hlc <= self.clock_floor {
             return Ok(());
         }
@@ -423,10 +472,10 @@ impl Engine {
                 for i in newer {
                     keep.push(self.group_change(spec, pk, rid, &groups[i])?);
                 }
-                // The row is deleted first (the write that can fail); the
-                // apply-mode delete trigger drops its version groups. Deleting
-                // (and cascades) may free ids, so cached references go.
+                // Deleting may free ids, so cached references go.
                 self.refs.clear();
+                self.evict_children(spec, rid, pk, 0)?;
+                // The apply-mode delete trigger drops the row's version groups.
                 self.run_keyed(
                     Key::Delete(spec.id),
                     || rows::delete_sql(spec),
@@ -440,6 +489,70 @@ impl Engine {
                 Ok(())
             }
         }
+    }
+
+    /// Parks and removes the rows that reference a row apply is about to delete,
+    /// instead of letting ON DELETE CASCADE drop them unrecorded (or RESTRICT refuse
+    /// the delete). The origin deleted only the children it knew of and sends its
+    /// own tombstones for them; a child added concurrently elsewhere must come back
+    /// if the row is re-created, exactly as on the devices that never saw it go.
+    fn evict_children(
+        &mut self,
+        spec: &Rc<TableSpec>,
+        rid: i64,
+        pk: &Value,
+        depth: usize,
+    ) -> Result<(), ChangeError> {
+        if depth > 64 {
+            return Ok(());
+        }
+        let links: Vec<(Rc<TableSpec>, usize)> = self
+            .catalog
+            .ordered
+            .iter()
+            .flat_map(|c| {
+                c.columns
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, col)| col.reference.as_ref().is_some_and(|r| r.table == spec.name))
+                    .map(|(i, _)| (c.clone(), i))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let wait = (spec.clone(), pk.clone());
+        for (child, i) in links {
+            let stmt = self.keyed(Key::Children(child.id, i), || {
+                rows::children_sql(&child, i, spec)
+            })?;
+            stmt.bind_all(&[Value::Integer(rid)])?;
+            let mut found = Vec::new();
+            while stmt.step()? {
+                found.push((stmt.int(0), stmt.value(1)));
+            }
+            stmt.reset();
+            for (crid, cpk) in found {
+                if child.id == spec.id && crid == rid {
+                    continue;
+                }
+                self.evict_children(&child, crid, &cpk, depth + 1)?;
+                let (RowState::Alive(groups), _) = self.state(&child, &cpk)? else {
+                    continue;
+                };
+                let mut keep = Vec::new();
+                for g in &groups {
+                    keep.push(self.group_change(&child, &cpk, crid, g)?);
+                }
+                self.run_keyed(
+                    Key::Delete(child.id),
+                    || rows::delete_sql(&child),
+                    std::slice::from_ref(&cpk),
+                )?;
+                for (change, version) in keep {
+                    self.park(&change, &version, &wait, "its referenced row was deleted")?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A live row's group (an update newer than a delete) as a change to park.
@@ -696,7 +809,9 @@ impl Engine {
     }
 
     fn waiting_for(&mut self, spec: &TableSpec, pk: &Value) -> Result<Vec<Waiting>, SqlError> {
-        let stmt = self.stmt("SELECT tbl, pk, origin, seq FROM sdsync_parked WHERE wait_tbl = ?1 AND wait_pk = ?2 AND NOT (tbl = ?1 AND pk = ?2)")?;
+        let stmt = self.stmt(
+            "SELECT tbl, pk, origin, seq FROM sdsync_parked WHERE wait_tbl = ?1 AND wait_pk = ?2",
+        )?;
         stmt.bind_all(&[Value::Integer(spec.id), pk.clone()])?;
         let mut found = Vec::new();
         while stmt.step()? {

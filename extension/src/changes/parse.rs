@@ -188,6 +188,19 @@ pub struct Fields {
     pub values: Vec<Value>,
 }
 
+impl Fields {
+    /// `INSERT INTO sdsync_changes(op) VALUES ('sweep')`: not a change, a request
+    /// to apply parked changes whose wait is over.
+    pub fn is_sweep(&self) -> bool {
+        matches!(self.values.get(2), Some(Value::Text(op)) if op == "sweep")
+            && self
+                .values
+                .iter()
+                .enumerate()
+                .all(|(i, v)| i == 2 || *v == Value::Null)
+    }
+}
+
 impl Change {
     /// Parses and checks a change against the tracked tables.
     pub fn parse(fields: Fields, catalog: &Catalog) -> Result<Self, ChangeError> {

@@ -57,6 +57,36 @@ fn read_expr(c: &ColumnSpec) -> String {
     }
 }
 
+/// The rows of `child` whose column `i` references the `parent` row with local id
+/// `?1`: their local ids and uuids.
+pub fn children_sql(child: &TableSpec, i: usize, parent: &TableSpec) -> String {
+    let col = &child.columns[i];
+    let target = col
+        .reference
+        .as_ref()
+        .map_or(parent.local_id.as_str(), |r| r.column.as_str());
+    format!(
+        "SELECT c.{crid}, c.{cuuid} FROM {ct} c WHERE c.{col} = (SELECT p.{target} FROM {pt} p WHERE p.{prid} = ?1)",
+        crid = quote_ident(&child.local_id),
+        cuuid = quote_ident(&child.uuid_column),
+        ct = quote_ident(&child.name),
+        col = quote_ident(&col.name),
+        target = quote_ident(target),
+        pt = quote_ident(&parent.name),
+        prid = quote_ident(&parent.local_id),
+    )
+}
+
+/// The uuids of `spec`'s rows that parked changes wait for and that exist.
+pub fn ready_sql(spec: &TableSpec) -> String {
+    format!(
+        "SELECT DISTINCT p.wait_pk FROM sdsync_parked p JOIN {t} w ON w.{uuid} = p.wait_pk WHERE p.wait_tbl = {id}",
+        t = quote_ident(&spec.name),
+        uuid = quote_ident(&spec.uuid_column),
+        id = spec.id
+    )
+}
+
 /// Maps a referenced row's uuid to the value the referencing column stores.
 pub fn resolve_sql(r: &Reference) -> String {
     format!(

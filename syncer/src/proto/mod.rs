@@ -1,0 +1,12 @@
+//! The sync protocol: messages (`message`), the state machine without I/O
+//! (`node`) and what it needs from storage (`store`).
+//!
+//! ```no_run
+//! use sdsync_syncer::proto::message::{Envelope, Payload, encode};
+//! let hello = Envelope::new("library", "me", Payload::Hello { watermarks: vec![], hlc: 0, reply: true });
+//! let bytes = encode(&hello); // what a transport sends
+//! ```
+
+pub mod message;
+pub mod node;
+pub mod store;

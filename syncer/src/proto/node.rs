@@ -1,0 +1,610 @@
+//! The sync protocol as a state machine without I/O.
+//!
+//! ```no_run
+//! # use sdsync_syncer::proto::{node::{Config, Node, Output}, store::SqlStore};
+//! # fn store() -> SqlStore { unimplemented!() }
+//! let store = store();
+//! let mut node = Node::new("my-device", "library", Config::default());
+//! node.add_peer("peer");
+//! let now = 1_000;
+//! for out in node.connect("peer", now, &store).unwrap() {
+//!     if let Output::Send { to, env } = out { /* hand to the transport */ }
+//! }
+//! ```
+//!
+//! The node is fed messages, "a local commit happened" and the time, and returns
+//! messages to send and events; it never touches a socket or a clock (quinn-proto
+//! and automerge's sync module are the models), so a deterministic simulation can
+//! run many of them over a simulated network. Storage goes through [`Store`].
+//!
+//! Protocol, per pair of devices:
+//! - **Hello** on connect and every `anti_entropy_ms`: the sender's watermarks
+//!   (which double as its ACK) and HLC. The receiver refuses a clock beyond the
+//!   allowed drift; otherwise, for every origin where the sender holds more, it
+//!   sends a **Pull** (one in flight per origin, to whichever peer showed it).
+//! - **Pull** `(origin, after)` is answered with a **Page**: at most `page_rows`
+//!   changes (and about `page_bytes`) of that origin above `after`, in sequence
+//!   order, and up to which sequence the answer makes the receiver complete. The
+//!   receiver applies each page in one transaction together with that watermark,
+//!   then asks for the next page: an interruption resumes from the watermark.
+//! - **Push**: after a local commit, each connected peer gets the device's own new
+//!   changes as Pages (never anything of another origin, so nothing goes back
+//!   where it came from). Pushes may be lost; pulls guarantee convergence.
+//! - **Retry**: a Pull without answer is re-sent with exponential backoff; after
+//!   `max_attempts` it becomes a dead letter (durable, visible) and a later Hello
+//!   starts over, possibly from another peer.
+//! - **ACK / log**: a peer's Hello says what it holds of our origin. Our "log" is
+//!   the own changes some active peer has not acknowledged; peers unseen for
+//!   `horizon_ms` stop holding it back (they catch up from state).
+
+use std::collections::BTreeMap;
+
+use sdsync_core::hlc::Hlc;
+
+use crate::library::Change;
+use crate::proto::message::{Envelope, PROTOCOL_VERSION, Payload, decode};
+use crate::proto::store::{Store, StoreError};
+
+/// Tunables (milliseconds for times).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Rows per page.
+    pub page_rows: usize,
+    /// Approximate bytes per page.
+    pub page_bytes: usize,
+    /// Interval between anti-entropy Hellos.
+    pub anti_entropy_ms: u64,
+    /// How long a Pull may go unanswered before it is retried.
+    pub pull_timeout_ms: u64,
+    /// Base of the exponential retry backoff.
+    pub backoff_ms: u64,
+    /// Attempts before a Pull becomes a dead letter.
+    pub max_attempts: u32,
+    /// A peer unseen this long no longer holds back the log.
+    pub horizon_ms: u64,
+    /// Refuse peers whose clock is this far ahead of ours.
+    pub max_drift_ms: u64,
+    /// Pages pushed per peer and commit notification.
+    pub push_pages: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            page_rows: 500,
+            page_bytes: 256 * 1024,
+            anti_entropy_ms: 5_000,
+            pull_timeout_ms: 2_000,
+            backoff_ms: 250,
+            max_attempts: 6,
+            horizon_ms: 7 * 24 * 3600 * 1000,
+            max_drift_ms: 300_000,
+            push_pages: 4,
+        }
+    }
+}
+
+/// What the node asks its driver to do or report.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Send a message to a peer.
+    Send {
+        /// Peer device.
+        to: String,
+        /// The message.
+        env: Envelope,
+    },
+    /// Something worth reporting.
+    Event(Event),
+}
+
+/// Reportable events.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// Changes from a peer were applied.
+    Applied {
+        /// Peer.
+        peer: String,
+        /// Origin of the changes.
+        origin: String,
+        /// How many.
+        count: usize,
+    },
+    /// A peer or message was refused (bad envelope, clock, unknown sender).
+    Refused {
+        /// Peer (or sender as claimed).
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+    /// A peer refused us.
+    RefusedBy {
+        /// Peer.
+        peer: String,
+        /// Its reason.
+        reason: String,
+    },
+    /// Bytes that are not a message.
+    Malformed {
+        /// The decoder's reason.
+        reason: String,
+    },
+    /// A page could not be applied; kept as a dead letter.
+    ApplyFailed {
+        /// Peer.
+        peer: String,
+        /// The error.
+        reason: String,
+    },
+    /// A request gave up after its retries; kept as a dead letter.
+    DeadLetter {
+        /// Peer.
+        peer: String,
+        /// What.
+        what: String,
+    },
+}
+
+#[derive(Clone, Debug, Default)]
+struct Peer {
+    connected: bool,
+    hello_seen: bool,
+    last_seen: u64,
+    /// The peer's watermarks (its ACK).
+    acks: BTreeMap<String, i64>,
+    /// Own sequence pushed to this peer.
+    pushed: i64,
+    refused: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct Pending {
+    peer: String,
+    after: i64,
+    deadline: u64,
+    attempts: u32,
+}
+
+/// One device's protocol state.
+pub struct Node {
+    me: String,
+    library: String,
+    cfg: Config,
+    peers: BTreeMap<String, Peer>,
+    pulls: BTreeMap<String, Pending>,
+    next_hello: u64,
+}
+
+type Out = Result<Vec<Output>, StoreError>;
+
+impl Node {
+    /// A node for device `me` in `library`.
+    pub fn new(me: &str, library: &str, cfg: Config) -> Self {
+        Self {
+            me: me.into(),
+            library: library.into(),
+            cfg,
+            peers: BTreeMap::new(),
+            pulls: BTreeMap::new(),
+            next_hello: 0,
+        }
+    }
+
+    /// Pairs a device: only paired devices are talked to.
+    pub fn add_peer(&mut self, peer: &str) {
+        self.peers.entry(peer.into()).or_default();
+    }
+
+    /// A link to `peer` is up: say Hello.
+    pub fn connect(&mut self, peer: &str, now: u64, store: &dyn Store) -> Out {
+        let Some(p) = self.peers.get_mut(peer) else {
+            return Ok(vec![]);
+        };
+        p.connected = true;
+        p.hello_seen = false;
+        p.last_seen = now;
+        Ok(vec![self.hello(peer, true, store)?])
+    }
+
+    /// The link to `peer` is down; its outstanding pulls are dropped (a later Hello
+    /// from any peer starts them again).
+    pub fn disconnect(&mut self, peer: &str) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.connected = false;
+            p.hello_seen = false;
+        }
+        self.pulls.retain(|_, pending| pending.peer != peer);
+    }
+
+    /// The earliest time `tick` has something to do.
+    pub fn next_timer(&self) -> u64 {
+        self.pulls
+            .values()
+            .map(|p| p.deadline)
+            .fold(self.next_hello, u64::min)
+    }
+
+    /// Own changes some active peer has not acknowledged: the shared log's size.
+    pub fn log_size(&self, now: u64, store: &dyn Store) -> Result<i64, StoreError> {
+        let active = self.peers.values().filter(|p| {
+            p.refused.is_none()
+                && (p.connected || now.saturating_sub(p.last_seen) <= self.cfg.horizon_ms)
+        });
+        let Some(floor) = active
+            .map(|p| p.acks.get(&self.me).copied().unwrap_or(0))
+            .min()
+        else {
+            return Ok(0);
+        };
+        store.count_above(&self.me, floor)
+    }
+
+    /// Time passed: anti-entropy and retries.
+    pub fn tick(&mut self, now: u64, store: &dyn Store) -> Out {
+        let mut out = Vec::new();
+        if now >= self.next_hello {
+            self.next_hello = now + self.cfg.anti_entropy_ms;
+            store.sweep()?;
+            let connected: Vec<String> = self.connected().collect();
+            for peer in connected {
+                out.push(self.hello(&peer, false, store)?);
+            }
+        }
+        let due: Vec<String> = self
+            .pulls
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(o, _)| o.clone())
+            .collect();
+        for origin in due {
+            out.extend(self.retry(&origin, now, store)?);
+        }
+        Ok(out)
+    }
+
+    /// A local transaction committed: push own changes to connected peers.
+    pub fn committed(&mut self, store: &dyn Store) -> Out {
+        let mut out = Vec::new();
+        let peers: Vec<String> = self
+            .connected()
+            .filter(|p| self.peers[p].hello_seen)
+            .collect();
+        for peer in peers {
+            for _ in 0..self.cfg.push_pages {
+                let after = self.peers[&peer].pushed;
+                let (page, to) = self.page(&self.me.clone(), after, store)?;
+                if to <= after {
+                    break;
+                }
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.pushed = to;
+                }
+                let more = matches!(page, Payload::Page { more: true, .. });
+                out.push(self.send(&peer, page));
+                if !more {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A message arrived.
+    pub fn receive(&mut self, bytes: &[u8], now: u64, store: &dyn Store) -> Out {
+        let env = match decode(bytes) {
+            Ok(env) => env,
+            Err(e) => {
+                return Ok(vec![Output::Event(Event::Malformed {
+                    reason: e.to_string(),
+                })]);
+            }
+        };
+        let peer = env.sender.clone();
+        if let Some(reason) = self.envelope_problem(&env) {
+            let mut out = vec![Output::Event(Event::Refused {
+                peer: peer.clone(),
+                reason: reason.clone(),
+            })];
+            if self.peers.contains_key(&peer) {
+                out.push(self.send(&peer, Payload::Refused { reason }));
+            }
+            return Ok(out);
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.last_seen = now;
+        }
+        match env.payload {
+            Payload::Hello {
+                watermarks,
+                hlc,
+                reply,
+            } => self.on_hello(&peer, watermarks, hlc, reply, now, store),
+            Payload::Pull { origin, after } => self.on_pull(&peer, &origin, after, store),
+            Payload::Page {
+                origin,
+                after,
+                complete_to,
+                changes,
+                more,
+            } => self.on_page(
+                &peer,
+                &origin,
+                after,
+                complete_to,
+                &changes,
+                more,
+                now,
+                store,
+            ),
+            Payload::Refused { reason } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.refused = Some(reason.clone());
+                }
+                self.pulls.retain(|_, pending| pending.peer != peer);
+                Ok(vec![Output::Event(Event::RefusedBy { peer, reason })])
+            }
+        }
+    }
+
+    fn envelope_problem(&self, env: &Envelope) -> Option<String> {
+        if env.version != PROTOCOL_VERSION {
+            return Some(format!(
+                "unsupported protocol version {} (this device speaks {PROTOCOL_VERSION})",
+                env.version
+            ));
+        }
+        if env.library != self.library {
+            return Some(format!(
+                "wrong library {:?} (this device syncs {:?})",
+                env.library, self.library
+            ));
+        }
+        if !self.peers.contains_key(&env.sender) {
+            return Some(format!(
+                "device {} is not paired with this library",
+                env.sender
+            ));
+        }
+        None
+    }
+
+    fn on_hello(
+        &mut self,
+        peer: &str,
+        marks: Vec<(String, i64)>,
+        hlc: i64,
+        reply: bool,
+        now: u64,
+        store: &dyn Store,
+    ) -> Out {
+        let theirs = Hlc::from_i64(hlc).unwrap_or_default();
+        if theirs.ahead_of(now) > self.cfg.max_drift_ms {
+            let reason = format!(
+                "clock of device {peer} is {} ms ahead (HLC {theirs}; allowed drift {} ms)",
+                theirs.ahead_of(now),
+                self.cfg.max_drift_ms
+            );
+            self.pulls.retain(|_, pending| pending.peer != peer);
+            return Ok(vec![
+                Output::Event(Event::Refused {
+                    peer: peer.into(),
+                    reason: reason.clone(),
+                }),
+                self.send(peer, Payload::Refused { reason }),
+            ]);
+        }
+        let acks: BTreeMap<String, i64> = marks.into_iter().collect();
+        let ours: BTreeMap<String, i64> = store.watermarks()?.into_iter().collect();
+        let p = self.peers.entry(peer.into()).or_default();
+        p.refused = None;
+        let their_of_me = acks.get(&self.me).copied().unwrap_or(0);
+        p.pushed = if p.hello_seen {
+            p.pushed.max(their_of_me)
+        } else {
+            their_of_me
+        };
+        p.hello_seen = true;
+        p.acks = acks.clone();
+        let mut out = Vec::new();
+        if reply {
+            out.push(self.hello(peer, false, store)?);
+        }
+        for (origin, seq) in acks {
+            let have = ours.get(&origin).copied().unwrap_or(0);
+            if origin != self.me && seq > have && !self.pulls.contains_key(&origin) {
+                out.push(self.start_pull(peer, &origin, have, now));
+            }
+        }
+        Ok(out)
+    }
+
+    fn on_pull(&mut self, peer: &str, origin: &str, after: i64, store: &dyn Store) -> Out {
+        let (page, _) = self.page(origin, after, store)?;
+        Ok(vec![self.send(peer, page)])
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_page(
+        &mut self,
+        peer: &str,
+        origin: &str,
+        after: i64,
+        complete_to: i64,
+        changes: &[Change],
+        more: bool,
+        now: u64,
+        store: &dyn Store,
+    ) -> Out {
+        if origin == self.me {
+            return Ok(vec![]);
+        }
+        if let Some(c) = changes.iter().find(|c| c.origin != origin) {
+            let reason = format!(
+                "page of origin {origin} holds a change of origin {}",
+                c.origin
+            );
+            return self.failed(peer, origin, after, reason, store);
+        }
+        let have = store
+            .watermarks()?
+            .into_iter()
+            .find(|(o, _)| o == origin)
+            .map_or(0, |(_, s)| s);
+        let complete = (have >= after).then_some((origin, complete_to));
+        if let Err(e) = store.apply(changes, complete) {
+            return self.failed(peer, origin, after, e.to_string(), store);
+        }
+        let mut out = Vec::new();
+        if !changes.is_empty() {
+            out.push(Output::Event(Event::Applied {
+                peer: peer.into(),
+                origin: origin.into(),
+                count: changes.len(),
+            }));
+        }
+        let mine = self.pulls.get(origin).is_some_and(|p| p.peer == peer);
+        if mine && more {
+            let last = changes.last().map_or(complete_to, |c| c.seq);
+            out.push(self.start_pull(peer, origin, last, now));
+        } else if mine {
+            self.pulls.remove(origin);
+            out.push(self.hello(peer, false, store)?);
+        } else if complete.is_none() && !self.pulls.contains_key(origin) {
+            // A pushed page beyond a gap: fetch the gap.
+            out.push(self.start_pull(peer, origin, have, now));
+        } else if !more {
+            out.push(self.hello(peer, false, store)?);
+        }
+        Ok(out)
+    }
+
+    fn failed(
+        &mut self,
+        peer: &str,
+        origin: &str,
+        after: i64,
+        reason: String,
+        store: &dyn Store,
+    ) -> Out {
+        self.pulls.remove(origin);
+        store.dead_letter(
+            peer,
+            &format!("page of origin {origin} after {after}"),
+            &reason,
+        )?;
+        Ok(vec![Output::Event(Event::ApplyFailed {
+            peer: peer.into(),
+            reason,
+        })])
+    }
+
+    fn retry(&mut self, origin: &str, now: u64, store: &dyn Store) -> Out {
+        let Some(p) = self.pulls.get(origin).cloned() else {
+            return Ok(vec![]);
+        };
+        let connected = self.peers.get(&p.peer).is_some_and(|x| x.connected);
+        if p.attempts >= self.cfg.max_attempts || !connected {
+            self.pulls.remove(origin);
+            let what = format!("pull of origin {origin} after {}", p.after);
+            if !connected {
+                return Ok(vec![]);
+            }
+            store.dead_letter(
+                &p.peer,
+                &what,
+                &format!("no answer after {} attempts", p.attempts),
+            )?;
+            return Ok(vec![Output::Event(Event::DeadLetter {
+                peer: p.peer,
+                what,
+            })]);
+        }
+        let backoff = self.cfg.backoff_ms.saturating_mul(1 << p.attempts.min(16));
+        self.pulls.insert(
+            origin.into(),
+            Pending {
+                deadline: now + self.cfg.pull_timeout_ms + backoff,
+                attempts: p.attempts + 1,
+                ..p.clone()
+            },
+        );
+        Ok(vec![self.send(
+            &p.peer,
+            Payload::Pull {
+                origin: origin.into(),
+                after: p.after,
+            },
+        )])
+    }
+
+    fn start_pull(&mut self, peer: &str, origin: &str, after: i64, now: u64) -> Output {
+        self.pulls.insert(
+            origin.into(),
+            Pending {
+                peer: peer.into(),
+                after,
+                deadline: now + self.cfg.pull_timeout_ms,
+                attempts: 1,
+            },
+        );
+        self.send(
+            peer,
+            Payload::Pull {
+                origin: origin.into(),
+                after,
+            },
+        )
+    }
+
+    /// A page of `origin` above `after`, and the sequence it completes to.
+    fn page(
+        &self,
+        origin: &str,
+        after: i64,
+        store: &dyn Store,
+    ) -> Result<(Payload, i64), StoreError> {
+        let slice = store.slice(origin, after, self.cfg.page_rows, self.cfg.page_bytes)?;
+        let held = store
+            .watermarks()?
+            .into_iter()
+            .find(|(o, _)| o == origin)
+            .map_or(0, |(_, s)| s);
+        let last = slice.changes.last().map_or(after, |c| c.seq);
+        let complete_to = if slice.more {
+            last.min(held)
+        } else {
+            held.max(after)
+        };
+        let payload = Payload::Page {
+            origin: origin.into(),
+            after,
+            complete_to,
+            changes: slice.changes,
+            more: slice.more,
+        };
+        Ok((payload, complete_to))
+    }
+
+    fn hello(&self, peer: &str, reply: bool, store: &dyn Store) -> Result<Output, StoreError> {
+        let payload = Payload::Hello {
+            watermarks: store.watermarks()?,
+            hlc: store.hlc()?,
+            reply,
+        };
+        Ok(self.send(peer, payload))
+    }
+
+    fn send(&self, to: &str, payload: Payload) -> Output {
+        Output::Send {
+            to: to.into(),
+            env: Envelope::new(&self.library, &self.me, payload),
+        }
+    }
+
+    fn connected(&self) -> impl Iterator<Item = String> + '_ {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.connected && p.refused.is_none())
+            .map(|(k, _)| k.clone())
+    }
+}

@@ -1,0 +1,675 @@
+//! A deterministic simulation of N devices running the protocol state machine over
+//! a simulated network with virtual time.
+//!
+//! ```no_run
+//! let report = sdsync_tests::sim::run(42, 4).expect("converged");
+//! println!("{report:?}");
+//! ```
+//!
+//! Each device is a real SQLite database (in memory) with the real extension and a
+//! `Node`. The network delays (reordering), loses and duplicates messages, and cuts
+//! links (partitions that heal); devices crash (the `Node` is dropped and rebuilt
+//! from the database), join late, and run with skewed clocks (within the allowed
+//! drift). Every device's wall clock is virtual (`sdsync_test_clock`) and device ids
+//! are fixed per seed, so a seed replays exactly. After the random phase the
+//! network heals and is driven to quiescence within a bound; then the invariants
+//! are checked (`check`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::{Connection, params};
+use sdsync_syncer::library::{Library, digest};
+use sdsync_syncer::proto::message::{Payload, encode};
+use sdsync_syncer::proto::node::{Config, Event, Node, Output};
+use sdsync_syncer::proto::store::{SqlStore, Store};
+
+/// SplitMix64: small, fast, deterministic.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for a seed.
+    pub fn new(seed: u64) -> Self {
+        Self(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+
+    /// Next value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// True with probability `p` percent.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// What a run did (for the report line).
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages lost.
+    pub lost: u64,
+    /// Messages duplicated.
+    pub duplicated: u64,
+    /// Local write transactions.
+    pub writes: u64,
+    /// Crashes.
+    pub crashes: u64,
+    /// Partitions.
+    pub partitions: u64,
+    /// Dead letters recorded.
+    pub dead_letters: u64,
+    /// Virtual milliseconds to quiescence after healing.
+    pub settle_ms: u64,
+    /// Pulls and pages sent (anti-entropy Hellos not counted).
+    pub data_msgs: u64,
+}
+
+struct Device {
+    id: String,
+    store: SqlStore,
+    node: Node,
+    up: bool,
+    joined: bool,
+    skew: i64,
+    /// Sequence ranges `(before, after]` its own write transactions issued.
+    written: Vec<(i64, i64)>,
+    /// Its local writes, for failure reports.
+    log: Vec<String>,
+}
+
+struct Packet {
+    at: u64,
+    id: u64,
+    from: usize,
+    to: usize,
+    bytes: Vec<u8>,
+}
+
+const LIBRARY: &str = "sim-library";
+/// Virtual epoch: 2026-11-22T00:00:00Z.
+const BASE_MS: u64 = 1_795_305_600_000;
+
+struct Sim {
+    rng: Rng,
+    now: u64,
+    devices: Vec<Device>,
+    packets: Vec<Packet>,
+    next_packet: u64,
+    cut: BTreeMap<(usize, usize), u64>,
+    cfg: Config,
+    faults: bool,
+    report: Report,
+    trace: Vec<String>,
+    problems: Vec<String>,
+}
+
+/// Runs one seed with `n` devices; `Err` explains what broke.
+pub fn run(seed: u64, n: usize) -> Result<Report, String> {
+    let ext = sdsync_syncer::library::extension_path(None).map_err(|e| e.to_string())?;
+    let mut rng = Rng::new(seed);
+    let cfg = Config {
+        page_rows: 1 + rng.below(40) as usize,
+        page_bytes: 2_000 + rng.below(20_000) as usize,
+        anti_entropy_ms: 200,
+        pull_timeout_ms: 150,
+        backoff_ms: 20,
+        max_attempts: 4,
+        horizon_ms: 60_000,
+        max_drift_ms: 300_000,
+        push_pages: 2,
+    };
+    let mut devices = Vec::new();
+    for i in 0..n {
+        let lib = Library::create(":memory:".as_ref(), &ext).map_err(|e| e.to_string())?;
+        let id = format!(
+            "00000000-0000-4000-8000-{:012x}",
+            seed.wrapping_mul(16).wrapping_add(i as u64) & 0xffff_ffff_ffff
+        );
+        lib.conn
+            .query_row("SELECT sdsync_reidentify(?1)", [&id], |_| Ok(()))
+            .map_err(|e| e.to_string())?;
+        let store = SqlStore::new(
+            lib,
+            Connection::open_in_memory().map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut node = Node::new(&id, LIBRARY, cfg.clone());
+        for j in 0..n {
+            if j != i {
+                node.add_peer(&peer_id(seed, j));
+            }
+        }
+        devices.push(Device {
+            id,
+            store,
+            node,
+            up: true,
+            joined: i < 2 || rng.chance(60),
+            skew: rng.below(120_000) as i64 - 60_000,
+            written: Vec::new(),
+            log: Vec::new(),
+        });
+    }
+    let mut sim = Sim {
+        rng,
+        now: 0,
+        devices,
+        packets: Vec::new(),
+        next_packet: 0,
+        cut: BTreeMap::new(),
+        cfg: cfg.clone(),
+        faults: true,
+        report: Report::default(),
+        trace: Vec::new(),
+        problems: Vec::new(),
+    };
+    sim.start();
+    let steps = 300 + sim.rng.below(300);
+    sim.chaos(steps)?;
+    sim.settle()?;
+    sim.check()
+        .map_err(|e| format!("{e}\nlast events:\n{}", sim.trace.join("\n")))?;
+    Ok(sim.report)
+}
+
+fn peer_id(seed: u64, i: usize) -> String {
+    format!(
+        "00000000-0000-4000-8000-{:012x}",
+        seed.wrapping_mul(16).wrapping_add(i as u64) & 0xffff_ffff_ffff
+    )
+}
+
+impl Sim {
+    fn wall(&self, d: usize) -> u64 {
+        (BASE_MS + self.now).saturating_add_signed(self.devices[d].skew)
+    }
+
+    /// Points device `d`'s database clock at its virtual wall clock.
+    fn clock(&self, d: usize) {
+        let _ = self.devices[d].store.lib.conn.query_row(
+            "SELECT sdsync_test_clock(?1)",
+            [self.wall(d) as i64],
+            |_| Ok(()),
+        );
+    }
+
+    fn link_up(&self, a: usize, b: usize) -> bool {
+        let (da, db) = (&self.devices[a], &self.devices[b]);
+        da.up && db.up && da.joined && db.joined && !self.cut.contains_key(&(a.min(b), a.max(b)))
+    }
+
+    fn start(&mut self) {
+        for a in 0..self.devices.len() {
+            for b in 0..self.devices.len() {
+                if a != b && self.link_up(a, b) {
+                    self.connect(a, b);
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, a: usize, b: usize) {
+        self.clock(a);
+        let peer = self.devices[b].id.clone();
+        let wall = self.wall(a);
+        let dev = &mut self.devices[a];
+        let out = dev.node.connect(&peer, wall, &dev.store);
+        self.handle(a, out);
+    }
+
+    /// Re-evaluates every link after a topology change.
+    fn relink(&mut self, before: &BTreeSet<(usize, usize)>) {
+        let n = self.devices.len();
+        for a in 0..n {
+            for b in 0..n {
+                if a == b {
+                    continue;
+                }
+                let (was, is) = (before.contains(&(a, b)), self.link_up(a, b));
+                if was && !is {
+                    let peer = self.devices[b].id.clone();
+                    self.devices[a].node.disconnect(&peer);
+                } else if !was && is {
+                    self.connect(a, b);
+                }
+            }
+        }
+    }
+
+    fn links(&self) -> BTreeSet<(usize, usize)> {
+        let n = self.devices.len();
+        (0..n)
+            .flat_map(|a| (0..n).map(move |b| (a, b)))
+            .filter(|&(a, b)| a != b && self.link_up(a, b))
+            .collect()
+    }
+
+    fn handle(
+        &mut self,
+        from: usize,
+        out: Result<Vec<Output>, sdsync_syncer::proto::store::StoreError>,
+    ) {
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                self.problems
+                    .push(format!("device {from}: storage error {e}"));
+                return;
+            }
+        };
+        for o in out {
+            match o {
+                Output::Send { to, env } => {
+                    let Some(to) = self.devices.iter().position(|d| d.id == to) else {
+                        continue;
+                    };
+                    self.report.sent += 1;
+                    if matches!(env.payload, Payload::Pull { .. } | Payload::Page { .. }) {
+                        self.report.data_msgs += 1;
+                    }
+                    let bytes = encode(&env);
+                    if self.faults && self.rng.chance(5) {
+                        self.report.lost += 1;
+                        continue;
+                    }
+                    let copies = if self.faults && self.rng.chance(5) {
+                        2
+                    } else {
+                        1
+                    };
+                    self.report.duplicated += copies - 1;
+                    for _ in 0..copies {
+                        let at = self.now + 1 + self.rng.below(if self.faults { 60 } else { 5 });
+                        self.next_packet += 1;
+                        self.packets.push(Packet {
+                            at,
+                            id: self.next_packet,
+                            from,
+                            to,
+                            bytes: bytes.clone(),
+                        });
+                    }
+                }
+                Output::Event(e) => self.event(from, e),
+            }
+        }
+    }
+
+    fn event(&mut self, d: usize, e: Event) {
+        match &e {
+            Event::DeadLetter { .. } => self.report.dead_letters += 1,
+            Event::ApplyFailed { .. }
+            | Event::Refused { .. }
+            | Event::RefusedBy { .. }
+            | Event::Malformed { .. } => {
+                self.problems
+                    .push(format!("t={} device {d}: {e:?}", self.now));
+            }
+            Event::Applied { .. } => {}
+        }
+        self.trace.push(format!("t={} d{d}: {e:?}", self.now));
+        if self.trace.len() > 40 {
+            self.trace.remove(0);
+        }
+    }
+
+    /// Delivers every packet due by `now`, in (time, id) order.
+    fn deliver(&mut self) {
+        loop {
+            let due = self
+                .packets
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.at <= self.now)
+                .min_by_key(|(_, p)| (p.at, p.id))
+                .map(|(i, _)| i);
+            let Some(i) = due else { break };
+            let p = self.packets.swap_remove(i);
+            if !self.link_up(p.from, p.to) {
+                continue;
+            }
+            self.clock(p.to);
+            let wall = self.wall(p.to);
+            let dev = &mut self.devices[p.to];
+            let out = dev.node.receive(&p.bytes, wall, &dev.store);
+            self.handle(p.to, out);
+        }
+    }
+
+    fn tick_all(&mut self) {
+        for d in 0..self.devices.len() {
+            if !self.devices[d].up || !self.devices[d].joined {
+                continue;
+            }
+            let wall = self.wall(d);
+            if self.devices[d].node.next_timer() <= wall {
+                self.clock(d);
+                let dev = &mut self.devices[d];
+                let out = dev.node.tick(wall, &dev.store);
+                self.handle(d, out);
+            }
+        }
+    }
+
+    fn chaos(&mut self, steps: u64) -> Result<(), String> {
+        for _ in 0..steps {
+            self.now += 1 + self.rng.below(25);
+            self.deliver();
+            self.tick_all();
+            let before = self.links();
+            let n = self.devices.len();
+            match self.rng.below(100) {
+                0..=49 => {
+                    let d = self.rng.below(n as u64) as usize;
+                    self.write(d)?
+                }
+                50..=53 => {
+                    let (a, b) = (
+                        self.rng.below(n as u64) as usize,
+                        self.rng.below(n as u64) as usize,
+                    );
+                    if a != b {
+                        self.report.partitions += 1;
+                        let until = self.now + 100 + self.rng.below(2_000);
+                        self.cut.insert((a.min(b), a.max(b)), until);
+                    }
+                }
+                54..=55 => {
+                    let d = self.rng.below(n as u64) as usize;
+                    if self.devices[d].up {
+                        self.crash(d);
+                    }
+                }
+                56..=60 => {
+                    let d = self.rng.below(n as u64) as usize;
+                    self.devices[d].up = true;
+                    self.devices[d].joined = true;
+                }
+                _ => {}
+            }
+            let now = self.now;
+            self.cut.retain(|_, until| *until > now);
+            self.relink(&before);
+        }
+        Ok(())
+    }
+
+    /// The node is lost; the database (everything committed) survives.
+    fn crash(&mut self, d: usize) {
+        self.report.crashes += 1;
+        let dev = &mut self.devices[d];
+        dev.up = false;
+        let mut node = Node::new(&dev.id, LIBRARY, self.cfg.clone());
+        for (j, other) in self.devices.iter().enumerate() {
+            if j != d {
+                node.add_peer(&other.id);
+            }
+        }
+        self.devices[d].node = node;
+        self.trace.push(format!("t={} d{d}: crash", self.now));
+    }
+
+    fn write(&mut self, d: usize) -> Result<(), String> {
+        if !self.devices[d].up {
+            return Ok(());
+        }
+        self.clock(d);
+        let key = self.rng.below(6);
+        let name = self.rng.below(4);
+        let album = self.rng.below(2);
+        let owner = self.rng.below(self.devices.len() as u64);
+        let val = self.rng.below(5);
+        let me = d;
+        let (sql, touched): (String, Vec<(&str, String)>) = match self.rng.below(10) {
+            0..=2 => {
+                let col = ["color", "icon", "description"][self.rng.below(3) as usize];
+                (
+                    format!(
+                        "INSERT OR IGNORE INTO tags(uuid, canonical_name) VALUES (sdsync_uuid_v5('tag', 'tag{name}'), 'tag{name}');
+                         UPDATE tags SET {col} = 'v{val}-{me}' WHERE uuid = sdsync_uuid_v5('tag', 'tag{name}');"
+                    ),
+                    vec![("tags", format!("tag{name}"))],
+                )
+            }
+            3 => (
+                format!("DELETE FROM tags WHERE uuid = sdsync_uuid_v5('tag', 'tag{name}')"),
+                vec![("tags", format!("tag{name}"))],
+            ),
+            4..=5 => {
+                let parent = if self.rng.chance(50) {
+                    format!(
+                        "(SELECT id FROM entries WHERE uuid = 'd{me}-e{}' AND parent_id IS NULL)",
+                        self.rng.below(3)
+                    )
+                } else {
+                    "NULL".into()
+                };
+                (
+                    format!(
+                        "INSERT OR IGNORE INTO entries(uuid, name, parent_id) VALUES ('d{me}-e{key}', 'n{key}', {parent})"
+                    ),
+                    vec![("entries", format!("d{me}-e{key}"))],
+                )
+            }
+            6 => (
+                format!("UPDATE entries SET size = {val} WHERE uuid = 'd{me}-e{key}'"),
+                vec![("entries", format!("d{me}-e{key}"))],
+            ),
+            7 => (
+                format!("DELETE FROM entries WHERE uuid = 'd{me}-e{key}'"),
+                vec![("entries", format!("d{me}-e{key}"))],
+            ),
+            _ => {
+                let entry = format!("d{owner}-e{key}");
+                if self.rng.chance(70) {
+                    (
+                        format!(
+                            "INSERT OR IGNORE INTO collections(uuid, name) VALUES (sdsync_uuid_v5('album', 'a{album}'), 'a{album}');
+                             INSERT OR IGNORE INTO collection_entries(uuid, collection_id, entry_id)
+                               SELECT sdsync_uuid_v5('collection_entry', c.uuid || '/' || e.uuid), c.id, e.id
+                               FROM collections c, entries e WHERE c.uuid = sdsync_uuid_v5('album', 'a{album}') AND e.uuid = '{entry}';"
+                        ),
+                        vec![("collections", format!("a{album}")), ("collection_entries", format!("a{album}/{entry}"))],
+                    )
+                } else {
+                    (
+                        format!(
+                            "DELETE FROM collection_entries WHERE uuid = sdsync_uuid_v5('collection_entry', sdsync_uuid_v5('album', 'a{album}') || '/' || '{entry}')"
+                        ),
+                        vec![("collection_entries", format!("a{album}/{entry}"))],
+                    )
+                }
+            }
+        };
+        let dev = &mut self.devices[d];
+        let before: i64 = dev
+            .store
+            .lib
+            .conn
+            .query_row("SELECT seq FROM sdsync_clock", [], |r| r.get(0))
+            .unwrap_or(-1);
+        dev.store
+            .lib
+            .exec(&format!("BEGIN; {sql}; COMMIT;"))
+            .map_err(|e| format!("device {d} write failed: {e}"))?;
+        let _ = touched;
+        let seq: i64 = dev
+            .store
+            .lib
+            .conn
+            .query_row("SELECT seq FROM sdsync_clock", [], |r| r.get(0))
+            .unwrap_or(-1);
+        dev.written.push((before, seq));
+        dev.log.push(format!(
+            "t={} seq->{seq}: {}",
+            self.now,
+            sql.split_whitespace().collect::<Vec<_>>().join(" ")
+        ));
+        self.report.writes += 1;
+        let out = dev.node.committed(&dev.store);
+        self.handle(d, out);
+        Ok(())
+    }
+
+    /// Heals everything and drives the network without faults to quiescence.
+    fn settle(&mut self) -> Result<(), String> {
+        let before = self.links();
+        self.faults = false;
+        self.cut.clear();
+        for d in &mut self.devices {
+            d.up = true;
+            d.joined = true;
+        }
+        self.relink(&before);
+        let start = self.now;
+        let mut quiet_rounds = 0;
+        while self.now - start < 120_000 {
+            let watermarks = self.all_watermarks();
+            let data = self.report.data_msgs;
+            for _ in 0..50 {
+                self.now += 10;
+                self.deliver();
+                self.tick_all();
+            }
+            // Hellos never stop; quiet means a round without pulls or pages.
+            let quiet = self.report.data_msgs == data && self.all_watermarks() == watermarks;
+            if quiet && self.converged() {
+                quiet_rounds += 1;
+                if quiet_rounds >= 3 {
+                    self.report.settle_ms = self.now - start;
+                    return Ok(());
+                }
+            } else {
+                quiet_rounds = 0;
+            }
+        }
+        let first = digest(&self.devices[0].store.lib.conn).unwrap_or_default();
+        let diffs: Vec<String> = self
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                format!(
+                    "device {i} ({}): {:?}\n{}",
+                    d.id,
+                    d.store.watermarks().unwrap_or_default(),
+                    diff(&first, &digest(&d.store.lib.conn).unwrap_or_default())
+                )
+            })
+            .collect();
+        Err(format!(
+            "no quiescence within 120 s of virtual time ({} packets in flight)\n{}\nlast events:\n{}",
+            self.packets.len(),
+            diffs.join("\n"),
+            self.trace.join("\n")
+        ))
+    }
+
+    fn all_watermarks(&self) -> Vec<Vec<(String, i64)>> {
+        self.devices
+            .iter()
+            .map(|d| d.store.watermarks().unwrap_or_default())
+            .collect()
+    }
+
+    fn converged(&self) -> bool {
+        let first = digest(&self.devices[0].store.lib.conn).ok();
+        self.devices
+            .iter()
+            .all(|d| digest(&d.store.lib.conn).ok() == first)
+    }
+
+    /// The invariants of a finished run.
+    fn check(&self) -> Result<(), String> {
+        if let Some(p) = self.problems.first() {
+            return Err(format!("protocol problem: {p}"));
+        }
+        let first = digest(&self.devices[0].store.lib.conn).map_err(|e| e.to_string())?;
+        for (i, d) in self.devices.iter().enumerate() {
+            let mine = digest(&d.store.lib.conn).map_err(|e| e.to_string())?;
+            if mine != first {
+                return Err(format!(
+                    "device {i} diverged from device 0:\n{}",
+                    diff(&first, &mine)
+                ));
+            }
+        }
+        for (i, d) in self.devices.iter().enumerate() {
+            let seq: i64 = d
+                .store
+                .lib
+                .conn
+                .query_row("SELECT seq FROM sdsync_clock", [], |r| r.get(0))
+                .map_err(|e| e.to_string())?;
+            for (j, other) in self.devices.iter().enumerate() {
+                let held = other.store.watermarks().map_err(|e| e.to_string())?;
+                let have = held.iter().find(|(o, _)| *o == d.id).map_or(0, |(_, s)| *s);
+                if have < seq {
+                    return Err(format!(
+                        "device {j} holds device {i}'s changes only up to {have} of {seq} (lost?)"
+                    ));
+                }
+            }
+            self.check_no_echo(i, d)?;
+            let log = d
+                .node
+                .log_size(self.wall(i), &d.store)
+                .map_err(|e| e.to_string())?;
+            if log != 0 {
+                return Err(format!(
+                    "device {i}: shared log holds {log} changes at rest"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every change a device holds under its own origin was issued by one of its
+    /// own write transactions (cascades included), never by applying a peer's.
+    fn check_no_echo(&self, i: usize, d: &Device) -> Result<(), String> {
+        let mut stmt = d
+            .store
+            .lib
+            .conn
+            .prepare("SELECT tbl, pk, seq FROM sdsync_changes WHERE origin = ?1")
+            .map_err(|e| e.to_string())?;
+        let rows: Vec<(String, String, i64)> = stmt
+            .query_map(params![d.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .and_then(|r| r.collect())
+            .map_err(|e| e.to_string())?;
+        for (tbl, pk, seq) in rows {
+            if !d.written.iter().any(|(lo, hi)| *lo < seq && seq <= *hi) {
+                return Err(format!(
+                    "device {i} holds {tbl} {pk} seq {seq} under its own origin, issued by none of its writes (echo)\nits writes:\n{}",
+                    d.log.join("\n")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn diff(a: &BTreeMap<String, Vec<String>>, b: &BTreeMap<String, Vec<String>>) -> String {
+    let mut out = String::new();
+    for (t, rows) in a {
+        let other = b.get(t).cloned().unwrap_or_default();
+        for r in rows.iter().filter(|r| !other.contains(r)) {
+            out += &format!("  only in 0: {t} {r}\n");
+        }
+        for r in other.iter().filter(|r| !rows.contains(r)) {
+            out += &format!("  only in i: {t} {r}\n");
+        }
+    }
+    out
+}

@@ -1,0 +1,110 @@
+//! The protocol under deterministic simulation: many seeds, 3–5 devices each.
+//!
+//! - CI: `cargo test --release -p sdsync-tests --test simulation` runs 500 seeds.
+//! - Long run: `SDSYNC_SIM_SEEDS=10000 cargo test --release -p sdsync-tests --test simulation seeds -- --nocapture`
+//!   (`SDSYNC_SIM_START` picks the first seed).
+//! - Replay one: `SDSYNC_SIM_SEED=123 cargo test --release -p sdsync-tests --test simulation replay -- --nocapture`.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sdsync_tests::sim;
+
+/// Seeds that ever failed; they run on every test run.
+/// (3, 4, 11, 12, 13, 15, 19, 20, 34, 40: cascades during apply and parked changes
+/// waiting for rows the app re-created; see the README.)
+const REGRESSIONS: &[u64] = &[3, 4, 11, 12, 13, 15, 19, 20, 34, 40];
+
+fn devices(seed: u64) -> usize {
+    3 + (seed % 3) as usize
+}
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn replay_hint(seed: u64) -> String {
+    format!(
+        "replay: SDSYNC_SIM_SEED={seed} cargo test --release -p sdsync-tests --test simulation replay -- --nocapture"
+    )
+}
+
+#[test]
+fn seeds() {
+    let count = env("SDSYNC_SIM_SEEDS", 500);
+    let start = env("SDSYNC_SIM_START", 0);
+    let next = AtomicU64::new(start);
+    let failures = Mutex::new(Vec::new());
+    let totals = Mutex::new(sim::Report::default());
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                loop {
+                    let seed = next.fetch_add(1, Ordering::SeqCst);
+                    if seed >= start + count {
+                        break;
+                    }
+                    match sim::run(seed, devices(seed)) {
+                        Ok(r) => {
+                            let mut t = totals.lock().expect("totals");
+                            t.sent += r.sent;
+                            t.lost += r.lost;
+                            t.duplicated += r.duplicated;
+                            t.writes += r.writes;
+                            t.crashes += r.crashes;
+                            t.partitions += r.partitions;
+                            t.dead_letters += r.dead_letters;
+                        }
+                        Err(e) => failures
+                            .lock()
+                            .expect("failures")
+                            .push(format!("seed {seed}: {e}\n{}", replay_hint(seed))),
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().expect("failures");
+    let totals = totals.into_inner().expect("totals");
+    println!(
+        "simulated {count} seeds from {start}: {totals:?}; {} diverged",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {count} seeds failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn regression_seeds() {
+    for &seed in REGRESSIONS {
+        if let Err(e) = sim::run(seed, devices(seed)) {
+            panic!("regression seed {seed}: {e}\n{}", replay_hint(seed));
+        }
+    }
+}
+
+#[test]
+fn replay() {
+    let Ok(seed) = std::env::var("SDSYNC_SIM_SEED") else {
+        return;
+    };
+    let seed: u64 = seed.parse().expect("SDSYNC_SIM_SEED is a number");
+    match sim::run(seed, devices(seed)) {
+        Ok(r) => println!("seed {seed}: converged: {r:?}"),
+        Err(e) => panic!("seed {seed}: {e}"),
+    }
+}
+
+#[test]
+fn seeds_replay_identically() {
+    let a = sim::run(7, 4).map(|r| (r.sent, r.lost, r.writes, r.settle_ms));
+    let b = sim::run(7, 4).map(|r| (r.sent, r.lost, r.writes, r.settle_ms));
+    assert_eq!(a, b);
+}
