@@ -199,6 +199,23 @@ pub enum Value {
     Blob(Vec<u8>),
 }
 
+/// Values in messages: text as is, other values as SQL literals would show them.
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Null => f.write_str("NULL"),
+            Value::Integer(v) => write!(f, "{v}"),
+            Value::Real(v) => write!(f, "{v}"),
+            Value::Text(s) => f.write_str(s),
+            Value::Blob(b) => write!(
+                f,
+                "x'{}'",
+                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+            ),
+        }
+    }
+}
+
 impl Stmt {
     fn check(&self, rc: c_int) -> Result<(), SqlError> {
         if rc == SQLITE_OK {

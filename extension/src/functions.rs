@@ -180,14 +180,14 @@ fn refuse_foreign_write(c: &Call) -> Result<Value, String> {
         .unwrap_or_else(|_| "another device".into());
     let pk = c.args.get(1).cloned().unwrap_or(Value::Null);
     Err(format!(
-        "sdsync: row {pk:?} of device-owned table {table} is owned by device {owner}; only its owner may change or delete it"
+        "sdsync: row {pk} of device-owned table {table} is owned by device {owner}; only its owner may change or delete it"
     ))
 }
 
 fn refuse_rekey(c: &Call) -> Result<Value, String> {
     let table = c.text(0, "table")?;
     Err(format!(
-        "sdsync: the uuid of a synced row identifies it on every device and cannot change (table {table}: {:?} -> {:?}); delete the row and insert a new one instead",
+        "sdsync: the uuid and local id of a synced row identify it and cannot change (table {table}: {} -> {}); delete the row and insert a new one instead",
         c.args.get(1).cloned().unwrap_or(Value::Null),
         c.args.get(2).cloned().unwrap_or(Value::Null)
     ))

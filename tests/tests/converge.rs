@@ -467,3 +467,64 @@ fn a_local_delete_between_applies_on_one_connection_is_seen() {
         "the local tombstone stops the stale upsert"
     );
 }
+
+/// A membership added on one device to an entry that its owner deletes (without
+/// knowing the membership) and re-creates: every device ends with the membership,
+/// whatever order it saw things in (found by the simulation, seeds 3, 4, 11…).
+#[test]
+fn children_of_a_deleted_row_come_back_when_it_is_re_created() {
+    let dir = temp_dir("evict");
+    let [a, b, c]: [Lib; 3] = ["a", "b", "c"].map(|n| Lib::create(&dir.join(format!("{n}.db"))));
+    a.exec("INSERT INTO entries(uuid, name) VALUES ('e', 'photo')");
+    copy_all(&a, &b);
+    b.exec(
+        "INSERT INTO collections(uuid, name) VALUES ('album', 'Best');
+         INSERT INTO collection_entries(uuid, collection_id, entry_id)
+           SELECT 'm', c.id, e.id FROM collections c, entries e WHERE e.uuid = 'e';",
+    );
+    copy_all(&b, &c); // C sees the membership; A does not.
+    a.exec("DELETE FROM entries WHERE uuid = 'e'; INSERT INTO entries(uuid, name) VALUES ('e', 'photo again');");
+    let delete_first: Vec<Change> = a.changes();
+    apply(&c.conn, &delete_first).expect("delete and re-create arrive at C");
+    assert_eq!(
+        c.count("collection_entries"),
+        1,
+        "parked while the entry was gone, back now"
+    );
+    copy_all(&b, &a);
+    for _ in 0..2 {
+        for (x, y) in [(&a, &b), (&b, &c), (&c, &a), (&b, &a), (&c, &b), (&a, &c)] {
+            copy_all(x, y);
+        }
+    }
+    assert_eq!(a.digest(), b.digest());
+    assert_eq!(b.digest(), c.digest());
+    assert_eq!(a.count("collection_entries"), 1);
+}
+
+/// A change parked while its row was gone is applied once the app itself
+/// re-creates the row (the sweep), not only when a peer's change does.
+#[test]
+fn a_row_re_created_locally_releases_what_waited_for_it() {
+    let (a, b) = pair("sweep");
+    a.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t', 'x')");
+    copy_all(&a, &b);
+    b.exec("DELETE FROM tags");
+    let delete = b.changes();
+    a.exec("UPDATE tags SET color = 'late'"); // concurrent with B's delete
+    let update: Vec<Change> = a
+        .changes()
+        .into_iter()
+        .filter(|c| c.data.as_deref() == Some(r#"{"color":"late"}"#))
+        .collect();
+    apply(&a.conn, &delete).expect("delete wins on A");
+    assert_eq!(a.count("tags"), 0);
+    apply(&b.conn, &update).expect("update parked on B");
+    assert_eq!(b.int("SELECT count(*) FROM sdsync_parked"), 1);
+    b.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t', 'x')"); // re-created locally
+    b.exec("INSERT INTO sdsync_changes(op) VALUES ('sweep')");
+    assert_eq!(b.int("SELECT count(*) FROM sdsync_parked"), 0);
+    copy_all(&b, &a);
+    copy_all(&a, &b);
+    assert_eq!(a.digest(), b.digest());
+}

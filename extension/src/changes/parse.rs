@@ -268,10 +268,7 @@ impl Change {
 
     /// The row's uuid as text, for messages.
     pub fn pk_text(&self) -> String {
-        match &self.pk {
-            Value::Text(s) => s.clone(),
-            other => format!("{other:?}"),
-        }
+        self.pk.to_string()
     }
 
     fn read_data(&mut self, data: Value, creates: Value) -> Result<(), ChangeError> {

@@ -1,0 +1,354 @@
+//! The protocol state machine, message by message, on real databases.
+
+use rusqlite::Connection;
+use sdsync_syncer::library::Library;
+use sdsync_syncer::proto::message::{Envelope, PROTOCOL_VERSION, Payload, decode, encode};
+use sdsync_syncer::proto::node::{Config, Event, Node, Output};
+use sdsync_syncer::proto::store::{SqlStore, Store};
+use sdsync_tests::{extension_path, temp_dir};
+
+const NOW: u64 = 1_795_305_600_000;
+
+fn store(name: &str) -> SqlStore {
+    let lib =
+        Library::create(&temp_dir(name).join("database.db"), &extension_path()).expect("library");
+    lib.conn
+        .query_row("SELECT sdsync_test_clock(?1)", [NOW as i64], |_| Ok(()))
+        .expect("clock");
+    SqlStore::new(lib, Connection::open_in_memory().expect("sync.db")).expect("store")
+}
+
+fn node(s: &SqlStore, peer: &str, cfg: Config) -> Node {
+    let mut n = Node::new(&s.device().expect("device"), "lib", cfg);
+    n.add_peer(peer);
+    n
+}
+
+fn sends(out: &[Output]) -> Vec<Envelope> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { env, .. } => Some(env.clone()),
+            Output::Event(_) => None,
+        })
+        .collect()
+}
+
+fn events(out: &[Output]) -> Vec<Event> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(e.clone()),
+            Output::Send { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn bad_envelopes_are_refused_with_a_reason() {
+    let a = store("env-a");
+    let b = store("env-b");
+    let (ida, idb) = (a.device().unwrap(), b.device().unwrap());
+    let mut na = node(&a, &idb, Config::default());
+    let cases = [
+        (
+            Envelope {
+                version: PROTOCOL_VERSION + 1,
+                ..Envelope::new(
+                    "lib",
+                    &idb,
+                    Payload::Pull {
+                        origin: ida.clone(),
+                        after: 0,
+                    },
+                )
+            },
+            "unsupported protocol version",
+        ),
+        (
+            Envelope::new(
+                "other-lib",
+                &idb,
+                Payload::Pull {
+                    origin: ida.clone(),
+                    after: 0,
+                },
+            ),
+            "wrong library",
+        ),
+        (
+            Envelope::new(
+                "lib",
+                "stranger",
+                Payload::Pull {
+                    origin: ida.clone(),
+                    after: 0,
+                },
+            ),
+            "is not paired",
+        ),
+    ];
+    for (env, expected) in cases {
+        let out = na.receive(&encode(&env), NOW, &a).expect("receive");
+        let ev = events(&out);
+        assert!(
+            matches!(&ev[..], [Event::Refused { reason, .. }] if reason.contains(expected)),
+            "{ev:?}"
+        );
+    }
+    let out = na.receive(&[1, 2, 3], NOW, &a).expect("receive");
+    assert!(matches!(&events(&out)[..], [Event::Malformed { .. }]));
+}
+
+#[test]
+fn a_peer_clock_beyond_the_drift_is_refused() {
+    let a = store("drift-a");
+    let b = store("drift-b");
+    let idb = b.device().unwrap();
+    let mut na = node(&a, &idb, Config::default());
+    let ahead = ((NOW + 10 * 60 * 1000) << 16) as i64;
+    let hello = Envelope::new(
+        "lib",
+        &idb,
+        Payload::Hello {
+            watermarks: vec![],
+            hlc: ahead,
+            reply: true,
+        },
+    );
+    let out = na.receive(&encode(&hello), NOW, &a).expect("receive");
+    assert!(
+        matches!(&events(&out)[..], [Event::Refused { reason, .. }] if reason.contains("ms ahead")),
+        "{out:?}"
+    );
+    assert!(matches!(
+        &sends(&out)[..],
+        [Envelope {
+            payload: Payload::Refused { .. },
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn backfill_pages_resume_from_the_watermark_after_a_crash() {
+    let a = store("page-a");
+    let b = store("page-b");
+    let (ida, idb) = (a.device().unwrap(), b.device().unwrap());
+    a.lib.exec("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 25) INSERT INTO tags(uuid, canonical_name) SELECT 't' || i, 'n' || i FROM n").unwrap();
+    let cfg = Config {
+        page_rows: 10,
+        ..Config::default()
+    };
+    let mut na = node(&a, &idb, cfg.clone());
+    let mut nb = node(&b, &ida, cfg.clone());
+    // A says hello; B pulls; A answers with the first page of 10.
+    let hello = sends(&na.connect(&idb, NOW, &a).unwrap()).remove(0);
+    let pulls = sends(&nb.receive(&encode(&hello), NOW, &b).unwrap());
+    let pull = pulls
+        .iter()
+        .find(|e| matches!(e.payload, Payload::Pull { .. }))
+        .expect("pull")
+        .clone();
+    assert_eq!(
+        pull.payload,
+        Payload::Pull {
+            origin: ida.clone(),
+            after: 0
+        }
+    );
+    let page = sends(&na.receive(&encode(&pull), NOW, &a).unwrap()).remove(0);
+    assert!(
+        matches!(&page.payload, Payload::Page { changes, more: true, complete_to: 10, .. } if changes.len() == 10)
+    );
+    nb.receive(&encode(&page), NOW, &b).unwrap();
+    assert_eq!(
+        b.watermarks()
+            .unwrap()
+            .iter()
+            .find(|(o, _)| *o == ida)
+            .map(|m| m.1),
+        Some(10)
+    );
+    // B crashes before the next page; a fresh node resumes after seq 10, not 0.
+    let mut nb = node(&b, &ida, cfg);
+    let pulls = sends(&nb.receive(&encode(&hello), NOW, &b).unwrap());
+    let pull = pulls
+        .iter()
+        .find(|e| matches!(e.payload, Payload::Pull { .. }))
+        .expect("pull");
+    assert_eq!(
+        pull.payload,
+        Payload::Pull {
+            origin: ida.clone(),
+            after: 10
+        }
+    );
+    let mut next = pull.clone();
+    loop {
+        let page = sends(&na.receive(&encode(&next), NOW, &a).unwrap()).remove(0);
+        let more = matches!(page.payload, Payload::Page { more: true, .. });
+        let out = sends(&nb.receive(&encode(&page), NOW, &b).unwrap());
+        if !more {
+            break;
+        }
+        next = out
+            .into_iter()
+            .find(|e| matches!(e.payload, Payload::Pull { .. }))
+            .expect("next pull");
+    }
+    assert_eq!(b.lib.count("tags").unwrap(), 25);
+    assert_eq!(a.lib.digest().unwrap(), b.lib.digest().unwrap());
+}
+
+#[test]
+fn unanswered_pulls_back_off_then_become_dead_letters() {
+    let a = store("retry-a");
+    let b = store("retry-b");
+    let (ida, idb) = (a.device().unwrap(), b.device().unwrap());
+    a.lib.exec("INSERT INTO tags(uuid) VALUES ('t')").unwrap();
+    let cfg = Config {
+        max_attempts: 3,
+        pull_timeout_ms: 100,
+        backoff_ms: 50,
+        anti_entropy_ms: 1_000_000,
+        ..Config::default()
+    };
+    let mut na = node(&a, &idb, cfg.clone());
+    let mut nb = node(&b, &ida, cfg);
+    nb.connect(&ida, NOW, &b).unwrap();
+    let hello = sends(&na.connect(&idb, NOW, &a).unwrap()).remove(0);
+    nb.receive(&encode(&hello), NOW, &b).unwrap();
+    // Every pull is lost. Retries come later and later, then a dead letter.
+    let mut now = NOW;
+    let mut resent = Vec::new();
+    let mut dead = Vec::new();
+    for _ in 0..50 {
+        now = nb.next_timer().max(now + 1);
+        let out = nb.tick(now, &b).unwrap();
+        resent.extend(
+            sends(&out)
+                .into_iter()
+                .filter(|e| matches!(e.payload, Payload::Pull { .. }))
+                .map(|_| now),
+        );
+        dead.extend(
+            events(&out)
+                .into_iter()
+                .filter(|e| matches!(e, Event::DeadLetter { .. })),
+        );
+        if !dead.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(resent.len(), 2, "attempts 2 and 3");
+    assert!(resent[1] - resent[0] > 100, "backoff grows: {resent:?}");
+    assert_eq!(dead.len(), 1);
+    let kept: i64 = b
+        .sync
+        .query_row(
+            "SELECT count(*) FROM dead_letters WHERE reason LIKE 'no answer after 3 attempts'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, 1, "recorded durably");
+}
+
+#[test]
+fn a_page_that_does_not_apply_is_kept_as_a_dead_letter() {
+    let a = store("poison-a");
+    let b = store("poison-b");
+    let (ida, idb) = (a.device().unwrap(), b.device().unwrap());
+    let mut nb = node(&b, &ida, Config::default());
+    let bad = sdsync_syncer::library::Change {
+        tbl: "no_such_table".into(),
+        pk: "x".into(),
+        op: "upsert".into(),
+        data: Some("{}".into()),
+        origin: ida.clone(),
+        seq: 1,
+        hlc: 1,
+        creates: 1,
+    };
+    let page = Envelope::new(
+        "lib",
+        &ida,
+        Payload::Page {
+            origin: ida.clone(),
+            after: 0,
+            complete_to: 1,
+            changes: vec![bad],
+            more: false,
+        },
+    );
+    let out = nb.receive(&encode(&page), NOW, &b).unwrap();
+    assert!(
+        matches!(&events(&out)[..], [Event::ApplyFailed { reason, .. }] if reason.contains("no_such_table")),
+        "{out:?}"
+    );
+    assert_eq!(
+        b.watermarks()
+            .unwrap()
+            .iter()
+            .find(|(o, _)| *o == ida)
+            .map(|m| m.1)
+            .unwrap_or(0),
+        0,
+        "nothing marked complete"
+    );
+    let kept: i64 = b
+        .sync
+        .query_row("SELECT count(*) FROM dead_letters", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept, 1);
+    let _ = (idb, decode(&encode(&page)));
+}
+
+#[test]
+fn pushes_carry_only_the_devices_own_changes() {
+    let a = store("push-a");
+    let b = store("push-b");
+    let (ida, idb) = (a.device().unwrap(), b.device().unwrap());
+    let mut na = node(&a, &idb, Config::default());
+    let mut nb = node(&b, &ida, Config::default());
+    let ha = sends(&na.connect(&idb, NOW, &a).unwrap()).remove(0);
+    let hb = sends(&nb.connect(&ida, NOW, &b).unwrap()).remove(0);
+    na.receive(&encode(&hb), NOW, &a).unwrap();
+    nb.receive(&encode(&ha), NOW, &b).unwrap();
+    b.lib
+        .exec("INSERT INTO tags(uuid) VALUES ('from-b')")
+        .unwrap();
+    let push = sends(&nb.committed(&b).unwrap()).remove(0);
+    na.receive(&encode(&push), NOW, &a).unwrap();
+    assert_eq!(a.lib.count("tags").unwrap(), 1);
+    // A commits its own change: its push holds A's change only, never B's back.
+    a.lib
+        .exec("INSERT INTO tags(uuid) VALUES ('from-a')")
+        .unwrap();
+    let pushed = sends(&na.committed(&a).unwrap());
+    for env in &pushed {
+        if let Payload::Page {
+            origin, changes, ..
+        } = &env.payload
+        {
+            assert_eq!(origin, &ida);
+            assert!(changes.iter().all(|c| c.origin == ida), "{changes:?}");
+        }
+    }
+    assert_eq!(pushed.len(), 1);
+    assert_eq!(
+        na.log_size(NOW, &a).unwrap(),
+        1,
+        "B has not acknowledged A's change yet"
+    );
+    nb.receive(&encode(&pushed[0]), NOW, &b).unwrap();
+    let hello = sends(&nb.tick(NOW + 10_000, &b).unwrap())
+        .into_iter()
+        .find(|e| matches!(e.payload, Payload::Hello { .. }))
+        .unwrap();
+    na.receive(&encode(&hello), NOW, &a).unwrap();
+    assert_eq!(
+        na.log_size(NOW, &a).unwrap(),
+        0,
+        "acknowledged: the log is empty"
+    );
+}
