@@ -217,17 +217,23 @@ unsafe extern "C" fn x_best_index(vtab: *mut sqlite3_vtab, info: *mut sqlite3_in
 }
 
 unsafe extern "C" fn x_open(
-    _vtab: *mut sqlite3_vtab,
+    vtab: *mut sqlite3_vtab,
     pp_cursor: *mut *mut sqlite3_vtab_cursor,
 ) -> c_int {
-    let cursor = Box::new(Cursor {
-        // SAFETY: SQLite fills the base after xOpen returns.
-        base: unsafe { std::mem::zeroed() },
-        reader: None,
+    let result = guard(|| {
+        let cursor = Box::new(Cursor {
+            // SAFETY: SQLite fills the base after xOpen returns.
+            base: unsafe { std::mem::zeroed() },
+            reader: None,
+        });
+        // SAFETY: out-parameter from SQLite.
+        unsafe { *pp_cursor = Box::into_raw(cursor).cast::<sqlite3_vtab_cursor>() };
+        Ok::<(), String>(())
     });
-    // SAFETY: out-parameter from SQLite.
-    unsafe { *pp_cursor = Box::into_raw(cursor).cast::<sqlite3_vtab_cursor>() };
-    SQLITE_OK
+    match result {
+        Ok(()) => SQLITE_OK,
+        Err(m) => fail(vtab, &m),
+    }
 }
 
 unsafe extern "C" fn x_close(cursor: *mut sqlite3_vtab_cursor) -> c_int {
@@ -300,7 +306,13 @@ unsafe extern "C" fn x_next(cursor: *mut sqlite3_vtab_cursor) -> c_int {
 unsafe extern "C" fn x_eof(cursor: *mut sqlite3_vtab_cursor) -> c_int {
     // SAFETY: cursor from x_open.
     let cur = unsafe { &*cursor.cast::<Cursor>() };
-    c_int::from(cur.reader.as_ref().is_none_or(|r| r.current.is_none()))
+    // A panic here would mean a broken invariant; report "at end" rather than unwind.
+    guard(|| {
+        Ok::<c_int, String>(c_int::from(
+            cur.reader.as_ref().is_none_or(|r| r.current.is_none()),
+        ))
+    })
+    .unwrap_or(1)
 }
 
 unsafe extern "C" fn x_column(
@@ -310,23 +322,28 @@ unsafe extern "C" fn x_column(
 ) -> c_int {
     // SAFETY: cursor from x_open; ctx valid for the call.
     let cur = unsafe { &*cursor.cast::<Cursor>() };
-    let Some(row) = cur.reader.as_ref().and_then(|r| r.current.as_ref()) else {
-        sqlite_loadable::api::result_null(ctx);
-        return SQLITE_OK;
-    };
-    let value = match i {
-        0 => Value::Text(row.tbl.clone()),
-        1 => row.pk.clone(),
-        2 => Value::Text(row.op.to_string()),
-        3 => row.data.clone().map_or(Value::Null, Value::Text),
-        4 => Value::Text(row.origin.clone()),
-        5 => Value::Integer(row.seq),
-        6 => Value::Integer(row.hlc),
-        7 => Value::Integer(row.creates),
-        _ => Value::Null,
-    };
-    crate::ffi::result_value(ctx, &value);
-    SQLITE_OK
+    let result = guard(|| {
+        let value = match cur.reader.as_ref().and_then(|r| r.current.as_ref()) {
+            None => Value::Null,
+            Some(row) => match i {
+                0 => Value::Text(row.tbl.clone()),
+                1 => row.pk.clone(),
+                2 => Value::Text(row.op.to_string()),
+                3 => row.data.clone().map_or(Value::Null, Value::Text),
+                4 => Value::Text(row.origin.clone()),
+                5 => Value::Integer(row.seq),
+                6 => Value::Integer(row.hlc),
+                7 => Value::Integer(row.creates),
+                _ => Value::Null,
+            },
+        };
+        crate::ffi::result_value(ctx, &value);
+        Ok::<(), String>(())
+    });
+    match result {
+        Ok(()) => SQLITE_OK,
+        Err(m) => fail(cur.base.pVtab, &m),
+    }
 }
 
 unsafe extern "C" fn x_rowid(cursor: *mut sqlite3_vtab_cursor, rowid: *mut i64) -> c_int {
