@@ -36,10 +36,15 @@ fn sqlite3_shell_captures_and_applies() {
          UPDATE tags SET color = 'green';;
          INSERT INTO locations(uuid, name) VALUES ('l1', 'Shell loc');;
          SELECT count(*) FROM sdsync_changes;;
-         SELECT sdsync_version();",
+         SELECT sdsync_version();;
+         PRAGMA foreign_keys;",
     );
     assert_eq!(err, "");
-    assert_eq!(out, format!("3\n{}\n", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        out,
+        format!("3\n{}\n1\n", env!("CARGO_PKG_VERSION")),
+        "loading turns foreign keys on"
+    );
     // A Rust host applies what the shell captured.
     let lib_a = Lib::open(&a);
     let b = Lib::create(&dir.join("b.db"));
