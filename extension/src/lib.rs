@@ -45,7 +45,13 @@ pub unsafe extern "C" fn sqlite3_sdsync_init(
         let conn = Rc::new(Conn::default());
         functions::register(db, &conn)
             .map_err(|e| format!("sdsync: registering functions failed: {e:?}"))?;
-        changes::register(db, &conn)
+        changes::register(db, &conn)?;
+        // Every writer of a library enforces (and cascades) its references the same
+        // way, whatever its host's default: a delete that cascades on one device
+        // and leaves dangling children on another would diverge.
+        ffi::Db::from_raw(db)
+            .exec("PRAGMA foreign_keys = ON")
+            .map_err(|e| format!("sdsync: enabling foreign keys failed: {e}"))
     });
     match result {
         Ok(()) => SQLITE_OK,
