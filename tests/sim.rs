@@ -560,8 +560,17 @@ impl Sim {
             .iter()
             .enumerate()
             .map(|(i, d)| {
+                let parked: Vec<String> = d
+                    .store
+                    .lib
+                    .conn
+                    .prepare(
+                        "SELECT tbl || ' ' || pk || ' seq ' || seq || ' wait ' || wait_pk || ' ' || reason || ' ' || json_extract(data, '$.parent_id') FROM sdsync_parked UNION ALL SELECT 'tomb ' || tbl || ' ' || pk || ' seq ' || seq || ' hlc ' || hlc FROM sdsync_tombstones WHERE pk LIKE 'd%'",
+                    )
+                    .and_then(|mut st| st.query_map([], |r| r.get(0)).and_then(|r| r.collect()))
+                    .unwrap_or_default();
                 format!(
-                    "device {i} ({}): {:?}\n{}",
+                    "device {i} ({}): {:?}\nparked/tombstones: {parked:?}\n{}",
                     d.id,
                     d.store.watermarks().unwrap_or_default(),
                     diff(&first, &digest(&d.store.lib.conn).unwrap_or_default())
