@@ -431,21 +431,16 @@ impl Sim {
         let owner = self.rng.below(self.devices.len() as u64);
         let val = self.rng.below(5);
         let me = d;
-        let (sql, touched): (String, Vec<(&str, String)>) = match self.rng.below(10) {
+        // The random draws happen in the same order as before, so seeds replay.
+        let sql = match self.rng.below(10) {
             0..=2 => {
                 let col = ["color", "icon", "description"][self.rng.below(3) as usize];
-                (
-                    format!(
-                        "INSERT OR IGNORE INTO tags(uuid, canonical_name) VALUES (sdsync_uuid_v5('tag', 'tag{name}'), 'tag{name}');
-                         UPDATE tags SET {col} = 'v{val}-{me}' WHERE uuid = sdsync_uuid_v5('tag', 'tag{name}');"
-                    ),
-                    vec![("tags", format!("tag{name}"))],
+                format!(
+                    "INSERT OR IGNORE INTO tags(uuid, canonical_name) VALUES (sdsync_uuid_v5('tag', 'tag{name}'), 'tag{name}');
+                     UPDATE tags SET {col} = 'v{val}-{me}' WHERE uuid = sdsync_uuid_v5('tag', 'tag{name}');"
                 )
             }
-            3 => (
-                format!("DELETE FROM tags WHERE uuid = sdsync_uuid_v5('tag', 'tag{name}')"),
-                vec![("tags", format!("tag{name}"))],
-            ),
+            3 => format!("DELETE FROM tags WHERE uuid = sdsync_uuid_v5('tag', 'tag{name}')"),
             4..=5 => {
                 let parent = if self.rng.chance(50) {
                     format!(
@@ -455,61 +450,35 @@ impl Sim {
                 } else {
                     "NULL".into()
                 };
-                (
-                    format!(
-                        "INSERT OR IGNORE INTO entries(uuid, name, parent_id) VALUES ('d{me}-e{key}', 'n{key}', {parent})"
-                    ),
-                    vec![("entries", format!("d{me}-e{key}"))],
+                format!(
+                    "INSERT OR IGNORE INTO entries(uuid, name, parent_id) VALUES ('d{me}-e{key}', 'n{key}', {parent})"
                 )
             }
-            6 => (
-                format!("UPDATE entries SET size = {val} WHERE uuid = 'd{me}-e{key}'"),
-                vec![("entries", format!("d{me}-e{key}"))],
-            ),
-            7 => (
-                format!("DELETE FROM entries WHERE uuid = 'd{me}-e{key}'"),
-                vec![("entries", format!("d{me}-e{key}"))],
-            ),
+            6 => format!("UPDATE entries SET size = {val} WHERE uuid = 'd{me}-e{key}'"),
+            7 => format!("DELETE FROM entries WHERE uuid = 'd{me}-e{key}'"),
             _ => {
                 let entry = format!("d{owner}-e{key}");
                 if self.rng.chance(70) {
-                    (
-                        format!(
-                            "INSERT OR IGNORE INTO collections(uuid, name) VALUES (sdsync_uuid_v5('album', 'a{album}'), 'a{album}');
-                             INSERT OR IGNORE INTO collection_entries(uuid, collection_id, entry_id)
-                               SELECT sdsync_uuid_v5('collection_entry', c.uuid || '/' || e.uuid), c.id, e.id
-                               FROM collections c, entries e WHERE c.uuid = sdsync_uuid_v5('album', 'a{album}') AND e.uuid = '{entry}';"
-                        ),
-                        vec![("collections", format!("a{album}")), ("collection_entries", format!("a{album}/{entry}"))],
+                    format!(
+                        "INSERT OR IGNORE INTO collections(uuid, name) VALUES (sdsync_uuid_v5('album', 'a{album}'), 'a{album}');
+                         INSERT OR IGNORE INTO collection_entries(uuid, collection_id, entry_id)
+                           SELECT sdsync_uuid_v5('collection_entry', c.uuid || '/' || e.uuid), c.id, e.id
+                           FROM collections c, entries e WHERE c.uuid = sdsync_uuid_v5('album', 'a{album}') AND e.uuid = '{entry}';"
                     )
                 } else {
-                    (
-                        format!(
-                            "DELETE FROM collection_entries WHERE uuid = sdsync_uuid_v5('collection_entry', sdsync_uuid_v5('album', 'a{album}') || '/' || '{entry}')"
-                        ),
-                        vec![("collection_entries", format!("a{album}/{entry}"))],
+                    format!(
+                        "DELETE FROM collection_entries WHERE uuid = sdsync_uuid_v5('collection_entry', sdsync_uuid_v5('album', 'a{album}') || '/' || '{entry}')"
                     )
                 }
             }
         };
         let dev = &mut self.devices[d];
-        let before: i64 = dev
-            .store
-            .lib
-            .conn
-            .query_row("SELECT seq FROM sdsync_clock", [], |r| r.get(0))
-            .unwrap_or(-1);
+        let before = local_seq(&dev.store);
         dev.store
             .lib
             .exec(&format!("BEGIN; {sql}; COMMIT;"))
             .map_err(|e| format!("device {d} write failed: {e}"))?;
-        let _ = touched;
-        let seq: i64 = dev
-            .store
-            .lib
-            .conn
-            .query_row("SELECT seq FROM sdsync_clock", [], |r| r.get(0))
-            .unwrap_or(-1);
+        let seq = local_seq(&dev.store);
         dev.written.push((before, seq));
         dev.log.push(format!(
             "t={} seq->{seq}: {}",
@@ -667,6 +636,15 @@ impl Sim {
         }
         Ok(())
     }
+}
+
+/// The last sequence number the device issued for its own changes.
+fn local_seq(store: &SqlStore) -> i64 {
+    store
+        .lib
+        .conn
+        .query_row("SELECT seq FROM sdsync_clock", [], |r| r.get(0))
+        .unwrap_or(-1)
 }
 
 fn diff(a: &BTreeMap<String, Vec<String>>, b: &BTreeMap<String, Vec<String>>) -> String {

@@ -234,11 +234,10 @@ fn queue(wire: &mut Wire, from: usize, devices: &[Device], out: Vec<Output>) {
 fn pump(devices: &mut [Device], wire: &mut Wire) -> Result<(), StoreError> {
     let before: usize = wire.sent.values().sum();
     let applied = wire.applied;
-    while let Some((from, to, bytes)) = wire.queue.pop_front() {
+    while let Some((_, to, bytes)) = wire.queue.pop_front() {
         let d = &mut devices[to];
         let out = d.node.receive(&bytes, wall_millis(), &d.store)?;
         queue(wire, to, devices, out);
-        let _ = from;
     }
     println!(
         "  {} messages, {} changes applied",

@@ -570,16 +570,7 @@ impl Engine {
                 .unwrap_or_default()
         };
         let values = decode(spec, &data);
-        let change = Change {
-            table: spec.clone(),
-            pk: pk.clone(),
-            op: Op::Upsert,
-            values,
-            mask: group.mask,
-            origin: group.version.origin.clone(),
-            seq: group.version.seq,
-            hlc: sdsync_core::hlc::Hlc::from_i64(group.version.hlc as i64).unwrap_or_default(),
-        };
+        let change = upsert(spec, pk, values, group.mask, &group.version);
         Ok((change, group.version.clone()))
     }
 
@@ -838,16 +829,7 @@ impl Engine {
         let Some((_, p)) = found else {
             return Ok(None);
         };
-        let change = Change {
-            table: spec.clone(),
-            pk: pk.clone(),
-            op: Op::Upsert,
-            values: p.values,
-            mask: p.mask,
-            origin: p.version.origin.clone(),
-            seq,
-            hlc: sdsync_core::hlc::Hlc::from_i64(p.version.hlc as i64).unwrap_or_default(),
-        };
+        let change = upsert(spec, pk, p.values, p.mask, &p.version);
         Ok(Some((change, p.version)))
     }
 
@@ -1065,6 +1047,20 @@ impl Engine {
             }
         }
         Ok(Ok(out))
+    }
+}
+
+/// A stored version (parked piece or live group) as the upsert that re-applies it.
+fn upsert(spec: &Rc<TableSpec>, pk: &Value, values: Vec<Value>, mask: u64, v: &Version) -> Change {
+    Change {
+        table: spec.clone(),
+        pk: pk.clone(),
+        op: Op::Upsert,
+        values,
+        mask,
+        origin: v.origin.clone(),
+        seq: v.seq,
+        hlc: Hlc::from_i64(v.hlc as i64).unwrap_or_default(),
     }
 }
 
