@@ -528,3 +528,39 @@ fn a_row_re_created_locally_releases_what_waited_for_it() {
     copy_all(&a, &b);
     assert_eq!(a.digest(), b.digest());
 }
+
+/// A child moved to a parent that arrives after it, while its old parent is
+/// deleted in between: the newer version waits for the new parent, not for the
+/// deleted one (found by the simulation, seed 3408).
+#[test]
+fn a_child_moved_away_from_a_deleted_parent_waits_for_its_new_parent() {
+    let (a, b) = pair("moved");
+    a.exec(
+        "INSERT INTO entries(uuid, name) VALUES ('old', 'old parent');
+         INSERT INTO entries(uuid, name, parent_id) SELECT 'c', 'child', id FROM entries WHERE uuid = 'old';",
+    );
+    copy_all(&a, &b);
+    a.exec(
+        "INSERT INTO entries(uuid, name) VALUES ('new', 'new parent');
+         UPDATE entries SET parent_id = (SELECT id FROM entries WHERE uuid = 'new') WHERE uuid = 'c';
+         DELETE FROM entries WHERE uuid = 'old';
+         UPDATE entries SET size = 1 WHERE uuid = 'new';",
+    );
+    let mut changes = a.changes();
+    changes.sort_by_key(|c| c.seq); // as a page carries them
+    let order: Vec<&str> = changes.iter().map(|c| c.pk.as_str()).collect();
+    assert_eq!(
+        order,
+        ["c", "old", "new"],
+        "the child comes before its new parent"
+    );
+    apply(&b.conn, &changes).expect("apply");
+    assert_eq!(b.int("SELECT count(*) FROM sdsync_parked"), 0);
+    assert_eq!(
+        b.text(
+            "SELECT p.uuid FROM entries c JOIN entries p ON p.id = c.parent_id WHERE c.uuid = 'c'"
+        ),
+        "new"
+    );
+    assert_eq!(a.digest(), b.digest());
+}

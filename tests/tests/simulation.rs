@@ -13,7 +13,7 @@ use sdsync_tests::sim;
 /// Seeds that ever failed; they run on every test run.
 /// (3, 4, 11, 12, 13, 15, 19, 20, 34, 40: cascades during apply and parked changes
 /// waiting for rows the app re-created; see the README.)
-const REGRESSIONS: &[u64] = &[3, 4, 11, 12, 13, 15, 19, 20, 34, 40];
+const REGRESSIONS: &[u64] = &[3, 4, 11, 12, 13, 15, 19, 20, 34, 40, 3408];
 
 fn devices(seed: u64) -> usize {
     3 + (seed % 3) as usize

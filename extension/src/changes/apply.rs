@@ -381,10 +381,7 @@ impl Engine {
             });
         }
         match change.op {
-            Op::Delete => {
-                self.delete(&spec, &change.pk, &state, rid, v)?;
-                Ok(Vec::new())
-            }
+            Op::Delete => self.delete(&spec, &change.pk, &state, rid, v),
             Op::Upsert => match plan_upsert(&state, change.mask, v) {
                 Upsert::Ignore => Ok(Vec::new()),
                 Upsert::Write(bits) => {
@@ -446,6 +443,8 @@ impl Engine {
         Ok(())
     }
 
+    /// Applies a delete; returns the rows that exist again afterwards (evicted
+    /// children whose newer pieces no longer reference the deleted row).
     fn delete(
         &mut self,
         spec: &Rc<TableSpec>,
@@ -453,20 +452,17 @@ impl Engine {
         state: &RowState,
         rid: Option<i64>,
         v: &Version,
-    ) -> Result<(), ChangeError> {
+    ) -> Result<Vec<RowRef>, ChangeError> {
         match plan_delete(state, v) {
-            Delete::Ignore => Ok(()),
+            Delete::Ignore => Ok(Vec::new()),
             Delete::Tombstone => {
                 self.set_tombstone(spec, pk, v)?;
-                let pieces = self.parked_for_row(spec, pk)?;
-                for (_, p) in pieces.iter().filter(|(_, p)| !p.version.beats(v)) {
-                    self.unpark(p.version.origin_id, p.version.seq)?;
-                }
-                Ok(())
+                self.unpark_older(spec, pk, v)?;
+                Ok(Vec::new())
             }
             Delete::Kill(newer) => {
                 let (RowState::Alive(groups), Some(rid)) = (state, rid) else {
-                    return Ok(());
+                    return Ok(Vec::new());
                 };
                 let mut keep = Vec::new();
                 for i in newer {
@@ -474,7 +470,7 @@ impl Engine {
                 }
                 // Deleting may free ids, so cached references go.
                 self.refs.clear();
-                self.evict_children(spec, rid, pk, 0)?;
+                let evicted = self.evict_children(spec, rid, pk, 0)?;
                 // The apply-mode delete trigger drops the row's version groups.
                 self.run_keyed(
                     Key::Delete(spec.id),
@@ -486,9 +482,35 @@ impl Engine {
                     self.park(&change, &version, &me, "updated after a delete")?;
                 }
                 self.set_tombstone(spec, pk, v)?;
-                Ok(())
+                self.unpark_older(spec, pk, v)?;
+                // Pieces parked while the row was alive waited for their own
+                // references; now they are assembled together, so they wait for
+                // whatever the assembled row lacks (a newer re-creation may even
+                // bring it straight back). The same holds for evicted children.
+                let mut back = Vec::new();
+                for row in std::iter::once(me).chain(evicted) {
+                    let (state, _) = self.state(&row.0, &row.1)?;
+                    if self.materialize(&row.0, &row.1, &state, None)? {
+                        back.push(row);
+                    }
+                }
+                Ok(back)
             }
         }
+    }
+
+    /// Drops the parked pieces of a row that a delete at `v` supersedes.
+    fn unpark_older(
+        &mut self,
+        spec: &Rc<TableSpec>,
+        pk: &Value,
+        v: &Version,
+    ) -> Result<(), SqlError> {
+        let pieces = self.parked_for_row(spec, pk)?;
+        for (_, p) in pieces.iter().filter(|(_, p)| !p.version.beats(v)) {
+            self.unpark(p.version.origin_id, p.version.seq)?;
+        }
+        Ok(())
     }
 
     /// Parks and removes the rows that reference a row apply is about to delete,
@@ -496,15 +518,18 @@ impl Engine {
     /// the delete). The origin deleted only the children it knew of and sends its
     /// own tombstones for them; a child added concurrently elsewhere must come back
     /// if the row is re-created, exactly as on the devices that never saw it go.
+    ///
+    /// Returns the evicted rows, parents before their own children.
     fn evict_children(
         &mut self,
         spec: &Rc<TableSpec>,
         rid: i64,
         pk: &Value,
         depth: usize,
-    ) -> Result<(), ChangeError> {
+    ) -> Result<Vec<RowRef>, ChangeError> {
+        let mut evicted = Vec::new();
         if depth > 64 {
-            return Ok(());
+            return Ok(evicted);
         }
         let links: Vec<(Rc<TableSpec>, usize)> = self
             .catalog
@@ -534,8 +559,9 @@ impl Engine {
                 if child.id == spec.id && crid == rid {
                     continue;
                 }
-                self.evict_children(&child, crid, &cpk, depth + 1)?;
+                let below = self.evict_children(&child, crid, &cpk, depth + 1)?;
                 let (RowState::Alive(groups), _) = self.state(&child, &cpk)? else {
+                    evicted.extend(below);
                     continue;
                 };
                 let mut keep = Vec::new();
@@ -550,9 +576,11 @@ impl Engine {
                 for (change, version) in keep {
                     self.park(&change, &version, &wait, "its referenced row was deleted")?;
                 }
+                evicted.push((child.clone(), cpk));
+                evicted.extend(below);
             }
         }
-        Ok(())
+        Ok(evicted)
     }
 
     /// A live row's group (an update newer than a delete) as a change to park.
@@ -612,6 +640,7 @@ impl Engine {
         let me = (spec.clone(), pk.clone());
         let Some(asm) = assemble(tomb.as_ref(), &shapes) else {
             return self.park_incoming(
+                &me,
                 incoming,
                 &me,
                 "waiting for the change that creates the row",
@@ -625,12 +654,12 @@ impl Engine {
         }
         if let Some((_, c)) = spec.columns_in(!asm.covered).find(|(_, c)| c.required) {
             let reason = format!("incomplete: required column {} not received yet", c.name);
-            return self.park_incoming(incoming, &me, &reason);
+            return self.park_incoming(&me, incoming, &me, &reason);
         }
         let resolved = match self.resolve(spec, &values, asm.covered)? {
             Ok(resolved) => resolved,
             Err(parent) => {
-                return self.park_incoming(incoming, &parent, "waiting for a referenced row");
+                return self.park_incoming(&me, incoming, &parent, "waiting for a referenced row");
             }
         };
         let columns = asm.covered & !ROW_BIT;
@@ -666,8 +695,12 @@ impl Engine {
         Ok(true)
     }
 
+    /// A row that is not alive cannot be built yet: parks `incoming` and sends
+    /// every piece of the row to wait for the same thing, since they are
+    /// assembled together.
     fn park_incoming(
         &mut self,
+        row: &RowRef,
         incoming: Option<(&Change, &Version)>,
         wait: &RowRef,
         reason: &str,
@@ -675,11 +708,21 @@ impl Engine {
         if let Some((c, v)) = incoming {
             self.park(c, v, wait, reason)?;
         }
+        self.run(
+            "UPDATE sdsync_parked SET wait_tbl = ?3, wait_pk = ?4, reason = ?5 WHERE tbl = ?1 AND pk = ?2",
+            &[
+                Value::Integer(row.0.id),
+                row.1.clone(),
+                Value::Integer(wait.0.id),
+                wait.1.clone(),
+                Value::Text(reason.to_string()),
+            ],
+        )?;
         Ok(false)
     }
 
-    /// Stores a change durably until `wait` exists; every piece of the same row
-    /// then waits for the same thing.
+    /// Stores a change durably until `wait` exists. Pieces of a live row wait
+    /// each for their own reference; see `park_incoming` for rows not alive.
     fn park(
         &mut self,
         c: &Change,
@@ -704,15 +747,6 @@ impl Engine {
                 Value::Integer(c.mask as i64),
                 Value::Integer(v.hlc as i64),
                 Value::Text(Json::Object(data).to_string()),
-                Value::Integer(wait.0.id),
-                wait.1.clone(),
-                Value::Text(reason.to_string()),
-            ],
-        )?;
-        self.run("UPDATE sdsync_parked SET wait_tbl = ?3, wait_pk = ?4, reason = ?5 WHERE tbl = ?1 AND pk = ?2",
-            &[
-                Value::Integer(c.table.id),
-                c.pk.clone(),
                 Value::Integer(wait.0.id),
                 wait.1.clone(),
                 Value::Text(reason.to_string()),
