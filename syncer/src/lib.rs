@@ -15,6 +15,8 @@
 //! issue; it will use `library` for all storage.
 
 pub mod bench;
+pub mod daemon;
 pub mod demo;
 pub mod library;
+pub mod net;
 pub mod proto;

@@ -351,3 +351,60 @@ fn pushes_carry_only_the_devices_own_changes() {
         "acknowledged: the log is empty"
     );
 }
+
+/// Over an authenticated link, a paired device cannot speak for another one:
+/// the envelope's sender must be the device the link authenticated.
+#[test]
+fn a_message_claiming_another_sender_is_refused() {
+    let a = store("spoof-a");
+    let b = store("spoof-b");
+    let c = store("spoof-c");
+    let (ida, idb, idc) = (
+        a.device().unwrap(),
+        b.device().unwrap(),
+        c.device().unwrap(),
+    );
+    let mut na = node(&a, &idb, Config::default());
+    na.add_peer(&idc);
+    let forged = Envelope::new(
+        "lib",
+        &idc,
+        Payload::Pull {
+            origin: ida.clone(),
+            after: 0,
+        },
+    );
+    let out = na
+        .receive_from(&idb, &encode(&forged), NOW, &a)
+        .expect("receive");
+    let ev = events(&out);
+    assert!(
+        matches!(&ev[..], [Event::Refused { peer, reason }] if *peer == idb && reason.contains("sent a message as device")),
+        "{ev:?}"
+    );
+    assert!(matches!(
+        &sends(&out)[..],
+        [Envelope {
+            payload: Payload::Refused { .. },
+            ..
+        }]
+    ));
+    let honest = Envelope::new(
+        "lib",
+        &idb,
+        Payload::Pull {
+            origin: ida,
+            after: 0,
+        },
+    );
+    let out = na
+        .receive_from(&idb, &encode(&honest), NOW, &a)
+        .expect("receive");
+    assert!(matches!(
+        &sends(&out)[..],
+        [Envelope {
+            payload: Payload::Page { .. },
+            ..
+        }]
+    ));
+}

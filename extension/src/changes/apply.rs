@@ -488,6 +488,9 @@ impl Engine {
                 // whatever the assembled row lacks (a newer re-creation may even
                 // bring it straight back). The same holds for evicted children.
                 let mut back = Vec::new();
+                if self.parked_is_empty()? {
+                    return Ok(back);
+                }
                 for row in std::iter::once(me).chain(evicted) {
                     let (state, _) = self.state(&row.0, &row.1)?;
                     if self.materialize(&row.0, &row.1, &state, None)? {
@@ -707,6 +710,8 @@ impl Engine {
     ) -> Result<bool, ChangeError> {
         if let Some((c, v)) = incoming {
             self.park(c, v, wait, reason)?;
+        } else if self.parked_is_empty()? {
+            return Ok(false);
         }
         self.run(
             "UPDATE sdsync_parked SET wait_tbl = ?3, wait_pk = ?4, reason = ?5 WHERE tbl = ?1 AND pk = ?2",

@@ -289,16 +289,37 @@ impl Node {
         Ok(out)
     }
 
-    /// A message arrived.
-    pub fn receive(&mut self, bytes: &[u8], now: u64, store: &dyn Store) -> Out {
+    /// A message arrived over a link that authenticated `peer` (a TLS
+    /// certificate pinned to that device): a message claiming another sender is
+    /// refused, so one paired device cannot speak for another.
+    pub fn receive_from(&mut self, peer: &str, bytes: &[u8], now: u64, store: &dyn Store) -> Out {
         let env = match decode(bytes) {
             Ok(env) => env,
-            Err(e) => {
-                return Ok(vec![Output::Event(Event::Malformed {
-                    reason: e.to_string(),
-                })]);
-            }
+            Err(e) => return Ok(vec![malformed(&e)]),
         };
+        if env.sender != peer {
+            let reason = format!("device {peer} sent a message as device {}", env.sender);
+            return Ok(vec![
+                Output::Event(Event::Refused {
+                    peer: peer.into(),
+                    reason: reason.clone(),
+                }),
+                self.send(peer, Payload::Refused { reason }),
+            ]);
+        }
+        self.handle(env, now, store)
+    }
+
+    /// A message arrived; its sender is taken from the envelope (use
+    /// [`Node::receive_from`] when the link authenticates peers).
+    pub fn receive(&mut self, bytes: &[u8], now: u64, store: &dyn Store) -> Out {
+        match decode(bytes) {
+            Ok(env) => self.handle(env, now, store),
+            Err(e) => Ok(vec![malformed(&e)]),
+        }
+    }
+
+    fn handle(&mut self, env: Envelope, now: u64, store: &dyn Store) -> Out {
         let peer = env.sender.clone();
         if let Some(reason) = self.envelope_problem(&env) {
             let mut out = vec![Output::Event(Event::Refused {
@@ -607,4 +628,10 @@ impl Node {
             .filter(|(_, p)| p.connected && p.refused.is_none())
             .map(|(k, _)| k.clone())
     }
+}
+
+fn malformed(e: &crate::proto::message::DecodeError) -> Output {
+    Output::Event(Event::Malformed {
+        reason: e.to_string(),
+    })
 }

@@ -1,0 +1,315 @@
+//! The syncer process's loop: the protocol [`Node`] driven by a QUIC [`Link`],
+//! the clock and the library's commits.
+//!
+//! ```no_run
+//! # async fn f(store: sdsync_syncer::proto::store::SqlStore) -> Result<(), sdsync_syncer::daemon::DaemonError> {
+//! use sdsync_syncer::daemon::{Daemon, Directory};
+//! use sdsync_syncer::net::{identity::Identity, tls::Pins};
+//! let me = Identity::generate("me")?;
+//! let (pins, directory) = (Pins::default(), Directory::default());
+//! let daemon = Daemon::start(store, "library", &me, &pins, &directory, "127.0.0.1:0".parse().unwrap())?;
+//! let (_stop, stopped) = tokio::sync::watch::channel(false);
+//! daemon.run(stopped).await;
+//! # Ok(()) }
+//! ```
+//!
+//! One task owns the node and the store; everything reaches it as an event:
+//! a frame or a link going up or down (from the [`Link`]), a timer the node asked
+//! for, or a commit by anyone else on the library, noticed by polling
+//! `PRAGMA data_version` every few milliseconds (a header read, no I/O when
+//! nothing changed). The node's answers go out as frames; sends that fail are
+//! logged and left to the protocol (pulls are retried; pushes may be lost).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sdsync_core::hlc::wall_millis;
+use tokio::sync::{mpsc, watch};
+
+use crate::net::NetError;
+use crate::net::identity::Identity;
+use crate::net::link::{Inbound, Link, send};
+use crate::net::tls::Pins;
+use crate::proto::message::encode;
+use crate::proto::node::{Config, Event, Node, Output};
+use crate::proto::store::{SqlStore, Store, StoreError};
+
+/// How often commits by other connections are looked for.
+const COMMIT_POLL: Duration = Duration::from_millis(5);
+/// How often unconnected peers are dialed again.
+const REDIAL: Duration = Duration::from_millis(500);
+
+/// Where paired devices can be reached, shared with whoever learns addresses.
+#[derive(Clone, Default, Debug)]
+pub struct Directory(Arc<RwLock<BTreeMap<String, SocketAddr>>>);
+
+impl Directory {
+    /// Records where `device` listens.
+    pub fn set(&self, device: &str, addr: SocketAddr) {
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(device.to_string(), addr);
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, SocketAddr> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The network side failed to start.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The library or sync.db failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The async runtime could not be started.
+    #[error("starting the runtime: {0}")]
+    Runtime(String),
+}
+
+/// A running device: node, store, link.
+pub struct Daemon {
+    node: Node,
+    store: SqlStore,
+    me: String,
+    link: Link,
+    inbound: mpsc::UnboundedReceiver<Inbound>,
+    pins: Pins,
+    directory: Directory,
+    conns: BTreeMap<String, quinn::Connection>,
+    data_version: i64,
+    events: Option<mpsc::UnboundedSender<(String, Event)>>,
+}
+
+impl Daemon {
+    /// Opens the endpoint on `listen` and prepares the node; every device pinned
+    /// in `pins` is a peer. Must run inside a tokio runtime.
+    pub fn start(
+        store: SqlStore,
+        library: &str,
+        me: &Identity,
+        pins: &Pins,
+        directory: &Directory,
+        listen: SocketAddr,
+    ) -> Result<Self, DaemonError> {
+        let device = store.device()?;
+        let (link, inbound) = Link::bind(listen, me, pins)?;
+        directory.set(&device, link.local_addr()?);
+        let data_version = data_version(&store)?;
+        Ok(Self {
+            node: Node::new(&device, library, Config::default()),
+            store,
+            me: device,
+            link,
+            inbound,
+            pins: pins.clone(),
+            directory: directory.clone(),
+            conns: BTreeMap::new(),
+            data_version,
+            events: None,
+        })
+    }
+
+    /// Also reports every protocol event on `events`, tagged with this device.
+    pub fn with_events(mut self, events: mpsc::UnboundedSender<(String, Event)>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// The address this device listens on.
+    pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
+        self.link.local_addr()
+    }
+
+    /// Runs until `stop` turns true (or its sender is dropped).
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut poll = tokio::time::interval(COMMIT_POLL);
+        let mut redial = tokio::time::interval(REDIAL);
+        loop {
+            let due = self.node.next_timer().saturating_sub(wall_millis());
+            let timer = tokio::time::sleep(Duration::from_millis(due));
+            tokio::select! {
+                event = self.inbound.recv() => match event {
+                    Some(event) => self.on_inbound(event),
+                    None => break,
+                },
+                _ = timer => {
+                    let out = self.node.tick(wall_millis(), &self.store);
+                    self.handle(out);
+                }
+                _ = poll.tick() => self.poll_commits(),
+                _ = redial.tick() => self.redial(),
+                changed = stop.changed() => if changed.is_err() || *stop.borrow() { break },
+            }
+        }
+        self.link.close();
+    }
+
+    fn on_inbound(&mut self, event: Inbound) {
+        let now = wall_millis();
+        match event {
+            Inbound::Up { peer, conn } => {
+                tracing::info!(device = %self.me, %peer, "link up");
+                self.node.add_peer(&peer);
+                self.conns.insert(peer.clone(), conn);
+                let out = self.node.connect(&peer, now, &self.store);
+                self.handle(out);
+            }
+            Inbound::Message { peer, bytes } => {
+                let out = self.node.receive_from(&peer, &bytes, now, &self.store);
+                self.handle(out);
+            }
+            Inbound::Down { peer, id, reason } => {
+                if self.conns.get(&peer).is_some_and(|c| c.stable_id() == id) {
+                    tracing::info!(device = %self.me, %peer, %reason, "link down");
+                    self.conns.remove(&peer);
+                    self.node.disconnect(&peer);
+                }
+            }
+            Inbound::Failed { addr, reason } => {
+                tracing::debug!(device = %self.me, %addr, %reason, "no link");
+            }
+            Inbound::Malformed { peer, reason } => {
+                tracing::warn!(device = %self.me, %peer, %reason, "frame refused");
+            }
+        }
+    }
+
+    /// Pushes when anyone else committed to the library since the last look.
+    fn poll_commits(&mut self) {
+        match data_version(&self.store) {
+            Ok(v) if v != self.data_version => {
+                self.data_version = v;
+                let out = self.node.committed(&self.store);
+                self.handle(out);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(device = %self.me, error = %e, "reading data_version"),
+        }
+    }
+
+    fn redial(&mut self) {
+        for (device, addr) in self.directory.snapshot() {
+            let paired = self.pins.is_pinned(&device);
+            if device != self.me && paired && !self.conns.contains_key(&device) {
+                self.link.dial(addr);
+            }
+        }
+    }
+
+    fn handle(&mut self, out: Result<Vec<Output>, StoreError>) {
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                tracing::warn!(device = %self.me, error = %e, "storage");
+                return;
+            }
+        };
+        for o in out {
+            match o {
+                Output::Send { to, env } => {
+                    let Some(conn) = self.conns.get(&to).cloned() else {
+                        continue;
+                    };
+                    let bytes = encode(&env);
+                    tokio::spawn(async move {
+                        if let Err(e) = send(&conn, &to, bytes).await {
+                            tracing::debug!(error = %e, "send");
+                        }
+                    });
+                }
+                Output::Event(e) => {
+                    tracing::info!(device = %self.me, event = ?e);
+                    if let Some(events) = &self.events {
+                        let _ = events.send((self.me.clone(), e));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Changes whenever another connection commits to the library.
+fn data_version(store: &SqlStore) -> Result<i64, StoreError> {
+    store
+        .lib
+        .conn
+        .query_row("PRAGMA data_version", [], |r| r.get(0))
+        .map_err(|source| {
+            StoreError::Library(crate::library::LibraryError::Sql {
+                path: store.lib.path.clone(),
+                source,
+            })
+        })
+}
+
+/// A daemon on its own thread with its own runtime: several devices in one
+/// process (the demo, tests). Dropping it stops the daemon and joins the thread.
+pub struct Background {
+    /// The address the device listens on.
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Starts a daemon for `store` on 127.0.0.1 (any port).
+    pub fn start(
+        store: SqlStore,
+        library: &str,
+        me: Identity,
+        pins: &Pins,
+        directory: &Directory,
+    ) -> Result<Self, DaemonError> {
+        let (stop, stopped) = watch::channel(false);
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let (library, pins, directory) = (library.to_string(), pins.clone(), directory.clone());
+        let thread = std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(DaemonError::Runtime(e.to_string())));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+                let started = Daemon::start(store, &library, &me, &pins, &directory, listen)
+                    .and_then(|d| Ok((d.local_addr()?, d)));
+                match started {
+                    Ok((addr, daemon)) => {
+                        let _ = ready_tx.send(Ok(addr));
+                        daemon.run(stopped).await;
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            });
+        });
+        let addr = ready
+            .recv()
+            .map_err(|e| DaemonError::Runtime(e.to_string()))??;
+        Ok(Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

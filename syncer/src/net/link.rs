@@ -1,0 +1,243 @@
+//! QUIC links to paired devices: one endpoint, a connection per peer, one
+//! unidirectional stream per frame.
+//!
+//! ```no_run
+//! # async fn f(link: sdsync_syncer::net::link::Link, conn: quinn::Connection) {
+//! link.dial("127.0.0.1:4433".parse().unwrap()); // an Inbound::Up follows once paired
+//! sdsync_syncer::net::link::send(&conn, "peer", b"frame".to_vec()).await.unwrap();
+//! # }
+//! ```
+//!
+//! A frame is a whole stream (its end delimits it), read up to
+//! [`MAX_FRAME`](crate::proto::message::MAX_FRAME) bytes: no length prefix to
+//! trust, and a large page never blocks small messages behind it. Frames may
+//! arrive out of order, which the protocol tolerates. Each connection's peer is
+//! the paired device whose pinned certificate it presented; anything else
+//! fails the handshake.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::pki_types::CertificateDer;
+use tokio::sync::mpsc;
+
+use crate::net::NetError;
+use crate::net::identity::Identity;
+use crate::net::tls::{Pins, client_config, server_config};
+use crate::proto::message::MAX_FRAME;
+
+/// What the link reports.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A connection to a paired device is up (dialed or accepted).
+    Up {
+        /// The device.
+        peer: String,
+        /// The connection, to send on.
+        conn: quinn::Connection,
+    },
+    /// A frame from a paired device.
+    Message {
+        /// The device (authenticated by its certificate).
+        peer: String,
+        /// The frame.
+        bytes: Vec<u8>,
+    },
+    /// A connection ended.
+    Down {
+        /// The device.
+        peer: String,
+        /// Which connection (a newer one to the same peer may be up).
+        id: usize,
+        /// Why.
+        reason: String,
+    },
+    /// A frame that could not be read (larger than the limit, or cut off).
+    Malformed {
+        /// The device.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+    /// A dial or handshake failed (unpaired device, nobody listening, …).
+    Failed {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A device's QUIC endpoint: it accepts paired devices and dials them.
+pub struct Link {
+    endpoint: quinn::Endpoint,
+    pins: Pins,
+    inbound: mpsc::UnboundedSender<Inbound>,
+}
+
+impl Link {
+    /// Opens the endpoint on `addr` (port 0 picks one) and starts accepting.
+    /// Must run inside a tokio runtime.
+    pub fn bind(
+        addr: SocketAddr,
+        me: &Identity,
+        pins: &Pins,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Inbound>), NetError> {
+        let server = QuicServerConfig::try_from(server_config(me, pins)?)?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
+        server.transport_config(transport());
+        let endpoint = quinn::Endpoint::server(server, addr)
+            .map_err(|source| NetError::Bind { addr, source })?;
+        let client = QuicClientConfig::try_from(client_config(me, pins)?)?;
+        let mut client = quinn::ClientConfig::new(Arc::new(client));
+        client.transport_config(transport());
+        let mut endpoint = endpoint;
+        endpoint.set_default_client_config(client);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let link = Self {
+            endpoint,
+            pins: pins.clone(),
+            inbound: tx,
+        };
+        link.accept_loop();
+        Ok((link, rx))
+    }
+
+    /// The address peers dial.
+    pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
+        self.endpoint.local_addr().map_err(|source| NetError::Bind {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })
+    }
+
+    /// Dials `addr` in the background; `Up` or `Failed` follows.
+    pub fn dial(&self, addr: SocketAddr) {
+        let (endpoint, pins, tx) = (
+            self.endpoint.clone(),
+            self.pins.clone(),
+            self.inbound.clone(),
+        );
+        tokio::spawn(async move {
+            let result = match endpoint.connect(addr, "sdsync") {
+                Ok(connecting) => connecting.await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(conn) => serve(conn, &pins, tx),
+                Err(reason) => {
+                    let _ = tx.send(Inbound::Failed { addr, reason });
+                }
+            }
+        });
+    }
+
+    /// Closes every connection and stops accepting.
+    pub fn close(&self) {
+        self.endpoint.close(0u32.into(), b"shutting down");
+    }
+
+    fn accept_loop(&self) {
+        let (endpoint, pins, tx) = (
+            self.endpoint.clone(),
+            self.pins.clone(),
+            self.inbound.clone(),
+        );
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let (pins, tx) = (pins.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let addr = incoming.remote_address();
+                    match incoming.await {
+                        Ok(conn) => serve(conn, &pins, tx),
+                        Err(e) => {
+                            let _ = tx.send(Inbound::Failed {
+                                addr,
+                                reason: e.to_string(),
+                            });
+                        }
+                    }
+                });
+            }
+        });
+    }
+}
+
+/// Sends one frame on its own stream.
+pub async fn send(conn: &quinn::Connection, peer: &str, bytes: Vec<u8>) -> Result<(), NetError> {
+    let err = |e: &dyn std::fmt::Display| NetError::Send {
+        peer: peer.to_string(),
+        reason: e.to_string(),
+    };
+    let mut stream = conn.open_uni().await.map_err(|e| err(&e))?;
+    stream.write_all(&bytes).await.map_err(|e| err(&e))?;
+    stream.finish().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// Timeouts: a silent peer is noticed within the idle timeout; keep-alives keep a
+/// quiet but healthy link open.
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_secs(2)));
+    // Invariant: 10 s is far below QUIC's maximum idle timeout (2^62 ms).
+    t.max_idle_timeout(Some(
+        Duration::from_secs(10)
+            .try_into()
+            .expect("10 s fits a VarInt"),
+    ));
+    Arc::new(t)
+}
+
+/// The paired device behind an established connection (the handshake already
+/// refused unpinned certificates; this maps the certificate to its device).
+fn peer_of(conn: &quinn::Connection, pins: &Pins) -> Option<String> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    pins.device(certs.first()?)
+}
+
+/// Reports the connection and reads its frames until it ends.
+fn serve(conn: quinn::Connection, pins: &Pins, tx: mpsc::UnboundedSender<Inbound>) {
+    let Some(peer) = peer_of(&conn, pins) else {
+        conn.close(1u32.into(), b"not paired");
+        let _ = tx.send(Inbound::Failed {
+            addr: conn.remote_address(),
+            reason: "the peer's certificate is not pinned".into(),
+        });
+        return;
+    };
+    let _ = tx.send(Inbound::Up {
+        peer: peer.clone(),
+        conn: conn.clone(),
+    });
+    tokio::spawn(async move {
+        let reason = loop {
+            match conn.accept_uni().await {
+                Ok(mut stream) => {
+                    let (tx, peer) = (tx.clone(), peer.clone());
+                    tokio::spawn(async move {
+                        let event = match stream.read_to_end(MAX_FRAME).await {
+                            Ok(bytes) => Inbound::Message { peer, bytes },
+                            Err(e) => Inbound::Malformed {
+                                peer,
+                                reason: e.to_string(),
+                            },
+                        };
+                        let _ = tx.send(event);
+                    });
+                }
+                Err(e) => break e.to_string(),
+            }
+        };
+        let _ = tx.send(Inbound::Down {
+            peer,
+            id: conn.stable_id(),
+            reason,
+        });
+    });
+}
