@@ -81,6 +81,8 @@ pub struct Daemon {
     pins: Pins,
     directory: Directory,
     conns: BTreeMap<String, quinn::Connection>,
+    /// Redial rounds each unconnected peer has waited.
+    waited: BTreeMap<String, u32>,
     data_version: i64,
     events: Option<mpsc::UnboundedSender<(String, Event)>>,
 }
@@ -109,6 +111,7 @@ impl Daemon {
             pins: pins.clone(),
             directory: directory.clone(),
             conns: BTreeMap::new(),
+            waited: BTreeMap::new(),
             data_version,
             events: None,
         })
@@ -192,10 +195,19 @@ impl Daemon {
         }
     }
 
+    /// Dials paired devices without a link. Of two devices, the one with the
+    /// smaller id dials first; the other waits a few rounds before dialing too,
+    /// so there is usually one connection per pair, and never none.
     fn redial(&mut self) {
         for (device, addr) in self.directory.snapshot() {
             let paired = self.pins.is_pinned(&device);
-            if device != self.me && paired && !self.conns.contains_key(&device) {
+            if device == self.me || !paired || self.conns.contains_key(&device) {
+                self.waited.remove(&device);
+                continue;
+            }
+            let rounds = self.waited.entry(device.clone()).or_default();
+            *rounds += 1;
+            if self.me < device || *rounds > 3 {
                 self.link.dial(addr);
             }
         }

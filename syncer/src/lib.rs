@@ -17,6 +17,7 @@
 pub mod bench;
 pub mod daemon;
 pub mod demo;
+pub mod home;
 pub mod library;
 pub mod net;
 pub mod proto;

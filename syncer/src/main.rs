@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use sdsync_syncer::daemon::Daemon;
+use sdsync_syncer::home::Home;
 use sdsync_syncer::library::{Library, extension_path};
 use sdsync_syncer::{bench, demo};
 
@@ -45,6 +47,42 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Create a library folder for this device (database, identity, sync.db).
+    Init {
+        /// The folder, e.g. Photos.sdlibrary.
+        dir: PathBuf,
+        /// Join this existing library (its id, as `sdsync info` prints it) instead of
+        /// starting a new one.
+        #[arg(long)]
+        library: Option<String>,
+    },
+    /// Print a library folder's device, library id, certificate and peers.
+    Info {
+        /// The library folder.
+        dir: PathBuf,
+    },
+    /// Pair with a device: pin its certificate and record its address.
+    PeerAdd {
+        /// The library folder.
+        dir: PathBuf,
+        /// The other device's id.
+        #[arg(long)]
+        device: String,
+        /// The other device's certificate (its device.crt).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Where the other device listens (host:port).
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+    },
+    /// Run this device's syncer until interrupted.
+    Run {
+        /// The library folder.
+        dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:7373")]
+        listen: std::net::SocketAddr,
+    },
     /// Give a copied database.db its own device identity.
     Reidentify {
         /// The database file.
@@ -66,6 +104,21 @@ fn main() -> anyhow::Result<()> {
             let report = bench::run(&dir, &ext, rows, runs.max(1))?;
             println!("{report}");
         }
+        Command::Init { dir, library } => {
+            let home = Home::init(&dir, &ext, library.as_deref())?;
+            info(&home)?;
+        }
+        Command::Info { dir } => info(&Home::open(&dir, &ext)?)?,
+        Command::PeerAdd {
+            dir,
+            device,
+            cert,
+            addr,
+        } => {
+            Home::open(&dir, &ext)?.add_peer(&device, &cert, addr)?;
+            println!("paired with {device}");
+        }
+        Command::Run { dir, listen } => run(&Home::open(&dir, &ext)?, listen)?,
         Command::Reidentify { db } => {
             let lib = Library::open(&db, &ext)?;
             let id: String = lib
@@ -76,6 +129,56 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn info(home: &Home) -> anyhow::Result<()> {
+    println!("device      {}", home.device()?);
+    println!("library     {}", home.library()?);
+    println!("certificate {}", home.certificate_path().display());
+    for p in home.peers()? {
+        let addr = p.addr.map_or("-".to_string(), |a| a.to_string());
+        println!("peer        {} at {addr}", p.device);
+    }
+    Ok(())
+}
+
+/// Runs the syncer until SIGINT or SIGTERM. Every state it needs is in the
+/// library folder, so a killed syncer restarts where it stopped.
+fn run(home: &Home, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "sdsync_syncer=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let (store, pins, directory) = home.syncer_parts()?;
+    let (library, me) = (home.library()?, home.identity()?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let daemon = Daemon::start(store, &library, &me, &pins, &directory, listen)?;
+        println!(
+            "sdsync: device {} of library {library} listening on quic://{}",
+            home.device()?,
+            daemon.local_addr()?
+        );
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            let _ = stop.send(true);
+            Ok::<(), std::io::Error>(())
+        });
+        daemon.run(stopped).await;
+        Ok(())
+    })
 }
 
 fn temp(what: &str) -> PathBuf {

@@ -585,11 +585,7 @@ impl Node {
         store: &dyn Store,
     ) -> Result<(Payload, i64), StoreError> {
         let slice = store.slice(origin, after, self.cfg.page_rows, self.cfg.page_bytes)?;
-        let held = store
-            .watermarks()?
-            .into_iter()
-            .find(|(o, _)| o == origin)
-            .map_or(0, |(_, s)| s);
+        let held = slice.held;
         let last = slice.changes.last().map_or(after, |c| c.seq);
         let complete_to = if slice.more {
             last.min(held)

@@ -14,7 +14,7 @@
 //! that applies the rows), and what must be kept aside (dead letters) goes to the
 //! syncer's `sync.db`.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::library::{Change, Library, LibraryError, apply_in, read_changes};
 use crate::proto::message::change_size;
@@ -37,6 +37,10 @@ pub struct Slice {
     pub changes: Vec<Change>,
     /// Whether more changes above the last one exist.
     pub more: bool,
+    /// Up to which sequence this device held `origin` completely when the
+    /// slice was read (same snapshot: a commit between two separate reads would
+    /// let a page claim a change it does not carry).
+    pub held: i64,
 }
 
 /// Storage as the protocol sees it.
@@ -47,7 +51,8 @@ pub trait Store {
     fn watermarks(&self) -> Result<Vec<(String, i64)>, StoreError>;
     /// The device's current HLC (last issued or received).
     fn hlc(&self) -> Result<i64, StoreError>;
-    /// Changes of `origin` above `after`, at most `rows` and about `bytes`.
+    /// Changes of `origin` above `after`, at most `rows` and about `bytes`, and
+    /// the watermark of `origin`, both read from one snapshot.
     fn slice(
         &self,
         origin: &str,
@@ -118,8 +123,20 @@ impl Store for SqlStore {
         rows: usize,
         bytes: usize,
     ) -> Result<Slice, StoreError> {
+        // One read transaction: the changes and the watermark from one snapshot.
+        let tx = self.sql(self.lib.conn.unchecked_transaction())?;
+        let held: i64 = self
+            .sql(
+                tx.query_row(
+                    "SELECT seq FROM sdsync_watermarks WHERE origin = ?1",
+                    [origin],
+                    |r| r.get(0),
+                )
+                .optional(),
+            )?
+            .unwrap_or(0);
         let mut changes = self.sql(read_changes(
-            &self.lib.conn,
+            &tx,
             "SELECT tbl, pk, op, data, origin, seq, hlc, creates FROM sdsync_changes \
              WHERE origin = ?1 AND seq > ?2 LIMIT ?3",
             params![origin, after, rows as i64 + 1],
@@ -135,7 +152,12 @@ impl Store for SqlStore {
         }
         let more = changes.len() > keep.min(rows);
         changes.truncate(keep.min(rows));
-        Ok(Slice { changes, more })
+        self.sql(tx.commit())?;
+        Ok(Slice {
+            changes,
+            more,
+            held,
+        })
     }
 
     fn count_above(&self, origin: &str, after: i64) -> Result<i64, StoreError> {

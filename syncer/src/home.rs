@@ -1,0 +1,254 @@
+//! A device's library folder on disk (`<Name>.sdlibrary/`): the replicated
+//! database, the syncer's own `sync.db`, and the device identity.
+//!
+//! ```no_run
+//! # use sdsync_syncer::home::Home;
+//! let ext = sdsync_syncer::library::extension_path(None).unwrap();
+//! let home = Home::init("Photos.sdlibrary".as_ref(), &ext, None).unwrap();
+//! println!("device {} in library {}", home.device().unwrap(), home.library().unwrap());
+//! ```
+//!
+//! `sync.db` holds what only this device's syncer needs: the library id (all
+//! devices of a library share it; messages of another library are refused),
+//! the paired peers (device id, pinned certificate, address) and the dead
+//! letters. Nothing in it is replicated.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::daemon::Directory;
+use crate::library::{Library, LibraryError};
+use crate::net::identity::Identity;
+use crate::net::tls::Pins;
+use crate::proto::store::SqlStore;
+
+/// What can go wrong with a library folder.
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    /// The library database failed.
+    #[error(transparent)]
+    Library(#[from] LibraryError),
+    /// sync.db failed.
+    #[error("{path}: {source}")]
+    Sync {
+        /// The sync.db file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The folder is not an initialized library.
+    #[error("{0} is not a library folder (run `sdsync init` first)")]
+    NotALibrary(PathBuf),
+    /// The device identity failed.
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
+    /// A peer's certificate file is not a PEM certificate.
+    #[error("certificate {path}: {reason}")]
+    Certificate {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A peer address in sync.db does not parse.
+    #[error("peer {device}: address {addr:?} is not host:port ({reason})")]
+    Address {
+        /// The device.
+        device: String,
+        /// The stored text.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A paired device as `sync.db` records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Its device id.
+    pub device: String,
+    /// Where it listens, when known.
+    pub addr: Option<SocketAddr>,
+}
+
+/// A library folder.
+pub struct Home {
+    dir: PathBuf,
+    ext: PathBuf,
+    sync: Connection,
+}
+
+const SYNC_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS peers(
+  device TEXT PRIMARY KEY, cert BLOB NOT NULL, addr TEXT,
+  paired_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));";
+
+impl Home {
+    /// Creates a library folder: the default schema, a device identity, and the
+    /// library id (`library`, to join an existing library, or a new one).
+    pub fn init(dir: &Path, ext: &Path, library: Option<&str>) -> Result<Self, HomeError> {
+        std::fs::create_dir_all(dir).map_err(|source| LibraryError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let lib = Library::create(&dir.join("database.db"), ext)?;
+        let home = Self::connect(dir, ext)?;
+        let id = match library {
+            Some(id) => id.to_string(),
+            None => lib
+                .conn
+                .query_row("SELECT sdsync_uuid()", [], |r| r.get(0))
+                .map_err(|source| LibraryError::Sql {
+                    path: lib.path.clone(),
+                    source,
+                })?,
+        };
+        home.sql(home.sync.execute(
+            "INSERT OR IGNORE INTO settings(key, value) VALUES ('library', ?1)",
+            [&id],
+        ))?;
+        Identity::load_or_create(dir, &lib.device()?)?;
+        Ok(home)
+    }
+
+    /// Opens an initialized library folder.
+    pub fn open(dir: &Path, ext: &Path) -> Result<Self, HomeError> {
+        if !dir.join("database.db").exists() || !dir.join("sync.db").exists() {
+            return Err(HomeError::NotALibrary(dir.to_path_buf()));
+        }
+        Self::connect(dir, ext)
+    }
+
+    fn connect(dir: &Path, ext: &Path) -> Result<Self, HomeError> {
+        let path = dir.join("sync.db");
+        let sync = Connection::open(&path).map_err(|source| HomeError::Sync {
+            path: path.clone(),
+            source,
+        })?;
+        let home = Self {
+            dir: dir.to_path_buf(),
+            ext: ext.to_path_buf(),
+            sync,
+        };
+        home.sql(home.sync.execute_batch(SYNC_SCHEMA))?;
+        Ok(home)
+    }
+
+    fn sql<T>(&self, r: rusqlite::Result<T>) -> Result<T, HomeError> {
+        r.map_err(|source| HomeError::Sync {
+            path: self.dir.join("sync.db"),
+            source,
+        })
+    }
+
+    /// The library database, opened with the extension.
+    pub fn database(&self) -> Result<Library, HomeError> {
+        Ok(Library::open(&self.dir.join("database.db"), &self.ext)?)
+    }
+
+    /// This device's id.
+    pub fn device(&self) -> Result<String, HomeError> {
+        Ok(self.database()?.device()?)
+    }
+
+    /// The library id all its devices share.
+    pub fn library(&self) -> Result<String, HomeError> {
+        let id: Option<String> = self.sql(
+            self.sync
+                .query_row(
+                    "SELECT value FROM settings WHERE key = 'library'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional(),
+        )?;
+        id.ok_or_else(|| HomeError::NotALibrary(self.dir.clone()))
+    }
+
+    /// This device's certificate and key.
+    pub fn identity(&self) -> Result<Identity, HomeError> {
+        Ok(Identity::load_or_create(&self.dir, &self.device()?)?)
+    }
+
+    /// The certificate file other devices pin.
+    pub fn certificate_path(&self) -> PathBuf {
+        self.dir.join("device.crt")
+    }
+
+    /// Pairs a device: pins its certificate (from a PEM file) and records where
+    /// it listens. Pairing again replaces both.
+    pub fn add_peer(
+        &self,
+        device: &str,
+        cert: &Path,
+        addr: Option<SocketAddr>,
+    ) -> Result<(), HomeError> {
+        let der = CertificateDer::from_pem_file(cert).map_err(|e| HomeError::Certificate {
+            path: cert.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        self.sql(self.sync.execute(
+            "INSERT OR REPLACE INTO peers(device, cert, addr) VALUES (?1, ?2, ?3)",
+            params![device, der.as_ref(), addr.map(|a| a.to_string())],
+        ))?;
+        Ok(())
+    }
+
+    /// The paired devices.
+    pub fn peers(&self) -> Result<Vec<Peer>, HomeError> {
+        Ok(self.pinned()?.into_iter().map(|(peer, _)| peer).collect())
+    }
+
+    fn pinned(&self) -> Result<Vec<(Peer, Vec<u8>)>, HomeError> {
+        let mut stmt = self.sql(
+            self.sync
+                .prepare("SELECT device, cert, addr FROM peers ORDER BY device"),
+        )?;
+        let rows: Vec<(String, Vec<u8>, Option<String>)> = self.sql(
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .and_then(|rows| rows.collect()),
+        )?;
+        rows.into_iter()
+            .map(|(device, cert, addr)| {
+                let addr = match addr {
+                    None => None,
+                    Some(text) => Some(text.parse().map_err(|e: std::net::AddrParseError| {
+                        HomeError::Address {
+                            device: device.clone(),
+                            addr: text.clone(),
+                            reason: e.to_string(),
+                        }
+                    })?),
+                };
+                Ok((Peer { device, addr }, cert))
+            })
+            .collect()
+    }
+
+    /// What the daemon needs: the store, the pins and the peers' addresses.
+    pub fn syncer_parts(&self) -> Result<(SqlStore, Pins, Directory), HomeError> {
+        let pins = Pins::default();
+        let directory = Directory::default();
+        for (peer, cert) in self.pinned()? {
+            pins.pin(&peer.device, CertificateDer::from(cert));
+            if let Some(addr) = peer.addr {
+                directory.set(&peer.device, addr);
+            }
+        }
+        let path = self.dir.join("sync.db");
+        let sync = Connection::open(&path).map_err(|source| HomeError::Sync { path, source })?;
+        let store = SqlStore::new(self.database()?, sync).map_err(|e| match e {
+            crate::proto::store::StoreError::Library(l) => HomeError::Library(l),
+            crate::proto::store::StoreError::Sync(source) => HomeError::Sync {
+                path: self.dir.join("sync.db"),
+                source,
+            },
+        })?;
+        Ok((store, pins, directory))
+    }
+}

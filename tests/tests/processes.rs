@@ -1,0 +1,209 @@
+//! Real `sdsync run` processes on loopback, killed with SIGKILL at arbitrary
+//! points: nothing committed is lost, and every restart resumes.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sdsync_tests::{Lib, root, temp_dir};
+
+/// The built `sdsync` binary (`cargo build --release` builds it).
+fn sdsync() -> PathBuf {
+    let p = root().join("target/release/sdsync");
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --release` first",
+        p.display()
+    );
+    p
+}
+
+fn cli(args: &[&str]) -> String {
+    let out = Command::new(sdsync())
+        .args(args)
+        .env("SDSYNC_EXTENSION", sdsync_tests::extension_path())
+        .output()
+        .expect("run sdsync");
+    assert!(
+        out.status.success(),
+        "sdsync {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn field(info: &str, name: &str) -> String {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+        .expect("field in sdsync info")
+}
+
+fn free_port() -> SocketAddr {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.local_addr().expect("addr")
+}
+
+/// A device: its library folder and where its syncer listens.
+struct Device {
+    dir: PathBuf,
+    id: String,
+    addr: SocketAddr,
+    syncer: Option<Child>,
+}
+
+impl Device {
+    fn init(parent: &Path, name: &str, library: Option<&str>) -> Self {
+        let dir = parent.join(format!("{name}.sdlibrary"));
+        let d = dir.to_str().expect("utf-8 path");
+        let info = match library {
+            Some(lib) => cli(&["init", d, "--library", lib]),
+            None => cli(&["init", d]),
+        };
+        Self {
+            id: field(&info, "device"),
+            dir,
+            addr: free_port(),
+            syncer: None,
+        }
+    }
+
+    fn library(&self) -> String {
+        field(
+            &cli(&["info", self.dir.to_str().expect("utf-8")]),
+            "library",
+        )
+    }
+
+    fn pair(&self, other: &Device) {
+        let cert = other.dir.join("device.crt");
+        let addr = other.addr.to_string();
+        cli(&[
+            "peer-add",
+            self.dir.to_str().expect("utf-8"),
+            "--device",
+            &other.id,
+            "--cert",
+            cert.to_str().expect("utf-8"),
+            "--addr",
+            &addr,
+        ]);
+    }
+
+    fn start(&mut self) {
+        if self.syncer.is_some() {
+            return;
+        }
+        // Every run appends to syncer.log in the library folder, for post-mortems.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("syncer.log"))
+            .expect("syncer.log");
+        let child = Command::new(sdsync())
+            .args([
+                "run",
+                self.dir.to_str().expect("utf-8"),
+                "--listen",
+                &self.addr.to_string(),
+            ])
+            .env("SDSYNC_EXTENSION", sdsync_tests::extension_path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start sdsync run");
+        self.syncer = Some(child);
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.syncer.take() {
+            c.kill().expect("SIGKILL");
+            c.wait().expect("reap");
+        }
+    }
+
+    fn app(&self) -> Lib {
+        Lib::open(&self.dir.join("database.db"))
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn pair_of(name: &str) -> (PathBuf, Device, Device) {
+    let dir = temp_dir(name);
+    let a = Device::init(&dir, "a", None);
+    let b = Device::init(&dir, "b", Some(&a.library()));
+    a.pair(&b);
+    b.pair(&a);
+    (dir, a, b)
+}
+
+/// Waits for `cond` with a deadline.
+fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_receiver_killed_during_backfill_resumes_and_loses_nothing() {
+    let (_dir, mut a, mut b) = pair_of("kill-backfill");
+    let app_a = a.app();
+    app_a.exec(
+        "INSERT INTO locations(uuid, name, path) VALUES ('loc', 'Photos', '/p');
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+           INSERT INTO entries(uuid, name, size, location_id) SELECT 'e' || i, 'f' || i, i, 1 FROM n;",
+    );
+    a.start();
+    let app_b = b.app();
+    // Kill the receiver as soon as it has made progress, three times over.
+    for round in 1..=3 {
+        let before = app_b.count("entries");
+        b.start();
+        wait_for(&format!("progress in round {round}"), 60, || {
+            app_b.count("entries") > before || app_b.digest() == app_a.digest()
+        });
+        b.kill();
+    }
+    b.start();
+    wait_for("convergence", 120, || app_b.digest() == app_a.digest());
+    assert_eq!(app_b.count("entries"), 20000);
+    assert_eq!(app_b.int("SELECT count(*) FROM sdsync_parked"), 0);
+}
+
+#[test]
+fn an_origin_killed_while_its_app_writes_loses_no_commit() {
+    let (_dir, mut a, mut b) = pair_of("kill-origin");
+    b.start();
+    a.start();
+    let app_a = a.app();
+    for i in 1..=300 {
+        app_a.exec(&format!(
+            "INSERT INTO tags(uuid, canonical_name) VALUES (sdsync_uuid_v5('tag', 't{i}'), 't{i}')"
+        ));
+        if i % 60 == 0 {
+            a.kill(); // the app goes on writing; the syncer restarts later
+        }
+        if i % 60 == 20 {
+            a.start();
+        }
+        if i % 100 == 0 {
+            b.kill();
+            b.start();
+        }
+    }
+    a.start();
+    let app_b = b.app();
+    wait_for("convergence", 120, || app_b.digest() == app_a.digest());
+    assert_eq!(app_b.count("tags"), 300);
+}
