@@ -9,10 +9,10 @@
 //! phone.apply(&laptop.changes().unwrap(), &laptop.watermarks().unwrap()).unwrap();
 //! ```
 //!
-//! Today it holds the storage side (`library`: everything through the extension's
-//! SQL contract), the demonstration (`demo`) and the benchmark (`bench`). The
-//! network protocol (a state machine without I/O, QUIC transport) is the next
-//! issue; it will use `library` for all storage.
+//! Storage goes through `library` (everything via the extension's SQL contract);
+//! `proto` is the protocol as a state machine without I/O; `net` has the device
+//! identity, pinned mutual TLS and QUIC links; `daemon` drives a node over a link;
+//! `home` is the library folder on disk; `demo` and `bench` are the two showcases.
 
 pub mod bench;
 pub mod daemon;

@@ -41,8 +41,12 @@ impl Identity {
             });
         }
         let (me, crt_pem, key_pem) = Self::fresh(device)?;
-        write(&key, &key_pem)?;
-        write(&crt, &crt_pem)?;
+        // A half-written identity (a crash between the two files) was never used.
+        for leftover in [&key, &crt] {
+            let _ = std::fs::remove_file(leftover);
+        }
+        write(&key, &key_pem, 0o600)?;
+        write(&crt, &crt_pem, 0o644)?;
         Ok(me)
     }
 
@@ -74,11 +78,20 @@ fn pem_error(path: &Path, e: rustls::pki_types::pem::Error) -> NetError {
     }
 }
 
-fn write(path: &Path, text: &str) -> Result<(), NetError> {
-    std::fs::write(path, text).map_err(|e| NetError::Identity {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+/// Writes a new file with `mode` (the key readable by its owner only).
+fn write(path: &Path, text: &str, mode: u32) -> Result<(), NetError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| NetError::Identity {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -95,5 +108,12 @@ mod tests {
         assert_eq!(a.cert, b.cert);
         assert_eq!(a.key.secret_pkcs8_der(), b.key.secret_pkcs8_der());
         assert_ne!(Identity::generate("dev").unwrap().cert, a.cert);
+        let mode = std::fs::metadata(dir.join("device.key"))
+            .unwrap()
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
     }
 }

@@ -14,7 +14,7 @@
 //! that applies the rows), and what must be kept aside (dead letters) goes to the
 //! syncer's `sync.db`.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::library::{Change, Library, LibraryError, apply_in, read_changes};
 use crate::proto::message::change_size;
@@ -169,7 +169,12 @@ impl Store for SqlStore {
     }
 
     fn apply(&self, changes: &[Change], complete: Option<(&str, i64)>) -> Result<(), StoreError> {
-        let tx = self.sql(self.lib.conn.unchecked_transaction())?;
+        // IMMEDIATE: take the write lock first, so an app's commit cannot
+        // invalidate the snapshot between apply's first read and first write.
+        let tx = self.sql(Transaction::new_unchecked(
+            &self.lib.conn,
+            TransactionBehavior::Immediate,
+        ))?;
         self.sql(apply_in(&tx, changes))?;
         if let Some((origin, seq)) = complete {
             self.sql(tx.query_row(
