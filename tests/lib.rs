@@ -43,6 +43,19 @@ pub fn extension_path() -> PathBuf {
     panic!("libsdsync.so not built: run `cargo build --release -p sdsync-extension` first");
 }
 
+/// Waits for `cond`, failing the test after `secs` seconds (a deadline, never a
+/// bare sleep: the outcome does not depend on timing).
+pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// A fresh directory under the system temp dir.
 pub fn temp_dir(name: &str) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);

@@ -4,9 +4,8 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use sdsync_tests::{Lib, root, temp_dir};
+use sdsync_tests::{Lib, root, temp_dir, wait_for};
 
 /// The built `sdsync` binary (`cargo build --release` builds it).
 fn sdsync() -> PathBuf {
@@ -141,18 +140,6 @@ fn pair_of(name: &str) -> (PathBuf, Device, Device) {
     a.pair(&b);
     b.pair(&a);
     (dir, a, b)
-}
-
-/// Waits for `cond` with a deadline.
-fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[test]

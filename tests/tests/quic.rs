@@ -1,7 +1,7 @@
 //! Devices syncing over real QUIC on 127.0.0.1, with pinned mutual TLS.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::Connection;
 use sdsync_syncer::daemon::{Background, Directory};
@@ -10,7 +10,7 @@ use sdsync_syncer::net::identity::Identity;
 use sdsync_syncer::net::link::{Inbound, Link, send};
 use sdsync_syncer::net::tls::Pins;
 use sdsync_syncer::proto::store::SqlStore;
-use sdsync_tests::{Lib, extension_path, temp_dir};
+use sdsync_tests::{Lib, extension_path, temp_dir, wait_for};
 
 const LIBRARY: &str = "quic-test-library";
 
@@ -48,18 +48,10 @@ impl Device {
 
 /// Waits (with a deadline) until every device has the same digest.
 fn converge(devices: &[&Device], what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    wait_for(what, 30, || {
         let first = devices[0].app.digest();
-        if devices.iter().all(|d| d.app.digest() == first) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no convergence within 30 s: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        devices.iter().all(|d| d.app.digest() == first)
+    });
 }
 
 #[test]
