@@ -24,7 +24,7 @@ use crate::daemon::Directory;
 use crate::library::{Library, LibraryError};
 use crate::net::identity::Identity;
 use crate::net::tls::Pins;
-use crate::proto::store::SqlStore;
+use crate::proto::store::{DEAD_LETTERS, SqlStore};
 
 /// What can go wrong with a library folder.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +73,32 @@ pub struct Peer {
     pub device: String,
     /// Where it listens, when known.
     pub addr: Option<SocketAddr>,
+}
+
+/// A device's sync state at a glance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// `(origin, seq)` held completely.
+    pub watermarks: Vec<(String, i64)>,
+    /// Parked changes by reason.
+    pub parked: Vec<(String, i64)>,
+    /// The newest dead letters (at, peer, what: reason).
+    pub dead_letters: Vec<String>,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (origin, seq) in &self.watermarks {
+            writeln!(f, "holds       {origin} up to seq {seq}")?;
+        }
+        for (reason, n) in &self.parked {
+            writeln!(f, "parked      {n} change(s): {reason}")?;
+        }
+        for d in &self.dead_letters {
+            writeln!(f, "dead letter {d}")?;
+        }
+        Ok(())
+    }
 }
 
 /// A library folder.
@@ -136,6 +162,7 @@ impl Home {
             sync,
         };
         home.sql(home.sync.execute_batch(SYNC_SCHEMA))?;
+        home.sql(home.sync.execute_batch(DEAD_LETTERS))?;
         Ok(home)
     }
 
@@ -228,6 +255,41 @@ impl Home {
                 Ok((Peer { device, addr }, cert))
             })
             .collect()
+    }
+
+    /// What this device holds and what it could not apply, for `sdsync status`:
+    /// nothing the syncer set aside is invisible.
+    pub fn status(&self) -> Result<Status, HomeError> {
+        let lib = self.database()?;
+        let watermarks = lib.watermarks()?;
+        let parked: Vec<(String, i64)> = lib
+            .conn
+            .prepare("SELECT reason, count(*) FROM sdsync_parked GROUP BY reason ORDER BY 2 DESC")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(|source| LibraryError::Sql {
+                path: lib.path.clone(),
+                source,
+            })?;
+        let mut stmt = self.sql(self.sync.prepare(
+            "SELECT at, peer, what, reason FROM dead_letters ORDER BY id DESC LIMIT 20",
+        ))?;
+        let dead_letters = self.sql(
+            stmt.query_map([], |r| {
+                Ok(format!(
+                    "{} {} {}: {}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?
+                ))
+            })
+            .and_then(|rows| rows.collect()),
+        )?;
+        Ok(Status {
+            watermarks,
+            parked,
+            dead_letters,
+        })
     }
 
     /// What the daemon needs: the store, the pins and the peers' addresses.

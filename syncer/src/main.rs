@@ -61,6 +61,11 @@ enum Command {
         /// The library folder.
         dir: PathBuf,
     },
+    /// Print what a device holds of each origin, its parked changes and dead letters.
+    Status {
+        /// The library folder.
+        dir: PathBuf,
+    },
     /// Pair with a device: pin its certificate and record its address.
     PeerAdd {
         /// The library folder.
@@ -109,6 +114,11 @@ fn main() -> anyhow::Result<()> {
             info(&home)?;
         }
         Command::Info { dir } => info(&Home::open(&dir, &ext)?)?,
+        Command::Status { dir } => {
+            let home = Home::open(&dir, &ext)?;
+            info(&home)?;
+            print!("{}", home.status()?);
+        }
         Command::PeerAdd {
             dir,
             device,

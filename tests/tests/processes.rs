@@ -193,4 +193,63 @@ fn an_origin_killed_while_its_app_writes_loses_no_commit() {
     let app_b = b.app();
     wait_for("convergence", 120, || app_b.digest() == app_a.digest());
     assert_eq!(app_b.count("tags"), 300);
+    let status = cli(&["status", b.dir.to_str().expect("utf-8")]);
+    assert!(
+        status.contains(&format!("holds       {} up to seq 300", a.id)),
+        "{status}"
+    );
+    assert!(
+        !status.contains("parked") && !status.contains("dead letter"),
+        "{status}"
+    );
+}
+
+/// Writers in other processes and languages (the `sqlite3` shell and Debian's
+/// python3 with plain SQL) on both devices while both syncers run: every write
+/// reaches the other device.
+#[test]
+fn shell_and_python_writers_sync_through_running_syncers() {
+    let (_dir, mut a, mut b) = pair_of("foreign-writers");
+    a.start();
+    b.start();
+    let ext = sdsync_tests::extension_path();
+    let load = ext.with_extension("");
+    let db_a = a.dir.join("database.db");
+    let out = Command::new("sqlite3")
+        .arg(&db_a)
+        .arg(format!(".load {}", load.display()))
+        .arg("INSERT INTO tags(uuid, canonical_name, color) VALUES (sdsync_uuid_v5('tag', 'Shell'), 'Shell', 'red')")
+        .arg("UPDATE tags SET icon = 'terminal' WHERE canonical_name = 'Shell'")
+        .output()
+        .expect("sqlite3 shell (apt-get install sqlite3)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script = "import sqlite3, sys
+c = sqlite3.connect(sys.argv[2], isolation_level=None)
+c.enable_load_extension(True); c.load_extension(sys.argv[1])
+c.execute(\"INSERT INTO collections(uuid, name) VALUES (sdsync_uuid_v5('album', 'Py'), 'Py')\")
+c.execute(\"INSERT INTO tags(uuid, canonical_name) VALUES (sdsync_uuid_v5('tag', 'Python'), 'Python')\")
+";
+    let db_b = b.dir.join("database.db");
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(&ext)
+        .arg(&db_b)
+        .output()
+        .expect("Debian's /usr/bin/python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (app_a, app_b) = (a.app(), b.app());
+    wait_for("convergence", 60, || app_a.digest() == app_b.digest());
+    assert_eq!(
+        app_a.text("SELECT group_concat(canonical_name || ':' || coalesce(icon, '-'), ',') FROM (SELECT * FROM tags ORDER BY canonical_name)"),
+        "Python:-,Shell:terminal"
+    );
+    assert_eq!(app_a.count("collections"), 1);
 }

@@ -70,6 +70,11 @@ pub trait Store {
     fn dead_letter(&self, peer: &str, what: &str, reason: &str) -> Result<(), StoreError>;
 }
 
+/// The table of `sync.db` that keeps what could not be delivered or applied.
+pub const DEAD_LETTERS: &str = "CREATE TABLE IF NOT EXISTS dead_letters(
+  id INTEGER PRIMARY KEY, peer TEXT NOT NULL, what TEXT NOT NULL, reason TEXT NOT NULL,
+  at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));";
+
 /// [`Store`] over a library database and the syncer's `sync.db`.
 pub struct SqlStore {
     /// The library.
@@ -81,11 +86,7 @@ pub struct SqlStore {
 impl SqlStore {
     /// Wraps a library and a sync.db connection (creating its tables).
     pub fn new(lib: Library, sync: Connection) -> Result<Self, StoreError> {
-        sync.execute_batch(
-            "CREATE TABLE IF NOT EXISTS dead_letters(
-               id INTEGER PRIMARY KEY, peer TEXT NOT NULL, what TEXT NOT NULL, reason TEXT NOT NULL,
-               at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));",
-        )?;
+        sync.execute_batch(DEAD_LETTERS)?;
         Ok(Self { lib, sync })
     }
 
