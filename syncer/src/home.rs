@@ -54,6 +54,16 @@ pub enum HomeError {
         /// Why.
         reason: String,
     },
+    /// Pairing would move a device that already belongs to a library into another.
+    #[error("{dir} belongs to library {current}, not {offered}; pair a fresh folder instead")]
+    OtherLibrary {
+        /// The folder.
+        dir: PathBuf,
+        /// Its library.
+        current: String,
+        /// The library of the pairing offer.
+        offered: String,
+    },
     /// A peer address in sync.db does not parse.
     #[error("peer {device}: address {addr:?} is not host:port ({reason})")]
     Address {
@@ -219,9 +229,43 @@ impl Home {
             path: cert.to_path_buf(),
             reason: e.to_string(),
         })?;
+        self.pin(device, &der, addr)
+    }
+
+    /// Pins `cert` as `device` (reachable at `addr`, when known).
+    pub fn pin(
+        &self,
+        device: &str,
+        cert: &CertificateDer<'_>,
+        addr: Option<SocketAddr>,
+    ) -> Result<(), HomeError> {
         self.sql(self.sync.execute(
             "INSERT OR REPLACE INTO peers(device, cert, addr) VALUES (?1, ?2, ?3)",
-            params![device, der.as_ref(), addr.map(|a| a.to_string())],
+            params![device, cert.as_ref(), addr.map(|a| a.to_string())],
+        ))?;
+        Ok(())
+    }
+
+    /// Makes this folder part of `library` (a pairing invitation). Only a device
+    /// that has not written or paired yet may switch libraries.
+    pub fn adopt_library(&self, library: &str) -> Result<(), HomeError> {
+        let current = self.library()?;
+        if current == library {
+            return Ok(());
+        }
+        let lib = self.database()?;
+        let me = lib.device()?;
+        let wrote = lib.watermarks()?.iter().any(|(o, s)| *o == me && *s > 0);
+        if wrote || !self.peers()?.is_empty() {
+            return Err(HomeError::OtherLibrary {
+                dir: self.dir.clone(),
+                current,
+                offered: library.to_string(),
+            });
+        }
+        self.sql(self.sync.execute(
+            "UPDATE settings SET value = ?1 WHERE key = 'library'",
+            [library],
         ))?;
         Ok(())
     }

@@ -6,8 +6,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use sdsync_syncer::daemon::Daemon;
-use sdsync_syncer::home::Home;
+use sdsync_syncer::home::{Home, HomeError};
 use sdsync_syncer::library::{Library, extension_path};
+use sdsync_syncer::net;
 use sdsync_syncer::{bench, demo};
 
 #[derive(Parser)]
@@ -66,6 +67,11 @@ enum Command {
         /// The library folder.
         dir: PathBuf,
     },
+    /// Pair two devices with a short code (see `sdsync pair offer --help`).
+    Pair {
+        #[command(subcommand)]
+        action: PairCommand,
+    },
     /// Pair with a device: pin its certificate and record its address.
     PeerAdd {
         /// The library folder.
@@ -95,6 +101,34 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum PairCommand {
+    /// Show a code and wait for one device to join with it.
+    Offer {
+        /// This device's library folder.
+        dir: PathBuf,
+        /// Where to wait for the joining device.
+        #[arg(long, default_value = "0.0.0.0:7374")]
+        listen: std::net::SocketAddr,
+        /// Where this device's syncer listens, for the other device to dial.
+        #[arg(long)]
+        advertise: Option<std::net::SocketAddr>,
+    },
+    /// Join the device showing `code` (creates the folder if it does not exist).
+    Join {
+        /// This device's library folder.
+        dir: PathBuf,
+        /// The code the other device shows.
+        code: String,
+        /// Where the other device waits (its `pair offer --listen`).
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        /// Where this device's syncer listens, for the other device to dial.
+        #[arg(long)]
+        advertise: Option<std::net::SocketAddr>,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let ext = extension_path(cli.extension.as_deref())?;
@@ -114,6 +148,7 @@ fn main() -> anyhow::Result<()> {
             info(&home)?;
         }
         Command::Info { dir } => info(&Home::open(&dir, &ext)?)?,
+        Command::Pair { action } => pair(action, &ext)?,
         Command::Status { dir } => {
             let home = Home::open(&dir, &ext)?;
             info(&home)?;
@@ -189,6 +224,61 @@ fn run(home: &Home, listen: std::net::SocketAddr) -> anyhow::Result<()> {
         daemon.run(stopped).await;
         Ok(())
     })
+}
+
+fn pair(action: PairCommand, ext: &std::path::Path) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match action {
+        PairCommand::Offer {
+            dir,
+            listen,
+            advertise,
+        } => {
+            let home = Home::open(&dir, ext)?;
+            let code = net::pair::code();
+            println!("pairing code: {code}");
+            println!(
+                "waiting on {listen} for one attempt ({} s); on the other device:",
+                net::pair::OFFER_TIMEOUT.as_secs()
+            );
+            println!(
+                "  sdsync pair join <folder> {code} --addr <this machine>:{}",
+                listen.port()
+            );
+            std::io::Write::flush(&mut std::io::stdout())?;
+            let offer = net::pair::Offer {
+                device: home.device()?,
+                library: home.library()?,
+                advertise,
+            };
+            let paired =
+                runtime.block_on(net::pair::offer(&home.identity()?, &offer, listen, &code))?;
+            home.pin(&paired.device, &paired.cert, paired.addr)?;
+            println!("paired with {}", paired.device);
+        }
+        PairCommand::Join {
+            dir,
+            code,
+            addr,
+            advertise,
+        } => {
+            let home = match Home::open(&dir, ext) {
+                Err(HomeError::NotALibrary(_)) => Home::init(&dir, ext, None)?,
+                other => other?,
+            };
+            let (me, device) = (home.identity()?, home.device()?);
+            let paired = runtime.block_on(net::pair::join(&me, &device, advertise, addr, &code))?;
+            home.adopt_library(&paired.library)?;
+            home.pin(&paired.device, &paired.cert, paired.addr)?;
+            println!(
+                "paired with {} in library {}",
+                paired.device, paired.library
+            );
+        }
+    }
+    Ok(())
 }
 
 fn temp(what: &str) -> PathBuf {

@@ -253,3 +253,68 @@ c.execute(\"INSERT INTO tags(uuid, canonical_name) VALUES (sdsync_uuid_v5('tag',
     );
     assert_eq!(app_a.count("collections"), 1);
 }
+
+/// The whole path a user takes: `pair offer` shows a code, `pair join` on a new
+/// folder uses it, and the two syncers then sync with nothing else configured.
+#[test]
+fn devices_paired_by_code_sync() {
+    use std::io::{BufRead, BufReader};
+    let dir = temp_dir("pair-cli");
+    let mut a = Device::init(&dir, "a", None);
+    let b_dir = dir.join("b.sdlibrary");
+    let pair_addr = free_port();
+    let b_addr = free_port();
+    let mut offer = Command::new(sdsync())
+        .args(["pair", "offer", a.dir.to_str().expect("utf-8")])
+        .args([
+            "--listen",
+            &pair_addr.to_string(),
+            "--advertise",
+            &a.addr.to_string(),
+        ])
+        .env("SDSYNC_EXTENSION", sdsync_tests::extension_path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("pair offer");
+    let mut lines = BufReader::new(offer.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("utf-8");
+    let code = first
+        .strip_prefix("pairing code: ")
+        .expect("the code line")
+        .to_string();
+    let joined = cli(&[
+        "pair",
+        "join",
+        b_dir.to_str().expect("utf-8"),
+        &code,
+        "--addr",
+        &pair_addr.to_string(),
+        "--advertise",
+        &b_addr.to_string(),
+    ]);
+    assert!(
+        joined.starts_with(&format!("paired with {}", a.id)),
+        "{joined}"
+    );
+    assert!(offer.wait().expect("offer exits").success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let mut b = Device {
+        id: field(&cli(&["info", b_dir.to_str().expect("utf-8")]), "device"),
+        dir: b_dir,
+        addr: b_addr,
+        syncer: None,
+    };
+    assert!(
+        rest.iter().any(|l| *l == format!("paired with {}", b.id)),
+        "{rest:?}"
+    );
+    assert_eq!(b.library(), a.library());
+    a.start();
+    b.start();
+    a.app()
+        .exec("INSERT INTO tags(uuid, canonical_name) VALUES (sdsync_uuid(), 'paired')");
+    let (app_a, app_b) = (a.app(), b.app());
+    wait_for("convergence", 60, || {
+        app_b.count("tags") == 1 && app_a.digest() == app_b.digest()
+    });
+}

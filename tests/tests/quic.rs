@@ -164,3 +164,59 @@ fn the_demo_converges() {
     let ok = sdsync_syncer::demo::run(&dir, &extension_path(), 50).expect("demo runs");
     assert!(ok, "the demo's devices diverged");
 }
+
+/// Pairing by code: the same code pins each side's real certificate; a wrong
+/// code pins nothing on either side and ends the offer (one attempt per code).
+#[tokio::test]
+async fn pairing_with_the_right_code_pins_both_sides_and_a_wrong_code_nothing() {
+    use sdsync_syncer::net::pair::{Offer, PairError, code, join, offer};
+    let [laptop, phone] = ["laptop", "phone"].map(|n| Identity::generate(n).expect("identity"));
+    let addr: std::net::SocketAddr = free_udp();
+    let offering = Offer {
+        device: "laptop".into(),
+        library: "lib-1".into(),
+        advertise: Some("127.0.0.1:7401".parse().expect("addr")),
+    };
+    let secret = code();
+    // The joiner may start first: QUIC resends its first packet until the
+    // offer's endpoint answers.
+    let (offered, joined) = tokio::join!(
+        offer(&laptop, &offering, addr, &secret),
+        join(&phone, "phone", None, addr, &secret)
+    );
+    let (offered, joined) = (offered.expect("offer"), joined.expect("join"));
+    assert_eq!(
+        (offered.device.as_str(), &offered.cert),
+        ("phone", &phone.cert)
+    );
+    assert_eq!(
+        (joined.device.as_str(), &joined.cert),
+        ("laptop", &laptop.cert)
+    );
+    assert_eq!(joined.library, "lib-1");
+    assert_eq!(joined.addr, offering.advertise);
+
+    let addr = free_udp();
+    let wrong = if secret == "0000-0000-0000" {
+        "1111-1111-1111"
+    } else {
+        "0000-0000-0000"
+    };
+    let (offered, joined) = tokio::join!(
+        offer(&laptop, &offering, addr, &secret),
+        join(&phone, "phone", None, addr, wrong)
+    );
+    assert!(
+        matches!(offered, Err(PairError::Mismatch { .. })),
+        "{offered:?}"
+    );
+    assert!(
+        matches!(joined, Err(PairError::Mismatch { .. })),
+        "{joined:?}"
+    );
+}
+
+fn free_udp() -> std::net::SocketAddr {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.local_addr().expect("addr")
+}

@@ -17,6 +17,7 @@
 
 pub mod identity;
 pub mod link;
+pub mod pair;
 pub mod tls;
 
 use std::path::PathBuf;

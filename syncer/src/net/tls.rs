@@ -29,6 +29,19 @@ use crate::net::identity::Identity;
 /// The ALPN protocol id; its suffix is the protocol version.
 pub const ALPN: &[u8] = b"sdsync/1";
 
+/// The ALPN of pairing (see `net::pair`), a different protocol on its own endpoint.
+pub const PAIR_ALPN: &[u8] = b"sdsync-pair/1";
+
+/// Which certificates a verifier accepts.
+#[derive(Clone, Debug)]
+pub enum Trust {
+    /// Only these pinned devices (sync).
+    Pinned(Pins),
+    /// Any certificate whose key signed the handshake (pairing: the PAKE then
+    /// binds both certificates, see `net::pair`).
+    AnyKeyHolder,
+}
+
 /// The certificates of the devices paired into the library, by device id.
 /// Shared between the verifiers and whoever pairs, so a new pairing takes effect
 /// on the next handshake.
@@ -64,49 +77,69 @@ fn provider() -> Arc<CryptoProvider> {
 /// The TLS side of a device accepting connections: client certificates required
 /// and pinned.
 pub fn server_config(me: &Identity, pins: &Pins) -> Result<rustls::ServerConfig, NetError> {
+    server_config_for(me, Trust::Pinned(pins.clone()), ALPN)
+}
+
+/// A server TLS configuration trusting `trust`, speaking `alpn`.
+pub fn server_config_for(
+    me: &Identity,
+    trust: Trust,
+    alpn: &[u8],
+) -> Result<rustls::ServerConfig, NetError> {
     let provider = provider();
-    let verifier = Arc::new(PinnedVerifier::new(pins, &provider));
+    let verifier = Arc::new(PinnedVerifier::new(trust, &provider));
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(vec![me.cert.clone()], me.key())?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(config)
 }
 
 /// The TLS side of a device dialing out: it presents its certificate and accepts
 /// only a pinned server certificate.
 pub fn client_config(me: &Identity, pins: &Pins) -> Result<rustls::ClientConfig, NetError> {
+    client_config_for(me, Trust::Pinned(pins.clone()), ALPN)
+}
+
+/// A client TLS configuration trusting `trust`, speaking `alpn`.
+pub fn client_config_for(
+    me: &Identity,
+    trust: Trust,
+    alpn: &[u8],
+) -> Result<rustls::ClientConfig, NetError> {
     let provider = provider();
-    let verifier = Arc::new(PinnedVerifier::new(pins, &provider));
+    let verifier = Arc::new(PinnedVerifier::new(trust, &provider));
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(vec![me.cert.clone()], me.key())?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(config)
 }
 
-/// Accepts exactly the pinned certificates, on either side of the handshake.
+/// Accepts what `trust` says, on either side of the handshake, and always
+/// checks that the peer holds the key of the certificate it presents.
 #[derive(Debug)]
 struct PinnedVerifier {
-    pins: Pins,
+    trust: Trust,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl PinnedVerifier {
-    fn new(pins: &Pins, provider: &CryptoProvider) -> Self {
+    fn new(trust: Trust, provider: &CryptoProvider) -> Self {
         Self {
-            pins: pins.clone(),
+            trust,
             algorithms: provider.signature_verification_algorithms,
         }
     }
 
     fn check(&self, cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
-        match self.pins.device(cert) {
-            Some(_) => Ok(()),
-            None => Err(rustls::Error::InvalidCertificate(
+        match &self.trust {
+            Trust::AnyKeyHolder => Ok(()),
+            Trust::Pinned(pins) if pins.device(cert).is_some() => Ok(()),
+            Trust::Pinned(_) => Err(rustls::Error::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure,
             )),
         }
