@@ -67,7 +67,7 @@ enum Command {
         /// The library folder.
         dir: PathBuf,
     },
-    /// Pair two devices with a short code (see `sdsync pair offer --help`).
+    /// Pair two devices with a short code (see `sdsync pair generate --help`).
     Pair {
         #[command(subcommand)]
         action: PairCommand,
@@ -104,6 +104,7 @@ enum Command {
 #[derive(Subcommand)]
 enum PairCommand {
     /// Show a code and wait for one device to join with it.
+    #[command(name = "generate")]
     Offer {
         /// This device's library folder.
         dir: PathBuf,

@@ -254,7 +254,7 @@ c.execute(\"INSERT INTO tags(uuid, canonical_name) VALUES (sdsync_uuid_v5('tag',
     assert_eq!(app_a.count("collections"), 1);
 }
 
-/// The whole path a user takes: `pair offer` shows a code, `pair join` on a new
+/// The whole path a user takes: `pair generate` shows a code, `pair join` on a new
 /// folder uses it, and the two syncers then sync with nothing else configured.
 #[test]
 fn devices_paired_by_code_sync() {
@@ -265,7 +265,7 @@ fn devices_paired_by_code_sync() {
     let pair_addr = free_port();
     let b_addr = free_port();
     let mut offer = Command::new(sdsync())
-        .args(["pair", "offer", a.dir.to_str().expect("utf-8")])
+        .args(["pair", "generate", a.dir.to_str().expect("utf-8")])
         .args([
             "--listen",
             &pair_addr.to_string(),
@@ -275,7 +275,7 @@ fn devices_paired_by_code_sync() {
         .env("SDSYNC_EXTENSION", sdsync_tests::extension_path())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("pair offer");
+        .expect("pair generate");
     let mut lines = BufReader::new(offer.stdout.take().expect("stdout")).lines();
     let first = lines.next().expect("a line").expect("utf-8");
     let code = first
