@@ -132,6 +132,9 @@ impl Daemon {
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut poll = tokio::time::interval(COMMIT_POLL);
         let mut redial = tokio::time::interval(REDIAL);
+        // After a long apply, look once; do not replay the missed ticks.
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let due = self.node.next_timer().saturating_sub(wall_millis());
             let timer = tokio::time::sleep(Duration::from_millis(due));
