@@ -102,8 +102,14 @@ impl Daemon {
         let (link, inbound) = Link::bind(listen, me, pins)?;
         directory.set(&device, link.local_addr()?);
         let data_version = data_version(&store)?;
+        // Every paired device is a partner from the start (the log counts
+        // what it has not acknowledged), connected or not.
+        let mut node = Node::new(&device, library, Config::default());
+        for peer in pins.devices().iter().filter(|p| **p != device) {
+            node.add_peer(peer);
+        }
         Ok(Self {
-            node: Node::new(&device, library, Config::default()),
+            node,
             store,
             me: device,
             link,

@@ -56,6 +56,12 @@ impl Pins {
         map.insert(cert.to_vec(), device.to_string());
     }
 
+    /// The paired devices.
+    pub fn devices(&self) -> Vec<String> {
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        map.values().cloned().collect()
+    }
+
     /// Whether `device` is paired.
     pub fn is_pinned(&self, device: &str) -> bool {
         let map = self.0.read().unwrap_or_else(|e| e.into_inner());
