@@ -254,18 +254,14 @@ impl Daemon {
     }
 }
 
-/// Changes whenever another connection commits to the library.
+/// Changes whenever another connection commits to the library. Polled every
+/// few milliseconds, so the statement is prepared once and cached.
 fn data_version(store: &SqlStore) -> Result<i64, StoreError> {
-    store
-        .lib
-        .conn
-        .query_row("PRAGMA data_version", [], |r| r.get(0))
-        .map_err(|source| {
-            StoreError::Library(crate::library::LibraryError::Sql {
-                path: store.lib.path.clone(),
-                source,
-            })
-        })
+    let conn = &store.lib.conn;
+    store.sql(
+        conn.prepare_cached("PRAGMA data_version")
+            .and_then(|mut stmt| stmt.query_row([], |r| r.get(0))),
+    )
 }
 
 /// A daemon on its own thread with its own runtime: several devices in one

@@ -90,7 +90,8 @@ impl SqlStore {
         Ok(Self { lib, sync })
     }
 
-    fn sql<T>(&self, r: rusqlite::Result<T>) -> Result<T, StoreError> {
+    /// Maps a library statement's error to the store's, naming the file.
+    pub(crate) fn sql<T>(&self, r: rusqlite::Result<T>) -> Result<T, StoreError> {
         r.map_err(|source| {
             StoreError::Library(LibraryError::Sql {
                 path: self.lib.path.clone(),
