@@ -1,0 +1,36 @@
+"""What every Python client of the conformance suite shares (stdlib only).
+
+A client is run as `CLIENT DB EXTENSION SIDE PHASE` (see tests/tests/clients.rs for
+the scenario); it exits non-zero on any unexpected outcome.
+"""
+
+import sys
+
+# A refused write to another device's owned row must say so (and name sdsync).
+REFUSAL = "owned by device"
+
+
+def args():
+    """(database path, extension path, side 'a' or 'b', phase 1 or 2)."""
+    if len(sys.argv) != 5 or sys.argv[3] not in ("a", "b") or sys.argv[4] not in ("1", "2"):
+        sys.exit(f"usage: {sys.argv[0]} DB EXTENSION a|b 1|2")
+    return sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+
+def check(what, got, want):
+    """Fails the client when a value is not what the scenario expects."""
+    if got != want:
+        raise AssertionError(f"{what}: got {got!r}, want {want!r}")
+
+
+def refused(what, fn):
+    """Runs `fn`, which must fail with sdsync's ownership refusal; returns the text."""
+    try:
+        fn()
+    except Exception as e:  # each client raises its own exception type
+        text = str(e)
+        if REFUSAL not in text or "sdsync" not in text:
+            raise AssertionError(f"{what}: refused with an unclear error: {text!r}") from e
+        print(f"refused as expected ({what}): {text}")
+        return text
+    raise AssertionError(f"{what}: was accepted, must be refused (another device owns the row)")

@@ -1,0 +1,166 @@
+//! Real devices for process-level tests: a library folder made by `sdsync init`,
+//! pinned to its peers with `sdsync peer-add`, and its `sdsync run` syncer as a
+//! child process on loopback.
+//!
+//! Shared by `tests/tests/processes.rs` (SIGKILL) and `tests/tests/clients.rs`
+//! (real client libraries writing while the syncers run).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::{Lib, extension_path, root, temp_dir};
+
+/// The built `sdsync` binary (`cargo build --release` builds it).
+pub fn sdsync() -> PathBuf {
+    let p = root().join("target/release/sdsync");
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --release` first",
+        p.display()
+    );
+    p
+}
+
+/// Runs an `sdsync` command that must succeed; returns its stdout.
+pub fn cli(args: &[&str]) -> String {
+    let out = Command::new(sdsync())
+        .args(args)
+        .env("SDSYNC_EXTENSION", extension_path())
+        .output()
+        .expect("run sdsync");
+    assert!(
+        out.status.success(),
+        "sdsync {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of a `name  value` line of `sdsync init` / `sdsync info` output.
+pub fn field(info: &str, name: &str) -> String {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+        .expect("field in sdsync info")
+}
+
+/// A loopback UDP address free right now.
+pub fn free_port() -> SocketAddr {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.local_addr().expect("addr")
+}
+
+/// A device: its library folder and where its syncer listens.
+pub struct Device {
+    /// The library folder.
+    pub dir: PathBuf,
+    /// The device uuid.
+    pub id: String,
+    /// Where its syncer listens.
+    pub addr: SocketAddr,
+    /// The running `sdsync run`, if started.
+    pub syncer: Option<Child>,
+}
+
+impl Device {
+    /// `sdsync init` a folder `<name>.sdlibrary` under `parent` (joining `library`).
+    pub fn init(parent: &Path, name: &str, library: Option<&str>) -> Self {
+        let dir = parent.join(format!("{name}.sdlibrary"));
+        let d = dir.to_str().expect("utf-8 path");
+        let info = match library {
+            Some(lib) => cli(&["init", d, "--library", lib]),
+            None => cli(&["init", d]),
+        };
+        Self {
+            id: field(&info, "device"),
+            dir,
+            addr: free_port(),
+            syncer: None,
+        }
+    }
+
+    /// The library id.
+    pub fn library(&self) -> String {
+        field(
+            &cli(&["info", self.dir.to_str().expect("utf-8")]),
+            "library",
+        )
+    }
+
+    /// Pins `other`'s certificate and address.
+    pub fn pair(&self, other: &Device) {
+        let cert = other.dir.join("device.crt");
+        let addr = other.addr.to_string();
+        cli(&[
+            "peer-add",
+            self.dir.to_str().expect("utf-8"),
+            "--device",
+            &other.id,
+            "--cert",
+            cert.to_str().expect("utf-8"),
+            "--addr",
+            &addr,
+        ]);
+    }
+
+    /// Starts `sdsync run` unless it runs.
+    pub fn start(&mut self) {
+        if self.syncer.is_some() {
+            return;
+        }
+        // Every run appends to syncer.log in the library folder, for post-mortems.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("syncer.log"))
+            .expect("syncer.log");
+        let child = Command::new(sdsync())
+            .args([
+                "run",
+                self.dir.to_str().expect("utf-8"),
+                "--listen",
+                &self.addr.to_string(),
+            ])
+            .env("SDSYNC_EXTENSION", extension_path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start sdsync run");
+        self.syncer = Some(child);
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.syncer.take() {
+            c.kill().expect("SIGKILL");
+            c.wait().expect("reap");
+        }
+    }
+
+    /// The library database file.
+    pub fn database(&self) -> PathBuf {
+        self.dir.join("database.db")
+    }
+
+    /// A connection to the library database, as an app has.
+    pub fn app(&self) -> Lib {
+        Lib::open(&self.database())
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Two devices of one library in a fresh directory, pinned to each other
+/// (syncers not started).
+pub fn pair_of(name: &str) -> (PathBuf, Device, Device) {
+    let dir = temp_dir(name);
+    let a = Device::init(&dir, "a", None);
+    let b = Device::init(&dir, "b", Some(&a.library()));
+    a.pair(&b);
+    b.pair(&a);
+    (dir, a, b)
+}
