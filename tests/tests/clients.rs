@@ -198,8 +198,8 @@ fn converge(a: &Device, b: &Device, what: &str) {
             }
             let parked = |l: &Lib| {
                 l.text(
-                    "SELECT coalesce(group_concat(reason, ' | '), '') FROM \
-                     (SELECT reason || ' ×' || count(*) AS reason FROM sdsync_parked GROUP BY 1)",
+                    "SELECT coalesce(group_concat(reason || ' ×' || n, ' | '), '') FROM \
+                     (SELECT reason, count(*) AS n FROM sdsync_parked GROUP BY reason)",
                 )
             };
             panic!(
@@ -222,7 +222,7 @@ fn check_outcome(lib: &Lib, a_id: &str, b_id: &str) {
     let who = lib.device();
     let on = if who == a_id { "A" } else { "B" };
     assert!(who == a_id || who == b_id);
-    let q = |sql: &str| lib.text(&format!("SELECT coalesce(({sql}), 'NULL')"));
+    let q = |sql: &str| lib.text(&format!("SELECT coalesce(CAST(({sql}) AS TEXT), 'NULL')"));
     let tag = |name: &str, col: &str| {
         q(&format!(
             "SELECT {col} FROM tags WHERE uuid = sdsync_uuid_v5('tag', '{name}')"
