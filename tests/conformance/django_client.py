@@ -18,7 +18,11 @@ from common import args, check, refused
 DB, EXT, SIDE, PHASE = args()
 
 settings.configure(
-    DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": DB}},
+    # IMMEDIATE: what Django documents for SQLite with concurrent writers (the
+    # syncer is one); a deferred atomic() that reads first cannot start writing
+    # once another connection has committed since its read.
+    DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": DB,
+                           "OPTIONS": {"transaction_mode": "IMMEDIATE"}}},
     INSTALLED_APPS=[],
     USE_TZ=True,
 )

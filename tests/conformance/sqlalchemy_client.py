@@ -26,14 +26,12 @@ def load_sdsync(dbapi_conn, _record):
     dbapi_conn.enable_load_extension(True)
     dbapi_conn.load_extension(EXT)
     dbapi_conn.enable_load_extension(False)
-    # SQLAlchemy's documented recipe for SAVEPOINT with pysqlite: let SQLAlchemy
-    # emit BEGIN itself.
-    dbapi_conn.isolation_level = None
 
 
-@event.listens_for(engine, "begin")
-def do_begin(conn):
-    conn.exec_driver_sql("BEGIN")
+# The default pysqlite transaction handling (BEGIN just before the first write).
+# SQLAlchemy's recipe that emits BEGIN at session start makes read-then-write
+# transactions, which SQLite refuses (SQLITE_BUSY, no wait) once another writer
+# such as the syncer commits in between; BEGIN IMMEDIATE would be needed there.
 
 
 class Base(DeclarativeBase):
