@@ -34,3 +34,17 @@ def refused(what, fn):
         print(f"refused as expected ({what}): {text}")
         return text
     raise AssertionError(f"{what}: was accepted, must be refused (another device owns the row)")
+
+
+def accepted_or_refused(what, ok, error, rows_left):
+    """A write SQLite would accept but sdsync may refuse at write time (a value a
+    peer could not store, e.g. '' in an INTEGER column from an empty CSV cell):
+    either it succeeded, and must then sync, or sdsync refused it with a clear
+    error and nothing of it was written. `rows_left` counts its rows after."""
+    if ok:
+        print(f"{what}: accepted (it must sync)")
+        return
+    if "sdsync" not in error:
+        raise AssertionError(f"{what}: failed without sdsync's error: {error!r}")
+    check(f"{what}: rows left after the refusal", rows_left(), 0)
+    print(f"{what}: refused at write time: {error.strip()}")

@@ -13,16 +13,20 @@ refused writes whose transaction must not survive.
 import csv
 import subprocess
 
-from common import REFUSAL, args, check
+from common import REFUSAL, accepted_or_refused, args, check
 
 DB, EXT, SIDE, PHASE = args()
 
 
-def shell(sql, fails=False):
-    """Runs SQL in the shell; returns stdout, or stderr when it must fail."""
-    out = subprocess.run(
+def run(sql):
+    return subprocess.run(
         ["sqlite3", "-bail", DB], input=f".load {EXT}\n{sql}\n", capture_output=True, text=True
     )
+
+
+def shell(sql, fails=False):
+    """Runs SQL in the shell; returns stdout, or stderr when it must fail."""
+    out = run(sql)
     if fails:
         if out.returncode == 0 or REFUSAL not in out.stderr or "sdsync" not in out.stderr:
             raise AssertionError(f"must be refused by sdsync: {sql}\nstdout {out.stdout}\nstderr {out.stderr}")
@@ -97,11 +101,17 @@ UPDATE {clause} locations SET path = '/old/{clause} {n}' WHERE name = 'A old';""
 INSERT INTO tags(uuid, canonical_name, color, icon, description)
   SELECT sdsync_uuid_v5('tag', name), name, color, icon, description FROM temp.tags_csv;
 INSERT INTO locations(uuid, name) VALUES (sdsync_uuid(), 'A csv');
+""")
+    out = run("""
 .import --csv --schema temp files.csv files_csv
 INSERT INTO entries(uuid, location_id, name, extension, size, inode, modified_at)
   SELECT sdsync_uuid(), (SELECT id FROM locations WHERE name = 'A csv'), name, extension, size, inode, modified_at
   FROM temp.files_csv;
 """)
+    accepted_or_refused(
+        ".import --csv with empty INTEGER cells", out.returncode == 0 and not out.stderr, out.stderr,
+        lambda: int(one("SELECT count(*) FROM entries e JOIN locations l ON l.id = e.location_id WHERE l.name = 'A csv'")),
+    )
 
 
 def b1():
