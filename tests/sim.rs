@@ -520,7 +520,7 @@ impl Sim {
             "OR ROLLBACK ",
         ][self.rng.below(6) as usize];
         let form = self.rng.below(8);
-        let sql = match form {
+        match form {
             // Conflict clauses on every UPDATE.
             0 | 1 => sql.replace("UPDATE ", &format!("UPDATE {clause}")),
             // Tag writes as an upsert (sqlite-utils, SQLAlchemy, Django).
@@ -549,8 +549,7 @@ impl Sim {
                  ROLLBACK TO sp; RELEASE sp; {sql}"
             ),
             _ => sql,
-        };
-        sql
+        }
     }
 
     /// Heals everything and drives the network without faults to quiescence.
