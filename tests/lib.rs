@@ -157,7 +157,7 @@ impl Lib {
     pub fn changes(&self) -> Vec<Change> {
         read_changes(
             &self.conn,
-            "SELECT tbl, pk, op, data, origin, seq, hlc, creates FROM sdsync_changes",
+            "SELECT tbl, pk, op, data, origin, seq, hlc, creates FROM sdsync_changes ORDER BY origin, seq",
         )
     }
 

@@ -49,9 +49,19 @@ pub unsafe extern "C" fn sqlite3_sdsync_init(
         // Every writer of a library enforces (and cascades) its references the same
         // way, whatever its host's default: a delete that cascades on one device
         // and leaves dangling children on another would diverge.
+        //
+        // `INSERT OR REPLACE` deletes the rows it replaces; only with recursive
+        // triggers do those deletes run the capture triggers (owner check and
+        // tombstone), so a replaced row is captured as a delete and a re-create.
         ffi::Db::from_raw(db)
-            .exec("PRAGMA foreign_keys = ON")
-            .map_err(|e| format!("sdsync: enabling foreign keys failed: {e}"))
+            .exec("PRAGMA foreign_keys = ON; PRAGMA recursive_triggers = ON")
+            .map_err(|e| {
+                format!("sdsync: setting foreign_keys and recursive_triggers failed: {e}")
+            })?;
+        // Best effort by design (see `track::upgrade`): a failure leaves working
+        // older triggers and is retried by the next load.
+        let _ = track::upgrade(ffi::Db::from_raw(db));
+        Ok::<(), String>(())
     });
     match result {
         Ok(()) => SQLITE_OK,

@@ -77,6 +77,9 @@ pub fn ensure(db: Db) -> Result<(), SqlError> {
         return Ok(());
     }
     db.exec(SCHEMA)?;
+    // A new library's triggers are installed by this version: the current format.
+    db.prepare("UPDATE sdsync_meta SET value = ?1 WHERE key = 'format' AND value < ?1")?
+        .run(&[Value::Integer(crate::track::TRIGGER_FORMAT)])?;
     if local_origin(db)?.is_none() {
         assign_identity(db, &device_uuid())?;
     }

@@ -21,3 +21,4 @@ pub mod home;
 pub mod library;
 pub mod net;
 pub mod proto;
+pub mod scratch;

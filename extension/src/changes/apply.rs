@@ -97,14 +97,28 @@ pub struct Engine {
     stmts: HashMap<Key, Stmt, BuildHasherDefault<FastHash>>,
     catalog: Catalog,
     schema_version: Option<i64>,
-    origin_ids: HashMap<String, i64, BuildHasherDefault<FastHash>>,
-    origin_names: HashMap<i64, String, BuildHasherDefault<FastHash>>,
     local_origin: Option<i64>,
     max_drift_ms: u64,
     /// `PRAGMA data_version` (moves when another connection commits) and this
     /// connection's total changes after our last apply (moves when the app on this
     /// connection writes): when either moves, the known-empty flags are stale.
     data_version: Option<(i64, i64)>,
+    /// What this transaction taught the engine (see [`TxState`]).
+    tx: TxState,
+    /// The wall clock of the current apply (the connection's, see `Conn::wall_ms`).
+    wall_ms: u64,
+}
+
+/// What the engine knows of the database's *contents*, valid only as long as the
+/// transaction that learnt it: a rollback can undo an origin row apply created,
+/// the clock it raised, a parent whose id it cached or a parked row it wrote.
+/// Kept past a rollback, these once made a change of one origin be stored as
+/// another's. The `sdsync_changes` table drops it when a transaction or
+/// savepoint begins or rolls back, and after any failed (or panicked) apply.
+#[derive(Default)]
+struct TxState {
+    origin_ids: HashMap<String, i64, BuildHasherDefault<FastHash>>,
+    origin_names: HashMap<i64, String, BuildHasherDefault<FastHash>>,
     /// Whether `sdsync_parked` is known to be empty (`None`: look).
     parked_empty: Option<bool>,
     /// Whether `sdsync_tombstones` is known to be empty (`None`: look).
@@ -114,8 +128,6 @@ pub struct Engine {
     refs: HashMap<(i64, usize), HashMap<String, Value>, BuildHasherDefault<FastHash>>,
     /// A value the persisted clock is known to have reached.
     clock_floor: u64,
-    /// The wall clock of the current apply (the connection's, see `Conn::wall_ms`).
-    wall_ms: u64,
 }
 
 impl Engine {
@@ -126,21 +138,36 @@ impl Engine {
             stmts: HashMap::default(),
             catalog: Catalog::default(),
             schema_version: None,
-            origin_ids: HashMap::default(),
-            origin_names: HashMap::default(),
             local_origin: None,
             max_drift_ms: 300_000,
             data_version: None,
-            parked_empty: None,
-            tombstones_empty: None,
-            refs: HashMap::default(),
-            clock_floor: 0,
+            tx: TxState::default(),
             wall_ms: 0,
         }
     }
 
-    /// Applies one inserted `sdsync_changes` row.
+    /// Forgets what the current transaction taught the engine: a transaction or
+    /// savepoint began (`rolled_back` false) or was rolled back. After a rollback
+    /// the schema may have moved back too, so the catalog is reloaded.
+    pub fn forget_transaction(&mut self, rolled_back: bool) {
+        self.tx = TxState::default();
+        self.data_version = None;
+        if rolled_back {
+            self.schema_version = None;
+        }
+    }
+
+    /// Applies one inserted `sdsync_changes` row. A failed apply is rolled back
+    /// by SQLite (the statement's changes), so what it learnt is forgotten.
     pub fn apply(&mut self, fields: Fields, wall_ms: u64) -> Result<(), ChangeError> {
+        let result = self.apply_row(fields, wall_ms);
+        if result.is_err() {
+            self.forget_transaction(true);
+        }
+        result
+    }
+
+    fn apply_row(&mut self, fields: Fields, wall_ms: u64) -> Result<(), ChangeError> {
         self.wall_ms = wall_ms;
         let others_wrote = self.refresh()?;
         if fields.is_sweep() {
@@ -178,19 +205,19 @@ impl Engine {
         let moved = self.data_version != seen;
         if moved {
             self.data_version = seen;
-            self.parked_empty = None;
-            self.tombstones_empty = None;
-            self.refs.clear();
+            self.tx.parked_empty = None;
+            self.tx.tombstones_empty = None;
+            self.tx.refs.clear();
         }
         if self.schema_version == Some(now) {
             return Ok(moved);
         }
-        self.parked_empty = None;
-        self.refs.clear();
+        self.tx.parked_empty = None;
+        self.tx.refs.clear();
         self.stmts.clear();
         self.catalog = Catalog::load(self.db)?;
-        self.origin_ids.clear();
-        self.origin_names.clear();
+        self.tx.origin_ids.clear();
+        self.tx.origin_names.clear();
         if store::exists(self.db)? {
             self.max_drift_ms = store::max_drift_ms(self.db)?;
         }
@@ -293,10 +320,10 @@ impl Engine {
         let id = self.known_origin(&v.origin)?;
         let local = id.is_some() && self.local_origin == id;
         let target = v.hlc.max(Hlc::from_wall(self.wall_ms).as_i64() as u64);
-        if !local && v.hlc <= self.clock_floor {
+        if !local && v.hlc <= self.tx.clock_floor {
             return Ok(());
         }
-        self.clock_floor = self.clock_floor.max(target);
+        self.tx.clock_floor = self.tx.clock_floor.max(target);
         let v = &Version {
             hlc: target,
             ..v.clone()
@@ -315,7 +342,7 @@ impl Engine {
 
     /// The local id of an origin already known here (no write).
     fn known_origin(&mut self, uuid: &str) -> Result<Option<i64>, SqlError> {
-        if let Some(id) = self.origin_ids.get(uuid) {
+        if let Some(id) = self.tx.origin_ids.get(uuid) {
             return Ok(Some(*id));
         }
         let stmt = self.stmt("SELECT id FROM sdsync_origins WHERE uuid = ?1")?;
@@ -327,8 +354,8 @@ impl Engine {
         };
         stmt.reset();
         if let Some(id) = id {
-            self.origin_ids.insert(uuid.to_string(), id);
-            self.origin_names.insert(id, uuid.to_string());
+            self.tx.origin_ids.insert(uuid.to_string(), id);
+            self.tx.origin_names.insert(id, uuid.to_string());
         }
         Ok(id)
     }
@@ -344,13 +371,13 @@ impl Engine {
             return Ok(id);
         }
         let id = store::intern_origin(self.db, &v.origin)?;
-        self.origin_ids.insert(v.origin.clone(), id);
-        self.origin_names.insert(id, v.origin.clone());
+        self.tx.origin_ids.insert(v.origin.clone(), id);
+        self.tx.origin_names.insert(id, v.origin.clone());
         Ok(id)
     }
 
     fn origin_name(&mut self, id: i64) -> Result<String, SqlError> {
-        if let Some(name) = self.origin_names.get(&id) {
+        if let Some(name) = self.tx.origin_names.get(&id) {
             return Ok(name.clone());
         }
         let stmt = self.stmt("SELECT uuid FROM sdsync_origins WHERE id = ?1")?;
@@ -361,7 +388,7 @@ impl Engine {
             String::new()
         };
         stmt.reset();
-        self.origin_names.insert(id, name.clone());
+        self.tx.origin_names.insert(id, name.clone());
         Ok(name)
     }
 
@@ -469,7 +496,7 @@ impl Engine {
                     keep.push(self.group_change(spec, pk, rid, &groups[i])?);
                 }
                 // Deleting may free ids, so cached references go.
-                self.refs.clear();
+                self.tx.refs.clear();
                 let evicted = self.evict_children(spec, rid, pk, 0)?;
                 // The apply-mode delete trigger drops the row's version groups.
                 self.run_keyed(
@@ -689,7 +716,7 @@ impl Engine {
             )?;
         }
         if pieces.len() > usize::from(incoming.is_some()) {
-            self.parked_empty = None;
+            self.tx.parked_empty = None;
             self.run(
                 "DELETE FROM sdsync_parked WHERE tbl = ?1 AND pk = ?2",
                 &[Value::Integer(spec.id), pk.clone()],
@@ -736,7 +763,7 @@ impl Engine {
         reason: &str,
     ) -> Result<(), ChangeError> {
         let origin = self.origin_id(v)?;
-        self.parked_empty = Some(false);
+        self.tx.parked_empty = Some(false);
         let mut data = Map::new();
         for (i, col) in c.table.columns_in(c.mask) {
             data.insert(col.name.clone(), to_json(&c.values[i]));
@@ -763,19 +790,19 @@ impl Engine {
     /// Whether nothing is parked (looked up once, then tracked as this engine
     /// parks and unparks; another connection's commit makes it look again).
     fn parked_is_empty(&mut self) -> Result<bool, SqlError> {
-        if let Some(empty) = self.parked_empty {
+        if let Some(empty) = self.tx.parked_empty {
             return Ok(empty);
         }
         let stmt = self.stmt("SELECT NOT EXISTS (SELECT 1 FROM sdsync_parked)")?;
         stmt.bind_all(&[])?;
         let empty = stmt.step()? && stmt.int(0) != 0;
         stmt.reset();
-        self.parked_empty = Some(empty);
+        self.tx.parked_empty = Some(empty);
         Ok(empty)
     }
 
     fn unpark(&mut self, origin_id: i64, seq: i64) -> Result<(), SqlError> {
-        self.parked_empty = None;
+        self.tx.parked_empty = None;
         self.run(
             "DELETE FROM sdsync_parked WHERE origin = ?1 AND seq = ?2",
             &[Value::Integer(origin_id), Value::Integer(seq)],
@@ -951,14 +978,14 @@ impl Engine {
     }
 
     fn tombstone(&mut self, spec: &TableSpec, pk: &Value) -> Result<Option<Version>, SqlError> {
-        if self.tombstones_empty.is_none() {
+        if self.tx.tombstones_empty.is_none() {
             let stmt = self.stmt("SELECT NOT EXISTS (SELECT 1 FROM sdsync_tombstones)")?;
             stmt.bind_all(&[])?;
             let empty = stmt.step()? && stmt.int(0) != 0;
             stmt.reset();
-            self.tombstones_empty = Some(empty);
+            self.tx.tombstones_empty = Some(empty);
         }
-        if self.tombstones_empty == Some(true) {
+        if self.tx.tombstones_empty == Some(true) {
             return Ok(None);
         }
         let stmt =
@@ -984,7 +1011,7 @@ impl Engine {
 
     fn set_tombstone(&mut self, spec: &TableSpec, pk: &Value, v: &Version) -> Result<(), SqlError> {
         let origin = self.origin_id(v)?;
-        self.tombstones_empty = Some(false);
+        self.tx.tombstones_empty = Some(false);
         self.run("INSERT OR REPLACE INTO sdsync_tombstones(tbl, pk, origin, seq, hlc) VALUES (?1, ?2, ?3, ?4, ?5)",
             &[
                 Value::Integer(spec.id),
@@ -1049,6 +1076,7 @@ impl Engine {
             }
             let cached = match &values[i] {
                 Value::Text(uuid) => self
+                    .tx
                     .refs
                     .get(&(spec.id, i))
                     .and_then(|m| m.get(uuid))
@@ -1067,7 +1095,8 @@ impl Engine {
                     };
                     stmt.reset();
                     if let (Some(local), Value::Text(uuid)) = (&found, &values[i]) {
-                        self.refs
+                        self.tx
+                            .refs
                             .entry((spec.id, i))
                             .or_default()
                             .insert(uuid.clone(), local.clone());

@@ -1,0 +1,136 @@
+//! Small defects that were each silent: names that collide, state that outlives
+//! its table, numbers at their limits, a folder emptied by mistake.
+
+use std::process::Command;
+
+use sdsync_tests::{Lib, root, temp_dir};
+
+fn plain(name: &str) -> Lib {
+    let lib = Lib::open(&temp_dir(name).join("db.db"));
+    lib.exec("PRAGMA journal_mode = WAL");
+    lib
+}
+
+#[test]
+fn tables_whose_names_extend_each_other_keep_their_own_triggers() {
+    let lib = plain("names");
+    lib.exec(
+        "CREATE TABLE x_apply(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, v TEXT);
+         CREATE TABLE x(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, v TEXT);
+         SELECT sdsync_track('x_apply', 'shared');
+         SELECT sdsync_track('x', 'shared');
+         INSERT INTO x_apply(uuid, v) VALUES ('a', '1');
+         INSERT INTO x(uuid, v) VALUES ('b', '1');
+         DELETE FROM x_apply;
+         DELETE FROM x;",
+    );
+    for t in ["x_apply", "x"] {
+        assert_eq!(
+            lib.int(&format!(
+                "SELECT count(*) FROM sdsync_changes WHERE tbl = '{t}' AND op = 'delete'"
+            )),
+            1,
+            "the delete of {t} was not captured"
+        );
+    }
+    let triggers = lib.int(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND tbl_name IN ('x', 'x_apply')",
+    );
+    assert_eq!(triggers, 12);
+}
+
+#[test]
+fn untracking_forgets_the_tables_tombstones() {
+    let lib = plain("untrack");
+    lib.exec(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, v TEXT);
+         SELECT sdsync_track('t', 'shared');
+         INSERT INTO t(uuid, v) VALUES ('u', '1');
+         DELETE FROM t;
+         SELECT sdsync_untrack('t');
+         DROP TABLE t;
+         CREATE TABLE t2(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, v TEXT);
+         SELECT sdsync_track('t2', 'shared');",
+    );
+    assert_eq!(lib.int("SELECT count(*) FROM sdsync_tombstones"), 0);
+    assert_eq!(
+        lib.int("SELECT count(*) FROM sdsync_changes WHERE tbl = 't2'"),
+        0,
+        "t2 inherited t's tombstone"
+    );
+}
+
+#[test]
+fn sequence_numbers_beyond_2_pow_53_are_refused() {
+    let lib = Lib::create(&temp_dir("maxseq").join("a.db"));
+    let me = lib.device();
+    let change = |seq: &str| {
+        format!(
+            "INSERT INTO sdsync_changes(tbl, pk, op, data, origin, seq, hlc, creates) VALUES \
+             ('tags', 't', 'upsert', json_object('canonical_name', 'x'), '{me}', {seq}, 1 << 40, NULL)"
+        )
+    };
+    for seq in ["9223372036854775807", "9007199254740993"] {
+        let err = lib.fails(&change(seq));
+        assert!(
+            err.contains("seq must be a positive integer at most 2^53"),
+            "{err}"
+        );
+        let err = lib.fails(&format!("SELECT sdsync_mark_complete('{me}', {seq})"));
+        assert!(err.contains("outside 0..=2^53"), "{err}");
+    }
+    // Local writes go on numbering normally.
+    lib.exec("INSERT INTO tags(uuid) VALUES ('a'); INSERT INTO tags(uuid) VALUES ('b');");
+    assert_eq!(
+        lib.int("SELECT count(DISTINCT seq) FROM sdsync_changes WHERE origin = sdsync_device_id()"),
+        2
+    );
+}
+
+#[test]
+fn demo_and_bench_refuse_to_empty_a_folder_they_did_not_make() {
+    let dir = temp_dir("not-scratch");
+    std::fs::write(dir.join("precious.txt"), b"keep me").expect("write");
+    let sdsync = root().join("target/release/sdsync");
+    for args in [
+        vec!["demo", "--dir"],
+        vec!["bench", "--rows", "10", "--runs", "1", "--dir"],
+    ] {
+        let out = Command::new(&sdsync)
+            .args(&args)
+            .arg(&dir)
+            .output()
+            .expect("run sdsync");
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("refusing to empty it"), "{args:?}: {err}");
+        assert!(dir.join("precious.txt").exists(), "{args:?} deleted it");
+    }
+}
+
+#[test]
+fn loading_upgrades_triggers_of_an_older_version() {
+    let path = temp_dir("upgrade").join("a.db");
+    {
+        let lib = Lib::create(&path);
+        // What a format-1 library looked like: triggers named table-first.
+        lib.exec(
+            "UPDATE sdsync_meta SET value = 1 WHERE key = 'format';
+             CREATE TRIGGER sdsync_tags_ins AFTER INSERT ON tags BEGIN SELECT 1; END;",
+        );
+    }
+    let lib = Lib::open(&path);
+    assert_eq!(
+        lib.int("SELECT value FROM sdsync_meta WHERE key = 'format'"),
+        2
+    );
+    assert_eq!(
+        lib.int("SELECT count(*) FROM sqlite_schema WHERE name = 'sdsync_tags_ins'"),
+        0
+    );
+    lib.exec(
+        "INSERT INTO tags(uuid, color) VALUES ('t', 'a');
+         INSERT INTO tags(uuid, color) VALUES ('t', 'b') ON CONFLICT(uuid) DO UPDATE SET color = excluded.color;
+         INSERT INTO tags(uuid, color) VALUES ('t', 'c') ON CONFLICT(uuid) DO UPDATE SET color = excluded.color;",
+    );
+}
