@@ -302,6 +302,36 @@ fn check_outcome(lib: &Lib, a_id: &str, b_id: &str) {
     for (what, got, want) in expect {
         assert_eq!(got, want, "{what} on device {on}");
     }
+    // Attribution: every owned row is served under the device that wrote it, and
+    // each column of the shared tag under the device that wrote it last.
+    let owner = format!("CASE WHEN l.name LIKE 'A %' THEN '{a_id}' ELSE '{b_id}' END");
+    let misattributed = lib.int(&format!(
+        "SELECT (SELECT count(*) FROM locations l LEFT JOIN sdsync_changes c \
+           ON c.tbl = 'locations' AND c.pk = l.uuid WHERE c.origin IS NOT {owner}) \
+         + (SELECT count(*) FROM entries e JOIN locations l ON l.id = e.location_id \
+           LEFT JOIN sdsync_changes c ON c.tbl = 'entries' AND c.pk = e.uuid \
+           WHERE c.origin IS NOT {owner})"
+    ));
+    assert_eq!(
+        misattributed, 0,
+        "owned rows served under the wrong origin on {on}"
+    );
+    let vacation_column = |col: &str| {
+        q(&format!(
+            "SELECT group_concat(origin) FROM sdsync_changes WHERE tbl = 'tags' \
+             AND pk = sdsync_uuid_v5('tag', 'Vacation') AND json_type(data, '$.{col}') IS NOT NULL"
+        ))
+    };
+    assert_eq!(
+        vacation_column("color"),
+        a_id,
+        "Vacation color's origin on {on}"
+    );
+    assert_eq!(
+        vacation_column("icon"),
+        b_id,
+        "Vacation icon's origin on {on}"
+    );
 }
 
 #[test]
