@@ -159,6 +159,18 @@ def a1(s):
     s.commit()
     s.delete(s.scalars(select(Entry).where(Entry.name == "IMG_0040.jpg")).one())
     s.commit()
+    # A shared parent deleted with passive_deletes: the database cascades its members.
+    temp = Collection(uuid=v5(s, "collection", "Temp"), name="Temp")
+    s.add(temp)
+    s.flush()
+    temp_id = temp.id
+    for e in s.scalars(select(Entry).where(Entry.name.in_(["IMG_0001.jpg", "IMG_0002.jpg"]))):
+        s.add(CollectionEntry(uuid=v5(s, "collection_entry", f"{temp.uuid}/{e.uuid}"),
+                              collection_id=temp_id, entry_id=e.id))
+    s.commit()
+    s.delete(temp)
+    s.commit()
+    check("Temp members", s.scalar(select(func.count()).where(CollectionEntry.collection_id == temp_id)), 0)
     # INSERT OR REPLACE of an own shared row, through the Core.
     replaced = v5(s, "tag", "Replaced")
     for color in ("white", "black"):

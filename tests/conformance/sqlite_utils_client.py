@@ -137,6 +137,12 @@ def a1():
             "upsert", DB, "tags", "-", "--pk", "uuid",
             stdin=json.dumps({"uuid": v5("tag", "CLI"), "canonical_name": "CLI", "color": color}),
         )
+    for details in ("cli first", "cli second"):
+        cli(
+            "insert", DB, "audit_log", "-", "--replace",
+            stdin=json.dumps({"uuid": audit, "action": "cli import", "details": details}),
+        )
+    check("audit after insert --replace", row("audit_log", "uuid = ?", [audit])["details"], "cli second")
     cli(DB, "UPDATE tags SET description = 'from the CLI' WHERE canonical_name = 'Work'")
 
 
