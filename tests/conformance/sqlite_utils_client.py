@@ -7,6 +7,7 @@ savepoint, update, delete, delete_where. CLI (`--load-extension`): `insert --csv
 of CSV files with empty cells, `upsert` repeated, a query.
 """
 
+import contextlib
 import csv
 import json
 import os
@@ -53,6 +54,22 @@ def cli(*argv, stdin=None, may_refuse=False):
     return out
 
 
+@contextlib.contextmanager
+def immediate():
+    """atomic() under BEGIN IMMEDIATE. sqlite-utils reads the table's schema before
+    it writes, so a plain atomic() (BEGIN, deferred) holds a read snapshot first;
+    once another writer (the syncer) commits after it, SQLite refuses to upgrade
+    it to a write ("database is locked", with no busy wait)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        with db.atomic():  # a savepoint inside the transaction
+            yield
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
+
+
 VACATION = v5("tag", "Vacation")
 
 
@@ -85,7 +102,7 @@ def a1():
     db["tags"].insert({"uuid": work, "canonical_name": "Work", "color": "grey"})
     db["tags"].insert({"uuid": work, "canonical_name": "Work", "color": "black"}, ignore=True)
     check("Work after INSERT OR IGNORE", row("tags", "uuid = ?", [work])["color"], "grey")
-    with db.atomic():
+    with immediate():
         db["tags"].insert({"uuid": v5("tag", "Kept"), "canonical_name": "Kept"})
         try:
             with db.atomic():  # a savepoint
@@ -163,7 +180,7 @@ def a2():
     music = row("locations", "name = ?", ["B music"])
 
     def rename_in_a_transaction():
-        with db.atomic():
+        with immediate():
             db["tags"].insert({"uuid": v5("tag", "Rolled back"), "canonical_name": "Rolled back"})
             db["locations"].update(music["id"], {"name": "hijacked"})
 
@@ -175,7 +192,7 @@ def a2():
     )
     refused("delete of B's location", lambda: db["locations"].delete(music["id"]))
     check("B music", row("locations", "uuid = ?", [music["uuid"]])["name"], "B music")
-    with db.atomic():
+    with immediate():
         for e in list(db["entries"].rows_where("name LIKE 'IMG_%'")):
             db["entries"].update(e["id"], {"size": e["size"] + 1000})
     db["locations"].delete(row("locations", "name = ?", ["A old"])["id"])
