@@ -137,6 +137,8 @@ def a1():
          for i in range(1, 41)],
         batch_size=16,
     )
+    photos.path = "/pictures"
+    photos.save()  # a full UPDATE of an owned row
     old = Location.objects.create(name="A old")
     Entry.objects.bulk_create([Entry(location=old, name=f"old_{i}") for i in range(1, 6)])
     for color in ("red", "green", "blue"):
@@ -183,7 +185,9 @@ def b1():
     Entry.objects.bulk_create([Entry(location=music, name=f"track_{i:02}.flac", size=i) for i in range(1, 11)])
     for icon in ("sun", "palm"):
         Tag.objects.update_or_create(uuid=VACATION, defaults={"canonical_name": "Vacation", "icon": icon})
-    Tag.objects.create(uuid=v5("tag", "B only"), canonical_name="B only")
+    b_only = Tag.objects.create(uuid=v5("tag", "B only"), canonical_name="B only")
+    b_only.color = "teal"
+    b_only.save()  # a full UPDATE: every column, the uuid included (unchanged)
 
 
 def a2():
