@@ -134,3 +134,25 @@ fn loading_upgrades_triggers_of_an_older_version() {
          INSERT INTO tags(uuid, color) VALUES ('t', 'c') ON CONFLICT(uuid) DO UPDATE SET color = excluded.color;",
     );
 }
+
+#[test]
+fn a_host_without_a_busy_timeout_gets_one_and_a_chosen_one_is_kept() {
+    let db = temp_dir("busy").join("a.db");
+    let load = format!(
+        ".load {}",
+        sdsync_tests::extension_path().with_extension("").display()
+    );
+    let shell = |pre: &[&str]| {
+        let out = Command::new("sqlite3")
+            .arg(&db)
+            .args(pre)
+            .arg(&load)
+            .arg("PRAGMA busy_timeout")
+            .output()
+            .expect("sqlite3 shell");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // The shell sets none: without one, it failed at once while a page applied.
+    assert_eq!(shell(&[]), "5000");
+    assert_eq!(shell(&[".timeout 1234"]), "1234");
+}
