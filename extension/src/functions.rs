@@ -87,6 +87,14 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
     ("sdsync_refuse", 3, INNOCUOUS, refuse_foreign_write),
     ("sdsync_refuse_rekey", 3, INNOCUOUS, refuse_rekey),
     ("sdsync_check_replace", 2, INNOCUOUS, check_replace),
+    ("sdsync_foreign_keys", 0, INNOCUOUS, |c| {
+        Ok(Value::Integer(
+            c.db.query_i64("PRAGMA foreign_keys", &[])
+                .map_err(|e| e.to_string())?
+                .unwrap_or(0),
+        ))
+    }),
+    ("sdsync_refuse_dangling", 4, INNOCUOUS, refuse_dangling),
     ("sdsync_check_replace", 3, INNOCUOUS, check_replace),
     ("sdsync_hlc_now", 0, DIRECT, |c| {
         Ok(Value::Integer(
@@ -215,6 +223,20 @@ fn check_replace(c: &Call) -> Result<Value, String> {
         "sdsync: inserting row {pk} into {table} may replace an existing row, whose delete is captured \
          only with PRAGMA recursive_triggers = ON (loading the extension sets it; this connection turned \
          it off): turn it back on, or update the row instead"
+    ))
+}
+
+/// A delete that would leave rows referencing the deleted row (see
+/// `Ctx::dangling_checks` in `sdsync_core::triggers`).
+fn refuse_dangling(c: &Call) -> Result<Value, String> {
+    let table = c.text(0, "table")?;
+    let pk = c.args.get(1).cloned().unwrap_or(Value::Null);
+    let child = c.text(2, "child table")?;
+    let column = c.text(3, "child column")?;
+    Err(format!(
+        "sdsync: deleting row {pk} of {table} would leave rows of {child} referencing it through {column}, \
+         which peers remove with it: delete or re-point those rows first, or keep PRAGMA foreign_keys = ON \
+         (loading the extension sets it) so SQLite applies the schema's ON DELETE action"
     ))
 }
 

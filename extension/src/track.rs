@@ -16,7 +16,7 @@ use sdsync_core::ids::device_uuid;
 use sdsync_core::schema::{
     Class, Options, RawColumn, RawForeignKey, RawTable, SchemaError, TableSpec, quote_ident,
 };
-use sdsync_core::triggers::{INSTALLED_TRIGGERS, create_statements, drop_statement};
+use sdsync_core::triggers::{INSTALLED_TRIGGERS, children, create_statements, drop_statement};
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::ffi::{Db, SqlError, Value};
@@ -108,6 +108,7 @@ pub fn track(
             .run(&[Value::Integer(id), Value::Text(spec.name.clone()), Value::Text(text)])?;
         let origin = store::local_origin(db)?.unwrap_or(0);
         install_triggers(db, &spec, origin)?;
+        reinstall_parents(db, &spec, origin)?;
         let backfilled = backfill(db, &spec, origin)?;
         Ok(format!(
             "tracked {} as {}: {} synced columns, {} references, {} existing rows recorded",
@@ -154,6 +155,8 @@ pub fn untrack(db: Db, table: &str) -> Result<String, TrackError> {
         }
         db.prepare("DELETE FROM sdsync_tables WHERE id = ?1")?
             .run(&id)?;
+        let origin = store::local_origin(db)?.unwrap_or(0);
+        reinstall_parents(db, &spec, origin)?;
         Ok(format!("untracked {table}"))
     })
 }
@@ -217,10 +220,26 @@ fn in_savepoint<T>(db: Db, f: impl FnOnce() -> Result<T, TrackError>) -> Result<
     }
 }
 
-fn install_triggers(db: Db, spec: &TableSpec, origin: i64) -> Result<(), SqlError> {
+/// Installs a table's triggers; its delete trigger checks the tracked tables
+/// that reference it (see `triggers::Child`).
+fn install_triggers(db: Db, spec: &TableSpec, origin: i64) -> Result<(), TrackError> {
     drop_triggers(db, &spec.name)?;
-    for sql in create_statements(spec, origin) {
+    let catalog = Catalog::load(db)?;
+    let children = children(&spec.name, catalog.ordered.iter().map(|s| s.as_ref()));
+    for sql in create_statements(spec, origin, &children) {
         db.exec(&sql)?;
+    }
+    Ok(())
+}
+
+/// Re-installs the triggers of the tables `spec` references: which tables
+/// reference a table is part of its delete trigger.
+fn reinstall_parents(db: Db, spec: &TableSpec, origin: i64) -> Result<(), TrackError> {
+    let catalog = Catalog::load(db)?;
+    for parent in spec.parents().filter(|p| *p != spec.name) {
+        if let Some(parent) = catalog.by_name(parent) {
+            install_triggers(db, parent, origin)?;
+        }
     }
     Ok(())
 }

@@ -156,3 +156,43 @@ fn a_host_without_a_busy_timeout_gets_one_and_a_chosen_one_is_kept() {
     assert_eq!(shell(&[]), "5000");
     assert_eq!(shell(&[".timeout 1234"]), "1234");
 }
+
+#[test]
+fn a_delete_that_would_leave_children_behind_is_refused_whatever_foreign_keys_says() {
+    let dir = temp_dir("fk-off");
+    let a = Lib::create(&dir.join("a.db"));
+    let b = Lib::create(&dir.join("b.db"));
+    a.exec(
+        "INSERT INTO locations(uuid, name) VALUES ('L', 'l'), ('empty', 'e');
+         INSERT INTO entries(uuid, location_id) SELECT 'e' || value, (SELECT id FROM locations WHERE uuid = 'L')
+           FROM json_each('[1,2,3]');
+         CREATE TABLE notes(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, entry INTEGER, body TEXT);
+         SELECT sdsync_track('notes', 'shared', '{\"refs\": {\"entry\": \"entries\"}}');
+         INSERT INTO notes(uuid, entry, body) SELECT 'n1', id, 'hi' FROM entries WHERE uuid = 'e1';",
+    );
+    b.exec(
+        "CREATE TABLE notes(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, entry INTEGER, body TEXT);
+         SELECT sdsync_track('notes', 'shared', '{\"refs\": {\"entry\": \"entries\"}}');",
+    );
+    sdsync_tests::copy_all(&a, &b);
+    // A writer that turned foreign keys off would leave the entries dangling
+    // here while every peer removes them with the location.
+    a.exec("PRAGMA foreign_keys = OFF");
+    let err = a.fails("DELETE FROM locations WHERE uuid = 'L'");
+    assert!(
+        err.contains("would leave rows of entries referencing it through location_id"),
+        "{err}"
+    );
+    a.exec("DELETE FROM locations WHERE uuid = 'empty'");
+    // A `refs` reference is never enforced by SQLite: refused with keys on too.
+    a.exec("PRAGMA foreign_keys = ON");
+    let err = a.fails("DELETE FROM entries WHERE uuid = 'e1'");
+    assert!(
+        err.contains("rows of notes referencing it through entry"),
+        "{err}"
+    );
+    a.exec("DELETE FROM notes; DELETE FROM locations WHERE uuid = 'L';");
+    assert_eq!(a.count("entries"), 0, "cascaded with keys on");
+    sdsync_tests::copy_all(&a, &b);
+    assert_eq!(a.digest(), b.digest());
+}

@@ -8,7 +8,7 @@
 //!     local_id: "id".into(),
 //!     columns: vec![ColumnSpec { name: "name".into(), affinity: Affinity::Text, required: false, reference: None }],
 //! };
-//! let sql = create_statements(&spec, 1);
+//! let sql = create_statements(&spec, 1, &[]);
 //! assert!(sql[1].starts_with("CREATE TRIGGER \"sdsync_ins_tags\""));
 //! ```
 //!
@@ -46,9 +46,42 @@ pub fn trigger_names(table: &str) -> Vec<String> {
         .collect()
 }
 
-/// `CREATE TRIGGER` statements for a table, for the local origin id `origin`.
-pub fn create_statements(spec: &TableSpec, origin: i64) -> Vec<String> {
-    let t = Ctx::new(spec, origin);
+/// A tracked column referencing the table whose triggers are being made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Child {
+    /// The referencing table.
+    pub table: String,
+    /// Its referencing column.
+    pub column: String,
+    /// The referenced column of the parent (its id, or its uuid).
+    pub parent_column: String,
+    /// A declared FOREIGN KEY (enforced while `foreign_keys` is on).
+    pub declared: bool,
+}
+
+/// The tracked columns of `specs` that reference table `parent`.
+pub fn children<'a>(parent: &str, specs: impl IntoIterator<Item = &'a TableSpec>) -> Vec<Child> {
+    let mut out = Vec::new();
+    for spec in specs {
+        for col in &spec.columns {
+            let Some(r) = col.reference.as_ref().filter(|r| r.table == parent) else {
+                continue;
+            };
+            out.push(Child {
+                table: spec.name.clone(),
+                column: col.name.clone(),
+                parent_column: r.column.clone(),
+                declared: r.declared,
+            });
+        }
+    }
+    out
+}
+
+/// `CREATE TRIGGER` statements for a table, for the local origin id `origin`;
+/// `children` are the tracked columns that reference it.
+pub fn create_statements(spec: &TableSpec, origin: i64, children: &[Child]) -> Vec<String> {
+    let t = Ctx::new(spec, origin, children);
     vec![
         t.before_insert(),
         t.insert(),
@@ -73,15 +106,17 @@ pub fn drop_statement(name: &str) -> String {
 struct Ctx<'a> {
     spec: &'a TableSpec,
     origin: i64,
+    children: &'a [Child],
     table: String,
     uuid: String,
 }
 
 impl<'a> Ctx<'a> {
-    fn new(spec: &'a TableSpec, origin: i64) -> Self {
+    fn new(spec: &'a TableSpec, origin: i64, children: &'a [Child]) -> Self {
         Self {
             spec,
             origin,
+            children,
             table: quote_ident(&spec.name),
             uuid: quote_ident(&spec.uuid_column),
         }
@@ -255,18 +290,49 @@ impl<'a> Ctx<'a> {
 
     fn delete(&self) -> String {
         format!(
-            "CREATE TRIGGER {name} AFTER DELETE ON {table} WHEN sdsync_capturing() BEGIN {check} {CLOCK_BUMP} {forget} \
+            "CREATE TRIGGER {name} AFTER DELETE ON {table} WHEN sdsync_capturing() BEGIN {check} {dangling} {CLOCK_BUMP} {forget} \
              DELETE FROM sdsync_tombstones WHERE tbl = {id} AND pk = OLD.{uuid}; \
              INSERT INTO sdsync_tombstones(tbl, pk, origin, seq, hlc) \
              SELECT {id}, OLD.{uuid}, {origin}, seq, hlc FROM sdsync_clock; END;",
             name = self.name("del"),
             table = self.table,
             check = self.owner_check("OLD"),
+            dangling = self.dangling_checks(),
             forget = self.forget("OLD"),
             id = self.spec.id,
             uuid = self.uuid,
             origin = self.origin,
         )
+    }
+
+    /// Refuses a delete that leaves rows referencing the deleted row. Peers
+    /// applying the delete remove (park) those rows, so the origin must not keep
+    /// them: with `foreign_keys` on, SQLite has cascaded, nulled or refused
+    /// already and nothing is left; a connection that turned it off (or a `refs`
+    /// reference, which SQLite does not enforce) would diverge.
+    fn dangling_checks(&self) -> String {
+        self.children
+            .iter()
+            .map(|c| {
+                let enforced = if c.declared {
+                    "NOT sdsync_foreign_keys() AND "
+                } else {
+                    ""
+                };
+                format!(
+                    "SELECT sdsync_refuse_dangling({tbl}, OLD.{uuid}, {child}, {col}) WHERE {enforced}\
+                     EXISTS (SELECT 1 FROM {child_t} WHERE {col_i} = OLD.{parent_col});",
+                    tbl = quote_literal(&self.spec.name),
+                    uuid = self.uuid,
+                    child = quote_literal(&c.table),
+                    col = quote_literal(&c.column),
+                    child_t = quote_ident(&c.table),
+                    col_i = quote_ident(&c.column),
+                    parent_col = quote_ident(&c.parent_column),
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Rows deleted while applying peers' changes (e.g. by ON DELETE CASCADE) lose
@@ -321,7 +387,7 @@ mod tests {
 
     #[test]
     fn shared_update_splits_groups_by_changed_mask() {
-        let sql = create_statements(&spec(Class::Shared), 9);
+        let sql = create_statements(&spec(Class::Shared), 9, &[]);
         let upd = &sql[2];
         assert!(
             upd.contains(
@@ -337,7 +403,7 @@ mod tests {
 
     #[test]
     fn owned_triggers_check_the_owner() {
-        let sql = create_statements(&spec(Class::Owned), 9);
+        let sql = create_statements(&spec(Class::Owned), 9, &[]);
         for s in &sql[1..4] {
             assert!(s.contains("sdsync_refuse('my \"t\"'"), "{s}");
         }
@@ -361,7 +427,7 @@ mod tests {
 
     #[test]
     fn names_match_and_never_collide() {
-        let created = create_statements(&spec(Class::Shared), 1);
+        let created = create_statements(&spec(Class::Shared), 1, &[]);
         for (c, name) in created.iter().zip(trigger_names("my \"t\"")) {
             assert!(c.starts_with(&format!("CREATE TRIGGER {}", quote_ident(&name))));
         }
@@ -381,7 +447,7 @@ mod tests {
     #[test]
     fn no_trigger_statement_uses_a_conflict_clause() {
         for class in [Class::Shared, Class::Owned] {
-            for sql in create_statements(&spec(class), 9) {
+            for sql in create_statements(&spec(class), 9, &[]) {
                 assert!(!sql.contains(" OR REPLACE"), "{sql}");
                 assert!(!sql.contains(" OR IGNORE"), "{sql}");
             }
