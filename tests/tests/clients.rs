@@ -37,7 +37,7 @@ use sdsync_tests::devices::{Device, cli, pair_of};
 use sdsync_tests::{Lib, extension_path, root};
 
 /// How long a client phase may run, and how long convergence may take.
-const CLIENT_SECS: u64 = 90;
+const CLIENT_SECS: u64 = 60;
 const CONVERGE_SECS: u64 = 30;
 
 /// How a client is started: the program, then its script.
