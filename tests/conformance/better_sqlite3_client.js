@@ -45,7 +45,23 @@ const upsertTag = db.prepare(
    ON CONFLICT(uuid) DO UPDATE SET color = coalesce(excluded.color, color), icon = coalesce(excluded.icon, icon)
    RETURNING id, color, icon`);
 
+// Many small transactions on both devices at once, racing the syncers' applies:
+// each must wait for the lock (no "database is locked") and every one must sync.
+function burst(who) {
+  const audit = db.prepare("INSERT INTO audit_log(uuid, action, details) VALUES (?, 'burst', ?)");
+  const counter = db.prepare(
+    `INSERT INTO tags(uuid, canonical_name, ${who === 'a' ? 'description' : 'namespace'}) VALUES (?, 'Counter', ?)
+     ON CONFLICT(uuid) DO UPDATE SET ${who === 'a' ? 'description = excluded.description' : 'namespace = excluded.namespace'}`);
+  const step = db.transaction((i) => {
+    audit.run(newUuid(), `${who} ${i}`);
+    counter.run(v5('tag', 'Counter'), `${who} ${i}`);
+  });
+  for (let i = 1; i <= 100; i++) step(i);
+  check(`${who}'s burst`, one("SELECT count(*) FROM audit_log WHERE action = 'burst' AND details LIKE ?", `${who} %`), 100);
+}
+
 function a1() {
+  burst('a');
   const insertLocation = db.prepare('INSERT INTO locations(uuid, name, path) VALUES (?, ?, ?) RETURNING id');
   const insertEntry = db.prepare(
     `INSERT INTO entries(uuid, location_id, parent_id, name, kind, extension, size)
@@ -113,6 +129,7 @@ function a1() {
 }
 
 function b1() {
+  burst('b');
   db.transaction(() => {
     const music = db.prepare("INSERT INTO locations(uuid, name, path) VALUES (?, 'B music', '/music') RETURNING id").get(newUuid()).id;
     const insert = db.prepare('INSERT INTO entries(uuid, location_id, name, size) VALUES (?, ?, ?, ?)');
