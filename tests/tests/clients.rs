@@ -387,3 +387,36 @@ fn which(name: &str) -> Option<PathBuf> {
         .map(|d| Path::new(d).join(name))
         .find(|p| p.exists())
 }
+
+/// A table rebuild by a client's schema API (sqlite-utils `transform`; Django's
+/// `AlterField` does the same: create, copy, drop, rename) must not silently end
+/// capture: it is refused with sdsync's error, or later writes still sync.
+/// Ignored until decided: today the rebuild drops the triggers and later writes
+/// never leave the device (/work/notes/bugs-from-clients.md).
+#[test]
+#[ignore = "table rebuilds silently drop capture (not yet fixed)"]
+fn sqlite_utils_transform_keeps_or_refuses_capture() {
+    let Some(c) = python_client("sqlite_utils_transform", "sqlite_utils_transform.py") else {
+        return;
+    };
+    let (_dir, mut a, mut b) = pair_of("client-transform");
+    a.start();
+    b.start();
+    let out = Command::new(&c.program)
+        .arg(&c.script)
+        .arg(a.database())
+        .arg(extension_path())
+        .output()
+        .expect("run the transform client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app_b = b.app();
+    sdsync_tests::wait_for("the insert after the rebuild on B", CONVERGE_SECS, || {
+        app_b.int("SELECT count(*) FROM collections WHERE uuid = 'after-transform'") == 1
+    });
+    converge(&a, &b, &format!("after transform ({})", stdout.trim()));
+}
