@@ -15,6 +15,7 @@
 //! Digests compare what a user sees: every tracked table's rows by uuid, with
 //! references translated to the referenced row's uuid (local ids differ per device).
 
+pub mod fuzz_ops;
 pub mod sim;
 
 use std::collections::BTreeMap;
