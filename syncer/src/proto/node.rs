@@ -31,8 +31,20 @@
 //!   changes as Pages (never anything of another origin, so nothing goes back
 //!   where it came from). Pushes may be lost; pulls guarantee convergence.
 //! - **Retry**: a Pull without answer is re-sent with exponential backoff; after
-//!   `max_attempts` it becomes a dead letter (durable, visible) and a later Hello
-//!   starts over, possibly from another peer.
+//!   `max_attempts` it becomes a dead letter (durable, visible, one counted record
+//!   per peer and cause) and a later Hello starts over, possibly from another peer.
+//!   A page that finds the database busy is pulled again after a backoff: busy is
+//!   never a dead letter.
+//! - **Quarantine**: a change of a page that cannot be applied here is kept aside
+//!   by the store in the page's transaction; the rest applies and the watermark
+//!   advances. Hellos carry a summary of what the sender holds in quarantine, so
+//!   the origin of those changes can show it. Quarantined changes are retried on
+//!   anti-entropy rounds when the database changed since the last try.
+//! - **Claims are verified**: a page vouches for its origin only up to the last
+//!   change it carries, or up to what the origin itself reported (its own Hello
+//!   or its own page), whichever is higher; an origin reporting less than we vouch
+//!   for cuts our claim. So one wrong watermark (a bug, an app's
+//!   `sdsync_mark_complete`) does not make anyone skip the origin's changes.
 //! - **ACK / log**: a peer's Hello says what it holds of our origin. Our "log" is
 //!   the own changes some active peer has not acknowledged; peers unseen for
 //!   `horizon_ms` stop holding it back (they catch up from state).
@@ -42,7 +54,7 @@ use std::collections::BTreeMap;
 use sdsync_core::hlc::Hlc;
 
 use crate::library::Change;
-use crate::proto::message::{Envelope, PROTOCOL_VERSION, Payload, decode};
+use crate::proto::message::{Envelope, PROTOCOL_VERSION, Payload, QuarantineSummary, decode};
 use crate::proto::store::{Store, StoreError};
 
 /// Tunables (milliseconds for times).
@@ -143,6 +155,42 @@ pub enum Event {
         /// What.
         what: String,
     },
+    /// A change could not be applied and was quarantined; its page applied.
+    Quarantined {
+        /// Peer that delivered it.
+        peer: String,
+        /// Its origin.
+        origin: String,
+        /// Its sequence.
+        seq: i64,
+        /// Why.
+        reason: String,
+    },
+    /// A page found the database busy; it is pulled again after a backoff.
+    Deferred {
+        /// Peer.
+        peer: String,
+        /// Origin of the page.
+        origin: String,
+        /// The error.
+        reason: String,
+    },
+    /// Quarantined changes were retried.
+    Retried {
+        /// How many applied (or were superseded) and left the quarantine.
+        applied: usize,
+        /// How many are still quarantined.
+        kept: usize,
+    },
+    /// We vouched for more of `origin` than it says it issued: cut back.
+    WatermarkCut {
+        /// The origin.
+        origin: String,
+        /// What we vouched for.
+        vouched: i64,
+        /// What the origin itself reports.
+        issued: i64,
+    },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -173,6 +221,15 @@ pub struct Node {
     peers: BTreeMap<String, Peer>,
     pulls: BTreeMap<String, Pending>,
     next_hello: u64,
+    /// What each peer last reported holding in quarantine (stored when it changes).
+    peer_quarantine: BTreeMap<String, Vec<QuarantineSummary>>,
+    /// The highest sequence each origin reported itself (as stored).
+    reported: BTreeMap<String, i64>,
+    /// `(peer, origin)`: a claim of that peer we could not verify; not pulled
+    /// for again until the peer claims something else.
+    unverified: BTreeMap<(String, String), i64>,
+    /// Consecutive busy pages per origin (the backoff grows with it).
+    busy: BTreeMap<String, u32>,
 }
 
 type Out = Result<Vec<Output>, StoreError>;
@@ -187,6 +244,10 @@ impl Node {
             peers: BTreeMap::new(),
             pulls: BTreeMap::new(),
             next_hello: 0,
+            peer_quarantine: BTreeMap::new(),
+            reported: BTreeMap::new(),
+            unverified: BTreeMap::new(),
+            busy: BTreeMap::new(),
         }
     }
 
@@ -245,6 +306,13 @@ impl Node {
         if now >= self.next_hello {
             self.next_hello = now + self.cfg.anti_entropy_ms;
             store.sweep()?;
+            let retried = store.retry_quarantined()?;
+            if retried != Default::default() {
+                out.push(Output::Event(Event::Retried {
+                    applied: retried.applied,
+                    kept: retried.kept,
+                }));
+            }
             let connected: Vec<String> = self.connected().collect();
             for peer in connected {
                 out.push(self.hello(&peer, false, store)?);
@@ -339,7 +407,11 @@ impl Node {
                 watermarks,
                 hlc,
                 reply,
-            } => self.on_hello(&peer, watermarks, hlc, reply, now, store),
+                quarantined,
+            } => {
+                self.on_quarantine_report(&peer, quarantined, store)?;
+                self.on_hello(&peer, watermarks, hlc, reply, now, store)
+            }
             Payload::Pull { origin, after } => self.on_pull(&peer, &origin, after, store),
             Payload::Page {
                 origin,
@@ -415,6 +487,10 @@ impl Node {
             ]);
         }
         let acks: BTreeMap<String, i64> = marks.into_iter().collect();
+        let mut out = Vec::new();
+        if let Some(&issued) = acks.get(peer) {
+            out.extend(self.origin_reports(peer, issued, store)?);
+        }
         let ours: BTreeMap<String, i64> = store.watermarks()?.into_iter().collect();
         let p = self.peers.entry(peer.into()).or_default();
         p.refused = None;
@@ -426,13 +502,16 @@ impl Node {
         };
         p.hello_seen = true;
         p.acks = acks.clone();
-        let mut out = Vec::new();
         if reply {
             out.push(self.hello(peer, false, store)?);
         }
         for (origin, seq) in acks {
             let have = ours.get(&origin).copied().unwrap_or(0);
-            if origin != self.me && seq > have && !self.pulls.contains_key(&origin) {
+            let doubted = self
+                .unverified
+                .get(&(peer.to_string(), origin.clone()))
+                .is_some_and(|&claim| claim >= seq);
+            if origin != self.me && seq > have && !self.pulls.contains_key(&origin) && !doubted {
                 out.push(self.start_pull(peer, &origin, have, now));
             }
         }
@@ -471,11 +550,36 @@ impl Node {
             .into_iter()
             .find(|(o, _)| o == origin)
             .map_or(0, |(_, s)| s);
-        let complete = (have >= after).then_some((origin, complete_to));
-        if let Err(e) = store.apply(changes, complete) {
-            return self.failed(peer, origin, after, e.to_string(), store);
-        }
         let mut out = Vec::new();
+        // What this page can vouch for: the origin knows what it issued; another
+        // peer's claim counts up to the last change it carries, or up to what the
+        // origin itself last reported.
+        let vouched = if peer == origin {
+            out.extend(self.origin_reports(origin, complete_to, store)?);
+            complete_to
+        } else {
+            let last = changes.last().map_or(0, |c| c.seq);
+            complete_to.min(last.max(store.reported(origin)?))
+        };
+        let complete = (have >= after).then_some((origin, vouched));
+        let quarantined = match store.apply(peer, changes, complete) {
+            Ok(q) => q,
+            Err(e) if e.is_transient() => return Ok(self.deferred(peer, origin, have, &e, now)),
+            Err(e) => return self.failed(peer, origin, after, e.to_string(), store),
+        };
+        self.busy.remove(origin);
+        if vouched < complete_to && !more {
+            self.unverified
+                .insert((peer.to_string(), origin.to_string()), complete_to);
+        }
+        for q in quarantined {
+            out.push(Output::Event(Event::Quarantined {
+                peer: peer.into(),
+                origin: origin.into(),
+                seq: q.seq,
+                reason: q.reason,
+            }));
+        }
         if !changes.is_empty() {
             out.push(Output::Event(Event::Applied {
                 peer: peer.into(),
@@ -510,6 +614,7 @@ impl Node {
         self.pulls.remove(origin);
         store.dead_letter(
             peer,
+            &format!("page of origin {origin} not applied"),
             &format!("page of origin {origin} after {after}"),
             &reason,
         )?;
@@ -517,6 +622,73 @@ impl Node {
             peer: peer.into(),
             reason,
         })])
+    }
+
+    /// A page found the database busy (an app holding the write lock): nothing
+    /// was applied; pull it again after a backoff that grows while it lasts. Not
+    /// a dead letter and not a quarantine: the page itself is fine.
+    fn deferred(
+        &mut self,
+        peer: &str,
+        origin: &str,
+        have: i64,
+        e: &StoreError,
+        now: u64,
+    ) -> Vec<Output> {
+        let busy = self.busy.entry(origin.into()).or_default();
+        *busy = busy.saturating_add(1);
+        let wait = self.cfg.backoff_ms.saturating_mul(1 << (*busy).min(6));
+        let mine = self.pulls.get(origin).is_none_or(|p| p.peer == peer);
+        if mine {
+            let after = self.pulls.get(origin).map_or(have, |p| p.after);
+            self.pulls.insert(
+                origin.into(),
+                Pending {
+                    peer: peer.into(),
+                    after,
+                    deadline: now + wait,
+                    attempts: 0,
+                },
+            );
+        }
+        vec![Output::Event(Event::Deferred {
+            peer: peer.into(),
+            origin: origin.into(),
+            reason: e.to_string(),
+        })]
+    }
+
+    /// `origin` says (in its Hello or its own page) it issued up to `issued`.
+    fn origin_reports(&mut self, origin: &str, issued: i64, store: &dyn Store) -> Out {
+        if self.reported.get(origin).is_some_and(|&r| r >= issued) {
+            return Ok(vec![]);
+        }
+        self.reported.insert(origin.into(), issued);
+        Ok(store
+            .report(origin, issued)?
+            .map(|vouched| {
+                Output::Event(Event::WatermarkCut {
+                    origin: origin.into(),
+                    vouched,
+                    issued,
+                })
+            })
+            .into_iter()
+            .collect())
+    }
+
+    /// Stores what a peer holds in quarantine when it differs from its last report.
+    fn on_quarantine_report(
+        &mut self,
+        peer: &str,
+        summary: Vec<QuarantineSummary>,
+        store: &dyn Store,
+    ) -> Result<(), StoreError> {
+        if self.peer_quarantine.get(peer) != Some(&summary) {
+            store.peer_quarantine(peer, &summary)?;
+            self.peer_quarantine.insert(peer.into(), summary);
+        }
+        Ok(())
     }
 
     fn retry(&mut self, origin: &str, now: u64, store: &dyn Store) -> Out {
@@ -532,6 +704,7 @@ impl Node {
             }
             store.dead_letter(
                 &p.peer,
+                &format!("pull of origin {origin} unanswered"),
                 &what,
                 &format!("no answer after {} attempts", p.attempts),
             )?;
@@ -607,6 +780,7 @@ impl Node {
             watermarks: store.watermarks()?,
             hlc: store.hlc()?,
             reply,
+            quarantined: store.quarantine_summary()?,
         };
         Ok(self.send(peer, payload))
     }
