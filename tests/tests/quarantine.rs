@@ -4,11 +4,14 @@
 #[path = "common/mesh.rs"]
 mod mesh;
 
+use std::process::Command;
+
 use mesh::Mesh;
 use rusqlite::Connection;
 use sdsync_syncer::library::Change;
 use sdsync_syncer::proto::message::{Envelope, Payload, encode};
 use sdsync_syncer::proto::node::Event;
+use sdsync_tests::{extension_path, root};
 
 const NAME_UNIQUE: &str = "CREATE UNIQUE INDEX tags_by_name ON tags(canonical_name)";
 
@@ -185,6 +188,59 @@ fn quarantined_changes_are_served_to_peers_that_pull_from_the_holder() {
     m.link(1, 2);
     assert_eq!(m.devs[2].count("tags"), 2);
     assert_eq!(m.devs[2].holds(&ida), 2);
+}
+
+/// `sdsync status` and `sdsync quarantine` as a user runs them.
+fn cli(args: &[&str]) -> String {
+    let bin = root().join("target/release/sdsync");
+    assert!(bin.exists(), "run `cargo build --release` first");
+    let out = Command::new(bin)
+        .args(args)
+        .env("SDSYNC_EXTENSION", extension_path())
+        .output()
+        .expect("run sdsync");
+    assert!(
+        out.status.success(),
+        "sdsync {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_quarantine_command_lists_retries_and_discards() {
+    let mut m = Mesh::new("q-cli", 2);
+    m.devs[1].exec(NAME_UNIQUE);
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'x'), ('t2', 'x')");
+    m.link(0, 1);
+    let dir = m.devs[1].dir.to_str().expect("utf-8 path").to_string();
+    let status = cli(&["status", &dir]);
+    assert!(status.contains("quarantined 1 change(s) of"), "{status}");
+    let list = cli(&["quarantine", &dir]);
+    assert!(
+        list.contains("seq 2 tags row t2") && list.contains("held by row t1"),
+        "{list}"
+    );
+    assert!(list.ends_with("1 change(s) quarantined\n"), "{list}");
+    let id = list
+        .split_whitespace()
+        .next()
+        .expect("id")
+        .trim_start_matches('#');
+    assert_eq!(
+        cli(&["quarantine", &dir, "retry"]),
+        "0 applied, 1 still quarantined\n"
+    );
+    let gone = cli(&["quarantine", &dir, "discard", id]);
+    assert!(
+        gone.contains("discarded #") && gone.ends_with("1 change(s) discarded\n"),
+        "{gone}"
+    );
+    assert_eq!(m.devs[1].quarantined(), 0);
+    assert_eq!(
+        cli(&["quarantine", &dir, "list"]),
+        "0 change(s) quarantined\n"
+    );
 }
 
 #[test]

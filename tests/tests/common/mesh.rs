@@ -12,6 +12,7 @@ use sdsync_tests::{extension_path, temp_dir};
 
 /// One device: its folder, store and node.
 pub struct Dev {
+    pub dir: std::path::PathBuf,
     pub home: Home,
     pub store: SqlStore,
     pub node: Node,
@@ -77,6 +78,7 @@ impl Mesh {
             let id = store.device().expect("device");
             let node = Node::new(&id, "lib", Config::default());
             devs.push(Dev {
+                dir,
                 home,
                 store,
                 node,
