@@ -319,3 +319,68 @@ fn a_page_that_finds_the_database_busy_applies_later_without_a_dead_letter() {
         0
     );
 }
+
+/// The same conflict between two real syncers over QUIC: each shows its own
+/// quarantine and the other's, and a user's fix converges both.
+#[test]
+fn over_quic_both_devices_show_the_conflict_and_converge_after_the_fix() {
+    use sdsync_syncer::daemon::{Background, Directory};
+    use sdsync_syncer::home::Home;
+    use sdsync_syncer::net::tls::Pins;
+    use sdsync_tests::{temp_dir, wait_for};
+
+    let homes: Vec<Home> = (0..2)
+        .map(|i| {
+            Home::init(
+                &temp_dir(&format!("q-quic-{i}")),
+                &extension_path(),
+                Some("lib"),
+            )
+            .expect("init")
+        })
+        .collect();
+    let ids: Vec<String> = homes.iter().map(|h| h.device().expect("device")).collect();
+    let (pins, directory) = (Pins::default(), Directory::default());
+    for (h, id) in homes.iter().zip(&ids) {
+        pins.pin(id, h.identity().expect("identity").cert);
+    }
+    let mut running = Vec::new();
+    for (i, h) in homes.iter().enumerate() {
+        let (store, _, _) = h.syncer_parts().expect("store");
+        store.lib.exec(NAME_UNIQUE).expect("index");
+        store
+            .lib
+            .exec(&format!(
+                "INSERT INTO tags(uuid, canonical_name) VALUES ('tag-{i}', 'Vacation')"
+            ))
+            .expect("tag");
+        let me = h.identity().expect("identity");
+        running.push(Background::start(store, "lib", me, &pins, &directory).expect("daemon"));
+    }
+    let status = |i: usize| homes[i].status().expect("status").to_string();
+    for (i, other) in [(0, 1), (1, 0)] {
+        wait_for("both statuses show the conflict", 30, || {
+            let s = status(i);
+            s.contains(&format!("quarantined 1 change(s) of {}", ids[other]))
+                && s.contains(&format!(
+                    "1 of your changes are quarantined on peer {}",
+                    ids[other]
+                ))
+        });
+    }
+    // The user keeps device 0's tag.
+    let db = homes[1].database().expect("database");
+    db.exec("DELETE FROM tags WHERE uuid = 'tag-1'")
+        .expect("delete");
+    wait_for("converged, nothing quarantined", 30, || {
+        let (a, b) = (
+            homes[0].database().expect("db"),
+            homes[1].database().expect("db"),
+        );
+        a.digest().ok() == b.digest().ok()
+            && a.count("tags").ok() == Some(1)
+            && !status(0).contains("quarantine")
+            && !status(1).contains("quarantine")
+    });
+    drop(running);
+}
