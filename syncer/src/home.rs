@@ -394,7 +394,7 @@ impl Home {
         let tx =
             rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
                 .map_err(err)?;
-        let retried = quarantine::retry_in(&tx, id).map_err(err)?;
+        let retried = quarantine::retry_in(&tx, id, usize::MAX / 2).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(retried)
     }

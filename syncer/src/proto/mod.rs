@@ -7,6 +7,7 @@
 //! let bytes = encode(&hello); // what a transport sends
 //! ```
 
+pub mod event;
 pub mod message;
 pub mod node;
 pub mod store;

@@ -57,6 +57,10 @@ use crate::library::Change;
 use crate::proto::message::{Envelope, PROTOCOL_VERSION, Payload, QuarantineSummary, decode};
 use crate::proto::store::{Store, StoreError};
 
+pub use crate::proto::event::{Event, Output};
+
+mod reports;
+
 /// Tunables (milliseconds for times).
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -94,103 +98,6 @@ impl Default for Config {
             push_pages: 4,
         }
     }
-}
-
-/// What the node asks its driver to do or report.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Output {
-    /// Send a message to a peer.
-    Send {
-        /// Peer device.
-        to: String,
-        /// The message.
-        env: Envelope,
-    },
-    /// Something worth reporting.
-    Event(Event),
-}
-
-/// Reportable events.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Event {
-    /// Changes from a peer were applied.
-    Applied {
-        /// Peer.
-        peer: String,
-        /// Origin of the changes.
-        origin: String,
-        /// How many.
-        count: usize,
-    },
-    /// A peer or message was refused (bad envelope, clock, unknown sender).
-    Refused {
-        /// Peer (or sender as claimed).
-        peer: String,
-        /// Why.
-        reason: String,
-    },
-    /// A peer refused us.
-    RefusedBy {
-        /// Peer.
-        peer: String,
-        /// Its reason.
-        reason: String,
-    },
-    /// Bytes that are not a message.
-    Malformed {
-        /// The decoder's reason.
-        reason: String,
-    },
-    /// A page could not be applied; kept as a dead letter.
-    ApplyFailed {
-        /// Peer.
-        peer: String,
-        /// The error.
-        reason: String,
-    },
-    /// A request gave up after its retries; kept as a dead letter.
-    DeadLetter {
-        /// Peer.
-        peer: String,
-        /// What.
-        what: String,
-    },
-    /// A change could not be applied and was quarantined; its page applied.
-    Quarantined {
-        /// Peer that delivered it.
-        peer: String,
-        /// Its origin.
-        origin: String,
-        /// Its sequence.
-        seq: i64,
-        /// Why.
-        reason: String,
-    },
-    /// A page found the database busy; it is pulled again after a backoff.
-    Deferred {
-        /// Peer.
-        peer: String,
-        /// Origin of the page.
-        origin: String,
-        /// The error.
-        reason: String,
-    },
-    /// Quarantined changes were retried.
-    Retried {
-        /// How many applied (or were superseded) and left the quarantine.
-        applied: usize,
-        /// How many are still quarantined.
-        kept: usize,
-    },
-    /// We vouched for more of `origin` than it says it issued: cut back.
-    WatermarkCut {
-        /// The origin.
-        origin: String,
-        /// What we vouched for.
-        vouched: i64,
-        /// What the origin itself reports.
-        issued: i64,
-    },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -305,13 +212,16 @@ impl Node {
         let mut out = Vec::new();
         if now >= self.next_hello {
             self.next_hello = now + self.cfg.anti_entropy_ms;
-            store.sweep()?;
-            let retried = store.retry_quarantined()?;
-            if retried != Default::default() {
-                out.push(Output::Event(Event::Retried {
-                    applied: retried.applied,
-                    kept: retried.kept,
-                }));
+            // Both write: with an app holding the write lock they wait for the
+            // next round; the Hellos still go out.
+            match store.sweep().and_then(|()| store.retry_quarantined()) {
+                Ok(r) if r != Default::default() => out.push(Output::Event(Event::Retried {
+                    applied: r.applied,
+                    kept: r.kept,
+                })),
+                Ok(_) => {}
+                Err(e) if e.is_transient() => {}
+                Err(e) => return Err(e),
             }
             let connected: Vec<String> = self.connected().collect();
             for peer in connected {
@@ -622,73 +532,6 @@ impl Node {
             peer: peer.into(),
             reason,
         })])
-    }
-
-    /// A page found the database busy (an app holding the write lock): nothing
-    /// was applied; pull it again after a backoff that grows while it lasts. Not
-    /// a dead letter and not a quarantine: the page itself is fine.
-    fn deferred(
-        &mut self,
-        peer: &str,
-        origin: &str,
-        have: i64,
-        e: &StoreError,
-        now: u64,
-    ) -> Vec<Output> {
-        let busy = self.busy.entry(origin.into()).or_default();
-        *busy = busy.saturating_add(1);
-        let wait = self.cfg.backoff_ms.saturating_mul(1 << (*busy).min(6));
-        let mine = self.pulls.get(origin).is_none_or(|p| p.peer == peer);
-        if mine {
-            let after = self.pulls.get(origin).map_or(have, |p| p.after);
-            self.pulls.insert(
-                origin.into(),
-                Pending {
-                    peer: peer.into(),
-                    after,
-                    deadline: now + wait,
-                    attempts: 0,
-                },
-            );
-        }
-        vec![Output::Event(Event::Deferred {
-            peer: peer.into(),
-            origin: origin.into(),
-            reason: e.to_string(),
-        })]
-    }
-
-    /// `origin` says (in its Hello or its own page) it issued up to `issued`.
-    fn origin_reports(&mut self, origin: &str, issued: i64, store: &dyn Store) -> Out {
-        if self.reported.get(origin).is_some_and(|&r| r >= issued) {
-            return Ok(vec![]);
-        }
-        self.reported.insert(origin.into(), issued);
-        Ok(store
-            .report(origin, issued)?
-            .map(|vouched| {
-                Output::Event(Event::WatermarkCut {
-                    origin: origin.into(),
-                    vouched,
-                    issued,
-                })
-            })
-            .into_iter()
-            .collect())
-    }
-
-    /// Stores what a peer holds in quarantine when it differs from its last report.
-    fn on_quarantine_report(
-        &mut self,
-        peer: &str,
-        summary: Vec<QuarantineSummary>,
-        store: &dyn Store,
-    ) -> Result<(), StoreError> {
-        if self.peer_quarantine.get(peer) != Some(&summary) {
-            store.peer_quarantine(peer, &summary)?;
-            self.peer_quarantine.insert(peer.into(), summary);
-        }
-        Ok(())
     }
 
     fn retry(&mut self, origin: &str, now: u64, store: &dyn Store) -> Out {

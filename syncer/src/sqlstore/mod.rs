@@ -257,9 +257,13 @@ impl Store for SqlStore {
             return Ok(Retried::default());
         }
         let tx = self.begin()?;
-        let retried = self.sql(quarantine::retry_in(&tx, None))?;
+        let total = self.sql(quarantine::count(&tx))?;
+        let retried = self.sql(quarantine::retry_in(&tx, None, quarantine::RETRY_BATCH))?;
         self.sql(tx.commit())?;
-        self.tried.set(Some(self.fingerprint()?));
+        // A large quarantine is retried a batch per round until all were tried.
+        if total <= quarantine::RETRY_BATCH {
+            self.tried.set(Some(self.fingerprint()?));
+        }
         Ok(retried)
     }
 

@@ -40,6 +40,17 @@ pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sdsync_quarantine(
   tried_at TEXT,
   UNIQUE (origin, seq));";
 
+/// Most changes one automatic retry tries: it holds the write lock meanwhile.
+pub const RETRY_BATCH: usize = 500;
+
+/// How many changes are quarantined.
+pub fn count(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.query_row("SELECT count(*) FROM sdsync_quarantine", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|n| n.max(0) as usize)
+}
+
 /// Longest reason carried in a Hello summary.
 const SUMMARY_REASON: usize = 200;
 
@@ -254,16 +265,18 @@ pub fn held_between(
         .collect())
 }
 
-/// Retries quarantined changes (all, or the one with `id`) inside the caller's
-/// transaction: those that apply leave the quarantine; the others keep their
-/// place with the new reason and one more attempt.
-pub fn retry_in(tx: &Connection, id: Option<i64>) -> rusqlite::Result<Retried> {
+/// Retries quarantined changes inside the caller's transaction: the one with
+/// `id`, or up to `limit` of those tried least recently (applied in origin and
+/// sequence order, parents first). Those that apply leave the quarantine; the
+/// others keep their place with the new reason and one more attempt.
+pub fn retry_in(tx: &Connection, id: Option<i64>, limit: usize) -> rusqlite::Result<Retried> {
     let rows: Vec<(i64, String)> = {
         let mut stmt = tx.prepare(
-            "SELECT id, change FROM sdsync_quarantine WHERE ?1 IS NULL OR id = ?1 \
+            "SELECT id, change FROM (SELECT id, change, origin, seq FROM sdsync_quarantine \
+               WHERE ?1 IS NULL OR id = ?1 ORDER BY coalesce(tried_at, at) LIMIT ?2) \
              ORDER BY origin, seq",
         )?;
-        stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        stmt.query_map(params![id, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?
     };
     let mut out = Retried::default();
