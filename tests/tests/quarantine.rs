@@ -384,3 +384,35 @@ fn over_quic_both_devices_show_the_conflict_and_converge_after_the_fix() {
     });
     drop(running);
 }
+
+/// A sync.db of the one-row-per-failure form is folded into counted records.
+#[test]
+fn old_dead_letters_are_folded_into_counted_records() {
+    let sync = Connection::open_in_memory().unwrap();
+    sync.execute_batch(
+        "CREATE TABLE dead_letters(id INTEGER PRIMARY KEY, peer TEXT NOT NULL, what TEXT NOT NULL,
+           reason TEXT NOT NULL, at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));
+         INSERT INTO dead_letters(peer, what, reason) VALUES
+           ('p', 'page of origin o after 0', 'bad'), ('p', 'page of origin o after 0', 'bad'),
+           ('p', 'page of origin o after 0', 'worse'), ('q', 'pull of origin o after 3', 'no answer');",
+    )
+    .unwrap();
+    sdsync_syncer::sqlstore::syncdb::ensure(&sync).unwrap();
+    let rows: Vec<(String, i64)> = sync
+        .prepare("SELECT peer, count FROM dead_letters ORDER BY peer")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows, [("p".to_string(), 3), ("q".to_string(), 1)]);
+    // And counting goes on in the new form.
+    sdsync_syncer::sqlstore::syncdb::dead_letter(&sync, "q", "pull of origin o after 3", "w", "r")
+        .unwrap();
+    let n: i64 = sync
+        .query_row("SELECT count FROM dead_letters WHERE peer = 'q'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(n, 2);
+}
