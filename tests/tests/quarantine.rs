@@ -416,3 +416,26 @@ fn old_dead_letters_are_folded_into_counted_records() {
         .unwrap();
     assert_eq!(n, 2);
 }
+
+/// A change for a table this device does not track yet is quarantined, and
+/// applies on the first anti-entropy round after the schema catches up.
+#[test]
+fn a_schema_change_retries_the_quarantine() {
+    let mut m = Mesh::new("q-schema", 2);
+    let notes = "CREATE TABLE notes(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, body TEXT);
+                 SELECT sdsync_track('notes', 'shared');";
+    m.devs[0].exec(notes);
+    m.devs[0].exec("INSERT INTO notes(uuid, body) VALUES ('n1', 'hello'), ('n2', 'world')");
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'x')");
+    m.link(0, 1);
+    assert_eq!(m.devs[1].quarantined(), 2);
+    assert_eq!(m.devs[1].count("tags"), 1, "the rest of the stream applied");
+    m.devs[1].exec(notes);
+    m.advance(10_000);
+    assert_eq!(m.devs[1].quarantined(), 0);
+    assert_eq!(m.devs[1].count("notes"), 2);
+    assert_eq!(
+        m.devs[0].store.lib.digest().unwrap(),
+        m.devs[1].store.lib.digest().unwrap()
+    );
+}

@@ -5,6 +5,7 @@ mod mesh;
 
 use mesh::Mesh;
 use sdsync_syncer::proto::message::{Envelope, Payload, encode};
+use sdsync_syncer::proto::node::Event;
 
 /// One wrong `sdsync_mark_complete` on B (an app's own copy) is neither believed
 /// by B's syncer nor passed on: A, syncing from B, still gets C's next changes
@@ -95,4 +96,36 @@ fn the_origin_vouches_for_its_own_superseded_tail() {
         "no re-pulls: {:?}",
         &m.events[pulls_before..]
     );
+}
+
+/// We vouch for more of an origin than it says it issued (a forged page got
+/// through): its own Hello cuts the claim, and its next changes arrive.
+#[test]
+fn the_origin_reporting_less_cuts_what_we_vouch_for() {
+    let mut m = Mesh::new("wm-cut", 2);
+    let idb = m.devs[1].id.clone();
+    m.devs[1].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('b1', 'a')");
+    m.link(0, 1);
+    m.unlink(0, 1);
+    m.devs[0].exec(&format!(
+        "SELECT sdsync_mark_complete('{idb}', 1000); UPDATE sdsync_verified SET seq = 1000"
+    ));
+    assert_eq!(m.devs[0].holds(&idb), 1000);
+    m.devs[1].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('b2', 'b')");
+    m.link(0, 1);
+    assert!(
+        m.events.iter().any(|(d, e)| *d == 0
+            && matches!(
+                e,
+                Event::WatermarkCut {
+                    vouched: 1000,
+                    issued: 2,
+                    ..
+                }
+            )),
+        "{:?}",
+        m.events
+    );
+    assert_eq!(m.devs[0].count("tags"), 2);
+    assert_eq!(m.devs[0].holds(&idb), 2);
 }

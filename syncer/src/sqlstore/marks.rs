@@ -15,7 +15,8 @@
 //! `min(sdsync_watermarks.seq, sdsync_verified.seq)`; of this device's own origin
 //! it is its clock's sequence. It is what Hellos claim, what pages complete to
 //! and where pulls start. When the origin itself reports a last sequence below
-//! what we vouch for, the vouched value is cut to it ([`cut`]).
+//! what we vouch for, the vouched value is cut to what this device can show
+//! ([`cut`]).
 //!
 //! On the first run of a syncer that has this table, the database's watermarks
 //! are taken as verified once (they were written by an earlier syncer).
@@ -97,8 +98,14 @@ pub fn vouch(conn: &Connection, origin: &str, seq: i64) -> rusqlite::Result<()> 
     Ok(())
 }
 
-/// `origin` itself has issued nothing beyond `issued`: vouching for more is
-/// wrong (a forged page or a restored copy). Cuts it and returns the old value.
+/// `origin` itself has issued nothing beyond `issued`, yet we vouch for more (a
+/// watermark taken on trust at first open, a forged page). What we vouched for
+/// cannot be believed, and `issued` is not proof of holding either: the claim is
+/// cut to the highest change of `origin` this device can show (applied or
+/// quarantined), and pulled on from there. Returns the old value when it cut.
+///
+/// A Hello that is merely stale (the origin wrote since, and a peer forwarded
+/// those changes first) cuts nothing: those changes are here to show.
 pub fn cut(conn: &Connection, origin: &str, issued: i64) -> rusqlite::Result<Option<i64>> {
     let Some(old) = opt_i64(
         conn,
@@ -108,9 +115,20 @@ pub fn cut(conn: &Connection, origin: &str, issued: i64) -> rusqlite::Result<Opt
     else {
         return Ok(None);
     };
+    // Rare (only on a contradiction), so a scan of the origin's changes is fine.
+    let shown = opt_i64(
+        conn,
+        "SELECT max(s) FROM (SELECT max(seq) AS s FROM sdsync_changes WHERE origin = ?1 AND seq <= ?2 \
+         UNION ALL SELECT max(seq) FROM sdsync_quarantine WHERE origin = ?1 AND seq <= ?2)",
+        params![origin, old],
+    )?
+    .unwrap_or(0);
+    if shown >= old {
+        return Ok(None);
+    }
     conn.execute(
         "UPDATE sdsync_verified SET seq = ?2 WHERE origin = ?1",
-        params![origin, issued],
+        params![origin, shown],
     )?;
     Ok(Some(old))
 }
