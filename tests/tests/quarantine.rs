@@ -439,3 +439,36 @@ fn a_schema_change_retries_the_quarantine() {
         m.devs[1].store.lib.digest().unwrap()
     );
 }
+
+/// A quarantined create later superseded by the origin's update: the update
+/// waits (parked) for the row, the retry creates it, and the newer value wins —
+/// the quarantined one is not resurrected over it.
+#[test]
+fn a_retry_does_not_resurrect_values_a_newer_change_replaced() {
+    let mut m = Mesh::new("q-update", 2);
+    m.devs[1].exec(NAME_UNIQUE);
+    m.devs[0].exec(
+        "INSERT INTO tags(uuid, canonical_name, color) VALUES ('t1', 'x', 'red'), ('t2', 'x', 'blue')",
+    );
+    m.link(0, 1);
+    assert_eq!(m.devs[1].quarantined(), 1);
+    m.devs[0].exec("UPDATE tags SET canonical_name = 'x2' WHERE uuid = 't2'");
+    m.committed(0);
+    m.advance(10_000);
+    assert_eq!(m.devs[1].quarantined(), 0);
+    let t2: (String, String) = m.devs[1]
+        .store
+        .lib
+        .conn
+        .query_row(
+            "SELECT canonical_name, color FROM tags WHERE uuid = 't2'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(t2, ("x2".to_string(), "blue".to_string()));
+    assert_eq!(
+        m.devs[0].store.lib.digest().unwrap(),
+        m.devs[1].store.lib.digest().unwrap()
+    );
+}
