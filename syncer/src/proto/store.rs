@@ -47,35 +47,10 @@ impl StoreError {
         match self {
             Self::Busy { .. } => true,
             Self::Library(LibraryError::Sql { source, .. }) | Self::Sync(source) => {
-                transient(source)
+                crate::sqlstore::transient(source)
             }
             Self::Library(_) => false,
         }
-    }
-}
-
-/// Whether SQLite's error is about the environment rather than the data.
-pub fn transient(e: &rusqlite::Error) -> bool {
-    use rusqlite::ErrorCode::*;
-    match e {
-        rusqlite::Error::SqliteFailure(f, msg) => {
-            matches!(
-                f.code,
-                DatabaseBusy
-                    | DatabaseLocked
-                    | DiskFull
-                    | SystemIoFailure
-                    | OutOfMemory
-                    | OperationInterrupted
-                    | FileLockingProtocolFailed
-                    | CannotOpen
-            ) || msg.as_deref().is_some_and(|m| {
-                // The extension reports a nested statement's failure as a plain
-                // error with SQLite's message.
-                m.contains("database is locked") || m.contains("database table is locked")
-            })
-        }
-        _ => false,
     }
 }
 

@@ -37,7 +37,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use crate::library::{Change, Library, LibraryError, apply_in, read_changes};
 use crate::proto::message::{QuarantineSummary, change_size};
-use crate::proto::store::{Quarantined, Retried, Slice, Store, StoreError, transient};
+use crate::proto::store::{Quarantined, Retried, Slice, Store, StoreError};
 
 /// How long one attempt to take the library's write lock waits. Short: the
 /// daemon's single task must not stall its links for long; a page that found the
@@ -292,6 +292,31 @@ impl Store for SqlStore {
         reason: &str,
     ) -> Result<(), StoreError> {
         Ok(syncdb::dead_letter(&self.sync, peer, cause, what, reason)?)
+    }
+}
+
+/// Whether SQLite's error is about the environment rather than the data.
+pub fn transient(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    match e {
+        rusqlite::Error::SqliteFailure(f, msg) => {
+            matches!(
+                f.code,
+                DatabaseBusy
+                    | DatabaseLocked
+                    | DiskFull
+                    | SystemIoFailure
+                    | OutOfMemory
+                    | OperationInterrupted
+                    | FileLockingProtocolFailed
+                    | CannotOpen
+            ) || msg.as_deref().is_some_and(|m| {
+                // The extension reports a nested statement's failure as a plain
+                // error with SQLite's message.
+                m.contains("database is locked") || m.contains("database table is locked")
+            })
+        }
+        _ => false,
     }
 }
 

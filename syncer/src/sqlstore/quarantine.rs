@@ -22,7 +22,8 @@ use rusqlite::{Connection, params};
 
 use crate::library::{Change, apply_in};
 use crate::proto::message::QuarantineSummary;
-use crate::proto::store::{Quarantined, Retried, transient};
+use crate::proto::store::{Quarantined, Retried};
+use crate::sqlstore::transient;
 
 /// The table, as also created by the extension's schema.
 pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sdsync_quarantine(
