@@ -16,6 +16,7 @@
 //! references translated to the referenced row's uuid (local ids differ per device).
 
 pub mod devices;
+pub mod fuzz_ops;
 pub mod sim;
 
 use std::collections::BTreeMap;

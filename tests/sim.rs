@@ -314,11 +314,13 @@ impl Sim {
             Event::ApplyFailed { .. }
             | Event::Refused { .. }
             | Event::RefusedBy { .. }
-            | Event::Malformed { .. } => {
+            | Event::Malformed { .. }
+            | Event::Quarantined { .. }
+            | Event::WatermarkCut { .. } => {
                 self.problems
                     .push(format!("t={} device {d}: {e:?}", self.now));
             }
-            Event::Applied { .. } => {}
+            Event::Applied { .. } | Event::Deferred { .. } | Event::Retried { .. } => {}
         }
         self.trace.push(format!("t={} d{d}: {e:?}", self.now));
         if self.trace.len() > 40 {
