@@ -92,7 +92,8 @@ pub fn run(bytes: &[u8], ext: Option<&Path>) -> Result<(), String> {
         }
     }
     if !a.is_autocommit() {
-        a.execute_batch("COMMIT").map_err(|e| format!("final commit: {e}"))?;
+        a.execute_batch("COMMIT")
+            .map_err(|e| format!("final commit: {e}"))?;
     }
     check(&a, &p, open)
 }
@@ -117,7 +118,9 @@ fn check(
     for (name, db) in [("P", p), ("B", &b), ("C", &c)] {
         let got = digest(db);
         if got != want {
-            return Err(format!("{name} differs from A:\nA: {want:?}\n{name}: {got:?}"));
+            return Err(format!(
+                "{name} differs from A:\nA: {want:?}\n{name}: {got:?}"
+            ));
         }
     }
     Ok(())
@@ -154,12 +157,21 @@ fn write_sql(input: &mut Bytes, dev: &str) -> String {
     let form = input.next().unwrap_or(0);
     let row = input.next().unwrap_or(0) % 4;
     let val = extreme(input.next().unwrap_or(0));
-    let clause = ["", "OR IGNORE ", "OR REPLACE ", "OR ABORT ", "OR FAIL ", "OR ROLLBACK "]
-        [usize::from(input.next().unwrap_or(0)) % 6];
+    let clause = [
+        "",
+        "OR IGNORE ",
+        "OR REPLACE ",
+        "OR ABORT ",
+        "OR FAIL ",
+        "OR ROLLBACK ",
+    ][usize::from(input.next().unwrap_or(0)) % 6];
     let tag = format!("'t{row}'");
     let loc = format!("'{dev}l{row}'");
     let entry = format!("'{dev}e{row}'");
-    let parent = format!("(SELECT id FROM locations WHERE uuid = '{dev}l{}')", row % 2);
+    let parent = format!(
+        "(SELECT id FROM locations WHERE uuid = '{dev}l{}')",
+        row % 2
+    );
     match form % 14 {
         0 => format!("INSERT {clause}INTO tags(uuid, name, n) VALUES ({tag}, 'n{row}', {val})"),
         1 => format!(
@@ -170,7 +182,9 @@ fn write_sql(input: &mut Bytes, dev: &str) -> String {
         3 => format!("UPDATE {clause}tags SET name = name || 'x'"),
         4 => format!("DELETE FROM tags WHERE uuid = {tag} RETURNING uuid"),
         5 => format!("REPLACE INTO tags(uuid, name) VALUES ({tag}, 'r')"),
-        6 => format!("INSERT INTO tags(uuid, name) VALUES ({tag}, 'nothing') ON CONFLICT DO NOTHING"),
+        6 => {
+            format!("INSERT INTO tags(uuid, name) VALUES ({tag}, 'nothing') ON CONFLICT DO NOTHING")
+        }
         7 => format!("INSERT {clause}INTO locations(uuid, name, size) VALUES ({loc}, 'l', {val})"),
         8 => format!(
             "INSERT INTO locations(uuid, name) VALUES ({loc}, 'up') \
@@ -181,7 +195,9 @@ fn write_sql(input: &mut Bytes, dev: &str) -> String {
         11 => format!(
             "INSERT {clause}INTO entries(uuid, location_id, name, size) VALUES ({entry}, {parent}, 'e', {val})"
         ),
-        12 => format!("UPDATE {clause}entries SET size = {val}, location_id = {parent} WHERE uuid = {entry}"),
+        12 => format!(
+            "UPDATE {clause}entries SET size = {val}, location_id = {parent} WHERE uuid = {entry}"
+        ),
         _ => format!("DELETE FROM entries WHERE uuid = {entry}"),
     }
 }

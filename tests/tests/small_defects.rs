@@ -196,3 +196,36 @@ fn a_delete_that_would_leave_children_behind_is_refused_whatever_foreign_keys_sa
     sdsync_tests::copy_all(&a, &b);
     assert_eq!(a.digest(), b.digest());
 }
+
+#[test]
+fn a_peer_deleting_a_shared_row_does_not_take_the_owners_own_rows_away() {
+    let dir = temp_dir("own-child");
+    let f = Lib::create(&dir.join("f.db"));
+    let g = Lib::create(&dir.join("g.db"));
+    let h = Lib::create(&dir.join("h.db"));
+    f.exec(
+        "INSERT INTO content_identities(uuid, content_hash) VALUES ('c', 'abc');
+         INSERT INTO entries(uuid, name, content_id) SELECT 'e', 'photo.jpg', id FROM content_identities WHERE uuid = 'c';",
+    );
+    // G and H hold the content identity; H also holds F's entry, G does not yet.
+    sdsync_tests::copy_all(&f, &h);
+    g.exec("INSERT INTO content_identities(uuid, content_hash) VALUES ('c', 'abc')");
+    g.exec("DELETE FROM content_identities WHERE uuid = 'c'");
+    for to in [&f, &h] {
+        sdsync_tests::copy_all(&g, to);
+    }
+    // The owner keeps its entry, unlinked, as a change of its own.
+    assert_eq!(
+        f.int("SELECT count(*) FROM entries WHERE uuid = 'e' AND content_id IS NULL"),
+        1
+    );
+    assert_eq!(f.int("SELECT count(*) FROM sdsync_parked"), 0);
+    // H parked it with the deleted row; F's new version brings it back everywhere.
+    for to in [&g, &h] {
+        sdsync_tests::copy_all(&f, to);
+    }
+    sdsync_tests::copy_all(&g, &h);
+    assert_eq!(f.digest(), g.digest());
+    assert_eq!(f.digest(), h.digest());
+    assert_eq!(h.int("SELECT count(*) FROM entries WHERE uuid = 'e'"), 1);
+}

@@ -9,8 +9,9 @@
 
 use std::rc::Rc;
 
+use sdsync_core::hlc::Hlc;
 use sdsync_core::merge::{Group, RowState, Version};
-use sdsync_core::schema::TableSpec;
+use sdsync_core::schema::{Class, TableSpec};
 
 use super::{Engine, Key, RowRef, decode, upsert};
 use crate::changes::parse::{Change, ChangeError};
@@ -64,6 +65,9 @@ impl Engine {
                 if child.id == spec.id && crid == rid {
                     continue;
                 }
+                if self.unlink_own_row(&child, i, crid)? {
+                    continue;
+                }
                 let below = self.evict_children(&child, crid, &cpk, depth + 1)?;
                 let (RowState::Alive(groups), _) = self.state(&child, &cpk)? else {
                     evicted.extend(below);
@@ -86,6 +90,61 @@ impl Engine {
             }
         }
         Ok(evicted)
+    }
+
+    /// A row this device owns is its own data: a peer deleting the row it
+    /// references must not make it vanish here. When the reference can be NULL, the
+    /// owner clears it instead, as a local change of its own (captured like the
+    /// owned-row update trigger does: the next sequence, the whole row's version
+    /// moved forward), which every peer then applies, bringing the row back there
+    /// too. Returns whether the row was kept.
+    fn unlink_own_row(
+        &mut self,
+        child: &Rc<TableSpec>,
+        column: usize,
+        rid: i64,
+    ) -> Result<bool, ChangeError> {
+        let Some(local) = self.local_origin else {
+            return Ok(false);
+        };
+        if child.class != Class::Owned || child.columns[column].required {
+            return Ok(false);
+        }
+        let owner = {
+            let stmt =
+                self.stmt("SELECT origin FROM sdsync_versions WHERE tbl = ?1 AND rid = ?2")?;
+            stmt.bind_all(&[Value::Integer(child.id), Value::Integer(rid)])?;
+            let owner = if stmt.step()? {
+                Some(stmt.int(0))
+            } else {
+                None
+            };
+            stmt.reset();
+            owner
+        };
+        if owner != Some(local) {
+            return Ok(false);
+        }
+        let cleared = self.run_keyed(
+            Key::Unlink(child.id, column),
+            || rows::unlink_sql(child, column),
+            &[Value::Integer(rid)],
+        );
+        if cleared.is_err() {
+            // A NOT NULL column with a default: the row is evicted like others.
+            return Ok(false);
+        }
+        let wall = Hlc::from_wall(self.wall_ms).as_i64();
+        self.run(
+            "UPDATE sdsync_clock SET hlc = max(hlc + 1, ?1), seq = seq + 1",
+            &[Value::Integer(wall)],
+        )?;
+        self.run(
+            "UPDATE sdsync_versions SET (seq, hlc) = (SELECT seq, hlc FROM sdsync_clock) \
+             WHERE tbl = ?1 AND rid = ?2",
+            &[Value::Integer(child.id), Value::Integer(rid)],
+        )?;
+        Ok(true)
     }
 
     /// A live row's group (an update newer than a delete) as a change to park.

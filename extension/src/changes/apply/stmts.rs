@@ -30,6 +30,8 @@ pub(super) enum Key {
     State(i64),
     /// Rows of a table referencing a row through column `usize`.
     Children(i64, usize),
+    /// Clear reference column `usize` of a row by local id.
+    Unlink(i64, usize),
     /// Rows of a table that parked changes wait for and that exist now.
     Ready(i64),
 }
