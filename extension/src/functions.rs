@@ -86,6 +86,10 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
     ("sdsync_hlc_text", 1, PURE, hlc_text),
     ("sdsync_refuse", 3, INNOCUOUS, refuse_foreign_write),
     ("sdsync_refuse_rekey", 3, INNOCUOUS, refuse_rekey),
+    ("sdsync_refuse_size", 2, INNOCUOUS, |c| {
+        let table = c.text(0, "table")?;
+        Err(crate::values::oversized_row(c.db, &table, c.int(1, "rid")?))
+    }),
     ("sdsync_hlc_now", 0, DIRECT, |c| {
         Ok(Value::Integer(
             store::hlc_now(c.db, c.conn.wall_ms())
@@ -161,7 +165,7 @@ fn uuid_v5_fn(c: &Call) -> Result<Value, String> {
         Some(Value::Text(s)) => s.clone(),
         Some(Value::Integer(i)) => i.to_string(),
         Some(Value::Real(r)) => r.to_string(),
-        Some(Value::Blob(b)) => String::from_utf8_lossy(b).into_owned(),
+        Some(Value::RawText(b) | Value::Blob(b)) => String::from_utf8_lossy(b).into_owned(),
     };
     Ok(Value::Text(uuid_v5(&ns, &name)))
 }

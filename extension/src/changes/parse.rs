@@ -398,7 +398,7 @@ pub fn column_value(spec: &TableSpec, i: usize, json: &Json) -> Result<Value, Ch
             }),
         };
     }
-    from_json(json, col.affinity).map_err(|what| ChangeError::WrongType {
+    from_json(json).map_err(|what| ChangeError::WrongType {
         table: spec.name.clone(),
         column: col.name.clone(),
         what,

@@ -20,8 +20,18 @@ use crate::library::Change;
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
 
-/// The largest frame accepted (a page is bounded well below it).
-pub const MAX_FRAME: usize = 8 * 1024 * 1024;
+/// The most bytes of changes a page carries beyond its first change: a node
+/// never asks for more (its configured `page_bytes` is capped at this).
+pub const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// The largest frame accepted: a page of [`MAX_PAGE_BYTES`] plus one change of
+/// the largest row capture accepts ([`MAX_ROW_BYTES`], whose JSON is at most
+/// twice its size plus a few bytes per column), with room for the envelope. A
+/// page always carries at least its first change, however large, so a row of
+/// any accepted size arrives. 144 MiB; a frame is read into memory whole.
+///
+/// [`MAX_ROW_BYTES`]: sdsync_core::limits::MAX_ROW_BYTES
+pub const MAX_FRAME: usize = 2 * (sdsync_core::limits::MAX_ROW_BYTES as usize) + 2 * MAX_PAGE_BYTES;
 
 /// What every message carries around its payload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -141,7 +151,7 @@ mod tests {
     fn change(i: i64) -> Change {
         Change {
             tbl: "tags".into(),
-            pk: format!("t{i}"),
+            pk: format!("t{i}").into(),
             op: "upsert".into(),
             data: Some(r#"{"color":"red"}"#.into()),
             origin: "o".into(),
