@@ -28,7 +28,7 @@ pub const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
 /// the largest row capture accepts ([`MAX_ROW_BYTES`], whose JSON is at most
 /// twice its size plus a few bytes per column), with room for the envelope. A
 /// page always carries at least its first change, however large, so a row of
-/// any accepted size arrives. 144 MiB; a frame is read into memory whole.
+/// any accepted size arrives. 80 MiB; a frame is read into memory whole.
 ///
 /// [`MAX_ROW_BYTES`]: sdsync_core::limits::MAX_ROW_BYTES
 pub const MAX_FRAME: usize = 2 * (sdsync_core::limits::MAX_ROW_BYTES as usize) + 2 * MAX_PAGE_BYTES;
