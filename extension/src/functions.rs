@@ -86,9 +86,13 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
     ("sdsync_hlc_text", 1, PURE, hlc_text),
     ("sdsync_refuse", 3, INNOCUOUS, refuse_foreign_write),
     ("sdsync_refuse_rekey", 3, INNOCUOUS, refuse_rekey),
-    ("sdsync_refuse_size", 2, INNOCUOUS, |c| {
+    ("sdsync_refuse_row", 2, INNOCUOUS, |c| {
         let table = c.text(0, "table")?;
-        Err(crate::values::oversized_row(c.db, &table, c.int(1, "rid")?))
+        Err(crate::values::unsyncable_row(
+            c.db,
+            &table,
+            c.int(1, "rid")?,
+        ))
     }),
     ("sdsync_hlc_now", 0, DIRECT, |c| {
         Ok(Value::Integer(

@@ -94,11 +94,12 @@ fn tagged_value(tag: &str, body: &str) -> Result<Value, &'static str> {
     }
 }
 
-/// The error for a row over [`MAX_ROW_BYTES`] (`sdsync_refuse_size(table, rid)`,
-/// called by the capture triggers only past the limit): it names the table, the
-/// row's uuid and its largest column, so the writer knows what to shrink.
-pub fn oversized_row(db: Db, table: &str, rid: i64) -> String {
-    let details = (|| -> Result<String, String> {
+/// The error for a row no peer could receive (`sdsync_refuse_row(table, rid)`,
+/// called by the capture triggers only then, see `limits::size_check`): a REAL
+/// uuid, or a row over [`MAX_ROW_BYTES`]. It names the table, the row's uuid and
+/// its largest column, so the writer knows what to change.
+pub fn unsyncable_row(db: Db, table: &str, rid: i64) -> String {
+    let found = (|| -> Result<(Value, String, i64, String, i64), String> {
         let catalog = Catalog::load(db).map_err(|e| e.to_string())?;
         let spec = catalog
             .by_name(table)
@@ -124,24 +125,37 @@ pub fn oversized_row(db: Db, table: &str, rid: i64) -> String {
         if !stmt.step().map_err(|e| e.to_string())? {
             return Err(format!("row {rid} not found"));
         }
-        let uuid = stmt.value(0);
         let sizes: Vec<i64> = (1..=names.len()).map(|i| stmt.int(i)).collect();
-        let total: i64 = sizes.iter().sum();
         let (largest, size) = names
             .iter()
             .zip(&sizes)
             .max_by_key(|(_, s)| **s)
             .map_or(("?", 0), |(n, s)| (*n, *s));
-        Ok(format!(
-            "row {uuid} of table {table} is {total} bytes (column {largest}: {size} bytes)"
+        Ok((
+            stmt.value(0),
+            spec.uuid_column.clone(),
+            sizes.iter().sum(),
+            largest.to_string(),
+            size,
         ))
-    })()
-    .unwrap_or_else(|why| format!("a row of table {table} (local id {rid}; {why})"));
-    format!(
-        "sdsync: {details}, over the {MAX_ROW_BYTES}-byte limit of a synced row; \
-         refused so that no peer is ever sent a change it cannot receive (keep large \
-         content in files, or in a column declared local in sdsync_track's options)"
-    )
+    })();
+    match found {
+        Ok((uuid @ Value::Real(_), column, ..)) => format!(
+            "sdsync: table {table}: the uuid column {column} of a synced row must hold TEXT, \
+             BLOB or INTEGER, not the REAL {uuid}; refused so that no peer is ever sent a \
+             change it cannot apply"
+        ),
+        Ok((uuid, _, total, largest, size)) => format!(
+            "sdsync: row {uuid} of table {table} is {total} bytes (column {largest}: {size} \
+             bytes), over the {MAX_ROW_BYTES}-byte limit of a synced row; refused so that no \
+             peer is ever sent a change it cannot receive (keep large content in files, or \
+             in a column declared local in sdsync_track's options)"
+        ),
+        Err(why) => format!(
+            "sdsync: a row of table {table} (local id {rid}) cannot sync: it is a REAL uuid \
+             or over the {MAX_ROW_BYTES}-byte limit of a synced row ({why})"
+        ),
+    }
 }
 
 fn tagged(tag: &str, body: String) -> Json {

@@ -69,14 +69,17 @@ pub struct Change {
 }
 
 /// A row's uuid as `sdsync_changes.pk` gives it: TEXT (`uuid TEXT`), BLOB
-/// (Spacedrive's `pub_id BLOB`) or INTEGER. Kept typed end to end (and in
-/// messages): a blob uuid turned into text would name no row on the peer.
+/// (Spacedrive's `pub_id BLOB`) or INTEGER (capture refuses REAL uuids). Kept
+/// typed and byte-exact end to end (and in messages): a blob uuid turned into
+/// text, or text bytes made valid UTF-8, would name no row on the peer.
 #[derive(
     Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 pub enum Pk {
     /// A TEXT uuid.
     Text(String),
+    /// A TEXT uuid whose bytes are not UTF-8 (SQLite stores what it is given).
+    RawText(Vec<u8>),
     /// A BLOB uuid.
     Blob(Vec<u8>),
     /// An INTEGER uuid.
@@ -96,7 +99,7 @@ impl Pk {
     pub fn len(&self) -> usize {
         match self {
             Pk::Text(s) => s.len(),
-            Pk::Blob(b) => b.len(),
+            Pk::RawText(b) | Pk::Blob(b) => b.len(),
             Pk::Integer(_) => 8,
         }
     }
@@ -112,6 +115,11 @@ impl std::fmt::Display for Pk {
         match self {
             Pk::Text(s) => f.write_str(s),
             Pk::Integer(i) => write!(f, "{i}"),
+            Pk::RawText(b) => {
+                f.write_str("CAST(x'")?;
+                b.iter().try_for_each(|x| write!(f, "{x:02x}"))?;
+                f.write_str("' AS TEXT)")
+            }
             Pk::Blob(b) => {
                 f.write_str("x'")?;
                 b.iter().try_for_each(|x| write!(f, "{x:02x}"))?;
@@ -143,6 +151,7 @@ impl ToSql for Pk {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(ToSqlOutput::Borrowed(match self {
             Pk::Text(s) => ValueRef::Text(s.as_bytes()),
+            Pk::RawText(b) => ValueRef::Text(b),
             Pk::Blob(b) => ValueRef::Blob(b),
             Pk::Integer(i) => ValueRef::Integer(*i),
         }))
@@ -152,9 +161,10 @@ impl ToSql for Pk {
 impl FromSql for Pk {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
         match value {
-            ValueRef::Text(t) => std::str::from_utf8(t)
-                .map(|s| Pk::Text(s.to_string()))
-                .map_err(|e| FromSqlError::Other(Box::new(e))),
+            ValueRef::Text(t) => Ok(match std::str::from_utf8(t) {
+                Ok(s) => Pk::Text(s.to_string()),
+                Err(_) => Pk::RawText(t.to_vec()),
+            }),
             ValueRef::Blob(b) => Ok(Pk::Blob(b.to_vec())),
             ValueRef::Integer(i) => Ok(Pk::Integer(i)),
             ValueRef::Null | ValueRef::Real(_) => Err(FromSqlError::InvalidType),

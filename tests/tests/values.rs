@@ -67,6 +67,8 @@ fn write_values(lib: &Lib) {
          INSERT INTO objects(pub_id, name, payload) VALUES (x'0123456789abcdef0123456789abcdef', 'first', x'00');
          INSERT INTO objects(pub_id, name, payload) VALUES (x'00', 'zero byte id', 1e999);
          INSERT INTO objects(pub_id, name) VALUES (randomblob(16), 'random');
+         INSERT INTO objects(pub_id, name) VALUES (42, 'integer id');
+         INSERT INTO vals(uuid, t) VALUES (CAST(x'ff' AS TEXT), 'a uuid that is not UTF-8');
          UPDATE objects SET name = 'renamed' WHERE pub_id = x'00';
          INSERT INTO objects(pub_id, name) VALUES (x'ffff', 'doomed');
          DELETE FROM objects WHERE pub_id = x'ffff';",
@@ -172,7 +174,7 @@ fn every_value_round_trips_exactly_through_the_sql_contract() {
     check_stored(&b);
     assert_eq!(exact(&a.conn), exact(&b.conn));
     assert_eq!(a.digest(), b.digest());
-    assert_eq!(b.count("objects"), 3);
+    assert_eq!(b.count("objects"), 4);
     // And back: b serves what it received exactly as a served it.
     let c = setup(&dir, "c");
     copy_all(&b, &c);
@@ -200,6 +202,8 @@ fn blob_uuids_and_extreme_values_go_through_the_library_api_and_the_wire() {
         blob_keys, 5,
         "objects: three rows, an update and a tombstone, blob-keyed"
     );
+    assert!(changes.iter().any(|c| c.pk == Pk::Integer(42)));
+    assert!(changes.iter().any(|c| c.pk == Pk::RawText(vec![0xff])));
     // Through the wire encoding, as a page carries them.
     let env = Envelope::new(
         "lib",
@@ -253,6 +257,12 @@ fn a_row_too_large_to_sync_is_refused_when_written() {
         "{err}"
     );
     assert_eq!(a.text("SELECT name FROM objects"), "small");
+    // A REAL is no uuid: sdsync_changes refuses it as a pk, so capture does.
+    let err = a.fails("INSERT INTO objects(pub_id, name) VALUES (1.5, 'float id')");
+    assert!(
+        err.contains("table objects: the uuid column pub_id") && err.contains("REAL 1.5"),
+        "{err}"
+    );
     // Just below the limit is accepted.
     a.exec(&format!(
         "UPDATE objects SET payload = zeroblob({limit} - 100) WHERE pub_id = x'01'"
@@ -303,7 +313,7 @@ fn extreme_values_a_20_mib_blob_and_blob_uuids_sync_through_real_syncers() {
     let same = || exact(&a.app.conn) == exact(&b.app.conn);
     wait_for("a and b to hold the same exact values", 60, same);
     check_stored(&b.app);
-    assert_eq!(b.app.count("objects"), 4);
+    assert_eq!(b.app.count("objects"), 5);
     // Edits of blob-keyed rows on both sides, while connected.
     b.app
         .exec("UPDATE objects SET name = 'renamed on b' WHERE pub_id = x'0123456789abcdef0123456789abcdef'");
@@ -312,7 +322,7 @@ fn extreme_values_a_20_mib_blob_and_blob_uuids_sync_through_real_syncers() {
     assert_eq!(
         a.app
             .text("SELECT group_concat(name, ',') FROM (SELECT name FROM objects ORDER BY name)"),
-        "random,renamed,renamed on b"
+        "integer id,random,renamed,renamed on b"
     );
     assert_eq!(a.app.digest(), b.app.digest());
     drop((run_a, run_b));

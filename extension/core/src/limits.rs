@@ -26,16 +26,19 @@ use crate::schema::{TableSpec, quote_ident, quote_literal};
 /// 860 MB for 64 MiB), which a phone must afford.
 pub const MAX_ROW_BYTES: i64 = 32 * 1024 * 1024;
 
-/// The trigger statement that refuses an oversized row (`NEW` is the written
-/// row). Cheap when the row is small: one `length()` per column, and the
-/// refusal function, which names the largest column, runs only past the limit.
+/// The trigger statement that refuses a row no peer could receive (`NEW` is the
+/// written row): one over the limit, or one whose uuid is a REAL (a float is no
+/// identity: `sdsync_changes` refuses it as a pk). Cheap when the row is fine:
+/// one `length()` per column; the refusal function, which names the table, the
+/// row and the largest column, runs only when it refuses.
 pub fn size_check(spec: &TableSpec) -> String {
     let mut sizes = vec![size_of(&spec.uuid_column)];
     sizes.extend(spec.columns.iter().map(|c| size_of(&c.name)));
     format!(
-        "SELECT sdsync_refuse_size({table}, NEW.{rid}) WHERE {sum} > {MAX_ROW_BYTES};",
+        "SELECT sdsync_refuse_row({table}, NEW.{rid}) WHERE typeof(NEW.{uuid}) = 'real' OR {sum} > {MAX_ROW_BYTES};",
         table = quote_literal(&spec.name),
         rid = quote_ident(&spec.local_id),
+        uuid = quote_ident(&spec.uuid_column),
         sum = balanced_sum(&sizes),
     )
 }
