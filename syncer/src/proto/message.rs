@@ -146,6 +146,7 @@ pub fn change_size(c: &Change) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::library::Pk;
     use proptest::prelude::*;
 
     fn change(i: i64) -> Change {
@@ -178,6 +179,21 @@ mod tests {
                 after: 3,
                 complete_to: 5,
                 changes: vec![change(4), change(5)],
+                more: false,
+            },
+            Payload::Page {
+                origin: "a".into(),
+                after: 5,
+                complete_to: 8,
+                changes: [
+                    Pk::Blob(vec![0, 0xff]),
+                    Pk::RawText(vec![0xff, 0]),
+                    Pk::Integer(i64::MIN),
+                ]
+                .into_iter()
+                .zip(6..)
+                .map(|(pk, i)| Change { pk, ..change(i) })
+                .collect(),
                 more: false,
             },
             Payload::Refused { reason: "x".into() },
