@@ -269,6 +269,26 @@ fn a_row_too_large_to_sync_is_refused_when_written() {
     ));
 }
 
+#[test]
+fn text_uuids_that_look_like_numbers_keep_their_text_through_deletes() {
+    let dir = temp_dir("values-numeric-uuids");
+    let (a, b) = (setup(&dir, "a"), setup(&dir, "b"));
+    a.exec(
+        "INSERT INTO vals(uuid, t) VALUES ('00123', 'x'), ('1e5', 'x'), ('7', 'x'), (' 8', 'x'), ('9.0', 'x');
+         INSERT INTO objects(pub_id, name) VALUES (42, 'integer id'), ('0042', 'text id');",
+    );
+    copy_all(&a, &b);
+    assert_eq!(b.count("vals"), 5);
+    a.exec("DELETE FROM vals; DELETE FROM objects;");
+    assert_eq!(
+        a.text("SELECT group_concat(quote(pk), ' ') FROM (SELECT pk FROM sdsync_changes WHERE op = 'delete' ORDER BY seq)"),
+        "'00123' '1e5' '7' ' 8' '9.0' 42 '0042'"
+    );
+    copy_all(&a, &b);
+    assert_eq!((b.count("vals"), b.count("objects")), (0, 0));
+    assert_eq!(exact(&a.conn), exact(&b.conn));
+}
+
 /// One device with a running syncer's parts: its library and its folder.
 struct Device {
     app: Lib,
