@@ -25,6 +25,9 @@ CREATE TABLE vals(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, i INTEGER, 
 SELECT sdsync_track('vals', 'shared');
 CREATE TABLE objects(id INTEGER PRIMARY KEY, pub_id BLOB NOT NULL UNIQUE, name TEXT, payload BLOB);
 SELECT sdsync_track('objects', 'shared', '{\"uuid_column\": \"pub_id\"}');
+CREATE TABLE file_paths(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE,
+  object_id INTEGER REFERENCES objects(id), object_pub BLOB REFERENCES objects(pub_id));
+SELECT sdsync_track('file_paths', 'shared');
 ";
 
 /// Row name and SQL expression: each is written into every column of `vals`.
@@ -70,6 +73,8 @@ fn write_values(lib: &Lib) {
          INSERT INTO objects(pub_id, name) VALUES (42, 'integer id');
          INSERT INTO vals(uuid, t) VALUES (CAST(x'ff' AS TEXT), 'a uuid that is not UTF-8');
          UPDATE objects SET name = 'renamed' WHERE pub_id = x'00';
+         INSERT INTO file_paths(uuid, object_id, object_pub)
+           SELECT 'path of ' || name, id, pub_id FROM objects;
          INSERT INTO objects(pub_id, name) VALUES (x'ffff', 'doomed');
          DELETE FROM objects WHERE pub_id = x'ffff';",
     );
@@ -79,10 +84,16 @@ fn write_values(lib: &Lib) {
 /// (REALs by their bit pattern; large blobs by length and hash).
 fn exact(conn: &Connection) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
-    for (table, key) in [("vals", "uuid"), ("objects", "pub_id")] {
-        let mut stmt = conn
-            .prepare(&format!("SELECT * FROM {table} ORDER BY {key}"))
-            .expect("prepare");
+    for (table, sql) in [
+        ("vals", "SELECT * FROM vals ORDER BY uuid"),
+        ("objects", "SELECT * FROM objects ORDER BY pub_id"),
+        (
+            "file_paths",
+            "SELECT f.id, f.uuid, o.pub_id, f.object_pub FROM file_paths f \
+             LEFT JOIN objects o ON o.id = f.object_id ORDER BY f.uuid",
+        ),
+    ] {
+        let mut stmt = conn.prepare(sql).expect("prepare");
         let n = stmt.column_count();
         let mut rows = stmt.query([]).expect("query");
         let mut lines = Vec::new();
@@ -150,6 +161,14 @@ fn check_stored(lib: &Lib) {
         20 << 20
     );
     assert_eq!(lib.int("SELECT i FROM vals WHERE uuid = 'imin'"), i64::MIN);
+    assert_eq!(
+        lib.int(
+            "SELECT count(*) FROM file_paths f JOIN objects o ON o.id = f.object_id AND o.pub_id = f.object_pub \
+             WHERE f.uuid = 'path of ' || o.name"
+        ),
+        4,
+        "references to BLOB-keyed rows, by local id and by pub_id"
+    );
 }
 
 #[test]
