@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
+use proptest::prelude::*;
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 use sdsync_syncer::daemon::{Background, Directory};
@@ -306,6 +307,92 @@ fn text_uuids_that_look_like_numbers_keep_their_text_through_deletes() {
     copy_all(&a, &b);
     assert_eq!((b.count("vals"), b.count("objects")), (0, 0));
     assert_eq!(exact(&a.conn), exact(&b.conn));
+}
+
+/// A value of any SQLite type, bound as is (TEXT from arbitrary bytes, REAL
+/// from arbitrary bits: NaN is stored as NULL by SQLite on both sides).
+#[derive(Clone, Debug)]
+enum Any {
+    Null,
+    Int(i64),
+    Real(u64),
+    Text(Vec<u8>),
+    Blob(Vec<u8>),
+}
+
+impl rusqlite::ToSql for Any {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::Borrowed(match self {
+            Any::Null => ValueRef::Null,
+            Any::Int(i) => ValueRef::Integer(*i),
+            Any::Real(bits) => ValueRef::Real(f64::from_bits(*bits)),
+            Any::Text(t) => ValueRef::Text(t),
+            Any::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+fn any_value() -> impl Strategy<Value = Any> {
+    let specials = [
+        0.0f64,
+        -0.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::MIN_POSITIVE,
+        5e-324,
+        0.1 + 0.2,
+    ];
+    prop_oneof![
+        Just(Any::Null),
+        any::<i64>().prop_map(Any::Int),
+        prop_oneof![Just(i64::MIN), Just(i64::MAX), Just(0)].prop_map(Any::Int),
+        any::<u64>().prop_map(Any::Real),
+        proptest::sample::select(specials.to_vec()).prop_map(|f| Any::Real(f.to_bits())),
+        proptest::collection::vec(any::<u8>(), 0..24).prop_map(Any::Text),
+        "[ 0-9.e+-]{0,8}".prop_map(|s| Any::Text(s.into_bytes())),
+        proptest::collection::vec(any::<u8>(), 0..24).prop_map(Any::Blob),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Whatever values are written into whatever columns (and then partly
+    /// overwritten), a copy through `sdsync_changes` holds exactly the same.
+    #[test]
+    fn arbitrary_values_round_trip_exactly(
+        rows in proptest::collection::vec(proptest::collection::vec(any_value(), 6), 1..12),
+        updates in proptest::collection::vec((0usize..12, 0usize..6, any_value()), 0..12),
+    ) {
+        let dir = temp_dir("values-prop");
+        let (a, b) = (setup(&dir, "a"), setup(&dir, "b"));
+        let cols = ["i", "r", "t", "b", "n", "u"];
+        for (k, row) in rows.iter().enumerate() {
+            a.conn
+                .execute(
+                    "INSERT INTO vals(uuid, i, r, t, b, n, u) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    rusqlite::params![format!("r{k}"), row[0], row[1], row[2], row[3], row[4], row[5]],
+                )
+                .expect("insert");
+            a.conn
+                .execute(
+                    "INSERT INTO objects(pub_id, name, payload) VALUES (?1, 'x', ?2)",
+                    rusqlite::params![Any::Blob(vec![k as u8, 0xff]), row[0]],
+                )
+                .expect("insert object");
+        }
+        for (k, col, value) in &updates {
+            a.conn
+                .execute(
+                    &format!("UPDATE vals SET {} = ?1 WHERE uuid = ?2", cols[*col]),
+                    rusqlite::params![value, format!("r{}", k % rows.len())],
+                )
+                .expect("update");
+        }
+        copy_all(&a, &b);
+        prop_assert_eq!(exact(&a.conn), exact(&b.conn));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 /// One device with a running syncer's parts: its library and its folder.
