@@ -195,6 +195,10 @@ pub enum Value {
     Real(f64),
     /// TEXT.
     Text(String),
+    /// TEXT whose bytes are not valid UTF-8: SQLite stores whatever bytes a client
+    /// binds as text (e.g. `CAST(x'ff00fe' AS TEXT)`), and a sync engine must hand
+    /// them on unaltered, so they are kept as bytes rather than made lossy.
+    RawText(Vec<u8>),
     /// BLOB.
     Blob(Vec<u8>),
 }
@@ -207,6 +211,11 @@ impl std::fmt::Display for Value {
             Value::Integer(v) => write!(f, "{v}"),
             Value::Real(v) => write!(f, "{v}"),
             Value::Text(s) => f.write_str(s),
+            Value::RawText(b) => write!(
+                f,
+                "CAST(x'{}' AS TEXT)",
+                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+            ),
             Value::Blob(b) => write!(
                 f,
                 "x'{}'",
@@ -239,6 +248,13 @@ impl Stmt {
                     i,
                     s.as_ptr().cast::<c_char>(),
                     s.len() as c_int,
+                    transient(),
+                ),
+                Value::RawText(b) => api!(bind_text)(
+                    self.raw,
+                    i,
+                    b.as_ptr().cast::<c_char>(),
+                    b.len() as c_int,
                     transient(),
                 ),
                 Value::Blob(b) => api!(bind_blob)(
@@ -303,7 +319,7 @@ impl Stmt {
             Value::Text(s) => Some(s),
             Value::Integer(v) => Some(v.to_string()),
             Value::Real(v) => Some(v.to_string()),
-            Value::Blob(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+            Value::RawText(b) | Value::Blob(b) => Some(String::from_utf8_lossy(&b).into_owned()),
         }
     }
 
@@ -319,7 +335,7 @@ impl Stmt {
                 3 => {
                     let p = api!(column_text)(self.raw, i);
                     let n = api!(column_bytes)(self.raw, i) as usize;
-                    Value::Text(String::from_utf8_lossy(slice(p, n)).into_owned())
+                    text_value(slice(p, n))
                 }
                 4 => {
                     let p = api!(column_blob)(self.raw, i).cast::<u8>();
@@ -349,7 +365,7 @@ pub fn value_of(v: *mut sqlite3_value) -> Value {
             3 => {
                 let p = api!(value_text)(v);
                 let n = api!(value_bytes)(v) as usize;
-                Value::Text(String::from_utf8_lossy(slice(p, n)).into_owned())
+                text_value(slice(p, n))
             }
             4 => {
                 let p = api!(value_blob)(v).cast::<u8>();
@@ -358,6 +374,14 @@ pub fn value_of(v: *mut sqlite3_value) -> Value {
             }
             _ => Value::Null,
         }
+    }
+}
+
+/// TEXT bytes as a value: `Text` when they are UTF-8, `RawText` (unaltered) when not.
+fn text_value(bytes: &[u8]) -> Value {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Value::Text(s.to_string()),
+        Err(_) => Value::RawText(bytes.to_vec()),
     }
 }
 
@@ -435,6 +459,18 @@ pub fn result_value(ctx: *mut sqlite3ext_sys::sqlite3_context, value: &Value) {
         Value::Text(s) => {
             if api::result_text(ctx, s).is_err() {
                 api::result_error_code(ctx, SQLITE_ERROR);
+            }
+        }
+        Value::RawText(b) => {
+            // SAFETY: ctx is the live context of this call; SQLite copies the bytes
+            // (SQLITE_TRANSIENT) before returning.
+            unsafe {
+                api!(result_text)(
+                    ctx,
+                    b.as_ptr().cast::<c_char>(),
+                    b.len() as c_int,
+                    transient(),
+                )
             }
         }
         Value::Blob(b) => api::result_blob(ctx, b),

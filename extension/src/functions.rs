@@ -96,6 +96,14 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
     }),
     ("sdsync_refuse_dangling", 4, INNOCUOUS, refuse_dangling),
     ("sdsync_check_replace", 3, INNOCUOUS, check_replace),
+    ("sdsync_refuse_row", 2, INNOCUOUS, |c| {
+        let table = c.text(0, "table")?;
+        Err(crate::values::unsyncable_row(
+            c.db,
+            &table,
+            c.int(1, "rid")?,
+        ))
+    }),
     ("sdsync_hlc_now", 0, DIRECT, |c| {
         Ok(Value::Integer(
             store::hlc_now(c.db, c.conn.wall_ms())
@@ -171,7 +179,7 @@ fn uuid_v5_fn(c: &Call) -> Result<Value, String> {
         Some(Value::Text(s)) => s.clone(),
         Some(Value::Integer(i)) => i.to_string(),
         Some(Value::Real(r)) => r.to_string(),
-        Some(Value::Blob(b)) => String::from_utf8_lossy(b).into_owned(),
+        Some(Value::RawText(b) | Value::Blob(b)) => String::from_utf8_lossy(b).into_owned(),
     };
     Ok(Value::Text(uuid_v5(&ns, &name)))
 }

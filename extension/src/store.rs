@@ -20,6 +20,9 @@ use crate::ffi::{Db, SqlError, Value};
 /// row not created yet, or updates newer than a delete) and is served to peers too.
 /// `sdsync_quarantine` is written by the syncer only: changes a peer sent that failed to apply
 /// here (kept whole, with the reason), in the transaction that applied the rest of their page.
+/// Their uuid columns (`pk`, `wait_pk`) are declared BLOB, i.e. no affinity: a
+/// uuid is kept exactly as its row stores it (under `ANY`, NUMERIC affinity in an
+/// ordinary table, the TEXT uuid '00123' was stored and served as the integer 123).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sdsync_meta(key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
 INSERT OR IGNORE INTO sdsync_meta(key, value) VALUES ('format', 1), ('max_drift_ms', 300000);
@@ -47,7 +50,7 @@ CREATE TABLE IF NOT EXISTS sdsync_versions(
 CREATE INDEX IF NOT EXISTS sdsync_versions_by_origin ON sdsync_versions(origin, seq);
 CREATE TABLE IF NOT EXISTS sdsync_tombstones(
   tbl INTEGER NOT NULL,
-  pk ANY NOT NULL,
+  pk BLOB NOT NULL,
   origin INTEGER NOT NULL,
   seq INTEGER NOT NULL,
   hlc INTEGER NOT NULL,
@@ -57,12 +60,12 @@ CREATE TABLE IF NOT EXISTS sdsync_parked(
   origin INTEGER NOT NULL,
   seq INTEGER NOT NULL,
   tbl INTEGER NOT NULL,
-  pk ANY NOT NULL,
+  pk BLOB NOT NULL,
   mask INTEGER NOT NULL,
   hlc INTEGER NOT NULL,
   data TEXT,
   wait_tbl INTEGER NOT NULL,
-  wait_pk ANY NOT NULL,
+  wait_pk BLOB NOT NULL,
   reason TEXT NOT NULL,
   PRIMARY KEY (origin, seq)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sdsync_parked_row ON sdsync_parked(tbl, pk);

@@ -14,7 +14,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, params};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::{Connection, ToSql, params};
 use sdsync_core::schema::{TableSpec, quote_ident};
 
 /// The default library schema (`sql/library.sql`), compiled in.
@@ -56,8 +57,8 @@ pub enum LibraryError {
 pub struct Change {
     /// Table.
     pub tbl: String,
-    /// Row uuid.
-    pub pk: String,
+    /// Row uuid, typed as the uuid column stores it.
+    pub pk: Pk,
     /// `upsert` or `delete`.
     pub op: String,
     /// JSON object of column values.
@@ -70,6 +71,110 @@ pub struct Change {
     pub hlc: i64,
     /// 1 when the change created the row.
     pub creates: i64,
+}
+
+/// A row's uuid as `sdsync_changes.pk` gives it: TEXT (`uuid TEXT`), BLOB
+/// (Spacedrive's `pub_id BLOB`) or INTEGER (capture refuses REAL uuids). Kept
+/// typed and byte-exact end to end (and in messages): a blob uuid turned into
+/// text, or text bytes made valid UTF-8, would name no row on the peer.
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum Pk {
+    /// A TEXT uuid.
+    Text(String),
+    /// A TEXT uuid whose bytes are not UTF-8 (SQLite stores what it is given).
+    RawText(Vec<u8>),
+    /// A BLOB uuid.
+    Blob(Vec<u8>),
+    /// An INTEGER uuid.
+    Integer(i64),
+}
+
+impl Pk {
+    /// The uuid when it is text.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Pk::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Approximate encoded size, for bounding pages.
+    pub fn len(&self) -> usize {
+        match self {
+            Pk::Text(s) => s.len(),
+            Pk::RawText(b) | Pk::Blob(b) => b.len(),
+            Pk::Integer(_) => 8,
+        }
+    }
+
+    /// Whether the uuid is empty text or an empty blob.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Display for Pk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pk::Text(s) => f.write_str(s),
+            Pk::Integer(i) => write!(f, "{i}"),
+            Pk::RawText(b) => {
+                f.write_str("CAST(x'")?;
+                b.iter().try_for_each(|x| write!(f, "{x:02x}"))?;
+                f.write_str("' AS TEXT)")
+            }
+            Pk::Blob(b) => {
+                f.write_str("x'")?;
+                b.iter().try_for_each(|x| write!(f, "{x:02x}"))?;
+                f.write_str("'")
+            }
+        }
+    }
+}
+
+impl From<&str> for Pk {
+    fn from(s: &str) -> Self {
+        Pk::Text(s.into())
+    }
+}
+
+impl From<String> for Pk {
+    fn from(s: String) -> Self {
+        Pk::Text(s)
+    }
+}
+
+impl PartialEq<&str> for Pk {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_text() == Some(*other)
+    }
+}
+
+impl ToSql for Pk {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Pk::Text(s) => ValueRef::Text(s.as_bytes()),
+            Pk::RawText(b) => ValueRef::Text(b),
+            Pk::Blob(b) => ValueRef::Blob(b),
+            Pk::Integer(i) => ValueRef::Integer(*i),
+        }))
+    }
+}
+
+impl FromSql for Pk {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        match value {
+            ValueRef::Text(t) => Ok(match std::str::from_utf8(t) {
+                Ok(s) => Pk::Text(s.to_string()),
+                Err(_) => Pk::RawText(t.to_vec()),
+            }),
+            ValueRef::Blob(b) => Ok(Pk::Blob(b.to_vec())),
+            ValueRef::Integer(i) => Ok(Pk::Integer(i)),
+            ValueRef::Null | ValueRef::Real(_) => Err(FromSqlError::InvalidType),
+        }
+    }
 }
 
 /// Finds `libsdsync.so`: the given path, `$SDSYNC_EXTENSION`, next to the running
@@ -270,8 +375,9 @@ pub fn apply_in(conn: &Connection, changes: &[Change]) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// The content of every tracked table as sorted JSON rows, references as the
-/// referenced row's uuid: equal digests mean two devices show the same library.
+/// The content of every tracked table as sorted rows of exact values (see
+/// [`exact_text`]), references as the referenced row's uuid: equal digests mean
+/// two devices show the same library, value for value and byte for byte.
 pub fn digest(conn: &Connection) -> rusqlite::Result<BTreeMap<String, Vec<String>>> {
     let specs: Vec<TableSpec> = {
         let mut stmt = conn.prepare("SELECT spec FROM sdsync_tables ORDER BY id")?;
@@ -299,18 +405,41 @@ pub fn digest(conn: &Connection) -> rusqlite::Result<BTreeMap<String, Vec<String
             });
         }
         let sql = format!(
-            "SELECT json_array({}) FROM {} t",
+            "SELECT {} FROM {} t",
             cols.join(", "),
             quote_ident(&spec.name)
         );
         let mut stmt = conn.prepare(&sql)?;
         let mut rows: Vec<String> = stmt
-            .query_map([], |r| r.get(0))?
+            .query_map([], |r| {
+                let cells = (0..cols.len())
+                    .map(|i| r.get_ref(i).map(exact_text))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(format!("[{}]", cells.join(",")))
+            })?
             .collect::<Result<_, _>>()?;
         rows.sort();
         out.insert(spec.name.clone(), rows);
     }
     Ok(out)
+}
+
+/// A value as text that tells every SQLite value apart: `null`, integers, REALs
+/// in Rust's shortest round-trip form (always with `.`, `e`, `inf` or `NaN`, so
+/// never equal to an integer's), TEXT as a quoted escaped string or, when it is
+/// not UTF-8, `text x'…'`, BLOBs as `x'…'`.
+fn exact_text(v: ValueRef<'_>) -> String {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    match v {
+        ValueRef::Null => "null".into(),
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Real(r) => format!("{r:?}"),
+        ValueRef::Text(t) => match std::str::from_utf8(t) {
+            Ok(s) => format!("{s:?}"),
+            Err(_) => format!("text x'{}'", hex(t)),
+        },
+        ValueRef::Blob(b) => format!("x'{}'", hex(b)),
+    }
 }
 
 /// A short fingerprint of a digest, for display.

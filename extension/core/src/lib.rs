@@ -11,6 +11,7 @@
 
 pub mod hlc;
 pub mod ids;
+pub mod limits;
 pub mod merge;
 pub mod schema;
 pub mod triggers;

@@ -26,6 +26,7 @@
 //! keyed by the uuid (the rowid is gone). Values are read from the table itself
 //! when changes are served.
 
+use crate::limits::size_check;
 use crate::schema::{Class, TableSpec, quote_ident, quote_literal};
 
 /// Bumps the persistent clock: next HLC by the send rule, next local sequence.
@@ -231,8 +232,9 @@ impl<'a> Ctx<'a> {
 
     fn insert(&self) -> String {
         format!(
-            "CREATE TRIGGER {name} AFTER INSERT ON {table} WHEN sdsync_capturing() BEGIN {orphan} {clear} \
+            "CREATE TRIGGER {name} AFTER INSERT ON {table} WHEN sdsync_capturing() BEGIN {size} {orphan} {clear} \
              {CLOCK_BUMP} {record} END;",
+            size = size_check(self.spec),
             name = self.name("ins"),
             table = self.table,
             orphan = self.orphan_check(),
@@ -282,7 +284,8 @@ impl<'a> Ctx<'a> {
             Class::Shared => format!("{CLOCK_BUMP} {record}", record = self.record(&m)),
         };
         format!(
-            "CREATE TRIGGER {name} AFTER UPDATE ON {table} WHEN sdsync_capturing() AND {m} <> 0 BEGIN {body} END;",
+            "CREATE TRIGGER {name} AFTER UPDATE ON {table} WHEN sdsync_capturing() AND {m} <> 0 BEGIN {size} {body} END;",
+            size = size_check(self.spec),
             name = self.name("upd"),
             table = self.table,
         )

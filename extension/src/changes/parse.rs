@@ -95,7 +95,7 @@ pub enum ChangeError {
     },
     /// A reference column does not carry a uuid.
     #[error(
-        "sdsync_changes: column {table}.{column} references {target} and must carry its uuid as text"
+        "sdsync_changes: column {table}.{column} references {target} and must carry its uuid (text, blob or integer)"
     )]
     BadReference {
         /// Table.
@@ -383,14 +383,21 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-/// Decodes the JSON value of column `i`: references as uuid text, other columns
-/// checked against their affinity.
+/// Decodes the JSON value of column `i`: references as the referenced row's uuid,
+/// other columns any SQLite value (see `values`).
 pub fn column_value(spec: &TableSpec, i: usize, json: &Json) -> Result<Value, ChangeError> {
     let col = &spec.columns[i];
     if let Some(r) = &col.reference {
-        return match json {
-            Json::Null => Ok(Value::Null),
-            Json::String(s) => Ok(Value::Text(s.clone())),
+        // The referenced row's uuid, typed as its table stores it (TEXT, or BLOB
+        // for a `pub_id BLOB` table); a REAL is no uuid.
+        return match from_json(json) {
+            Ok(
+                v @ (Value::Null
+                | Value::Text(_)
+                | Value::RawText(_)
+                | Value::Blob(_)
+                | Value::Integer(_)),
+            ) => Ok(v),
             _ => Err(ChangeError::BadReference {
                 table: spec.name.clone(),
                 column: col.name.clone(),
@@ -398,7 +405,7 @@ pub fn column_value(spec: &TableSpec, i: usize, json: &Json) -> Result<Value, Ch
             }),
         };
     }
-    from_json(json, col.affinity).map_err(|what| ChangeError::WrongType {
+    from_json(json).map_err(|what| ChangeError::WrongType {
         table: spec.name.clone(),
         column: col.name.clone(),
         what,

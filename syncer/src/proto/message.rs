@@ -20,8 +20,18 @@ use crate::library::Change;
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 2;
 
-/// The largest frame accepted (a page is bounded well below it).
-pub const MAX_FRAME: usize = 8 * 1024 * 1024;
+/// The most bytes of changes a page carries beyond its first change: a node
+/// never asks for more (its configured `page_bytes` is capped at this).
+pub const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// The largest frame accepted: a page of [`MAX_PAGE_BYTES`] plus one change of
+/// the largest row capture accepts ([`MAX_ROW_BYTES`], whose JSON is at most
+/// twice its size plus a few bytes per column), with room for the envelope. A
+/// page always carries at least its first change, however large, so a row of
+/// any accepted size arrives. 80 MiB; a frame is read into memory whole.
+///
+/// [`MAX_ROW_BYTES`]: sdsync_core::limits::MAX_ROW_BYTES
+pub const MAX_FRAME: usize = 2 * (sdsync_core::limits::MAX_ROW_BYTES as usize) + 2 * MAX_PAGE_BYTES;
 
 /// What every message carries around its payload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -150,12 +160,13 @@ pub fn change_size(c: &Change) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::library::Pk;
     use proptest::prelude::*;
 
     fn change(i: i64) -> Change {
         Change {
             tbl: "tags".into(),
-            pk: format!("t{i}"),
+            pk: format!("t{i}").into(),
             op: "upsert".into(),
             data: Some(r#"{"color":"red"}"#.into()),
             origin: "o".into(),
@@ -187,6 +198,21 @@ mod tests {
                 after: 3,
                 complete_to: 5,
                 changes: vec![change(4), change(5)],
+                more: false,
+            },
+            Payload::Page {
+                origin: "a".into(),
+                after: 5,
+                complete_to: 8,
+                changes: [
+                    Pk::Blob(vec![0, 0xff]),
+                    Pk::RawText(vec![0xff, 0]),
+                    Pk::Integer(i64::MIN),
+                ]
+                .into_iter()
+                .zip(6..)
+                .map(|(pk, i)| Change { pk, ..change(i) })
+                .collect(),
                 more: false,
             },
             Payload::Refused { reason: "x".into() },

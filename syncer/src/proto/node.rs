@@ -54,7 +54,9 @@ use std::collections::BTreeMap;
 use sdsync_core::hlc::Hlc;
 
 use crate::library::Change;
-use crate::proto::message::{Envelope, PROTOCOL_VERSION, Payload, QuarantineSummary, decode};
+use crate::proto::message::{
+    Envelope, MAX_PAGE_BYTES, PROTOCOL_VERSION, Payload, QuarantineSummary, decode,
+};
 use crate::proto::store::{Store, StoreError};
 
 pub use crate::proto::event::{Event, Output};
@@ -66,7 +68,8 @@ mod reports;
 pub struct Config {
     /// Rows per page.
     pub page_rows: usize,
-    /// Approximate bytes per page.
+    /// Approximate bytes per page (at most `MAX_PAGE_BYTES`; a page always
+    /// carries its first change, whatever its size).
     pub page_bytes: usize,
     /// Interval between anti-entropy Hellos.
     pub anti_entropy_ms: u64,
@@ -600,7 +603,9 @@ impl Node {
         after: i64,
         store: &dyn Store,
     ) -> Result<(Payload, i64), StoreError> {
-        let slice = store.slice(origin, after, self.cfg.page_rows, self.cfg.page_bytes)?;
+        // Capped so that a page plus one maximal row always fits a frame.
+        let bytes = self.cfg.page_bytes.min(MAX_PAGE_BYTES);
+        let slice = store.slice(origin, after, self.cfg.page_rows, bytes)?;
         let held = slice.held;
         let last = slice.changes.last().map_or(after, |c| c.seq);
         let complete_to = if slice.more {
