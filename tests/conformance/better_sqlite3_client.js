@@ -49,12 +49,14 @@ const upsertTag = db.prepare(
 // each must wait for the lock (no "database is locked") and every one must sync.
 function burst(who) {
   const audit = db.prepare("INSERT INTO audit_log(uuid, action, details) VALUES (?, 'burst', ?)");
+  // Its own column of the shared tag, and `color`, which both devices write.
+  const own = who === 'a' ? 'description' : 'namespace';
   const counter = db.prepare(
-    `INSERT INTO tags(uuid, canonical_name, ${who === 'a' ? 'description' : 'namespace'}) VALUES (?, 'Counter', ?)
-     ON CONFLICT(uuid) DO UPDATE SET ${who === 'a' ? 'description = excluded.description' : 'namespace = excluded.namespace'}`);
+    `INSERT INTO tags(uuid, canonical_name, ${own}, color) VALUES (?, 'Counter', ?, ?)
+     ON CONFLICT(uuid) DO UPDATE SET ${own} = excluded.${own}, color = excluded.color`);
   const step = db.transaction((i) => {
     audit.run(newUuid(), `${who} ${i}`);
-    counter.run(v5('tag', 'Counter'), `${who} ${i}`);
+    counter.run(v5('tag', 'Counter'), `${who} ${i}`, `${who} ${i}`);
   });
   for (let i = 1; i <= 100; i++) step(i);
   check(`${who}'s burst`, one("SELECT count(*) FROM audit_log WHERE action = 'burst' AND details LIKE ?", `${who} %`), 100);
