@@ -15,6 +15,7 @@
 //! Digests compare what a user sees: every tracked table's rows by uuid, with
 //! references translated to the referenced row's uuid (local ids differ per device).
 
+pub mod fuzz_ops;
 pub mod sim;
 
 use std::collections::BTreeMap;
@@ -156,7 +157,7 @@ impl Lib {
     pub fn changes(&self) -> Vec<Change> {
         read_changes(
             &self.conn,
-            "SELECT tbl, pk, op, data, origin, seq, hlc, creates FROM sdsync_changes",
+            "SELECT tbl, pk, op, data, origin, seq, hlc, creates FROM sdsync_changes ORDER BY origin, seq",
         )
     }
 

@@ -63,6 +63,8 @@ pub struct Report {
     pub duplicated: u64,
     /// Local write transactions.
     pub writes: u64,
+    /// Local write transactions rolled back.
+    pub rolled_back: u64,
     /// Crashes.
     pub crashes: u64,
     /// Partitions.
@@ -312,11 +314,13 @@ impl Sim {
             Event::ApplyFailed { .. }
             | Event::Refused { .. }
             | Event::RefusedBy { .. }
-            | Event::Malformed { .. } => {
+            | Event::Malformed { .. }
+            | Event::Quarantined { .. }
+            | Event::WatermarkCut { .. } => {
                 self.problems
                     .push(format!("t={} device {d}: {e:?}", self.now));
             }
-            Event::Applied { .. } => {}
+            Event::Applied { .. } | Event::Deferred { .. } | Event::Retried { .. } => {}
         }
         self.trace.push(format!("t={} d{d}: {e:?}", self.now));
         if self.trace.len() > 40 {
@@ -472,12 +476,19 @@ impl Sim {
                 }
             }
         };
+        let sql = self.in_some_form(sql, me, val);
+        let end = if self.rng.chance(10) {
+            self.report.rolled_back += 1;
+            "ROLLBACK"
+        } else {
+            "COMMIT"
+        };
         let dev = &mut self.devices[d];
         let before = local_seq(&dev.store);
         dev.store
             .lib
-            .exec(&format!("BEGIN; {sql}; COMMIT;"))
-            .map_err(|e| format!("device {d} write failed: {e}"))?;
+            .exec(&format!("BEGIN; {sql}; {end};"))
+            .map_err(|e| format!("device {d} write failed: {e}\n{sql}"))?;
         let seq = local_seq(&dev.store);
         dev.written.push((before, seq));
         dev.log.push(format!(
@@ -489,6 +500,58 @@ impl Sim {
         let out = dev.node.committed(&dev.store);
         self.handle(d, out);
         Ok(())
+    }
+
+    /// The same write as real clients phrase it: upserts, conflict clauses,
+    /// REPLACE, RETURNING, work undone by a savepoint, extreme values. Each form
+    /// must be captured exactly (or refused, which none of these is).
+    fn in_some_form(&mut self, sql: String, me: usize, val: u64) -> String {
+        let extreme = [
+            "9223372036854775807",
+            "-9223372036854775808",
+            "0",
+            "-1",
+            "4503599627370497",
+        ][(val % 5) as usize];
+        let clause = [
+            "",
+            "OR IGNORE ",
+            "OR REPLACE ",
+            "OR ABORT ",
+            "OR FAIL ",
+            "OR ROLLBACK ",
+        ][self.rng.below(6) as usize];
+        let form = self.rng.below(8);
+        match form {
+            // Conflict clauses on every UPDATE.
+            0 | 1 => sql.replace("UPDATE ", &format!("UPDATE {clause}")),
+            // Tag writes as an upsert (sqlite-utils, SQLAlchemy, Django).
+            2 if sql.contains("INSERT OR IGNORE INTO tags") => {
+                let (name, col, value) = parse_tag_write(&sql);
+                format!(
+                    "INSERT INTO tags(uuid, canonical_name, {col}) VALUES (sdsync_uuid_v5('tag', '{name}'), '{name}', '{value}') \
+                     ON CONFLICT(uuid) DO UPDATE SET {col} = excluded.{col} RETURNING id"
+                )
+            }
+            // Or as a REPLACE, which deletes and re-creates the row.
+            3 if sql.contains("INSERT OR IGNORE INTO tags") => {
+                let (name, col, value) = parse_tag_write(&sql);
+                format!(
+                    "INSERT OR REPLACE INTO tags(uuid, canonical_name, {col}) VALUES (sdsync_uuid_v5('tag', '{name}'), '{name}', '{value}')"
+                )
+            }
+            // Extreme integers.
+            4 if sql.starts_with("UPDATE entries SET size") => sql.replace(
+                &format!("SET size = {val} "),
+                &format!("SET size = {extreme}, inode = {extreme} "),
+            ),
+            // Work undone by a savepoint before the real write.
+            5 => format!(
+                "SAVEPOINT sp; UPDATE tags SET description = 'undone'; DELETE FROM entries WHERE uuid LIKE 'd{me}-%'; \
+                 ROLLBACK TO sp; RELEASE sp; {sql}"
+            ),
+            _ => sql,
+        }
     }
 
     /// Heals everything and drives the network without faults to quiescence.
@@ -639,6 +702,22 @@ impl Sim {
 }
 
 /// The last sequence number the device issued for its own changes.
+/// The tag name, column and value of a tag write from `write`.
+fn parse_tag_write(sql: &str) -> (String, String, String) {
+    let name = sql
+        .split("'tag', '")
+        .nth(1)
+        .and_then(|r| r.split('\'').next())
+        .unwrap_or("tag0");
+    let set = sql
+        .split("UPDATE tags SET ")
+        .nth(1)
+        .unwrap_or("color = 'v'");
+    let (col, rest) = set.split_once(" = '").unwrap_or(("color", "v'"));
+    let value = rest.split('\'').next().unwrap_or("v");
+    (name.to_string(), col.to_string(), value.to_string())
+}
+
 fn local_seq(store: &SqlStore) -> i64 {
     store
         .lib

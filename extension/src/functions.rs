@@ -94,6 +94,16 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
             c.int(1, "rid")?,
         ))
     }),
+    ("sdsync_check_replace", 2, INNOCUOUS, check_replace),
+    ("sdsync_foreign_keys", 0, INNOCUOUS, |c| {
+        Ok(Value::Integer(
+            c.db.query_i64("PRAGMA foreign_keys", &[])
+                .map_err(|e| e.to_string())?
+                .unwrap_or(0),
+        ))
+    }),
+    ("sdsync_refuse_dangling", 4, INNOCUOUS, refuse_dangling),
+    ("sdsync_check_replace", 3, INNOCUOUS, check_replace),
     ("sdsync_hlc_now", 0, DIRECT, |c| {
         Ok(Value::Integer(
             store::hlc_now(c.db, c.conn.wall_ms())
@@ -201,6 +211,43 @@ fn refuse_rekey(c: &Call) -> Result<Value, String> {
     ))
 }
 
+/// Called before an insert whose uuid exists already (2 arguments), and after an
+/// insert that found versions under its rowid (3 arguments: a row there was
+/// replaced without its delete being captured). `REPLACE` runs delete triggers
+/// only under `PRAGMA recursive_triggers = ON`, which loading the extension sets.
+fn check_replace(c: &Call) -> Result<Value, String> {
+    let table = c.text(0, "table")?;
+    let pk = c.args.get(1).cloned().unwrap_or(Value::Null);
+    let orphaned = c.args.len() > 2;
+    let recursive =
+        c.db.query_i64("PRAGMA recursive_triggers", &[])
+            .map_err(|e| e.to_string())?
+            .unwrap_or(0)
+            != 0;
+    if recursive && !orphaned {
+        return Ok(Value::Null);
+    }
+    Err(format!(
+        "sdsync: inserting row {pk} into {table} may replace an existing row, whose delete is captured \
+         only with PRAGMA recursive_triggers = ON (loading the extension sets it; this connection turned \
+         it off): turn it back on, or update the row instead"
+    ))
+}
+
+/// A delete that would leave rows referencing the deleted row (see
+/// `Ctx::dangling_checks` in `sdsync_core::triggers`).
+fn refuse_dangling(c: &Call) -> Result<Value, String> {
+    let table = c.text(0, "table")?;
+    let pk = c.args.get(1).cloned().unwrap_or(Value::Null);
+    let child = c.text(2, "child table")?;
+    let column = c.text(3, "child column")?;
+    Err(format!(
+        "sdsync: deleting row {pk} of {table} would leave rows of {child} referencing it through {column}, \
+         which peers remove with it: delete or re-point those rows first, or keep PRAGMA foreign_keys = ON \
+         (loading the extension sets it) so SQLite applies the schema's ON DELETE action"
+    ))
+}
+
 fn track_fn(c: &Call) -> Result<Value, String> {
     let table = c.text(0, "sdsync_track: table")?;
     let class = c.text(1, "sdsync_track: class ('owned' or 'shared')")?;
@@ -218,6 +265,11 @@ fn mark_complete(c: &Call) -> Result<Value, String> {
     let origin = sdsync_core::ids::parse_device(&origin)
         .ok_or_else(|| format!("sdsync_mark_complete: '{origin}' is not a device uuid"))?;
     let seq = c.int(1, "sdsync_mark_complete: seq")?;
+    if !(0..=sdsync_core::ids::MAX_SEQ).contains(&seq) {
+        return Err(format!(
+            "sdsync_mark_complete: seq {seq} of {origin} is outside 0..=2^53"
+        ));
+    }
     let done = store::mark_complete(c.db, &origin, seq).map_err(|e| e.to_string())?;
     Ok(Value::Integer(done))
 }

@@ -28,6 +28,26 @@ use sqlite3ext_sys::{sqlite3, sqlite3_api_routines};
 use crate::ffi::{SQLITE_ERROR, SQLITE_OK, guard, sqlite_string};
 use crate::functions::Conn;
 
+/// How long a writer waits for the lock when its host set no busy timeout.
+const BUSY_TIMEOUT_MS: i64 = 5000;
+
+/// The syncer is a second writer of every library: it commits pages at any time.
+/// A connection with no busy timeout (the `sqlite3` shell's default; Python,
+/// better-sqlite3 and rusqlite set 5 s themselves) would fail at once with
+/// "database is locked" whenever a page is being applied, so loading the
+/// extension gives it one. A timeout the host chose is kept.
+fn set_busy_timeout(db: ffi::Db) -> Result<(), String> {
+    let current = db
+        .query_i64("PRAGMA busy_timeout", &[])
+        .map_err(|e| format!("sdsync: reading busy_timeout failed: {e}"))?
+        .unwrap_or(0);
+    if current > 0 {
+        return Ok(());
+    }
+    db.exec(&format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"))
+        .map_err(|e| format!("sdsync: setting busy_timeout failed: {e}"))
+}
+
 /// The entry point SQLite derives from the file name `libsdsync.so`.
 ///
 /// # Safety
@@ -49,9 +69,20 @@ pub unsafe extern "C" fn sqlite3_sdsync_init(
         // Every writer of a library enforces (and cascades) its references the same
         // way, whatever its host's default: a delete that cascades on one device
         // and leaves dangling children on another would diverge.
+        //
+        // `INSERT OR REPLACE` deletes the rows it replaces; only with recursive
+        // triggers do those deletes run the capture triggers (owner check and
+        // tombstone), so a replaced row is captured as a delete and a re-create.
         ffi::Db::from_raw(db)
-            .exec("PRAGMA foreign_keys = ON")
-            .map_err(|e| format!("sdsync: enabling foreign keys failed: {e}"))
+            .exec("PRAGMA foreign_keys = ON; PRAGMA recursive_triggers = ON")
+            .map_err(|e| {
+                format!("sdsync: setting foreign_keys and recursive_triggers failed: {e}")
+            })?;
+        set_busy_timeout(ffi::Db::from_raw(db))?;
+        // Best effort by design (see `track::upgrade`): a failure leaves working
+        // older triggers and is retried by the next load.
+        let _ = track::upgrade(ffi::Db::from_raw(db));
+        Ok::<(), String>(())
     });
     match result {
         Ok(()) => SQLITE_OK,

@@ -21,6 +21,8 @@ use crate::ffi::{Db, SqlError, Value};
 /// Their uuid columns (`pk`, `wait_pk`) are declared BLOB, i.e. no affinity: a
 /// uuid is kept exactly as its row stores it (under `ANY`, NUMERIC affinity in an
 /// ordinary table, the TEXT uuid '00123' was stored and served as the integer 123).
+/// `sdsync_quarantine` is written by the syncer only: changes a peer sent that failed to apply
+/// here (kept whole, with the reason), in the transaction that applied the rest of their page.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sdsync_meta(key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
 INSERT OR IGNORE INTO sdsync_meta(key, value) VALUES ('format', 1), ('max_drift_ms', 300000);
@@ -68,6 +70,20 @@ CREATE TABLE IF NOT EXISTS sdsync_parked(
   PRIMARY KEY (origin, seq)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sdsync_parked_row ON sdsync_parked(tbl, pk);
 CREATE INDEX IF NOT EXISTS sdsync_parked_wait ON sdsync_parked(wait_tbl, wait_pk);
+CREATE TABLE IF NOT EXISTS sdsync_quarantine(
+  id INTEGER PRIMARY KEY,
+  origin TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  hlc INTEGER NOT NULL,
+  tbl TEXT NOT NULL,
+  pk NOT NULL,
+  reason TEXT NOT NULL,
+  peer TEXT,
+  change TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 1,
+  at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  tried_at TEXT,
+  UNIQUE (origin, seq));
 CREATE VIEW IF NOT EXISTS sdsync_watermarks(origin, seq) AS
   SELECT o.uuid, CASE WHEN o.id = (SELECT value FROM sdsync_meta WHERE key = 'origin')
                       THEN (SELECT seq FROM sdsync_clock) ELSE o.complete END
@@ -80,6 +96,9 @@ pub fn ensure(db: Db) -> Result<(), SqlError> {
         return Ok(());
     }
     db.exec(SCHEMA)?;
+    // A new library's triggers are installed by this version: the current format.
+    db.prepare("UPDATE sdsync_meta SET value = ?1 WHERE key = 'format' AND value < ?1")?
+        .run(&[Value::Integer(crate::track::TRIGGER_FORMAT)])?;
     if local_origin(db)?.is_none() {
         assign_identity(db, &device_uuid())?;
     }

@@ -16,7 +16,7 @@ use sdsync_core::ids::device_uuid;
 use sdsync_core::schema::{
     Class, Options, RawColumn, RawForeignKey, RawTable, SchemaError, TableSpec, quote_ident,
 };
-use sdsync_core::triggers::{create_statements, drop_statements};
+use sdsync_core::triggers::{INSTALLED_TRIGGERS, children, create_statements, drop_statement};
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::ffi::{Db, SqlError, Value};
@@ -108,6 +108,7 @@ pub fn track(
             .run(&[Value::Integer(id), Value::Text(spec.name.clone()), Value::Text(text)])?;
         let origin = store::local_origin(db)?.unwrap_or(0);
         install_triggers(db, &spec, origin)?;
+        reinstall_parents(db, &spec, origin)?;
         let backfilled = backfill(db, &spec, origin)?;
         Ok(format!(
             "tracked {} as {}: {} synced columns, {} references, {} existing rows recorded",
@@ -141,17 +142,51 @@ pub fn untrack(db: Db, table: &str) -> Result<String, TrackError> {
                 child: child.name.clone(),
             });
         }
-        for sql in drop_statements(&spec.name) {
-            db.exec(&sql)?;
-        }
+        drop_triggers(db, &spec.name)?;
+        // Everything keyed by the table's id goes: a table tracked later may
+        // reuse the id and must not inherit these tombstones or parked changes.
         let id = [Value::Integer(spec.id)];
-        db.prepare("DELETE FROM sdsync_versions WHERE tbl = ?1")?
-            .run(&id)?;
-        db.prepare("DELETE FROM sdsync_parked WHERE tbl = ?1")?
-            .run(&id)?;
+        for sql in [
+            "DELETE FROM sdsync_versions WHERE tbl = ?1",
+            "DELETE FROM sdsync_tombstones WHERE tbl = ?1",
+            "DELETE FROM sdsync_parked WHERE tbl = ?1",
+        ] {
+            db.prepare(sql)?.run(&id)?;
+        }
         db.prepare("DELETE FROM sdsync_tables WHERE id = ?1")?
             .run(&id)?;
+        let origin = store::local_origin(db)?.unwrap_or(0);
+        reinstall_parents(db, &spec, origin)?;
         Ok(format!("untracked {table}"))
+    })
+}
+
+/// The `format` in `sdsync_meta` from which triggers are the current ones. Format
+/// 1 triggers used `INSERT OR REPLACE`, which the writing statement's conflict
+/// clause overrode, and names that could collide between tables.
+pub const TRIGGER_FORMAT: i64 = 2;
+
+/// Re-installs the capture triggers of a library written by an older sdsync, at
+/// load. Best effort: a read-only or busy database keeps its triggers and is
+/// upgraded by a later load (the old triggers still capture every plain write).
+pub fn upgrade(db: Db) -> Result<(), TrackError> {
+    if !store::exists(db)? {
+        return Ok(());
+    }
+    let format = db
+        .query_i64("SELECT value FROM sdsync_meta WHERE key = 'format'", &[])?
+        .unwrap_or(1);
+    if format >= TRIGGER_FORMAT {
+        return Ok(());
+    }
+    in_savepoint(db, || {
+        let origin = store::local_origin(db)?.unwrap_or(0);
+        for spec in Catalog::load(db)?.ordered {
+            install_triggers(db, &spec, origin)?;
+        }
+        db.prepare("UPDATE sdsync_meta SET value = ?1 WHERE key = 'format'")?
+            .run(&[Value::Integer(TRIGGER_FORMAT)])?;
+        Ok(())
     })
 }
 
@@ -185,12 +220,42 @@ fn in_savepoint<T>(db: Db, f: impl FnOnce() -> Result<T, TrackError>) -> Result<
     }
 }
 
-fn install_triggers(db: Db, spec: &TableSpec, origin: i64) -> Result<(), SqlError> {
-    for sql in drop_statements(&spec.name) {
+/// Installs a table's triggers; its delete trigger checks the tracked tables
+/// that reference it (see `triggers::Child`).
+fn install_triggers(db: Db, spec: &TableSpec, origin: i64) -> Result<(), TrackError> {
+    drop_triggers(db, &spec.name)?;
+    let catalog = Catalog::load(db)?;
+    let children = children(&spec.name, catalog.ordered.iter().map(|s| s.as_ref()));
+    for sql in create_statements(spec, origin, &children) {
         db.exec(&sql)?;
     }
-    for sql in create_statements(spec, origin) {
-        db.exec(&sql)?;
+    Ok(())
+}
+
+/// Re-installs the triggers of the tables `spec` references: which tables
+/// reference a table is part of its delete trigger.
+fn reinstall_parents(db: Db, spec: &TableSpec, origin: i64) -> Result<(), TrackError> {
+    let catalog = Catalog::load(db)?;
+    for parent in spec.parents().filter(|p| *p != spec.name) {
+        if let Some(parent) = catalog.by_name(parent) {
+            install_triggers(db, parent, origin)?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops every sdsync trigger on `table`, found by the table they are on (not by
+/// name: older versions named them differently).
+fn drop_triggers(db: Db, table: &str) -> Result<(), SqlError> {
+    let mut names = Vec::new();
+    let mut stmt = db.prepare(INSTALLED_TRIGGERS)?;
+    stmt.bind_all(&[Value::Text(table.to_string())])?;
+    while stmt.step()? {
+        names.push(stmt.text(0).unwrap_or_default());
+    }
+    drop(stmt);
+    for name in names {
+        db.exec(&drop_statement(&name))?;
     }
     Ok(())
 }

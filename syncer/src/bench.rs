@@ -32,11 +32,7 @@ struct Line {
 
 /// Runs every measurement `runs` times and returns the report (Markdown).
 pub fn run(dir: &Path, ext: &Path, rows: usize, runs: usize) -> Result<String, LibraryError> {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).map_err(|source| LibraryError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let dir = &crate::scratch::fresh(dir)?;
     let mut samples: Vec<Vec<Line>> = Vec::new();
     for run in 0..runs {
         samples.push(once(&dir.join(format!("run{run}")), ext, rows)?);

@@ -61,7 +61,7 @@ struct World {
 
 /// Runs the demonstration; returns whether every device ended identical.
 pub fn run(dir: &Path, ext: &Path, entries: usize) -> Result<bool, DemoError> {
-    let _ = std::fs::remove_dir_all(dir);
+    let dir = &crate::scratch::fresh(dir)?;
     let mut w = World::new(dir, ext)?;
     let (laptop, phone, nas) = (0, 1, 2);
 

@@ -10,8 +10,9 @@
 //!
 //! `sync.db` holds what only this device's syncer needs: the library id (all
 //! devices of a library share it; messages of another library are refused),
-//! the paired peers (device id, pinned certificate, address) and the dead
-//! letters. Nothing in it is replicated.
+//! the paired peers (device id, pinned certificate, address), the dead
+//! letters and what peers report holding in quarantine. Nothing in it is
+//! replicated.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,11 @@ use crate::daemon::Directory;
 use crate::library::{Library, LibraryError};
 use crate::net::identity::Identity;
 use crate::net::tls::Pins;
-use crate::proto::store::{DEAD_LETTERS, SqlStore};
+use crate::proto::message::QuarantineSummary;
+use crate::proto::store::{Retried, StoreError};
+use crate::sqlstore::quarantine::{self, Entry};
+use crate::sqlstore::syncdb::{self, DeadLetter};
+use crate::sqlstore::{SqlStore, marks};
 
 /// What can go wrong with a library folder.
 #[derive(Debug, thiserror::Error)]
@@ -88,12 +93,21 @@ pub struct Peer {
 /// A device's sync state at a glance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
-    /// `(origin, seq)` held completely.
+    /// This device.
+    pub device: String,
+    /// `(origin, seq)` held completely (the effective, verified watermarks).
     pub watermarks: Vec<(String, i64)>,
+    /// `(origin, claimed, verified)`: watermarks the database claims beyond what
+    /// the syncer verified (not believed; see `sqlstore::marks`).
+    pub unverified: Vec<(String, i64, i64)>,
     /// Parked changes by reason.
     pub parked: Vec<(String, i64)>,
-    /// The newest dead letters (at, peer, what: reason).
-    pub dead_letters: Vec<String>,
+    /// Changes quarantined here, per origin.
+    pub quarantined: Vec<QuarantineSummary>,
+    /// What peers report holding in quarantine: `(peer, summary)`.
+    pub quarantined_by_peers: Vec<(String, QuarantineSummary)>,
+    /// The most recent dead letters (one per peer and cause, counted).
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 impl std::fmt::Display for Status {
@@ -101,8 +115,36 @@ impl std::fmt::Display for Status {
         for (origin, seq) in &self.watermarks {
             writeln!(f, "holds       {origin} up to seq {seq}")?;
         }
+        for (origin, claimed, verified) in &self.unverified {
+            writeln!(
+                f,
+                "unverified  database claims {origin} up to seq {claimed}; verified up to {verified} (pulled from there)"
+            )?;
+        }
         for (reason, n) in &self.parked {
             writeln!(f, "parked      {n} change(s): {reason}")?;
+        }
+        for q in &self.quarantined {
+            writeln!(
+                f,
+                "quarantined {} change(s) of {} (see `sdsync quarantine`): {}",
+                q.count, q.origin, q.reason
+            )?;
+        }
+        for (peer, q) in &self.quarantined_by_peers {
+            if q.origin == self.device {
+                writeln!(
+                    f,
+                    "quarantine  {} of your changes are quarantined on peer {peer}: {}",
+                    q.count, q.reason
+                )?;
+            } else {
+                writeln!(
+                    f,
+                    "quarantine  peer {peer} holds {} change(s) of {} in quarantine: {}",
+                    q.count, q.origin, q.reason
+                )?;
+            }
         }
         for d in &self.dead_letters {
             writeln!(f, "dead letter {d}")?;
@@ -172,7 +214,7 @@ impl Home {
             sync,
         };
         home.sql(home.sync.execute_batch(SYNC_SCHEMA))?;
-        home.sql(home.sync.execute_batch(DEAD_LETTERS))?;
+        home.sql(syncdb::ensure(&home.sync))?;
         Ok(home)
     }
 
@@ -304,36 +346,90 @@ impl Home {
     /// What this device holds and what it could not apply, for `sdsync status`:
     /// nothing the syncer set aside is invisible.
     pub fn status(&self) -> Result<Status, HomeError> {
-        let lib = self.database()?;
-        let watermarks = lib.watermarks()?;
+        let store = self.store()?;
+        let device = store.lib.device()?;
+        let lib = &store.lib;
+        let err = |source| LibraryError::Sql {
+            path: lib.path.clone(),
+            source,
+        };
+        let watermarks = marks::effective(&lib.conn, &device).map_err(err)?;
+        let unverified = marks::unverified(&lib.conn, &device).map_err(err)?;
         let parked: Vec<(String, i64)> = lib
             .conn
             .prepare("SELECT reason, count(*) FROM sdsync_parked GROUP BY reason ORDER BY 2 DESC")
             .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-            .map_err(|source| LibraryError::Sql {
-                path: lib.path.clone(),
-                source,
-            })?;
-        let mut stmt = self.sql(self.sync.prepare(
-            "SELECT at, peer, what, reason FROM dead_letters ORDER BY id DESC LIMIT 20",
-        ))?;
-        let dead_letters = self.sql(
-            stmt.query_map([], |r| {
-                Ok(format!(
-                    "{} {} {}: {}",
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?
-                ))
-            })
-            .and_then(|rows| rows.collect()),
-        )?;
+            .map_err(err)?;
+        let quarantined = quarantine::summary(&lib.conn).map_err(err)?;
         Ok(Status {
+            device,
             watermarks,
+            unverified,
             parked,
-            dead_letters,
+            quarantined,
+            quarantined_by_peers: self.sql(syncdb::peer_reports(&self.sync))?,
+            dead_letters: self.sql(syncdb::dead_letters(&self.sync, 20))?,
         })
+    }
+
+    /// Every change quarantined on this device.
+    pub fn quarantined(&self) -> Result<Vec<Entry>, HomeError> {
+        let store = self.store()?;
+        Ok(
+            quarantine::list(&store.lib.conn).map_err(|source| LibraryError::Sql {
+                path: store.lib.path.clone(),
+                source,
+            })?,
+        )
+    }
+
+    /// Retries quarantined changes now (all, or the one with `id`).
+    pub fn retry_quarantined(&self, id: Option<i64>) -> Result<Retried, HomeError> {
+        let store = self.store()?;
+        let conn = &store.lib.conn;
+        let err = |source| LibraryError::Sql {
+            path: store.lib.path.clone(),
+            source,
+        };
+        let tx =
+            rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
+                .map_err(err)?;
+        let retried = quarantine::retry_in(&tx, id, usize::MAX / 2).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(retried)
+    }
+
+    /// Discards quarantined changes (all, or the one with `id`); returns them.
+    pub fn discard_quarantined(&self, id: Option<i64>) -> Result<Vec<Entry>, HomeError> {
+        let store = self.store()?;
+        let err = |source| LibraryError::Sql {
+            path: store.lib.path.clone(),
+            source,
+        };
+        let tx = store.lib.conn.unchecked_transaction().map_err(err)?;
+        let gone = quarantine::discard(&tx, id).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(gone)
+    }
+
+    /// The store over this folder (its tables created if missing).
+    fn store(&self) -> Result<SqlStore, HomeError> {
+        let path = self.dir.join("sync.db");
+        let sync = Connection::open(&path).map_err(|source| HomeError::Sync { path, source })?;
+        SqlStore::new(self.database()?, sync).map_err(|e| self.store_error(e))
+    }
+
+    fn store_error(&self, e: StoreError) -> HomeError {
+        match e {
+            StoreError::Library(l) => HomeError::Library(l),
+            StoreError::Sync(source) => HomeError::Sync {
+                path: self.dir.join("sync.db"),
+                source,
+            },
+            StoreError::Busy { path, source } => {
+                HomeError::Library(LibraryError::Sql { path, source })
+            }
+        }
     }
 
     /// What the daemon needs: the store, the pins and the peers' addresses.
@@ -346,15 +442,6 @@ impl Home {
                 directory.set(&peer.device, addr);
             }
         }
-        let path = self.dir.join("sync.db");
-        let sync = Connection::open(&path).map_err(|source| HomeError::Sync { path, source })?;
-        let store = SqlStore::new(self.database()?, sync).map_err(|e| match e {
-            crate::proto::store::StoreError::Library(l) => HomeError::Library(l),
-            crate::proto::store::StoreError::Sync(source) => HomeError::Sync {
-                path: self.dir.join("sync.db"),
-                source,
-            },
-        })?;
-        Ok((store, pins, directory))
+        Ok((self.store()?, pins, directory))
     }
 }

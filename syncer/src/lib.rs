@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Storage goes through `library` (everything via the extension's SQL contract);
-//! `proto` is the protocol as a state machine without I/O; `net` has the device
+//! `proto` is the protocol as a state machine without I/O; `sqlstore` its storage
+//! over SQLite (quarantine, verified watermarks, dead letters); `net` has the device
 //! identity, pinned mutual TLS and QUIC links; `daemon` drives a node over a link;
 //! `home` is the library folder on disk; `demo` and `bench` are the two showcases.
 
@@ -21,3 +22,5 @@ pub mod home;
 pub mod library;
 pub mod net;
 pub mod proto;
+pub mod scratch;
+pub mod sqlstore;

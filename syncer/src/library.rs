@@ -40,6 +40,11 @@ pub enum LibraryError {
         /// The error.
         source: std::io::Error,
     },
+    /// `demo`/`bench` were pointed at a non-empty folder they did not create.
+    #[error(
+        "{0} is not empty and was not made by sdsync demo/bench: refusing to empty it; name a new folder"
+    )]
+    NotScratch(PathBuf),
     /// The extension file is not where it was looked for.
     #[error(
         "libsdsync.so not found (looked in {0}); build it with `cargo build --release -p sdsync-extension` or pass --extension"

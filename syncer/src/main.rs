@@ -67,6 +67,13 @@ enum Command {
         /// The library folder.
         dir: PathBuf,
     },
+    /// List, retry or discard the changes this device could not apply.
+    Quarantine {
+        /// The library folder.
+        dir: PathBuf,
+        #[command(subcommand)]
+        action: Option<QuarantineCommand>,
+    },
     /// Pair two devices with a short code (see `sdsync pair generate --help`).
     Pair {
         #[command(subcommand)]
@@ -98,6 +105,29 @@ enum Command {
     Reidentify {
         /// The database file.
         db: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// Every quarantined change, with its reason (the default).
+    List,
+    /// Try to apply quarantined changes again now.
+    Retry {
+        /// Only this one (its id from `list`).
+        id: Option<i64>,
+        /// All of them (the default when no id is given).
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Drop quarantined changes for good: this device will never hold them.
+    Discard {
+        /// The change's id from `list`.
+        #[arg(required_unless_present = "all")]
+        id: Option<i64>,
+        /// All of them.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
     },
 }
 
@@ -150,6 +180,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Info { dir } => info(&Home::open(&dir, &ext)?)?,
         Command::Pair { action } => pair(action, &ext)?,
+        Command::Quarantine { dir, action } => quarantine(
+            &Home::open(&dir, &ext)?,
+            action.unwrap_or(QuarantineCommand::List),
+        )?,
         Command::Status { dir } => {
             let home = Home::open(&dir, &ext)?;
             info(&home)?;
@@ -184,6 +218,30 @@ fn info(home: &Home) -> anyhow::Result<()> {
     for p in home.peers()? {
         let addr = p.addr.map_or("-".to_string(), |a| a.to_string());
         println!("peer        {} at {addr}", p.device);
+    }
+    Ok(())
+}
+
+fn quarantine(home: &Home, action: QuarantineCommand) -> anyhow::Result<()> {
+    match action {
+        QuarantineCommand::List => {
+            let entries = home.quarantined()?;
+            for e in &entries {
+                println!("{e}");
+            }
+            println!("{} change(s) quarantined", entries.len());
+        }
+        QuarantineCommand::Retry { id, all: _ } => {
+            let r = home.retry_quarantined(id)?;
+            println!("{} applied, {} still quarantined", r.applied, r.kept);
+        }
+        QuarantineCommand::Discard { id, all } => {
+            let gone = home.discard_quarantined(if all { None } else { id })?;
+            for e in &gone {
+                println!("discarded {e}");
+            }
+            println!("{} change(s) discarded", gone.len());
+        }
     }
     Ok(())
 }

@@ -112,6 +112,7 @@ fn a_peer_clock_beyond_the_drift_is_refused() {
             watermarks: vec![],
             hlc: ahead,
             reply: true,
+            quarantined: vec![],
         },
     );
     let out = na.receive(&encode(&hello), NOW, &a).expect("receive");
@@ -253,8 +254,10 @@ fn unanswered_pulls_back_off_then_become_dead_letters() {
     assert_eq!(kept, 1, "recorded durably");
 }
 
+/// A change that cannot apply here is quarantined (issue 7, defect 3): the page
+/// applies, the watermark advances, no dead letter.
 #[test]
-fn a_page_that_does_not_apply_is_kept_as_a_dead_letter() {
+fn a_change_that_does_not_apply_is_quarantined_and_the_page_completes() {
     let a = store("poison-a");
     let b = store("poison-b");
     let ida = a.device().unwrap();
@@ -282,7 +285,7 @@ fn a_page_that_does_not_apply_is_kept_as_a_dead_letter() {
     );
     let out = nb.receive(&encode(&page), NOW, &b).unwrap();
     assert!(
-        matches!(&events(&out)[..], [Event::ApplyFailed { reason, .. }] if reason.contains("no_such_table")),
+        matches!(&events(&out)[..], [Event::Quarantined { reason, .. }, Event::Applied { .. }] if reason.contains("no_such_table")),
         "{out:?}"
     );
     assert_eq!(
@@ -292,14 +295,15 @@ fn a_page_that_does_not_apply_is_kept_as_a_dead_letter() {
             .find(|(o, _)| *o == ida)
             .map(|m| m.1)
             .unwrap_or(0),
-        0,
-        "nothing marked complete"
+        1,
+        "the page completes"
     );
     let kept: i64 = b
         .sync
         .query_row("SELECT count(*) FROM dead_letters", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(kept, 1);
+    assert_eq!(kept, 0);
+    assert_eq!(b.quarantine_summary().unwrap().len(), 1);
 }
 
 #[test]

@@ -54,6 +54,7 @@ fn seeds() {
                             t.lost += r.lost;
                             t.duplicated += r.duplicated;
                             t.writes += r.writes;
+                            t.rolled_back += r.rolled_back;
                             t.crashes += r.crashes;
                             t.partitions += r.partitions;
                             t.dead_letters += r.dead_letters;

@@ -10,6 +10,14 @@
 
 use uuid::Uuid;
 
+/// The largest sequence number a device may issue or claim. A change or watermark
+/// beyond it is refused: an applied change of our own origin moves the local
+/// sequence past it, and at `i64::MAX` the next local write would overflow
+/// (SQLite turns the sum into a REAL, so every later change had the same number).
+/// 2^53 also stays exact in JSON and JavaScript; at a million changes a second it
+/// lasts 285 years.
+pub const MAX_SEQ: i64 = 1 << 53;
+
 /// The fixed namespace under which sdsync derives named namespaces
 /// (`sdsync_uuid_v5('tag', …)`). Changing it would change every deterministic
 /// id, so it is part of the format.

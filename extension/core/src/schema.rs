@@ -190,6 +190,15 @@ pub struct Reference {
     pub by_uuid: bool,
     /// The referenced table's uuid column.
     pub target_uuid: String,
+    /// Declared as a FOREIGN KEY (SQLite enforces it while `foreign_keys` is on),
+    /// rather than named in the `refs` option. Specs stored before this field
+    /// existed read as declared, which checks no more than they did.
+    #[serde(default = "declared_by_default")]
+    pub declared: bool,
+}
+
+fn declared_by_default() -> bool {
+    true
 }
 
 /// A synced column.
@@ -459,7 +468,7 @@ fn references(
         by_id.entry(fk.id).or_default().push(fk);
     }
     let mut out = BTreeMap::new();
-    let mut declared: Vec<(String, String, Option<String>)> = Vec::new();
+    let mut declared: Vec<(String, String, Option<String>, bool)> = Vec::new();
     for fks in by_id.values() {
         if fks.len() > 1 {
             let columns = fks.iter().map(|f| f.from.as_str()).collect::<Vec<_>>();
@@ -468,12 +477,17 @@ fn references(
                 columns: columns.join(", "),
             });
         }
-        declared.push((fks[0].from.clone(), fks[0].table.clone(), fks[0].to.clone()));
+        declared.push((
+            fks[0].from.clone(),
+            fks[0].table.clone(),
+            fks[0].to.clone(),
+            true,
+        ));
     }
     for (col, target) in &options.refs {
-        declared.push((col.clone(), target.clone(), None));
+        declared.push((col.clone(), target.clone(), None, false));
     }
-    for (column, target, to) in declared {
+    for (column, target, to, is_fk) in declared {
         if options.local.contains(&column) {
             continue;
         }
@@ -494,6 +508,7 @@ fn references(
                 by_uuid: to == uuid_col,
                 column: to,
                 target_uuid: uuid_col,
+                declared: is_fk,
             },
         );
     }

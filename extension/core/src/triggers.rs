@@ -8,8 +8,8 @@
 //!     local_id: "id".into(),
 //!     columns: vec![ColumnSpec { name: "name".into(), affinity: Affinity::Text, required: false, reference: None }],
 //! };
-//! let sql = create_statements(&spec, 1);
-//! assert!(sql[0].starts_with("CREATE TRIGGER \"sdsync_tags_ins\""));
+//! let sql = create_statements(&spec, 1, &[]);
+//! assert!(sql[1].starts_with("CREATE TRIGGER \"sdsync_ins_tags\""));
 //! ```
 //!
 //! Why pure SQL triggers: SQLite compiles a trigger into the writing statement, so
@@ -33,18 +33,58 @@ use crate::schema::{Class, TableSpec, quote_ident, quote_literal};
 const CLOCK_BUMP: &str =
     "UPDATE sdsync_clock SET hlc = max(hlc + 1, sdsync_wall()), seq = seq + 1;";
 
-/// Names of the triggers a table gets, for `sdsync_untrack`.
+/// The kinds of trigger a table gets. The kind comes first in a trigger's name
+/// (`sdsync_<kind>_<table>`) and no kind followed by `_` starts another kind, so
+/// two tables' trigger names never collide (with the table first, table `x`'s
+/// `apply_del` was table `x_apply`'s `del`).
+const KINDS: [&str; 6] = ["pre", "ins", "upd", "del", "adel", "rekey"];
+
+/// Names of the triggers a table gets.
 pub fn trigger_names(table: &str) -> Vec<String> {
-    ["ins", "upd", "del", "apply_del", "rekey"]
+    KINDS
         .iter()
-        .map(|kind| format!("sdsync_{table}_{kind}"))
+        .map(|kind| format!("sdsync_{kind}_{table}"))
         .collect()
 }
 
-/// `CREATE TRIGGER` statements for a table, for the local origin id `origin`.
-pub fn create_statements(spec: &TableSpec, origin: i64) -> Vec<String> {
-    let t = Ctx::new(spec, origin);
+/// A tracked column referencing the table whose triggers are being made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Child {
+    /// The referencing table.
+    pub table: String,
+    /// Its referencing column.
+    pub column: String,
+    /// The referenced column of the parent (its id, or its uuid).
+    pub parent_column: String,
+    /// A declared FOREIGN KEY (enforced while `foreign_keys` is on).
+    pub declared: bool,
+}
+
+/// The tracked columns of `specs` that reference table `parent`.
+pub fn children<'a>(parent: &str, specs: impl IntoIterator<Item = &'a TableSpec>) -> Vec<Child> {
+    let mut out = Vec::new();
+    for spec in specs {
+        for col in &spec.columns {
+            let Some(r) = col.reference.as_ref().filter(|r| r.table == parent) else {
+                continue;
+            };
+            out.push(Child {
+                table: spec.name.clone(),
+                column: col.name.clone(),
+                parent_column: r.column.clone(),
+                declared: r.declared,
+            });
+        }
+    }
+    out
+}
+
+/// `CREATE TRIGGER` statements for a table, for the local origin id `origin`;
+/// `children` are the tracked columns that reference it.
+pub fn create_statements(spec: &TableSpec, origin: i64, children: &[Child]) -> Vec<String> {
+    let t = Ctx::new(spec, origin, children);
     vec![
+        t.before_insert(),
         t.insert(),
         t.update(),
         t.delete(),
@@ -53,34 +93,38 @@ pub fn create_statements(spec: &TableSpec, origin: i64) -> Vec<String> {
     ]
 }
 
-/// `DROP TRIGGER` statements for a table.
-pub fn drop_statements(table: &str) -> Vec<String> {
-    trigger_names(table)
-        .into_iter()
-        .map(|n| format!("DROP TRIGGER IF EXISTS {};", quote_ident(&n)))
-        .collect()
+/// Finds every trigger sdsync installed on a table, whatever naming scheme the
+/// version that installed it used: bind the table name as `?1`.
+pub const INSTALLED_TRIGGERS: &str = "SELECT name FROM sqlite_schema WHERE type = 'trigger' \
+     AND tbl_name = ?1 COLLATE NOCASE AND name LIKE 'sdsync\\_%' ESCAPE '\\'";
+
+/// `DROP TRIGGER` for one trigger name.
+pub fn drop_statement(name: &str) -> String {
+    format!("DROP TRIGGER IF EXISTS {};", quote_ident(name))
 }
 
 /// What every generated statement needs.
 struct Ctx<'a> {
     spec: &'a TableSpec,
     origin: i64,
+    children: &'a [Child],
     table: String,
     uuid: String,
 }
 
 impl<'a> Ctx<'a> {
-    fn new(spec: &'a TableSpec, origin: i64) -> Self {
+    fn new(spec: &'a TableSpec, origin: i64, children: &'a [Child]) -> Self {
         Self {
             spec,
             origin,
+            children,
             table: quote_ident(&spec.name),
             uuid: quote_ident(&spec.uuid_column),
         }
     }
 
     fn name(&self, kind: &str) -> String {
-        quote_ident(&format!("sdsync_{}_{kind}", self.spec.name))
+        quote_ident(&format!("sdsync_{kind}_{}", self.spec.name))
     }
 
     fn rid(&self, row: &str) -> String {
@@ -129,14 +173,52 @@ impl<'a> Ctx<'a> {
         )
     }
 
-    /// Records a new version group for the row from the freshly bumped clock.
+    /// Records a new version group for the row from the freshly bumped clock,
+    /// replacing the group of the same column set.
+    ///
+    /// No statement in a trigger may rely on a conflict clause: SQLite applies the
+    /// *writing* statement's clause (`UPDATE OR IGNORE`, an upsert's, ...) to the
+    /// trigger's statements instead, so `INSERT OR REPLACE` here became `OR
+    /// IGNORE` (the version silently kept) or `OR ABORT` (the write refused). A
+    /// delete followed by a plain insert has no conflict to resolve.
     fn record(&self, mask: &str) -> String {
         format!(
-            "INSERT OR REPLACE INTO sdsync_versions(tbl, rid, mask, origin, seq, hlc) \
+            "DELETE FROM sdsync_versions WHERE tbl = {id} AND rid = {rid} AND mask = {mask}; \
+             INSERT INTO sdsync_versions(tbl, rid, mask, origin, seq, hlc) \
              SELECT {id}, {rid}, {mask}, {origin}, seq, hlc FROM sdsync_clock;",
             id = self.spec.id,
             rid = self.rid("NEW"),
             origin = self.origin,
+        )
+    }
+
+    /// Before a row is inserted under a uuid that exists already (an upsert, `OR
+    /// REPLACE`, `OR IGNORE`, ...): `REPLACE` deletes the existing row, and only
+    /// with `PRAGMA recursive_triggers = ON` (set at load) does that delete run
+    /// the capture trigger. A connection that turned it off is refused here
+    /// rather than losing the delete.
+    fn before_insert(&self) -> String {
+        format!(
+            "CREATE TRIGGER {name} BEFORE INSERT ON {table} WHEN sdsync_capturing() \
+             AND EXISTS (SELECT 1 FROM {table} WHERE {uuid} = NEW.{uuid}) BEGIN \
+             SELECT sdsync_check_replace({tbl}, NEW.{uuid}); END;",
+            name = self.name("pre"),
+            table = self.table,
+            uuid = self.uuid,
+            tbl = quote_literal(&self.spec.name),
+        )
+    }
+
+    /// Refuses an insert that finds versions under its rowid: a row there was
+    /// replaced (`REPLACE` on the id) without its delete being captured.
+    fn orphan_check(&self) -> String {
+        format!(
+            "SELECT sdsync_check_replace({tbl}, NEW.{uuid}, 1) WHERE EXISTS \
+             (SELECT 1 FROM sdsync_versions WHERE tbl = {id} AND rid = {rid});",
+            tbl = quote_literal(&self.spec.name),
+            uuid = self.uuid,
+            id = self.spec.id,
+            rid = self.rid("NEW"),
         )
     }
 
@@ -149,18 +231,13 @@ impl<'a> Ctx<'a> {
     }
 
     fn insert(&self) -> String {
-        // Shared rows may hold several groups under a reused rowid (INSERT OR
-        // REPLACE); owned rows hold one, which INSERT OR REPLACE overwrites.
-        let forget = match self.spec.class {
-            Class::Shared => self.forget("NEW"),
-            Class::Owned => String::new(),
-        };
         format!(
-            "CREATE TRIGGER {name} AFTER INSERT ON {table} WHEN sdsync_capturing() BEGIN {size} {clear} {CLOCK_BUMP} \
-             {forget} {record} END;",
+            "CREATE TRIGGER {name} AFTER INSERT ON {table} WHEN sdsync_capturing() BEGIN {size} {orphan} {clear} \
+             {CLOCK_BUMP} {record} END;",
             size = size_check(self.spec),
             name = self.name("ins"),
             table = self.table,
+            orphan = self.orphan_check(),
             clear = self.clear_tombstone(),
             record = self.record(&self.spec.all_mask().to_string()),
         )
@@ -216,17 +293,49 @@ impl<'a> Ctx<'a> {
 
     fn delete(&self) -> String {
         format!(
-            "CREATE TRIGGER {name} AFTER DELETE ON {table} WHEN sdsync_capturing() BEGIN {check} {CLOCK_BUMP} {forget} \
-             INSERT OR REPLACE INTO sdsync_tombstones(tbl, pk, origin, seq, hlc) \
+            "CREATE TRIGGER {name} AFTER DELETE ON {table} WHEN sdsync_capturing() BEGIN {check} {dangling} {CLOCK_BUMP} {forget} \
+             DELETE FROM sdsync_tombstones WHERE tbl = {id} AND pk = OLD.{uuid}; \
+             INSERT INTO sdsync_tombstones(tbl, pk, origin, seq, hlc) \
              SELECT {id}, OLD.{uuid}, {origin}, seq, hlc FROM sdsync_clock; END;",
             name = self.name("del"),
             table = self.table,
             check = self.owner_check("OLD"),
+            dangling = self.dangling_checks(),
             forget = self.forget("OLD"),
             id = self.spec.id,
             uuid = self.uuid,
             origin = self.origin,
         )
+    }
+
+    /// Refuses a delete that leaves rows referencing the deleted row. Peers
+    /// applying the delete remove (park) those rows, so the origin must not keep
+    /// them: with `foreign_keys` on, SQLite has cascaded, nulled or refused
+    /// already and nothing is left; a connection that turned it off (or a `refs`
+    /// reference, which SQLite does not enforce) would diverge.
+    fn dangling_checks(&self) -> String {
+        self.children
+            .iter()
+            .map(|c| {
+                let enforced = if c.declared {
+                    "NOT sdsync_foreign_keys() AND "
+                } else {
+                    ""
+                };
+                format!(
+                    "SELECT sdsync_refuse_dangling({tbl}, OLD.{uuid}, {child}, {col}) WHERE {enforced}\
+                     EXISTS (SELECT 1 FROM {child_t} WHERE {col_i} = OLD.{parent_col});",
+                    tbl = quote_literal(&self.spec.name),
+                    uuid = self.uuid,
+                    child = quote_literal(&c.table),
+                    col = quote_literal(&c.column),
+                    child_t = quote_ident(&c.table),
+                    col_i = quote_ident(&c.column),
+                    parent_col = quote_ident(&c.parent_column),
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Rows deleted while applying peers' changes (e.g. by ON DELETE CASCADE) lose
@@ -235,7 +344,7 @@ impl<'a> Ctx<'a> {
     fn apply_delete(&self) -> String {
         format!(
             "CREATE TRIGGER {name} AFTER DELETE ON {table} WHEN NOT sdsync_capturing() BEGIN {forget} END;",
-            name = self.name("apply_del"),
+            name = self.name("adel"),
             table = self.table,
             forget = self.forget("OLD"),
         )
@@ -281,8 +390,8 @@ mod tests {
 
     #[test]
     fn shared_update_splits_groups_by_changed_mask() {
-        let sql = create_statements(&spec(Class::Shared), 9);
-        let upd = &sql[1];
+        let sql = create_statements(&spec(Class::Shared), 9, &[]);
+        let upd = &sql[2];
         assert!(
             upd.contains(
                 "((OLD.\"a\" IS NOT NEW.\"a\") << 1) | ((OLD.\"b\" IS NOT NEW.\"b\") << 2)"
@@ -297,34 +406,54 @@ mod tests {
 
     #[test]
     fn owned_triggers_check_the_owner() {
-        let sql = create_statements(&spec(Class::Owned), 9);
-        for s in &sql[..3] {
+        let sql = create_statements(&spec(Class::Owned), 9, &[]);
+        for s in &sql[1..4] {
             assert!(s.contains("sdsync_refuse('my \"t\"'"), "{s}");
         }
         assert!(
-            sql[0].contains("AND (origin = 9 OR sdsync_refuse("),
-            "{}",
-            sql[0]
-        );
-        assert!(
-            sql[1].contains("CASE WHEN origin = 9 THEN origin ELSE"),
+            sql[1].contains("AND (origin = 9 OR sdsync_refuse("),
             "{}",
             sql[1]
         );
-        assert!(sql[2].contains("v.origin <> 9"), "{}", sql[2]);
         assert!(
-            sql[0].contains("NEW.\"rid\", 7, 9, seq, hlc FROM sdsync_clock"),
+            sql[2].contains("CASE WHEN origin = 9 THEN origin ELSE"),
             "{}",
-            sql[0]
+            sql[2]
+        );
+        assert!(sql[3].contains("v.origin <> 9"), "{}", sql[3]);
+        assert!(
+            sql[1].contains("NEW.\"rid\", 7, 9, seq, hlc FROM sdsync_clock"),
+            "{}",
+            sql[1]
         );
     }
 
     #[test]
-    fn names_match_drop_statements() {
-        let created = create_statements(&spec(Class::Shared), 1);
+    fn names_match_and_never_collide() {
+        let created = create_statements(&spec(Class::Shared), 1, &[]);
         for (c, name) in created.iter().zip(trigger_names("my \"t\"")) {
             assert!(c.starts_with(&format!("CREATE TRIGGER {}", quote_ident(&name))));
         }
-        assert_eq!(drop_statements("x").len(), 5);
+        // Tables `x` and `x_apply` (or `adel_x`...) once shared a trigger name.
+        let mut all: Vec<String> = [
+            "x", "x_apply", "apply", "del_x", "adel_x", "x_del", "x_adel",
+        ]
+        .iter()
+        .flat_map(|t| trigger_names(t))
+        .collect();
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n);
+    }
+
+    #[test]
+    fn no_trigger_statement_uses_a_conflict_clause() {
+        for class in [Class::Shared, Class::Owned] {
+            for sql in create_statements(&spec(class), 9, &[]) {
+                assert!(!sql.contains(" OR REPLACE"), "{sql}");
+                assert!(!sql.contains(" OR IGNORE"), "{sql}");
+            }
+        }
     }
 }

@@ -57,7 +57,8 @@ struct Cursor {
 }
 
 static MODULE: sqlite3_module = sqlite3_module {
-    iVersion: 1,
+    // Version 2: SQLite tells the table about savepoints too.
+    iVersion: 2,
     xCreate: None,
     xConnect: Some(x_connect),
     xBestIndex: Some(x_best_index),
@@ -71,6 +72,13 @@ static MODULE: sqlite3_module = sqlite3_module {
     xColumn: Some(x_column),
     xRowid: Some(x_rowid),
     xUpdate: Some(x_update),
+    xBegin: Some(x_begin),
+    xSync: Some(x_keep),
+    xCommit: Some(x_keep),
+    xRollback: Some(x_rollback),
+    xSavepoint: Some(x_savepoint),
+    xRelease: Some(x_savepoint),
+    xRollbackTo: Some(x_rollback_to),
     // SAFETY: every other member is an optional callback; zero is `None`.
     ..unsafe { std::mem::zeroed() }
 };
@@ -380,8 +388,48 @@ unsafe extern "C" fn x_update(
     });
     match result {
         Ok(()) => SQLITE_OK,
+        Err(m) => {
+            // Also after a caught panic: SQLite rolls the statement back.
+            forget(vtab, true);
+            fail(vtab, &m)
+        }
+    }
+}
+
+/// Drops the engine's transaction-scoped state (see `apply::TxState`).
+fn forget(vtab: *mut sqlite3_vtab, rolled_back: bool) -> c_int {
+    let result = guard(|| {
+        // SAFETY: vtab from x_connect, not otherwise borrowed during this callback.
+        let table = unsafe { &mut *vtab.cast::<Table>() };
+        table.engine.forget_transaction(rolled_back);
+        Ok::<(), String>(())
+    });
+    match result {
+        Ok(()) => SQLITE_OK,
         Err(m) => fail(vtab, &m),
     }
+}
+
+unsafe extern "C" fn x_begin(vtab: *mut sqlite3_vtab) -> c_int {
+    forget(vtab, false)
+}
+
+unsafe extern "C" fn x_rollback(vtab: *mut sqlite3_vtab) -> c_int {
+    forget(vtab, true)
+}
+
+unsafe extern "C" fn x_rollback_to(vtab: *mut sqlite3_vtab, _savepoint: c_int) -> c_int {
+    forget(vtab, true)
+}
+
+/// A savepoint began or was released: what the engine knows stays true.
+unsafe extern "C" fn x_savepoint(_vtab: *mut sqlite3_vtab, _savepoint: c_int) -> c_int {
+    SQLITE_OK
+}
+
+/// Sync and commit: what the engine knows stays true.
+unsafe extern "C" fn x_keep(_vtab: *mut sqlite3_vtab) -> c_int {
+    SQLITE_OK
 }
 
 /// Switches capture to apply mode for the duration of one change, restored on drop

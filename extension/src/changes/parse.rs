@@ -16,7 +16,7 @@ use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, Vis
 use serde_json::Value as Json;
 
 use sdsync_core::hlc::Hlc;
-use sdsync_core::ids::parse_device;
+use sdsync_core::ids::{MAX_SEQ, parse_device};
 use sdsync_core::schema::{Class, ROW_BIT, TableSpec};
 
 use crate::catalog::{Catalog, CatalogError};
@@ -129,7 +129,7 @@ pub enum ChangeError {
     #[error("sdsync_changes: origin {0:?} is not a device uuid")]
     BadOrigin(String),
     /// `seq` is not a positive integer.
-    #[error("sdsync_changes: seq must be a positive integer, not {0:?}")]
+    #[error("sdsync_changes: seq must be a positive integer at most 2^53, not {0:?}")]
     BadSeq(Value),
     /// `hlc` is not a clock value.
     #[error("sdsync_changes: hlc must be a non-negative integer, not {0:?}")]
@@ -241,7 +241,7 @@ impl Change {
             other => return Err(ChangeError::BadOrigin(format!("{other:?}"))),
         };
         let seq = match seq {
-            Value::Integer(s) if s > 0 => s,
+            Value::Integer(s) if s > 0 && s <= MAX_SEQ => s,
             Value::Null => return Err(ChangeError::Missing("seq")),
             other => return Err(ChangeError::BadSeq(other)),
         };

@@ -57,6 +57,16 @@ fn read_expr(c: &ColumnSpec) -> String {
     }
 }
 
+/// Clears reference column `i` of the row with local id `?1`.
+pub fn unlink_sql(child: &TableSpec, i: usize) -> String {
+    format!(
+        "UPDATE {t} SET {col} = NULL WHERE {rid} = ?1",
+        t = quote_ident(&child.name),
+        col = quote_ident(&child.columns[i].name),
+        rid = quote_ident(&child.local_id),
+    )
+}
+
 /// The rows of `child` whose column `i` references the `parent` row with local id
 /// `?1`: their local ids and uuids.
 pub fn children_sql(child: &TableSpec, i: usize, parent: &TableSpec) -> String {

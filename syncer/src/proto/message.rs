@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::library::Change;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The most bytes of changes a page carries beyond its first change: a node
 /// never asks for more (its configured `page_bytes` is capped at this).
@@ -70,6 +70,9 @@ pub enum Payload {
         hlc: i64,
         /// Whether the receiver should answer with its own Hello.
         reply: bool,
+        /// Changes the sender holds in quarantine, per origin, so the device they
+        /// came from can show them (`sdsync status`) although it cannot see them.
+        quarantined: Vec<QuarantineSummary>,
     },
     /// Asks for the changes of `origin` above sequence `after`.
     Pull {
@@ -98,6 +101,17 @@ pub enum Payload {
         /// Why.
         reason: String,
     },
+}
+
+/// What a device holds in quarantine of one origin: compact enough for every Hello.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct QuarantineSummary {
+    /// The origin whose changes are quarantined.
+    pub origin: String,
+    /// How many.
+    pub count: i64,
+    /// The reason of the oldest one (truncated).
+    pub reason: String,
 }
 
 /// Why bytes are not a message.
@@ -169,6 +183,11 @@ mod tests {
                 watermarks: vec![("a".into(), 3)],
                 hlc: 9,
                 reply: true,
+                quarantined: vec![QuarantineSummary {
+                    origin: "a".into(),
+                    count: 2,
+                    reason: "UNIQUE constraint failed: tags.canonical_name".into(),
+                }],
             },
             Payload::Pull {
                 origin: "a".into(),

@@ -31,8 +31,20 @@
 //!   changes as Pages (never anything of another origin, so nothing goes back
 //!   where it came from). Pushes may be lost; pulls guarantee convergence.
 //! - **Retry**: a Pull without answer is re-sent with exponential backoff; after
-//!   `max_attempts` it becomes a dead letter (durable, visible) and a later Hello
-//!   starts over, possibly from another peer.
+//!   `max_attempts` it becomes a dead letter (durable, visible, one counted record
+//!   per peer and cause) and a later Hello starts over, possibly from another peer.
+//!   A page that finds the database busy is pulled again after a backoff: busy is
+//!   never a dead letter.
+//! - **Quarantine**: a change of a page that cannot be applied here is kept aside
+//!   by the store in the page's transaction; the rest applies and the watermark
+//!   advances. Hellos carry a summary of what the sender holds in quarantine, so
+//!   the origin of those changes can show it. Quarantined changes are retried on
+//!   anti-entropy rounds when the database changed since the last try.
+//! - **Claims are verified**: a page vouches for its origin only up to the last
+//!   change it carries, or up to what the origin itself reported (its own Hello
+//!   or its own page), whichever is higher; an origin reporting less than we vouch
+//!   for cuts our claim. So one wrong watermark (a bug, an app's
+//!   `sdsync_mark_complete`) does not make anyone skip the origin's changes.
 //! - **ACK / log**: a peer's Hello says what it holds of our origin. Our "log" is
 //!   the own changes some active peer has not acknowledged; peers unseen for
 //!   `horizon_ms` stop holding it back (they catch up from state).
@@ -42,8 +54,14 @@ use std::collections::BTreeMap;
 use sdsync_core::hlc::Hlc;
 
 use crate::library::Change;
-use crate::proto::message::{Envelope, MAX_PAGE_BYTES, PROTOCOL_VERSION, Payload, decode};
+use crate::proto::message::{
+    Envelope, MAX_PAGE_BYTES, PROTOCOL_VERSION, Payload, QuarantineSummary, decode,
+};
 use crate::proto::store::{Store, StoreError};
+
+pub use crate::proto::event::{Event, Output};
+
+mod reports;
 
 /// Tunables (milliseconds for times).
 #[derive(Clone, Debug)]
@@ -85,67 +103,6 @@ impl Default for Config {
     }
 }
 
-/// What the node asks its driver to do or report.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Output {
-    /// Send a message to a peer.
-    Send {
-        /// Peer device.
-        to: String,
-        /// The message.
-        env: Envelope,
-    },
-    /// Something worth reporting.
-    Event(Event),
-}
-
-/// Reportable events.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Event {
-    /// Changes from a peer were applied.
-    Applied {
-        /// Peer.
-        peer: String,
-        /// Origin of the changes.
-        origin: String,
-        /// How many.
-        count: usize,
-    },
-    /// A peer or message was refused (bad envelope, clock, unknown sender).
-    Refused {
-        /// Peer (or sender as claimed).
-        peer: String,
-        /// Why.
-        reason: String,
-    },
-    /// A peer refused us.
-    RefusedBy {
-        /// Peer.
-        peer: String,
-        /// Its reason.
-        reason: String,
-    },
-    /// Bytes that are not a message.
-    Malformed {
-        /// The decoder's reason.
-        reason: String,
-    },
-    /// A page could not be applied; kept as a dead letter.
-    ApplyFailed {
-        /// Peer.
-        peer: String,
-        /// The error.
-        reason: String,
-    },
-    /// A request gave up after its retries; kept as a dead letter.
-    DeadLetter {
-        /// Peer.
-        peer: String,
-        /// What.
-        what: String,
-    },
-}
-
 #[derive(Clone, Debug, Default)]
 struct Peer {
     connected: bool,
@@ -174,6 +131,15 @@ pub struct Node {
     peers: BTreeMap<String, Peer>,
     pulls: BTreeMap<String, Pending>,
     next_hello: u64,
+    /// What each peer last reported holding in quarantine (stored when it changes).
+    peer_quarantine: BTreeMap<String, Vec<QuarantineSummary>>,
+    /// The highest sequence each origin reported itself (as stored).
+    reported: BTreeMap<String, i64>,
+    /// `(peer, origin)`: a claim of that peer we could not verify; not pulled
+    /// for again until the peer claims something else.
+    unverified: BTreeMap<(String, String), i64>,
+    /// Consecutive busy pages per origin (the backoff grows with it).
+    busy: BTreeMap<String, u32>,
 }
 
 type Out = Result<Vec<Output>, StoreError>;
@@ -188,6 +154,10 @@ impl Node {
             peers: BTreeMap::new(),
             pulls: BTreeMap::new(),
             next_hello: 0,
+            peer_quarantine: BTreeMap::new(),
+            reported: BTreeMap::new(),
+            unverified: BTreeMap::new(),
+            busy: BTreeMap::new(),
         }
     }
 
@@ -245,7 +215,17 @@ impl Node {
         let mut out = Vec::new();
         if now >= self.next_hello {
             self.next_hello = now + self.cfg.anti_entropy_ms;
-            store.sweep()?;
+            // Both write: with an app holding the write lock they wait for the
+            // next round; the Hellos still go out.
+            match store.sweep().and_then(|()| store.retry_quarantined()) {
+                Ok(r) if r != Default::default() => out.push(Output::Event(Event::Retried {
+                    applied: r.applied,
+                    kept: r.kept,
+                })),
+                Ok(_) => {}
+                Err(e) if e.is_transient() => {}
+                Err(e) => return Err(e),
+            }
             let connected: Vec<String> = self.connected().collect();
             for peer in connected {
                 out.push(self.hello(&peer, false, store)?);
@@ -340,7 +320,11 @@ impl Node {
                 watermarks,
                 hlc,
                 reply,
-            } => self.on_hello(&peer, watermarks, hlc, reply, now, store),
+                quarantined,
+            } => {
+                self.on_quarantine_report(&peer, quarantined, store)?;
+                self.on_hello(&peer, watermarks, hlc, reply, now, store)
+            }
             Payload::Pull { origin, after } => self.on_pull(&peer, &origin, after, store),
             Payload::Page {
                 origin,
@@ -416,6 +400,10 @@ impl Node {
             ]);
         }
         let acks: BTreeMap<String, i64> = marks.into_iter().collect();
+        let mut out = Vec::new();
+        if let Some(&issued) = acks.get(peer) {
+            out.extend(self.origin_reports(peer, issued, store)?);
+        }
         let ours: BTreeMap<String, i64> = store.watermarks()?.into_iter().collect();
         let p = self.peers.entry(peer.into()).or_default();
         p.refused = None;
@@ -427,13 +415,16 @@ impl Node {
         };
         p.hello_seen = true;
         p.acks = acks.clone();
-        let mut out = Vec::new();
         if reply {
             out.push(self.hello(peer, false, store)?);
         }
         for (origin, seq) in acks {
             let have = ours.get(&origin).copied().unwrap_or(0);
-            if origin != self.me && seq > have && !self.pulls.contains_key(&origin) {
+            let doubted = self
+                .unverified
+                .get(&(peer.to_string(), origin.clone()))
+                .is_some_and(|&claim| claim >= seq);
+            if origin != self.me && seq > have && !self.pulls.contains_key(&origin) && !doubted {
                 out.push(self.start_pull(peer, &origin, have, now));
             }
         }
@@ -472,11 +463,36 @@ impl Node {
             .into_iter()
             .find(|(o, _)| o == origin)
             .map_or(0, |(_, s)| s);
-        let complete = (have >= after).then_some((origin, complete_to));
-        if let Err(e) = store.apply(changes, complete) {
-            return self.failed(peer, origin, after, e.to_string(), store);
-        }
         let mut out = Vec::new();
+        // What this page can vouch for: the origin knows what it issued; another
+        // peer's claim counts up to the last change it carries, or up to what the
+        // origin itself last reported.
+        let vouched = if peer == origin {
+            out.extend(self.origin_reports(origin, complete_to, store)?);
+            complete_to
+        } else {
+            let last = changes.last().map_or(0, |c| c.seq);
+            complete_to.min(last.max(store.reported(origin)?))
+        };
+        let complete = (have >= after).then_some((origin, vouched));
+        let quarantined = match store.apply(peer, changes, complete) {
+            Ok(q) => q,
+            Err(e) if e.is_transient() => return Ok(self.deferred(peer, origin, have, &e, now)),
+            Err(e) => return self.failed(peer, origin, after, e.to_string(), store),
+        };
+        self.busy.remove(origin);
+        if vouched < complete_to && !more {
+            self.unverified
+                .insert((peer.to_string(), origin.to_string()), complete_to);
+        }
+        for q in quarantined {
+            out.push(Output::Event(Event::Quarantined {
+                peer: peer.into(),
+                origin: origin.into(),
+                seq: q.seq,
+                reason: q.reason,
+            }));
+        }
         if !changes.is_empty() {
             out.push(Output::Event(Event::Applied {
                 peer: peer.into(),
@@ -511,6 +527,7 @@ impl Node {
         self.pulls.remove(origin);
         store.dead_letter(
             peer,
+            &format!("page of origin {origin} not applied"),
             &format!("page of origin {origin} after {after}"),
             &reason,
         )?;
@@ -533,6 +550,7 @@ impl Node {
             }
             store.dead_letter(
                 &p.peer,
+                &format!("pull of origin {origin} unanswered"),
                 &what,
                 &format!("no answer after {} attempts", p.attempts),
             )?;
@@ -610,6 +628,7 @@ impl Node {
             watermarks: store.watermarks()?,
             hlc: store.hlc()?,
             reply,
+            quarantined: store.quarantine_summary()?,
         };
         Ok(self.send(peer, payload))
     }

@@ -1,5 +1,4 @@
-//! What the protocol needs from storage, and its implementation over the
-//! extension's SQL contract.
+//! What the protocol needs from storage.
 //!
 //! ```no_run
 //! use sdsync_syncer::library::{Library, extension_path};
@@ -11,13 +10,15 @@
 //!
 //! The protocol state machine holds no data of its own that must survive a crash:
 //! what a device holds is in `database.db` (watermarks advance in the transaction
-//! that applies the rows), and what must be kept aside (dead letters) goes to the
-//! syncer's `sync.db`.
+//! that applies the rows, quarantined changes are kept in that same transaction),
+//! and what must be kept aside (dead letters, what peers report) goes to the
+//! syncer's `sync.db`. The implementation over SQLite lives in
+//! [`crate::sqlstore`]; it is re-exported here for the paths callers already use.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use crate::library::{Change, LibraryError};
+use crate::proto::message::QuarantineSummary;
 
-use crate::library::{Change, Library, LibraryError, apply_in, read_changes};
-use crate::proto::message::change_size;
+pub use crate::sqlstore::SqlStore;
 
 /// Why storage failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,29 @@ pub enum StoreError {
     /// The syncer's own database failed.
     #[error("sync.db: {0}")]
     Sync(#[from] rusqlite::Error),
+    /// The database is busy or locked by another connection (an app writing):
+    /// try again later; never a reason to set a change aside.
+    #[error("{path}: busy ({source}); will retry")]
+    Busy {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+}
+
+impl StoreError {
+    /// Whether the same operation may succeed later unchanged (lock contention,
+    /// a full disk, I/O): such errors are retried, never quarantined.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Busy { .. } => true,
+            Self::Library(LibraryError::Sql { source, .. }) | Self::Sync(source) => {
+                crate::sqlstore::transient(source)
+            }
+            Self::Library(_) => false,
+        }
+    }
 }
 
 /// A bounded slice of an origin's changes.
@@ -43,11 +67,32 @@ pub struct Slice {
     pub held: i64,
 }
 
+/// A change of a page that could not be applied and was quarantined.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quarantined {
+    /// Origin sequence of the change.
+    pub seq: i64,
+    /// Table.
+    pub table: String,
+    /// Why it did not apply.
+    pub reason: String,
+}
+
+/// What a retry of quarantined changes did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Retried {
+    /// Changes that applied (or were superseded) and left the quarantine.
+    pub applied: usize,
+    /// Changes still quarantined.
+    pub kept: usize,
+}
+
 /// Storage as the protocol sees it.
 pub trait Store {
     /// This device's id.
     fn device(&self) -> Result<String, StoreError>;
-    /// `(origin, seq)`: what this device holds completely.
+    /// `(origin, seq)`: what this device holds completely and can vouch for (a
+    /// watermark the syncer did not verify is not believed, see `sqlstore`).
     fn watermarks(&self) -> Result<Vec<(String, i64)>, StoreError>;
     /// The device's current HLC (last issued or received).
     fn hlc(&self) -> Result<i64, StoreError>;
@@ -62,146 +107,36 @@ pub trait Store {
     ) -> Result<Slice, StoreError>;
     /// How many changes of `origin` lie above `after`.
     fn count_above(&self, origin: &str, after: i64) -> Result<i64, StoreError>;
-    /// Applies changes and, in the same transaction, records completeness.
-    fn apply(&self, changes: &[Change], complete: Option<(&str, i64)>) -> Result<(), StoreError>;
+    /// Applies changes received from `peer` and, in the same transaction, records
+    /// completeness. A change that cannot be applied is quarantined in that
+    /// transaction instead of failing the page; transient errors fail it whole.
+    fn apply(
+        &self,
+        peer: &str,
+        changes: &[Change],
+        complete: Option<(&str, i64)>,
+    ) -> Result<Vec<Quarantined>, StoreError>;
     /// Applies parked changes whose wait is over (rows the app re-created).
     fn sweep(&self) -> Result<(), StoreError>;
-    /// Keeps a message that could not be delivered or applied, with the reason.
-    fn dead_letter(&self, peer: &str, what: &str, reason: &str) -> Result<(), StoreError>;
-}
-
-/// The table of `sync.db` that keeps what could not be delivered or applied.
-pub const DEAD_LETTERS: &str = "CREATE TABLE IF NOT EXISTS dead_letters(
-  id INTEGER PRIMARY KEY, peer TEXT NOT NULL, what TEXT NOT NULL, reason TEXT NOT NULL,
-  at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));";
-
-/// [`Store`] over a library database and the syncer's `sync.db`.
-pub struct SqlStore {
-    /// The library.
-    pub lib: Library,
-    /// The syncer's own state.
-    pub sync: Connection,
-}
-
-impl SqlStore {
-    /// Wraps a library and a sync.db connection (creating its tables).
-    pub fn new(lib: Library, sync: Connection) -> Result<Self, StoreError> {
-        sync.execute_batch(DEAD_LETTERS)?;
-        Ok(Self { lib, sync })
-    }
-
-    /// Maps a library statement's error to the store's, naming the file.
-    pub(crate) fn sql<T>(&self, r: rusqlite::Result<T>) -> Result<T, StoreError> {
-        r.map_err(|source| {
-            StoreError::Library(LibraryError::Sql {
-                path: self.lib.path.clone(),
-                source,
-            })
-        })
-    }
-}
-
-impl Store for SqlStore {
-    fn device(&self) -> Result<String, StoreError> {
-        Ok(self.lib.device()?)
-    }
-
-    fn watermarks(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(self.lib.watermarks()?)
-    }
-
-    fn hlc(&self) -> Result<i64, StoreError> {
-        self.sql(
-            self.lib
-                .conn
-                .query_row("SELECT hlc FROM sdsync_clock", [], |r| r.get(0)),
-        )
-    }
-
-    fn slice(
+    /// Retries quarantined changes if the schema or data changed since the last
+    /// try (cheap when nothing did).
+    fn retry_quarantined(&self) -> Result<Retried, StoreError>;
+    /// What this device holds in quarantine, per origin.
+    fn quarantine_summary(&self) -> Result<Vec<QuarantineSummary>, StoreError>;
+    /// Records what `peer` reports holding in quarantine (replacing its last report).
+    fn peer_quarantine(&self, peer: &str, summary: &[QuarantineSummary]) -> Result<(), StoreError>;
+    /// The highest sequence `origin` itself reported having issued (0: unknown).
+    fn reported(&self, origin: &str) -> Result<i64, StoreError>;
+    /// `origin` itself says it issued up to `seq`: remember it, and stop vouching
+    /// for more of it than that. Returns the vouched watermark it cut, if any.
+    fn report(&self, origin: &str, seq: i64) -> Result<Option<i64>, StoreError>;
+    /// Keeps a message that could not be delivered or applied, with the reason:
+    /// one record per `(peer, cause)`, counted, so repeats do not grow it.
+    fn dead_letter(
         &self,
-        origin: &str,
-        after: i64,
-        rows: usize,
-        bytes: usize,
-    ) -> Result<Slice, StoreError> {
-        // One read transaction: the changes and the watermark from one snapshot.
-        let tx = self.sql(self.lib.conn.unchecked_transaction())?;
-        let held: i64 = self
-            .sql(
-                tx.query_row(
-                    "SELECT seq FROM sdsync_watermarks WHERE origin = ?1",
-                    [origin],
-                    |r| r.get(0),
-                )
-                .optional(),
-            )?
-            .unwrap_or(0);
-        let mut changes = self.sql(read_changes(
-            &tx,
-            "SELECT tbl, pk, op, data, origin, seq, hlc, creates FROM sdsync_changes \
-             WHERE origin = ?1 AND seq > ?2 LIMIT ?3",
-            params![origin, after, rows as i64 + 1],
-        ))?;
-        let mut size = 0;
-        let mut keep = 0;
-        for c in &changes {
-            size += change_size(c);
-            if keep > 0 && size > bytes {
-                break;
-            }
-            keep += 1;
-        }
-        let more = changes.len() > keep.min(rows);
-        changes.truncate(keep.min(rows));
-        self.sql(tx.commit())?;
-        Ok(Slice {
-            changes,
-            more,
-            held,
-        })
-    }
-
-    fn count_above(&self, origin: &str, after: i64) -> Result<i64, StoreError> {
-        self.sql(self.lib.conn.query_row(
-            "SELECT count(*) FROM sdsync_changes WHERE origin = ?1 AND seq > ?2",
-            params![origin, after],
-            |r| r.get(0),
-        ))
-    }
-
-    fn apply(&self, changes: &[Change], complete: Option<(&str, i64)>) -> Result<(), StoreError> {
-        // IMMEDIATE: take the write lock first, so an app's commit cannot
-        // invalidate the snapshot between apply's first read and first write.
-        let tx = self.sql(Transaction::new_unchecked(
-            &self.lib.conn,
-            TransactionBehavior::Immediate,
-        ))?;
-        self.sql(apply_in(&tx, changes))?;
-        if let Some((origin, seq)) = complete {
-            self.sql(tx.query_row(
-                "SELECT sdsync_mark_complete(?1, ?2)",
-                params![origin, seq],
-                |_| Ok(()),
-            ))?;
-        }
-        self.sql(tx.commit())
-    }
-
-    fn sweep(&self) -> Result<(), StoreError> {
-        self.sql(
-            self.lib
-                .conn
-                .execute("INSERT INTO sdsync_changes(op) VALUES ('sweep')", [])
-                .map(|_| ()),
-        )
-    }
-
-    fn dead_letter(&self, peer: &str, what: &str, reason: &str) -> Result<(), StoreError> {
-        self.sync.execute(
-            "INSERT INTO dead_letters(peer, what, reason) VALUES (?1, ?2, ?3)",
-            params![peer, what, reason],
-        )?;
-        Ok(())
-    }
+        peer: &str,
+        cause: &str,
+        what: &str,
+        reason: &str,
+    ) -> Result<(), StoreError>;
 }

@@ -1,0 +1,451 @@
+//! Applying a peer's change: the merge rules of `sdsync_core::merge`, executed.
+//!
+//! ```sql
+//! -- Copying changes between two databases makes them converge:
+//! INSERT INTO sdsync_changes SELECT * FROM other.changes_copy;
+//! ```
+//!
+//! One change at a time: parse it (refusing bad input before any write), check the
+//! clock drift and ownership, load the row's version groups, decide with the pure
+//! merge rules, write the row and its versions with the writer's own transaction,
+//! then wake the parked changes that were waiting for this row. Statements are
+//! prepared once per connection and kept in [`Engine`]; the `sdsync_changes` table
+//! finalizes them when SQLite disconnects it, before the connection closes.
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::rc::Rc;
+
+use serde_json::{Map, Value as Json};
+
+use sdsync_core::hlc::Hlc;
+use sdsync_core::merge::{
+    Delete, Group, RowState, Upsert, Version, plan_delete, plan_upsert, with_win,
+};
+use sdsync_core::schema::{Class, ROW_BIT, TableSpec};
+
+use super::parse::{Change, ChangeError, Fields, Op, column_value};
+use super::rows;
+use crate::catalog::Catalog;
+use crate::ffi::{Db, SqlError, Stmt, Value};
+use crate::store;
+
+use stmts::{FastHash, Key};
+
+mod evict;
+mod parking;
+mod refs;
+mod state;
+mod stmts;
+
+/// A row waiting in `sdsync_parked`.
+struct Parked {
+    mask: u64,
+    version: Version,
+    values: Vec<Value>,
+}
+
+/// A row: its table and uuid.
+type RowRef = (Rc<TableSpec>, Value);
+
+/// A parked change waiting for a row: its table, row, origin id and sequence.
+type Waiting = (Rc<TableSpec>, Value, i64, i64);
+
+/// The per-connection apply state: cached statements, catalog and origin ids.
+pub struct Engine {
+    db: Db,
+    stmts: HashMap<Key, Stmt, BuildHasherDefault<FastHash>>,
+    catalog: Catalog,
+    schema_version: Option<i64>,
+    local_origin: Option<i64>,
+    max_drift_ms: u64,
+    /// `PRAGMA data_version` (moves when another connection commits) and this
+    /// connection's total changes after our last apply (moves when the app on this
+    /// connection writes): when either moves, the known-empty flags are stale.
+    data_version: Option<(i64, i64)>,
+    /// What this transaction taught the engine (see [`TxState`]).
+    tx: TxState,
+    /// The wall clock of the current apply (the connection's, see `Conn::wall_ms`).
+    wall_ms: u64,
+}
+
+/// What the engine knows of the database's *contents*, valid only as long as the
+/// transaction that learnt it: a rollback can undo an origin row apply created,
+/// the clock it raised, a parent whose id it cached or a parked row it wrote.
+/// Kept past a rollback, these once made a change of one origin be stored as
+/// another's. The `sdsync_changes` table drops it when a transaction or
+/// savepoint begins or rolls back, and after any failed (or panicked) apply.
+#[derive(Default)]
+struct TxState {
+    origin_ids: HashMap<String, i64, BuildHasherDefault<FastHash>>,
+    origin_names: HashMap<i64, String, BuildHasherDefault<FastHash>>,
+    /// Whether `sdsync_parked` is known to be empty (`None`: look).
+    parked_empty: Option<bool>,
+    /// Whether `sdsync_tombstones` is known to be empty (`None`: look).
+    tombstones_empty: Option<bool>,
+    /// Referenced rows' local ids by uuid, per (table, column). Valid while no one
+    /// else writes and apply deletes nothing (ids are never reused otherwise).
+    refs: HashMap<(i64, usize), HashMap<String, Value>, BuildHasherDefault<FastHash>>,
+    /// A value the persisted clock is known to have reached.
+    clock_floor: u64,
+}
+
+impl Engine {
+    /// An engine for one connection.
+    pub fn new(db: Db) -> Self {
+        Self {
+            db,
+            stmts: HashMap::default(),
+            catalog: Catalog::default(),
+            schema_version: None,
+            local_origin: None,
+            max_drift_ms: 300_000,
+            data_version: None,
+            tx: TxState::default(),
+            wall_ms: 0,
+        }
+    }
+
+    /// Forgets what the current transaction taught the engine: a transaction or
+    /// savepoint began (`rolled_back` false) or was rolled back. After a rollback
+    /// the schema may have moved back too, so the catalog is reloaded.
+    pub fn forget_transaction(&mut self, rolled_back: bool) {
+        self.tx = TxState::default();
+        self.data_version = None;
+        if rolled_back {
+            self.schema_version = None;
+        }
+    }
+
+    /// Applies one inserted `sdsync_changes` row. A failed apply is rolled back
+    /// by SQLite (the statement's changes), so what it learnt is forgotten.
+    pub fn apply(&mut self, fields: Fields, wall_ms: u64) -> Result<(), ChangeError> {
+        let result = self.apply_row(fields, wall_ms);
+        if result.is_err() {
+            self.forget_transaction(true);
+        }
+        result
+    }
+
+    fn apply_row(&mut self, fields: Fields, wall_ms: u64) -> Result<(), ChangeError> {
+        self.wall_ms = wall_ms;
+        let others_wrote = self.refresh()?;
+        if fields.is_sweep() {
+            return self.sweep();
+        }
+        if others_wrote {
+            self.sweep()?;
+        }
+        let change = Change::parse(fields, &self.catalog)?;
+        self.check_drift(&change)?;
+        let version = Version {
+            hlc: change.hlc.as_i64() as u64,
+            origin_id: self.known_origin(&change.origin)?.unwrap_or(0),
+            origin: change.origin.clone(),
+            seq: change.seq,
+        };
+        let woke = self.apply_one(&change, &version)?;
+        self.wake(woke)?;
+        self.raise_clock(&version)?;
+        if let Some((data, _)) = self.data_version {
+            self.data_version = Some((data, self.db.total_changes()));
+        }
+        Ok(())
+    }
+
+    /// Reloads the catalog and drops cached statements after any schema change;
+    /// forgets what it knew of the parked table after another connection's commit.
+    /// Returns whether anyone else wrote since this engine last applied.
+    fn refresh(&mut self) -> Result<bool, ChangeError> {
+        // Plain PRAGMA statements read a header field; the pragma_* table-valued
+        // functions would prepare a nested statement on every call.
+        let now = self.pragma("PRAGMA schema_version")?;
+        let data = self.pragma("PRAGMA data_version")?;
+        let seen = Some((data, self.db.total_changes()));
+        let moved = self.data_version != seen;
+        if moved {
+            self.data_version = seen;
+            self.tx.parked_empty = None;
+            self.tx.tombstones_empty = None;
+            self.tx.refs.clear();
+        }
+        if self.schema_version == Some(now) {
+            return Ok(moved);
+        }
+        self.tx.parked_empty = None;
+        self.tx.refs.clear();
+        self.stmts.clear();
+        self.catalog = Catalog::load(self.db)?;
+        self.tx.origin_ids.clear();
+        self.tx.origin_names.clear();
+        if store::exists(self.db)? {
+            self.max_drift_ms = store::max_drift_ms(self.db)?;
+        }
+        // Re-identifying re-creates the triggers, so it moves schema_version too.
+        self.local_origin = store::local_origin(self.db)?;
+        self.schema_version = Some(now);
+        Ok(true)
+    }
+
+    /// Applies parked changes whose wait is over although no applied change
+    /// announced it: typically a row the app itself re-created. Runs when anyone
+    /// else wrote since the last apply, and on `INSERT INTO sdsync_changes(op)
+    /// VALUES ('sweep')`.
+    fn sweep(&mut self) -> Result<(), ChangeError> {
+        if self.parked_is_empty()? {
+            return Ok(());
+        }
+        let tables: Vec<i64> = {
+            let stmt = self.stmt("SELECT DISTINCT wait_tbl FROM sdsync_parked")?;
+            stmt.bind_all(&[])?;
+            let mut t = Vec::new();
+            while stmt.step()? {
+                t.push(stmt.int(0));
+            }
+            stmt.reset();
+            t
+        };
+        let mut ready = Vec::new();
+        for t in tables {
+            let Some(spec) = self.catalog.by_id(t).cloned() else {
+                continue;
+            };
+            let stmt = self.keyed(Key::Ready(t), || rows::ready_sql(&spec))?;
+            stmt.bind_all(&[])?;
+            while stmt.step()? {
+                ready.push((spec.clone(), stmt.value(0)));
+            }
+            stmt.reset();
+        }
+        self.wake(ready)
+    }
+
+    fn check_drift(&self, change: &Change) -> Result<(), ChangeError> {
+        let ahead = change.hlc.ahead_of(self.wall_ms);
+        if ahead <= self.max_drift_ms {
+            return Ok(());
+        }
+        Err(ChangeError::FarFuture {
+            table: change.table.name.clone(),
+            pk: change.pk_text(),
+            origin: change.origin.clone(),
+            hlc: change.hlc.to_string(),
+            ahead_ms: ahead,
+            max_ms: self.max_drift_ms,
+        })
+    }
+
+    /// Receive rule: the local clock never issues a value at or below a received
+    /// one. A change of our own origin that we lack (a restored backup) also moves
+    /// the local sequence past it, so no sequence number is ever issued twice.
+    ///
+    /// The clock is raised to the wall clock as well: the send rule would issue
+    /// at least that next anyway, and it lets the following changes of the batch
+    /// (older than now) skip the write.
+    fn raise_clock(&mut self, v: &Version) -> Result<(), ChangeError> {
+        let id = self.known_origin(&v.origin)?;
+        let local = id.is_some() && self.local_origin == id;
+        let target = v.hlc.max(Hlc::from_wall(self.wall_ms).as_i64() as u64);
+        if !local && v.hlc <= self.tx.clock_floor {
+            return Ok(());
+        }
+        self.tx.clock_floor = self.tx.clock_floor.max(target);
+        let v = &Version {
+            hlc: target,
+            ..v.clone()
+        };
+        self.run(
+            "UPDATE sdsync_clock SET hlc = max(hlc, ?1), seq = CASE WHEN ?3 THEN max(seq, ?2) ELSE seq END \
+             WHERE hlc < ?1 OR (?3 AND seq < ?2)",
+            &[
+                Value::Integer(v.hlc as i64),
+                Value::Integer(v.seq),
+                Value::Integer(i64::from(local)),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Merges one change; returns the rows that came into existence.
+    fn apply_one(&mut self, change: &Change, v: &Version) -> Result<Vec<RowRef>, ChangeError> {
+        let spec = change.table.clone();
+        let (state, rid) = self.state(&spec, &change.pk)?;
+        if let Some(owner) = state
+            .owner()
+            .filter(|o| spec.class == Class::Owned && *o != change.origin)
+        {
+            return Err(ChangeError::Forged {
+                table: spec.name.clone(),
+                pk: change.pk_text(),
+                owner: owner.to_string(),
+                origin: change.origin.clone(),
+            });
+        }
+        match change.op {
+            Op::Delete => self.delete(&spec, &change.pk, &state, rid, v),
+            Op::Upsert => match plan_upsert(&state, change.mask, v) {
+                Upsert::Ignore => Ok(Vec::new()),
+                Upsert::Write(bits) => {
+                    let (RowState::Alive(groups), Some(rid)) = (&state, rid) else {
+                        return Ok(Vec::new());
+                    };
+                    self.write(change, v, bits, groups, rid)?;
+                    Ok(Vec::new())
+                }
+                Upsert::Park => {
+                    let became = self.materialize(&spec, &change.pk, &state, Some((change, v)))?;
+                    Ok(if became {
+                        vec![(spec, change.pk.clone())]
+                    } else {
+                        Vec::new()
+                    })
+                }
+            },
+        }
+    }
+
+    /// Writes the bits a change won to a live row, unless a referenced row is missing.
+    fn write(
+        &mut self,
+        change: &Change,
+        v: &Version,
+        bits: u64,
+        groups: &[Group],
+        rid: i64,
+    ) -> Result<(), ChangeError> {
+        let spec = &change.table;
+        let resolved = match self.resolve(spec, &change.values, bits)? {
+            Ok(resolved) => resolved,
+            Err(parent) => return self.park(change, v, &parent, "waiting for a referenced row"),
+        };
+        let columns = bits & !ROW_BIT;
+        if columns != 0 {
+            let params = row_params(spec, &change.pk, columns, &resolved);
+            self.run_keyed(
+                Key::Update(spec.id, columns),
+                || rows::update_sql(spec, columns),
+                &params,
+            )?;
+        }
+        // Groups may overlap (the newest owns a bit): when every existing group
+        // keeps some bit, adding the new group is enough; otherwise rewrite them.
+        if groups.iter().all(|g| g.mask & !bits != 0) {
+            self.put_group(
+                spec,
+                rid,
+                &Group {
+                    mask: bits,
+                    version: v.clone(),
+                },
+            )?;
+        } else {
+            self.set_groups(spec, rid, &with_win(groups, bits, v), false)?;
+        }
+        Ok(())
+    }
+
+    /// Applies a delete; returns the rows that exist again afterwards (evicted
+    /// children whose newer pieces no longer reference the deleted row).
+    fn delete(
+        &mut self,
+        spec: &Rc<TableSpec>,
+        pk: &Value,
+        state: &RowState,
+        rid: Option<i64>,
+        v: &Version,
+    ) -> Result<Vec<RowRef>, ChangeError> {
+        match plan_delete(state, v) {
+            Delete::Ignore => Ok(Vec::new()),
+            Delete::Tombstone => {
+                self.set_tombstone(spec, pk, v)?;
+                self.unpark_older(spec, pk, v)?;
+                Ok(Vec::new())
+            }
+            Delete::Kill(newer) => {
+                let (RowState::Alive(groups), Some(rid)) = (state, rid) else {
+                    return Ok(Vec::new());
+                };
+                let mut keep = Vec::new();
+                for i in newer {
+                    keep.push(self.group_change(spec, pk, rid, &groups[i])?);
+                }
+                // Deleting may free ids, so cached references go.
+                self.tx.refs.clear();
+                let evicted = self.evict_children(spec, rid, pk, 0)?;
+                // The apply-mode delete trigger drops the row's version groups.
+                self.run_keyed(
+                    Key::Delete(spec.id),
+                    || rows::delete_sql(spec),
+                    std::slice::from_ref(pk),
+                )?;
+                let me = (spec.clone(), pk.clone());
+                for (change, version) in keep {
+                    self.park(&change, &version, &me, "updated after a delete")?;
+                }
+                self.set_tombstone(spec, pk, v)?;
+                self.unpark_older(spec, pk, v)?;
+                // Pieces parked while the row was alive waited for their own
+                // references; now they are assembled together, so they wait for
+                // whatever the assembled row lacks (a newer re-creation may even
+                // bring it straight back). The same holds for evicted children.
+                let mut back = Vec::new();
+                if self.parked_is_empty()? {
+                    return Ok(back);
+                }
+                for row in std::iter::once(me).chain(evicted) {
+                    let (state, _) = self.state(&row.0, &row.1)?;
+                    if self.materialize(&row.0, &row.1, &state, None)? {
+                        back.push(row);
+                    }
+                }
+                Ok(back)
+            }
+        }
+    }
+
+    /// Drops the parked pieces of a row that a delete at `v` supersedes.
+    fn unpark_older(
+        &mut self,
+        spec: &Rc<TableSpec>,
+        pk: &Value,
+        v: &Version,
+    ) -> Result<(), SqlError> {
+        let pieces = self.parked_for_row(spec, pk)?;
+        for (_, p) in pieces.iter().filter(|(_, p)| !p.version.beats(v)) {
+            self.unpark(p.version.origin_id, p.version.seq)?;
+        }
+        Ok(())
+    }
+}
+
+/// A stored version (parked piece or live group) as the upsert that re-applies it.
+fn upsert(spec: &Rc<TableSpec>, pk: &Value, values: Vec<Value>, mask: u64, v: &Version) -> Change {
+    Change {
+        table: spec.clone(),
+        pk: pk.clone(),
+        op: Op::Upsert,
+        values,
+        mask,
+        origin: v.origin.clone(),
+        seq: v.seq,
+        hlc: Hlc::from_i64(v.hlc as i64).unwrap_or_default(),
+    }
+}
+
+/// Parameters of an insert or update: the uuid, then the columns of `columns`.
+fn row_params(spec: &TableSpec, pk: &Value, columns: u64, values: &[Value]) -> Vec<Value> {
+    let mut params = vec![pk.clone()];
+    params.extend(spec.columns_in(columns).map(|(i, _)| values[i].clone()));
+    params
+}
+
+/// Column values of a stored JSON object (validated when it arrived).
+fn decode(spec: &TableSpec, data: &Map<String, Json>) -> Vec<Value> {
+    let mut values = vec![Value::Null; spec.columns.len()];
+    for (i, col) in spec.columns.iter().enumerate() {
+        if let Some(json) = data.get(&col.name) {
+            values[i] = column_value(spec, i, json).unwrap_or(Value::Null);
+        }
+    }
+    values
+}

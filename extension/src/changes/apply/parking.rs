@@ -1,0 +1,338 @@
+//! Changes that cannot be applied yet wait in `sdsync_parked` for the row they
+//! need (a parent, the row's creation, a NOT NULL column), and are woken when it
+//! appears: assembled with the row's other pieces and applied.
+//!
+//! ```ignore
+//! self.park(&change, &version, &(parent_spec, parent_uuid), "waiting for a referenced row")?;
+//! self.wake(vec![(spec, pk)])?; // rows that came into existence
+//! ```
+
+use std::rc::Rc;
+
+use serde_json::{Map, Value as Json};
+
+use sdsync_core::merge::{Group, Piece, RowState, Version, assemble};
+use sdsync_core::schema::{ROW_BIT, TableSpec};
+
+use super::{Engine, Key, Parked, RowRef, Waiting, decode, row_params, upsert};
+use crate::changes::parse::{Change, ChangeError};
+use crate::changes::rows;
+use crate::ffi::{SqlError, Value};
+use crate::values::to_json;
+
+impl Engine {
+    /// Builds a row that is not alive from its parked pieces plus `incoming`; parks
+    /// `incoming` when the row cannot be built yet. Returns whether the row now exists.
+    pub(super) fn materialize(
+        &mut self,
+        spec: &Rc<TableSpec>,
+        pk: &Value,
+        state: &RowState,
+        incoming: Option<(&Change, &Version)>,
+    ) -> Result<bool, ChangeError> {
+        let tomb = match state {
+            RowState::Dead(v) => Some(v.clone()),
+            _ => None,
+        };
+        let mut pieces: Vec<Parked> = if self.parked_is_empty()? {
+            Vec::new()
+        } else {
+            self.parked_for_row(spec, pk)?
+                .into_iter()
+                .map(|(_, p)| p)
+                .collect()
+        };
+        if let Some((c, v)) = incoming {
+            pieces.push(Parked {
+                mask: c.mask,
+                version: v.clone(),
+                values: c.values.clone(),
+            });
+        }
+        let shapes: Vec<Piece> = pieces
+            .iter()
+            .map(|p| Piece {
+                mask: p.mask,
+                version: p.version.clone(),
+            })
+            .collect();
+        let me = (spec.clone(), pk.clone());
+        let Some(asm) = assemble(tomb.as_ref(), &shapes) else {
+            return self.park_incoming(
+                &me,
+                incoming,
+                &me,
+                "waiting for the change that creates the row",
+            );
+        };
+        let mut values = vec![Value::Null; spec.columns.len()];
+        for (i, bits) in &asm.winners {
+            for (c, _) in spec.columns_in(*bits) {
+                values[c] = pieces[*i].values[c].clone();
+            }
+        }
+        if let Some((_, c)) = spec.columns_in(!asm.covered).find(|(_, c)| c.required) {
+            let reason = format!("incomplete: required column {} not received yet", c.name);
+            return self.park_incoming(&me, incoming, &me, &reason);
+        }
+        let resolved = match self.resolve(spec, &values, asm.covered)? {
+            Ok(resolved) => resolved,
+            Err(parent) => {
+                return self.park_incoming(&me, incoming, &parent, "waiting for a referenced row");
+            }
+        };
+        let columns = asm.covered & !ROW_BIT;
+        let params = row_params(spec, pk, columns, &resolved);
+        self.run_keyed(
+            Key::Insert(spec.id, columns),
+            || rows::insert_sql(spec, columns),
+            &params,
+        )?;
+        let groups: Vec<Group> = asm
+            .winners
+            .iter()
+            .map(|(i, bits)| Group {
+                mask: *bits,
+                version: pieces[*i].version.clone(),
+            })
+            .collect();
+        let rid = self.db.last_insert_rowid();
+        self.set_groups(spec, rid, &groups, true)?;
+        if tomb.is_some() {
+            self.run(
+                "DELETE FROM sdsync_tombstones WHERE tbl = ?1 AND pk = ?2",
+                &[Value::Integer(spec.id), pk.clone()],
+            )?;
+        }
+        if pieces.len() > usize::from(incoming.is_some()) {
+            self.tx.parked_empty = None;
+            self.run(
+                "DELETE FROM sdsync_parked WHERE tbl = ?1 AND pk = ?2",
+                &[Value::Integer(spec.id), pk.clone()],
+            )?;
+        }
+        Ok(true)
+    }
+
+    /// A row that is not alive cannot be built yet: parks `incoming` and sends
+    /// every piece of the row to wait for the same thing, since they are
+    /// assembled together.
+    pub(super) fn park_incoming(
+        &mut self,
+        row: &RowRef,
+        incoming: Option<(&Change, &Version)>,
+        wait: &RowRef,
+        reason: &str,
+    ) -> Result<bool, ChangeError> {
+        if let Some((c, v)) = incoming {
+            self.park(c, v, wait, reason)?;
+        } else if self.parked_is_empty()? {
+            return Ok(false);
+        }
+        self.run(
+            "UPDATE sdsync_parked SET wait_tbl = ?3, wait_pk = ?4, reason = ?5 WHERE tbl = ?1 AND pk = ?2",
+            &[
+                Value::Integer(row.0.id),
+                row.1.clone(),
+                Value::Integer(wait.0.id),
+                wait.1.clone(),
+                Value::Text(reason.to_string()),
+            ],
+        )?;
+        Ok(false)
+    }
+
+    /// Stores a change durably until `wait` exists. Pieces of a live row wait
+    /// each for their own reference; see `park_incoming` for rows not alive.
+    pub(super) fn park(
+        &mut self,
+        c: &Change,
+        v: &Version,
+        wait: &RowRef,
+        reason: &str,
+    ) -> Result<(), ChangeError> {
+        let origin = self.origin_id(v)?;
+        self.tx.parked_empty = Some(false);
+        let mut data = Map::new();
+        for (i, col) in c.table.columns_in(c.mask) {
+            data.insert(col.name.clone(), to_json(&c.values[i]));
+        }
+        self.run(
+            "INSERT OR REPLACE INTO sdsync_parked(origin, seq, tbl, pk, mask, hlc, data, wait_tbl, wait_pk, reason) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            &[
+                Value::Integer(origin),
+                Value::Integer(v.seq),
+                Value::Integer(c.table.id),
+                c.pk.clone(),
+                Value::Integer(c.mask as i64),
+                Value::Integer(v.hlc as i64),
+                Value::Text(Json::Object(data).to_string()),
+                Value::Integer(wait.0.id),
+                wait.1.clone(),
+                Value::Text(reason.to_string()),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Whether nothing is parked (looked up once, then tracked as this engine
+    /// parks and unparks; another connection's commit makes it look again).
+    pub(super) fn parked_is_empty(&mut self) -> Result<bool, SqlError> {
+        if let Some(empty) = self.tx.parked_empty {
+            return Ok(empty);
+        }
+        let stmt = self.stmt("SELECT NOT EXISTS (SELECT 1 FROM sdsync_parked)")?;
+        stmt.bind_all(&[])?;
+        let empty = stmt.step()? && stmt.int(0) != 0;
+        stmt.reset();
+        self.tx.parked_empty = Some(empty);
+        Ok(empty)
+    }
+
+    pub(super) fn unpark(&mut self, origin_id: i64, seq: i64) -> Result<(), SqlError> {
+        self.tx.parked_empty = None;
+        self.run(
+            "DELETE FROM sdsync_parked WHERE origin = ?1 AND seq = ?2",
+            &[Value::Integer(origin_id), Value::Integer(seq)],
+        )
+    }
+
+    /// Applies parked changes whose wait is over, until nothing more moves. A
+    /// woken change that fails (say, it breaks a UNIQUE constraint of the app) stays
+    /// parked with the error as its reason, visible, and does not fail the change
+    /// that woke it.
+    pub(super) fn wake(&mut self, mut queue: Vec<RowRef>) -> Result<(), ChangeError> {
+        while let Some((spec, pk)) = queue.pop() {
+            if self.parked_is_empty()? {
+                return Ok(());
+            }
+            for (table, row, origin_id, seq) in self.waiting_for(&spec, &pk)? {
+                let (state, _) = self.state(&table, &row)?;
+                let result = if matches!(state, RowState::Alive(_)) {
+                    self.retry_piece(&table, &row, origin_id, seq)
+                } else {
+                    self.materialize(&table, &row, &state, None).map(|made| {
+                        if made {
+                            vec![(table.clone(), row.clone())]
+                        } else {
+                            Vec::new()
+                        }
+                    })
+                };
+                match result {
+                    Ok(rows) => queue.extend(rows),
+                    Err(e) => self.run(
+                        "UPDATE sdsync_parked SET reason = ?3 WHERE tbl = ?1 AND pk = ?2",
+                        &[
+                            Value::Integer(table.id),
+                            row.clone(),
+                            Value::Text(format!("failed: {e}")),
+                        ],
+                    )?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-applies one parked change to a live row; on failure it is parked again.
+    pub(super) fn retry_piece(
+        &mut self,
+        table: &Rc<TableSpec>,
+        row: &Value,
+        origin_id: i64,
+        seq: i64,
+    ) -> Result<Vec<RowRef>, ChangeError> {
+        let Some((change, v)) = self.parked_change(table, row, origin_id, seq)? else {
+            return Ok(Vec::new());
+        };
+        self.unpark(origin_id, seq)?;
+        self.apply_one(&change, &v).inspect_err(|_| {
+            // The failed write changed nothing; put the change back where it was.
+            let _ = self.park(&change, &v, &(table.clone(), row.clone()), "failed");
+        })
+    }
+
+    pub(super) fn waiting_for(
+        &mut self,
+        spec: &TableSpec,
+        pk: &Value,
+    ) -> Result<Vec<Waiting>, SqlError> {
+        let stmt = self.stmt(
+            "SELECT tbl, pk, origin, seq FROM sdsync_parked WHERE wait_tbl = ?1 AND wait_pk = ?2",
+        )?;
+        stmt.bind_all(&[Value::Integer(spec.id), pk.clone()])?;
+        let mut found = Vec::new();
+        while stmt.step()? {
+            found.push((stmt.int(0), stmt.value(1), stmt.int(2), stmt.int(3)));
+        }
+        stmt.reset();
+        Ok(found
+            .into_iter()
+            .filter_map(|(t, pk, o, s)| self.catalog.by_id(t).map(|spec| (spec.clone(), pk, o, s)))
+            .collect())
+    }
+
+    pub(super) fn parked_change(
+        &mut self,
+        spec: &Rc<TableSpec>,
+        pk: &Value,
+        origin_id: i64,
+        seq: i64,
+    ) -> Result<Option<(Change, Version)>, ChangeError> {
+        let found = self
+            .parked_for_row(spec, pk)?
+            .into_iter()
+            .find(|(_, p)| p.version.origin_id == origin_id && p.version.seq == seq);
+        let Some((_, p)) = found else {
+            return Ok(None);
+        };
+        let change = upsert(spec, pk, p.values, p.mask, &p.version);
+        Ok(Some((change, p.version)))
+    }
+
+    pub(super) fn parked_for_row(
+        &mut self,
+        spec: &Rc<TableSpec>,
+        pk: &Value,
+    ) -> Result<Vec<(i64, Parked)>, SqlError> {
+        let stmt = self.stmt(
+            "SELECT origin, seq, mask, hlc, data FROM sdsync_parked WHERE tbl = ?1 AND pk = ?2",
+        )?;
+        stmt.bind_all(&[Value::Integer(spec.id), pk.clone()])?;
+        let mut raw = Vec::new();
+        while stmt.step()? {
+            raw.push((
+                stmt.int(0),
+                stmt.int(1),
+                stmt.int(2),
+                stmt.int(3),
+                stmt.text(4).unwrap_or_default(),
+            ));
+        }
+        stmt.reset();
+        let mut out = Vec::new();
+        for (origin_id, seq, mask, hlc, data) in raw {
+            let map = match serde_json::from_str::<Json>(&data) {
+                Ok(Json::Object(map)) => map,
+                _ => Map::new(),
+            };
+            let origin = self.origin_name(origin_id)?;
+            out.push((
+                origin_id,
+                Parked {
+                    mask: mask as u64,
+                    version: Version {
+                        hlc: hlc as u64,
+                        origin,
+                        origin_id,
+                        seq,
+                    },
+                    values: decode(spec, &map),
+                },
+            ));
+        }
+        Ok(out)
+    }
+}

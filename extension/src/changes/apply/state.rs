@@ -1,0 +1,203 @@
+//! What the database holds of a row: its local id, version groups and tombstone,
+//! and the origin ids behind them; and writing them back.
+//!
+//! ```ignore
+//! let (state, rid) = self.state(&spec, &pk)?; // RowState::Alive(groups) | Dead(tombstone) | Absent
+//! ```
+
+use sdsync_core::merge::{Group, RowState, Version, normalize};
+use sdsync_core::schema::TableSpec;
+
+use super::{Engine, Key};
+use crate::changes::rows;
+use crate::ffi::{SqlError, Value};
+use crate::store;
+
+impl Engine {
+    /// The local id of an origin already known here (no write).
+    pub(super) fn known_origin(&mut self, uuid: &str) -> Result<Option<i64>, SqlError> {
+        if let Some(id) = self.tx.origin_ids.get(uuid) {
+            return Ok(Some(*id));
+        }
+        let stmt = self.stmt("SELECT id FROM sdsync_origins WHERE uuid = ?1")?;
+        stmt.bind_all(&[Value::Text(uuid.to_string())])?;
+        let id = if stmt.step()? {
+            Some(stmt.int(0))
+        } else {
+            None
+        };
+        stmt.reset();
+        if let Some(id) = id {
+            self.tx.origin_ids.insert(uuid.to_string(), id);
+            self.tx.origin_names.insert(id, uuid.to_string());
+        }
+        Ok(id)
+    }
+
+    /// The local id of a version's origin, creating the origin row on first use.
+    /// Called only after the change's table write succeeded, so a refused change
+    /// leaves no origin behind.
+    pub(super) fn origin_id(&mut self, v: &Version) -> Result<i64, SqlError> {
+        if v.origin_id > 0 {
+            return Ok(v.origin_id);
+        }
+        if let Some(id) = self.known_origin(&v.origin)? {
+            return Ok(id);
+        }
+        let id = store::intern_origin(self.db, &v.origin)?;
+        self.tx.origin_ids.insert(v.origin.clone(), id);
+        self.tx.origin_names.insert(id, v.origin.clone());
+        Ok(id)
+    }
+
+    pub(super) fn origin_name(&mut self, id: i64) -> Result<String, SqlError> {
+        if let Some(name) = self.tx.origin_names.get(&id) {
+            return Ok(name.clone());
+        }
+        let stmt = self.stmt("SELECT uuid FROM sdsync_origins WHERE id = ?1")?;
+        stmt.bind_all(&[Value::Integer(id)])?;
+        let name = if stmt.step()? {
+            stmt.text(0).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        stmt.reset();
+        self.tx.origin_names.insert(id, name.clone());
+        Ok(name)
+    }
+
+    /// What this database holds about a row, and its local id if it exists.
+    pub(super) fn state(
+        &mut self,
+        spec: &TableSpec,
+        pk: &Value,
+    ) -> Result<(RowState, Option<i64>), SqlError> {
+        let stmt = self.keyed(Key::State(spec.id), || rows::state_sql(spec))?;
+        stmt.bind_all(std::slice::from_ref(pk))?;
+        let mut rid = None;
+        let mut raw = Vec::new();
+        while stmt.step()? {
+            rid = Some(stmt.int(0));
+            if let Value::Integer(mask) = stmt.value(1) {
+                raw.push((mask, stmt.int(2), stmt.int(3), stmt.int(4)));
+            }
+        }
+        stmt.reset();
+        let Some(rid) = rid else {
+            let tomb = self.tombstone(spec, pk)?;
+            return Ok((tomb.map_or(RowState::Unknown, RowState::Dead), None));
+        };
+        let mut groups = Vec::with_capacity(raw.len());
+        for (mask, origin_id, seq, hlc) in raw {
+            let origin = self.origin_name(origin_id)?;
+            let version = Version {
+                hlc: hlc as u64,
+                origin,
+                origin_id,
+                seq,
+            };
+            groups.push(Group {
+                mask: mask as u64,
+                version,
+            });
+        }
+        Ok((RowState::Alive(normalize(groups)), Some(rid)))
+    }
+
+    pub(super) fn tombstone(
+        &mut self,
+        spec: &TableSpec,
+        pk: &Value,
+    ) -> Result<Option<Version>, SqlError> {
+        if self.tx.tombstones_empty.is_none() {
+            let stmt = self.stmt("SELECT NOT EXISTS (SELECT 1 FROM sdsync_tombstones)")?;
+            stmt.bind_all(&[])?;
+            let empty = stmt.step()? && stmt.int(0) != 0;
+            stmt.reset();
+            self.tx.tombstones_empty = Some(empty);
+        }
+        if self.tx.tombstones_empty == Some(true) {
+            return Ok(None);
+        }
+        let stmt =
+            self.stmt("SELECT origin, seq, hlc FROM sdsync_tombstones WHERE tbl = ?1 AND pk = ?2")?;
+        stmt.bind_all(&[Value::Integer(spec.id), pk.clone()])?;
+        let found = if stmt.step()? {
+            Some((stmt.int(0), stmt.int(1), stmt.int(2)))
+        } else {
+            None
+        };
+        stmt.reset();
+        let Some((origin_id, seq, hlc)) = found else {
+            return Ok(None);
+        };
+        let origin = self.origin_name(origin_id)?;
+        Ok(Some(Version {
+            hlc: hlc as u64,
+            origin,
+            origin_id,
+            seq,
+        }))
+    }
+
+    pub(super) fn set_tombstone(
+        &mut self,
+        spec: &TableSpec,
+        pk: &Value,
+        v: &Version,
+    ) -> Result<(), SqlError> {
+        let origin = self.origin_id(v)?;
+        self.tx.tombstones_empty = Some(false);
+        self.run("INSERT OR REPLACE INTO sdsync_tombstones(tbl, pk, origin, seq, hlc) VALUES (?1, ?2, ?3, ?4, ?5)",
+            &[
+                Value::Integer(spec.id),
+                pk.clone(),
+                Value::Integer(origin),
+                Value::Integer(v.seq),
+                Value::Integer(v.hlc as i64),
+            ],
+        )
+    }
+
+    /// Replaces the version groups of a live row (`fresh`: the row was just
+    /// inserted by apply, so it has none to remove).
+    pub(super) fn set_groups(
+        &mut self,
+        spec: &TableSpec,
+        rid: i64,
+        groups: &[Group],
+        fresh: bool,
+    ) -> Result<(), SqlError> {
+        if !fresh {
+            self.run(
+                "DELETE FROM sdsync_versions WHERE tbl = ?1 AND rid = ?2",
+                &[Value::Integer(spec.id), Value::Integer(rid)],
+            )?;
+        }
+        for g in groups {
+            self.put_group(spec, rid, g)?;
+        }
+        Ok(())
+    }
+
+    /// Stores one version group (replacing a stored group of the same mask).
+    pub(super) fn put_group(
+        &mut self,
+        spec: &TableSpec,
+        rid: i64,
+        g: &Group,
+    ) -> Result<(), SqlError> {
+        let origin = self.origin_id(&g.version)?;
+        self.run(
+            "INSERT OR REPLACE INTO sdsync_versions(tbl, rid, mask, origin, seq, hlc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            &[
+                Value::Integer(spec.id),
+                Value::Integer(rid),
+                Value::Integer(g.mask as i64),
+                Value::Integer(origin),
+                Value::Integer(g.version.seq),
+                Value::Integer(g.version.hlc as i64),
+            ],
+        )
+    }
+}

@@ -1,0 +1,106 @@
+//! What the protocol node returns: messages to send and events to report.
+//!
+//! ```
+//! use sdsync_syncer::proto::node::{Event, Output};
+//! let e = Output::Event(Event::Retried { applied: 1, kept: 0 });
+//! assert!(matches!(e, Output::Event(Event::Retried { .. })));
+//! ```
+
+use crate::proto::message::Envelope;
+
+/// What the node asks its driver to do or report.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Send a message to a peer.
+    Send {
+        /// Peer device.
+        to: String,
+        /// The message.
+        env: Envelope,
+    },
+    /// Something worth reporting.
+    Event(Event),
+}
+
+/// Reportable events.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// Changes from a peer were applied.
+    Applied {
+        /// Peer.
+        peer: String,
+        /// Origin of the changes.
+        origin: String,
+        /// How many.
+        count: usize,
+    },
+    /// A peer or message was refused (bad envelope, clock, unknown sender).
+    Refused {
+        /// Peer (or sender as claimed).
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+    /// A peer refused us.
+    RefusedBy {
+        /// Peer.
+        peer: String,
+        /// Its reason.
+        reason: String,
+    },
+    /// Bytes that are not a message.
+    Malformed {
+        /// The decoder's reason.
+        reason: String,
+    },
+    /// A page could not be applied; kept as a dead letter.
+    ApplyFailed {
+        /// Peer.
+        peer: String,
+        /// The error.
+        reason: String,
+    },
+    /// A request gave up after its retries; kept as a dead letter.
+    DeadLetter {
+        /// Peer.
+        peer: String,
+        /// What.
+        what: String,
+    },
+    /// A change could not be applied and was quarantined; its page applied.
+    Quarantined {
+        /// Peer that delivered it.
+        peer: String,
+        /// Its origin.
+        origin: String,
+        /// Its sequence.
+        seq: i64,
+        /// Why.
+        reason: String,
+    },
+    /// A page found the database busy; it is pulled again after a backoff.
+    Deferred {
+        /// Peer.
+        peer: String,
+        /// Origin of the page.
+        origin: String,
+        /// The error.
+        reason: String,
+    },
+    /// Quarantined changes were retried.
+    Retried {
+        /// How many applied (or were superseded) and left the quarantine.
+        applied: usize,
+        /// How many are still quarantined.
+        kept: usize,
+    },
+    /// We vouched for more of `origin` than it says it issued: cut back.
+    WatermarkCut {
+        /// The origin.
+        origin: String,
+        /// What we vouched for.
+        vouched: i64,
+        /// What the origin itself reports.
+        issued: i64,
+    },
+}

@@ -1,0 +1,78 @@
+//! The node's handling of what peers report about themselves (their quarantine
+//! summaries, their own last sequence) and of pages that found the database busy.
+
+use super::{Node, Pending};
+use crate::proto::event::{Event, Output};
+use crate::proto::message::QuarantineSummary;
+use crate::proto::store::{Store, StoreError};
+
+type Out = Result<Vec<Output>, StoreError>;
+
+impl Node {
+    /// A page found the database busy (an app holding the write lock): nothing
+    /// was applied; pull it again after a backoff that grows while it lasts. Not
+    /// a dead letter and not a quarantine: the page itself is fine.
+    pub(super) fn deferred(
+        &mut self,
+        peer: &str,
+        origin: &str,
+        have: i64,
+        e: &StoreError,
+        now: u64,
+    ) -> Vec<Output> {
+        let busy = self.busy.entry(origin.into()).or_default();
+        *busy = busy.saturating_add(1);
+        let wait = self.cfg.backoff_ms.saturating_mul(1 << (*busy).min(6));
+        let mine = self.pulls.get(origin).is_none_or(|p| p.peer == peer);
+        if mine {
+            let after = self.pulls.get(origin).map_or(have, |p| p.after);
+            self.pulls.insert(
+                origin.into(),
+                Pending {
+                    peer: peer.into(),
+                    after,
+                    deadline: now + wait,
+                    attempts: 0,
+                },
+            );
+        }
+        vec![Output::Event(Event::Deferred {
+            peer: peer.into(),
+            origin: origin.into(),
+            reason: e.to_string(),
+        })]
+    }
+
+    /// `origin` says (in its Hello or its own page) it issued up to `issued`.
+    pub(super) fn origin_reports(&mut self, origin: &str, issued: i64, store: &dyn Store) -> Out {
+        if self.reported.get(origin).is_some_and(|&r| r >= issued) {
+            return Ok(vec![]);
+        }
+        self.reported.insert(origin.into(), issued);
+        Ok(store
+            .report(origin, issued)?
+            .map(|vouched| {
+                Output::Event(Event::WatermarkCut {
+                    origin: origin.into(),
+                    vouched,
+                    issued,
+                })
+            })
+            .into_iter()
+            .collect())
+    }
+
+    /// Stores what a peer holds in quarantine when it differs from its last report.
+    pub(super) fn on_quarantine_report(
+        &mut self,
+        peer: &str,
+        summary: Vec<QuarantineSummary>,
+        store: &dyn Store,
+    ) -> Result<(), StoreError> {
+        if self.peer_quarantine.get(peer) != Some(&summary) {
+            store.peer_quarantine(peer, &summary)?;
+            self.peer_quarantine.insert(peer.into(), summary);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,330 @@
+//! The [`Store`] of the protocol over a library database and the syncer's
+//! `sync.db`.
+//!
+//! ```no_run
+//! use sdsync_syncer::library::{Library, extension_path};
+//! use sdsync_syncer::sqlstore::SqlStore;
+//! use sdsync_syncer::proto::store::Store;
+//! let ext = extension_path(None).unwrap();
+//! let lib = Library::create("db".as_ref(), &ext).unwrap();
+//! let store = SqlStore::new(lib, rusqlite::Connection::open_in_memory().unwrap()).unwrap();
+//! println!("{:?}", store.watermarks().unwrap());
+//! ```
+//!
+//! Three rules make a peer's mistakes local and visible instead of silent:
+//! - **Quarantine** ([`quarantine`]): a page is applied in one transaction; if a
+//!   change in it fails for a reason of its own (a type the schema refuses, an
+//!   app UNIQUE index, a table this device lacks), the page is applied again change
+//!   by change, each under a SAVEPOINT, and the failures are kept in
+//!   `sdsync_quarantine` in that same transaction, which also advances the
+//!   watermark. The stream of that origin goes on.
+//! - **Transient errors** (busy, locked, disk full) fail the whole page without a
+//!   trace; the protocol retries it later ([`StoreError::Busy`]).
+//! - **Verified watermarks** ([`marks`]): `sdsync_watermarks` says what the
+//!   database claims to hold, and anyone with the database open can raise it
+//!   (`sdsync_mark_complete`). The syncer vouches only for what it verified itself,
+//!   in `sdsync_verified`, written in the apply transaction: the effective
+//!   watermark of another origin is the smaller of the two.
+
+pub mod marks;
+pub mod quarantine;
+pub mod syncdb;
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use crate::library::{Change, Library, LibraryError, apply_in, read_changes};
+use crate::proto::message::{QuarantineSummary, change_size};
+use crate::proto::store::{Quarantined, Retried, Slice, Store, StoreError};
+
+/// How long one attempt to take the library's write lock waits. Short: the
+/// daemon's single task must not stall its links for long; a page that found the
+/// database busy is retried by the protocol with backoff.
+pub const APPLY_BUSY_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// [`Store`] over a library database and the syncer's `sync.db`.
+pub struct SqlStore {
+    /// The library.
+    pub lib: Library,
+    /// The syncer's own state.
+    pub sync: Connection,
+    me: String,
+    /// The database's state when quarantined changes were last retried.
+    tried: Cell<Option<[i64; 3]>>,
+    /// Rows our own sweeps changed (not a reason to retry the quarantine).
+    swept: Cell<i64>,
+}
+
+impl SqlStore {
+    /// Wraps a library and a sync.db connection (creating the tables both need).
+    pub fn new(lib: Library, sync: Connection) -> Result<Self, StoreError> {
+        let me = lib.device()?;
+        let err = |source| {
+            StoreError::Library(LibraryError::Sql {
+                path: lib.path.clone(),
+                source,
+            })
+        };
+        lib.conn.busy_timeout(APPLY_BUSY_TIMEOUT).map_err(err)?;
+        quarantine::ensure(&lib.conn).map_err(err)?;
+        marks::ensure(&lib.conn, &me).map_err(err)?;
+        syncdb::ensure(&sync)?;
+        Ok(Self {
+            lib,
+            sync,
+            me,
+            tried: Cell::new(None),
+            swept: Cell::new(0),
+        })
+    }
+
+    /// Maps a library statement's error to the store's, naming the file; busy
+    /// and other transient errors become [`StoreError::Busy`].
+    pub(crate) fn sql<T>(&self, r: rusqlite::Result<T>) -> Result<T, StoreError> {
+        r.map_err(|source| {
+            let path = self.lib.path.clone();
+            if transient(&source) {
+                StoreError::Busy { path, source }
+            } else {
+                StoreError::Library(LibraryError::Sql { path, source })
+            }
+        })
+    }
+
+    fn begin(&self) -> Result<Transaction<'_>, StoreError> {
+        // IMMEDIATE: take the write lock first, so an app's commit cannot
+        // invalidate the snapshot between apply's first read and first write.
+        self.sql(Transaction::new_unchecked(
+            &self.lib.conn,
+            TransactionBehavior::Immediate,
+        ))
+    }
+
+    /// Marks completeness and clears quarantined copies of what just applied.
+    fn finish(
+        &self,
+        tx: &Connection,
+        applied: &[&Change],
+        complete: Option<(&str, i64)>,
+    ) -> Result<(), StoreError> {
+        self.sql(quarantine::release(tx, applied))?;
+        if let Some((origin, seq)) = complete {
+            self.sql(marks::vouch(tx, origin, seq))?;
+        }
+        Ok(())
+    }
+
+    fn fingerprint(&self) -> Result<[i64; 3], StoreError> {
+        self.sql(self.lib.conn.query_row(
+            "SELECT (SELECT schema_version FROM pragma_schema_version), \
+                    (SELECT data_version FROM pragma_data_version), total_changes()",
+            [],
+            |r| Ok([r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? - self.swept.get()]),
+        ))
+    }
+
+    fn total_changes(&self) -> Result<i64, StoreError> {
+        self.sql(
+            self.lib
+                .conn
+                .prepare_cached("SELECT total_changes()")
+                .and_then(|mut s| s.query_row([], |r| r.get(0))),
+        )
+    }
+}
+
+impl Store for SqlStore {
+    fn device(&self) -> Result<String, StoreError> {
+        Ok(self.me.clone())
+    }
+
+    fn watermarks(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.sql(marks::effective(&self.lib.conn, &self.me))
+    }
+
+    fn hlc(&self) -> Result<i64, StoreError> {
+        self.sql(
+            self.lib
+                .conn
+                .query_row("SELECT hlc FROM sdsync_clock", [], |r| r.get(0)),
+        )
+    }
+
+    fn slice(
+        &self,
+        origin: &str,
+        after: i64,
+        rows: usize,
+        bytes: usize,
+    ) -> Result<Slice, StoreError> {
+        // One read transaction: the changes and the watermark from one snapshot.
+        let tx = self.sql(self.lib.conn.unchecked_transaction())?;
+        let held = self.sql(marks::effective_of(&tx, &self.me, origin))?;
+        let mut changes = self.sql(read_changes(
+            &tx,
+            "SELECT tbl, pk, op, data, origin, seq, hlc, creates FROM sdsync_changes \
+             WHERE origin = ?1 AND seq > ?2 LIMIT ?3",
+            params![origin, after, rows as i64 + 1],
+        ))?;
+        let mut size = 0;
+        let mut keep = 0;
+        for c in &changes {
+            size += change_size(c);
+            if keep > 0 && size > bytes {
+                break;
+            }
+            keep += 1;
+        }
+        let more = changes.len() > keep.min(rows);
+        changes.truncate(keep.min(rows));
+        // Quarantined changes are part of what the origin issued: a peer that
+        // gets this origin from here gets them too (and applies or quarantines
+        // them itself), as if it had pulled from the origin.
+        let upper = if more {
+            changes.last().map_or(held, |c| c.seq)
+        } else {
+            held
+        };
+        let kept = self.sql(quarantine::held_between(&tx, origin, after, upper))?;
+        if !kept.is_empty() {
+            changes.extend(kept);
+            changes.sort_by_key(|c| c.seq);
+        }
+        self.sql(tx.commit())?;
+        Ok(Slice {
+            changes,
+            more,
+            held,
+        })
+    }
+
+    fn count_above(&self, origin: &str, after: i64) -> Result<i64, StoreError> {
+        self.sql(self.lib.conn.query_row(
+            "SELECT count(*) FROM sdsync_changes WHERE origin = ?1 AND seq > ?2",
+            params![origin, after],
+            |r| r.get(0),
+        ))
+    }
+
+    fn apply(
+        &self,
+        peer: &str,
+        changes: &[Change],
+        complete: Option<(&str, i64)>,
+    ) -> Result<Vec<Quarantined>, StoreError> {
+        // First the whole page at once: the common case, and the fast one.
+        let tx = self.begin()?;
+        let whole = self.sql(apply_in(&tx, changes)).and_then(|()| {
+            let all: Vec<&Change> = changes.iter().collect();
+            self.finish(&tx, &all, complete)
+        });
+        match whole {
+            Ok(()) => return self.sql(tx.commit()).map(|()| vec![]),
+            Err(e) if e.is_transient() => return Err(e),
+            Err(_) => drop(tx),
+        }
+        // Some change refused: again change by change, keeping the refused aside.
+        let tx = self.begin()?;
+        let (applied, quarantined) = self.sql(quarantine::apply_each(&tx, peer, changes))?;
+        self.finish(&tx, &applied, complete)?;
+        self.sql(tx.commit())?;
+        // This was a try: the next automatic one waits for something to change.
+        self.tried.set(Some(self.fingerprint()?));
+        Ok(quarantined)
+    }
+
+    fn sweep(&self) -> Result<(), StoreError> {
+        let before = self.total_changes()?;
+        self.sql(
+            self.lib
+                .conn
+                .execute("INSERT INTO sdsync_changes(op) VALUES ('sweep')", [])
+                .map(|_| ()),
+        )?;
+        self.swept
+            .set(self.swept.get() + self.total_changes()? - before);
+        Ok(())
+    }
+
+    fn retry_quarantined(&self) -> Result<Retried, StoreError> {
+        if self.sql(quarantine::is_empty(&self.lib.conn))? {
+            return Ok(Retried::default());
+        }
+        let before = self.fingerprint()?;
+        if self.tried.get() == Some(before) {
+            return Ok(Retried::default());
+        }
+        let tx = self.begin()?;
+        let total = self.sql(quarantine::count(&tx))?;
+        let retried = self.sql(quarantine::retry_in(&tx, None, quarantine::RETRY_BATCH))?;
+        self.sql(tx.commit())?;
+        // A large quarantine is retried a batch per round until all were tried.
+        if total <= quarantine::RETRY_BATCH {
+            self.tried.set(Some(self.fingerprint()?));
+        }
+        Ok(retried)
+    }
+
+    fn quarantine_summary(&self) -> Result<Vec<QuarantineSummary>, StoreError> {
+        self.sql(quarantine::summary(&self.lib.conn))
+    }
+
+    fn peer_quarantine(&self, peer: &str, summary: &[QuarantineSummary]) -> Result<(), StoreError> {
+        Ok(syncdb::peer_quarantine(&self.sync, peer, summary)?)
+    }
+
+    fn reported(&self, origin: &str) -> Result<i64, StoreError> {
+        Ok(syncdb::reported(&self.sync, origin)?)
+    }
+
+    fn report(&self, origin: &str, seq: i64) -> Result<Option<i64>, StoreError> {
+        let known = syncdb::report(&self.sync, origin, seq)?;
+        self.sql(marks::cut(&self.lib.conn, origin, known))
+    }
+
+    fn dead_letter(
+        &self,
+        peer: &str,
+        cause: &str,
+        what: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        Ok(syncdb::dead_letter(&self.sync, peer, cause, what, reason)?)
+    }
+}
+
+/// Whether SQLite's error is about the environment rather than the data.
+pub fn transient(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    match e {
+        rusqlite::Error::SqliteFailure(f, msg) => {
+            matches!(
+                f.code,
+                DatabaseBusy
+                    | DatabaseLocked
+                    | DiskFull
+                    | SystemIoFailure
+                    | OutOfMemory
+                    | OperationInterrupted
+                    | FileLockingProtocolFailed
+                    | CannotOpen
+            ) || msg.as_deref().is_some_and(|m| {
+                // The extension reports a nested statement's failure as a plain
+                // error with SQLite's message.
+                m.contains("database is locked") || m.contains("database table is locked")
+            })
+        }
+        _ => false,
+    }
+}
+
+/// Reads one optional integer (helper for the submodules).
+fn opt_i64(
+    conn: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(sql, p, |r| r.get(0)).optional()
+}

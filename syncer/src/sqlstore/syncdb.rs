@@ -1,0 +1,172 @@
+//! The syncer's own tables in `sync.db`: dead letters, what peers report holding
+//! in quarantine, and the last sequence each origin reported itself.
+//!
+//! ```no_run
+//! let sync = rusqlite::Connection::open("sync.db").unwrap();
+//! sdsync_syncer::sqlstore::syncdb::ensure(&sync).unwrap();
+//! sdsync_syncer::sqlstore::syncdb::dead_letter(&sync, "peer", "pull of origin o: no answer", "pull after 3", "no answer after 6 attempts").unwrap();
+//! ```
+//!
+//! Dead letters are bounded: one row per `(peer, cause)` — a cause names the
+//! kind of failure and its origin, without the changing details — with a count,
+//! the first and last time, and the last occurrence's details. A failure that
+//! repeats every anti-entropy round adds to a count instead of a row.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::proto::message::QuarantineSummary;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS dead_letters(
+  id INTEGER PRIMARY KEY, peer TEXT NOT NULL, cause TEXT NOT NULL,
+  what TEXT NOT NULL, reason TEXT NOT NULL, count INTEGER NOT NULL DEFAULT 1,
+  at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  last_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  UNIQUE (peer, cause));
+CREATE TABLE IF NOT EXISTS peer_quarantine(
+  peer TEXT NOT NULL, origin TEXT NOT NULL, count INTEGER NOT NULL, reason TEXT NOT NULL,
+  at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  PRIMARY KEY (peer, origin));
+CREATE TABLE IF NOT EXISTS reported(origin TEXT PRIMARY KEY, seq INTEGER NOT NULL);";
+
+/// A dead letter as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The peer involved.
+    pub peer: String,
+    /// The kind of failure.
+    pub cause: String,
+    /// The last occurrence: what failed and why.
+    pub what: String,
+    /// Why.
+    pub reason: String,
+    /// How many times.
+    pub count: i64,
+    /// First and last time.
+    pub at: (String, String),
+}
+
+impl std::fmt::Display for DeadLetter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {} time(s) {}..{}, last {}: {}",
+            self.peer, self.cause, self.count, self.at.0, self.at.1, self.what, self.reason
+        )
+    }
+}
+
+/// Creates the tables; a `dead_letters` table of the earlier one-row-per-failure
+/// form is folded into the counted form.
+pub fn ensure(conn: &Connection) -> rusqlite::Result<()> {
+    let old: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'dead_letters'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if old.is_some_and(|sql| !sql.contains("cause")) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch("ALTER TABLE dead_letters RENAME TO dead_letters_v1;")?;
+        tx.execute_batch(SCHEMA)?;
+        tx.execute_batch(
+            "INSERT INTO dead_letters(peer, cause, what, reason, count, at, last_at) \
+               SELECT peer, what, max(what), max(reason), count(*), min(at), max(at) \
+               FROM dead_letters_v1 GROUP BY peer, what; \
+             DROP TABLE dead_letters_v1;",
+        )?;
+        return tx.commit();
+    }
+    conn.execute_batch(SCHEMA)
+}
+
+/// Records a failure: a new row for a new `(peer, cause)`, else one more count.
+pub fn dead_letter(
+    conn: &Connection,
+    peer: &str,
+    cause: &str,
+    what: &str,
+    reason: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO dead_letters(peer, cause, what, reason) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT(peer, cause) DO UPDATE SET what = excluded.what, reason = excluded.reason, \
+           count = count + 1, last_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+    )?
+    .execute(params![peer, cause, what, reason])?;
+    Ok(())
+}
+
+/// The most recent dead letters.
+pub fn dead_letters(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<DeadLetter>> {
+    let mut stmt = conn.prepare(
+        "SELECT peer, cause, what, reason, count, at, last_at FROM dead_letters \
+         ORDER BY last_at DESC LIMIT ?1",
+    )?;
+    stmt.query_map([limit as i64], |r| {
+        Ok(DeadLetter {
+            peer: r.get(0)?,
+            cause: r.get(1)?,
+            what: r.get(2)?,
+            reason: r.get(3)?,
+            count: r.get(4)?,
+            at: (r.get(5)?, r.get(6)?),
+        })
+    })?
+    .collect()
+}
+
+/// Replaces what `peer` last reported holding in quarantine.
+pub fn peer_quarantine(
+    conn: &Connection,
+    peer: &str,
+    summary: &[QuarantineSummary],
+) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute("DELETE FROM peer_quarantine WHERE peer = ?1", [peer])?;
+    for q in summary {
+        tx.execute(
+            "INSERT OR REPLACE INTO peer_quarantine(peer, origin, count, reason) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![peer, q.origin, q.count, q.reason],
+        )?;
+    }
+    tx.commit()
+}
+
+/// What peers last reported holding in quarantine: `(peer, summary)`.
+pub fn peer_reports(conn: &Connection) -> rusqlite::Result<Vec<(String, QuarantineSummary)>> {
+    let mut stmt = conn
+        .prepare("SELECT peer, origin, count, reason FROM peer_quarantine ORDER BY peer, origin")?;
+    stmt.query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            QuarantineSummary {
+                origin: r.get(1)?,
+                count: r.get(2)?,
+                reason: r.get(3)?,
+            },
+        ))
+    })?
+    .collect()
+}
+
+/// The highest sequence `origin` itself reported (0: never heard from it).
+pub fn reported(conn: &Connection, origin: &str) -> rusqlite::Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT seq FROM reported WHERE origin = ?1")?
+        .query_row([origin], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Raises what `origin` reported to `seq`; returns the highest report so far.
+pub fn report(conn: &Connection, origin: &str, seq: i64) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO reported(origin, seq) VALUES (?1, ?2) \
+         ON CONFLICT(origin) DO UPDATE SET seq = max(seq, excluded.seq)",
+    )?
+    .execute(params![origin, seq])?;
+    reported(conn, origin)
+}

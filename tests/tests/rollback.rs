@@ -1,0 +1,148 @@
+//! The apply engine's knowledge lives exactly as long as the transaction that
+//! taught it: applies rolled back (whole transactions, savepoints, failed
+//! statements) leave nothing behind that later applies could trust.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sdsync_tests::{Lib, temp_dir};
+
+const X: &str = "01890000-0000-7000-8000-00000000000a";
+const Y: &str = "01890000-0000-7000-8000-00000000000b";
+
+/// An HLC `ahead_ms` milliseconds from now.
+fn hlc(ahead_ms: i64) -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64;
+    (now + ahead_ms) << 16
+}
+
+/// An insert of a whole tag, as a peer sends it.
+fn tag(origin: &str, seq: i64, hlc: i64, pk: &str, name: &str) -> String {
+    format!(
+        "INSERT INTO sdsync_changes(tbl, pk, op, data, origin, seq, hlc, creates) VALUES \
+         ('tags', '{pk}', 'upsert', json_object('canonical_name', '{name}', 'display_name', NULL, \
+          'namespace', NULL, 'color', NULL, 'icon', NULL, 'description', NULL, 'created_at', NULL, \
+          'updated_at', NULL), '{origin}', {seq}, {hlc}, 1)"
+    )
+}
+
+fn origin_of(lib: &Lib, pk: &str) -> String {
+    lib.text(&format!(
+        "SELECT origin FROM sdsync_changes WHERE tbl = 'tags' AND pk = '{pk}'"
+    ))
+}
+
+#[test]
+fn a_rolled_back_apply_does_not_lend_its_origin_id_to_another_origin() {
+    let a = Lib::create(&temp_dir("rb-origin").join("a.db"));
+    for rollback in ["ROLLBACK", "ROLLBACK TO s; RELEASE s"] {
+        let begin = if rollback == "ROLLBACK" {
+            "BEGIN"
+        } else {
+            "SAVEPOINT s"
+        };
+        let suffix = rollback.len();
+        a.exec(&format!(
+            "{begin}; {}; {rollback};",
+            tag(X, 1, hlc(0), &format!("x0-{suffix}"), "x0")
+        ));
+        assert_eq!(
+            a.int(&format!(
+                "SELECT count(*) FROM tags WHERE uuid = 'x0-{suffix}'"
+            )),
+            0
+        );
+        a.exec(&tag(Y, suffix as i64, hlc(0), &format!("y-{suffix}"), "y"));
+        a.exec(&tag(X, suffix as i64, hlc(0), &format!("x-{suffix}"), "x"));
+        assert_eq!(origin_of(&a, &format!("y-{suffix}")), Y);
+        assert_eq!(origin_of(&a, &format!("x-{suffix}")), X, "{rollback}");
+    }
+}
+
+#[test]
+fn a_failed_apply_in_a_transaction_leaves_no_cached_origin() {
+    let a = Lib::create(&temp_dir("rb-failed").join("a.db"));
+    a.exec("BEGIN");
+    a.exec(&tag(X, 1, hlc(0), "x1", "x1"));
+    // The same statement fails as a whole (a NOT NULL violation in a later row
+    // would do too); the transaction goes on and is rolled back afterwards.
+    a.fails(&format!(
+        "{}; SELECT raise_an_error()",
+        tag(X, 2, hlc(0), "x2", "x2")
+    ));
+    a.exec("ROLLBACK");
+    a.exec(&tag(Y, 1, hlc(0), "y1", "y1"));
+    a.exec(&tag(X, 3, hlc(0), "x3", "x3"));
+    assert_eq!(origin_of(&a, "y1"), Y);
+    assert_eq!(origin_of(&a, "x3"), X);
+}
+
+#[test]
+fn a_rolled_back_apply_does_not_keep_the_local_clock_low() {
+    let a = Lib::create(&temp_dir("rb-clock").join("a.db"));
+    let far = hlc(60_000);
+    // The engine learns "the clock is at least `far`", then the write is undone.
+    a.exec(&format!(
+        "BEGIN; {}; ROLLBACK;",
+        tag(X, 1, far, "t-rolled", "r")
+    ));
+    // A change a little older than `far` but in the future arrives for real...
+    let near = hlc(30_000);
+    a.exec(&tag(Y, 1, near, "t", "remote"));
+    // ...so the next local edit must be newer, or it would lose everywhere.
+    a.exec("UPDATE tags SET canonical_name = 'local' WHERE uuid = 't'");
+    let local =
+        a.int("SELECT max(hlc) FROM sdsync_changes WHERE pk = 't' AND origin = sdsync_device_id()");
+    assert!(
+        local > near,
+        "local edit {local} not above the applied {near}"
+    );
+}
+
+#[test]
+fn a_rolled_back_parent_is_not_reused_for_a_child() {
+    let dir = temp_dir("rb-parent");
+    let a = Lib::create(&dir.join("a.db"));
+    let loc = |seq: i64, pk: &str| {
+        format!(
+            "INSERT INTO sdsync_changes(tbl, pk, op, data, origin, seq, hlc, creates) VALUES \
+             ('locations', '{pk}', 'upsert', json_object('device_id', NULL, 'volume_id', NULL, 'name', '{pk}', \
+              'path', NULL, 'total_file_count', 0, 'total_byte_size', 0, 'scan_state', 'pending', \
+              'created_at', '2026-01-01'), '{X}', {seq}, {}, 1)",
+            hlc(0)
+        )
+    };
+    let entry = |seq: i64, pk: &str| {
+        format!(
+            "INSERT INTO sdsync_changes(tbl, pk, op, data, origin, seq, hlc, creates) VALUES \
+             ('entries', '{pk}', 'upsert', json_object('location_id', 'L', 'parent_id', NULL, 'content_id', NULL, \
+              'name', '{pk}', 'kind', 'file', 'extension', NULL, 'size', 0, 'inode', NULL, 'created_at', NULL, \
+              'modified_at', NULL), '{X}', {seq}, {}, 1)",
+            hlc(0)
+        )
+    };
+    // The parent L and a child are applied, the engine caches L's id, and it is
+    // all rolled back; another location M then takes L's old id.
+    a.exec(&format!(
+        "BEGIN; {}; {}; ROLLBACK;",
+        loc(1, "L"),
+        entry(2, "e1")
+    ));
+    a.exec(&loc(3, "M"));
+    // A child of L arriving before L must wait for L, not join M.
+    a.exec(&entry(2, "e1"));
+    assert_eq!(
+        a.int("SELECT count(*) FROM entries WHERE uuid = 'e1'"),
+        0,
+        "attached to the wrong parent"
+    );
+    a.exec(&loc(1, "L"));
+    assert_eq!(
+        a.text(
+            "SELECT l.uuid FROM entries e JOIN locations l ON l.id = e.location_id WHERE e.uuid = 'e1'"
+        ),
+        "L"
+    );
+}

@@ -1,0 +1,131 @@
+//! Watermarks are verified, not trusted as sent (issue 7, defect 5).
+
+#[path = "common/mesh.rs"]
+mod mesh;
+
+use mesh::Mesh;
+use sdsync_syncer::proto::message::{Envelope, Payload, encode};
+use sdsync_syncer::proto::node::Event;
+
+/// One wrong `sdsync_mark_complete` on B (an app's own copy) is neither believed
+/// by B's syncer nor passed on: A, syncing from B, still gets C's next changes
+/// from C, and so does B.
+#[test]
+fn a_false_mark_complete_is_not_believed_or_passed_on() {
+    let mut m = Mesh::new("wm-lie", 3);
+    let idc = m.devs[2].id.clone();
+    m.devs[2].exec(
+        "INSERT INTO tags(uuid, canonical_name) VALUES ('c1', 'a'), ('c2', 'b'), ('c3', 'c')",
+    );
+    m.link(1, 2);
+    m.unlink(1, 2);
+    assert_eq!(m.devs[1].holds(&idc), 3);
+    m.devs[1].exec(&format!("SELECT sdsync_mark_complete('{idc}', 1000000)"));
+    assert_eq!(m.devs[1].holds(&idc), 3, "the syncer vouches for 3 only");
+    assert!(
+        m.devs[1].status().contains(&format!(
+            "database claims {idc} up to seq 1000000; verified up to 3"
+        )),
+        "{}",
+        m.devs[1].status()
+    );
+    // C writes on while apart; A syncs from B first.
+    m.devs[2].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('c4', 'd'), ('c5', 'e')");
+    m.link(0, 1);
+    assert_eq!(m.devs[0].count("tags"), 3);
+    assert_eq!(m.devs[0].holds(&idc), 3, "B did not pass the lie on");
+    // C comes online: both get its new changes.
+    m.link(0, 2);
+    m.link(1, 2);
+    assert_eq!(m.devs[0].count("tags"), 5);
+    assert_eq!(m.devs[1].count("tags"), 5);
+    assert_eq!(m.devs[0].holds(&idc), 5);
+    assert_eq!(m.devs[1].holds(&idc), 5);
+}
+
+/// A page that claims more of its origin than it carries (a buggy peer) counts
+/// only up to its last change; the origin's own report later fills the gap.
+#[test]
+fn a_page_claiming_more_than_it_carries_is_capped() {
+    let mut m = Mesh::new("wm-page", 3);
+    let (idb, idc) = (m.devs[1].id.clone(), m.devs[2].id.clone());
+    m.devs[2].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('c1', 'a'), ('c2', 'b')");
+    let changes = m.devs[2].store.lib.changes_since(&idc, 0).unwrap();
+    m.devs[2].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('c3', 'c')");
+    // B (buggy) sends A C's first two changes claiming completeness to 1000000.
+    let page = Envelope::new(
+        "lib",
+        &idb,
+        Payload::Page {
+            origin: idc.clone(),
+            after: 0,
+            complete_to: 1_000_000,
+            changes,
+            more: false,
+        },
+    );
+    let a = &mut m.devs[0];
+    a.node
+        .receive_from(&idb, &encode(&page), m.now, &a.store)
+        .unwrap();
+    assert_eq!(m.devs[0].count("tags"), 2);
+    assert_eq!(m.devs[0].holds(&idc), 2);
+    m.link(0, 2);
+    assert_eq!(m.devs[0].count("tags"), 3);
+    assert_eq!(m.devs[0].holds(&idc), 3);
+}
+
+/// The origin's own page and Hello are believed: a superseded tail (C's last
+/// change overwritten) still completes a peer that heard from C.
+#[test]
+fn the_origin_vouches_for_its_own_superseded_tail() {
+    let mut m = Mesh::new("wm-tail", 2);
+    let idb = m.devs[1].id.clone();
+    m.devs[1].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('b1', 'a')");
+    m.devs[1].exec("UPDATE tags SET canonical_name = 'b' WHERE uuid = 'b1'");
+    m.devs[1].exec("UPDATE tags SET canonical_name = 'c' WHERE uuid = 'b1'");
+    m.link(0, 1);
+    assert_eq!(m.devs[0].holds(&idb), m.devs[1].holds(&idb));
+    let pulls_before = m.events.len();
+    m.advance(10_000);
+    m.advance(10_000);
+    assert!(
+        m.events[pulls_before..]
+            .iter()
+            .all(|(_, e)| !matches!(e, sdsync_syncer::proto::node::Event::Applied { .. })),
+        "no re-pulls: {:?}",
+        &m.events[pulls_before..]
+    );
+}
+
+/// We vouch for more of an origin than it says it issued (a forged page got
+/// through): its own Hello cuts the claim, and its next changes arrive.
+#[test]
+fn the_origin_reporting_less_cuts_what_we_vouch_for() {
+    let mut m = Mesh::new("wm-cut", 2);
+    let idb = m.devs[1].id.clone();
+    m.devs[1].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('b1', 'a')");
+    m.link(0, 1);
+    m.unlink(0, 1);
+    m.devs[0].exec(&format!(
+        "SELECT sdsync_mark_complete('{idb}', 1000); UPDATE sdsync_verified SET seq = 1000"
+    ));
+    assert_eq!(m.devs[0].holds(&idb), 1000);
+    m.devs[1].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('b2', 'b')");
+    m.link(0, 1);
+    assert!(
+        m.events.iter().any(|(d, e)| *d == 0
+            && matches!(
+                e,
+                Event::WatermarkCut {
+                    vouched: 1000,
+                    issued: 2,
+                    ..
+                }
+            )),
+        "{:?}",
+        m.events
+    );
+    assert_eq!(m.devs[0].count("tags"), 2);
+    assert_eq!(m.devs[0].holds(&idb), 2);
+}
