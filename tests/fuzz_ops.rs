@@ -31,6 +31,22 @@ SELECT sdsync_track('locations', 'owned');
 SELECT sdsync_track('entries', 'owned');
 ";
 
+/// Keeps the extension loaded for the rest of the process. Each run opens and
+/// closes connections, and the last connection to close unloads the library;
+/// a coverage-instrumented build must stay mapped, since libFuzzer keeps
+/// pointers to its counters.
+pub fn pin_extension(ext: &Path) -> Result<(), String> {
+    let c = Connection::open_in_memory().map_err(|e| e.to_string())?;
+    // SAFETY (of the calls): loading our own extension, built from this tree.
+    unsafe {
+        c.load_extension_enable().map_err(|e| e.to_string())?;
+        c.load_extension(ext, None::<&str>)
+            .map_err(|e| e.to_string())?;
+    }
+    std::mem::forget(c);
+    Ok(())
+}
+
 /// Runs the operations `bytes` encode; `Err` names the broken invariant.
 pub fn run(bytes: &[u8], ext: Option<&Path>) -> Result<(), String> {
     let ext = ext.map_or_else(crate::extension_path, Path::to_path_buf);

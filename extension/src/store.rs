@@ -18,11 +18,11 @@ use crate::ffi::{Db, SqlError, Value};
 /// last-writer-wins still knows the winning version of every row and column after
 /// any log is gone (§2.4). `sdsync_parked` holds changes that cannot be applied yet (missing parent,
 /// row not created yet, or updates newer than a delete) and is served to peers too.
-/// `sdsync_quarantine` is written by the syncer only: changes a peer sent that failed to apply
-/// here (kept whole, with the reason), in the transaction that applied the rest of their page.
 /// Their uuid columns (`pk`, `wait_pk`) are declared BLOB, i.e. no affinity: a
 /// uuid is kept exactly as its row stores it (under `ANY`, NUMERIC affinity in an
 /// ordinary table, the TEXT uuid '00123' was stored and served as the integer 123).
+/// `sdsync_quarantine` is written by the syncer only: changes a peer sent that failed to apply
+/// here (kept whole, with the reason), in the transaction that applied the rest of their page.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sdsync_meta(key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
 INSERT OR IGNORE INTO sdsync_meta(key, value) VALUES ('format', 1), ('max_drift_ms', 300000);

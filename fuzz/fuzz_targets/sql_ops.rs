@@ -10,8 +10,14 @@ use libfuzzer_sys::fuzz_target;
 
 fn extension() -> Option<&'static PathBuf> {
     static EXT: OnceLock<Option<PathBuf>> = OnceLock::new();
-    EXT.get_or_init(|| std::env::var_os("SDSYNC_FUZZ_EXT").map(PathBuf::from))
-        .as_ref()
+    EXT.get_or_init(|| {
+        let ext = std::env::var_os("SDSYNC_FUZZ_EXT").map(PathBuf::from);
+        if let Some(path) = &ext {
+            sdsync_tests::fuzz_ops::pin_extension(path).expect("load the instrumented extension");
+        }
+        ext
+    })
+    .as_ref()
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -199,6 +199,8 @@ fn every_value_round_trips_exactly_through_the_sql_contract() {
     let c = setup(&dir, "c");
     copy_all(&b, &c);
     assert_eq!(exact(&a.conn), exact(&c.conn));
+    // Its files hold tens of MiB; nothing to inspect once it passed.
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -248,6 +250,8 @@ fn blob_uuids_and_extreme_values_go_through_the_library_api_and_the_wire() {
         .expect("apply");
     assert_eq!(exact(&a.conn), exact(&b.conn));
     assert_eq!(la.digest().expect("a"), lb.digest().expect("b"));
+    // Its files hold tens of MiB; nothing to inspect once it passed.
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -287,6 +291,8 @@ fn a_row_too_large_to_sync_is_refused_when_written() {
     a.exec(&format!(
         "UPDATE objects SET payload = zeroblob({limit} - 100) WHERE pub_id = x'01'"
     ));
+    // Its files hold tens of MiB; nothing to inspect once it passed.
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -452,4 +458,6 @@ fn extreme_values_a_20_mib_blob_and_blob_uuids_sync_through_real_syncers() {
     );
     assert_eq!(a.app.digest(), b.app.digest());
     drop((run_a, run_b));
+    // Its files hold tens of MiB; nothing to inspect once it passed.
+    let _ = std::fs::remove_dir_all(&dir);
 }

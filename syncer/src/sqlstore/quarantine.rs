@@ -20,7 +20,7 @@
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, params};
 
-use crate::library::{Change, apply_in};
+use crate::library::{Change, Pk, apply_in};
 use crate::proto::message::QuarantineSummary;
 use crate::proto::store::{Quarantined, Retried};
 use crate::sqlstore::transient;
@@ -66,8 +66,8 @@ pub struct Entry {
     pub seq: i64,
     /// Table.
     pub table: String,
-    /// Row uuid, as text.
-    pub pk: String,
+    /// Row uuid, typed as its table stores it (a BLOB uuid shows as `x'…'`).
+    pub pk: Pk,
     /// Why it did not apply (the last try's reason).
     pub reason: String,
     /// Tries so far.
@@ -334,7 +334,7 @@ pub fn discard(tx: &Connection, id: Option<i64>) -> rusqlite::Result<Vec<Entry>>
 /// Every quarantined change, oldest first.
 pub fn list(conn: &Connection) -> rusqlite::Result<Vec<Entry>> {
     let mut stmt = conn.prepare(
-        "SELECT id, origin, seq, tbl, CAST(pk AS TEXT), reason, attempts, peer, at \
+        "SELECT id, origin, seq, tbl, pk, reason, attempts, peer, at \
          FROM sdsync_quarantine ORDER BY id",
     )?;
     stmt.query_map([], |r| {
