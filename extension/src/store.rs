@@ -10,6 +10,7 @@
 
 use sdsync_core::hlc::Hlc;
 use sdsync_core::ids::device_uuid;
+use sdsync_core::schema::QUARANTINE_TABLE;
 
 use crate::ffi::{Db, SqlError, Value};
 
@@ -70,20 +71,6 @@ CREATE TABLE IF NOT EXISTS sdsync_parked(
   PRIMARY KEY (origin, seq)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sdsync_parked_row ON sdsync_parked(tbl, pk);
 CREATE INDEX IF NOT EXISTS sdsync_parked_wait ON sdsync_parked(wait_tbl, wait_pk);
-CREATE TABLE IF NOT EXISTS sdsync_quarantine(
-  id INTEGER PRIMARY KEY,
-  origin TEXT NOT NULL,
-  seq INTEGER NOT NULL,
-  hlc INTEGER NOT NULL,
-  tbl TEXT NOT NULL,
-  pk NOT NULL,
-  reason TEXT NOT NULL,
-  peer TEXT,
-  change TEXT NOT NULL,
-  attempts INTEGER NOT NULL DEFAULT 1,
-  at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-  tried_at TEXT,
-  UNIQUE (origin, seq));
 CREATE VIEW IF NOT EXISTS sdsync_watermarks(origin, seq) AS
   SELECT o.uuid, CASE WHEN o.id = (SELECT value FROM sdsync_meta WHERE key = 'origin')
                       THEN (SELECT seq FROM sdsync_clock) ELSE o.complete END
@@ -96,6 +83,7 @@ pub fn ensure(db: Db) -> Result<(), SqlError> {
         return Ok(());
     }
     db.exec(SCHEMA)?;
+    db.exec(QUARANTINE_TABLE)?;
     // A new library's triggers are installed by this version: the current format.
     db.prepare("UPDATE sdsync_meta SET value = ?1 WHERE key = 'format' AND value < ?1")?
         .run(&[Value::Integer(crate::track::TRIGGER_FORMAT)])?;

@@ -515,6 +515,25 @@ fn references(
     Ok(out)
 }
 
+/// Changes a peer sent that failed to apply here, kept whole with the reason
+/// (written by the syncer in the transaction that applied the rest of their
+/// page). Created by the extension with its other tables and by the syncer, which
+/// may open a library an older extension made.
+pub const QUARANTINE_TABLE: &str = "CREATE TABLE IF NOT EXISTS sdsync_quarantine(
+  id INTEGER PRIMARY KEY,
+  origin TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  hlc INTEGER NOT NULL,
+  tbl TEXT NOT NULL,
+  pk NOT NULL,
+  reason TEXT NOT NULL,
+  peer TEXT,
+  change TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 1,
+  at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  tried_at TEXT,
+  UNIQUE (origin, seq));";
+
 /// Quotes an SQL identifier. Every identifier sdsync puts into SQL goes through here.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

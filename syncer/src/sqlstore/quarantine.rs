@@ -25,21 +25,8 @@ use crate::proto::message::QuarantineSummary;
 use crate::proto::store::{Quarantined, Retried};
 use crate::sqlstore::transient;
 
-/// The table, as also created by the extension's schema.
-pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sdsync_quarantine(
-  id INTEGER PRIMARY KEY,
-  origin TEXT NOT NULL,
-  seq INTEGER NOT NULL,
-  hlc INTEGER NOT NULL,
-  tbl TEXT NOT NULL,
-  pk NOT NULL,
-  reason TEXT NOT NULL,
-  peer TEXT,
-  change TEXT NOT NULL,
-  attempts INTEGER NOT NULL DEFAULT 1,
-  at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-  tried_at TEXT,
-  UNIQUE (origin, seq));";
+/// The table, as the extension creates it.
+pub use sdsync_core::schema::QUARANTINE_TABLE as SCHEMA;
 
 /// Most changes one automatic retry tries: it holds the write lock meanwhile.
 pub const RETRY_BATCH: usize = 500;
