@@ -13,14 +13,12 @@
 //! `proto` is the protocol as a state machine without I/O; `sqlstore` its storage
 //! over SQLite (quarantine, verified watermarks, dead letters); `net` has the device
 //! identity, pinned mutual TLS and QUIC links; `daemon` drives a node over a link;
-//! `home` is the library folder on disk; `demo` and `bench` are the two showcases.
+//! `home` is the library folder on disk. The `sdsync` binary adds its showcases
+//! (`demo`, `bench`).
 
-pub mod bench;
 pub mod daemon;
-pub mod demo;
 pub mod home;
 pub mod library;
 pub mod net;
 pub mod proto;
-pub mod scratch;
 pub mod sqlstore;

@@ -1,5 +1,7 @@
 //! `sdsync`: the per-device syncer's command line.
 
+mod showcase;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -9,7 +11,6 @@ use sdsync_syncer::daemon::Daemon;
 use sdsync_syncer::home::{Home, HomeError};
 use sdsync_syncer::library::{Library, extension_path};
 use sdsync_syncer::net;
-use sdsync_syncer::{bench, demo};
 
 #[derive(Parser)]
 #[command(
@@ -166,12 +167,12 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Demo { dir, entries } => {
             let dir = dir.unwrap_or_else(|| temp("demo"));
-            let ok = demo::run(&dir, &ext, entries)?;
+            let ok = showcase::demo::run(&dir, &ext, entries)?;
             anyhow::ensure!(ok, "devices did not converge");
         }
         Command::Bench { rows, runs, dir } => {
             let dir = dir.unwrap_or_else(|| temp("bench"));
-            let report = bench::run(&dir, &ext, rows, runs.max(1))?;
+            let report = showcase::bench::run(&dir, &ext, rows, runs.max(1))?;
             println!("{report}");
         }
         Command::Init { dir, library } => {

@@ -160,9 +160,18 @@ async fn next(events: &mut tokio::sync::mpsc::UnboundedReceiver<Inbound>) -> Inb
 /// The README's main command: three devices, online and offline, over QUIC.
 #[test]
 fn the_demo_converges() {
-    let dir = temp_dir("quic-demo");
-    let ok = sdsync_syncer::demo::run(&dir, &extension_path(), 50).expect("demo runs");
-    assert!(ok, "the demo's devices diverged");
+    let dir = temp_dir("quic-demo").join("demo");
+    let out = std::process::Command::new(sdsync_tests::root().join("target/release/sdsync"))
+        .args(["demo", "--entries", "50", "--dir"])
+        .arg(&dir)
+        .output()
+        .expect("run sdsync demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the demo's devices diverged or it failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Pairing by code: the same code pins each side's real certificate; a wrong
