@@ -13,15 +13,16 @@
 //! what lets persistent triggers call them with `trusted_schema=OFF`.
 
 use std::cell::Cell;
+use std::ffi::{CString, c_int, c_void};
 use std::rc::Rc;
 
-use sqlite_loadable::{FunctionFlags, api, define_scalar_function_with_aux};
+use sqlite_loadable::FunctionFlags;
 use sqlite3ext_sys::{sqlite3, sqlite3_context, sqlite3_value};
 
 use sdsync_core::hlc::{Hlc, wall_millis};
 use sdsync_core::ids::{uuid_v5, uuid_v7};
 
-use crate::ffi::{Db, Value, guard, result_value, value_of};
+use crate::ffi::{Db, SQLITE_OK, Value, api, guard, result_value, value_of};
 use crate::{store, track};
 
 /// Per-connection state shared by the functions and the `sdsync_changes` table.
@@ -86,7 +87,6 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
     ("sdsync_hlc_text", 1, PURE, hlc_text),
     ("sdsync_refuse", 3, INNOCUOUS, refuse_foreign_write),
     ("sdsync_refuse_rekey", 3, INNOCUOUS, refuse_rekey),
-    ("sdsync_check_replace", 2, INNOCUOUS, check_replace),
     ("sdsync_foreign_keys", 0, INNOCUOUS, |c| {
         Ok(Value::Integer(
             c.db.query_i64("PRAGMA foreign_keys", &[])
@@ -95,7 +95,6 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
         ))
     }),
     ("sdsync_refuse_dangling", 4, INNOCUOUS, refuse_dangling),
-    ("sdsync_check_replace", 3, INNOCUOUS, check_replace),
     ("sdsync_refuse_row", 2, INNOCUOUS, |c| {
         let table = c.text(0, "table")?;
         Err(crate::values::unsyncable_row(
@@ -129,8 +128,16 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
     ("sdsync_mark_complete", 2, DIRECT, mark_complete),
 ];
 
+/// What one registered function holds: the connection's state and its body.
+/// Freed by SQLite (through `drop_registered`) when the connection closes; a
+/// registration without a destructor leaked this for every connection opened.
+struct Registered {
+    conn: Rc<Conn>,
+    body: Body,
+}
+
 /// Registers every function on a connection.
-pub fn register(db: *mut sqlite3, conn: &Rc<Conn>) -> sqlite_loadable::Result<()> {
+pub fn register(db: *mut sqlite3, conn: &Rc<Conn>) -> Result<(), String> {
     for &(name, nargs, class, body) in FUNCTIONS {
         let flags = FunctionFlags::UTF8
             | match class {
@@ -138,34 +145,65 @@ pub fn register(db: *mut sqlite3, conn: &Rc<Conn>) -> sqlite_loadable::Result<()
                 INNOCUOUS => FunctionFlags::INNOCUOUS,
                 _ => FunctionFlags::DIRECTONLY,
             };
-        let aux = (conn.clone(), body);
-        define_scalar_function_with_aux(db, name, nargs, invoke, flags, aux)?;
+        let registered = Box::into_raw(Box::new(Registered {
+            conn: conn.clone(),
+            body,
+        }));
+        let cname = CString::new(name).map_err(|e| e.to_string())?;
+        // SAFETY: valid handle and name; SQLite owns `registered` from here and
+        // frees it with `drop_registered`, also when registration fails.
+        let rc = unsafe {
+            api!(create_function_v2)(
+                db,
+                cname.as_ptr(),
+                nargs,
+                flags.bits(),
+                registered.cast::<c_void>(),
+                Some(invoke),
+                None,
+                None,
+                Some(drop_registered),
+            )
+        };
+        if rc != SQLITE_OK {
+            return Err(format!("registering {name} failed (code {rc})"));
+        }
     }
     Ok(())
 }
 
+unsafe extern "C" fn drop_registered(p: *mut c_void) {
+    let _ = guard(|| {
+        // SAFETY: `p` is the pointer `register` made with Box::into_raw, freed once.
+        drop(unsafe { Box::from_raw(p.cast::<Registered>()) });
+        Ok::<(), String>(())
+    });
+}
+
 /// The callback behind every function: converts arguments, runs the body with
 /// panics caught, and reports the result or error to SQLite.
-fn invoke(
-    ctx: *mut sqlite3_context,
-    argv: &[*mut sqlite3_value],
-    aux: &(Rc<Conn>, Body),
-) -> sqlite_loadable::Result<()> {
-    let (conn, body) = aux;
+unsafe extern "C" fn invoke(ctx: *mut sqlite3_context, argc: c_int, argv: *mut *mut sqlite3_value) {
     let outcome = guard(|| {
+        // SAFETY: the user data is the `Registered` given at registration, alive
+        // until SQLite calls its destructor; argv holds argc values.
+        let registered = unsafe { &*api!(user_data)(ctx).cast::<Registered>() };
+        let args = (0..argc.max(0) as usize)
+            .map(|i| value_of(unsafe { *argv.add(i) }))
+            .collect();
         let call = Call {
-            db: Db::from_raw(api::context_db_handle(ctx)),
-            args: argv.iter().map(|v| value_of(*v)).collect(),
-            conn,
+            db: Db::from_raw(unsafe { api!(context_db_handle)(ctx) }),
+            args,
+            conn: &registered.conn,
         };
-        body(&call)
+        (registered.body)(&call)
     });
     match outcome {
-        Ok(value) => {
-            result_value(ctx, &value);
-            Ok(())
+        Ok(value) => result_value(ctx, &value),
+        Err(message) => {
+            let len = c_int::try_from(message.len()).unwrap_or(c_int::MAX);
+            // SAFETY: SQLite copies the message (length given, no NUL needed).
+            unsafe { api!(result_error)(ctx, message.as_ptr().cast(), len) };
         }
-        Err(message) => Err(sqlite_loadable::Error::new_message(message)),
     }
 }
 
@@ -208,29 +246,6 @@ fn refuse_rekey(c: &Call) -> Result<Value, String> {
         "sdsync: the uuid and local id of a synced row identify it and cannot change (table {table}: {} -> {}); delete the row and insert a new one instead",
         c.args.get(1).cloned().unwrap_or(Value::Null),
         c.args.get(2).cloned().unwrap_or(Value::Null)
-    ))
-}
-
-/// Called before an insert whose uuid exists already (2 arguments), and after an
-/// insert that found versions under its rowid (3 arguments: a row there was
-/// replaced without its delete being captured). `REPLACE` runs delete triggers
-/// only under `PRAGMA recursive_triggers = ON`, which loading the extension sets.
-fn check_replace(c: &Call) -> Result<Value, String> {
-    let table = c.text(0, "table")?;
-    let pk = c.args.get(1).cloned().unwrap_or(Value::Null);
-    let orphaned = c.args.len() > 2;
-    let recursive =
-        c.db.query_i64("PRAGMA recursive_triggers", &[])
-            .map_err(|e| e.to_string())?
-            .unwrap_or(0)
-            != 0;
-    if recursive && !orphaned {
-        return Ok(Value::Null);
-    }
-    Err(format!(
-        "sdsync: inserting row {pk} into {table} may replace an existing row, whose delete is captured \
-         only with PRAGMA recursive_triggers = ON (loading the extension sets it; this connection turned \
-         it off): turn it back on, or update the row instead"
     ))
 }
 

@@ -16,6 +16,7 @@ mod catalog;
 mod changes;
 mod ffi;
 mod functions;
+mod guard_pragmas;
 mod store;
 mod track;
 mod values;
@@ -64,7 +65,7 @@ pub unsafe extern "C" fn sqlite3_sdsync_init(
     let result = guard(|| {
         let conn = Rc::new(Conn::default());
         functions::register(db, &conn)
-            .map_err(|e| format!("sdsync: registering functions failed: {e:?}"))?;
+            .map_err(|e| format!("sdsync: registering functions failed: {e}"))?;
         changes::register(db, &conn)?;
         // Every writer of a library enforces (and cascades) its references the same
         // way, whatever its host's default: a delete that cascades on one device
@@ -78,6 +79,7 @@ pub unsafe extern "C" fn sqlite3_sdsync_init(
             .map_err(|e| {
                 format!("sdsync: setting foreign_keys and recursive_triggers failed: {e}")
             })?;
+        guard_pragmas::install(db)?;
         set_busy_timeout(ffi::Db::from_raw(db))?;
         // Best effort by design (see `track::upgrade`): a failure leaves working
         // older triggers and is retried by the next load.

@@ -9,7 +9,7 @@
 //!     columns: vec![ColumnSpec { name: "name".into(), affinity: Affinity::Text, required: false, reference: None }],
 //! };
 //! let sql = create_statements(&spec, 1, &[]);
-//! assert!(sql[1].starts_with("CREATE TRIGGER \"sdsync_ins_tags\""));
+//! assert!(sql[0].starts_with("CREATE TRIGGER \"sdsync_ins_tags\""));
 //! ```
 //!
 //! Why pure SQL triggers: SQLite compiles a trigger into the writing statement, so
@@ -37,7 +37,7 @@ const CLOCK_BUMP: &str =
 /// (`sdsync_<kind>_<table>`) and no kind followed by `_` starts another kind, so
 /// two tables' trigger names never collide (with the table first, table `x`'s
 /// `apply_del` was table `x_apply`'s `del`).
-const KINDS: [&str; 6] = ["pre", "ins", "upd", "del", "adel", "rekey"];
+const KINDS: [&str; 5] = ["ins", "upd", "del", "adel", "rekey"];
 
 /// Names of the triggers a table gets.
 pub fn trigger_names(table: &str) -> Vec<String> {
@@ -84,7 +84,6 @@ pub fn children<'a>(parent: &str, specs: impl IntoIterator<Item = &'a TableSpec>
 pub fn create_statements(spec: &TableSpec, origin: i64, children: &[Child]) -> Vec<String> {
     let t = Ctx::new(spec, origin, children);
     vec![
-        t.before_insert(),
         t.insert(),
         t.update(),
         t.delete(),
@@ -176,49 +175,33 @@ impl<'a> Ctx<'a> {
     /// Records a new version group for the row from the freshly bumped clock,
     /// replacing the group of the same column set.
     ///
-    /// No statement in a trigger may rely on a conflict clause: SQLite applies the
-    /// *writing* statement's clause (`UPDATE OR IGNORE`, an upsert's, ...) to the
-    /// trigger's statements instead, so `INSERT OR REPLACE` here became `OR
-    /// IGNORE` (the version silently kept) or `OR ABORT` (the write refused). A
-    /// delete followed by a plain insert has no conflict to resolve.
+    /// SQLite applies the *writing* statement's conflict clause (`UPDATE OR
+    /// IGNORE`, `OR ABORT`, ...) to the statements inside a trigger, overriding
+    /// theirs: an `INSERT OR REPLACE` here became `OR IGNORE` (the version
+    /// silently kept) or `OR ABORT` (the write refused). An upsert's `ON
+    /// CONFLICT DO UPDATE` is not overridden (`tests/tests/write_forms.rs` runs
+    /// every clause), and costs one index probe like `OR REPLACE` did.
     fn record(&self, mask: &str) -> String {
         format!(
-            "DELETE FROM sdsync_versions WHERE tbl = {id} AND rid = {rid} AND mask = {mask}; \
-             INSERT INTO sdsync_versions(tbl, rid, mask, origin, seq, hlc) \
-             SELECT {id}, {rid}, {mask}, {origin}, seq, hlc FROM sdsync_clock;",
+            "INSERT INTO sdsync_versions(tbl, rid, mask, origin, seq, hlc) \
+             SELECT {id}, {rid}, {mask}, {origin}, seq, hlc FROM sdsync_clock WHERE true \
+             ON CONFLICT(tbl, rid, mask) DO UPDATE SET origin = excluded.origin, seq = excluded.seq, hlc = excluded.hlc;",
             id = self.spec.id,
             rid = self.rid("NEW"),
             origin = self.origin,
         )
     }
 
-    /// Before a row is inserted under a uuid that exists already (an upsert, `OR
-    /// REPLACE`, `OR IGNORE`, ...): `REPLACE` deletes the existing row, and only
-    /// with `PRAGMA recursive_triggers = ON` (set at load) does that delete run
-    /// the capture trigger. A connection that turned it off is refused here
-    /// rather than losing the delete.
-    fn before_insert(&self) -> String {
+    /// Records the first version group of a new row. A new rowid holds no
+    /// versions: a deleted row's were dropped by its delete trigger (a `REPLACE`
+    /// runs it too, since recursive triggers stay on; see `guard_pragmas`).
+    fn record_first(&self, mask: &str) -> String {
         format!(
-            "CREATE TRIGGER {name} BEFORE INSERT ON {table} WHEN sdsync_capturing() \
-             AND EXISTS (SELECT 1 FROM {table} WHERE {uuid} = NEW.{uuid}) BEGIN \
-             SELECT sdsync_check_replace({tbl}, NEW.{uuid}); END;",
-            name = self.name("pre"),
-            table = self.table,
-            uuid = self.uuid,
-            tbl = quote_literal(&self.spec.name),
-        )
-    }
-
-    /// Refuses an insert that finds versions under its rowid: a row there was
-    /// replaced (`REPLACE` on the id) without its delete being captured.
-    fn orphan_check(&self) -> String {
-        format!(
-            "SELECT sdsync_check_replace({tbl}, NEW.{uuid}, 1) WHERE EXISTS \
-             (SELECT 1 FROM sdsync_versions WHERE tbl = {id} AND rid = {rid});",
-            tbl = quote_literal(&self.spec.name),
-            uuid = self.uuid,
+            "INSERT INTO sdsync_versions(tbl, rid, mask, origin, seq, hlc) \
+             SELECT {id}, {rid}, {mask}, {origin}, seq, hlc FROM sdsync_clock;",
             id = self.spec.id,
             rid = self.rid("NEW"),
+            origin = self.origin,
         )
     }
 
@@ -232,14 +215,13 @@ impl<'a> Ctx<'a> {
 
     fn insert(&self) -> String {
         format!(
-            "CREATE TRIGGER {name} AFTER INSERT ON {table} WHEN sdsync_capturing() BEGIN {size} {orphan} {clear} \
+            "CREATE TRIGGER {name} AFTER INSERT ON {table} WHEN sdsync_capturing() BEGIN {size} {clear} \
              {CLOCK_BUMP} {record} END;",
             size = size_check(self.spec),
             name = self.name("ins"),
             table = self.table,
-            orphan = self.orphan_check(),
             clear = self.clear_tombstone(),
-            record = self.record(&self.spec.all_mask().to_string()),
+            record = self.record_first(&self.spec.all_mask().to_string()),
         )
     }
 
@@ -294,9 +276,9 @@ impl<'a> Ctx<'a> {
     fn delete(&self) -> String {
         format!(
             "CREATE TRIGGER {name} AFTER DELETE ON {table} WHEN sdsync_capturing() BEGIN {check} {dangling} {CLOCK_BUMP} {forget} \
-             DELETE FROM sdsync_tombstones WHERE tbl = {id} AND pk = OLD.{uuid}; \
              INSERT INTO sdsync_tombstones(tbl, pk, origin, seq, hlc) \
-             SELECT {id}, OLD.{uuid}, {origin}, seq, hlc FROM sdsync_clock; END;",
+             SELECT {id}, OLD.{uuid}, {origin}, seq, hlc FROM sdsync_clock WHERE true \
+             ON CONFLICT(tbl, pk) DO UPDATE SET origin = excluded.origin, seq = excluded.seq, hlc = excluded.hlc; END;",
             name = self.name("del"),
             table = self.table,
             check = self.owner_check("OLD"),
@@ -391,7 +373,7 @@ mod tests {
     #[test]
     fn shared_update_splits_groups_by_changed_mask() {
         let sql = create_statements(&spec(Class::Shared), 9, &[]);
-        let upd = &sql[2];
+        let upd = &sql[1];
         assert!(
             upd.contains(
                 "((OLD.\"a\" IS NOT NEW.\"a\") << 1) | ((OLD.\"b\" IS NOT NEW.\"b\") << 2)"
@@ -407,24 +389,24 @@ mod tests {
     #[test]
     fn owned_triggers_check_the_owner() {
         let sql = create_statements(&spec(Class::Owned), 9, &[]);
-        for s in &sql[1..4] {
+        for s in &sql[..3] {
             assert!(s.contains("sdsync_refuse('my \"t\"'"), "{s}");
         }
         assert!(
-            sql[1].contains("AND (origin = 9 OR sdsync_refuse("),
+            sql[0].contains("AND (origin = 9 OR sdsync_refuse("),
+            "{}",
+            sql[0]
+        );
+        assert!(
+            sql[1].contains("CASE WHEN origin = 9 THEN origin ELSE"),
             "{}",
             sql[1]
         );
+        assert!(sql[2].contains("v.origin <> 9"), "{}", sql[2]);
         assert!(
-            sql[2].contains("CASE WHEN origin = 9 THEN origin ELSE"),
+            sql[0].contains("NEW.\"rid\", 7, 9, seq, hlc FROM sdsync_clock"),
             "{}",
-            sql[2]
-        );
-        assert!(sql[3].contains("v.origin <> 9"), "{}", sql[3]);
-        assert!(
-            sql[1].contains("NEW.\"rid\", 7, 9, seq, hlc FROM sdsync_clock"),
-            "{}",
-            sql[1]
+            sql[0]
         );
     }
 
