@@ -169,7 +169,63 @@ pub fn register(db: *mut sqlite3, conn: &Rc<Conn>) -> Result<(), String> {
             return Err(format!("registering {name} failed (code {rc})"));
         }
     }
-    Ok(())
+    register_row_bytes(db)
+}
+
+/// `sdsync_row_bytes(v, ...)`: the size of a row's values as the row size limit
+/// counts it (TEXT and BLOB bytes, 8 per number, 0 for NULL), in one call with no
+/// copies. The capture triggers call it on every insert and update; summing
+/// `length(CAST(v AS BLOB))` per column in SQL cost about 10 % of a bulk update.
+fn register_row_bytes(db: *mut sqlite3) -> Result<(), String> {
+    let flags = FunctionFlags::UTF8 | FunctionFlags::DETERMINISTIC | FunctionFlags::INNOCUOUS;
+    // SAFETY: valid handle and name; no user data to free.
+    let rc = unsafe {
+        api!(create_function_v2)(
+            db,
+            c"sdsync_row_bytes".as_ptr(),
+            -1,
+            flags.bits(),
+            std::ptr::null_mut(),
+            Some(row_bytes),
+            None,
+            None,
+            None,
+        )
+    };
+    if rc == SQLITE_OK {
+        Ok(())
+    } else {
+        Err(format!("registering sdsync_row_bytes failed (code {rc})"))
+    }
+}
+
+unsafe extern "C" fn row_bytes(
+    ctx: *mut sqlite3_context,
+    argc: c_int,
+    argv: *mut *mut sqlite3_value,
+) {
+    const TEXT: c_int = 3;
+    const BLOB: c_int = 4;
+    const NULL: c_int = 5;
+    let total = std::panic::catch_unwind(|| {
+        (0..argc.max(0) as usize)
+            .map(|i| {
+                // SAFETY: argv holds argc values valid for this call; reading a
+                // TEXT value's byte count converts nothing (stored as UTF-8).
+                let v = unsafe { *argv.add(i) };
+                match unsafe { api!(value_type)(v) } {
+                    TEXT | BLOB => i64::from(unsafe { api!(value_bytes)(v) }),
+                    NULL => 0,
+                    _ => 8,
+                }
+            })
+            .sum::<i64>()
+    })
+    // No panic is possible above; were one to happen, refuse the row rather than
+    // let an unchecked one through.
+    .unwrap_or(i64::MAX);
+    // SAFETY: valid context for this call.
+    unsafe { api!(result_int64)(ctx, total) };
 }
 
 unsafe extern "C" fn drop_registered(p: *mut c_void) {

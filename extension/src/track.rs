@@ -164,8 +164,8 @@ pub fn untrack(db: Db, table: &str) -> Result<String, TrackError> {
 /// The `format` in `sdsync_meta` from which triggers are the current ones. Format
 /// 1 triggers used `INSERT OR REPLACE`, which the writing statement's conflict
 /// clause overrode, and names that could collide between tables; format 2 (never
-/// released) checked `REPLACE` per row.
-pub const TRIGGER_FORMAT: i64 = 3;
+/// released) checked `REPLACE` per row, formats 3 and 4 summed row sizes in SQL.
+pub const TRIGGER_FORMAT: i64 = 5;
 
 /// Re-installs the capture triggers of a library written by an older sdsync, at
 /// load. Best effort: a read-only or busy database keeps its triggers and is

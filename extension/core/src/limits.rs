@@ -20,7 +20,7 @@
 use crate::schema::{TableSpec, quote_ident, quote_literal};
 
 /// The largest synced row: the sum of its values' sizes in bytes (TEXT and BLOB
-/// bytes, numbers as their text), uuid included. 32 MiB: far above any metadata
+/// bytes, 8 per number), uuid included. 32 MiB: far above any metadata
 /// row, and a receiver peaks at about 13 times a row's size while applying it
 /// (measured: 434 MB of RSS to decode and apply a page holding one 32 MiB row,
 /// 860 MB for 64 MiB), which a phone must afford.
@@ -29,62 +29,65 @@ pub const MAX_ROW_BYTES: i64 = 32 * 1024 * 1024;
 /// The trigger statement that refuses a row no peer could receive (`NEW` is the
 /// written row): one over the limit, or one whose uuid is a REAL (a float is no
 /// identity: `sdsync_changes` refuses it as a pk). Cheap when the row is fine:
-/// one `length()` per column; the refusal function, which names the table, the
+/// one call of `sdsync_row_bytes`; the refusal function, which names the table, the
 /// row and the largest column, runs only when it refuses.
 pub fn size_check(spec: &TableSpec) -> String {
-    let mut sizes = vec![size_of(&spec.uuid_column)];
-    sizes.extend(spec.columns.iter().map(|c| size_of(&c.name)));
     format!(
         "SELECT sdsync_refuse_row({table}, NEW.{rid}) WHERE typeof(NEW.{uuid}) = 'real' OR {sum} > {MAX_ROW_BYTES};",
         table = quote_literal(&spec.name),
         rid = quote_ident(&spec.local_id),
         uuid = quote_ident(&spec.uuid_column),
-        sum = balanced_sum(&sizes),
+        sum = row_bytes(spec),
     )
 }
 
-/// `a + b + …` as a balanced tree: a left-deep sum of a wide table's columns would
-/// pass SQLite's expression depth limit (1000).
-fn balanced_sum(parts: &[String]) -> String {
-    match parts {
-        [] => "0".into(),
-        [one] => one.clone(),
-        _ => {
-            let (left, right) = parts.split_at(parts.len() / 2);
-            format!("({} + {})", balanced_sum(left), balanced_sum(right))
-        }
-    }
-}
-
-/// The size of `NEW.column` in bytes (`CAST … AS BLOB` counts text in bytes, and
-/// costs no copy for text and blobs).
-fn size_of(column: &str) -> String {
+/// The update trigger's form of [`size_check`]: the uuid cannot change in an
+/// update (the rekey trigger refuses it), so only the size is checked.
+pub fn size_check_update(spec: &TableSpec) -> String {
     format!(
-        "coalesce(length(CAST(NEW.{} AS BLOB)), 0)",
-        quote_ident(column)
+        "SELECT sdsync_refuse_row({table}, NEW.{rid}) WHERE {sum} > {MAX_ROW_BYTES};",
+        table = quote_literal(&spec.name),
+        rid = quote_ident(&spec.local_id),
+        sum = row_bytes(spec),
     )
+}
+
+/// The row's size by the extension's `sdsync_row_bytes` (TEXT and BLOB bytes, 8
+/// per number): one call with every column, no copies.
+fn row_bytes(spec: &TableSpec) -> String {
+    let args: Vec<String> = std::iter::once(&spec.uuid_column)
+        .chain(spec.columns.iter().map(|c| &c.name))
+        .map(|c| format!("NEW.{}", quote_ident(c)))
+        .collect();
+    format!("sdsync_row_bytes({})", args.join(", "))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::{Affinity, Class, ColumnSpec};
 
     #[test]
-    fn a_wide_table_sums_in_a_shallow_tree() {
-        let parts: Vec<String> = (0..2000).map(|i| i.to_string()).collect();
-        let sum = balanced_sum(&parts);
-        let depth = sum.chars().filter(|&c| c == '(').count();
-        assert_eq!(depth, 1999);
-        let mut open: i32 = 0;
-        let mut deepest = 0;
-        for c in sum.chars() {
-            open += match c {
-                '(' => 1,
-                ')' => -1,
-                _ => 0,
-            };
-            deepest = deepest.max(open);
-        }
-        assert!(deepest <= 11, "nesting {deepest}");
+    fn every_column_is_counted_in_one_call() {
+        let col = |n: &str| ColumnSpec {
+            name: n.into(),
+            affinity: Affinity::Text,
+            required: false,
+            reference: None,
+        };
+        let spec = TableSpec {
+            id: 1,
+            name: "t".into(),
+            class: Class::Shared,
+            uuid_column: "uuid".into(),
+            local_id: "id".into(),
+            columns: vec![col("a"), col("b c")],
+        };
+        let sql = size_check(&spec);
+        assert!(
+            sql.contains("sdsync_row_bytes(NEW.\"uuid\", NEW.\"a\", NEW.\"b c\")"),
+            "{sql}"
+        );
+        assert!(!size_check_update(&spec).contains("typeof"));
     }
 }

@@ -26,7 +26,7 @@
 //! keyed by the uuid (the rowid is gone). Values are read from the table itself
 //! when changes are served.
 
-use crate::limits::size_check;
+use crate::limits::{size_check, size_check_update};
 use crate::schema::{Class, TableSpec, quote_ident, quote_literal};
 
 /// Bumps the persistent clock: next HLC by the send rule, next local sequence.
@@ -267,7 +267,7 @@ impl<'a> Ctx<'a> {
         };
         format!(
             "CREATE TRIGGER {name} AFTER UPDATE ON {table} WHEN sdsync_capturing() AND {m} <> 0 BEGIN {size} {body} END;",
-            size = size_check(self.spec),
+            size = size_check_update(self.spec),
             name = self.name("upd"),
             table = self.table,
         )
