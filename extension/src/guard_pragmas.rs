@@ -36,7 +36,8 @@ pub fn install(db: *mut sqlite3) -> Result<(), String> {
     }
 }
 
-/// Denies `PRAGMA recursive_triggers = <false>`; allows everything else.
+/// Denies setting `recursive_triggers` to anything SQLite reads as off; allows
+/// everything else.
 unsafe extern "C" fn authorize(
     _data: *mut c_void,
     action: c_int,
@@ -54,7 +55,7 @@ unsafe extern "C" fn authorize(
         let (name, value) = unsafe { (CStr::from_ptr(first), CStr::from_ptr(second)) };
         let name = name.to_string_lossy();
         let value = value.to_string_lossy();
-        if name.eq_ignore_ascii_case("recursive_triggers") && turns_off(&value) {
+        if name.eq_ignore_ascii_case("recursive_triggers") && !turns_on(&value) {
             SQLITE_DENY
         } else {
             SQLITE_OK
@@ -63,12 +64,26 @@ unsafe extern "C" fn authorize(
     .unwrap_or(SQLITE_OK)
 }
 
-/// Whether a pragma value means "off" (SQLite's boolean spellings).
-fn turns_off(value: &str) -> bool {
+/// Whether SQLite reads a flag pragma's value as "on" (`getSafetyLevel` with
+/// its default off): `on`, `yes` or `true`, or digits whose 32-bit value cut to
+/// 8 bits is not zero. Everything else — `0`, `256`, `-1`, `''`, `full`, `00`,
+/// eleven digits — turns the flag off, so only "on" values are allowed.
+fn turns_on(value: &str) -> bool {
     let v = value.trim().trim_matches(|c| c == '\'' || c == '"');
-    ["0", "off", "false", "no"]
+    if ["on", "yes", "true"]
         .iter()
-        .any(|off| v.eq_ignore_ascii_case(off))
+        .any(|on| v.eq_ignore_ascii_case(on))
+    {
+        return true;
+    }
+    let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
+    if digits.is_empty() || digits.len() > 10 {
+        return false;
+    }
+    match digits.parse::<i64>() {
+        Ok(n) if n <= i64::from(i32::MAX) => (n as u8) != 0,
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -76,12 +91,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_spelling_of_off_is_recognized() {
-        for v in ["0", "OFF", "off", "false", "'no'", " No "] {
-            assert!(turns_off(v), "{v}");
+    fn only_values_sqlite_reads_as_on_are_allowed() {
+        for v in [
+            "0",
+            "OFF",
+            "off",
+            "false",
+            "'no'",
+            " No ",
+            "256",
+            "512",
+            "00",
+            "0.5",
+            "-1",
+            "''",
+            "full",
+            "DEFAULT",
+            "12345678901",
+        ] {
+            assert!(!turns_on(v), "{v}");
         }
-        for v in ["1", "on", "yes", "true"] {
-            assert!(!turns_off(v), "{v}");
+        for v in ["1", "on", "ON", "yes", "true", "'true'", "257", "1abc"] {
+            assert!(turns_on(v), "{v}");
         }
     }
 }

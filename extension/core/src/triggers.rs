@@ -192,19 +192,6 @@ impl<'a> Ctx<'a> {
         )
     }
 
-    /// Records the first version group of a new row. A new rowid holds no
-    /// versions: a deleted row's were dropped by its delete trigger (a `REPLACE`
-    /// runs it too, since recursive triggers stay on; see `guard_pragmas`).
-    fn record_first(&self, mask: &str) -> String {
-        format!(
-            "INSERT INTO sdsync_versions(tbl, rid, mask, origin, seq, hlc) \
-             SELECT {id}, {rid}, {mask}, {origin}, seq, hlc FROM sdsync_clock;",
-            id = self.spec.id,
-            rid = self.rid("NEW"),
-            origin = self.origin,
-        )
-    }
-
     fn forget(&self, row: &str) -> String {
         format!(
             "DELETE FROM sdsync_versions WHERE tbl = {} AND rid = {};",
@@ -221,7 +208,7 @@ impl<'a> Ctx<'a> {
             name = self.name("ins"),
             table = self.table,
             clear = self.clear_tombstone(),
-            record = self.record_first(&self.spec.all_mask().to_string()),
+            record = self.record(&self.spec.all_mask().to_string()),
         )
     }
 

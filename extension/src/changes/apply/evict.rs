@@ -18,6 +18,9 @@ use crate::changes::parse::{Change, ChangeError};
 use crate::changes::rows;
 use crate::ffi::Value;
 
+/// SQLite's primary result code for a constraint violation.
+const SQLITE_CONSTRAINT: i32 = 19;
+
 impl Engine {
     /// Parks and removes the rows that reference a row apply is about to delete,
     /// instead of letting ON DELETE CASCADE drop them unrecorded (or RESTRICT refuse
@@ -130,14 +133,18 @@ impl Engine {
             || rows::unlink_sql(child, column),
             &[Value::Integer(rid)],
         );
-        if cleared.is_err() {
-            // A NOT NULL column with a default: the row is evicted like others.
-            return Ok(false);
+        match cleared {
+            Ok(()) => {}
+            // A NOT NULL column with a default, or an app CHECK: the row is
+            // evicted like others. Any other failure fails the apply.
+            Err(e) if e.code & 0xff == SQLITE_CONSTRAINT => return Ok(false),
+            Err(e) => return Err(e.into()),
         }
         let wall = Hlc::from_wall(self.wall_ms).as_i64();
+        let above = self.incoming_hlc.saturating_add(1).min(i64::MAX as u64) as i64;
         self.run(
-            "UPDATE sdsync_clock SET hlc = max(hlc + 1, ?1), seq = seq + 1",
-            &[Value::Integer(wall)],
+            "UPDATE sdsync_clock SET hlc = max(hlc + 1, ?1, ?2), seq = seq + 1",
+            &[Value::Integer(wall), Value::Integer(above)],
         )?;
         self.run(
             "UPDATE sdsync_versions SET (seq, hlc) = (SELECT seq, hlc FROM sdsync_clock) \

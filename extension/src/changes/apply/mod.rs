@@ -67,6 +67,10 @@ pub struct Engine {
     tx: TxState,
     /// The wall clock of the current apply (the connection's, see `Conn::wall_ms`).
     wall_ms: u64,
+    /// The HLC of the change being applied: a local change apply makes itself
+    /// (`evict::unlink_own_row`) must be newer. The clock is raised to it only
+    /// after the change's own writes succeeded, so a refused change moves nothing.
+    incoming_hlc: u64,
 }
 
 /// What the engine knows of the database's *contents*, valid only as long as the
@@ -103,6 +107,7 @@ impl Engine {
             data_version: None,
             tx: TxState::default(),
             wall_ms: 0,
+            incoming_hlc: 0,
         }
     }
 
@@ -111,8 +116,10 @@ impl Engine {
     /// the schema may have moved back too, so the catalog is reloaded.
     pub fn forget_transaction(&mut self, rolled_back: bool) {
         self.tx = TxState::default();
-        self.data_version = None;
         if rolled_back {
+            // Forces a fresh look (and a sweep) at the next apply; a mere begin
+            // keeps it, or every transaction would start with a sweep.
+            self.data_version = None;
             self.schema_version = None;
         }
     }
@@ -144,6 +151,7 @@ impl Engine {
             origin: change.origin.clone(),
             seq: change.seq,
         };
+        self.incoming_hlc = version.hlc;
         let woke = self.apply_one(&change, &version)?;
         self.wake(woke)?;
         self.raise_clock(&version)?;
