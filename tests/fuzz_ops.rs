@@ -173,14 +173,7 @@ fn write_sql(input: &mut Bytes, dev: &str) -> String {
     let form = input.next().unwrap_or(0);
     let row = input.next().unwrap_or(0) % 4;
     let val = extreme(input.next().unwrap_or(0));
-    let clause = [
-        "",
-        "OR IGNORE ",
-        "OR REPLACE ",
-        "OR ABORT ",
-        "OR FAIL ",
-        "OR ROLLBACK ",
-    ][usize::from(input.next().unwrap_or(0)) % 6];
+    let clause = crate::CONFLICT_CLAUSES[usize::from(input.next().unwrap_or(0)) % 6];
     let tag = format!("'t{row}'");
     let loc = format!("'{dev}l{row}'");
     let entry = format!("'{dev}e{row}'");

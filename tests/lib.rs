@@ -26,6 +26,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rusqlite::{Connection, params};
 use sdsync_core::schema::quote_ident;
 
+/// Every conflict clause an `INSERT` or `UPDATE` may carry (with its trailing
+/// space; the first is none): the write-form matrix, the simulator and the SQL
+/// fuzzer all run each of them, since SQLite applies the writer's clause to the
+/// capture triggers' statements too.
+pub const CONFLICT_CLAUSES: [&str; 6] = [
+    "",
+    "OR IGNORE ",
+    "OR REPLACE ",
+    "OR ABORT ",
+    "OR FAIL ",
+    "OR ROLLBACK ",
+];
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -97,14 +97,7 @@ impl Sim {
             "-1",
             "4503599627370497",
         ][(val % 5) as usize];
-        let clause = [
-            "",
-            "OR IGNORE ",
-            "OR REPLACE ",
-            "OR ABORT ",
-            "OR FAIL ",
-            "OR ROLLBACK ",
-        ][self.rng.below(6) as usize];
+        let clause = crate::CONFLICT_CLAUSES[self.rng.below(6) as usize];
         let form = self.rng.below(8);
         match form {
             // Conflict clauses on every UPDATE.

@@ -4,14 +4,13 @@
 #[path = "common/mesh.rs"]
 mod mesh;
 
-use std::process::Command;
-
 use mesh::Mesh;
 use rusqlite::Connection;
 use sdsync_syncer::library::Change;
 use sdsync_syncer::proto::message::{Envelope, Payload, encode};
 use sdsync_syncer::proto::node::Event;
-use sdsync_tests::{extension_path, root};
+use sdsync_tests::devices::cli;
+use sdsync_tests::extension_path;
 
 const NAME_UNIQUE: &str = "CREATE UNIQUE INDEX tags_by_name ON tags(canonical_name)";
 
@@ -188,23 +187,6 @@ fn quarantined_changes_are_served_to_peers_that_pull_from_the_holder() {
     m.link(1, 2);
     assert_eq!(m.devs[2].count("tags"), 2);
     assert_eq!(m.devs[2].holds(&ida), 2);
-}
-
-/// `sdsync status` and `sdsync quarantine` as a user runs them.
-fn cli(args: &[&str]) -> String {
-    let bin = root().join("target/release/sdsync");
-    assert!(bin.exists(), "run `cargo build --release` first");
-    let out = Command::new(bin)
-        .args(args)
-        .env("SDSYNC_EXTENSION", extension_path())
-        .output()
-        .expect("run sdsync");
-    assert!(
-        out.status.success(),
-        "sdsync {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! hold identical tables. A write that was not captured, or captured wrongly,
 //! shows as a difference; a refused write must leave the writer unchanged.
 
-use sdsync_tests::{Lib, copy_all, temp_dir};
+use sdsync_tests::{CONFLICT_CLAUSES, Lib, copy_all, temp_dir};
 
 /// Writer `a`, plain peer `b`, and `f`, which owns a location `a` holds.
 struct World {
@@ -110,14 +110,7 @@ fn forms(tab: &str, c: &str, d: &str) -> Vec<(String, Expect)> {
         v.push((sql.clone(), e()));
         v.push((sql, e()));
     };
-    for clause in [
-        "",
-        "OR IGNORE ",
-        "OR REPLACE ",
-        "OR ABORT ",
-        "OR FAIL ",
-        "OR ROLLBACK ",
-    ] {
+    for clause in CONFLICT_CLAUSES {
         twice(
             format!("UPDATE {clause}{tab} SET {c} = {c} || '+' WHERE uuid = 'r1'"),
             || Fine,
@@ -233,14 +226,7 @@ fn every_write_form_on_an_owned_table_is_captured_exactly() {
 #[test]
 fn no_write_form_takes_over_another_devices_row() {
     let w = World::new("forms-foreign");
-    for clause in [
-        "",
-        "OR IGNORE ",
-        "OR REPLACE ",
-        "OR ABORT ",
-        "OR FAIL ",
-        "OR ROLLBACK ",
-    ] {
+    for clause in CONFLICT_CLAUSES {
         w.write(
             &format!("UPDATE {clause}locations SET name = 'mine' WHERE uuid = 'fr'"),
             Refused(OWNED),
