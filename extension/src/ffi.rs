@@ -12,6 +12,7 @@
 //! goes through that table.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr;
@@ -62,6 +63,53 @@ pub const SQLITE_ROW: c_int = 100;
 /// `sqlite3_step` finished.
 pub const SQLITE_DONE: c_int = 101;
 
+/// Whether a result code is about the environment (busy, locked, out of memory,
+/// interrupted, I/O, disk full, cannot open, lock protocol) rather than the data.
+/// Callers retry those, so they must reach them as SQLite gave them: reported
+/// as a plain SQLITE_ERROR, an interrupted apply was quarantined as if the
+/// change itself were bad.
+pub fn is_transient(code: c_int) -> bool {
+    matches!(code & 0xff, 5 | 6 | 7 | 9 | 10 | 13 | 14 | 15)
+}
+
+thread_local! {
+    /// The last transient result code a statement of the extension met on this
+    /// thread: SQL functions report errors as text, so `functions::invoke` takes
+    /// this to give the caller the real code (see [`take_transient`]).
+    static TRANSIENT: Cell<c_int> = const { Cell::new(0) };
+}
+
+/// Forgets any transient failure noted so far (a callback starts).
+pub fn clear_transient() {
+    TRANSIENT.with(|t| t.set(0));
+}
+
+/// The transient result code met since [`clear_transient`], if any.
+pub fn take_transient() -> Option<c_int> {
+    TRANSIENT.with(|t| Some(t.replace(0)).filter(|c| *c != 0))
+}
+
+/// The result code a callback returns for an error: a transient one keeps its
+/// code, anything else is SQLITE_ERROR (the message says what).
+pub trait ResultCode: std::fmt::Display {
+    /// The code to return to SQLite.
+    fn result_code(&self) -> c_int {
+        SQLITE_ERROR
+    }
+}
+
+impl ResultCode for String {}
+
+impl ResultCode for SqlError {
+    fn result_code(&self) -> c_int {
+        if is_transient(self.code) {
+            self.code
+        } else {
+            SQLITE_ERROR
+        }
+    }
+}
+
 /// An SQLite call that failed, with the statement it ran.
 #[derive(Debug, thiserror::Error)]
 #[error("{message} (while running: {sql})")]
@@ -91,6 +139,9 @@ impl Db {
     }
 
     fn error(self, code: c_int, sql: &str) -> SqlError {
+        if is_transient(code) {
+            TRANSIENT.with(|t| t.set(code));
+        }
         SqlError {
             code,
             message: self.errmsg(),
@@ -434,11 +485,23 @@ pub fn guard<T, E: std::fmt::Display>(f: impl FnOnce() -> Result<T, E>) -> Resul
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(e.to_string()),
-        Err(panic) => Err(format!(
-            "sdsync: internal error (panic: {})",
-            panic_text(&panic)
-        )),
+        Err(panic) => Err(panicked(&panic)),
     }
+}
+
+/// [`guard`] keeping the error's result code (see [`ResultCode`]).
+pub fn guard_coded<T, E: ResultCode>(
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, (c_int, String)> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err((e.result_code(), e.to_string())),
+        Err(panic) => Err((SQLITE_ERROR, panicked(&panic))),
+    }
+}
+
+fn panicked(panic: &Box<dyn Any + Send>) -> String {
+    format!("sdsync: internal error (panic: {})", panic_text(panic))
 }
 
 fn panic_text(panic: &Box<dyn Any + Send>) -> String {

@@ -239,6 +239,7 @@ unsafe extern "C" fn drop_registered(p: *mut c_void) {
 /// The callback behind every function: converts arguments, runs the body with
 /// panics caught, and reports the result or error to SQLite.
 unsafe extern "C" fn invoke(ctx: *mut sqlite3_context, argc: c_int, argv: *mut *mut sqlite3_value) {
+    crate::ffi::clear_transient();
     let outcome = guard(|| {
         // SAFETY: the user data is the `Registered` given at registration, alive
         // until SQLite calls its destructor; argv holds argc values.
@@ -259,6 +260,12 @@ unsafe extern "C" fn invoke(ctx: *mut sqlite3_context, argc: c_int, argv: *mut *
             let len = c_int::try_from(message.len()).unwrap_or(c_int::MAX);
             // SAFETY: SQLite copies the message (length given, no NUL needed).
             unsafe { api!(result_error)(ctx, message.as_ptr().cast(), len) };
+            // A nested statement found the database busy, locked, interrupted…:
+            // the caller must see that code to retry instead of giving up.
+            if let Some(code) = crate::ffi::take_transient() {
+                // SAFETY: ctx is valid for this call; keeps the message set above.
+                unsafe { api!(result_error_code)(ctx, code) };
+            }
         }
     }
 }

@@ -23,6 +23,7 @@ use sdsync_syncer::proto::message::{Payload, encode};
 use sdsync_syncer::proto::node::{Config, Event, Node, Output};
 use sdsync_syncer::proto::store::{SqlStore, Store};
 
+mod faults;
 mod writes;
 
 /// SplitMix64: small, fast, deterministic.
@@ -77,7 +78,45 @@ pub struct Report {
     pub settle_ms: u64,
     /// Pulls and pages sent (anti-entropy Hellos not counted).
     pub data_msgs: u64,
+    /// Local write transactions sdsync refused (deletes leaving children, with
+    /// foreign keys off).
+    pub refused: u64,
+    /// Steps whose statements were interrupted halfway.
+    pub interrupted: u64,
+    /// App transactions committed in the middle of a syncer step.
+    pub meddled: u64,
+    /// Changes quarantined for an app UNIQUE conflict between devices.
+    pub conflicts: u64,
+    /// Rows the simulated user deleted to resolve those conflicts.
+    pub resolved: u64,
 }
+
+impl Report {
+    /// Adds another run's counts (for totals over many seeds).
+    pub fn add(&mut self, r: &Report) {
+        self.sent += r.sent;
+        self.lost += r.lost;
+        self.duplicated += r.duplicated;
+        self.writes += r.writes;
+        self.rolled_back += r.rolled_back;
+        self.crashes += r.crashes;
+        self.partitions += r.partitions;
+        self.dead_letters += r.dead_letters;
+        self.settle_ms = self.settle_ms.max(r.settle_ms);
+        self.data_msgs += r.data_msgs;
+        self.refused += r.refused;
+        self.interrupted += r.interrupted;
+        self.meddled += r.meddled;
+        self.conflicts += r.conflicts;
+        self.resolved += r.resolved;
+    }
+}
+
+/// The app UNIQUE index the simulation's albums carry (for names `u…`), and the
+/// only reason a change may be quarantined in it.
+const UNIQUE_INDEX: &str =
+    "CREATE UNIQUE INDEX collections_unique_name ON collections(name) WHERE name LIKE 'u%'";
+const UNIQUE_CONFLICT: &str = "UNIQUE constraint failed: collections.name";
 
 struct Device {
     id: String,
@@ -143,6 +182,7 @@ pub fn run(seed: u64, n: usize) -> Result<Report, String> {
         lib.conn
             .query_row("SELECT sdsync_reidentify(?1)", [&id], |_| Ok(()))
             .map_err(|e| e.to_string())?;
+        lib.exec(UNIQUE_INDEX).map_err(|e| e.to_string())?;
         let store = SqlStore::new(
             lib,
             Connection::open_in_memory().map_err(|e| e.to_string())?,
@@ -266,6 +306,12 @@ impl Sim {
     ) {
         let out = match out {
             Ok(out) => out,
+            // The daemon logs it and goes on; the protocol must recover.
+            Err(e) if e.is_transient() => {
+                self.trace
+                    .push(format!("t={} d{from}: transient {e}", self.now));
+                return;
+            }
             Err(e) => {
                 self.problems
                     .push(format!("device {from}: storage error {e}"));
@@ -313,6 +359,9 @@ impl Sim {
     fn event(&mut self, d: usize, e: Event) {
         match &e {
             Event::DeadLetter { .. } => self.report.dead_letters += 1,
+            Event::Quarantined { reason, .. } if reason.contains(UNIQUE_CONFLICT) => {
+                self.report.conflicts += 1;
+            }
             Event::ApplyFailed { .. }
             | Event::Refused { .. }
             | Event::RefusedBy { .. }
@@ -331,7 +380,7 @@ impl Sim {
     }
 
     /// Delivers every packet due by `now`, in (time, id) order.
-    fn deliver(&mut self) {
+    fn deliver(&mut self) -> Result<(), String> {
         loop {
             let due = self
                 .packets
@@ -346,11 +395,45 @@ impl Sim {
                 continue;
             }
             self.clock(p.to);
-            let wall = self.wall(p.to);
-            let dev = &mut self.devices[p.to];
-            let out = dev.node.receive(&p.bytes, wall, &dev.store);
-            self.handle(p.to, out);
+            self.receive(p.to, &p.bytes)?;
         }
+        Ok(())
+    }
+
+    /// Device `d` receives a message; sometimes its app commits in the middle of
+    /// the step, or the step's statements are interrupted halfway.
+    fn receive(&mut self, d: usize, bytes: &[u8]) -> Result<(), String> {
+        let wall = self.wall(d);
+        let fault = if self.faults {
+            self.rng.below(100)
+        } else {
+            100
+        };
+        let out = if fault < 4 {
+            let (txn, calls) = (self.next_txn(d), self.rng.below(4) as u32);
+            let dev = &mut self.devices[d];
+            let meddler = faults::Meddler::new(&dev.store, calls, txn);
+            let out = dev.node.receive(bytes, wall, &meddler);
+            if let Some((txn, outcome)) = meddler.ran.into_inner() {
+                self.report.meddled += 1;
+                let outcome = outcome.map_err(|e| format!("device {d}, mid-step: {e}"))?;
+                self.record(d, &txn, outcome);
+            }
+            out
+        } else if fault < 7 {
+            self.report.interrupted += 1;
+            let steps = 1 + self.rng.below(300) as u32;
+            let dev = &mut self.devices[d];
+            faults::interrupt_after(&mut dev.store, steps)?;
+            let out = dev.node.receive(bytes, wall, &dev.store);
+            faults::no_interrupt(&mut dev.store)?;
+            out
+        } else {
+            let dev = &mut self.devices[d];
+            dev.node.receive(bytes, wall, &dev.store)
+        };
+        self.handle(d, out);
+        Ok(())
     }
 
     fn tick_all(&mut self) {
@@ -371,7 +454,7 @@ impl Sim {
     fn chaos(&mut self, steps: u64) -> Result<(), String> {
         for _ in 0..steps {
             self.now += 1 + self.rng.below(25);
-            self.deliver();
+            self.deliver()?;
             self.tick_all();
             let before = self.links();
             let n = self.devices.len();
@@ -443,11 +526,15 @@ impl Sim {
             let data = self.report.data_msgs;
             for _ in 0..50 {
                 self.now += 10;
-                self.deliver();
+                self.deliver()?;
                 self.tick_all();
             }
             // Hellos never stop; quiet means a round without pulls or pages.
             let quiet = self.report.data_msgs == data && self.all_watermarks() == watermarks;
+            if quiet && !self.converged() && self.resolve_conflicts()? {
+                quiet_rounds = 0;
+                continue;
+            }
             if quiet && self.converged() {
                 quiet_rounds += 1;
                 if quiet_rounds >= 3 {
@@ -535,6 +622,15 @@ impl Sim {
                 }
             }
             self.check_no_echo(i, d)?;
+            let held: i64 = d
+                .store
+                .lib
+                .conn
+                .query_row("SELECT count(*) FROM sdsync_quarantine", [], |r| r.get(0))
+                .map_err(|e| e.to_string())?;
+            if held != 0 {
+                return Err(format!("device {i}: {held} changes still quarantined"));
+            }
             let log = d
                 .node
                 .log_size(self.wall(i), &d.store)

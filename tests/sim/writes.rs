@@ -5,7 +5,80 @@
 //! sim.write(d)?; // one random write transaction on device d, committed or rolled back
 //! ```
 
+use sdsync_syncer::sqlstore::SqlStore;
+
 use super::{Sim, local_seq};
+
+/// One app write transaction, drawn before it runs (it may run in the middle of
+/// a syncer step, see `faults::Meddler`).
+pub(super) struct Txn {
+    pub sql: String,
+    pub rollback: bool,
+    /// Written on a connection with `PRAGMA foreign_keys = OFF` (a client that
+    /// never turns them on, or a migration that turned them off).
+    pub fk_off: bool,
+}
+
+/// What running a [`Txn`] did.
+pub(super) enum Outcome {
+    /// Committed; the sequence numbers its changes took, `(before, after]`.
+    Committed(i64, i64),
+    RolledBack,
+    /// sdsync refused it with this error (and nothing was written).
+    Refused(String),
+}
+
+/// Refusals sdsync is expected to make in the simulated world: a delete with
+/// foreign keys off that would leave children dangling.
+const EXPECTED_REFUSALS: &[&str] = &["would leave rows of"];
+
+/// Values at the edges of SQLite's storage classes: they must arrive exactly.
+const EXTREMES: &[&str] = &[
+    "9e999",
+    "-9e999",
+    "4.9e-324",
+    "-0.0",
+    "1.7976931348623157e308",
+    "CAST(x'c328ff00' AS TEXT)",
+    "''",
+    "x''",
+    "x'00ff'",
+    "zeroblob(70000)",
+    "-9223372036854775808",
+    "NULL",
+];
+
+/// Runs `t` on the device's library connection.
+pub(super) fn run_txn(store: &SqlStore, t: &Txn) -> Result<Outcome, String> {
+    let lib = &store.lib;
+    if t.fk_off {
+        lib.exec("PRAGMA foreign_keys = OFF")
+            .map_err(|e| e.to_string())?;
+    }
+    let before = local_seq(store);
+    let end = if t.rollback { "ROLLBACK" } else { "COMMIT" };
+    let result = lib.exec(&format!("BEGIN; {}; {end};", t.sql));
+    let outcome = match result {
+        Ok(()) if t.rollback => Ok(Outcome::RolledBack),
+        Ok(()) => Ok(Outcome::Committed(before, local_seq(store))),
+        Err(e) => {
+            let msg = e.to_string();
+            if !lib.conn.is_autocommit() {
+                lib.exec("ROLLBACK").map_err(|e| e.to_string())?;
+            }
+            if EXPECTED_REFUSALS.iter().any(|r| msg.contains(r)) && local_seq(store) == before {
+                Ok(Outcome::Refused(msg))
+            } else {
+                Err(format!("write failed: {msg}\n{}", t.sql))
+            }
+        }
+    };
+    if t.fk_off {
+        lib.exec("PRAGMA foreign_keys = ON")
+            .map_err(|e| e.to_string())?;
+    }
+    outcome
+}
 
 impl Sim {
     pub(super) fn write(&mut self, d: usize) -> Result<(), String> {
@@ -13,14 +86,95 @@ impl Sim {
             return Ok(());
         }
         self.clock(d);
+        let txn = self.next_txn(d);
+        let outcome =
+            run_txn(&self.devices[d].store, &txn).map_err(|e| format!("device {d}: {e}"))?;
+        self.record(d, &txn, outcome);
+        let dev = &mut self.devices[d];
+        let out = dev.node.committed(&dev.store);
+        self.handle(d, out);
+        Ok(())
+    }
+
+    /// Notes what a transaction did, for the invariants and failure reports.
+    pub(super) fn record(&mut self, d: usize, txn: &Txn, outcome: Outcome) {
+        self.report.writes += 1;
+        let what = match outcome {
+            Outcome::Committed(before, after) => {
+                self.devices[d].written.push((before, after));
+                format!("seq->{after}")
+            }
+            Outcome::RolledBack => {
+                self.report.rolled_back += 1;
+                "rolled back".into()
+            }
+            Outcome::Refused(e) => {
+                self.report.refused += 1;
+                format!("refused ({e})")
+            }
+        };
+        let fk = if txn.fk_off {
+            " [foreign_keys off]"
+        } else {
+            ""
+        };
+        let sql = txn.sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        self.devices[d]
+            .log
+            .push(format!("t={} {what}{fk}: {sql}", self.now));
+    }
+
+    /// What a user does about app UNIQUE conflicts between devices (see the
+    /// README): on each device showing one, delete the local row holding the
+    /// name; the quarantined change then applies on its retry and the delete
+    /// reaches every device. Returns whether anything was done.
+    pub(super) fn resolve_conflicts(&mut self) -> Result<bool, String> {
+        let mut any = false;
+        for d in 0..self.devices.len() {
+            let names: Vec<String> = {
+                let conn = &self.devices[d].store.lib.conn;
+                let mut stmt = conn
+                    .prepare(
+                        "SELECT DISTINCT json_extract(json_extract(change, '$.data'), '$.name') \
+                         FROM sdsync_quarantine WHERE tbl = 'collections'",
+                    )
+                    .map_err(|e| e.to_string())?;
+                stmt.query_map([], |r| r.get::<_, Option<String>>(0))
+                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            };
+            for name in names {
+                self.clock(d);
+                let txn = Txn {
+                    sql: format!("DELETE FROM collections WHERE name = '{name}'"),
+                    rollback: false,
+                    fk_off: false,
+                };
+                let outcome = run_txn(&self.devices[d].store, &txn)
+                    .map_err(|e| format!("device {d}, resolving: {e}"))?;
+                self.record(d, &txn, outcome);
+                self.report.resolved += 1;
+                let dev = &mut self.devices[d];
+                let out = dev.node.committed(&dev.store);
+                self.handle(d, out);
+                any = true;
+            }
+        }
+        Ok(any)
+    }
+
+    /// Draws device `d`'s next write transaction.
+    pub(super) fn next_txn(&mut self, d: usize) -> Txn {
         let key = self.rng.below(6);
         let name = self.rng.below(4);
         let album = self.rng.below(2);
         let owner = self.rng.below(self.devices.len() as u64);
         let val = self.rng.below(5);
         let me = d;
-        // The random draws happen in the same order as before, so seeds replay.
-        let sql = match self.rng.below(10) {
+        let sql = match self.rng.below(12) {
             0..=2 => {
                 let col = ["color", "icon", "description"][self.rng.below(3) as usize];
                 format!(
@@ -44,6 +198,25 @@ impl Sim {
             }
             6 => format!("UPDATE entries SET size = {val} WHERE uuid = 'd{me}-e{key}'"),
             7 => format!("DELETE FROM entries WHERE uuid = 'd{me}-e{key}'"),
+            // An album under a fresh uuid and a name an app UNIQUE index guards:
+            // two devices apart may take the same name (a conflict between devices).
+            10 => format!(
+                "INSERT OR IGNORE INTO collections(uuid, name) VALUES ('u-{me}-{}', 'u{album}')",
+                self.now
+            ),
+            // Values at the edges of every storage class, in owned and shared rows.
+            11 => {
+                let value = EXTREMES[self.rng.below(EXTREMES.len() as u64) as usize];
+                if self.rng.chance(50) {
+                    format!(
+                        "UPDATE entries SET inode = {value}, extension = {value} WHERE uuid = 'd{me}-e{key}'"
+                    )
+                } else {
+                    format!(
+                        "UPDATE tags SET icon = {value} WHERE uuid = sdsync_uuid_v5('tag', 'tag{name}')"
+                    )
+                }
+            }
             _ => {
                 let entry = format!("d{owner}-e{key}");
                 if self.rng.chance(70) {
@@ -61,29 +234,11 @@ impl Sim {
             }
         };
         let sql = self.in_some_form(sql, me, val);
-        let end = if self.rng.chance(10) {
-            self.report.rolled_back += 1;
-            "ROLLBACK"
-        } else {
-            "COMMIT"
-        };
-        let dev = &mut self.devices[d];
-        let before = local_seq(&dev.store);
-        dev.store
-            .lib
-            .exec(&format!("BEGIN; {sql}; {end};"))
-            .map_err(|e| format!("device {d} write failed: {e}\n{sql}"))?;
-        let seq = local_seq(&dev.store);
-        dev.written.push((before, seq));
-        dev.log.push(format!(
-            "t={} seq->{seq}: {}",
-            self.now,
-            sql.split_whitespace().collect::<Vec<_>>().join(" ")
-        ));
-        self.report.writes += 1;
-        let out = dev.node.committed(&dev.store);
-        self.handle(d, out);
-        Ok(())
+        Txn {
+            sql,
+            rollback: self.rng.chance(10),
+            fk_off: self.rng.chance(15),
+        }
     }
 
     /// The same write as real clients phrase it: upserts, conflict clauses,

@@ -146,3 +146,43 @@ fn a_rolled_back_parent_is_not_reused_for_a_child() {
         "L"
     );
 }
+
+/// An apply, a read of `sdsync_changes` or an sdsync function interrupted
+/// halfway (like busy, locked or an I/O error: the environment, not the data)
+/// reaches the caller with SQLite's own code, so the syncer retries the page
+/// instead of quarantining its changes as bad. Afterwards the same connection
+/// applies and reads as if nothing happened.
+#[test]
+fn an_interrupted_apply_reports_interrupt_and_the_connection_goes_on() {
+    let mut a = Lib::create(&temp_dir("rb-interrupt").join("a.db"));
+    for sql in [
+        tag(X, 1, hlc(0), "i1", "i1"),
+        "SELECT count(*) FROM sdsync_changes".to_string(),
+        format!("SELECT sdsync_mark_complete('{Y}', 1)"),
+    ] {
+        // Interrupt at every point in turn, until the statement gets through.
+        for steps in 1.. {
+            let mut left = steps;
+            a.conn
+                .progress_handler(
+                    1,
+                    Some(move || {
+                        left -= 1;
+                        left == 0
+                    }),
+                )
+                .expect("progress handler");
+            let result = a.conn.execute_batch(&sql);
+            a.conn
+                .progress_handler(0, None::<fn() -> bool>)
+                .expect("no progress handler");
+            let Err(err) = result else { break };
+            assert_eq!(
+                err.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::OperationInterrupted),
+                "{sql}, interrupted after {steps} steps: {err}"
+            );
+        }
+    }
+    assert_eq!(origin_of(&a, "i1"), X);
+}

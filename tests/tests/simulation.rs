@@ -49,15 +49,7 @@ fn seeds() {
                     }
                     match sim::run(seed, devices(seed)) {
                         Ok(r) => {
-                            let mut t = totals.lock().expect("totals");
-                            t.sent += r.sent;
-                            t.lost += r.lost;
-                            t.duplicated += r.duplicated;
-                            t.writes += r.writes;
-                            t.rolled_back += r.rolled_back;
-                            t.crashes += r.crashes;
-                            t.partitions += r.partitions;
-                            t.dead_letters += r.dead_letters;
+                            totals.lock().expect("totals").add(&r);
                         }
                         Err(e) => failures
                             .lock()

@@ -25,7 +25,9 @@ use sqlite3ext_sys::{
     sqlite3_vtab_cursor,
 };
 
-use crate::ffi::{Db, SQLITE_ERROR, SQLITE_OK, Value, api, guard, sqlite_string, value_of};
+use crate::ffi::{
+    Db, SQLITE_ERROR, SQLITE_OK, Value, api, guard, guard_coded, sqlite_string, value_of,
+};
 use crate::functions::Conn;
 pub use apply::Engine;
 use parse::{ChangeError, Fields};
@@ -114,14 +116,19 @@ unsafe extern "C" fn drop_conn(aux: *mut c_void) {
 
 /// Reports an error through the table's `zErrMsg`, as SQLite expects.
 fn fail(vtab: *mut sqlite3_vtab, message: &str) -> c_int {
+    fail_with(vtab, (SQLITE_ERROR, message.to_string()))
+}
+
+/// [`fail`] with the result code to return (see `ffi::ResultCode`).
+fn fail_with(vtab: *mut sqlite3_vtab, (code, message): (c_int, String)) -> c_int {
     // SAFETY: vtab is live; the old message (from sqlite3_malloc) is freed once.
     unsafe {
         if !(*vtab).zErrMsg.is_null() {
             api!(free)((*vtab).zErrMsg.cast::<c_void>());
         }
-        (*vtab).zErrMsg = sqlite_string(message);
+        (*vtab).zErrMsg = sqlite_string(&message);
     }
-    SQLITE_ERROR
+    code
 }
 
 unsafe extern "C" fn x_connect(
@@ -263,7 +270,7 @@ unsafe extern "C" fn x_filter(
     // SAFETY: cursor from x_open; pVtab set by SQLite; argv has argc values.
     let cur = unsafe { &mut *cursor.cast::<Cursor>() };
     let vtab = cur.base.pVtab;
-    let result = guard(|| {
+    let result = guard_coded(|| {
         let table = unsafe { &*vtab.cast::<Table>() };
         let args: Vec<Value> = (0..argc.max(0) as usize)
             .map(|i| value_of(unsafe { *argv.add(i) }))
@@ -289,11 +296,11 @@ unsafe extern "C" fn x_filter(
             });
         }
         cur.reader = Some(Reader::open(table.db, &filter)?);
-        Ok::<(), String>(())
+        Ok::<(), ChangeError>(())
     });
     match result {
         Ok(()) => SQLITE_OK,
-        Err(m) => fail(vtab, &m),
+        Err(e) => fail_with(vtab, e),
     }
 }
 
@@ -301,13 +308,13 @@ unsafe extern "C" fn x_next(cursor: *mut sqlite3_vtab_cursor) -> c_int {
     // SAFETY: cursor from x_open.
     let cur = unsafe { &mut *cursor.cast::<Cursor>() };
     let vtab = cur.base.pVtab;
-    let result = guard(|| match cur.reader.as_mut() {
-        Some(r) => r.advance().map_err(|e| e.to_string()),
+    let result = guard_coded(|| match cur.reader.as_mut() {
+        Some(r) => r.advance(),
         None => Ok(()),
     });
     match result {
         Ok(()) => SQLITE_OK,
-        Err(m) => fail(vtab, &m),
+        Err(e) => fail_with(vtab, e),
     }
 }
 
@@ -367,7 +374,7 @@ unsafe extern "C" fn x_update(
     argv: *mut *mut sqlite3_value,
     rowid: *mut i64,
 ) -> c_int {
-    let result = guard(|| {
+    let result = guard_coded(|| {
         // SAFETY: vtab from x_connect; argv has argc values.
         let table = unsafe { &mut *vtab.cast::<Table>() };
         let args: Vec<*mut sqlite3_value> = (0..argc.max(0) as usize)
@@ -388,10 +395,10 @@ unsafe extern "C" fn x_update(
     });
     match result {
         Ok(()) => SQLITE_OK,
-        Err(m) => {
+        Err(e) => {
             // Also after a caught panic: SQLite rolls the statement back.
             forget(vtab, true);
-            fail(vtab, &m)
+            fail_with(vtab, e)
         }
     }
 }

@@ -53,6 +53,16 @@ pub struct Change {
     pub hlc: Hlc,
 }
 
+impl crate::ffi::ResultCode for ChangeError {
+    fn result_code(&self) -> std::ffi::c_int {
+        match self {
+            Self::Sql(e) => e.result_code(),
+            Self::Catalog(crate::catalog::CatalogError::Sql(e)) => e.result_code(),
+            _ => crate::ffi::SQLITE_ERROR,
+        }
+    }
+}
+
 /// Why a change was refused. Each message names the table, row, column or device.
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeError {

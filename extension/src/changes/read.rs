@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use sdsync_core::merge::{Version, effective_mask};
 use sdsync_core::schema::{Class, ROW_BIT};
 
+use super::parse::ChangeError;
 use super::rows;
 use crate::catalog::Catalog;
 use crate::ffi::{Db, SqlError, Stmt, Value};
@@ -72,9 +73,9 @@ const TOMBSTONES: &str = "SELECT t.tbl, t.pk, 0, o.uuid, t.seq, t.hlc, NULL, 2 \
 
 impl Reader {
     /// Starts reading with the given constraints.
-    pub fn open(db: Db, filter: &Filter) -> Result<Self, String> {
-        let catalog = Catalog::load(db).map_err(|e| e.to_string())?;
-        let empty = !crate::store::exists(db).map_err(|e| e.to_string())?;
+    pub fn open(db: Db, filter: &Filter) -> Result<Self, ChangeError> {
+        let catalog = Catalog::load(db)?;
+        let empty = !crate::store::exists(db)?;
         let sql = if empty {
             "SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE 0".to_string()
         } else if filter.origin.is_some() {
@@ -90,12 +91,10 @@ impl Reader {
                 "{VERSIONS} WHERE v.seq > ?2 UNION ALL {TOMBSTONES} WHERE t.seq > ?2 UNION ALL {PARKED} WHERE p.seq > ?2"
             )
         };
-        let mut query = db.prepare(&sql).map_err(|e| e.to_string())?;
+        let mut query = db.prepare(&sql)?;
         if !empty {
             let origin = filter.origin.clone().map_or(Value::Null, Value::Text);
-            query
-                .bind_all(&[origin, Value::Integer(filter.after.unwrap_or(i64::MIN))])
-                .map_err(|e| e.to_string())?;
+            query.bind_all(&[origin, Value::Integer(filter.after.unwrap_or(i64::MIN))])?;
         }
         let mut reader = Self {
             query,
@@ -106,7 +105,7 @@ impl Reader {
             current: None,
             count: 0,
         };
-        reader.advance().map_err(|e| e.to_string())?;
+        reader.advance()?;
         Ok(reader)
     }
 

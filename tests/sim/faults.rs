@@ -1,0 +1,150 @@
+//! Faults of the world around a syncer step: an app committing between two of
+//! the step's reads, and a page whose apply fails halfway on a connection that
+//! is used again right after.
+//!
+//! ```ignore
+//! let meddler = Meddler::new(&dev.store, 2, txn); // the app commits before the 3rd read
+//! dev.node.receive(&bytes, wall, &meddler);
+//! ```
+
+use std::cell::{Cell, RefCell};
+
+use sdsync_syncer::proto::message::QuarantineSummary;
+use sdsync_syncer::proto::store::{Quarantined, Retried, Slice, Store, StoreError};
+use sdsync_syncer::sqlstore::SqlStore;
+
+use super::writes::{Outcome, Txn, run_txn};
+
+/// A [`Store`] that lets the device's app commit one transaction just before
+/// the store's `calls`-th use in a step, as a real app on another connection
+/// may at any moment (the syncer's reads of one step are not one snapshot).
+pub(super) struct Meddler<'a> {
+    inner: &'a SqlStore,
+    calls: Cell<u32>,
+    txn: RefCell<Option<Txn>>,
+    /// What the app's transaction did, once it ran.
+    pub ran: RefCell<Option<(Txn, Result<Outcome, String>)>>,
+}
+
+impl<'a> Meddler<'a> {
+    pub fn new(inner: &'a SqlStore, calls: u32, txn: Txn) -> Self {
+        Self {
+            inner,
+            calls: Cell::new(calls),
+            txn: RefCell::new(Some(txn)),
+            ran: RefCell::new(None),
+        }
+    }
+
+    /// Runs the app's transaction when its turn came; then the real store.
+    fn inner(&self) -> &SqlStore {
+        let left = self.calls.get();
+        self.calls.set(left.saturating_sub(1));
+        if left == 0
+            && let Some(txn) = self.txn.borrow_mut().take()
+        {
+            let outcome = run_txn(self.inner, &txn);
+            *self.ran.borrow_mut() = Some((txn, outcome));
+        }
+        self.inner
+    }
+}
+
+impl Store for Meddler<'_> {
+    fn device(&self) -> Result<String, StoreError> {
+        self.inner().device()
+    }
+
+    fn watermarks(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.inner().watermarks()
+    }
+
+    fn hlc(&self) -> Result<i64, StoreError> {
+        self.inner().hlc()
+    }
+
+    fn slice(
+        &self,
+        origin: &str,
+        after: i64,
+        rows: usize,
+        bytes: usize,
+    ) -> Result<Slice, StoreError> {
+        self.inner().slice(origin, after, rows, bytes)
+    }
+
+    fn count_above(&self, origin: &str, after: i64) -> Result<i64, StoreError> {
+        self.inner().count_above(origin, after)
+    }
+
+    fn apply(
+        &self,
+        peer: &str,
+        changes: &[sdsync_syncer::library::Change],
+        complete: Option<(&str, i64)>,
+    ) -> Result<Vec<Quarantined>, StoreError> {
+        self.inner().apply(peer, changes, complete)
+    }
+
+    fn sweep(&self) -> Result<(), StoreError> {
+        self.inner().sweep()
+    }
+
+    fn retry_quarantined(&self) -> Result<Retried, StoreError> {
+        self.inner().retry_quarantined()
+    }
+
+    fn quarantine_summary(&self) -> Result<Vec<QuarantineSummary>, StoreError> {
+        self.inner().quarantine_summary()
+    }
+
+    fn peer_quarantine(&self, peer: &str, summary: &[QuarantineSummary]) -> Result<(), StoreError> {
+        self.inner().peer_quarantine(peer, summary)
+    }
+
+    fn reported(&self, origin: &str) -> Result<i64, StoreError> {
+        self.inner().reported(origin)
+    }
+
+    fn report(&self, origin: &str, seq: i64) -> Result<Option<i64>, StoreError> {
+        self.inner().report(origin, seq)
+    }
+
+    fn dead_letter(
+        &self,
+        peer: &str,
+        cause: &str,
+        what: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.inner().dead_letter(peer, cause, what, reason)
+    }
+}
+
+/// Makes every statement on the library connection fail with SQLITE_INTERRUPT
+/// after `steps` progress callbacks (one per 64 VM instructions): a page then
+/// fails halfway through its apply, is rolled back, and the same connection
+/// (with whatever the extension cached) serves the next step.
+pub(super) fn interrupt_after(store: &mut SqlStore, steps: u32) -> Result<(), String> {
+    let mut left = steps;
+    store
+        .lib
+        .conn
+        .progress_handler(
+            64,
+            Some(move || {
+                left = left.saturating_sub(1);
+                left == 0
+            }),
+        )
+        .map_err(|e| e.to_string())
+}
+
+/// Removes the handler of [`interrupt_after`].
+pub(super) fn no_interrupt(store: &mut SqlStore) -> Result<(), String> {
+    store
+        .lib
+        .conn
+        .progress_handler(0, None::<fn() -> bool>)
+        .map_err(|e| e.to_string())
+}
