@@ -22,7 +22,7 @@ use sdsync_core::hlc::Hlc;
 use sdsync_core::merge::{
     Delete, Group, RowState, Upsert, Version, plan_delete, plan_upsert, with_win,
 };
-use sdsync_core::schema::{Class, ROW_BIT, TableSpec};
+use sdsync_core::schema::{ROW_BIT, TableSpec};
 
 use super::parse::{Change, ChangeError, Fields, Op, column_value};
 use super::rows;
@@ -32,6 +32,7 @@ use crate::store;
 
 use stmts::{FastHash, Key};
 
+mod claims;
 mod evict;
 mod parking;
 mod refs;
@@ -278,17 +279,7 @@ impl Engine {
     fn apply_one(&mut self, change: &Change, v: &Version) -> Result<Vec<RowRef>, ChangeError> {
         let spec = change.table.clone();
         let (state, rid) = self.state(&spec, &change.pk)?;
-        if let Some(owner) = state
-            .owner()
-            .filter(|o| spec.class == Class::Owned && *o != change.origin)
-        {
-            return Err(ChangeError::Forged {
-                table: spec.name.clone(),
-                pk: change.pk_text(),
-                owner: owner.to_string(),
-                origin: change.origin.clone(),
-            });
-        }
+        let state = self.claim(change, state, rid)?;
         match change.op {
             Op::Delete => self.delete(&spec, &change.pk, &state, rid, v),
             Op::Upsert => match plan_upsert(&state, change.mask, v) {
