@@ -110,8 +110,19 @@ pub fn track(
         install_triggers(db, &spec, origin)?;
         reinstall_parents(db, &spec, origin)?;
         let backfilled = backfill(db, &spec, origin)?;
+        let warnings: String = self_updating_triggers(db, &spec.name)?
+            .iter()
+            .map(|t| {
+                format!(
+                    "; warning: app trigger {t} writes {} again without a WHEN clause, and sdsync \
+                     turns recursive_triggers on (to capture REPLACE), so it recurses until SQLite's \
+                     depth limit and the write fails: guard it, e.g. WHEN NEW.updated_at IS OLD.updated_at",
+                    spec.name
+                )
+            })
+            .collect();
         Ok(format!(
-            "tracked {} as {}: {} synced columns, {} references, {} existing rows recorded",
+            "tracked {} as {}: {} synced columns, {} references, {} existing rows recorded{warnings}",
             spec.name,
             spec.class.as_str(),
             spec.columns.len(),
@@ -122,6 +133,53 @@ pub fn track(
             backfilled
         ))
     })
+}
+
+/// The app's triggers on `table` that write `table` again and have no WHEN
+/// clause. Harmless with SQLite's default, they recurse once sdsync turns
+/// `recursive_triggers` on; `sdsync_track` warns about them.
+fn self_updating_triggers(db: Db, table: &str) -> Result<Vec<String>, SqlError> {
+    let list = db.query_text(
+        "SELECT json_group_array(json_array(name, sql)) FROM sqlite_schema \
+         WHERE type = 'trigger' AND tbl_name = ?1 AND name NOT LIKE 'sdsync\\_%' ESCAPE '\\'",
+        &[Value::Text(table.to_string())],
+    )?;
+    let rows: Vec<(String, String)> = list
+        .and_then(|l| serde_json::from_str(&l).ok())
+        .unwrap_or_default();
+    let table = table.to_lowercase();
+    Ok(rows
+        .into_iter()
+        .filter(|(_, sql)| {
+            let words: Vec<String> = sql
+                .to_lowercase()
+                .split(|c: char| c.is_whitespace() || c == '(' || c == ';')
+                .filter(|w| !w.is_empty())
+                .map(|w| {
+                    w.trim_matches(|c| matches!(c, '"' | '`' | '[' | ']'))
+                        .to_string()
+                })
+                .collect();
+            let begin = words
+                .iter()
+                .position(|w| w == "begin")
+                .unwrap_or(words.len());
+            let guarded = words[..begin].iter().any(|w| w == "when");
+            let body = &words[begin..];
+            let writes_itself = (0..body.len()).any(|i| {
+                // `UPDATE [OR clause] t`, `INSERT [OR clause] INTO t`, `REPLACE INTO t`.
+                let skip = if body.get(i + 1).is_some_and(|w| w == "or") {
+                    3
+                } else {
+                    1
+                };
+                (body[i] == "update" && body.get(i + skip) == Some(&table))
+                    || (body[i] == "into" && body.get(i + 1) == Some(&table))
+            });
+            !guarded && writes_itself
+        })
+        .map(|(name, _)| name)
+        .collect())
 }
 
 /// Removes capture from `table` and forgets its versions and parked changes.

@@ -281,3 +281,56 @@ fn recursive_triggers_cannot_be_turned_off() {
         Fine,
     );
 }
+
+/// An app trigger keeping `updated_at` current by updating its own table recurses
+/// under `recursive_triggers` (which sdsync needs for REPLACE) unless a WHEN
+/// clause stops it: `sdsync_track` names the unguarded ones, and the guarded form
+/// works and syncs.
+#[test]
+fn self_updating_app_triggers_are_named_at_track_time_and_work_when_guarded() {
+    let lib = Lib::open(&temp_dir("forms-self-updating").join("a.db"));
+    lib.exec(
+        "CREATE TABLE notes(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, body TEXT, updated_at TEXT);
+         CREATE TRIGGER notes_touch AFTER UPDATE ON notes BEGIN
+           UPDATE notes SET updated_at = 'now' WHERE id = NEW.id;
+         END;
+         CREATE TRIGGER notes_touch_or AFTER UPDATE ON notes BEGIN
+           UPDATE OR IGNORE \"notes\" SET updated_at = 'now' WHERE id = NEW.id;
+         END;",
+    );
+    let summary = lib.text("SELECT sdsync_track('notes', 'shared')");
+    assert!(
+        summary.contains("warning: app trigger notes_touch "),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("warning: app trigger notes_touch_or "),
+        "{summary}"
+    );
+    lib.exec("INSERT INTO notes(uuid, body) VALUES ('n1', 'a')");
+    let err = lib.fails("UPDATE notes SET body = 'b'");
+    // SQLite's words vary by version.
+    assert!(
+        err.contains("too deep") || err.contains("recursion"),
+        "{err}"
+    );
+    lib.exec(
+        "DROP TRIGGER notes_touch; DROP TRIGGER notes_touch_or;
+         CREATE TRIGGER notes_touch AFTER UPDATE ON notes WHEN NEW.updated_at IS OLD.updated_at BEGIN
+           UPDATE notes SET updated_at = 'now' WHERE id = NEW.id;
+         END;",
+    );
+    let summary = lib.text("SELECT sdsync_track('notes', 'shared')");
+    assert!(!summary.contains("warning"), "{summary}");
+    lib.exec("UPDATE notes SET body = 'b'");
+    let peer = Lib::open(&temp_dir("forms-self-updating").join("b.db"));
+    peer.exec(
+        "CREATE TABLE notes(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, body TEXT, updated_at TEXT);
+         SELECT sdsync_track('notes', 'shared');",
+    );
+    sdsync_tests::copy_all(&lib, &peer);
+    assert_eq!(
+        peer.text("SELECT body || ' ' || updated_at FROM notes WHERE uuid = 'n1'"),
+        "b now"
+    );
+}
