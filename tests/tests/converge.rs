@@ -356,7 +356,8 @@ fn a_failed_change_inside_a_transaction_leaves_no_partial_write() {
     // Fails after parse, during the write (uuid clash with an existing row of
     // another identity is impossible; use a forged owner instead).
     let mut forged = changes[2].clone();
-    forged.origin = "00000000-0000-4000-8000-000000000009".into();
+    // A larger device id: its claim loses (see tests/tests/ownership.rs).
+    forged.origin = "ffffffff-ffff-4fff-bfff-fffffffffff9".into();
     assert!(sdsync_tests::apply_each(&b.conn, &[forged]).is_err());
     b.exec("COMMIT");
     assert_eq!(b.changes().len(), 5);
@@ -387,7 +388,8 @@ fn ownership_is_enforced_locally_and_on_apply() {
         .into_iter()
         .find(|c| c.pk == "file-1")
         .expect("file-1");
-    forged.origin = "00000000-0000-4000-8000-000000000001".into();
+    // A larger device id than the owner's: a second claim that loses.
+    forged.origin = "ffffffff-ffff-4fff-bfff-ffffffffffff".into();
     forged.seq = 99;
     forged.data = Some(forged.data.unwrap_or_default().replace("img1.jpg", "evil"));
     let before = b.digest();
