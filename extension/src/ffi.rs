@@ -182,6 +182,9 @@ impl Db {
         if rc == SQLITE_OK {
             return Ok(());
         }
+        if is_transient(rc) {
+            TRANSIENT.with(|t| t.set(rc));
+        }
         let message = if err.is_null() {
             self.errmsg()
         } else {

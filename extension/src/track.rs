@@ -114,9 +114,10 @@ pub fn track(
             .iter()
             .map(|t| {
                 format!(
-                    "; warning: app trigger {t} writes {} again without a WHEN clause, and sdsync \
-                     turns recursive_triggers on (to capture REPLACE), so it recurses until SQLite's \
-                     depth limit and the write fails: guard it, e.g. WHEN NEW.updated_at IS OLD.updated_at",
+                    "; warning: app trigger {t} writes {} again and has no WHEN clause: sdsync turns \
+                     recursive_triggers on (to capture REPLACE), so it fires itself again, and unless \
+                     its WHERE runs out of rows the write fails at SQLite's trigger depth limit; \
+                     guard it, e.g. WHEN NEW.updated_at IS OLD.updated_at",
                     spec.name
                 )
             })
@@ -135,6 +136,63 @@ pub fn track(
     })
 }
 
+/// Whether a trigger's SQL (on `table`, lowercase) fires itself again: its body
+/// does to `table` what the trigger reacts to (an UPDATE trigger updating the
+/// table, touching a column of its `UPDATE OF` list if it has one; an INSERT
+/// trigger inserting; a DELETE trigger deleting), and no WHEN clause stops it.
+/// A heuristic over the words of the SQL: it can miss exotic forms.
+fn recurses(sql: &str, table: &str) -> bool {
+    let words: Vec<String> = sql
+        .to_lowercase()
+        .split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | ';' | ','))
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let w = w.trim_matches(|c| matches!(c, '"' | '`' | '[' | ']'));
+            // `main.t` names `t`.
+            w.rsplit('.').next().unwrap_or(w).to_string()
+        })
+        .collect();
+    let begin = words
+        .iter()
+        .position(|w| w == "begin")
+        .unwrap_or(words.len());
+    let (head, body) = words.split_at(begin);
+    let on = head.iter().position(|w| w == "on").unwrap_or(head.len());
+    if head[on..].iter().any(|w| w == "when") {
+        return false;
+    }
+    let event = head[..on]
+        .iter()
+        .find(|w| matches!(w.as_str(), "insert" | "update" | "delete"))
+        .map(String::as_str);
+    let of: Vec<&String> = head[..on]
+        .iter()
+        .skip_while(|w| *w != "of")
+        .skip(1)
+        .collect();
+    (0..body.len()).any(|i| {
+        // `UPDATE [OR clause] t SET …`, `INSERT [OR clause] INTO t`, `DELETE FROM t`.
+        let skip = if body.get(i + 1).is_some_and(|w| w == "or") {
+            3
+        } else {
+            1
+        };
+        match (event, body[i].as_str()) {
+            (Some("update"), "update") if body.get(i + skip).map(String::as_str) == Some(table) => {
+                of.is_empty()
+                    || body[i + skip..]
+                        .iter()
+                        .take_while(|w| *w != "where" && *w != "end")
+                        .any(|w| of.contains(&w))
+            }
+            (Some("insert"), "into") | (Some("delete"), "from") => {
+                body.get(i + 1).map(String::as_str) == Some(table)
+            }
+            _ => false,
+        }
+    })
+}
+
 /// The app's triggers on `table` that write `table` again and have no WHEN
 /// clause. Harmless with SQLite's default, they recurse once sdsync turns
 /// `recursive_triggers` on; `sdsync_track` warns about them.
@@ -150,34 +208,7 @@ fn self_updating_triggers(db: Db, table: &str) -> Result<Vec<String>, SqlError> 
     let table = table.to_lowercase();
     Ok(rows
         .into_iter()
-        .filter(|(_, sql)| {
-            let words: Vec<String> = sql
-                .to_lowercase()
-                .split(|c: char| c.is_whitespace() || c == '(' || c == ';')
-                .filter(|w| !w.is_empty())
-                .map(|w| {
-                    w.trim_matches(|c| matches!(c, '"' | '`' | '[' | ']'))
-                        .to_string()
-                })
-                .collect();
-            let begin = words
-                .iter()
-                .position(|w| w == "begin")
-                .unwrap_or(words.len());
-            let guarded = words[..begin].iter().any(|w| w == "when");
-            let body = &words[begin..];
-            let writes_itself = (0..body.len()).any(|i| {
-                // `UPDATE [OR clause] t`, `INSERT [OR clause] INTO t`, `REPLACE INTO t`.
-                let skip = if body.get(i + 1).is_some_and(|w| w == "or") {
-                    3
-                } else {
-                    1
-                };
-                (body[i] == "update" && body.get(i + skip) == Some(&table))
-                    || (body[i] == "into" && body.get(i + 1) == Some(&table))
-            });
-            !guarded && writes_itself
-        })
+        .filter(|(_, sql)| recurses(sql, &table))
         .map(|(name, _)| name)
         .collect())
 }
@@ -449,4 +480,54 @@ fn read_raw(db: Db, table: &str) -> Result<RawTable, SqlError> {
         foreign_keys,
         integer_primary_key,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recurses;
+
+    #[test]
+    fn triggers_that_fire_themselves_are_told_apart() {
+        let cases = [
+            (
+                "CREATE TRIGGER a AFTER UPDATE ON notes BEGIN UPDATE notes SET updated_at = 1 WHERE id = NEW.id; END",
+                true,
+            ),
+            (
+                "CREATE TRIGGER a AFTER UPDATE ON \"notes\" BEGIN UPDATE OR IGNORE main.notes SET x = 1; END",
+                true,
+            ),
+            (
+                "CREATE TRIGGER a AFTER UPDATE ON notes WHEN NEW.x IS OLD.x BEGIN UPDATE notes SET x = 1; END",
+                false,
+            ),
+            (
+                "CREATE TRIGGER a AFTER UPDATE OF body ON notes BEGIN UPDATE notes SET updated_at = 1; END",
+                false,
+            ),
+            (
+                "CREATE TRIGGER a AFTER UPDATE OF body ON notes BEGIN UPDATE notes SET body = trim(body); END",
+                true,
+            ),
+            (
+                "CREATE TRIGGER a AFTER INSERT ON notes BEGIN UPDATE notes SET x = 1 WHERE id = NEW.id; END",
+                false,
+            ),
+            (
+                "CREATE TRIGGER a AFTER INSERT ON notes BEGIN INSERT INTO notes(uuid) VALUES (1); END",
+                true,
+            ),
+            (
+                "CREATE TRIGGER a AFTER DELETE ON notes BEGIN DELETE FROM notes WHERE p = OLD.id; END",
+                true,
+            ),
+            (
+                "CREATE TRIGGER a AFTER UPDATE ON notes BEGIN UPDATE other SET x = 1; END",
+                false,
+            ),
+        ];
+        for (sql, expected) in cases {
+            assert_eq!(recurses(sql, "notes"), expected, "{sql}");
+        }
+    }
 }

@@ -16,8 +16,11 @@ use sdsync_syncer::sqlstore::SqlStore;
 use super::writes::{Outcome, Txn, run_txn};
 
 /// A [`Store`] that lets the device's app commit one transaction just before
-/// the store's `calls`-th use in a step, as a real app on another connection
-/// may at any moment (the syncer's reads of one step are not one snapshot).
+/// the store's `calls`-th use in a step, as a real app may at any moment (the
+/// syncer's reads of one step are not one snapshot). The app writes on the
+/// syncer's own connection (the simulated databases are `:memory:`), so the
+/// engine sees it through `total_changes`; another connection's commit
+/// (`data_version`) is covered by the tests over files, not here.
 pub(super) struct Meddler<'a> {
     inner: &'a SqlStore,
     calls: Cell<u32>,

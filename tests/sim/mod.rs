@@ -306,12 +306,6 @@ impl Sim {
     ) {
         let out = match out {
             Ok(out) => out,
-            // The daemon logs it and goes on; the protocol must recover.
-            Err(e) if e.is_transient() => {
-                self.trace
-                    .push(format!("t={} d{from}: transient {e}", self.now));
-                return;
-            }
             Err(e) => {
                 self.problems
                     .push(format!("device {from}: storage error {e}"));
@@ -427,6 +421,16 @@ impl Sim {
             faults::interrupt_after(&mut dev.store, steps)?;
             let out = dev.node.receive(bytes, wall, &dev.store);
             faults::no_interrupt(&mut dev.store)?;
+            // What the interrupt caused, and only that, the daemon logs and
+            // goes on from; the protocol must recover.
+            if let Err(e) = &out
+                && e.is_transient()
+                && e.to_string().contains("interrupted")
+            {
+                self.trace
+                    .push(format!("t={} d{d}: interrupted: {e}", self.now));
+                return Ok(());
+            }
             out
         } else {
             let dev = &mut self.devices[d];

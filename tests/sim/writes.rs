@@ -28,8 +28,8 @@ pub(super) enum Outcome {
     Refused(String),
 }
 
-/// Refusals sdsync is expected to make in the simulated world: a delete with
-/// foreign keys off that would leave children dangling.
+/// Refusals sdsync is expected to make in the simulated world, and only with
+/// foreign keys off: a delete that would leave children dangling.
 const EXPECTED_REFUSALS: &[&str] = &["would leave rows of"];
 
 /// Values at the edges of SQLite's storage classes: they must arrive exactly.
@@ -66,7 +66,8 @@ pub(super) fn run_txn(store: &SqlStore, t: &Txn) -> Result<Outcome, String> {
             if !lib.conn.is_autocommit() {
                 lib.exec("ROLLBACK").map_err(|e| e.to_string())?;
             }
-            if EXPECTED_REFUSALS.iter().any(|r| msg.contains(r)) && local_seq(store) == before {
+            let expected = t.fk_off && EXPECTED_REFUSALS.iter().any(|r| msg.contains(r));
+            if expected && local_seq(store) == before {
                 Ok(Outcome::Refused(msg))
             } else {
                 Err(format!("write failed: {msg}\n{}", t.sql))
@@ -136,10 +137,10 @@ impl Sim {
                 let mut stmt = conn
                     .prepare(
                         "SELECT DISTINCT json_extract(json_extract(change, '$.data'), '$.name') \
-                         FROM sdsync_quarantine WHERE tbl = 'collections'",
+                         FROM sdsync_quarantine WHERE tbl = 'collections' AND instr(reason, ?1)",
                     )
                     .map_err(|e| e.to_string())?;
-                stmt.query_map([], |r| r.get::<_, Option<String>>(0))
+                stmt.query_map([super::UNIQUE_CONFLICT], |r| r.get::<_, Option<String>>(0))
                     .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                     .map_err(|e| e.to_string())?
                     .into_iter()

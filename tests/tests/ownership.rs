@@ -7,7 +7,7 @@
 use rusqlite::Connection;
 
 use sdsync_syncer::sqlstore::quarantine;
-use sdsync_tests::{Lib, digest, temp_dir};
+use sdsync_tests::{Change, Lib, digest, temp_dir};
 
 const SMALL: &str = "00000000-0000-4000-8000-000000000001";
 const LARGE: &str = "00000000-0000-4000-8000-000000000002";
@@ -21,15 +21,33 @@ fn device(dir: &str, name: &str, id: &str) -> Lib {
 /// Applies `from`'s own changes to `to` the way the syncer does: change by
 /// change, quarantining those refused.
 fn deliver(to: &Lib, from: &Lib) {
+    deliver_some(to, &own_changes(from));
+}
+
+fn own_changes(from: &Lib) -> Vec<Change> {
     let me = from.device();
-    let changes: Vec<_> = from
-        .changes()
+    from.changes()
         .into_iter()
         .filter(|c| c.origin == me)
-        .collect();
+        .collect()
+}
+
+fn deliver_some(to: &Lib, changes: &[Change]) {
     let tx = to.conn.unchecked_transaction().expect("begin");
-    quarantine::apply_each(&tx, &me, &changes).expect("apply");
+    quarantine::apply_each(&tx, "peer", changes).expect("apply");
     tx.commit().expect("commit");
+}
+
+/// Two third devices: the first gets `c`'s changes then `d`'s, the second the
+/// other way round.
+fn in_both_orders(dir: &str, c: &Lib, d: &Lib) -> (Lib, Lib) {
+    let first = device(dir, "h1", "00000000-0000-4000-8000-00000000000a");
+    deliver(&first, c);
+    deliver(&first, d);
+    let second = device(dir, "h2", "00000000-0000-4000-8000-00000000000b");
+    deliver(&second, d);
+    deliver(&second, c);
+    (first, second)
 }
 
 /// `(origin, seq, op)` of every quarantined change.
@@ -74,12 +92,7 @@ fn two_claims_on_an_owned_row_end_the_same_whatever_the_arrival_order() {
     for (creator, deleter) in [(SMALL, LARGE), (LARGE, SMALL)] {
         let dir = format!("own-{}", &creator[creator.len() - 1..]);
         let (c, d) = claims(&dir, creator, deleter);
-        let first = device(&dir, "h1", "00000000-0000-4000-8000-00000000000a");
-        deliver(&first, &c);
-        deliver(&first, &d);
-        let second = device(&dir, "h2", "00000000-0000-4000-8000-00000000000b");
-        deliver(&second, &d);
-        deliver(&second, &c);
+        let (first, second) = in_both_orders(&dir, &c, &d);
         assert_eq!(
             digest(&first.conn),
             digest(&second.conn),
@@ -119,12 +132,7 @@ fn two_creates_of_an_owned_row_end_the_same_whatever_the_arrival_order() {
     for (one, other) in [(SMALL, LARGE), (LARGE, SMALL)] {
         let dir = format!("own-both-{}", &one[one.len() - 1..]);
         let (c, d) = claims_with(&dir, one, other, "UPDATE locations SET path = '/d'");
-        let first = device(&dir, "h1", "00000000-0000-4000-8000-00000000000a");
-        deliver(&first, &c);
-        deliver(&first, &d);
-        let second = device(&dir, "h2", "00000000-0000-4000-8000-00000000000b");
-        deliver(&second, &d);
-        deliver(&second, &c);
+        let (first, second) = in_both_orders(&dir, &c, &d);
         assert_eq!(digest(&first.conn), digest(&second.conn), "first {one}");
         assert_eq!(quarantined(&first.conn), quarantined(&second.conn));
         let winner = if one == SMALL { "mine" } else { "theirs" };
@@ -160,4 +168,58 @@ fn each_claiming_device_keeps_its_own_row_and_shows_the_other_claim() {
     quarantine::retry_in(&tx, None, 100).expect("retry");
     tx.commit().expect("commit");
     assert_eq!(digest(&c.conn), digest(&d.conn));
+}
+
+/// The winning claim arrives while its parent is missing (so it waits, parked)
+/// and the losing device then deletes its own row: the parked claim still holds,
+/// the loser's create and delete are both quarantined, exactly as when the
+/// winner arrives first.
+#[test]
+fn a_parked_winning_claim_holds_against_the_losers_later_changes() {
+    let dir = "own-parked";
+    let winner = device(dir, "winner", SMALL);
+    let loser = device(dir, "loser", LARGE);
+    winner.exec(
+        "INSERT INTO locations(uuid, name) VALUES ('lw', 'w');
+         INSERT INTO entries(uuid, name, location_id) SELECT 'u', 'w-entry', id FROM locations WHERE uuid = 'lw'",
+    );
+    loser.exec(
+        "INSERT INTO locations(uuid, name) VALUES ('ll', 'l');
+         INSERT INTO entries(uuid, name, location_id) SELECT 'u', 'l-entry', id FROM locations WHERE uuid = 'll'",
+    );
+    let loser_created = own_changes(&loser);
+    loser.exec("DELETE FROM entries WHERE uuid = 'u'");
+    let loser_deleted = own_changes(&loser);
+    let won = own_changes(&winner);
+    let (location, entry): (Vec<_>, Vec<_>) = won.into_iter().partition(|c| c.tbl == "locations");
+
+    let first = device(dir, "h1", "00000000-0000-4000-8000-00000000000a");
+    deliver_some(&first, &loser_created);
+    deliver_some(&first, &entry);
+    assert_eq!(
+        first.int("SELECT count(*) FROM sdsync_parked"),
+        1,
+        "waits for lw"
+    );
+    deliver_some(&first, &loser_deleted);
+    deliver_some(&first, &location);
+
+    let second = device(dir, "h2", "00000000-0000-4000-8000-00000000000b");
+    deliver(&second, &winner);
+    deliver_some(&second, &loser_created);
+    deliver_some(&second, &loser_deleted);
+
+    assert_eq!(digest(&first.conn), digest(&second.conn));
+    assert_eq!(
+        first.text("SELECT name FROM entries WHERE uuid = 'u'"),
+        "w-entry"
+    );
+    let seqs = |h: &Lib| -> Vec<(String, i64)> {
+        quarantined(&h.conn)
+            .into_iter()
+            .map(|(o, s, _)| (o, s))
+            .collect()
+    };
+    assert_eq!(seqs(&first), seqs(&second));
+    assert_eq!(first.int("SELECT count(*) FROM sdsync_parked"), 0);
 }

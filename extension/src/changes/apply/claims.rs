@@ -2,7 +2,7 @@
 //! in which the claims arrive.
 //!
 //! ```ignore
-//! let state = self.claim(&change, state)?; // Err(Forged) when the claim loses
+//! let state = self.claim(&change, state, rid)?; // Err(Forged) when the claim loses
 //! ```
 //!
 //! A device-owned row is written by one device only, so a second device sending
@@ -54,16 +54,24 @@ impl Engine {
             return Ok(state);
         }
         let parked = self.parked_claims(&spec, &change.pk, &change.origin)?;
-        let holder = state
-            .owner()
-            .map(str::to_string)
-            .or_else(|| parked.iter().map(|p| p.version.origin.clone()).min());
-        let Some(holder) = holder.filter(|h| *h != change.origin) else {
+        let sender = change.origin.as_str();
+        let owner = state.owner().filter(|o| *o != sender).map(str::to_string);
+        // Every other claim the row holds here: its state's and its parked pieces'.
+        let others: Vec<String> = owner
+            .iter()
+            .cloned()
+            .chain(parked.iter().map(|p| p.version.origin.clone()))
+            .collect();
+        let Some(mut holder) = others.iter().min().cloned() else {
             return Ok(state);
         };
-        let holder_is_local =
-            self.local_origin.is_some() && self.known_origin(&holder)? == self.local_origin;
-        if holder_is_local || change.origin > holder {
+        let mut holder_is_local = false;
+        for other in &others {
+            if self.local_origin.is_some() && self.known_origin(other)? == self.local_origin {
+                (holder, holder_is_local) = (other.clone(), true);
+            }
+        }
+        if holder_is_local || sender > holder.as_str() {
             return Err(ChangeError::Forged {
                 table: spec.name.clone(),
                 pk: change.pk_text(),
@@ -79,15 +87,25 @@ impl Engine {
             change.origin
         );
         let mut displaced = parked;
-        let next = match state {
-            RowState::Alive(groups) => {
+        // The losing claim leaves the row's state entirely, as if it had never
+        // arrived: the winning change then applies exactly as it does when it
+        // comes first (parked if it lacks a parent, and so on).
+        let next = match (state, rid) {
+            (RowState::Alive(groups), Some(rid)) if owner.is_some() => {
                 if let Some(d) = self.live_claim(&spec, rid, &groups)? {
                     displaced.push(d);
                 }
-                // The winning change merges as if the row held nothing newer.
-                RowState::Alive(groups.iter().map(overruled).collect())
+                // The rows referencing it wait for the row to exist again.
+                self.tx.refs.clear();
+                self.evict_children(&spec, rid, &change.pk, 0)?;
+                self.run_keyed(
+                    Key::Delete(spec.id),
+                    || rows::delete_sql(&spec),
+                    std::slice::from_ref(&change.pk),
+                )?;
+                RowState::Unknown
             }
-            RowState::Dead(v) => {
+            (RowState::Dead(v), _) if owner.is_some() => {
                 self.run(
                     "DELETE FROM sdsync_tombstones WHERE tbl = ?1 AND pk = ?2",
                     &[Value::Integer(spec.id), change.pk.clone()],
@@ -101,7 +119,7 @@ impl Engine {
                 });
                 RowState::Unknown
             }
-            RowState::Unknown => RowState::Unknown,
+            (state, _) => state,
         };
         self.db.exec(QUARANTINE_TABLE)?;
         for d in displaced {
@@ -123,23 +141,9 @@ impl Engine {
         if self.parked_is_empty()? {
             return Ok(Vec::new());
         }
-        let stmt = self.stmt(
-            "SELECT origin, seq, hlc, mask, data FROM sdsync_parked WHERE tbl = ?1 AND pk = ?2",
-        )?;
-        stmt.bind_all(&[Value::Integer(spec.id), pk.clone()])?;
-        let mut raw = Vec::new();
-        while stmt.step()? {
-            raw.push((
-                stmt.int(0),
-                stmt.int(1),
-                stmt.int(2),
-                stmt.int(3),
-                stmt.text(4),
-            ));
-        }
-        stmt.reset();
+        let raw = self.parked_rows(spec, pk)?;
         let mut out = Vec::new();
-        for (origin_id, seq, hlc, mask, data) in raw {
+        for (origin_id, seq, mask, hlc, data) in raw {
             let name = self.origin_name(origin_id)?;
             if name != origin {
                 out.push(Displaced {
@@ -163,10 +167,10 @@ impl Engine {
     fn live_claim(
         &mut self,
         spec: &TableSpec,
-        rid: Option<i64>,
+        rid: i64,
         groups: &[Group],
     ) -> Result<Option<Displaced>, SqlError> {
-        let (Some(rid), Some(group)) = (rid, groups.first()) else {
+        let Some(group) = groups.first() else {
             return Ok(None);
         };
         let stmt = self.keyed(Key::Select(spec.id), || rows::select_sql(spec))?;
@@ -219,17 +223,6 @@ impl Engine {
     }
 }
 
-/// A group whose version any claim beats (the losing claim's, overruled).
-fn overruled(g: &Group) -> Group {
-    Group {
-        mask: g.mask,
-        version: Version {
-            hlc: 0,
-            ..g.version.clone()
-        },
-    }
-}
-
 /// A uuid as the syncer's `Pk` serializes it (`{"Text": "…"}`, `{"Blob": [..]}`…).
 fn pk_json(pk: &Value) -> serde_json::Value {
     match pk {
@@ -237,7 +230,8 @@ fn pk_json(pk: &Value) -> serde_json::Value {
         Value::RawText(b) => json!({ "RawText": b }),
         Value::Blob(b) => json!({ "Blob": b }),
         Value::Integer(i) => json!({ "Integer": i }),
-        Value::Real(r) => json!({ "Integer": *r as i64 }),
-        Value::Null => serde_json::Value::Null,
+        // Capture refuses REAL and NULL uuids; kept readable all the same.
+        Value::Real(r) => json!({ "Text": r.to_string() }),
+        Value::Null => json!({ "Text": "" }),
     }
 }

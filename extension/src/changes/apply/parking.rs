@@ -17,8 +17,11 @@ use sdsync_core::schema::{ROW_BIT, TableSpec};
 use super::{Engine, Key, Parked, RowRef, Waiting, decode, row_params, upsert};
 use crate::changes::parse::{Change, ChangeError};
 use crate::changes::rows;
-use crate::ffi::{SqlError, Value};
+use crate::ffi::{ResultCode, SQLITE_ERROR, SqlError, Value};
 use crate::values::to_json;
+
+/// A parked piece as stored: `(origin id, seq, mask, hlc, data)`.
+pub(super) type StoredPiece = (i64, i64, i64, i64, Option<String>);
 
 impl Engine {
     /// Builds a row that is not alive from its parked pieces plus `incoming`; parks
@@ -222,6 +225,9 @@ impl Engine {
                 };
                 match result {
                     Ok(rows) => queue.extend(rows),
+                    // Busy, interrupted, I/O: SQLite may have rolled the whole
+                    // transaction back, so nothing more may be written here.
+                    Err(e) if e.result_code() != SQLITE_ERROR => return Err(e),
                     Err(e) => self.run(
                         "UPDATE sdsync_parked SET reason = ?3 WHERE tbl = ?1 AND pk = ?2",
                         &[
@@ -248,10 +254,17 @@ impl Engine {
             return Ok(Vec::new());
         };
         self.unpark(origin_id, seq)?;
-        self.apply_one(&change, &v).inspect_err(|_| {
-            // The failed write changed nothing; put the change back where it was.
-            let _ = self.park(&change, &v, &(table.clone(), row.clone()), "failed");
-        })
+        match self.apply_one(&change, &v) {
+            Ok(rows) => Ok(rows),
+            // A transient failure may have rolled the transaction back (the
+            // unpark with it): write nothing more.
+            Err(e) if e.result_code() != SQLITE_ERROR => Err(e),
+            Err(e) => {
+                // The failed write changed nothing; put the change back where it was.
+                self.park(&change, &v, &(table.clone(), row.clone()), "failed")?;
+                Err(e)
+            }
+        }
     }
 
     pub(super) fn waiting_for(
@@ -297,24 +310,9 @@ impl Engine {
         spec: &Rc<TableSpec>,
         pk: &Value,
     ) -> Result<Vec<(i64, Parked)>, SqlError> {
-        let stmt = self.stmt(
-            "SELECT origin, seq, mask, hlc, data FROM sdsync_parked WHERE tbl = ?1 AND pk = ?2",
-        )?;
-        stmt.bind_all(&[Value::Integer(spec.id), pk.clone()])?;
-        let mut raw = Vec::new();
-        while stmt.step()? {
-            raw.push((
-                stmt.int(0),
-                stmt.int(1),
-                stmt.int(2),
-                stmt.int(3),
-                stmt.text(4).unwrap_or_default(),
-            ));
-        }
-        stmt.reset();
         let mut out = Vec::new();
-        for (origin_id, seq, mask, hlc, data) in raw {
-            let map = match serde_json::from_str::<Json>(&data) {
+        for (origin_id, seq, mask, hlc, data) in self.parked_rows(spec, pk)? {
+            let map = match serde_json::from_str::<Json>(data.as_deref().unwrap_or_default()) {
                 Ok(Json::Object(map)) => map,
                 _ => Map::new(),
             };
@@ -334,5 +332,29 @@ impl Engine {
             ));
         }
         Ok(out)
+    }
+
+    /// The parked pieces of a row as stored.
+    pub(super) fn parked_rows(
+        &mut self,
+        spec: &TableSpec,
+        pk: &Value,
+    ) -> Result<Vec<StoredPiece>, SqlError> {
+        let stmt = self.stmt(
+            "SELECT origin, seq, mask, hlc, data FROM sdsync_parked WHERE tbl = ?1 AND pk = ?2",
+        )?;
+        stmt.bind_all(&[Value::Integer(spec.id), pk.clone()])?;
+        let mut raw = Vec::new();
+        while stmt.step()? {
+            raw.push((
+                stmt.int(0),
+                stmt.int(1),
+                stmt.int(2),
+                stmt.int(3),
+                stmt.text(4),
+            ));
+        }
+        stmt.reset();
+        Ok(raw)
     }
 }
