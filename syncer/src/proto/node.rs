@@ -140,6 +140,10 @@ pub struct Node {
     unverified: BTreeMap<(String, String), i64>,
     /// Consecutive busy pages per origin (the backoff grows with it).
     busy: BTreeMap<String, u32>,
+    /// The newest HLC among each origin's changes applied here: a Hello of that
+    /// origin with an older clock was sent before those changes existed, so what
+    /// it says the origin issued is stale, not a contradiction.
+    newest: BTreeMap<String, i64>,
 }
 
 type Out = Result<Vec<Output>, StoreError>;
@@ -158,6 +162,7 @@ impl Node {
             reported: BTreeMap::new(),
             unverified: BTreeMap::new(),
             busy: BTreeMap::new(),
+            newest: BTreeMap::new(),
         }
     }
 
@@ -401,7 +406,8 @@ impl Node {
         }
         let acks: BTreeMap<String, i64> = marks.into_iter().collect();
         let mut out = Vec::new();
-        if let Some(&issued) = acks.get(peer) {
+        let stale = self.newest.get(peer).is_some_and(|&newest| newest > hlc);
+        if let Some(&issued) = acks.get(peer).filter(|_| !stale) {
             out.extend(self.origin_reports(peer, issued, store)?);
         }
         let ours: BTreeMap<String, i64> = store.watermarks()?.into_iter().collect();
@@ -481,6 +487,10 @@ impl Node {
             Err(e) => return self.failed(peer, origin, after, e.to_string(), store),
         };
         self.busy.remove(origin);
+        if let Some(hlc) = changes.iter().map(|c| c.hlc).max() {
+            let newest = self.newest.entry(origin.into()).or_insert(hlc);
+            *newest = (*newest).max(hlc);
+        }
         if vouched < complete_to && !more {
             self.unverified
                 .insert((peer.to_string(), origin.to_string()), complete_to);
