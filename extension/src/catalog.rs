@@ -23,6 +23,9 @@ pub struct Catalog {
     by_name: HashMap<String, Rc<TableSpec>>,
     /// Tables in dependency order: every table after the tables it references.
     pub ordered: Vec<Rc<TableSpec>>,
+    /// Tracked tables that do not exist (dropped, or renamed by a connection
+    /// whose repair has not run): changes for them are kept, not applied.
+    missing: Vec<String>,
 }
 
 /// Why the catalog could not be read.
@@ -66,7 +69,23 @@ impl Catalog {
             catalog.by_id.insert(spec.id, spec.clone());
             catalog.by_name.insert(spec.name.clone(), spec.clone());
         }
+        // Former names resolve too (changes from devices that have not renamed
+        // the table yet), unless a tracked table has that name now.
+        for spec in &specs {
+            for alias in &spec.aliases {
+                catalog
+                    .by_name
+                    .entry(alias.clone())
+                    .or_insert_with(|| spec.clone());
+            }
+        }
         catalog.ordered = dependency_order(&specs);
+        let mut stmt = db.prepare(
+            "SELECT name FROM sdsync_tables WHERE name NOT IN (SELECT name FROM sqlite_schema WHERE type = 'table')",
+        )?;
+        while stmt.step()? {
+            catalog.missing.push(stmt.text(0).unwrap_or_default());
+        }
         Ok(catalog)
     }
 
@@ -75,7 +94,13 @@ impl Catalog {
         self.by_id.get(&id)
     }
 
-    /// A tracked table by name.
+    /// A tracked table that exists, by name or by a former name.
+    pub fn present(&self, name: &str) -> Option<&Rc<TableSpec>> {
+        self.by_name(name)
+            .filter(|s| !self.missing.iter().any(|m| *m == s.name))
+    }
+
+    /// A tracked table by name, or by a former name.
     pub fn by_name(&self, name: &str) -> Option<&Rc<TableSpec>> {
         self.by_name.get(name)
     }

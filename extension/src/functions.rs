@@ -33,6 +33,8 @@ pub struct Conn {
     pub applying: Cell<bool>,
     /// A fixed wall clock for deterministic simulation (`sdsync_test_clock`).
     pub wall_override: Cell<Option<u64>>,
+    /// The DDL this connection ran (see `migrate::watch`).
+    pub watch: crate::migrate::watch::Watch,
 }
 
 impl Conn {
@@ -126,6 +128,21 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
         ))
     }),
     ("sdsync_mark_complete", 2, DIRECT, mark_complete),
+    ("sdsync_alter", 1, DIRECT, |c| {
+        crate::migrate::alter(c.db, &c.text(0, "sdsync_alter: sql")?)
+            .map(Value::Text)
+            .map_err(|e| e.to_string())
+    }),
+    ("sdsync_restamp", 1, DIRECT, |c| {
+        store::restamp(c.db, c.int(0, "sdsync_restamp: floor (a sequence number)")?)
+            .map(Value::Integer)
+            .map_err(|e| format!("sdsync_restamp: {e}"))
+    }),
+    ("sdsync_repair", 0, DIRECT, |c| {
+        crate::migrate::repair(c.db)
+            .map(|done| Value::Text(done.join("; ")))
+            .map_err(|e| e.to_string())
+    }),
 ];
 
 /// What one registered function holds: the connection's state and its body.

@@ -16,7 +16,7 @@ mod catalog;
 mod changes;
 mod ffi;
 mod functions;
-mod guard_pragmas;
+mod migrate;
 mod store;
 mod track;
 mod values;
@@ -67,6 +67,7 @@ pub unsafe extern "C" fn sqlite3_sdsync_init(
         functions::register(db, &conn)
             .map_err(|e| format!("sdsync: registering functions failed: {e}"))?;
         changes::register(db, &conn)?;
+        migrate::status::register(db)?;
         // Every writer of a library enforces (and cascades) its references the same
         // way, whatever its host's default: a delete that cascades on one device
         // and leaves dangling children on another would diverge.
@@ -79,11 +80,13 @@ pub unsafe extern "C" fn sqlite3_sdsync_init(
             .map_err(|e| {
                 format!("sdsync: setting foreign_keys and recursive_triggers failed: {e}")
             })?;
-        guard_pragmas::install(db)?;
+        migrate::watch::install(db, &conn)?;
         set_busy_timeout(ffi::Db::from_raw(db))?;
         // Best effort by design (see `track::upgrade`): a failure leaves working
-        // older triggers and is retried by the next load.
+        // older triggers and is retried by the next load; a failed repair is
+        // retried by the next commit of DDL and by every sweep.
         let _ = track::upgrade(ffi::Db::from_raw(db));
+        let _ = migrate::repair_if_needed(ffi::Db::from_raw(db), false);
         Ok::<(), String>(())
     });
     match result {

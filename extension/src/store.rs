@@ -77,12 +77,43 @@ CREATE VIEW IF NOT EXISTS sdsync_watermarks(origin, seq) AS
   FROM sdsync_origins o;
 ";
 
+/// What format 6 added (run by [`ensure`] and by `track::upgrade`).
+///
+/// `sdsync_kept`: changes for a table or columns this database does not have
+/// (yet): a device on a newer schema wrote them. Kept whole, in the form they
+/// came in, served to peers like any change, and applied when the schema here
+/// catches up (`migrate::retry_kept`).
+///
+/// The guard trigger never fires (`WHEN 0`); it exists for SQLite to check.
+/// `ALTER TABLE … RENAME`, `RENAME COLUMN` and `DROP COLUMN` re-check every
+/// trigger of the schema, and this one reads `sdsync_schema`, a table only a
+/// connection with the extension has: without it they fail ("error in trigger
+/// sdsync_schema_changes_need_the_extension: no such table: main.sdsync_schema"),
+/// so a table rebuild (create, copy, drop, rename) cannot leave a tracked table
+/// without capture behind the extension's back.
+pub const FORMAT_6: &str = "
+CREATE TABLE IF NOT EXISTS sdsync_kept(
+  origin INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  tbl TEXT NOT NULL,
+  pk BLOB NOT NULL,
+  op TEXT NOT NULL,
+  data TEXT,
+  hlc INTEGER NOT NULL,
+  creates INTEGER,
+  reason TEXT NOT NULL,
+  PRIMARY KEY (origin, seq)) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS sdsync_schema_changes_need_the_extension
+  BEFORE DELETE ON sdsync_meta WHEN 0 BEGIN SELECT 1 FROM sdsync_schema WHERE 0; END;
+";
+
 /// Creates sdsync's tables and this database's identity if they do not exist yet.
 pub fn ensure(db: Db) -> Result<(), SqlError> {
     if local_origin(db)?.is_some() {
         return Ok(());
     }
     db.exec(SCHEMA)?;
+    db.exec(FORMAT_6)?;
     db.exec(QUARANTINE_TABLE)?;
     // A new library's triggers are installed by this version: the current format.
     db.prepare("UPDATE sdsync_meta SET value = ?1 WHERE key = 'format' AND value < ?1")?
@@ -191,4 +222,44 @@ pub fn max_drift_ms(db: Db) -> Result<u64, SqlError> {
         )?
         .unwrap_or(300_000)
         .max(0) as u64)
+}
+
+/// After a restore from an older copy: peers hold this device's changes up to
+/// `floor`, and the changes this copy made since the restore reused some of
+/// those sequence numbers, so peers would never take them. Gives every current
+/// version and tombstone of the local origin a new sequence number above both
+/// `floor` and the local sequence, in their old order, HLCs unchanged: peers
+/// take them again, ignore the ones they hold already (same version) and apply
+/// the rest. Returns how many were renumbered.
+pub fn restamp(db: Db, floor: i64) -> Result<i64, SqlError> {
+    let Some(origin) = local_origin(db)? else {
+        return Ok(0);
+    };
+    let mut rows = Vec::new();
+    let mut stmt = db.prepare(
+        "SELECT 0, tbl, rid, mask, seq FROM sdsync_versions WHERE origin = ?1 \
+         UNION ALL SELECT 1, tbl, pk, 0, seq FROM sdsync_tombstones WHERE origin = ?1 ORDER BY 5",
+    )?;
+    stmt.bind_all(&[Value::Integer(origin)])?;
+    while stmt.step()? {
+        rows.push((stmt.int(0), stmt.int(1), stmt.value(2), stmt.int(3)));
+    }
+    drop(stmt);
+    let base = db
+        .query_i64("SELECT max(seq, ?1) FROM sdsync_clock", &[Value::Integer(floor)])?
+        .unwrap_or(floor);
+    let mut version = db.prepare("UPDATE sdsync_versions SET seq = ?4 WHERE tbl = ?1 AND rid = ?2 AND mask = ?3")?;
+    let mut tombstone = db.prepare("UPDATE sdsync_tombstones SET seq = ?3 WHERE tbl = ?1 AND pk = ?2")?;
+    for (n, (kind, tbl, key, mask)) in rows.iter().enumerate() {
+        let seq = Value::Integer(base + n as i64 + 1);
+        if *kind == 0 {
+            version.run(&[Value::Integer(*tbl), key.clone(), Value::Integer(*mask), seq])?;
+        } else {
+            tombstone.run(&[Value::Integer(*tbl), key.clone(), seq])?;
+        }
+    }
+    let count = rows.len() as i64;
+    db.prepare("UPDATE sdsync_clock SET seq = ?1")?
+        .run(&[Value::Integer(base + count)])?;
+    Ok(count)
 }

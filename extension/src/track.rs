@@ -11,7 +11,6 @@
 //! written before tracking sync like any other. All of it happens in one savepoint:
 //! a failed track leaves nothing behind.
 
-use sdsync_core::hlc::{Hlc, wall_millis};
 use sdsync_core::ids::device_uuid;
 use sdsync_core::schema::{
     Class, Options, RawColumn, RawForeignKey, RawTable, SchemaError, TableSpec, quote_ident,
@@ -20,7 +19,7 @@ use sdsync_core::triggers::{INSTALLED_TRIGGERS, children, create_statements, dro
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::ffi::{Db, SqlError, Value};
-use crate::store;
+use crate::{migrate, store};
 
 /// Why tracking, untracking or re-identifying failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,18 +33,6 @@ pub enum TrackError {
     /// The catalog could not be read.
     #[error("sdsync_track: {0}")]
     Catalog(#[from] CatalogError),
-    /// Re-tracking would renumber columns that versions already refer to.
-    #[error(
-        "sdsync_track: table {table} was tracked with columns ({before}) and now has ({after}); only columns added at the end can be picked up by re-tracking; untrack it first (its versions restart)"
-    )]
-    ColumnsChanged {
-        /// Table.
-        table: String,
-        /// Columns at the earlier track.
-        before: String,
-        /// Columns now.
-        after: String,
-    },
     /// Re-tracking with another class.
     #[error(
         "sdsync_track: table {table} is tracked as {was}; untrack it before tracking it as {now}"
@@ -73,7 +60,18 @@ pub enum TrackError {
     NotTracked(String),
 }
 
-/// Tracks `table` as `class`, returning a one-line summary.
+impl crate::ffi::ResultCode for TrackError {
+    fn result_code(&self) -> std::ffi::c_int {
+        match self {
+            Self::Sql(e) | Self::Catalog(CatalogError::Sql(e)) => e.result_code(),
+            _ => crate::ffi::SQLITE_ERROR,
+        }
+    }
+}
+
+/// Tracks `table` as `class`, returning a one-line summary. A table tracked
+/// before is re-tracked in place: its versions follow the columns by name
+/// (`migrate::relayout`), and without `options` the stored ones are kept.
 pub fn track(
     db: Db,
     table: &str,
@@ -81,59 +79,99 @@ pub fn track(
     options: Option<&str>,
 ) -> Result<String, TrackError> {
     let class = Class::parse(class)?;
-    let options = Options::parse(options)?;
-    in_savepoint(db, || {
-        store::ensure(db)?;
-        let catalog = Catalog::load(db)?;
-        let existing = catalog.by_name(&canonical_name(db, table)?).cloned();
-        let id = match &existing {
-            Some(spec) => spec.id,
-            None => db
-                .query_i64("SELECT coalesce(max(id), 0) + 1 FROM sdsync_tables", &[])?
-                .unwrap_or(1),
-        };
-        let table = canonical_name(db, table)?;
-        let raw = read_raw(db, &table)?;
-        let lookup = |name: &str| {
-            catalog
-                .by_name(name)
-                .map(|s| (s.uuid_column.clone(), Some(s.local_id.clone())))
-        };
-        let spec = TableSpec::validate(raw, class, &options, id, &lookup)?;
-        if let Some(old) = &existing {
-            check_compatible(old, &spec)?;
-        }
-        let text = serde_json::to_string(&spec).unwrap_or_default();
-        db.prepare("INSERT INTO sdsync_tables(id, name, spec) VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET spec = excluded.spec")?
-            .run(&[Value::Integer(id), Value::Text(spec.name.clone()), Value::Text(text)])?;
-        let origin = store::local_origin(db)?.unwrap_or(0);
-        install_triggers(db, &spec, origin)?;
-        reinstall_parents(db, &spec, origin)?;
-        let backfilled = backfill(db, &spec, origin)?;
-        let warnings: String = self_updating_triggers(db, &spec.name)?
+    let options = options.map(|o| Options::parse(Some(o))).transpose()?;
+    in_savepoint(db, || track_parsed(db, table, class, options))
+}
+
+/// [`track`] with parsed arguments, inside the caller's savepoint.
+pub(crate) fn track_parsed(
+    db: Db,
+    table: &str,
+    class: Class,
+    options: Option<Options>,
+) -> Result<String, TrackError> {
+    store::ensure(db)?;
+    let catalog = Catalog::load(db)?;
+    let table = canonical_name(db, table)?;
+    let existing = catalog.by_name(&table).cloned();
+    let id = match &existing {
+        Some(spec) => spec.id,
+        None => db
+            .query_i64("SELECT coalesce(max(id), 0) + 1 FROM sdsync_tables", &[])?
+            .unwrap_or(1),
+    };
+    let options = match (options, &existing) {
+        (Some(o), _) => o,
+        (None, Some(old)) => old.surviving_options(|c| column_exists(db, &table, c)),
+        (None, None) => Options::default(),
+    };
+    let raw = read_raw(db, &table)?;
+    let lookup = |name: &str| {
+        catalog
+            .by_name(name)
+            .map(|s| (s.uuid_column.clone(), Some(s.local_id.clone())))
+    };
+    let mut spec = TableSpec::validate(raw, class, &options, id, &lookup)?;
+    let origin = store::local_origin(db)?.unwrap_or(0);
+    if let Some(old) = &existing {
+        check_class(old, &spec)?;
+        spec.aliases = old.aliases.clone();
+        migrate::relayout(db, old, &spec)?;
+        migrate::prune_vanished(db, &spec)?;
+    }
+    let text = serde_json::to_string(&spec).unwrap_or_default();
+    db.prepare("INSERT INTO sdsync_tables(id, name, spec) VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET name = excluded.name, spec = excluded.spec")?
+        .run(&[Value::Integer(id), Value::Text(spec.name.clone()), Value::Text(text)])?;
+    install_triggers(db, &spec, origin)?;
+    reinstall_parents(db, &spec, origin)?;
+    let backfilled = backfill(db, &spec, origin)?;
+    let added = match &existing {
+        Some(old) => migrate::capture_added(db, old, &spec, origin)?,
+        None => 0,
+    };
+    let warnings: String = self_updating_triggers(db, &spec.name)?
+        .iter()
+        .map(|t| {
+            format!(
+                "; warning: app trigger {t} writes {} again and has no WHEN clause: sdsync turns \
+                 recursive_triggers on (to capture REPLACE), so it fires itself again, and unless \
+                 its WHERE runs out of rows the write fails at SQLite's trigger depth limit; \
+                 guard it, e.g. WHEN NEW.updated_at IS OLD.updated_at",
+                spec.name
+            )
+        })
+        .collect();
+    let added = if added > 0 {
+        format!(", {added} rows with values in new columns recorded")
+    } else {
+        String::new()
+    };
+    Ok(format!(
+        "tracked {} as {}: {} synced columns, {} references, {} existing rows recorded{added}{warnings}",
+        spec.name,
+        spec.class.as_str(),
+        spec.columns.len(),
+        spec.columns
             .iter()
-            .map(|t| {
-                format!(
-                    "; warning: app trigger {t} writes {} again and has no WHEN clause: sdsync turns \
-                     recursive_triggers on (to capture REPLACE), so it fires itself again, and unless \
-                     its WHERE runs out of rows the write fails at SQLite's trigger depth limit; \
-                     guard it, e.g. WHEN NEW.updated_at IS OLD.updated_at",
-                    spec.name
-                )
-            })
-            .collect();
-        Ok(format!(
-            "tracked {} as {}: {} synced columns, {} references, {} existing rows recorded{warnings}",
-            spec.name,
-            spec.class.as_str(),
-            spec.columns.len(),
-            spec.columns
-                .iter()
-                .filter(|c| c.reference.is_some())
-                .count(),
-            backfilled
-        ))
-    })
+            .filter(|c| c.reference.is_some())
+            .count(),
+        backfilled
+    ))
+}
+
+/// Whether `table` has a column `column`.
+fn column_exists(db: Db, table: &str, column: &str) -> bool {
+    db.query_i64(
+        "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        &[
+            Value::Text(table.to_string()),
+            Value::Text(column.to_string()),
+        ],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(0)
+        > 0
 }
 
 /// Whether a trigger's SQL (on `table`, lowercase) fires itself again: its body
@@ -253,8 +291,9 @@ pub fn untrack(db: Db, table: &str) -> Result<String, TrackError> {
 /// The `format` in `sdsync_meta` from which triggers are the current ones. Format
 /// 1 triggers used `INSERT OR REPLACE`, which the writing statement's conflict
 /// clause overrode, and names that could collide between tables; format 2 (never
-/// released) checked `REPLACE` per row, formats 3 and 4 summed row sizes in SQL.
-pub const TRIGGER_FORMAT: i64 = 5;
+/// released) checked `REPLACE` per row, formats 3 and 4 summed row sizes in SQL;
+/// format 6 added `sdsync_kept` and the schema guard (`store::FORMAT_6`).
+pub const TRIGGER_FORMAT: i64 = 6;
 
 /// Re-installs the capture triggers of a library written by an older sdsync, at
 /// load. Best effort: a read-only or busy database keeps its triggers and is
@@ -270,6 +309,7 @@ pub fn upgrade(db: Db) -> Result<(), TrackError> {
         return Ok(());
     }
     in_savepoint(db, || {
+        db.exec(store::FORMAT_6)?;
         let origin = store::local_origin(db)?.unwrap_or(0);
         for spec in Catalog::load(db)?.ordered {
             install_triggers(db, &spec, origin)?;
@@ -295,7 +335,14 @@ pub fn reidentify(db: Db, given: Option<String>) -> Result<String, TrackError> {
 }
 
 /// Runs `f` inside a savepoint, rolled back if it fails.
-fn in_savepoint<T>(db: Db, f: impl FnOnce() -> Result<T, TrackError>) -> Result<T, TrackError> {
+pub(crate) fn in_savepoint<T>(
+    db: Db,
+    f: impl FnOnce() -> Result<T, TrackError>,
+) -> Result<T, TrackError> {
+    migrate::watch::own(|| savepoint(db, f))
+}
+
+fn savepoint<T>(db: Db, f: impl FnOnce() -> Result<T, TrackError>) -> Result<T, TrackError> {
     db.exec("SAVEPOINT sdsync_track")?;
     match f() {
         Ok(v) => {
@@ -312,7 +359,7 @@ fn in_savepoint<T>(db: Db, f: impl FnOnce() -> Result<T, TrackError>) -> Result<
 
 /// Installs a table's triggers; its delete trigger checks the tracked tables
 /// that reference it (see `triggers::Child`).
-fn install_triggers(db: Db, spec: &TableSpec, origin: i64) -> Result<(), TrackError> {
+pub(crate) fn install_triggers(db: Db, spec: &TableSpec, origin: i64) -> Result<(), TrackError> {
     drop_triggers(db, &spec.name)?;
     let catalog = Catalog::load(db)?;
     let children = children(&spec.name, catalog.ordered.iter().map(|s| s.as_ref()));
@@ -324,7 +371,7 @@ fn install_triggers(db: Db, spec: &TableSpec, origin: i64) -> Result<(), TrackEr
 
 /// Re-installs the triggers of the tables `spec` references: which tables
 /// reference a table is part of its delete trigger.
-fn reinstall_parents(db: Db, spec: &TableSpec, origin: i64) -> Result<(), TrackError> {
+pub(crate) fn reinstall_parents(db: Db, spec: &TableSpec, origin: i64) -> Result<(), TrackError> {
     let catalog = Catalog::load(db)?;
     for parent in spec.parents().filter(|p| *p != spec.name) {
         if let Some(parent) = catalog.by_name(parent) {
@@ -336,7 +383,7 @@ fn reinstall_parents(db: Db, spec: &TableSpec, origin: i64) -> Result<(), TrackE
 
 /// Drops every sdsync trigger on `table`, found by the table they are on (not by
 /// name: older versions named them differently).
-fn drop_triggers(db: Db, table: &str) -> Result<(), SqlError> {
+pub(crate) fn drop_triggers(db: Db, table: &str) -> Result<(), SqlError> {
     let mut names = Vec::new();
     let mut stmt = db.prepare(INSTALLED_TRIGGERS)?;
     stmt.bind_all(&[Value::Text(table.to_string())])?;
@@ -350,72 +397,32 @@ fn drop_triggers(db: Db, table: &str) -> Result<(), SqlError> {
     Ok(())
 }
 
-fn check_compatible(old: &TableSpec, new: &TableSpec) -> Result<(), TrackError> {
-    if old.class != new.class {
-        return Err(TrackError::ClassChanged {
-            table: new.name.clone(),
-            was: old.class.as_str(),
-            now: new.class.as_str(),
-        });
-    }
-    let prefix = old.columns.len() <= new.columns.len()
-        && old
-            .columns
-            .iter()
-            .zip(&new.columns)
-            .all(|(a, b)| a.name == b.name);
-    if prefix {
+fn check_class(old: &TableSpec, new: &TableSpec) -> Result<(), TrackError> {
+    if old.class == new.class {
         return Ok(());
     }
-    let names = |s: &TableSpec| {
-        s.columns
-            .iter()
-            .map(|c| c.name.clone())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    Err(TrackError::ColumnsChanged {
+    Err(TrackError::ClassChanged {
         table: new.name.clone(),
-        before: names(old),
-        after: names(new),
+        was: old.class.as_str(),
+        now: new.class.as_str(),
     })
 }
 
 /// Records a local version for every row that has none (rows written before tracking).
 fn backfill(db: Db, spec: &TableSpec, origin: i64) -> Result<i64, SqlError> {
-    let rid = quote_ident(&spec.local_id);
-    let missing = format!(
-        "FROM {t} t WHERE NOT EXISTS (SELECT 1 FROM sdsync_versions v WHERE v.tbl = ?1 AND v.rid = t.{rid})",
-        t = quote_ident(&spec.name)
+    let rows = format!(
+        "SELECT t.{rid} AS rid, {mask} AS mask FROM {t} t \
+         WHERE NOT EXISTS (SELECT 1 FROM sdsync_versions v WHERE v.tbl = {id} AND v.rid = t.{rid})",
+        rid = quote_ident(&spec.local_id),
+        mask = spec.all_mask(),
+        t = quote_ident(&spec.name),
+        id = spec.id,
     );
-    let count = db
-        .query_i64(
-            &format!("SELECT count(*) {missing}"),
-            &[Value::Integer(spec.id)],
-        )?
-        .unwrap_or(0);
-    if count == 0 {
-        return Ok(0);
-    }
-    let wall = Value::Integer(Hlc::from_wall(wall_millis()).as_i64());
-    db.prepare(&format!(
-        "INSERT INTO sdsync_versions(tbl, rid, mask, origin, seq, hlc) \
-         SELECT ?1, t.{rid}, ?2, ?3, (SELECT seq FROM sdsync_clock) + row_number() OVER (), \
-                max((SELECT hlc FROM sdsync_clock), ?4) + row_number() OVER () {missing}"
-    ))?
-    .run(&[
-        Value::Integer(spec.id),
-        Value::Integer(spec.all_mask() as i64),
-        Value::Integer(origin),
-        wall.clone(),
-    ])?;
-    db.prepare("UPDATE sdsync_clock SET seq = seq + ?1, hlc = max(hlc, ?2) + ?1")?
-        .run(&[Value::Integer(count), wall])?;
-    Ok(count)
+    migrate::stamp(db, spec.id, origin, &rows)
 }
 
 /// The table's name as declared (SQLite resolves names case-insensitively).
-fn canonical_name(db: Db, table: &str) -> Result<String, SqlError> {
+pub(crate) fn canonical_name(db: Db, table: &str) -> Result<String, SqlError> {
     Ok(db
         .query_text(
             "SELECT name FROM sqlite_schema WHERE type = 'table' AND name = ?1 COLLATE NOCASE",
@@ -425,7 +432,7 @@ fn canonical_name(db: Db, table: &str) -> Result<String, SqlError> {
 }
 
 /// Reads what SQLite knows about a table into a [`RawTable`].
-fn read_raw(db: Db, table: &str) -> Result<RawTable, SqlError> {
+pub(crate) fn read_raw(db: Db, table: &str) -> Result<RawTable, SqlError> {
     let name = Value::Text(table.to_string());
     let mut columns = Vec::new();
     let mut stmt = db.prepare(

@@ -244,7 +244,11 @@ impl Daemon {
                     });
                 }
                 Output::Event(e) => {
-                    tracing::info!(device = %self.me, event = ?e);
+                    if e.needs_attention() {
+                        tracing::warn!(device = %self.me, event = ?e);
+                    } else {
+                        tracing::info!(device = %self.me, event = ?e);
+                    }
                     if let Some(events) = &self.events {
                         let _ = events.send((self.me.clone(), e));
                     }

@@ -108,6 +108,13 @@ pub struct Status {
     pub quarantined_by_peers: Vec<(String, QuarantineSummary)>,
     /// The most recent dead letters (one per peer and cause, counted).
     pub dead_letters: Vec<DeadLetter>,
+    /// Tracked tables whose capture is not in line with the table:
+    /// `(table, state, detail)` from `sdsync_schema`.
+    pub schema: Vec<(String, String, String)>,
+    /// Changes kept for tables or columns this database lacks: `(reason, count)`.
+    pub kept: Vec<(String, i64)>,
+    /// How peers' tables differ from this device's: `(peer, detail)`.
+    pub peer_schema: Vec<(String, String)>,
 }
 
 impl std::fmt::Display for Status {
@@ -148,6 +155,15 @@ impl std::fmt::Display for Status {
         }
         for d in &self.dead_letters {
             writeln!(f, "dead letter {d}")?;
+        }
+        for (table, state, detail) in &self.schema {
+            writeln!(f, "schema      {table} is {state}: {detail}")?;
+        }
+        for (reason, n) in &self.kept {
+            writeln!(f, "kept        {n} change(s) for a newer schema: {reason}")?;
+        }
+        for (peer, detail) in &self.peer_schema {
+            writeln!(f, "mismatch    peer {peer}: {detail}")?;
         }
         Ok(())
     }
@@ -361,6 +377,21 @@ impl Home {
             .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .map_err(err)?;
         let quarantined = quarantine::summary(&lib.conn).map_err(err)?;
+        let schema: Vec<(String, String, String)> = lib
+            .conn
+            .prepare(
+                "SELECT tbl, state, detail FROM sdsync_schema WHERE state <> 'ok' ORDER BY tbl",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(err)?;
+        let kept: Vec<(String, i64)> = lib
+            .conn
+            .prepare("SELECT reason, count(*) FROM sdsync_kept GROUP BY reason ORDER BY 2 DESC")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(err)?;
         Ok(Status {
             device,
             watermarks,
@@ -369,6 +400,9 @@ impl Home {
             quarantined,
             quarantined_by_peers: self.sql(syncdb::peer_reports(&self.sync))?,
             dead_letters: self.sql(syncdb::dead_letters(&self.sync, 20))?,
+            schema,
+            kept,
+            peer_schema: self.sql(syncdb::peer_schemas(&self.sync))?,
         })
     }
 

@@ -378,6 +378,8 @@ pub fn apply_in(conn: &Connection, changes: &[Change]) -> rusqlite::Result<()> {
 /// The content of every tracked table as sorted rows of exact values (see
 /// [`exact_text`]), references as the referenced row's uuid: equal digests mean
 /// two devices show the same library, value for value and byte for byte.
+/// Columns are taken by name, so two devices whose tables hold the same columns
+/// in a different order (a rebuild moved one) compare equal.
 pub fn digest(conn: &Connection) -> rusqlite::Result<BTreeMap<String, Vec<String>>> {
     let specs: Vec<TableSpec> = {
         let mut stmt = conn.prepare("SELECT spec FROM sdsync_tables ORDER BY id")?;
@@ -392,7 +394,9 @@ pub fn digest(conn: &Connection) -> rusqlite::Result<BTreeMap<String, Vec<String
     let mut out = BTreeMap::new();
     for spec in specs {
         let mut cols = vec![format!("t.{}", quote_ident(&spec.uuid_column))];
-        for c in &spec.columns {
+        let mut columns: Vec<_> = spec.columns.iter().collect();
+        columns.sort_by(|a, b| a.name.cmp(&b.name));
+        for c in columns {
             let col = format!("t.{}", quote_ident(&c.name));
             cols.push(match &c.reference {
                 Some(r) if !r.by_uuid => format!(

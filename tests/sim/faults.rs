@@ -105,6 +105,18 @@ impl Store for Meddler<'_> {
         self.inner().peer_quarantine(peer, summary)
     }
 
+    fn restamp(&self, floor: i64) -> Result<i64, StoreError> {
+        self.inner().restamp(floor)
+    }
+
+    fn schema(&self) -> Result<Vec<sdsync_syncer::proto::schema::TableLayout>, StoreError> {
+        self.inner().schema()
+    }
+
+    fn peer_schema(&self, peer: &str, mismatches: &[String]) -> Result<(), StoreError> {
+        self.inner().peer_schema(peer, mismatches)
+    }
+
     fn reported(&self, origin: &str) -> Result<i64, StoreError> {
         self.inner().reported(origin)
     }

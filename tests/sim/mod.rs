@@ -361,7 +361,9 @@ impl Sim {
             | Event::RefusedBy { .. }
             | Event::Malformed { .. }
             | Event::Quarantined { .. }
-            | Event::WatermarkCut { .. } => {
+            | Event::WatermarkCut { .. }
+            | Event::SchemaMismatch { .. }
+            | Event::Restored { .. } => {
                 self.problems
                     .push(format!("t={} device {d}: {e:?}", self.now));
             }

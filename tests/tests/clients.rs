@@ -389,13 +389,11 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// A table rebuild by a client's schema API (sqlite-utils `transform`; Django's
-/// `AlterField` does the same: create, copy, drop, rename) must not silently end
-/// capture: it is refused with sdsync's error, or later writes still sync.
-/// Ignored until decided: today the rebuild drops the triggers and later writes
-/// never leave the device (/work/notes/bugs-from-clients.md).
+/// `AlterField` does the same: create, copy, drop, rename) keeps capture: the
+/// WAL hook re-tracks the table in place after the rebuild commits, so the
+/// insert that follows syncs (`migrate::watch`).
 #[test]
-#[ignore = "table rebuilds silently drop capture (not yet fixed)"]
-fn sqlite_utils_transform_keeps_or_refuses_capture() {
+fn sqlite_utils_transform_keeps_capture() {
     let Some(c) = python_client("sqlite_utils_transform", "sqlite_utils_transform.py") else {
         return;
     };
@@ -410,7 +408,7 @@ fn sqlite_utils_transform_keeps_or_refuses_capture() {
         .expect("run the transform client");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success(),
+        out.status.success() && stdout.trim() == "transformed",
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );

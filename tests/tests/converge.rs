@@ -277,16 +277,17 @@ fn malformed_input_is_refused_with_a_precise_error_and_changes_nothing() {
         (
             Change {
                 tbl: "nope".into(),
+                data: Some(r#"{"a":[1]}"#.into()),
                 ..good.clone()
             },
-            "table 'nope' is not tracked",
+            "nope.a got an array",
         ),
         (
             Change {
-                data: Some(r#"{"colour":"red"}"#.into()),
+                data: Some(r#"{"colour":true}"#.into()),
                 ..good.clone()
             },
-            "no synced column 'colour'",
+            "tags.colour got",
         ),
         (
             Change {

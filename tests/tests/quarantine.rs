@@ -399,10 +399,11 @@ fn old_dead_letters_are_folded_into_counted_records() {
     assert_eq!(n, 2);
 }
 
-/// A change for a table this device does not track yet is quarantined, and
-/// applies on the first anti-entropy round after the schema catches up.
+/// A change for a table this device does not track yet is kept (not
+/// quarantined: nothing is wrong with it), both devices name the mismatch, and
+/// it applies on the first anti-entropy round after the schema catches up.
 #[test]
-fn a_schema_change_retries_the_quarantine() {
+fn a_table_one_device_lacks_is_kept_until_its_schema_catches_up() {
     let mut m = Mesh::new("q-schema", 2);
     let notes = "CREATE TABLE notes(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, body TEXT);
                  SELECT sdsync_track('notes', 'shared');";
@@ -410,11 +411,34 @@ fn a_schema_change_retries_the_quarantine() {
     m.devs[0].exec("INSERT INTO notes(uuid, body) VALUES ('n1', 'hello'), ('n2', 'world')");
     m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'x')");
     m.link(0, 1);
-    assert_eq!(m.devs[1].quarantined(), 2);
+    assert_eq!(m.devs[1].quarantined(), 0);
+    assert_eq!(m.devs[1].kept(), 2);
     assert_eq!(m.devs[1].count("tags"), 1, "the rest of the stream applied");
+    for (d, says) in [
+        (0, "this device syncs it and the peer does not"),
+        (1, "the peer syncs it and this device does not"),
+    ] {
+        let mismatch = |e: &Event| matches!(e, Event::SchemaMismatch { detail, .. } if detail.contains("table notes") && detail.contains(says));
+        assert_eq!(
+            m.count_events(d, mismatch),
+            1,
+            "device {d} names the mismatch"
+        );
+        assert!(m.devs[d].status().contains(says), "{}", m.devs[d].status());
+    }
+    assert!(
+        m.devs[1].status().contains("kept        2 change(s)"),
+        "{}",
+        m.devs[1].status()
+    );
     m.devs[1].exec(notes);
     m.advance(10_000);
-    assert_eq!(m.devs[1].quarantined(), 0);
+    assert_eq!(m.devs[1].kept(), 0);
+    assert!(
+        !m.devs[0].status().contains("mismatch"),
+        "{}",
+        m.devs[0].status()
+    );
     assert_eq!(m.devs[1].count("notes"), 2);
     assert_eq!(
         m.devs[0].store.lib.digest().unwrap(),

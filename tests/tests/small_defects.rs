@@ -122,7 +122,7 @@ fn loading_upgrades_triggers_of_an_older_version() {
     let lib = Lib::open(&path);
     assert_eq!(
         lib.int("SELECT value FROM sdsync_meta WHERE key = 'format'"),
-        5
+        6
     );
     assert_eq!(
         lib.int("SELECT count(*) FROM sqlite_schema WHERE name = 'sdsync_tags_ins'"),

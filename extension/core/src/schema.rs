@@ -152,11 +152,13 @@ pub struct RawTable {
     pub integer_primary_key: Option<String>,
 }
 
-/// The options argument of `sdsync_track`.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// The options argument of `sdsync_track`. Kept in the table's spec, so a table
+/// whose layout changed is re-tracked with the options it was tracked with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Options {
     /// The column that identifies a row on every device (default `uuid`).
+    #[serde(default)]
     pub uuid_column: Option<String>,
     /// Integer references without a FOREIGN KEY constraint: column → table.
     #[serde(default)]
@@ -230,6 +232,13 @@ pub struct TableSpec {
     pub local_id: String,
     /// Synced columns; column `i` is mask bit `i + 1`.
     pub columns: Vec<ColumnSpec>,
+    /// The options it was tracked with (re-used when its layout changes).
+    #[serde(default)]
+    pub options: Options,
+    /// Former names (`ALTER TABLE … RENAME TO`): changes from devices that still
+    /// use one of them apply to this table.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 /// Why a table cannot be tracked, or an option is wrong. Every message says what to change.
@@ -406,7 +415,18 @@ impl TableSpec {
             uuid_column,
             local_id,
             columns,
+            options: options.clone(),
+            aliases: Vec::new(),
         })
+    }
+
+    /// The options to re-track with after the table changed: those it was tracked
+    /// with, less the columns that no longer exist (`exists` tells).
+    pub fn surviving_options(&self, exists: impl Fn(&str) -> bool) -> Options {
+        let mut options = self.options.clone();
+        options.refs.retain(|c, _| exists(c));
+        options.local.retain(|c| exists(c));
+        options
     }
 
     /// The mask of a whole row: the row bit and every column.

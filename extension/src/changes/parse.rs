@@ -53,11 +53,45 @@ pub struct Change {
     pub hlc: Hlc,
 }
 
+/// A change as parsed: the part this database can apply now, and the whole
+/// change to keep when it names a table or columns this database lacks (a
+/// device on a newer schema wrote it; see `store::FORMAT_6`).
+pub struct Parsed {
+    /// What applies now (`None`: nothing does).
+    pub change: Option<Change>,
+    /// The change as it came, to keep, with why.
+    pub kept: Option<Kept>,
+}
+
+/// A change kept whole in `sdsync_kept` until the schema here catches up.
+#[derive(Clone, Debug)]
+pub struct Kept {
+    /// Table name as the sender calls it.
+    pub tbl: String,
+    /// Row uuid.
+    pub pk: Value,
+    /// `upsert` or `delete`.
+    pub op: Op,
+    /// The data as it came.
+    pub data: Option<String>,
+    /// Origin device.
+    pub origin: String,
+    /// Origin sequence.
+    pub seq: i64,
+    /// Origin HLC.
+    pub hlc: Hlc,
+    /// `creates` as it came (NULL stays NULL).
+    pub creates: Value,
+    /// What this database lacks.
+    pub reason: String,
+}
+
 impl crate::ffi::ResultCode for ChangeError {
     fn result_code(&self) -> std::ffi::c_int {
         match self {
             Self::Sql(e) => e.result_code(),
             Self::Catalog(crate::catalog::CatalogError::Sql(e)) => e.result_code(),
+            Self::Schema(e) => e.result_code(),
             _ => crate::ffi::SQLITE_ERROR,
         }
     }
@@ -69,9 +103,9 @@ pub enum ChangeError {
     /// A required field of the change row is NULL or missing.
     #[error("sdsync_changes: {0} must not be NULL")]
     Missing(&'static str),
-    /// The table is not tracked here (schema mismatch between devices).
-    #[error("sdsync_changes: table '{0}' is not tracked in this database (schema mismatch?)")]
-    UnknownTable(String),
+    /// `tbl` is not text.
+    #[error("sdsync_changes: tbl must be a table name, not {0:?}")]
+    BadTable(Value),
     /// `op` is not `upsert` or `delete`.
     #[error("sdsync_changes: op must be 'upsert' or 'delete', not {0:?}")]
     BadOp(String),
@@ -84,14 +118,6 @@ pub enum ChangeError {
         pk: String,
         /// Parser message.
         reason: String,
-    },
-    /// `data` names a column the table does not sync.
-    #[error("sdsync_changes: table {table} has no synced column '{column}' (schema mismatch?)")]
-    UnknownColumn {
-        /// Table.
-        table: String,
-        /// Column.
-        column: String,
     },
     /// A value does not fit its column.
     #[error("sdsync_changes: column {table}.{column} got {what}")]
@@ -114,18 +140,6 @@ pub enum ChangeError {
         column: String,
         /// Referenced table.
         target: String,
-    },
-    /// A device-owned row travels whole.
-    #[error(
-        "sdsync_changes: change to device-owned table {table} row {pk} lacks column '{column}'; owned rows travel whole"
-    )]
-    OwnedPartial {
-        /// Table.
-        table: String,
-        /// Row.
-        pk: String,
-        /// First missing column.
-        column: String,
     },
     /// An upsert that sets nothing.
     #[error("sdsync_changes: upsert of {table} row {pk} carries no columns")]
@@ -187,6 +201,9 @@ pub enum ChangeError {
     /// SQLite failed while applying.
     #[error("sdsync_changes: {0}")]
     Sql(#[from] SqlError),
+    /// Capture could not be brought in line with a changed schema.
+    #[error("sdsync_changes: repairing capture after a schema change failed: {0}")]
+    Schema(Box<crate::track::TrackError>),
     /// The tracked tables could not be read.
     #[error("sdsync_changes: {0}")]
     Catalog(#[from] CatalogError),
@@ -213,7 +230,7 @@ impl Fields {
 
 impl Change {
     /// Parses and checks a change against the tracked tables.
-    pub fn parse(fields: Fields, catalog: &Catalog) -> Result<Self, ChangeError> {
+    pub fn parse(fields: Fields, catalog: &Catalog) -> Result<Parsed, ChangeError> {
         let mut f = fields.values.into_iter();
         let mut next = || f.next().unwrap_or(Value::Null);
         let (tbl, pk, op, data, origin, seq, hlc, creates) = (
@@ -226,13 +243,10 @@ impl Change {
             next(),
             next(),
         );
-        let table = match tbl {
-            Value::Text(t) => catalog
-                .by_name(&t)
-                .cloned()
-                .ok_or(ChangeError::UnknownTable(t))?,
+        let name = match tbl {
+            Value::Text(t) => t,
             Value::Null => return Err(ChangeError::Missing("tbl")),
-            other => return Err(ChangeError::UnknownTable(format!("{other:?}"))),
+            other => return Err(ChangeError::BadTable(other)),
         };
         let pk = match pk {
             Value::Null => return Err(ChangeError::Missing("pk")),
@@ -260,20 +274,72 @@ impl Change {
             Value::Null => return Err(ChangeError::Missing("hlc")),
             other => return Err(ChangeError::BadHlc(other)),
         };
+        let kept = |reason: String, data: Option<String>, creates: Value| Kept {
+            tbl: name.clone(),
+            pk: pk.clone(),
+            op,
+            data,
+            origin: origin.clone(),
+            seq,
+            hlc,
+            creates,
+            reason,
+        };
+        let data = match (op, data) {
+            (Op::Delete, _) => None,
+            (Op::Upsert, Value::Text(t)) => Some(t),
+            (Op::Upsert, Value::Null) => return Err(ChangeError::Missing("data (of an upsert)")),
+            (Op::Upsert, other) => {
+                return Err(ChangeError::BadJson {
+                    table: name,
+                    pk: pk.to_string(),
+                    reason: format!("{other:?}"),
+                });
+            }
+        };
+        let Some(table) = catalog.present(&name).cloned() else {
+            if let Some(text) = &data {
+                check_unknown_data(&name, &pk, text)?;
+            }
+            let reason = format!("table {name} is not tracked in this database");
+            return Ok(Parsed {
+                change: None,
+                kept: Some(kept(reason, data, creates)),
+            });
+        };
         let mut change = Change {
             values: vec![Value::Null; table.columns.len()],
             table,
-            pk,
+            pk: pk.clone(),
             op,
             mask: 0,
-            origin,
+            origin: origin.clone(),
             seq,
             hlc,
         };
-        if op == Op::Upsert {
-            change.read_data(data, creates)?;
+        let Some(text) = data else {
+            return Ok(Parsed {
+                change: Some(change),
+                kept: None,
+            });
+        };
+        let unknown = change.read_data(&text, creates.clone())?;
+        if unknown.is_empty() {
+            return Ok(Parsed {
+                change: Some(change),
+                kept: None,
+            });
         }
-        Ok(change)
+        let reason = format!(
+            "table {} has no synced column {} in this database",
+            change.table.name,
+            unknown.join(", ")
+        );
+        let applies = change.mask != 0;
+        Ok(Parsed {
+            change: applies.then_some(change),
+            kept: Some(kept(reason, Some(text), creates)),
+        })
     }
 
     /// The row's uuid as text, for messages.
@@ -281,27 +347,27 @@ impl Change {
         self.pk.to_string()
     }
 
-    fn read_data(&mut self, data: Value, creates: Value) -> Result<(), ChangeError> {
+    /// Reads the columns `data` sets; returns the names it carries that this
+    /// database does not sync (their values checked to be SQLite values).
+    fn read_data(&mut self, text: &str, creates: Value) -> Result<Vec<String>, ChangeError> {
         let spec = self.table.clone();
         let bad = |reason: String| ChangeError::BadJson {
             table: spec.name.clone(),
             pk: self.pk_text(),
             reason,
         };
-        let text = match data {
-            Value::Text(t) => t,
-            Value::Null => return Err(ChangeError::Missing("data (of an upsert)")),
-            other => return Err(bad(format!("{other:?}"))),
-        };
-        let mut de = serde_json::Deserializer::from_str(&text);
-        let fields = DataSeed(&spec)
+        let mut de = serde_json::Deserializer::from_str(text);
+        let (fields, unknown) = DataSeed(&spec)
             .deserialize(&mut de)
             .and_then(|f| de.end().map(|()| f))
             .map_err(|e| bad(e.to_string()))?;
-        let fields = fields.map_err(|column| ChangeError::UnknownColumn {
-            table: spec.name.clone(),
-            column,
-        })?;
+        for (column, value) in &unknown {
+            from_json(value).map_err(|what| ChangeError::WrongType {
+                table: spec.name.clone(),
+                column: column.clone(),
+                what,
+            })?;
+        }
         for (i, value) in &fields {
             self.values[*i] = column_value(&spec, *i, value)?;
             self.mask |= 1 << (i + 1);
@@ -311,34 +377,27 @@ impl Change {
             Value::Integer(v) => v != 0,
             _ => self.mask == whole,
         };
-        if spec.class == Class::Owned {
-            if let Some(missing) = spec.columns_in(whole & !self.mask).next() {
-                return Err(ChangeError::OwnedPartial {
-                    table: spec.name.clone(),
-                    pk: self.pk_text(),
-                    column: missing.1.name.clone(),
-                });
-            }
-            self.mask |= ROW_BIT;
-        } else if creates {
+        // An owned row's version is the whole row as its owner has it; columns
+        // the owner's schema lacks keep this database's default.
+        if spec.class == Class::Owned || creates {
             self.mask |= ROW_BIT;
         }
-        if self.mask == 0 {
+        if self.mask == 0 && unknown.is_empty() {
             return Err(ChangeError::Empty {
                 table: spec.name.clone(),
                 pk: self.pk_text(),
             });
         }
-        Ok(())
+        Ok(unknown.into_iter().map(|(c, _)| c).collect())
     }
 }
 
 /// Reads `data` straight into `(column index, value)` pairs: keys are matched to
 /// columns without building a map first (apply parses every change's data). An
-/// unknown key is returned as `Err(name)`.
+/// unknown key comes back apart, with its value.
 struct DataSeed<'s>(&'s TableSpec);
 
-type DataFields = Result<Vec<(usize, Json)>, String>;
+type DataFields = (Vec<(usize, Json)>, Vec<(String, Json)>);
 
 impl<'de> DeserializeSeed<'de> for DataSeed<'_> {
     type Value = DataFields;
@@ -357,18 +416,34 @@ impl<'de> Visitor<'de> for DataSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DataFields, A::Error> {
         let mut out = Vec::with_capacity(self.0.columns.len());
-        let mut unknown = None;
+        let mut unknown = Vec::new();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             match self.0.columns.iter().position(|c| c.name == *key) {
                 Some(i) => out.push((i, map.next_value::<Json>()?)),
-                None => {
-                    map.next_value::<de::IgnoredAny>()?;
-                    unknown.get_or_insert_with(|| key.into_owned());
-                }
+                None => unknown.push((key.into_owned(), map.next_value::<Json>()?)),
             }
         }
-        Ok(unknown.map_or(Ok(out), Err))
+        Ok((out, unknown))
     }
+}
+
+/// Checks the data of a change for a table this database does not track: a
+/// JSON object of SQLite values (what any tracked table would accept).
+fn check_unknown_data(table: &str, pk: &Value, text: &str) -> Result<(), ChangeError> {
+    let object: serde_json::Map<String, Json> =
+        serde_json::from_str(text).map_err(|e| ChangeError::BadJson {
+            table: table.to_string(),
+            pk: pk.to_string(),
+            reason: e.to_string(),
+        })?;
+    for (column, value) in &object {
+        from_json(value).map_err(|what| ChangeError::WrongType {
+            table: table.to_string(),
+            column: column.clone(),
+            what,
+        })?;
+    }
+    Ok(())
 }
 
 /// A JSON object key, borrowed from the input when it has no escapes.

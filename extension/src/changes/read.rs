@@ -62,33 +62,56 @@ pub struct Reader {
 }
 
 /// Live rows: the second column is the local id; kind 0.
-const VERSIONS: &str = "SELECT v.tbl, v.rid, v.mask, o.uuid, v.seq, v.hlc, NULL, 0 \
+const VERSIONS: &str = "SELECT v.tbl, v.rid, v.mask, o.uuid, v.seq, v.hlc, NULL, 0, NULL \
                         FROM sdsync_versions v JOIN sdsync_origins o ON o.id = v.origin";
 /// Parked changes, with their data; kind 1.
-const PARKED: &str = "SELECT p.tbl, p.pk, p.mask, o.uuid, p.seq, p.hlc, p.data, 1 \
+const PARKED: &str = "SELECT p.tbl, p.pk, p.mask, o.uuid, p.seq, p.hlc, p.data, 1, NULL \
                       FROM sdsync_parked p JOIN sdsync_origins o ON o.id = p.origin";
 /// Deleted rows; kind 2.
-const TOMBSTONES: &str = "SELECT t.tbl, t.pk, 0, o.uuid, t.seq, t.hlc, NULL, 2 \
+const TOMBSTONES: &str = "SELECT t.tbl, t.pk, 0, o.uuid, t.seq, t.hlc, NULL, 2, NULL \
                           FROM sdsync_tombstones t JOIN sdsync_origins o ON o.id = t.origin";
+/// Kept changes (tables or columns this database lacks), as they came: the
+/// table's name, and the op in place of a mask; kind 3.
+const KEPT: &str = "SELECT k.tbl, k.pk, k.op, o.uuid, k.seq, k.hlc, k.data, 3, k.creates \
+                    FROM sdsync_kept k JOIN sdsync_origins o ON o.id = k.origin";
 
 impl Reader {
     /// Starts reading with the given constraints.
     pub fn open(db: Db, filter: &Filter) -> Result<Self, ChangeError> {
         let catalog = Catalog::load(db)?;
         let empty = !crate::store::exists(db)?;
+        // A library whose upgrade to format 6 has not run yet has no kept table.
+        let kept = !empty
+            && db
+                .query_i64(
+                    "SELECT count(*) FROM sqlite_schema WHERE name = 'sdsync_kept'",
+                    &[],
+                )?
+                .unwrap_or(0)
+                > 0;
         let sql = if empty {
-            "SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE 0".to_string()
+            "SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE 0".to_string()
         } else if filter.origin.is_some() {
             let origin = "(SELECT id FROM sdsync_origins WHERE uuid = ?1)";
+            let kept = if kept {
+                format!(" UNION ALL {KEPT} WHERE k.origin = {origin} AND k.seq > ?2")
+            } else {
+                String::new()
+            };
             format!(
                 "{VERSIONS} WHERE v.origin = {origin} AND v.seq > ?2 \
                  UNION ALL {TOMBSTONES} WHERE t.origin = {origin} AND t.seq > ?2 \
-                 UNION ALL {PARKED} WHERE p.origin = {origin} AND p.seq > ?2 \
+                 UNION ALL {PARKED} WHERE p.origin = {origin} AND p.seq > ?2{kept} \
                  ORDER BY 5"
             )
         } else {
+            let kept = if kept {
+                format!(" UNION ALL {KEPT} WHERE k.seq > ?2")
+            } else {
+                String::new()
+            };
             format!(
-                "{VERSIONS} WHERE v.seq > ?2 UNION ALL {TOMBSTONES} WHERE t.seq > ?2 UNION ALL {PARKED} WHERE p.seq > ?2"
+                "{VERSIONS} WHERE v.seq > ?2 UNION ALL {TOMBSTONES} WHERE t.seq > ?2 UNION ALL {PARKED} WHERE p.seq > ?2{kept}"
             )
         };
         let mut query = db.prepare(&sql)?;
@@ -123,6 +146,9 @@ impl Reader {
     }
 
     fn build(&mut self) -> Result<Option<ChangeRow>, SqlError> {
+        if self.query.int(7) == 3 {
+            return Ok(Some(self.kept_row()));
+        }
         let q = &self.query;
         let (tbl, key, mask) = (q.int(0), q.value(1), q.int(2) as u64);
         let (origin, seq, hlc) = (q.text(3).unwrap_or_default(), q.int(4), q.int(5));
@@ -136,8 +162,16 @@ impl Reader {
             2 => (key, "delete", None),
             _ => {
                 if !self.selects.contains_key(&tbl) {
-                    let stmt = self.db.prepare(&rows::select_sql(&spec))?;
-                    self.selects.insert(tbl, stmt);
+                    match self.db.prepare(&rows::select_sql(&spec)) {
+                        Ok(stmt) => {
+                            self.selects.insert(tbl, stmt);
+                        }
+                        // A tracked table that was dropped, or changed and not
+                        // repaired yet (`sdsync_schema` says so): its rows cannot
+                        // be read; the other tables still sync.
+                        Err(e) if !crate::ffi::is_transient(e.code) => return Ok(None),
+                        Err(e) => return Err(e),
+                    }
                 }
                 let Value::Integer(rid) = key else {
                     return Ok(None);
@@ -175,6 +209,25 @@ impl Reader {
 }
 
 impl Reader {
+    /// A kept change, as it came.
+    fn kept_row(&self) -> ChangeRow {
+        let q = &self.query;
+        let delete = q.text(2).as_deref() == Some("delete");
+        ChangeRow {
+            tbl: q.text(0).unwrap_or_default(),
+            pk: q.value(1),
+            op: if delete { "delete" } else { "upsert" },
+            data: q.text(6),
+            origin: q.text(3).unwrap_or_default(),
+            seq: q.int(4),
+            hlc: q.int(5),
+            creates: match q.value(8) {
+                Value::Integer(c) => c,
+                _ => 0,
+            },
+        }
+    }
+
     /// The bits of a shared row's group that no newer group of the row holds
     /// (capture lets groups overlap; see `merge::normalize`).
     fn effective(

@@ -94,6 +94,27 @@ pub enum Event {
         /// How many are still quarantined.
         kept: usize,
     },
+    /// A peer syncs tables or columns this device does not, or the reverse
+    /// (devices on different app versions). Nothing stops; worth a WARN.
+    SchemaMismatch {
+        /// Peer.
+        peer: String,
+        /// What differs, in words.
+        detail: String,
+    },
+    /// A peer holds more of this device's own changes than this device: its
+    /// database was restored from an older copy. Its own changes since were
+    /// renumbered above what peers hold, and it takes back the rest from `peer`.
+    Restored {
+        /// The peer that told.
+        peer: String,
+        /// How far the peer holds this device's origin.
+        held: i64,
+        /// How far this device held it.
+        had: i64,
+        /// How many of its changes were renumbered.
+        renumbered: i64,
+    },
     /// We vouched for more of `origin` than it says it issued: cut back.
     WatermarkCut {
         /// The origin.
@@ -103,4 +124,20 @@ pub enum Event {
         /// What the origin itself reports.
         issued: i64,
     },
+}
+
+impl Event {
+    /// Whether a person should look at it (logged at WARN): what stays wrong
+    /// until someone acts, as opposed to what the protocol handles itself.
+    pub fn needs_attention(&self) -> bool {
+        matches!(
+            self,
+            Self::SchemaMismatch { .. }
+                | Self::Restored { .. }
+                | Self::Quarantined { .. }
+                | Self::ApplyFailed { .. }
+                | Self::DeadLetter { .. }
+                | Self::RefusedBy { .. }
+        )
+    }
 }

@@ -16,9 +16,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::library::Change;
+use crate::proto::schema::TableLayout;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The most bytes of changes a page carries beyond its first change: a node
 /// never asks for more (its configured `page_bytes` is capped at this).
@@ -73,6 +74,9 @@ pub enum Payload {
         /// Changes the sender holds in quarantine, per origin, so the device they
         /// came from can show them (`sdsync status`) although it cannot see them.
         quarantined: Vec<QuarantineSummary>,
+        /// The tables the sender syncs, so both sides can name a mismatch
+        /// (devices on different app versions; see `proto::schema`).
+        schema: Vec<TableLayout>,
     },
     /// Asks for the changes of `origin` above sequence `after`.
     Pull {
@@ -187,6 +191,11 @@ mod tests {
                     origin: "a".into(),
                     count: 2,
                     reason: "UNIQUE constraint failed: tags.canonical_name".into(),
+                }],
+                schema: vec![TableLayout {
+                    table: "tags".into(),
+                    class: "shared".into(),
+                    columns: vec!["name".into()],
                 }],
             },
             Payload::Pull {

@@ -3,11 +3,12 @@
 //!
 //! ```no_run
 //! use sdsync_syncer::proto::message::{Envelope, Payload, encode};
-//! let hello = Envelope::new("library", "me", Payload::Hello { watermarks: vec![], hlc: 0, reply: true, quarantined: vec![] });
+//! let hello = Envelope::new("library", "me", Payload::Hello { watermarks: vec![], hlc: 0, reply: true, quarantined: vec![], schema: vec![] });
 //! let bytes = encode(&hello); // what a transport sends
 //! ```
 
 pub mod event;
 pub mod message;
 pub mod node;
+pub mod schema;
 pub mod store;

@@ -49,7 +49,7 @@
 //!   the own changes some active peer has not acknowledged; peers unseen for
 //!   `horizon_ms` stop holding it back (they catch up from state).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sdsync_core::hlc::Hlc;
 
@@ -133,6 +133,10 @@ pub struct Node {
     next_hello: u64,
     /// What each peer last reported holding in quarantine (stored when it changes).
     peer_quarantine: BTreeMap<String, Vec<QuarantineSummary>>,
+    /// Peers this device is taking its own changes back from (after a restore).
+    reclaiming: BTreeSet<String>,
+    /// How each peer's tables last differed from ours (stored when it changes).
+    peer_schema: BTreeMap<String, Vec<String>>,
     /// The highest sequence each origin reported itself (as stored).
     reported: BTreeMap<String, i64>,
     /// `(peer, origin)`: a claim of that peer we could not verify; not pulled
@@ -159,6 +163,8 @@ impl Node {
             pulls: BTreeMap::new(),
             next_hello: 0,
             peer_quarantine: BTreeMap::new(),
+            peer_schema: BTreeMap::new(),
+            reclaiming: BTreeSet::new(),
             reported: BTreeMap::new(),
             unverified: BTreeMap::new(),
             busy: BTreeMap::new(),
@@ -326,9 +332,17 @@ impl Node {
                 hlc,
                 reply,
                 quarantined,
+                schema,
             } => {
                 self.on_quarantine_report(&peer, quarantined, store)?;
-                self.on_hello(&peer, watermarks, hlc, reply, now, store)
+                let mut out = self.on_hello(&peer, watermarks, hlc, reply, now, store)?;
+                let refused = out
+                    .iter()
+                    .any(|o| matches!(o, Output::Event(Event::Refused { .. })));
+                if !refused {
+                    out.extend(self.on_schema_report(&peer, &schema, store)?);
+                }
+                Ok(out)
             }
             Payload::Pull { origin, after } => self.on_pull(&peer, &origin, after, store),
             Payload::Page {
@@ -421,6 +435,10 @@ impl Node {
         };
         p.hello_seen = true;
         p.acks = acks.clone();
+        let had = ours.get(&self.me).copied().unwrap_or(0);
+        if their_of_me > had && !self.reclaiming.contains(peer) {
+            out.extend(self.reclaim(peer, their_of_me, had, now, store)?);
+        }
         if reply {
             out.push(self.hello(peer, false, store)?);
         }
@@ -435,6 +453,25 @@ impl Node {
             }
         }
         Ok(out)
+    }
+
+    /// `peer` holds this device's origin up to `held`, more than the `had` it
+    /// holds itself: the database was restored from an older copy, and what it
+    /// wrote since reused sequence numbers peers hold. Renumbers its own changes
+    /// above `held` (peers then take them) and pulls its own origin back.
+    fn reclaim(&mut self, peer: &str, held: i64, had: i64, now: u64, store: &dyn Store) -> Out {
+        let renumbered = store.restamp(held)?;
+        self.reclaiming.insert(peer.into());
+        let me = self.me.clone();
+        Ok(vec![
+            Output::Event(Event::Restored {
+                peer: peer.into(),
+                held,
+                had,
+                renumbered,
+            }),
+            self.start_pull(peer, &me, 0, now),
+        ])
     }
 
     fn on_pull(&mut self, peer: &str, origin: &str, after: i64, store: &dyn Store) -> Out {
@@ -454,7 +491,7 @@ impl Node {
         now: u64,
         store: &dyn Store,
     ) -> Out {
-        if origin == self.me {
+        if origin == self.me && !self.reclaiming.contains(peer) {
             return Ok(vec![]);
         }
         if let Some(c) = changes.iter().find(|c| c.origin != origin) {
@@ -511,6 +548,9 @@ impl Node {
             }));
         }
         let mine = self.pulls.get(origin).is_some_and(|p| p.peer == peer);
+        if origin == self.me && mine && !more {
+            self.reclaiming.remove(peer);
+        }
         if mine && more {
             let last = changes.last().map_or(complete_to, |c| c.seq);
             out.push(self.start_pull(peer, origin, last, now));
@@ -639,6 +679,7 @@ impl Node {
             hlc: store.hlc()?,
             reply,
             quarantined: store.quarantine_summary()?,
+            schema: store.schema()?,
         };
         Ok(self.send(peer, payload))
     }

@@ -17,6 +17,7 @@
 
 use crate::library::{Change, LibraryError};
 use crate::proto::message::QuarantineSummary;
+use crate::proto::schema::TableLayout;
 
 pub use crate::sqlstore::SqlStore;
 
@@ -125,6 +126,14 @@ pub trait Store {
     fn quarantine_summary(&self) -> Result<Vec<QuarantineSummary>, StoreError>;
     /// Records what `peer` reports holding in quarantine (replacing its last report).
     fn peer_quarantine(&self, peer: &str, summary: &[QuarantineSummary]) -> Result<(), StoreError>;
+    /// Renumbers this device's own current changes above `floor` (peers hold
+    /// its origin up to there: the database was restored from an older copy);
+    /// returns how many.
+    fn restamp(&self, floor: i64) -> Result<i64, StoreError>;
+    /// The tables this device syncs.
+    fn schema(&self) -> Result<Vec<TableLayout>, StoreError>;
+    /// Records how `peer`'s tables differ from ours (replacing its last report).
+    fn peer_schema(&self, peer: &str, mismatches: &[String]) -> Result<(), StoreError>;
     /// The highest sequence `origin` itself reported having issued (0: unknown).
     fn reported(&self, origin: &str) -> Result<i64, StoreError>;
     /// `origin` itself says it issued up to `seq`: remember it, and stop vouching

@@ -37,6 +37,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use crate::library::{Change, Library, LibraryError, apply_in, read_changes};
 use crate::proto::message::{QuarantineSummary, change_size};
+use crate::proto::schema::TableLayout;
 use crate::proto::store::{Quarantined, Retried, Slice, Store, StoreError};
 
 /// How long one attempt to take the library's write lock waits. Short: the
@@ -275,6 +276,22 @@ impl Store for SqlStore {
         Ok(syncdb::peer_quarantine(&self.sync, peer, summary)?)
     }
 
+    fn restamp(&self, floor: i64) -> Result<i64, StoreError> {
+        let conn = &self.lib.conn;
+        let tx = self.sql(Transaction::new_unchecked(conn, TransactionBehavior::Immediate))?;
+        let n = self.sql(tx.query_row("SELECT sdsync_restamp(?1)", [floor], |r| r.get(0)))?;
+        self.sql(tx.commit())?;
+        Ok(n)
+    }
+
+    fn schema(&self) -> Result<Vec<TableLayout>, StoreError> {
+        self.sql(layouts(&self.lib.conn))
+    }
+
+    fn peer_schema(&self, peer: &str, mismatches: &[String]) -> Result<(), StoreError> {
+        Ok(syncdb::peer_schema(&self.sync, peer, mismatches)?)
+    }
+
     fn reported(&self, origin: &str) -> Result<i64, StoreError> {
         Ok(syncdb::reported(&self.sync, origin)?)
     }
@@ -327,4 +344,25 @@ fn opt_i64(
     p: impl rusqlite::Params,
 ) -> rusqlite::Result<Option<i64>> {
     conn.query_row(sql, p, |r| r.get(0)).optional()
+}
+
+/// The tables a library syncs, as its Hello tells them (`proto::schema`).
+pub fn layouts(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<TableLayout>> {
+    let mut stmt = conn.prepare("SELECT spec FROM sdsync_tables ORDER BY name")?;
+    let specs: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(specs
+        .iter()
+        .filter_map(|text| serde_json::from_str::<sdsync_core::schema::TableSpec>(text).ok())
+        .map(|spec| {
+            let mut columns: Vec<String> = spec.columns.iter().map(|c| c.name.clone()).collect();
+            columns.sort();
+            TableLayout {
+                table: spec.name,
+                class: spec.class.as_str().to_string(),
+                columns,
+            }
+        })
+        .collect())
 }

@@ -27,7 +27,11 @@ CREATE TABLE IF NOT EXISTS peer_quarantine(
   peer TEXT NOT NULL, origin TEXT NOT NULL, count INTEGER NOT NULL, reason TEXT NOT NULL,
   at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
   PRIMARY KEY (peer, origin));
-CREATE TABLE IF NOT EXISTS reported(origin TEXT PRIMARY KEY, seq INTEGER NOT NULL);";
+CREATE TABLE IF NOT EXISTS reported(origin TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS peer_schema(
+  peer TEXT NOT NULL, detail TEXT NOT NULL,
+  at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  PRIMARY KEY (peer, detail));";
 
 /// A dead letter as `status` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,6 +154,26 @@ pub fn peer_reports(conn: &Connection) -> rusqlite::Result<Vec<(String, Quaranti
         ))
     })?
     .collect()
+}
+
+/// Replaces how `peer`'s tables last differed from ours.
+pub fn peer_schema(conn: &Connection, peer: &str, mismatches: &[String]) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute("DELETE FROM peer_schema WHERE peer = ?1", [peer])?;
+    for detail in mismatches {
+        tx.execute(
+            "INSERT OR IGNORE INTO peer_schema(peer, detail) VALUES (?1, ?2)",
+            params![peer, detail],
+        )?;
+    }
+    tx.commit()
+}
+
+/// How peers' tables differ from ours: `(peer, detail)`.
+pub fn peer_schemas(conn: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare("SELECT peer, detail FROM peer_schema ORDER BY peer, detail")?;
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
 }
 
 /// The highest sequence `origin` itself reported (0: never heard from it).

@@ -41,6 +41,14 @@ impl Dev {
             .expect("quarantine")
     }
 
+    pub fn kept(&self) -> i64 {
+        self.store
+            .lib
+            .conn
+            .query_row("SELECT count(*) FROM sdsync_kept", [], |r| r.get(0))
+            .expect("kept")
+    }
+
     pub fn dead_letters(&self) -> i64 {
         self.store
             .sync

@@ -22,7 +22,7 @@ use sdsync_core::hlc::Hlc;
 use sdsync_core::merge::{
     Delete, Group, RowState, Upsert, Version, plan_delete, plan_upsert, with_win,
 };
-use sdsync_core::schema::{ROW_BIT, TableSpec};
+use sdsync_core::schema::{Class, ROW_BIT, TableSpec};
 
 use super::parse::{Change, ChangeError, Fields, Op, column_value};
 use super::rows;
@@ -34,6 +34,7 @@ use stmts::{FastHash, Key};
 
 mod claims;
 mod evict;
+mod kept;
 mod parking;
 mod refs;
 mod state;
@@ -72,6 +73,8 @@ pub struct Engine {
     /// (`evict::unlink_own_row`) must be newer. The clock is raised to it only
     /// after the change's own writes succeeded, so a refused change moves nothing.
     incoming_hlc: u64,
+    /// The schema changed since kept changes were last retried (at a sweep).
+    kept_due: bool,
 }
 
 /// What the engine knows of the database's *contents*, valid only as long as the
@@ -109,6 +112,7 @@ impl Engine {
             tx: TxState::default(),
             wall_ms: 0,
             incoming_hlc: 0,
+            kept_due: true,
         }
     }
 
@@ -139,13 +143,35 @@ impl Engine {
         self.wall_ms = wall_ms;
         let others_wrote = self.refresh()?;
         if fields.is_sweep() {
+            if std::mem::take(&mut self.kept_due) {
+                self.retry_kept()?;
+            }
             return self.sweep();
         }
         if others_wrote {
             self.sweep()?;
         }
-        let change = Change::parse(fields, &self.catalog)?;
-        self.check_drift(&change)?;
+        let parsed = Change::parse(fields, &self.catalog)?;
+        if let Some(kept) = &parsed.kept {
+            self.check_drift(&kept.tbl, &kept.pk, &kept.origin, kept.hlc)?;
+        }
+        if let Some(change) = &parsed.change {
+            self.check_drift(&change.table.name, &change.pk, &change.origin, change.hlc)?;
+            self.apply_parsed(change)?;
+        }
+        if let Some(kept) = &parsed.kept {
+            self.keep(kept)?;
+            let version = Version::new(kept.hlc.as_i64() as u64, &kept.origin, 0, kept.seq);
+            self.raise_clock(&version)?;
+        }
+        if let Some((data, _)) = self.data_version {
+            self.data_version = Some((data, self.db.total_changes()));
+        }
+        Ok(())
+    }
+
+    /// Applies a parsed change and wakes what waited for it.
+    fn apply_parsed(&mut self, change: &Change) -> Result<(), ChangeError> {
         let version = Version {
             hlc: change.hlc.as_i64() as u64,
             origin_id: self.known_origin(&change.origin)?.unwrap_or(0),
@@ -153,13 +179,9 @@ impl Engine {
             seq: change.seq,
         };
         self.incoming_hlc = version.hlc;
-        let woke = self.apply_one(&change, &version)?;
+        let woke = self.apply_one(change, &version)?;
         self.wake(woke)?;
-        self.raise_clock(&version)?;
-        if let Some((data, _)) = self.data_version {
-            self.data_version = Some((data, self.db.total_changes()));
-        }
-        Ok(())
+        self.raise_clock(&version)
     }
 
     /// Reloads the catalog and drops cached statements after any schema change;
@@ -184,7 +206,15 @@ impl Engine {
         self.tx.parked_empty = None;
         self.tx.refs.clear();
         self.stmts.clear();
+        // A schema change may have left a tracked table without capture (a
+        // rebuild by a connection whose hooks did not repair it).
+        crate::migrate::repair_if_needed(self.db, true)
+            .map_err(|e| ChangeError::Schema(Box::new(e)))?;
+        let now = self.pragma("PRAGMA schema_version")?;
         self.catalog = Catalog::load(self.db)?;
+        self.schema_version = Some(now);
+        // What the schema gained may be what kept changes wait for.
+        self.kept_due = true;
         self.tx.origin_ids.clear();
         self.tx.origin_names.clear();
         if store::exists(self.db)? {
@@ -229,16 +259,22 @@ impl Engine {
         self.wake(ready)
     }
 
-    fn check_drift(&self, change: &Change) -> Result<(), ChangeError> {
-        let ahead = change.hlc.ahead_of(self.wall_ms);
+    fn check_drift(
+        &self,
+        table: &str,
+        pk: &Value,
+        origin: &str,
+        hlc: Hlc,
+    ) -> Result<(), ChangeError> {
+        let ahead = hlc.ahead_of(self.wall_ms);
         if ahead <= self.max_drift_ms {
             return Ok(());
         }
         Err(ChangeError::FarFuture {
-            table: change.table.name.clone(),
-            pk: change.pk_text(),
-            origin: change.origin.clone(),
-            hlc: change.hlc.to_string(),
+            table: table.to_string(),
+            pk: pk.to_string(),
+            origin: origin.to_string(),
+            hlc: hlc.to_string(),
             ahead_ms: ahead,
             max_ms: self.max_drift_ms,
         })
@@ -326,9 +362,23 @@ impl Engine {
                 &params,
             )?;
         }
-        // Groups may overlap (the newest owns a bit): when every existing group
-        // keeps some bit, adding the new group is enough; otherwise rewrite them.
-        if groups.iter().all(|g| g.mask & !bits != 0) {
+        // An owned row keeps one version for the whole row: a change that wins
+        // only columns the row's version lacks (a kept change re-applied after
+        // the schema here gained them) widens it.
+        if spec.class == Class::Owned {
+            let newest = groups
+                .iter()
+                .map(|g| &g.version)
+                .fold(v, |a, b| if b.beats(a) { b } else { a });
+            let whole = Group {
+                mask: groups.iter().fold(bits, |m, g| m | g.mask),
+                version: newest.clone(),
+            };
+            self.set_groups(spec, rid, &[whole], false)?;
+        } else if groups.iter().all(|g| g.mask & !bits != 0) {
+            // Groups may overlap (the newest owns a bit): when every existing
+            // group keeps some bit, adding the new group is enough; otherwise
+            // rewrite them.
             self.put_group(
                 spec,
                 rid,

@@ -1,9 +1,10 @@
 //! The node's handling of what peers report about themselves (their quarantine
-//! summaries, their own last sequence) and of pages that found the database busy.
+//! summaries, their tables, their own last sequence) and of pages that found the database busy.
 
 use super::{Node, Pending};
 use crate::proto::event::{Event, Output};
 use crate::proto::message::QuarantineSummary;
+use crate::proto::schema::{TableLayout, mismatches};
 use crate::proto::store::{Store, StoreError};
 
 type Out = Result<Vec<Output>, StoreError>;
@@ -63,6 +64,31 @@ impl Node {
     }
 
     /// Stores what a peer holds in quarantine when it differs from its last report.
+    /// A peer's Hello told its tables: a mismatch with ours is recorded and,
+    /// when it changed, reported (the daemon logs it at WARN; both devices do).
+    pub(super) fn on_schema_report(
+        &mut self,
+        peer: &str,
+        theirs: &[TableLayout],
+        store: &dyn Store,
+    ) -> Result<Vec<Output>, StoreError> {
+        let found = mismatches(&store.schema()?, theirs);
+        if self.peer_schema.get(peer) == Some(&found) {
+            return Ok(Vec::new());
+        }
+        store.peer_schema(peer, &found)?;
+        self.peer_schema.insert(peer.into(), found.clone());
+        Ok(found
+            .into_iter()
+            .map(|detail| {
+                Output::Event(Event::SchemaMismatch {
+                    peer: peer.into(),
+                    detail,
+                })
+            })
+            .collect())
+    }
+
     pub(super) fn on_quarantine_report(
         &mut self,
         peer: &str,

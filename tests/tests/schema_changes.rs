@@ -1,0 +1,290 @@
+//! Schema changes of tracked tables, as apps and tools make them: capture
+//! follows the table (or refuses its writes until it can), devices on different
+//! schema versions keep syncing, and nothing is lost in between. Real files in
+//! WAL mode; changes copied through `sdsync_changes` as the syncer does.
+
+use rusqlite::Connection;
+
+use sdsync_tests::{Lib, copy_all, sync_pair, temp_dir};
+
+/// Devices `n` libraries with the default schema.
+fn devices(name: &str, n: usize) -> Vec<Lib> {
+    let dir = temp_dir(name);
+    (0..n)
+        .map(|i| Lib::create(&dir.join(format!("{i}.db"))))
+        .collect()
+}
+
+fn state(lib: &Lib, table: &str) -> String {
+    lib.text(&format!(
+        "SELECT state FROM sdsync_schema WHERE tbl = '{table}'"
+    ))
+}
+
+/// `collections` by column name (a rebuild may have moved its columns).
+fn collections(lib: &Lib) -> String {
+    lib.text(
+        "SELECT group_concat(json_array(uuid, name, description, created_at, updated_at), ' ') \
+         FROM (SELECT * FROM collections ORDER BY uuid)",
+    )
+}
+
+fn kept(lib: &Lib) -> i64 {
+    lib.int("SELECT count(*) FROM sdsync_kept")
+}
+
+fn sweep(lib: &Lib) {
+    lib.exec("INSERT INTO sdsync_changes(op) VALUES ('sweep')");
+}
+
+/// SQLite's 12-step rebuild of `collections`, as Django's `AlterField` does it:
+/// the altered column (`name`) moves to the end. Leaves the transaction open.
+const REBUILD: &str = "PRAGMA foreign_keys = OFF; BEGIN;
+CREATE TABLE new__collections(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, description TEXT,
+  created_at TEXT, updated_at TEXT, name VARCHAR(200) NOT NULL DEFAULT '');
+INSERT INTO new__collections(id, uuid, description, created_at, updated_at, name)
+  SELECT id, uuid, description, created_at, updated_at, name FROM collections;
+DROP TABLE collections;
+ALTER TABLE new__collections RENAME TO collections;";
+
+#[test]
+fn a_rebuild_keeps_capture_in_place_and_refuses_writes_until_capture_is_back() {
+    let [a, b] = <[Lib; 2]>::try_from(devices("rebuild", 2))
+        .ok()
+        .expect("two");
+    a.exec(
+        "INSERT INTO collections(uuid, name) VALUES ('c1', 'One'), ('c2', 'Two');
+         INSERT INTO collections(uuid, name, description) VALUES ('c4', 'Four', 'd')",
+    );
+    sync_pair(&a, &b);
+    let before = a.changes();
+    a.exec(REBUILD);
+    // Inside the rebuild's transaction the new table has no capture yet.
+    let refused = a.fails("INSERT INTO collections(uuid, name) VALUES ('c3', 'Three')");
+    assert!(refused.contains("not authorized"), "{refused}");
+    a.exec("COMMIT; PRAGMA foreign_keys = ON");
+    assert_eq!(state(&a, "collections"), "ok");
+    // Re-tracked in place: the same versions, nothing re-sent.
+    assert_eq!(a.changes(), before);
+    a.exec(
+        "INSERT INTO collections(uuid, name) VALUES ('c3', 'Three');
+         UPDATE collections SET name = 'Uno' WHERE uuid = 'c1';
+         UPDATE collections SET description = NULL WHERE uuid = 'c4';
+         DELETE FROM collections WHERE uuid = 'c2'",
+    );
+    sync_pair(&a, &b);
+    assert_eq!(collections(&a), collections(&b));
+    assert_eq!(
+        b.text("SELECT group_concat(uuid || '=' || name || '/' || ifnull(description, '-'), ' ') FROM (SELECT * FROM collections ORDER BY uuid)"),
+        "c1=Uno/- c3=Three/- c4=Four/-"
+    );
+}
+
+#[test]
+fn without_the_extension_renames_and_rebuilds_fail_and_change_nothing() {
+    let [a] = <[Lib; 1]>::try_from(devices("no-extension", 1))
+        .ok()
+        .expect("one");
+    a.exec("INSERT INTO collections(uuid, name) VALUES ('c1', 'One')");
+    let plain = Connection::open(&a.path).expect("open without the extension");
+    for sql in [
+        format!("{REBUILD} COMMIT;"),
+        "ALTER TABLE collections RENAME COLUMN description TO notes".into(),
+        "ALTER TABLE collections DROP COLUMN description".into(),
+        "ALTER TABLE audit_log RENAME TO activity".into(),
+    ] {
+        let err = plain.execute_batch(&sql).expect_err(&sql).to_string();
+        assert!(
+            err.contains("sdsync_schema_changes_need_the_extension"),
+            "{sql}: {err}"
+        );
+        let _ = plain.execute_batch("ROLLBACK");
+    }
+    assert_eq!(state(&a, "collections"), "ok");
+    assert_eq!(state(&a, "audit_log"), "ok");
+    assert_eq!(
+        a.int("SELECT count(*) FROM pragma_table_info('collections') WHERE name = 'description'"),
+        1
+    );
+}
+
+#[test]
+fn an_added_column_and_table_sync_while_each_device_catches_up_in_its_own_time() {
+    let [a, b, c] = <[Lib; 3]>::try_from(devices("add-column", 3))
+        .ok()
+        .expect("three");
+    a.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t0', 'Zero')");
+    sync_pair(&a, &b);
+    let upgrade = "ALTER TABLE tags ADD COLUMN emoji TEXT;
+        ALTER TABLE audit_log ADD COLUMN severity INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE notes(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, body TEXT);
+        SELECT sdsync_track('notes', 'shared');";
+    // A (the newer app) upgrades and writes the new columns and table; C is on
+    // the new schema too but hears of A only through B.
+    a.exec(upgrade);
+    c.exec(upgrade);
+    a.exec(
+        "INSERT INTO tags(uuid, canonical_name, emoji) VALUES ('t1', 'One', '🎉');
+         UPDATE tags SET emoji = '0️⃣' WHERE uuid = 't0';
+         INSERT INTO audit_log(uuid, action, severity) VALUES ('l1', 'scan', 3);
+         INSERT INTO notes(uuid, body) VALUES ('n1', 'hello')",
+    );
+    // B (older) applies what it knows, keeps the rest, and its stream goes on.
+    copy_all(&a, &b);
+    assert_eq!(kept(&b), 4);
+    assert_eq!(b.int("SELECT count(*) FROM tags WHERE uuid = 't1'"), 1);
+    assert_eq!(b.int("SELECT count(*) FROM audit_log WHERE uuid = 'l1'"), 1);
+    b.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t2', 'Two')");
+    copy_all(&b, &a);
+    assert_eq!(a.int("SELECT count(*) FROM tags WHERE uuid = 't2'"), 1);
+    // C gets A's new columns from B, which does not have them.
+    copy_all(&b, &c);
+    assert_eq!(
+        c.text("SELECT group_concat(uuid || emoji, ' ') FROM (SELECT * FROM tags WHERE emoji IS NOT NULL ORDER BY uuid)"),
+        "t00️⃣ t1🎉"
+    );
+    assert_eq!(c.int("SELECT severity FROM audit_log WHERE uuid = 'l1'"), 3);
+    assert_eq!(c.text("SELECT body FROM notes"), "hello");
+    // B upgrades later: what it kept applies, and all three hold the same.
+    b.exec(upgrade);
+    sweep(&b);
+    assert_eq!(kept(&b), 0);
+    for (x, y) in [(&a, &b), (&b, &c), (&a, &c)] {
+        sync_pair(x, y);
+    }
+    assert_eq!(a.digest(), b.digest());
+    assert_eq!(a.digest(), c.digest());
+    assert_eq!(b.int("SELECT severity FROM audit_log WHERE uuid = 'l1'"), 3);
+}
+
+#[test]
+fn values_written_between_add_column_and_re_tracking_are_captured() {
+    let [a, b] = <[Lib; 2]>::try_from(devices("between", 2))
+        .ok()
+        .expect("two");
+    a.exec(
+        "INSERT INTO tags(uuid, canonical_name) VALUES ('t0', 'Zero');
+         INSERT INTO audit_log(uuid, action) VALUES ('l0', 'scan')",
+    );
+    sync_pair(&a, &b);
+    // A connection without the extension adds the columns; capture learns of
+    // them only later (here: the next sweep), after the app wrote them.
+    let plain = Connection::open(&a.path).expect("open without the extension");
+    plain
+        .execute_batch(
+            "ALTER TABLE tags ADD COLUMN emoji TEXT; ALTER TABLE audit_log ADD COLUMN severity INTEGER NOT NULL DEFAULT 0",
+        )
+        .expect("add columns");
+    drop(plain);
+    assert_eq!(state(&a, "tags"), "changed");
+    a.exec(
+        "UPDATE tags SET emoji = '0️⃣' WHERE uuid = 't0'; UPDATE audit_log SET severity = 2 WHERE uuid = 'l0'",
+    );
+    sweep(&a);
+    assert_eq!(state(&a, "tags"), "ok");
+    b.exec(
+        "ALTER TABLE tags ADD COLUMN emoji TEXT; ALTER TABLE audit_log ADD COLUMN severity INTEGER NOT NULL DEFAULT 0",
+    );
+    sync_pair(&a, &b);
+    assert_eq!(b.text("SELECT emoji FROM tags WHERE uuid = 't0'"), "0️⃣");
+    assert_eq!(b.int("SELECT severity FROM audit_log WHERE uuid = 'l0'"), 2);
+    assert_eq!(a.digest(), b.digest());
+}
+
+#[test]
+fn dropping_or_renaming_one_tracked_table_leaves_the_others_syncing() {
+    let [a, b] = <[Lib; 2]>::try_from(devices("drop-rename", 2))
+        .ok()
+        .expect("two");
+    a.exec("INSERT INTO audit_log(uuid, action) VALUES ('l0', 'scan')");
+    sync_pair(&a, &b);
+    a.exec("DROP TABLE audit_log");
+    assert_eq!(state(&a, "audit_log"), "missing");
+    a.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'One')");
+    b.exec(
+        "INSERT INTO audit_log(uuid, action) VALUES ('l1', 'scan');
+         INSERT INTO tags(uuid, canonical_name) VALUES ('t2', 'Two')",
+    );
+    let served = a.changes();
+    assert!(
+        served
+            .iter()
+            .any(|c| c.tbl == "tags" && c.data.as_deref().is_some_and(|d| d.contains("One"))),
+        "A still serves tags"
+    );
+    copy_all(&a, &b);
+    copy_all(&b, &a);
+    assert_eq!(b.int("SELECT count(*) FROM tags WHERE uuid = 't1'"), 1);
+    assert_eq!(a.int("SELECT count(*) FROM tags WHERE uuid = 't2'"), 1);
+    // audit_log rows from B (B's own, and A's own first row, which B serves
+    // back) wait on A for the table to come back.
+    assert_eq!(kept(&a), 2);
+
+    // A renames a table; B, not yet, keeps A's rows under the new name and
+    // A applies B's under the old one.
+    a.exec("ALTER TABLE collections RENAME TO albums");
+    assert_eq!(state(&a, "albums"), "ok");
+    a.exec("INSERT INTO albums(uuid, name) VALUES ('c1', 'One')");
+    b.exec("INSERT INTO collections(uuid, name) VALUES ('c2', 'Two')");
+    copy_all(&a, &b);
+    copy_all(&b, &a);
+    assert_eq!(a.int("SELECT count(*) FROM albums WHERE uuid = 'c2'"), 1);
+    assert_eq!(kept(&b), 1);
+    b.exec("ALTER TABLE collections RENAME TO albums");
+    sweep(&b);
+    assert_eq!(kept(&b), 0);
+    assert_eq!(
+        b.text("SELECT group_concat(uuid, ' ') FROM (SELECT uuid FROM albums ORDER BY uuid)"),
+        "c1 c2"
+    );
+}
+
+#[test]
+fn drop_column_goes_through_sdsync_alter() {
+    let [a, b] = <[Lib; 2]>::try_from(devices("drop-column", 2))
+        .ok()
+        .expect("two");
+    a.exec("INSERT INTO tags(uuid, canonical_name, icon) VALUES ('t1', 'One', 'i')");
+    sync_pair(&a, &b);
+    // SQLite refuses to drop a column a trigger names, capture's included.
+    let err = a.fails("ALTER TABLE tags DROP COLUMN icon");
+    assert!(err.contains("sdsync_"), "{err}");
+    let done = a.text("SELECT sdsync_alter('ALTER TABLE tags DROP COLUMN icon')");
+    assert!(done.contains("tracked tags"), "{done}");
+    assert_eq!(state(&a, "tags"), "ok");
+    a.exec("UPDATE tags SET canonical_name = 'Uno' WHERE uuid = 't1'");
+    copy_all(&a, &b);
+    assert_eq!(b.text("SELECT canonical_name || icon FROM tags"), "Unoi");
+}
+
+#[test]
+fn a_rebuild_into_a_shape_that_cannot_sync_refuses_writes_until_fixed() {
+    let [a, b] = <[Lib; 2]>::try_from(devices("unsyncable", 2))
+        .ok()
+        .expect("two");
+    a.exec("INSERT INTO collections(uuid, name) VALUES ('c1', 'One')");
+    a.exec(
+        "PRAGMA foreign_keys = OFF; BEGIN;
+         CREATE TABLE new__collections(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL, name TEXT NOT NULL DEFAULT '',
+           description TEXT, created_at TEXT, updated_at TEXT);
+         INSERT INTO new__collections SELECT * FROM collections;
+         DROP TABLE collections;
+         ALTER TABLE new__collections RENAME TO collections;
+         COMMIT; PRAGMA foreign_keys = ON;",
+    );
+    assert_eq!(state(&a, "collections"), "unsyncable");
+    let err = a.fails("INSERT INTO collections(uuid, name) VALUES ('c2', 'Two')");
+    assert!(err.contains("cannot be synced as it is now"), "{err}");
+    let err = a.fails("UPDATE collections SET name = 'x'");
+    assert!(err.contains("cannot be synced as it is now"), "{err}");
+    // Fixed by the app, re-tracked: capture is back, with the rows it had.
+    a.exec(
+        "CREATE UNIQUE INDEX collections_uuid ON collections(uuid);
+         SELECT sdsync_track('collections', 'shared');
+         INSERT INTO collections(uuid, name) VALUES ('c2', 'Two')",
+    );
+    assert_eq!(state(&a, "collections"), "ok");
+    sync_pair(&a, &b);
+    assert_eq!(collections(&a), collections(&b));
+    assert_eq!(b.count("collections"), 2);
+}
