@@ -13,7 +13,7 @@ use std::rc::Rc;
 
 use sdsync_core::schema::TableSpec;
 
-use crate::ffi::{Db, SqlError};
+use crate::ffi::{Db, SqlError, Value};
 use crate::store;
 
 /// Tracked tables by id and by name, in dependency order (parents first).
@@ -26,6 +26,9 @@ pub struct Catalog {
     /// Tracked tables that do not exist (dropped, or renamed by a connection
     /// whose repair has not run): changes for them are kept, not applied.
     missing: Vec<String>,
+    /// Per table id, per synced column: the value a row gets when a creating
+    /// change does not carry the column (see `Change::default_the_rest`).
+    defaults: HashMap<i64, Vec<Option<Value>>>,
 }
 
 /// Why the catalog could not be read.
@@ -86,12 +89,22 @@ impl Catalog {
         while stmt.step()? {
             catalog.missing.push(stmt.text(0).unwrap_or_default());
         }
+        drop(stmt);
+        for spec in &specs {
+            let defaults = column_defaults(db, spec)?;
+            catalog.defaults.insert(spec.id, defaults);
+        }
         Ok(catalog)
     }
 
     /// A tracked table by id.
     pub fn by_id(&self, id: i64) -> Option<&Rc<TableSpec>> {
         self.by_id.get(&id)
+    }
+
+    /// The defaults of a table's synced columns (empty for an unknown id).
+    pub fn defaults(&self, id: i64) -> &[Option<Value>] {
+        self.defaults.get(&id).map_or(&[], Vec::as_slice)
     }
 
     /// A tracked table that exists, by name or by a former name.
@@ -104,6 +117,44 @@ impl Catalog {
     pub fn by_name(&self, name: &str) -> Option<&Rc<TableSpec>> {
         self.by_name.get(name)
     }
+}
+
+/// What a synced column holds when a creating change does not say: its
+/// declared default when that is a constant (a literal, as `ALTER TABLE … ADD
+/// COLUMN` requires; the same on every device), NULL when it has none and may
+/// be NULL, and nothing (`None`) for a required column or a computed default.
+fn column_defaults(db: Db, spec: &TableSpec) -> Result<Vec<Option<Value>>, SqlError> {
+    let mut out = Vec::with_capacity(spec.columns.len());
+    for c in &spec.columns {
+        let declared = db.query_text(
+            "SELECT dflt_value FROM pragma_table_info(?1) WHERE name = ?2",
+            &[Value::Text(spec.name.clone()), Value::Text(c.name.clone())],
+        )?;
+        out.push(match declared {
+            None if c.required => None,
+            None => Some(Value::Null),
+            Some(expr) if is_literal(&expr) => {
+                let mut stmt = db.prepare(&format!("SELECT {expr}"))?;
+                if stmt.step()? {
+                    Some(stmt.value(0))
+                } else {
+                    None
+                }
+            }
+            Some(_) => None,
+        });
+    }
+    Ok(out)
+}
+
+/// Whether a default expression is a literal (no function, no column).
+fn is_literal(expr: &str) -> bool {
+    let e = expr.trim().trim_start_matches(['-', '+']);
+    let upper = e.to_ascii_uppercase();
+    e.starts_with('\'')
+        || upper.starts_with("X'")
+        || e.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+        || ["NULL", "TRUE", "FALSE"].contains(&upper.as_str())
 }
 
 /// Orders tables parents-first (Kahn's algorithm); cycles keep their track order.

@@ -129,7 +129,7 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
     }),
     ("sdsync_mark_complete", 2, DIRECT, mark_complete),
     ("sdsync_alter", 1, DIRECT, |c| {
-        crate::migrate::alter(c.db, &c.text(0, "sdsync_alter: sql")?)
+        crate::migrate::alter(c.db, &c.text(0, "sdsync_alter: sql")?, c.conn.wall_ms())
             .map(Value::Text)
             .map_err(|e| e.to_string())
     }),
@@ -139,7 +139,7 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
             .map_err(|e| format!("sdsync_restamp: {e}"))
     }),
     ("sdsync_repair", 0, DIRECT, |c| {
-        crate::migrate::repair(c.db)
+        crate::migrate::repair(c.db, c.conn.wall_ms())
             .map(|done| Value::Text(done.join("; ")))
             .map_err(|e| e.to_string())
     }),
@@ -350,7 +350,7 @@ fn track_fn(c: &Call) -> Result<Value, String> {
         None | Some(Value::Null) => None,
         Some(_) => Some(c.text(2, "sdsync_track: options (JSON text)")?),
     };
-    track::track(c.db, &table, &class, options.as_deref())
+    track::track(c.db, &table, &class, options.as_deref(), c.conn.wall_ms())
         .map(Value::Text)
         .map_err(|e| e.to_string())
 }

@@ -246,14 +246,24 @@ pub fn restamp(db: Db, floor: i64) -> Result<i64, SqlError> {
     }
     drop(stmt);
     let base = db
-        .query_i64("SELECT max(seq, ?1) FROM sdsync_clock", &[Value::Integer(floor)])?
+        .query_i64(
+            "SELECT max(seq, ?1) FROM sdsync_clock",
+            &[Value::Integer(floor)],
+        )?
         .unwrap_or(floor);
-    let mut version = db.prepare("UPDATE sdsync_versions SET seq = ?4 WHERE tbl = ?1 AND rid = ?2 AND mask = ?3")?;
-    let mut tombstone = db.prepare("UPDATE sdsync_tombstones SET seq = ?3 WHERE tbl = ?1 AND pk = ?2")?;
+    let mut version = db
+        .prepare("UPDATE sdsync_versions SET seq = ?4 WHERE tbl = ?1 AND rid = ?2 AND mask = ?3")?;
+    let mut tombstone =
+        db.prepare("UPDATE sdsync_tombstones SET seq = ?3 WHERE tbl = ?1 AND pk = ?2")?;
     for (n, (kind, tbl, key, mask)) in rows.iter().enumerate() {
         let seq = Value::Integer(base + n as i64 + 1);
         if *kind == 0 {
-            version.run(&[Value::Integer(*tbl), key.clone(), Value::Integer(*mask), seq])?;
+            version.run(&[
+                Value::Integer(*tbl),
+                key.clone(),
+                Value::Integer(*mask),
+                seq,
+            ])?;
         } else {
             tombstone.run(&[Value::Integer(*tbl), key.clone(), seq])?;
         }

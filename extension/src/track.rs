@@ -77,10 +77,11 @@ pub fn track(
     table: &str,
     class: &str,
     options: Option<&str>,
+    wall_ms: u64,
 ) -> Result<String, TrackError> {
     let class = Class::parse(class)?;
     let options = options.map(|o| Options::parse(Some(o))).transpose()?;
-    in_savepoint(db, || track_parsed(db, table, class, options))
+    in_savepoint(db, || track_parsed(db, table, class, options, wall_ms))
 }
 
 /// [`track`] with parsed arguments, inside the caller's savepoint.
@@ -89,6 +90,7 @@ pub(crate) fn track_parsed(
     table: &str,
     class: Class,
     options: Option<Options>,
+    wall_ms: u64,
 ) -> Result<String, TrackError> {
     store::ensure(db)?;
     let catalog = Catalog::load(db)?;
@@ -124,9 +126,9 @@ pub(crate) fn track_parsed(
         .run(&[Value::Integer(id), Value::Text(spec.name.clone()), Value::Text(text)])?;
     install_triggers(db, &spec, origin)?;
     reinstall_parents(db, &spec, origin)?;
-    let backfilled = backfill(db, &spec, origin)?;
+    let backfilled = backfill(db, &spec, origin, wall_ms)?;
     let added = match &existing {
-        Some(old) => migrate::capture_added(db, old, &spec, origin)?,
+        Some(old) => migrate::capture_added(db, old, &spec, origin, wall_ms)?,
         None => 0,
     };
     let warnings: String = self_updating_triggers(db, &spec.name)?
@@ -409,7 +411,7 @@ fn check_class(old: &TableSpec, new: &TableSpec) -> Result<(), TrackError> {
 }
 
 /// Records a local version for every row that has none (rows written before tracking).
-fn backfill(db: Db, spec: &TableSpec, origin: i64) -> Result<i64, SqlError> {
+fn backfill(db: Db, spec: &TableSpec, origin: i64, wall_ms: u64) -> Result<i64, SqlError> {
     let rows = format!(
         "SELECT t.{rid} AS rid, {mask} AS mask FROM {t} t \
          WHERE NOT EXISTS (SELECT 1 FROM sdsync_versions v WHERE v.tbl = {id} AND v.rid = t.{rid})",
@@ -418,7 +420,7 @@ fn backfill(db: Db, spec: &TableSpec, origin: i64) -> Result<i64, SqlError> {
         t = quote_ident(&spec.name),
         id = spec.id,
     );
-    migrate::stamp(db, spec.id, origin, &rows)
+    migrate::stamp(db, spec.id, origin, &rows, wall_ms)
 }
 
 /// The table's name as declared (SQLite resolves names case-insensitively).

@@ -24,6 +24,7 @@ use sdsync_syncer::proto::node::{Config, Event, Node, Output};
 use sdsync_syncer::proto::store::{SqlStore, Store};
 
 mod faults;
+mod schema;
 mod writes;
 
 /// SplitMix64: small, fast, deterministic.
@@ -89,6 +90,10 @@ pub struct Report {
     pub conflicts: u64,
     /// Rows the simulated user deleted to resolve those conflicts.
     pub resolved: u64,
+    /// Devices that upgraded their schema mid-run.
+    pub upgrades: u64,
+    /// Tables rebuilt by the 12-step procedure.
+    pub rebuilds: u64,
 }
 
 impl Report {
@@ -109,6 +114,8 @@ impl Report {
         self.meddled += r.meddled;
         self.conflicts += r.conflicts;
         self.resolved += r.resolved;
+        self.upgrades += r.upgrades;
+        self.rebuilds += r.rebuilds;
     }
 }
 
@@ -129,6 +136,8 @@ struct Device {
     written: Vec<(i64, i64)>,
     /// Its local writes, for failure reports.
     log: Vec<String>,
+    /// On the new schema (see `schema.rs`).
+    upgraded: bool,
 }
 
 struct Packet {
@@ -203,6 +212,7 @@ pub fn run(seed: u64, n: usize) -> Result<Report, String> {
             skew: rng.below(120_000) as i64 - 60_000,
             written: Vec::new(),
             log: Vec::new(),
+            upgraded: false,
         });
     }
     let mut sim = Sim {
@@ -362,12 +372,14 @@ impl Sim {
             | Event::Malformed { .. }
             | Event::Quarantined { .. }
             | Event::WatermarkCut { .. }
-            | Event::SchemaMismatch { .. }
             | Event::Restored { .. } => {
                 self.problems
                     .push(format!("t={} device {d}: {e:?}", self.now));
             }
-            Event::Applied { .. } | Event::Deferred { .. } | Event::Retried { .. } => {}
+            Event::Applied { .. }
+            | Event::Deferred { .. }
+            | Event::Retried { .. }
+            | Event::SchemaMismatch { .. } => {}
         }
         self.trace.push(format!("t={} d{d}: {e:?}", self.now));
         if self.trace.len() > 40 {
@@ -491,6 +503,11 @@ impl Sim {
                     self.devices[d].up = true;
                     self.devices[d].joined = true;
                 }
+                61 => self.upgrade_next()?,
+                62 => {
+                    let d = self.rng.below(n as u64) as usize;
+                    self.rebuild(d)?;
+                }
                 _ => {}
             }
             let now = self.now;
@@ -517,6 +534,7 @@ impl Sim {
 
     /// Heals everything and drives the network without faults to quiescence.
     fn settle(&mut self) -> Result<(), String> {
+        self.upgrade_all()?;
         let before = self.links();
         self.faults = false;
         self.cut.clear();
@@ -601,6 +619,7 @@ impl Sim {
         if let Some(p) = self.problems.first() {
             return Err(format!("protocol problem: {p}"));
         }
+        self.check_schema()?;
         let first = digest(&self.devices[0].store.lib.conn).map_err(|e| e.to_string())?;
         for (i, d) in self.devices.iter().enumerate() {
             let mine = digest(&d.store.lib.conn).map_err(|e| e.to_string())?;

@@ -177,7 +177,8 @@ impl Sim {
         let me = d;
         let sql = match self.rng.below(12) {
             0..=2 => {
-                let col = ["color", "icon", "description"][self.rng.below(3) as usize];
+                let cols = if self.devices[d].upgraded { 4 } else { 3 };
+                let col = ["color", "icon", "description", "emoji"][self.rng.below(cols) as usize];
                 format!(
                     "INSERT OR IGNORE INTO tags(uuid, canonical_name) VALUES (sdsync_uuid_v5('tag', 'tag{name}'), 'tag{name}');
                      UPDATE tags SET {col} = 'v{val}-{me}' WHERE uuid = sdsync_uuid_v5('tag', 'tag{name}');"
@@ -196,6 +197,9 @@ impl Sim {
                 format!(
                     "INSERT OR IGNORE INTO entries(uuid, name, parent_id) VALUES ('d{me}-e{key}', 'n{key}', {parent})"
                 )
+            }
+            6 if self.devices[d].upgraded && self.rng.chance(50) => {
+                format!("UPDATE entries SET note = 'n{val}-{me}' WHERE uuid = 'd{me}-e{key}'")
             }
             6 => format!("UPDATE entries SET size = {val} WHERE uuid = 'd{me}-e{key}'"),
             7 => format!("DELETE FROM entries WHERE uuid = 'd{me}-e{key}'"),

@@ -145,6 +145,13 @@ fn an_added_column_and_table_sync_while_each_device_catches_up_in_its_own_time()
     );
     assert_eq!(c.int("SELECT severity FROM audit_log WHERE uuid = 'l1'"), 3);
     assert_eq!(c.text("SELECT body FROM notes"), "hello");
+    // A's owned row changes again: B keeps both versions, and the older one
+    // must not win when they are applied.
+    a.exec("UPDATE audit_log SET severity = 5 WHERE uuid = 'l1'");
+    copy_all(&a, &b);
+    // Kept now: the four above, the newer l1, and B's own t2 as A serves it
+    // (A's schema gave it an emoji: NULL, the default, as of B's creation).
+    assert_eq!(kept(&b), 6);
     // B upgrades later: what it kept applies, and all three hold the same.
     b.exec(upgrade);
     sweep(&b);
@@ -154,7 +161,7 @@ fn an_added_column_and_table_sync_while_each_device_catches_up_in_its_own_time()
     }
     assert_eq!(a.digest(), b.digest());
     assert_eq!(a.digest(), c.digest());
-    assert_eq!(b.int("SELECT severity FROM audit_log WHERE uuid = 'l1'"), 3);
+    assert_eq!(b.int("SELECT severity FROM audit_log WHERE uuid = 'l1'"), 5);
 }
 
 #[test]

@@ -129,3 +129,58 @@ fn the_origin_reporting_less_cuts_what_we_vouch_for() {
     assert_eq!(m.devs[0].count("tags"), 2);
     assert_eq!(m.devs[0].holds(&idb), 2);
 }
+
+/// A database restored from an older copy, then written: the device reused
+/// sequence numbers its peer already holds. The peer's Hello tells it; it
+/// renumbers its own changes above them (so the peer takes the new ones) and
+/// takes back the ones the copy lacked: both end with everything.
+#[test]
+fn a_restored_database_takes_its_changes_back_and_writes_above_them() {
+    let mut m = Mesh::new("restore", 2);
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
+    let snapshot = m.devs[0].dir.join("backup.db");
+    m.devs[0].exec(&format!("VACUUM INTO '{}'", snapshot.display()));
+    m.devs[0].exec(
+        "INSERT INTO tags(uuid, canonical_name) VALUES ('t2', 'two'), ('t3', 'three');
+         UPDATE tags SET color = 'red' WHERE uuid = 't1'",
+    );
+    m.link(0, 1);
+    assert_eq!(m.devs[1].count("tags"), 3);
+    m.unlink(0, 1);
+    m.restore(0, &snapshot);
+    assert_eq!(m.devs[0].count("tags"), 1);
+    // Written after the restore: reuses sequence number 2, which B holds.
+    m.devs[0].exec(
+        "INSERT INTO tags(uuid, canonical_name) VALUES ('t4', 'four');
+         UPDATE tags SET icon = 'i' WHERE uuid = 't1'",
+    );
+    m.link(0, 1);
+    m.advance(10_000);
+    let restored = |e: &Event| {
+        matches!(
+            e,
+            Event::Restored {
+                held: 4,
+                had: 3,
+                ..
+            }
+        )
+    };
+    assert_eq!(m.count_events(0, restored), 1, "{:?}", m.events);
+    assert_eq!(
+        m.devs[0].store.lib.digest().unwrap(),
+        m.devs[1].store.lib.digest().unwrap()
+    );
+    assert_eq!(m.devs[1].count("tags"), 4);
+    let t1 = m.devs[1]
+        .store
+        .lib
+        .conn
+        .query_row(
+            "SELECT color || icon FROM tags WHERE uuid = 't1'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .unwrap();
+    assert_eq!(t1, "redi", "the lost update and the new one both hold");
+}

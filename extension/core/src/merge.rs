@@ -49,6 +49,11 @@ impl Version {
         }
     }
 
+    /// The same change: same HLC and origin.
+    pub fn same_as(&self, other: &Version) -> bool {
+        self.hlc == other.hlc && self.origin == other.origin
+    }
+
     /// Whether this version beats `other` (strictly newer by `(hlc, origin)`).
     pub fn beats(&self, other: &Version) -> bool {
         (self.hlc, self.origin.as_str()) > (other.hlc, other.origin.as_str())
@@ -118,14 +123,23 @@ pub fn plan_upsert(row: &RowState, mask: u64, version: &Version) -> Upsert {
     }
 }
 
-/// The bits of `mask` whose current version `version` beats (bits no group holds
-/// have no version yet, so any change wins them).
+/// The bits of `mask` whose current version `version` beats. A bit no group
+/// holds has no version yet (a column the row's creator did not have: devices
+/// on different schemas): a change wins it unless it is older than the row's
+/// creation, i.e. it was written to an earlier incarnation of the row (the
+/// creating change itself, kept and re-applied, still wins it).
 pub fn winning_bits(groups: &[Group], mask: u64, version: &Version) -> u64 {
     let mut won = mask;
+    let mut held = 0;
     for g in groups {
+        held |= g.mask;
         if g.mask & mask != 0 && !version.beats(&g.version) {
             won &= !g.mask;
         }
+    }
+    let born = groups.iter().find(|g| g.mask & ROW_BIT != 0);
+    if born.is_some_and(|b| b.version.beats(version)) {
+        won &= held;
     }
     won
 }
@@ -171,10 +185,15 @@ pub fn with_win(groups: &[Group], bits: u64, version: &Version) -> Vec<Group> {
         })
         .filter(|g| g.mask != 0)
         .collect();
-    out.push(Group {
-        mask: bits,
-        version: version.clone(),
-    });
+    // A change already holding a group (a kept change re-applied for columns
+    // this device lacked) widens it: one change, one group, as it is served.
+    match out.iter_mut().find(|g| g.version.same_as(version)) {
+        Some(g) => g.mask |= bits,
+        None => out.push(Group {
+            mask: bits,
+            version: version.clone(),
+        }),
+    }
     out
 }
 
@@ -294,6 +313,23 @@ mod tests {
             "same stamp: re-apply"
         );
         assert_eq!(plan_upsert(&row, 0b100, &v(30, "0")), Upsert::Ignore);
+    }
+
+    #[test]
+    fn a_column_no_group_holds_goes_to_changes_not_older_than_the_row() {
+        // Created at 20 with bits 0b011 by a device without column 0b100.
+        let row = alive(&[(0b011, 20, "a")]);
+        assert_eq!(plan_upsert(&row, 0b100, &v(30, "b")), Upsert::Write(0b100));
+        assert_eq!(
+            plan_upsert(&row, 0b111, &v(20, "a")),
+            Upsert::Write(0b100),
+            "the creating change, kept"
+        );
+        assert_eq!(
+            plan_upsert(&row, 0b100, &v(10, "b")),
+            Upsert::Ignore,
+            "written to an earlier incarnation"
+        );
     }
 
     #[test]

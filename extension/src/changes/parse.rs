@@ -323,7 +323,8 @@ impl Change {
                 kept: None,
             });
         };
-        let unknown = change.read_data(&text, creates.clone())?;
+        let unknown =
+            change.read_data(&text, creates.clone(), catalog.defaults(change.table.id))?;
         if unknown.is_empty() {
             return Ok(Parsed {
                 change: Some(change),
@@ -342,6 +343,23 @@ impl Change {
         })
     }
 
+    /// A change that creates a row (or an owned row's version, which is the
+    /// whole row) defines every column: a column it does not carry — its sender
+    /// is on an older schema, or a newer group of the row holds it — takes the
+    /// table's default with this change's version, so every device decides
+    /// that column the same way whatever its schema (`merge::winning_bits` does
+    /// the same for a device that gains the column later). Columns without a
+    /// constant default (NOT NULL without one, or computed) stay unset.
+    fn default_the_rest(&mut self, defaults: &[Option<Value>]) {
+        for (i, default) in defaults.iter().enumerate() {
+            let bit = 1u64 << (i + 1);
+            if let Some(value) = default.as_ref().filter(|_| self.mask & bit == 0) {
+                self.values[i] = value.clone();
+                self.mask |= bit;
+            }
+        }
+    }
+
     /// The row's uuid as text, for messages.
     pub fn pk_text(&self) -> String {
         self.pk.to_string()
@@ -349,7 +367,12 @@ impl Change {
 
     /// Reads the columns `data` sets; returns the names it carries that this
     /// database does not sync (their values checked to be SQLite values).
-    fn read_data(&mut self, text: &str, creates: Value) -> Result<Vec<String>, ChangeError> {
+    fn read_data(
+        &mut self,
+        text: &str,
+        creates: Value,
+        defaults: &[Option<Value>],
+    ) -> Result<Vec<String>, ChangeError> {
         let spec = self.table.clone();
         let bad = |reason: String| ChangeError::BadJson {
             table: spec.name.clone(),
@@ -381,6 +404,7 @@ impl Change {
         // the owner's schema lacks keep this database's default.
         if spec.class == Class::Owned || creates {
             self.mask |= ROW_BIT;
+            self.default_the_rest(defaults);
         }
         if self.mask == 0 && unknown.is_empty() {
             return Err(ChangeError::Empty {

@@ -89,6 +89,23 @@ impl Reader {
                 )?
                 .unwrap_or(0)
                 > 0;
+        // A change kept here is served whole, as it came: the part of it this
+        // database applied (a version group, or a parked piece) lacks the
+        // columns it does not have, and served too it would tell a peer on the
+        // newer schema that those columns took their default.
+        let any_kept = kept
+            && db
+                .query_i64("SELECT EXISTS (SELECT 1 FROM sdsync_kept)", &[])?
+                .unwrap_or(0)
+                > 0;
+        let (not_kept_v, not_kept_p) = if any_kept {
+            (
+                " AND NOT EXISTS (SELECT 1 FROM sdsync_kept k WHERE k.origin = v.origin AND k.seq = v.seq)",
+                " AND NOT EXISTS (SELECT 1 FROM sdsync_kept k WHERE k.origin = p.origin AND k.seq = p.seq)",
+            )
+        } else {
+            ("", "")
+        };
         let sql = if empty {
             "SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE 0".to_string()
         } else if filter.origin.is_some() {
@@ -99,9 +116,9 @@ impl Reader {
                 String::new()
             };
             format!(
-                "{VERSIONS} WHERE v.origin = {origin} AND v.seq > ?2 \
+                "{VERSIONS} WHERE v.origin = {origin} AND v.seq > ?2{not_kept_v} \
                  UNION ALL {TOMBSTONES} WHERE t.origin = {origin} AND t.seq > ?2 \
-                 UNION ALL {PARKED} WHERE p.origin = {origin} AND p.seq > ?2{kept} \
+                 UNION ALL {PARKED} WHERE p.origin = {origin} AND p.seq > ?2{not_kept_p}{kept} \
                  ORDER BY 5"
             )
         } else {
@@ -111,7 +128,8 @@ impl Reader {
                 String::new()
             };
             format!(
-                "{VERSIONS} WHERE v.seq > ?2 UNION ALL {TOMBSTONES} WHERE t.seq > ?2 UNION ALL {PARKED} WHERE p.seq > ?2{kept}"
+                "{VERSIONS} WHERE v.seq > ?2{not_kept_v} UNION ALL {TOMBSTONES} WHERE t.seq > ?2 \
+                 UNION ALL {PARKED} WHERE p.seq > ?2{not_kept_p}{kept}"
             )
         };
         let mut query = db.prepare(&sql)?;

@@ -22,7 +22,7 @@ pub mod watch;
 
 use std::rc::Rc;
 
-use sdsync_core::hlc::{Hlc, wall_millis};
+use sdsync_core::hlc::Hlc;
 use sdsync_core::schema::{Class, ROW_BIT, TableSpec, quote_ident, quote_literal};
 use sdsync_core::triggers::trigger_names;
 
@@ -141,7 +141,7 @@ fn capture_installed(db: Db, spec: &TableSpec) -> Result<bool, SqlError> {
 /// [`repair`], when a table needs it: cheap when nothing changed. `nested`:
 /// called while a write statement runs (an apply), where SQLite opens no
 /// savepoint; the statement itself is then what makes the repair all or nothing.
-pub fn repair_if_needed(db: Db, nested: bool) -> Result<Vec<String>, TrackError> {
+pub fn repair_if_needed(db: Db, nested: bool, wall_ms: u64) -> Result<Vec<String>, TrackError> {
     if !crate::store::exists(db)? {
         return Ok(Vec::new());
     }
@@ -156,9 +156,9 @@ pub fn repair_if_needed(db: Db, nested: bool) -> Result<Vec<String>, TrackError>
     if settled {
         Ok(Vec::new())
     } else if nested {
-        watch::own(|| repair_steps(db))
+        watch::own(|| repair_steps(db, wall_ms))
     } else {
-        repair(db)
+        repair(db, wall_ms)
     }
 }
 
@@ -175,11 +175,11 @@ fn refusing(db: Db, spec: &TableSpec) -> Result<bool, SqlError> {
 
 /// Brings capture in line with the schema; returns what it did, one line per table.
 /// Runs in a savepoint: all or nothing.
-pub fn repair(db: Db) -> Result<Vec<String>, TrackError> {
-    track::in_savepoint(db, || repair_steps(db))
+pub fn repair(db: Db, wall_ms: u64) -> Result<Vec<String>, TrackError> {
+    track::in_savepoint(db, || repair_steps(db, wall_ms))
 }
 
-fn repair_steps(db: Db) -> Result<Vec<String>, TrackError> {
+fn repair_steps(db: Db, wall_ms: u64) -> Result<Vec<String>, TrackError> {
     {
         let mut done = Vec::new();
         // A rename changes what other tables' references name: look again.
@@ -189,12 +189,12 @@ fn repair_steps(db: Db) -> Result<Vec<String>, TrackError> {
                 match state {
                     State::Ok | State::Missing => {}
                     State::Renamed(to) => {
-                        rename(db, &spec, &to)?;
+                        rename(db, &spec, &to, wall_ms)?;
                         done.push(format!("{} renamed to {to}", spec.name));
                         renamed = true;
                     }
                     State::Changed => {
-                        let line = track::track_parsed(db, &spec.name, spec.class, None)?;
+                        let line = track::track_parsed(db, &spec.name, spec.class, None, wall_ms)?;
                         done.push(line);
                     }
                     State::Unsyncable(_) if refusing(db, &spec)? => {}
@@ -216,13 +216,13 @@ fn repair_steps(db: Db) -> Result<Vec<String>, TrackError> {
 /// a column (`ALTER TABLE … DROP COLUMN` of a synced column), or any migration,
 /// with capture lifted for its duration and re-tracked after, all in one
 /// savepoint: either the migration and capture both land, or neither.
-pub fn alter(db: Db, sql: &str) -> Result<String, TrackError> {
+pub fn alter(db: Db, sql: &str, wall_ms: u64) -> Result<String, TrackError> {
     track::in_savepoint(db, || {
         for spec in Catalog::load(db)?.ordered {
             track::drop_triggers(db, &spec.name)?;
         }
         db.exec(sql)?;
-        repair(db)
+        repair(db, wall_ms)
     })
     .map(|done| {
         if done.is_empty() {
@@ -235,7 +235,7 @@ pub fn alter(db: Db, sql: &str) -> Result<String, TrackError> {
 
 /// Records that `spec`'s table is now called `to`: its spec, and the references
 /// of the tables that name it.
-fn rename(db: Db, spec: &TableSpec, to: &str) -> Result<(), TrackError> {
+fn rename(db: Db, spec: &TableSpec, to: &str, wall_ms: u64) -> Result<(), TrackError> {
     let catalog = Catalog::load(db)?;
     for other in &catalog.ordered {
         let mut updated = TableSpec::clone(other);
@@ -268,7 +268,7 @@ fn rename(db: Db, spec: &TableSpec, to: &str) -> Result<(), TrackError> {
         }
     }
     // The triggers still carry the old name; re-tracking replaces them.
-    track::track_parsed(db, to, spec.class, None)?;
+    track::track_parsed(db, to, spec.class, None, wall_ms)?;
     Ok(())
 }
 
@@ -377,6 +377,7 @@ pub fn capture_added(
     old: &TableSpec,
     new: &TableSpec,
     origin: i64,
+    wall_ms: u64,
 ) -> Result<i64, SqlError> {
     let added: Vec<(usize, &str)> = new
         .columns
@@ -426,7 +427,7 @@ pub fn capture_added(
             id = new.id,
         ),
     };
-    stamp(db, new.id, origin, &rows)
+    stamp(db, new.id, origin, &rows, wall_ms)
 }
 
 /// Forgets the versions of rows that no longer exist. After a rebuild only: a
@@ -443,14 +444,20 @@ pub fn prune_vanished(db: Db, spec: &TableSpec) -> Result<(), SqlError> {
 
 /// Gives each row `rows` yields (`rid`, `mask`) a new local version: the next
 /// sequence numbers and HLCs, as if each had just been written.
-pub fn stamp(db: Db, table_id: i64, origin: i64, rows: &str) -> Result<i64, SqlError> {
+pub fn stamp(
+    db: Db,
+    table_id: i64,
+    origin: i64,
+    rows: &str,
+    wall_ms: u64,
+) -> Result<i64, SqlError> {
     let count = db
         .query_i64(&format!("SELECT count(*) FROM ({rows})"), &[])?
         .unwrap_or(0);
     if count == 0 {
         return Ok(0);
     }
-    let wall = Value::Integer(Hlc::from_wall(wall_millis()).as_i64());
+    let wall = Value::Integer(Hlc::from_wall(wall_ms).as_i64());
     db.prepare(&format!(
         "INSERT INTO sdsync_versions(tbl, rid, mask, origin, seq, hlc) \
          SELECT ?1, r.rid, r.mask, ?2, c.seq + row_number() OVER (), \

@@ -176,7 +176,7 @@ unsafe extern "C" fn after_commit(
         let conn = unsafe { &*(data as *const Conn) };
         if conn.watch.ddl.replace(false) {
             let handle = Db::from_raw(db);
-            if super::repair_if_needed(handle, false).is_err() {
+            if super::repair_if_needed(handle, false, conn.wall_ms()).is_err() {
                 // Busy or failing: the next commit (or the syncer's sweep) tries again.
                 conn.watch.ddl.set(true);
             }

@@ -49,7 +49,7 @@
 //!   the own changes some active peer has not acknowledged; peers unseen for
 //!   `horizon_ms` stop holding it back (they catch up from state).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use sdsync_core::hlc::Hlc;
 
@@ -133,8 +133,9 @@ pub struct Node {
     next_hello: u64,
     /// What each peer last reported holding in quarantine (stored when it changes).
     peer_quarantine: BTreeMap<String, Vec<QuarantineSummary>>,
-    /// Peers this device is taking its own changes back from (after a restore).
-    reclaiming: BTreeSet<String>,
+    /// Peers that hold more of this device's own origin than it does, and what
+    /// it held then (see [`Node::reclaim`]); `true` once it renumbered.
+    reclaiming: BTreeMap<String, (i64, i64, bool)>,
     /// How each peer's tables last differed from ours (stored when it changes).
     peer_schema: BTreeMap<String, Vec<String>>,
     /// The highest sequence each origin reported itself (as stored).
@@ -164,7 +165,7 @@ impl Node {
             next_hello: 0,
             peer_quarantine: BTreeMap::new(),
             peer_schema: BTreeMap::new(),
-            reclaiming: BTreeSet::new(),
+            reclaiming: BTreeMap::new(),
             reported: BTreeMap::new(),
             unverified: BTreeMap::new(),
             busy: BTreeMap::new(),
@@ -436,8 +437,8 @@ impl Node {
         p.hello_seen = true;
         p.acks = acks.clone();
         let had = ours.get(&self.me).copied().unwrap_or(0);
-        if their_of_me > had && !self.reclaiming.contains(peer) {
-            out.extend(self.reclaim(peer, their_of_me, had, now, store)?);
+        if their_of_me > had && !self.reclaiming.contains_key(peer) {
+            out.push(self.reclaim(peer, their_of_me, had, now));
         }
         if reply {
             out.push(self.hello(peer, false, store)?);
@@ -455,23 +456,41 @@ impl Node {
         Ok(out)
     }
 
-    /// `peer` holds this device's origin up to `held`, more than the `had` it
-    /// holds itself: the database was restored from an older copy, and what it
-    /// wrote since reused sequence numbers peers hold. Renumbers its own changes
-    /// above `held` (peers then take them) and pulls its own origin back.
-    fn reclaim(&mut self, peer: &str, held: i64, had: i64, now: u64, store: &dyn Store) -> Out {
-        let renumbered = store.restamp(held)?;
-        self.reclaiming.insert(peer.into());
+    /// `peer` says it holds this device's origin up to `held`, more than the
+    /// `had` it holds itself: the database was restored from an older copy (and
+    /// what it wrote since reused sequence numbers peers hold), or the peer's
+    /// claim is wrong. Pull this device's own origin back from it to tell.
+    fn reclaim(&mut self, peer: &str, held: i64, had: i64, now: u64) -> Output {
+        self.reclaiming.insert(peer.into(), (held, had, false));
         let me = self.me.clone();
-        Ok(vec![
-            Output::Event(Event::Restored {
-                peer: peer.into(),
-                held,
-                had,
-                renumbered,
-            }),
-            self.start_pull(peer, &me, 0, now),
-        ])
+        self.start_pull(peer, &me, 0, now)
+    }
+
+    /// A page of this device's own origin: `None` unless it is reclaiming from
+    /// `peer`. The first change above what it held proves the restore: its own
+    /// changes are renumbered above what peers hold (so they take the ones
+    /// written since the restore), then the page applies like any other.
+    fn reclaimed(
+        &mut self,
+        peer: &str,
+        changes: &[Change],
+        store: &dyn Store,
+    ) -> Result<Option<Vec<Output>>, StoreError> {
+        let Some((held, had, renumbered)) = self.reclaiming.get_mut(peer) else {
+            return Ok(None);
+        };
+        let (held, had) = (*held, *had);
+        if *renumbered || !changes.iter().any(|c| c.seq > had) {
+            return Ok(Some(Vec::new()));
+        }
+        *renumbered = true;
+        let renumbered = store.restamp(held)?;
+        Ok(Some(vec![Output::Event(Event::Restored {
+            peer: peer.into(),
+            held,
+            had,
+            renumbered,
+        })]))
     }
 
     fn on_pull(&mut self, peer: &str, origin: &str, after: i64, store: &dyn Store) -> Out {
@@ -491,8 +510,12 @@ impl Node {
         now: u64,
         store: &dyn Store,
     ) -> Out {
-        if origin == self.me && !self.reclaiming.contains(peer) {
-            return Ok(vec![]);
+        let mut out = Vec::new();
+        if origin == self.me {
+            match self.reclaimed(peer, changes, store)? {
+                Some(restored) => out.extend(restored),
+                None => return Ok(vec![]),
+            }
         }
         if let Some(c) = changes.iter().find(|c| c.origin != origin) {
             let reason = format!(
@@ -506,7 +529,6 @@ impl Node {
             .into_iter()
             .find(|(o, _)| o == origin)
             .map_or(0, |(_, s)| s);
-        let mut out = Vec::new();
         // What this page can vouch for: the origin knows what it issued; another
         // peer's claim counts up to the last change it carries, or up to what the
         // origin itself last reported.

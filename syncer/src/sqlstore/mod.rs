@@ -278,7 +278,10 @@ impl Store for SqlStore {
 
     fn restamp(&self, floor: i64) -> Result<i64, StoreError> {
         let conn = &self.lib.conn;
-        let tx = self.sql(Transaction::new_unchecked(conn, TransactionBehavior::Immediate))?;
+        let tx = self.sql(Transaction::new_unchecked(
+            conn,
+            TransactionBehavior::Immediate,
+        ))?;
         let n = self.sql(tx.query_row("SELECT sdsync_restamp(?1)", [floor], |r| r.get(0)))?;
         self.sql(tx.commit())?;
         Ok(n)

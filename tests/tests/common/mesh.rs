@@ -113,6 +113,34 @@ impl Mesh {
             .expect("known device")
     }
 
+    /// Replaces device `i`'s database with the file at `snapshot` (a restore
+    /// from a backup, the syncer stopped), and starts its syncer again.
+    pub fn restore(&mut self, i: usize, snapshot: &std::path::Path) {
+        let Dev { dir, id, .. } = self.devs.remove(i);
+        // Every connection to the old file is gone with the old store.
+        let db = dir.join("database.db");
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(dir.join(format!("database.db{suffix}")));
+        }
+        std::fs::copy(snapshot, &db).expect("restore the copy");
+        let home = Home::open(&dir, &extension_path()).expect("open");
+        let (store, _, _) = home.syncer_parts().expect("store");
+        let mut node = Node::new(&id, "lib", Config::default());
+        for other in &self.devs {
+            node.add_peer(&other.id);
+        }
+        self.devs.insert(
+            i,
+            Dev {
+                dir,
+                home,
+                store,
+                node,
+                id,
+            },
+        );
+    }
+
     /// Links devices `a` and `b` and delivers until nothing is left to send.
     pub fn link(&mut self, a: usize, b: usize) {
         let idb = self.devs[b].id.clone();

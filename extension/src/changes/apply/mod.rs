@@ -208,7 +208,7 @@ impl Engine {
         self.stmts.clear();
         // A schema change may have left a tracked table without capture (a
         // rebuild by a connection whose hooks did not repair it).
-        crate::migrate::repair_if_needed(self.db, true)
+        crate::migrate::repair_if_needed(self.db, true, self.wall_ms)
             .map_err(|e| ChangeError::Schema(Box::new(e)))?;
         let now = self.pragma("PRAGMA schema_version")?;
         self.catalog = Catalog::load(self.db)?;
@@ -324,6 +324,12 @@ impl Engine {
                     let (RowState::Alive(groups), Some(rid)) = (&state, rid) else {
                         return Ok(Vec::new());
                     };
+                    // An owned row is its owner's newest version: an older one
+                    // writes nothing, not even columns the row's version lacks
+                    // (a kept change re-applied after a newer one).
+                    if spec.class == Class::Owned && groups.iter().any(|g| g.version.beats(v)) {
+                        return Ok(Vec::new());
+                    }
                     self.write(change, v, bits, groups, rid)?;
                     Ok(Vec::new())
                 }
@@ -375,7 +381,10 @@ impl Engine {
                 version: newest.clone(),
             };
             self.set_groups(spec, rid, &[whole], false)?;
-        } else if groups.iter().all(|g| g.mask & !bits != 0) {
+        } else if groups
+            .iter()
+            .all(|g| g.mask & !bits != 0 && !g.version.same_as(v))
+        {
             // Groups may overlap (the newest owns a bit): when every existing
             // group keeps some bit, adding the new group is enough; otherwise
             // rewrite them.

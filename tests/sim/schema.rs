@@ -1,0 +1,99 @@
+//! Schema changes in the simulation: devices upgrade their app one at a time
+//! (a column added to a shared and to an owned table), and tables are rebuilt
+//! by SQLite's 12-step procedure, while everything else goes on.
+//!
+//! ```ignore
+//! sim.upgrade_next();   // the next device not on the new schema adds the columns
+//! sim.rebuild(d);       // device d rebuilds `collections` (create, copy, drop, rename)
+//! ```
+//!
+//! Devices on the old schema keep what they cannot apply yet (`sdsync_kept`);
+//! the invariants: after every device upgraded, nothing is kept anywhere,
+//! capture is in line on every device, and all digests (by column name) match.
+
+use super::Sim;
+
+/// What upgrading the app does to a device's schema.
+const UPGRADE: &str = "ALTER TABLE tags ADD COLUMN emoji TEXT;
+    ALTER TABLE entries ADD COLUMN note TEXT DEFAULT 'none';";
+
+/// The 12-step rebuild of `collections` (as Django's `AlterField`: the altered
+/// column moves to the end), foreign keys off around it as SQLite says.
+const REBUILD: &str = "PRAGMA foreign_keys = OFF; BEGIN;
+    CREATE TABLE new__collections(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE,
+      description TEXT, created_at TEXT, updated_at TEXT, name TEXT NOT NULL DEFAULT '');
+    INSERT INTO new__collections(id, uuid, description, created_at, updated_at, name)
+      SELECT id, uuid, description, created_at, updated_at, name FROM collections;
+    DROP TABLE collections;
+    ALTER TABLE new__collections RENAME TO collections;
+    CREATE UNIQUE INDEX collections_unique_name ON collections(name) WHERE name LIKE 'u%';
+    COMMIT; PRAGMA foreign_keys = ON;";
+
+impl Sim {
+    /// The next device still on the old schema upgrades (one at a time).
+    pub(super) fn upgrade_next(&mut self) -> Result<(), String> {
+        let Some(d) = self.devices.iter().position(|d| !d.upgraded) else {
+            return Ok(());
+        };
+        self.devices[d]
+            .store
+            .lib
+            .exec(UPGRADE)
+            .map_err(|e| format!("device {d} upgrading: {e}"))?;
+        self.repaired(d)?;
+        self.devices[d].upgraded = true;
+        self.report.upgrades += 1;
+        self.trace.push(format!("t={} d{d}: upgraded", self.now));
+        Ok(())
+    }
+
+    /// Device `d` rebuilds `collections`.
+    pub(super) fn rebuild(&mut self, d: usize) -> Result<(), String> {
+        self.devices[d]
+            .store
+            .lib
+            .exec(REBUILD)
+            .map_err(|e| format!("device {d} rebuilding collections: {e}"))?;
+        self.repaired(d)?;
+        self.report.rebuilds += 1;
+        self.trace
+            .push(format!("t={} d{d}: rebuilt collections", self.now));
+        Ok(())
+    }
+
+    /// What the WAL hook does after the commit of DDL in a WAL database (the
+    /// simulation's in-memory databases have no WAL): re-track in place.
+    fn repaired(&mut self, d: usize) -> Result<(), String> {
+        let conn = &self.devices[d].store.lib.conn;
+        conn.query_row("SELECT sdsync_repair()", [], |_| Ok(()))
+            .map_err(|e| format!("device {d} repairing capture: {e}"))
+    }
+
+    /// Before settling: every device ends on the new schema.
+    pub(super) fn upgrade_all(&mut self) -> Result<(), String> {
+        while self.devices.iter().any(|d| !d.upgraded) {
+            self.upgrade_next()?;
+        }
+        Ok(())
+    }
+
+    /// After settling: nothing kept, capture in line everywhere.
+    pub(super) fn check_schema(&self) -> Result<(), String> {
+        for (i, d) in self.devices.iter().enumerate() {
+            let conn = &d.store.lib.conn;
+            let count = |sql: &str| -> Result<i64, String> {
+                conn.query_row(sql, [], |r| r.get(0))
+                    .map_err(|e| format!("device {i}: {sql}: {e}"))
+            };
+            let kept = count("SELECT count(*) FROM sdsync_kept")?;
+            if kept != 0 {
+                return Err(format!("device {i}: {kept} changes still kept"));
+            }
+            let off = count("SELECT count(*) FROM sdsync_schema WHERE state <> 'ok'")?;
+            if off != 0 {
+                return Err(format!("device {i}: {off} tables not in line with capture"));
+            }
+        }
+        Ok(())
+    }
+}
