@@ -456,43 +456,6 @@ impl Node {
         Ok(out)
     }
 
-    /// `peer` says it holds this device's origin up to `held`, more than the
-    /// `had` it holds itself: the database was restored from an older copy (and
-    /// what it wrote since reused sequence numbers peers hold), or the peer's
-    /// claim is wrong. Pull this device's own origin back from it to tell.
-    fn reclaim(&mut self, peer: &str, held: i64, had: i64, now: u64) -> Output {
-        self.reclaiming.insert(peer.into(), (held, had, false));
-        let me = self.me.clone();
-        self.start_pull(peer, &me, 0, now)
-    }
-
-    /// A page of this device's own origin: `None` unless it is reclaiming from
-    /// `peer`. The first change above what it held proves the restore: its own
-    /// changes are renumbered above what peers hold (so they take the ones
-    /// written since the restore), then the page applies like any other.
-    fn reclaimed(
-        &mut self,
-        peer: &str,
-        changes: &[Change],
-        store: &dyn Store,
-    ) -> Result<Option<Vec<Output>>, StoreError> {
-        let Some((held, had, renumbered)) = self.reclaiming.get_mut(peer) else {
-            return Ok(None);
-        };
-        let (held, had) = (*held, *had);
-        if *renumbered || !changes.iter().any(|c| c.seq > had) {
-            return Ok(Some(Vec::new()));
-        }
-        *renumbered = true;
-        let renumbered = store.restamp(held)?;
-        Ok(Some(vec![Output::Event(Event::Restored {
-            peer: peer.into(),
-            held,
-            had,
-            renumbered,
-        })]))
-    }
-
     fn on_pull(&mut self, peer: &str, origin: &str, after: i64, store: &dyn Store) -> Out {
         let (page, _) = self.page(origin, after, store)?;
         Ok(vec![self.send(peer, page)])

@@ -1,7 +1,9 @@
 //! The node's handling of what peers report about themselves (their quarantine
-//! summaries, their tables, their own last sequence) and of pages that found the database busy.
+//! summaries, their tables, their own last sequence, what they hold of this
+//! device's own origin after a restore) and of pages that found the database busy.
 
 use super::{Node, Pending};
+use crate::library::Change;
 use crate::proto::event::{Event, Output};
 use crate::proto::message::QuarantineSummary;
 use crate::proto::schema::{TableLayout, mismatches};
@@ -100,5 +102,42 @@ impl Node {
             self.peer_quarantine.insert(peer.into(), summary);
         }
         Ok(())
+    }
+
+    /// `peer` says it holds this device's origin up to `held`, more than the
+    /// `had` it holds itself: the database was restored from an older copy (and
+    /// what it wrote since reused sequence numbers peers hold), or the peer's
+    /// claim is wrong. Pull this device's own origin back from it to tell.
+    pub(super) fn reclaim(&mut self, peer: &str, held: i64, had: i64, now: u64) -> Output {
+        self.reclaiming.insert(peer.into(), (held, had, false));
+        let me = self.me.clone();
+        self.start_pull(peer, &me, 0, now)
+    }
+
+    /// A page of this device's own origin: `None` unless it is reclaiming from
+    /// `peer`. The first change above what it held proves the restore: its own
+    /// changes are renumbered above what peers hold (so they take the ones
+    /// written since the restore), then the page applies like any other.
+    pub(super) fn reclaimed(
+        &mut self,
+        peer: &str,
+        changes: &[Change],
+        store: &dyn Store,
+    ) -> Result<Option<Vec<Output>>, StoreError> {
+        let Some((held, had, renumbered)) = self.reclaiming.get_mut(peer) else {
+            return Ok(None);
+        };
+        let (held, had) = (*held, *had);
+        if *renumbered || !changes.iter().any(|c| c.seq > had) {
+            return Ok(Some(Vec::new()));
+        }
+        *renumbered = true;
+        let renumbered = store.restamp(held)?;
+        Ok(Some(vec![Output::Event(Event::Restored {
+            peer: peer.into(),
+            held,
+            had,
+            renumbered,
+        })]))
     }
 }
