@@ -1,0 +1,124 @@
+//! Schema changes and restores with real `sdsync run` processes on 127.0.0.1:
+//! one device on a newer schema for a while, a 12-step rebuild while both
+//! syncers run, and a database restored from a `.backup` copy.
+
+use std::process::Command;
+
+use sdsync_tests::devices::{Device, cli, pair_of};
+use sdsync_tests::wait_for;
+
+const SECS: u64 = 60;
+
+fn status(d: &Device) -> String {
+    cli(&["status", d.dir.to_str().expect("utf-8")])
+}
+
+fn same(a: &Device, b: &Device) -> bool {
+    a.app().digest() == b.app().digest()
+}
+
+#[test]
+fn a_column_added_on_one_device_for_a_while_syncs_and_both_say_so() {
+    let (_dir, mut a, mut b) = pair_of("schema-one-side");
+    a.start();
+    b.start();
+    let (app_a, app_b) = (a.app(), b.app());
+    app_a.exec(
+        "ALTER TABLE tags ADD COLUMN emoji TEXT;
+         INSERT INTO tags(uuid, canonical_name, emoji) VALUES ('t1', 'one', '🎉')",
+    );
+    wait_for("t1 on B without its new column", SECS, || {
+        app_b.int("SELECT count(*) FROM tags WHERE uuid = 't1'") == 1
+    });
+    wait_for("both devices naming the mismatch", SECS, || {
+        status(&a).contains("table tags: this device syncs column emoji")
+            && status(&b).contains("table tags: the peer syncs column emoji")
+    });
+    assert!(
+        status(&b).contains("kept        1 change(s)"),
+        "{}",
+        status(&b)
+    );
+    // B's own writes still reach A meanwhile.
+    app_b.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t2', 'two')");
+    wait_for("t2 on A", SECS, || {
+        app_a.int("SELECT count(*) FROM tags WHERE uuid = 't2'") == 1
+    });
+    app_b.exec("ALTER TABLE tags ADD COLUMN emoji TEXT");
+    wait_for("the same library on both", SECS, || same(&a, &b));
+    assert_eq!(app_b.text("SELECT emoji FROM tags WHERE uuid = 't1'"), "🎉");
+    wait_for("the mismatch gone from both", SECS, || {
+        !status(&a).contains("mismatch") && !status(&b).contains("mismatch")
+    });
+    assert!(!status(&b).contains("kept"), "{}", status(&b));
+}
+
+#[test]
+fn a_rebuild_while_both_syncers_run_keeps_syncing() {
+    let (_dir, mut a, mut b) = pair_of("schema-rebuild");
+    a.start();
+    b.start();
+    let (app_a, app_b) = (a.app(), b.app());
+    app_a.exec("INSERT INTO collections(uuid, name) VALUES ('c1', 'One')");
+    wait_for("c1 on B", SECS, || app_b.count("collections") == 1);
+    app_a.exec(
+        "PRAGMA foreign_keys = OFF; BEGIN;
+         CREATE TABLE new__collections(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE,
+           description TEXT, created_at TEXT, updated_at TEXT, name TEXT NOT NULL DEFAULT '');
+         INSERT INTO new__collections(id, uuid, description, created_at, updated_at, name)
+           SELECT id, uuid, description, created_at, updated_at, name FROM collections;
+         DROP TABLE collections;
+         ALTER TABLE new__collections RENAME TO collections;
+         COMMIT; PRAGMA foreign_keys = ON;
+         INSERT INTO collections(uuid, name) VALUES ('c2', 'Two');
+         UPDATE collections SET description = 'd' WHERE uuid = 'c1'",
+    );
+    wait_for("the rebuilt table's writes on B", SECS, || {
+        app_b.count("collections") == 2 && same(&a, &b)
+    });
+    assert!(!status(&a).contains("schema "), "{}", status(&a));
+}
+
+#[test]
+fn a_database_restored_from_a_backup_gets_its_changes_back() {
+    let (dir, mut a, mut b) = pair_of("restore-backup");
+    a.start();
+    b.start();
+    let (app_a, app_b) = (a.app(), b.app());
+    app_a.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
+    let backup = dir.join("a-backup.db");
+    let out = Command::new("sqlite3")
+        .arg(a.database())
+        .arg(format!(".backup {}", backup.display()))
+        .output()
+        .expect("sqlite3 .backup");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    app_a.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t2', 'two'), ('t3', 'three')");
+    wait_for("three tags on B", SECS, || app_b.count("tags") == 3);
+    // Stop A's syncer, restore the backup, and write before it runs again.
+    a.kill();
+    drop(app_a);
+    let out = Command::new("sqlite3")
+        .arg(a.database())
+        .arg(format!(".restore {}", backup.display()))
+        .output()
+        .expect("sqlite3 .restore");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app_a = a.app();
+    assert_eq!(app_a.count("tags"), 1);
+    app_a.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t4', 'four')");
+    a.start();
+    wait_for("four tags on both", SECS, || {
+        app_a.count("tags") == 4 && app_b.count("tags") == 4 && same(&a, &b)
+    });
+    let log = std::fs::read_to_string(a.dir.join("syncer.log")).unwrap_or_default();
+    assert!(log.contains("Restored") && log.contains("WARN"), "{log}");
+}
