@@ -105,6 +105,10 @@ impl Store for Meddler<'_> {
         self.inner().peer_quarantine(peer, summary)
     }
 
+    fn restored(&self) -> Result<Option<i64>, StoreError> {
+        self.inner().restored()
+    }
+
     fn restamp(&self, floor: i64) -> Result<i64, StoreError> {
         self.inner().restamp(floor)
     }

@@ -184,3 +184,35 @@ fn a_restored_database_takes_its_changes_back_and_writes_above_them() {
         .unwrap();
     assert_eq!(t1, "redi", "the lost update and the new one both hold");
 }
+
+/// The same, but the restored device writes more than the backup lacked, so no
+/// peer holds more of it than it does: the syncer itself sees the database went
+/// back (a change of its own at or below the sequence it last saw is newer than
+/// its clock then) and recovers the same way.
+#[test]
+fn a_restored_database_that_wrote_more_than_it_lost_is_noticed_by_its_syncer() {
+    let mut m = Mesh::new("restore-more", 2);
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
+    let snapshot = m.devs[0].dir.join("backup.db");
+    m.devs[0].exec(&format!("VACUUM INTO '{}'", snapshot.display()));
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t2', 'two'), ('t3', 'three')");
+    m.link(0, 1);
+    assert_eq!(m.devs[1].count("tags"), 3);
+    m.unlink(0, 1);
+    m.restore(0, &snapshot);
+    for i in 4..10 {
+        m.devs[0].exec(&format!(
+            "INSERT INTO tags(uuid, canonical_name) VALUES ('t{i}', 'n{i}')"
+        ));
+    }
+    m.link(0, 1);
+    m.advance(10_000);
+    let restored = |e: &Event| matches!(e, Event::Restored { held: 3, .. });
+    assert_eq!(m.count_events(0, restored), 1, "{:?}", m.events);
+    assert_eq!(m.devs[0].count("tags"), 9);
+    assert_eq!(m.devs[1].count("tags"), 9);
+    assert_eq!(
+        m.devs[0].store.lib.digest().unwrap(),
+        m.devs[1].store.lib.digest().unwrap()
+    );
+}

@@ -437,7 +437,9 @@ impl Node {
         p.hello_seen = true;
         p.acks = acks.clone();
         let had = ours.get(&self.me).copied().unwrap_or(0);
-        if their_of_me > had && !self.reclaiming.contains_key(peer) {
+        if let Some(floor) = store.restored()? {
+            out.extend(self.restored_here(peer, floor, had, now, store)?);
+        } else if their_of_me > had && !self.reclaiming.contains_key(peer) {
             out.push(self.reclaim(peer, their_of_me, had, now));
         }
         if reply {

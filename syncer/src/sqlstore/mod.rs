@@ -56,6 +56,11 @@ pub struct SqlStore {
     tried: Cell<Option<[i64; 3]>>,
     /// Rows our own sweeps changed (not a reason to retry the quarantine).
     swept: Cell<i64>,
+    /// The database went back in time since the syncer last saw it (see
+    /// `went_back`): the sequence peers may hold, until the node takes it.
+    restored: Cell<Option<i64>>,
+    /// The local sequence last recorded in `sync.db`.
+    seen_seq: Cell<Option<i64>>,
 }
 
 impl SqlStore {
@@ -72,13 +77,57 @@ impl SqlStore {
         quarantine::ensure(&lib.conn).map_err(err)?;
         marks::ensure(&lib.conn, &me).map_err(err)?;
         syncdb::ensure(&sync)?;
-        Ok(Self {
+        let store = Self {
             lib,
             sync,
             me,
             tried: Cell::new(None),
             swept: Cell::new(0),
-        })
+            restored: Cell::new(None),
+            seen_seq: Cell::new(None),
+        };
+        store.restored.set(store.went_back()?);
+        if store.restored.get().is_none() {
+            store.note_clock()?;
+        }
+        Ok(store)
+    }
+
+    /// Whether the database went back in time since the syncer last saw it (a
+    /// restore of `database.db` alone): its local sequence is below what the
+    /// syncer saw, or a change of its own at or below that sequence is newer
+    /// than the clock then (sequence and HLC of one device's own changes rise
+    /// together, so only writes made after a restore look like that). Returns
+    /// the sequence peers may hold.
+    fn went_back(&self) -> Result<Option<i64>, StoreError> {
+        let Some((seq, hlc)) = syncdb::own_clock(&self.sync, &self.me)? else {
+            return Ok(None);
+        };
+        let conn = &self.lib.conn;
+        let behind: bool = self.sql(conn.query_row(
+            "SELECT (SELECT seq FROM sdsync_clock) < ?1 \
+              OR EXISTS (SELECT 1 FROM sdsync_versions v, sdsync_meta m WHERE m.key = 'origin' \
+                         AND v.origin = m.value AND v.seq <= ?1 AND v.hlc > ?2) \
+              OR EXISTS (SELECT 1 FROM sdsync_tombstones t, sdsync_meta m WHERE m.key = 'origin' \
+                         AND t.origin = m.value AND t.seq <= ?1 AND t.hlc > ?2)",
+            params![seq, hlc],
+            |r| r.get(0),
+        ))?;
+        Ok(behind.then_some(seq))
+    }
+
+    /// Records the local sequence and clock when the sequence moved.
+    fn note_clock(&self) -> Result<(), StoreError> {
+        let (seq, hlc): (i64, i64) = self.sql(self.lib.conn.query_row(
+            "SELECT seq, hlc FROM sdsync_clock",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        ))?;
+        if self.seen_seq.get() != Some(seq) {
+            syncdb::set_own_clock(&self.sync, &self.me, seq, hlc)?;
+            self.seen_seq.set(Some(seq));
+        }
+        Ok(())
     }
 
     /// Maps a library statement's error to the store's, naming the file; busy
@@ -142,7 +191,14 @@ impl Store for SqlStore {
     }
 
     fn watermarks(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        if self.restored.get().is_none() {
+            self.note_clock()?;
+        }
         self.sql(marks::effective(&self.lib.conn, &self.me))
+    }
+
+    fn restored(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.restored.take())
     }
 
     fn hlc(&self) -> Result<i64, StoreError> {

@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS peer_quarantine(
   at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
   PRIMARY KEY (peer, origin));
 CREATE TABLE IF NOT EXISTS reported(origin TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS own_clock(
+  device TEXT PRIMARY KEY, seq INTEGER NOT NULL, hlc INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS peer_schema(
   peer TEXT NOT NULL, detail TEXT NOT NULL,
   at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
@@ -154,6 +156,24 @@ pub fn peer_reports(conn: &Connection) -> rusqlite::Result<Vec<(String, Quaranti
         ))
     })?
     .collect()
+}
+
+/// The last local sequence and clock the syncer saw its database at, for
+/// `device` (see `SqlStore::restored`).
+pub fn own_clock(conn: &Connection, device: &str) -> rusqlite::Result<Option<(i64, i64)>> {
+    conn.prepare_cached("SELECT seq, hlc FROM own_clock WHERE device = ?1")?
+        .query_row([device], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+}
+
+/// Records the local sequence and clock the database is at now.
+pub fn set_own_clock(conn: &Connection, device: &str, seq: i64, hlc: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO own_clock(device, seq, hlc) VALUES (?1, ?2, ?3) \
+         ON CONFLICT(device) DO UPDATE SET seq = excluded.seq, hlc = excluded.hlc",
+    )?
+    .execute(params![device, seq, hlc])?;
+    Ok(())
 }
 
 /// Replaces how `peer`'s tables last differed from ours.

@@ -114,6 +114,32 @@ impl Node {
         self.start_pull(peer, &me, 0, now)
     }
 
+    /// The store found its database restored (its sequence went back since the
+    /// syncer last saw it, or its own changes at or below that sequence are
+    /// newer than the clock then): peers may hold up to `floor`. Renumbers at
+    /// once and takes its own origin back from `peer`.
+    pub(super) fn restored_here(
+        &mut self,
+        peer: &str,
+        floor: i64,
+        had: i64,
+        now: u64,
+        store: &dyn Store,
+    ) -> Result<Vec<Output>, StoreError> {
+        let renumbered = store.restamp(floor)?;
+        self.reclaiming.insert(peer.into(), (floor, had, true));
+        let me = self.me.clone();
+        Ok(vec![
+            Output::Event(Event::Restored {
+                peer: peer.into(),
+                held: floor,
+                had,
+                renumbered,
+            }),
+            self.start_pull(peer, &me, 0, now),
+        ])
+    }
+
     /// A page of this device's own origin: `None` unless it is reclaiming from
     /// `peer`. The first change above what it held proves the restore: its own
     /// changes are renumbered above what peers hold (so they take the ones
