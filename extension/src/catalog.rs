@@ -113,6 +113,11 @@ impl Catalog {
             .filter(|s| !self.missing.iter().any(|m| *m == s.name))
     }
 
+    /// A tracked table by its current name only.
+    pub fn exact(&self, name: &str) -> Option<&Rc<TableSpec>> {
+        self.by_id.values().find(|s| s.name == name)
+    }
+
     /// A tracked table by name, or by a former name.
     pub fn by_name(&self, name: &str) -> Option<&Rc<TableSpec>> {
         self.by_name.get(name)
@@ -123,7 +128,7 @@ impl Catalog {
 /// declared default when that is a constant (a literal, as `ALTER TABLE … ADD
 /// COLUMN` requires; the same on every device), NULL when it has none and may
 /// be NULL, and nothing (`None`) for a required column or a computed default.
-fn column_defaults(db: Db, spec: &TableSpec) -> Result<Vec<Option<Value>>, SqlError> {
+pub(crate) fn column_defaults(db: Db, spec: &TableSpec) -> Result<Vec<Option<Value>>, SqlError> {
     let mut out = Vec::with_capacity(spec.columns.len());
     for c in &spec.columns {
         let declared = db.query_text(
@@ -141,6 +146,8 @@ fn column_defaults(db: Db, spec: &TableSpec) -> Result<Vec<Option<Value>>, SqlEr
                     None
                 }
             }
+            // `DEFAULT active` and `DEFAULT "active"`: SQLite takes the word as text.
+            Some(expr) if is_word(&expr) => Some(Value::Text(expr.trim_matches('"').to_string())),
             Some(_) => None,
         });
     }
@@ -155,6 +162,15 @@ fn is_literal(expr: &str) -> bool {
         || upper.starts_with("X'")
         || e.starts_with(|c: char| c.is_ascii_digit() || c == '.')
         || ["NULL", "TRUE", "FALSE"].contains(&upper.as_str())
+}
+
+/// Whether a default is a bare or double-quoted word, which SQLite stores as
+/// text (`CURRENT_TIME`, `CURRENT_DATE` and `CURRENT_TIMESTAMP` are not).
+fn is_word(expr: &str) -> bool {
+    let word = expr.trim().trim_matches('"');
+    !word.is_empty()
+        && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !word.to_ascii_uppercase().starts_with("CURRENT_")
 }
 
 /// Orders tables parents-first (Kahn's algorithm); cycles keep their track order.

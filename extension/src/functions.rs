@@ -129,9 +129,14 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
     }),
     ("sdsync_mark_complete", 2, DIRECT, mark_complete),
     ("sdsync_alter", 1, DIRECT, |c| {
-        crate::migrate::alter(c.db, &c.text(0, "sdsync_alter: sql")?, c.conn.wall_ms())
-            .map(Value::Text)
-            .map_err(|e| e.to_string())
+        crate::migrate::alter(
+            c.db,
+            &c.text(0, "sdsync_alter: sql")?,
+            c.conn.wall_ms(),
+            &c.conn.watch,
+        )
+        .map(Value::Text)
+        .map_err(|e| e.to_string())
     }),
     ("sdsync_restamp", 1, DIRECT, |c| {
         store::restamp(c.db, c.int(0, "sdsync_restamp: floor (a sequence number)")?)
@@ -139,7 +144,7 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
             .map_err(|e| format!("sdsync_restamp: {e}"))
     }),
     ("sdsync_repair", 0, DIRECT, |c| {
-        crate::migrate::repair(c.db, c.conn.wall_ms())
+        crate::migrate::repair_if_needed(c.db, c.conn.wall_ms())
             .map(|done| Value::Text(done.join("; ")))
             .map_err(|e| e.to_string())
     }),

@@ -86,7 +86,7 @@ pub unsafe extern "C" fn sqlite3_sdsync_init(
         // older triggers and is retried by the next load; a failed repair is
         // retried by the next commit of DDL and by every sweep.
         let _ = track::upgrade(ffi::Db::from_raw(db));
-        let _ = migrate::repair_if_needed(ffi::Db::from_raw(db), false, conn.wall_ms());
+        let _ = migrate::repair_if_needed(ffi::Db::from_raw(db), conn.wall_ms());
         Ok::<(), String>(())
     });
     match result {

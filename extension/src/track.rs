@@ -95,7 +95,7 @@ pub(crate) fn track_parsed(
     store::ensure(db)?;
     let catalog = Catalog::load(db)?;
     let table = canonical_name(db, table)?;
-    let existing = catalog.by_name(&table).cloned();
+    let existing = catalog.exact(&table).cloned();
     let id = match &existing {
         Some(spec) => spec.id,
         None => db
@@ -272,22 +272,26 @@ pub fn untrack(db: Db, table: &str) -> Result<String, TrackError> {
             });
         }
         drop_triggers(db, &spec.name)?;
-        // Everything keyed by the table's id goes: a table tracked later may
-        // reuse the id and must not inherit these tombstones or parked changes.
-        let id = [Value::Integer(spec.id)];
-        for sql in [
-            "DELETE FROM sdsync_versions WHERE tbl = ?1",
-            "DELETE FROM sdsync_tombstones WHERE tbl = ?1",
-            "DELETE FROM sdsync_parked WHERE tbl = ?1",
-        ] {
-            db.prepare(sql)?.run(&id)?;
-        }
-        db.prepare("DELETE FROM sdsync_tables WHERE id = ?1")?
-            .run(&id)?;
+        forget(db, spec.id)?;
         let origin = store::local_origin(db)?.unwrap_or(0);
         reinstall_parents(db, &spec, origin)?;
         Ok(format!("untracked {table}"))
     })
+}
+
+/// Forgets everything keyed by a table's id: a table tracked later may reuse
+/// the id and must not inherit its tombstones or parked changes.
+pub(crate) fn forget(db: Db, table_id: i64) -> Result<(), SqlError> {
+    let id = [Value::Integer(table_id)];
+    for sql in [
+        "DELETE FROM sdsync_versions WHERE tbl = ?1",
+        "DELETE FROM sdsync_tombstones WHERE tbl = ?1",
+        "DELETE FROM sdsync_parked WHERE tbl = ?1",
+        "DELETE FROM sdsync_tables WHERE id = ?1",
+    ] {
+        db.prepare(sql)?.run(&id)?;
+    }
+    Ok(())
 }
 
 /// The `format` in `sdsync_meta` from which triggers are the current ones. Format

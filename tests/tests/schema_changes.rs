@@ -33,8 +33,9 @@ fn kept(lib: &Lib) -> i64 {
     lib.int("SELECT count(*) FROM sdsync_kept")
 }
 
+/// What the syncer does every anti-entropy round after a schema change.
 fn sweep(lib: &Lib) {
-    lib.exec("INSERT INTO sdsync_changes(op) VALUES ('sweep')");
+    lib.exec("SELECT sdsync_repair(); INSERT INTO sdsync_changes(op) VALUES ('sweep')");
 }
 
 /// SQLite's 12-step rebuild of `collections`, as Django's `AlterField` does it:
@@ -179,7 +180,8 @@ fn values_written_between_add_column_and_re_tracking_are_captured() {
     let plain = Connection::open(&a.path).expect("open without the extension");
     plain
         .execute_batch(
-            "ALTER TABLE tags ADD COLUMN emoji TEXT; ALTER TABLE audit_log ADD COLUMN severity INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE tags ADD COLUMN emoji TEXT; ALTER TABLE audit_log ADD COLUMN severity INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE collections ADD COLUMN mood TEXT DEFAULT calm",
         )
         .expect("add columns");
     drop(plain);
@@ -190,7 +192,8 @@ fn values_written_between_add_column_and_re_tracking_are_captured() {
     sweep(&a);
     assert_eq!(state(&a, "tags"), "ok");
     b.exec(
-        "ALTER TABLE tags ADD COLUMN emoji TEXT; ALTER TABLE audit_log ADD COLUMN severity INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tags ADD COLUMN emoji TEXT; ALTER TABLE audit_log ADD COLUMN severity INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE collections ADD COLUMN mood TEXT DEFAULT calm",
     );
     sync_pair(&a, &b);
     assert_eq!(b.text("SELECT emoji FROM tags WHERE uuid = 't0'"), "0️⃣");
@@ -256,6 +259,9 @@ fn drop_column_goes_through_sdsync_alter() {
     // SQLite refuses to drop a column a trigger names, capture's included.
     let err = a.fails("ALTER TABLE tags DROP COLUMN icon");
     assert!(err.contains("sdsync_"), "{err}");
+    // Data changes inside it would not be captured: refused.
+    let err = a.fails("SELECT sdsync_alter('UPDATE tags SET color = 1')");
+    assert!(err.contains("not authorized"), "{err}");
     let done = a.text("SELECT sdsync_alter('ALTER TABLE tags DROP COLUMN icon')");
     assert!(done.contains("tracked tags"), "{done}");
     assert_eq!(state(&a, "tags"), "ok");

@@ -91,7 +91,6 @@ impl crate::ffi::ResultCode for ChangeError {
         match self {
             Self::Sql(e) => e.result_code(),
             Self::Catalog(crate::catalog::CatalogError::Sql(e)) => e.result_code(),
-            Self::Schema(e) => e.result_code(),
             _ => crate::ffi::SQLITE_ERROR,
         }
     }
@@ -201,9 +200,6 @@ pub enum ChangeError {
     /// SQLite failed while applying.
     #[error("sdsync_changes: {0}")]
     Sql(#[from] SqlError),
-    /// Capture could not be brought in line with a changed schema.
-    #[error("sdsync_changes: repairing capture after a schema change failed: {0}")]
-    Schema(Box<crate::track::TrackError>),
     /// The tracked tables could not be read.
     #[error("sdsync_changes: {0}")]
     Catalog(#[from] CatalogError),

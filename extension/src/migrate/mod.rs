@@ -138,28 +138,39 @@ fn capture_installed(db: Db, spec: &TableSpec) -> Result<bool, SqlError> {
     Ok(found == names.len() as i64)
 }
 
-/// [`repair`], when a table needs it: cheap when nothing changed. `nested`:
-/// called while a write statement runs (an apply), where SQLite opens no
-/// savepoint; the statement itself is then what makes the repair all or nothing.
-pub fn repair_if_needed(db: Db, nested: bool, wall_ms: u64) -> Result<Vec<String>, TrackError> {
+/// [`repair`], when a table needs it: cheap when nothing changed. Runs where
+/// SQLite can open a savepoint (not inside a write statement such as an apply):
+/// the WAL hook, loading, `sdsync_repair()` (the syncer calls it before every
+/// sweep after a schema change).
+pub fn repair_if_needed(db: Db, wall_ms: u64) -> Result<Vec<String>, TrackError> {
     if !crate::store::exists(db)? {
         return Ok(Vec::new());
     }
     let mut settled = true;
     for (spec, state) in inspect(db)? {
         settled &= match state {
-            State::Ok | State::Missing => true,
+            State::Ok => true,
+            State::Missing => !has_versions(db, spec.id)?,
             State::Unsyncable(_) => refusing(db, &spec)?,
             State::Renamed(_) | State::Changed => false,
         };
     }
     if settled {
         Ok(Vec::new())
-    } else if nested {
-        watch::own(|| repair_steps(db, wall_ms))
     } else {
         repair(db, wall_ms)
     }
+}
+
+/// Whether a table has version rows.
+fn has_versions(db: Db, id: i64) -> Result<bool, SqlError> {
+    Ok(db
+        .query_i64(
+            "SELECT EXISTS (SELECT 1 FROM sdsync_versions WHERE tbl = ?1)",
+            &[Value::Integer(id)],
+        )?
+        .unwrap_or(0)
+        > 0)
 }
 
 /// Whether the table already has the triggers that refuse its writes.
@@ -187,7 +198,18 @@ fn repair_steps(db: Db, wall_ms: u64) -> Result<Vec<String>, TrackError> {
             let mut renamed = false;
             for (spec, state) in inspect(db)? {
                 match state {
-                    State::Ok | State::Missing => {}
+                    State::Ok => {}
+                    // Dropped in a committed transaction (a rebuild's drop and
+                    // rename commit together): a table created under its name
+                    // later is another table, whose rows must not inherit these
+                    // versions. Tombstones stay: they are keyed by uuid.
+                    State::Missing => {
+                        if has_versions(db, spec.id)? {
+                            db.prepare("DELETE FROM sdsync_versions WHERE tbl = ?1")?
+                                .run(&[Value::Integer(spec.id)])?;
+                            done.push(format!("{} dropped: its row versions forgotten", spec.name));
+                        }
+                    }
                     State::Renamed(to) => {
                         rename(db, &spec, &to, wall_ms)?;
                         done.push(format!("{} renamed to {to}", spec.name));
@@ -213,16 +235,26 @@ fn repair_steps(db: Db, wall_ms: u64) -> Result<Vec<String>, TrackError> {
 }
 
 /// `sdsync_alter(sql)`: runs DDL that SQLite refuses while capture triggers name
-/// a column (`ALTER TABLE … DROP COLUMN` of a synced column), or any migration,
-/// with capture lifted for its duration and re-tracked after, all in one
-/// savepoint: either the migration and capture both land, or neither.
-pub fn alter(db: Db, sql: &str, wall_ms: u64) -> Result<String, TrackError> {
+/// a column (`ALTER TABLE … DROP COLUMN` of a synced column) with capture lifted
+/// for its duration and re-tracked after, all in one savepoint: either the
+/// migration and capture both land, or neither. Data changes to tracked tables
+/// in `sql` are refused ("not authorized"): they would not be captured; run
+/// them before or after.
+pub fn alter(db: Db, sql: &str, wall_ms: u64, watch: &watch::Watch) -> Result<String, TrackError> {
+    let names: Vec<String> = Catalog::load(db)?
+        .ordered
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
     track::in_savepoint(db, || {
-        for spec in Catalog::load(db)?.ordered {
-            track::drop_triggers(db, &spec.name)?;
+        for name in &names {
+            track::drop_triggers(db, name)?;
         }
-        db.exec(sql)?;
-        repair(db, wall_ms)
+        watch.deny(&names);
+        let ran = watch::app(|| db.exec(sql));
+        watch.allow(&names);
+        ran?;
+        repair_steps(db, wall_ms)
     })
     .map(|done| {
         if done.is_empty() {
@@ -236,6 +268,11 @@ pub fn alter(db: Db, sql: &str, wall_ms: u64) -> Result<String, TrackError> {
 /// Records that `spec`'s table is now called `to`: its spec, and the references
 /// of the tables that name it.
 fn rename(db: Db, spec: &TableSpec, to: &str, wall_ms: u64) -> Result<(), TrackError> {
+    // A tracked table of that name was dropped earlier: the renamed one takes
+    // its name, and the dropped one is forgotten.
+    if let Some(gone) = Catalog::load(db)?.exact(to).filter(|g| g.id != spec.id) {
+        track::forget(db, gone.id)?;
+    }
     let catalog = Catalog::load(db)?;
     for other in &catalog.ordered {
         let mut updated = TableSpec::clone(other);
@@ -398,20 +435,26 @@ pub fn capture_added(
     if added.is_empty() {
         return Ok(0);
     }
-    let mut bits = Vec::new();
-    for (i, name) in &added {
-        let default = db
-            .query_text(
-                "SELECT dflt_value FROM pragma_table_info(?1) WHERE name = ?2",
-                &[Value::Text(new.name.clone()), Value::Text(name.to_string())],
-            )?
-            .unwrap_or_else(|| "NULL".into());
-        bits.push(format!(
-            "((t.{} IS NOT ({default})) << {})",
-            quote_ident(name),
-            i + 1
-        ));
-    }
+    let defaults = crate::catalog::column_defaults(db, new)?;
+    let bits: Vec<String> = added
+        .iter()
+        .map(|(i, name)| {
+            // The default as a literal SQL value: bound text would not compare
+            // equal to a stored number, so numbers are written out.
+            let default = match defaults.get(*i).cloned().flatten() {
+                Some(Value::Integer(n)) => n.to_string(),
+                Some(Value::Real(r)) if r.is_finite() => format!("{r:?}"),
+                Some(Value::Real(r)) => (if r > 0.0 { "9e999" } else { "-9e999" }).into(),
+                Some(Value::Text(t)) => quote_literal(&t),
+                Some(Value::Blob(b)) => format!(
+                    "x'{}'",
+                    b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+                ),
+                _ => "NULL".into(),
+            };
+            format!("((t.{} IS NOT {default}) << {})", quote_ident(name), i + 1)
+        })
+        .collect();
     let differs = format!("({})", bits.join(" | "));
     let rid = quote_ident(&new.local_id);
     let rows = match new.class {

@@ -39,6 +39,7 @@ use crate::functions::Conn;
 
 const SQLITE_OK: c_int = 0;
 const SQLITE_DENY: c_int = 1;
+const SQLITE_CREATE_TABLE: c_int = 2;
 const SQLITE_CREATE_TRIGGER: c_int = 7;
 const SQLITE_DELETE: c_int = 9;
 const SQLITE_DROP_TABLE: c_int = 11;
@@ -68,10 +69,44 @@ thread_local! {
 
 /// Runs `f` as sdsync's own DDL.
 pub fn own<T>(f: impl FnOnce() -> T) -> T {
-    OWN_DDL.with(|d| d.set(d.get() + 1));
-    let out = f();
-    OWN_DDL.with(|d| d.set(d.get().saturating_sub(1)));
-    out
+    with_depth(OWN_DDL.with(Cell::get) + 1, f)
+}
+
+/// Runs `f` as the app's SQL again, inside sdsync's own work (`sdsync_alter`).
+pub fn app<T>(f: impl FnOnce() -> T) -> T {
+    with_depth(0, f)
+}
+
+/// Runs `f` with the own-DDL depth at `depth`, restoring it afterwards even if
+/// `f` panics (a panic is caught at the FFI boundary and the thread goes on).
+fn with_depth<T>(depth: u32, f: impl FnOnce() -> T) -> T {
+    struct Restore(u32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            OWN_DDL.with(|d| d.set(self.0));
+        }
+    }
+    let _restore = Restore(OWN_DDL.with(|d| d.replace(depth)));
+    f()
+}
+
+impl Watch {
+    /// Refuses writes to `tables` on this connection (their capture is lifted).
+    pub fn deny(&self, tables: &[String]) {
+        let mut set = self.uncaptured.borrow_mut();
+        for t in tables {
+            let t = t.to_lowercase();
+            if !set.contains(&t) {
+                set.push(t);
+            }
+        }
+    }
+
+    /// Allows writes to `tables` again.
+    pub fn allow(&self, tables: &[String]) {
+        let lower: Vec<String> = tables.iter().map(|t| t.to_lowercase()).collect();
+        self.uncaptured.borrow_mut().retain(|t| !lower.contains(t));
+    }
 }
 
 /// Installs the authorizer, the WAL hook and the rollback hook on a connection.
@@ -140,7 +175,7 @@ fn decide(watch: &Watch, action: c_int, first: Option<&str>, second: Option<&str
             watch.uncaptured.borrow_mut().retain(|t| *t != table);
             SQLITE_OK
         }
-        (SQLITE_DROP_TABLE | SQLITE_ALTER_TABLE, _, _) if !own => {
+        (SQLITE_CREATE_TABLE | SQLITE_DROP_TABLE | SQLITE_ALTER_TABLE, _, _) if !own => {
             watch.ddl.set(true);
             SQLITE_OK
         }
@@ -176,9 +211,12 @@ unsafe extern "C" fn after_commit(
         let conn = unsafe { &*(data as *const Conn) };
         if conn.watch.ddl.replace(false) {
             let handle = Db::from_raw(db);
-            if super::repair_if_needed(handle, false, conn.wall_ms()).is_err() {
+            match super::repair_if_needed(handle, conn.wall_ms()) {
+                // Every tracked table that exists has capture (or refuses
+                // writes) again: nothing is uncaptured on this connection.
+                Ok(_) => conn.watch.uncaptured.borrow_mut().clear(),
                 // Busy or failing: the next commit (or the syncer's sweep) tries again.
-                conn.watch.ddl.set(true);
+                Err(_) => conn.watch.ddl.set(true),
             }
         }
         if pages >= AUTOCHECKPOINT_PAGES {

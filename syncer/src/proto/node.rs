@@ -49,9 +49,10 @@
 //!   the own changes some active peer has not acknowledged; peers unseen for
 //!   `horizon_ms` stop holding it back (they catch up from state).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sdsync_core::hlc::Hlc;
+use sdsync_core::ids::MAX_SEQ;
 
 use crate::library::Change;
 use crate::proto::message::{
@@ -133,9 +134,9 @@ pub struct Node {
     next_hello: u64,
     /// What each peer last reported holding in quarantine (stored when it changes).
     peer_quarantine: BTreeMap<String, Vec<QuarantineSummary>>,
-    /// Peers that hold more of this device's own origin than it does, and what
-    /// it held then (see [`Node::reclaim`]); `true` once it renumbered.
-    reclaiming: BTreeMap<String, (i64, i64, bool)>,
+    /// Peers this device is pulling its own origin back from (see
+    /// [`Node::reclaim`]): pages of its own origin are taken only from them.
+    reclaiming: BTreeSet<String>,
     /// How each peer's tables last differed from ours (stored when it changes).
     peer_schema: BTreeMap<String, Vec<String>>,
     /// The highest sequence each origin reported itself (as stored).
@@ -165,7 +166,7 @@ impl Node {
             next_hello: 0,
             peer_quarantine: BTreeMap::new(),
             peer_schema: BTreeMap::new(),
-            reclaiming: BTreeMap::new(),
+            reclaiming: BTreeSet::new(),
             reported: BTreeMap::new(),
             unverified: BTreeMap::new(),
             busy: BTreeMap::new(),
@@ -197,6 +198,7 @@ impl Node {
             p.hello_seen = false;
         }
         self.pulls.retain(|_, pending| pending.peer != peer);
+        self.reclaiming.remove(peer);
     }
 
     /// The earliest time `tick` has something to do.
@@ -236,7 +238,15 @@ impl Node {
                 })),
                 Ok(_) => {}
                 Err(e) if e.is_transient() => {}
-                Err(e) => return Err(e),
+                // Recorded (and logged at WARN); anti-entropy goes on.
+                Err(e) => {
+                    let me = self.me.clone();
+                    store.dead_letter(&me, "sweep failed", "sweep", &e.to_string())?;
+                    out.push(Output::Event(Event::DeadLetter {
+                        peer: me,
+                        what: format!("sweep: {e}"),
+                    }));
+                }
             }
             let connected: Vec<String> = self.connected().collect();
             for peer in connected {
@@ -438,9 +448,9 @@ impl Node {
         p.acks = acks.clone();
         let had = ours.get(&self.me).copied().unwrap_or(0);
         if let Some(floor) = store.restored()? {
-            out.extend(self.restored_here(peer, floor, had, now, store)?);
-        } else if their_of_me > had && !self.reclaiming.contains_key(peer) {
-            out.push(self.reclaim(peer, their_of_me, had, now));
+            out.extend(self.reclaim(peer, floor, had, now, store)?);
+        } else if their_of_me > had && their_of_me <= MAX_SEQ / 2 {
+            out.extend(self.reclaim(peer, their_of_me, had, now, store)?);
         }
         if reply {
             out.push(self.hello(peer, false, store)?);
@@ -475,13 +485,10 @@ impl Node {
         now: u64,
         store: &dyn Store,
     ) -> Out {
-        let mut out = Vec::new();
-        if origin == self.me {
-            match self.reclaimed(peer, changes, store)? {
-                Some(restored) => out.extend(restored),
-                None => return Ok(vec![]),
-            }
+        if origin == self.me && !self.reclaiming.contains(peer) {
+            return Ok(vec![]);
         }
+        let mut out = Vec::new();
         if let Some(c) = changes.iter().find(|c| c.origin != origin) {
             let reason = format!(
                 "page of origin {origin} holds a change of origin {}",
@@ -562,6 +569,9 @@ impl Node {
         store: &dyn Store,
     ) -> Out {
         self.pulls.remove(origin);
+        if origin == self.me {
+            self.reclaiming.remove(peer);
+        }
         store.dead_letter(
             peer,
             &format!("page of origin {origin} not applied"),

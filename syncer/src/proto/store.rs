@@ -127,7 +127,7 @@ pub trait Store {
     /// Records what `peer` reports holding in quarantine (replacing its last report).
     fn peer_quarantine(&self, peer: &str, summary: &[QuarantineSummary]) -> Result<(), StoreError>;
     /// Whether this database was found restored from an older copy when the
-    /// store opened: the sequence its peers may hold (answered once).
+    /// store opened: the sequence its peers may hold (until [`Store::restamp`]).
     fn restored(&self) -> Result<Option<i64>, StoreError>;
     /// Renumbers this device's own current changes above `floor` (peers hold
     /// its origin up to there: the database was restored from an older copy);

@@ -61,6 +61,8 @@ pub struct SqlStore {
     restored: Cell<Option<i64>>,
     /// The local sequence last recorded in `sync.db`.
     seen_seq: Cell<Option<i64>>,
+    /// The schema version the last `sdsync_repair()` saw.
+    repaired_at: Cell<Option<i64>>,
 }
 
 impl SqlStore {
@@ -85,6 +87,7 @@ impl SqlStore {
             swept: Cell::new(0),
             restored: Cell::new(None),
             seen_seq: Cell::new(None),
+            repaired_at: Cell::new(None),
         };
         store.restored.set(store.went_back()?);
         if store.restored.get().is_none() {
@@ -198,7 +201,7 @@ impl Store for SqlStore {
     }
 
     fn restored(&self) -> Result<Option<i64>, StoreError> {
-        Ok(self.restored.take())
+        Ok(self.restored.get())
     }
 
     fn hlc(&self) -> Result<i64, StoreError> {
@@ -293,6 +296,22 @@ impl Store for SqlStore {
     }
 
     fn sweep(&self) -> Result<(), StoreError> {
+        // Capture follows schema changes (the WAL hook of the connection that
+        // made one repairs at its commit; this covers a host that replaced the
+        // hook). Only when the schema moved: inspecting costs a few queries.
+        let schema: i64 = self.sql(
+            self.lib
+                .conn
+                .query_row("PRAGMA schema_version", [], |r| r.get(0)),
+        )?;
+        if self.repaired_at.get() != Some(schema) {
+            self.sql(
+                self.lib
+                    .conn
+                    .query_row("SELECT sdsync_repair()", [], |_| Ok(())),
+            )?;
+            self.repaired_at.set(Some(schema));
+        }
         let before = self.total_changes()?;
         self.sql(
             self.lib
@@ -340,6 +359,9 @@ impl Store for SqlStore {
         ))?;
         let n = self.sql(tx.query_row("SELECT sdsync_restamp(?1)", [floor], |r| r.get(0)))?;
         self.sql(tx.commit())?;
+        // Only now is the restore dealt with (a busy database keeps the flag).
+        self.restored.set(None);
+        self.note_clock()?;
         Ok(n)
     }
 

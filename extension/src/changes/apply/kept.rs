@@ -76,7 +76,22 @@ impl Engine {
         drop(stmt);
         for (values, origin_id) in rows {
             let key = [Value::Integer(origin_id), values[5].clone()];
-            let parsed = Change::parse(Fields { values }, &self.catalog)?;
+            let parsed = match Change::parse(Fields { values }, &self.catalog) {
+                Ok(parsed) => parsed,
+                // Fits this schema no longer (a column's type changed): it
+                // stays kept, saying why, and the others go on.
+                Err(e) => {
+                    self.run(
+                        "UPDATE sdsync_kept SET reason = ?3 WHERE origin = ?1 AND seq = ?2",
+                        &[
+                            key[0].clone(),
+                            key[1].clone(),
+                            Value::Text(format!("failed: {e}")),
+                        ],
+                    )?;
+                    continue;
+                }
+            };
             if let Some(change) = &parsed.change {
                 // A change that fails leaves nothing behind (apply writes the
                 // table first); it stays kept, with the error as its reason.

@@ -206,11 +206,6 @@ impl Engine {
         self.tx.parked_empty = None;
         self.tx.refs.clear();
         self.stmts.clear();
-        // A schema change may have left a tracked table without capture (a
-        // rebuild by a connection whose hooks did not repair it).
-        crate::migrate::repair_if_needed(self.db, true, self.wall_ms)
-            .map_err(|e| ChangeError::Schema(Box::new(e)))?;
-        let now = self.pragma("PRAGMA schema_version")?;
         self.catalog = Catalog::load(self.db)?;
         self.schema_version = Some(now);
         // What the schema gained may be what kept changes wait for.

@@ -3,7 +3,6 @@
 //! device's own origin after a restore) and of pages that found the database busy.
 
 use super::{Node, Pending};
-use crate::library::Change;
 use crate::proto::event::{Event, Output};
 use crate::proto::message::QuarantineSummary;
 use crate::proto::schema::{TableLayout, mismatches};
@@ -104,21 +103,16 @@ impl Node {
         Ok(())
     }
 
-    /// `peer` says it holds this device's origin up to `held`, more than the
-    /// `had` it holds itself: the database was restored from an older copy (and
-    /// what it wrote since reused sequence numbers peers hold), or the peer's
-    /// claim is wrong. Pull this device's own origin back from it to tell.
-    pub(super) fn reclaim(&mut self, peer: &str, held: i64, had: i64, now: u64) -> Output {
-        self.reclaiming.insert(peer.into(), (held, had, false));
-        let me = self.me.clone();
-        self.start_pull(peer, &me, 0, now)
-    }
-
-    /// The store found its database restored (its sequence went back since the
-    /// syncer last saw it, or its own changes at or below that sequence are
-    /// newer than the clock then): peers may hold up to `floor`. Renumbers at
-    /// once and takes its own origin back from `peer`.
-    pub(super) fn restored_here(
+    /// Peers hold this device's own origin up to `floor` (one says so in its
+    /// Hello, or the store found the database went back since the syncer last
+    /// saw it), more than the `had` it holds itself: the database was restored
+    /// from an older copy, and what it wrote since reused sequence numbers the
+    /// peers' watermarks cover. Renumbers its own changes above the highest
+    /// claim any peer made (so peers take the ones written since; HLCs are kept,
+    /// so they skip the rest) and pulls its own origin back from `peer`, to
+    /// apply what the copy lacked. A paired peer's claim is believed: a wrong
+    /// one costs a renumbering, never a change.
+    pub(super) fn reclaim(
         &mut self,
         peer: &str,
         floor: i64,
@@ -126,8 +120,13 @@ impl Node {
         now: u64,
         store: &dyn Store,
     ) -> Result<Vec<Output>, StoreError> {
+        let floor = self
+            .peers
+            .values()
+            .filter_map(|p| p.acks.get(&self.me).copied())
+            .fold(floor, i64::max);
         let renumbered = store.restamp(floor)?;
-        self.reclaiming.insert(peer.into(), (floor, had, true));
+        self.reclaiming.insert(peer.into());
         let me = self.me.clone();
         Ok(vec![
             Output::Event(Event::Restored {
@@ -138,32 +137,5 @@ impl Node {
             }),
             self.start_pull(peer, &me, 0, now),
         ])
-    }
-
-    /// A page of this device's own origin: `None` unless it is reclaiming from
-    /// `peer`. The first change above what it held proves the restore: its own
-    /// changes are renumbered above what peers hold (so they take the ones
-    /// written since the restore), then the page applies like any other.
-    pub(super) fn reclaimed(
-        &mut self,
-        peer: &str,
-        changes: &[Change],
-        store: &dyn Store,
-    ) -> Result<Option<Vec<Output>>, StoreError> {
-        let Some((held, had, renumbered)) = self.reclaiming.get_mut(peer) else {
-            return Ok(None);
-        };
-        let (held, had) = (*held, *had);
-        if *renumbered || !changes.iter().any(|c| c.seq > had) {
-            return Ok(Some(Vec::new()));
-        }
-        *renumbered = true;
-        let renumbered = store.restamp(held)?;
-        Ok(Some(vec![Output::Event(Event::Restored {
-            peer: peer.into(),
-            held,
-            had,
-            renumbered,
-        })]))
     }
 }
