@@ -542,3 +542,33 @@ pub fn result_value(ctx: *mut sqlite3ext_sys::sqlite3_context, value: &Value) {
         Value::Blob(b) => api::result_blob(ctx, b),
     }
 }
+/// Ends an `xConnect`: hands SQLite the new table, or the error message.
+pub fn finish_connect<T>(
+    result: Result<*mut T, String>,
+    pp_vtab: *mut *mut sqlite3ext_sys::sqlite3_vtab,
+    pz_err: *mut *mut c_char,
+) -> c_int {
+    match result {
+        Ok(table) => {
+            // SAFETY: out-parameter from SQLite; `T` starts with its sqlite3_vtab.
+            unsafe { *pp_vtab = table.cast::<sqlite3ext_sys::sqlite3_vtab>() };
+            SQLITE_OK
+        }
+        Err(message) => {
+            // SAFETY: out-parameter from SQLite, to be freed by it.
+            unsafe { *pz_err = sqlite_string(&message) };
+            SQLITE_ERROR
+        }
+    }
+}
+
+/// Sets a virtual table's error message (`zErrMsg`), as SQLite expects.
+pub fn set_vtab_error(vtab: *mut sqlite3ext_sys::sqlite3_vtab, message: &str) {
+    // SAFETY: vtab is live; the old message (from sqlite3_malloc) is freed once.
+    unsafe {
+        if !(*vtab).zErrMsg.is_null() {
+            api!(free)((*vtab).zErrMsg.cast::<std::ffi::c_void>());
+        }
+        (*vtab).zErrMsg = sqlite_string(message);
+    }
+}

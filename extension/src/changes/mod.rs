@@ -25,9 +25,7 @@ use sqlite3ext_sys::{
     sqlite3_vtab_cursor,
 };
 
-use crate::ffi::{
-    Db, SQLITE_ERROR, SQLITE_OK, Value, api, guard, guard_coded, sqlite_string, value_of,
-};
+use crate::ffi::{Db, SQLITE_ERROR, SQLITE_OK, Value, api, guard, guard_coded, value_of};
 use crate::functions::Conn;
 pub use apply::Engine;
 use parse::{ChangeError, Fields};
@@ -121,13 +119,7 @@ fn fail(vtab: *mut sqlite3_vtab, message: &str) -> c_int {
 
 /// [`fail`] with the result code to return (see `ffi::ResultCode`).
 fn fail_with(vtab: *mut sqlite3_vtab, (code, message): (c_int, String)) -> c_int {
-    // SAFETY: vtab is live; the old message (from sqlite3_malloc) is freed once.
-    unsafe {
-        if !(*vtab).zErrMsg.is_null() {
-            api!(free)((*vtab).zErrMsg.cast::<c_void>());
-        }
-        (*vtab).zErrMsg = sqlite_string(&message);
-    }
+    crate::ffi::set_vtab_error(vtab, &message);
     code
 }
 
@@ -165,18 +157,7 @@ unsafe extern "C" fn x_connect(
         });
         Ok(Box::into_raw(table))
     });
-    match result {
-        Ok(table) => {
-            // SAFETY: out-parameter from SQLite.
-            unsafe { *pp_vtab = table.cast::<sqlite3_vtab>() };
-            SQLITE_OK
-        }
-        Err(message) => {
-            // SAFETY: out-parameter from SQLite, to be freed by it.
-            unsafe { *pz_err = sqlite_string(&message) };
-            SQLITE_ERROR
-        }
-    }
+    crate::ffi::finish_connect(result, pp_vtab, pz_err)
 }
 
 unsafe extern "C" fn x_disconnect(vtab: *mut sqlite3_vtab) -> c_int {

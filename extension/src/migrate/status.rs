@@ -17,7 +17,7 @@ use sqlite3ext_sys::{
     sqlite3_vtab_cursor,
 };
 
-use crate::ffi::{Db, SQLITE_ERROR, SQLITE_OK, Value, api, guard, result_value, sqlite_string};
+use crate::ffi::{Db, SQLITE_ERROR, SQLITE_OK, Value, api, guard, result_value};
 use crate::store;
 
 /// `sqlite3_vtab_config` option: safe to use from triggers and views.
@@ -119,18 +119,7 @@ unsafe extern "C" fn x_connect(
             db: Db::from_raw(db),
         })))
     });
-    match result {
-        Ok(table) => {
-            // SAFETY: out-parameter from SQLite.
-            unsafe { *pp_vtab = table.cast::<sqlite3_vtab>() };
-            SQLITE_OK
-        }
-        Err(message) => {
-            // SAFETY: out-parameter from SQLite, to be freed by it.
-            unsafe { *pz_err = sqlite_string(&message) };
-            SQLITE_ERROR
-        }
-    }
+    crate::ffi::finish_connect(result, pp_vtab, pz_err)
 }
 
 unsafe extern "C" fn x_disconnect(vtab: *mut sqlite3_vtab) -> c_int {
@@ -151,18 +140,15 @@ unsafe extern "C" fn x_best_index(
     SQLITE_OK
 }
 
-unsafe extern "C" fn x_open(vtab: *mut sqlite3_vtab, pp: *mut *mut sqlite3_vtab_cursor) -> c_int {
+unsafe extern "C" fn x_open(_vtab: *mut sqlite3_vtab, pp: *mut *mut sqlite3_vtab_cursor) -> c_int {
     let cursor = Box::new(Cursor {
         // SAFETY: zeroed base, filled by SQLite.
         base: unsafe { std::mem::zeroed() },
         rows: Vec::new(),
         at: 0,
     });
-    // SAFETY: out-parameter from SQLite; vtab is live.
-    unsafe {
-        *pp = Box::into_raw(cursor).cast::<sqlite3_vtab_cursor>();
-        let _ = vtab;
-    }
+    // SAFETY: out-parameter from SQLite.
+    unsafe { *pp = Box::into_raw(cursor).cast::<sqlite3_vtab_cursor>() };
     SQLITE_OK
 }
 
@@ -193,13 +179,7 @@ unsafe extern "C" fn x_filter(
             SQLITE_OK
         }
         Err(message) => {
-            // SAFETY: vtab is live; the old message (from sqlite3_malloc) is freed once.
-            unsafe {
-                if !(*vtab).zErrMsg.is_null() {
-                    api!(free)((*vtab).zErrMsg.cast::<c_void>());
-                }
-                (*vtab).zErrMsg = sqlite_string(&format!("sdsync_schema: {message}"));
-            }
+            crate::ffi::set_vtab_error(vtab, &format!("sdsync_schema: {message}"));
             SQLITE_ERROR
         }
     }

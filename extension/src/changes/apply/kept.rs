@@ -44,6 +44,19 @@ impl Engine {
         Ok(())
     }
 
+    /// Replaces the reason of the kept change `key` (origin id, seq).
+    fn kept_reason(&mut self, key: &[Value; 2], reason: &str) -> Result<(), ChangeError> {
+        self.run(
+            "UPDATE sdsync_kept SET reason = ?3 WHERE origin = ?1 AND seq = ?2",
+            &[
+                key[0].clone(),
+                key[1].clone(),
+                Value::Text(reason.to_string()),
+            ],
+        )?;
+        Ok(())
+    }
+
     /// Re-applies (at a sweep after a schema change) every kept change whose table is tracked now: what the schema
     /// here has gained applies; a change that fits whole is no longer kept.
     pub(super) fn retry_kept(&mut self) -> Result<(), ChangeError> {
@@ -81,14 +94,7 @@ impl Engine {
                 // Fits this schema no longer (a column's type changed): it
                 // stays kept, saying why, and the others go on.
                 Err(e) => {
-                    self.run(
-                        "UPDATE sdsync_kept SET reason = ?3 WHERE origin = ?1 AND seq = ?2",
-                        &[
-                            key[0].clone(),
-                            key[1].clone(),
-                            Value::Text(format!("failed: {e}")),
-                        ],
-                    )?;
+                    self.kept_reason(&key, &format!("failed: {e}"))?;
                     continue;
                 }
             };
@@ -100,14 +106,7 @@ impl Engine {
                         return Err(e);
                     }
                     self.forget_transaction(false);
-                    self.run(
-                        "UPDATE sdsync_kept SET reason = ?3 WHERE origin = ?1 AND seq = ?2",
-                        &[
-                            key[0].clone(),
-                            key[1].clone(),
-                            Value::Text(format!("failed: {e}")),
-                        ],
-                    )?;
+                    self.kept_reason(&key, &format!("failed: {e}"))?;
                     continue;
                 }
             }
@@ -116,14 +115,7 @@ impl Engine {
                     "DELETE FROM sdsync_kept WHERE origin = ?1 AND seq = ?2",
                     &key,
                 )?,
-                Some(kept) => self.run(
-                    "UPDATE sdsync_kept SET reason = ?3 WHERE origin = ?1 AND seq = ?2",
-                    &[
-                        key[0].clone(),
-                        key[1].clone(),
-                        Value::Text(kept.reason.clone()),
-                    ],
-                )?,
+                Some(kept) => self.kept_reason(&key, &kept.reason)?,
             }
         }
         Ok(())
