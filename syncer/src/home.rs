@@ -275,6 +275,31 @@ impl Home {
         self.dir.join("device.crt")
     }
 
+    /// Makes a copied library folder a device of its own: a new device id in
+    /// the database, a new certificate and key, and no pairing (peers pinned
+    /// the original's certificate; pair the copy again). Returns the new id.
+    /// Run with no syncer on the folder.
+    pub fn reidentify(&self) -> Result<String, HomeError> {
+        let lib = self.database()?;
+        let id: String = lib
+            .conn
+            .query_row("SELECT sdsync_reidentify()", [], |r| r.get(0))
+            .map_err(|source| LibraryError::Sql {
+                path: lib.path.clone(),
+                source,
+            })?;
+        for file in ["device.crt", "device.key"] {
+            let path = self.dir.join(file);
+            std::fs::remove_file(&path).map_err(|source| LibraryError::Io { path, source })?;
+        }
+        Identity::load_or_create(&self.dir, &id)?;
+        self.sql(crate::sqlstore::syncdb::ensure(&self.sync))?;
+        self.sql(self.sync.execute_batch(
+            "DELETE FROM peers; DELETE FROM own_clock; DELETE FROM peer_schema; DELETE FROM peer_quarantine;",
+        ))?;
+        Ok(id)
+    }
+
     /// Pairs a device: pins its certificate (from a PEM file) and records where
     /// it listens. Pairing again replaces both.
     pub fn add_peer(

@@ -102,9 +102,10 @@ enum Command {
         #[arg(long, default_value = "0.0.0.0:7373")]
         listen: std::net::SocketAddr,
     },
-    /// Give a copied database.db its own device identity.
+    /// Give a copied library folder (or a copied database.db) its own device
+    /// identity; a folder also gets a new certificate and forgets its pairings.
     Reidentify {
-        /// The database file.
+        /// The library folder, or a database file.
         db: PathBuf,
     },
 }
@@ -200,6 +201,13 @@ fn main() -> anyhow::Result<()> {
             println!("paired with {device}");
         }
         Command::Run { dir, listen } => run(&Home::open(&dir, &ext)?, listen)?,
+        Command::Reidentify { db } if db.is_dir() => {
+            let id = Home::open(&db, &ext)?.reidentify()?;
+            println!(
+                "{}: new device id {id}, new certificate, no peers: pair it again (`sdsync pair generate` / `pair join`)",
+                db.display()
+            );
+        }
         Command::Reidentify { db } => {
             let lib = Library::open(&db, &ext)?;
             let id: String = lib

@@ -122,3 +122,52 @@ fn a_database_restored_from_a_backup_gets_its_changes_back() {
     let log = std::fs::read_to_string(a.dir.join("syncer.log")).unwrap_or_default();
     assert!(log.contains("Restored") && log.contains("WARN"), "{log}");
 }
+
+/// A copied library folder made a device of its own: `sdsync reidentify DIR`
+/// gives it a new device id and certificate and forgets the original's
+/// pairings; paired again, it syncs as a third device, and the rows it had
+/// from before the copy keep their origin.
+#[test]
+fn a_copied_folder_reidentified_is_a_device_of_its_own() {
+    let (dir, mut a, mut b) = pair_of("copy-reidentify");
+    a.app()
+        .exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
+    let copy_dir = dir.join("copy.sdlibrary");
+    let out = Command::new("cp")
+        .args(["-r"])
+        .arg(&a.dir)
+        .arg(&copy_dir)
+        .output()
+        .expect("cp -r");
+    assert!(out.status.success());
+    let said = cli(&["reidentify", copy_dir.to_str().expect("utf-8")]);
+    assert!(said.contains("new certificate"), "{said}");
+    let mut c = Device {
+        id: sdsync_tests::devices::field(
+            &cli(&["info", copy_dir.to_str().expect("utf-8")]),
+            "device",
+        ),
+        dir: copy_dir,
+        addr: sdsync_tests::devices::free_port(),
+        syncer: None,
+    };
+    assert_ne!(c.id, a.id);
+    let cert = |d: &Device| std::fs::read(d.dir.join("device.crt")).expect("certificate");
+    assert_ne!(cert(&c), cert(&a));
+    assert!(!cli(&["info", c.dir.to_str().expect("utf-8")]).contains(&b.id));
+    c.pair(&b);
+    b.pair(&c);
+    a.start();
+    b.start();
+    c.start();
+    c.app()
+        .exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t2', 'two')");
+    a.app()
+        .exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t3', 'three')");
+    let app_b = b.app();
+    wait_for("all three tags on B", SECS, || app_b.count("tags") == 3);
+    assert_eq!(
+        app_b.text("SELECT origin FROM sdsync_changes WHERE pk = 't2'"),
+        c.id
+    );
+}
