@@ -301,3 +301,39 @@ fn a_rebuild_into_a_shape_that_cannot_sync_refuses_writes_until_fixed() {
     assert_eq!(collections(&a), collections(&b));
     assert_eq!(b.count("collections"), 2);
 }
+
+/// A copied database writing next to the original: both issue the same
+/// sequence numbers for different changes. The peer that hears from both
+/// refuses the second (the syncer quarantines it, shown on every side), naming
+/// `sdsync reidentify`, instead of letting one hide the other.
+#[test]
+fn a_copy_writing_as_the_original_is_refused_where_the_two_meet() {
+    let [a, b] = <[Lib; 2]>::try_from(devices("copy-fork", 2))
+        .ok()
+        .expect("two");
+    a.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t0', 'zero')");
+    let copy_path = a.path.with_file_name("copy.db");
+    a.exec(&format!("VACUUM INTO '{}'", copy_path.display()));
+    let copy = Lib::open(&copy_path);
+    assert_eq!(copy.device(), a.device());
+    a.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'original')");
+    copy.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t2', 'copy')");
+    copy_all(&a, &b);
+    let err = sdsync_tests::apply(&b.conn, &copy.changes())
+        .expect_err("the copy's change")
+        .to_string();
+    assert!(
+        err.contains("issued sequence 2 twice") && err.contains("sdsync reidentify"),
+        "{err}"
+    );
+    // Once re-identified, the copy's new changes are its own and apply.
+    copy.exec("SELECT sdsync_reidentify()");
+    copy.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t3', 'copy, reidentified')");
+    let mine: Vec<_> = copy
+        .changes()
+        .into_iter()
+        .filter(|c| c.origin == copy.device())
+        .collect();
+    sdsync_tests::apply(&b.conn, &mine).expect("the re-identified copy's changes");
+    assert_eq!(b.int("SELECT count(*) FROM tags WHERE uuid = 't3'"), 1);
+}

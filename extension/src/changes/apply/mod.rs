@@ -179,6 +179,7 @@ impl Engine {
             seq: change.seq,
         };
         self.incoming_hlc = version.hlc;
+        self.check_fork(change, &version)?;
         let woke = self.apply_one(change, &version)?;
         self.wake(woke)?;
         self.raise_clock(&version)

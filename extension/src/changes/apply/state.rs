@@ -5,10 +5,12 @@
 //! let (state, rid) = self.state(&spec, &pk)?; // RowState::Alive(groups) | Dead(tombstone) | Absent
 //! ```
 
+use sdsync_core::hlc::Hlc;
 use sdsync_core::merge::{Group, RowState, Version, normalize};
 use sdsync_core::schema::TableSpec;
 
 use super::{Engine, Key};
+use crate::changes::parse::{Change, ChangeError};
 use crate::changes::rows;
 use crate::ffi::{SqlError, Value};
 use crate::store;
@@ -32,6 +34,43 @@ impl Engine {
             self.tx.origin_names.insert(id, uuid.to_string());
         }
         Ok(id)
+    }
+
+    /// Refuses a change whose origin already issued its sequence number for
+    /// another change (another HLC) here: two devices write as that origin
+    /// (a copied library folder), and one's changes would hide the other's.
+    /// Refused, it is quarantined by the syncer and shown on both sides.
+    pub(super) fn check_fork(&mut self, change: &Change, v: &Version) -> Result<(), ChangeError> {
+        if v.origin_id == 0 {
+            return Ok(());
+        }
+        let params = [Value::Integer(v.origin_id), Value::Integer(v.seq)];
+        let mut held = None;
+        for sql in [
+            "SELECT hlc FROM sdsync_versions WHERE origin = ?1 AND seq = ?2 LIMIT 1",
+            "SELECT hlc FROM sdsync_tombstones WHERE origin = ?1 AND seq = ?2 LIMIT 1",
+        ] {
+            let stmt = self.stmt(sql)?;
+            stmt.bind_all(&params)?;
+            if stmt.step()? {
+                held = Some(stmt.int(0));
+            }
+            stmt.reset();
+            if held.is_some() {
+                break;
+            }
+        }
+        match held {
+            Some(hlc) if hlc as u64 != v.hlc => Err(ChangeError::IssuedTwice {
+                table: change.table.name.clone(),
+                pk: change.pk_text(),
+                origin: v.origin.clone(),
+                seq: v.seq,
+                held: Hlc::from_i64(hlc).unwrap_or_default().to_string(),
+                got: change.hlc.to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The local id of a version's origin, creating the origin row on first use.
