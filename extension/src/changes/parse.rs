@@ -194,21 +194,15 @@ pub enum ChangeError {
     },
     /// The origin issued this sequence number for another change already.
     #[error(
-        "sdsync_changes: device {origin} issued sequence {seq} twice (HLC {held} here, {got} in this change to {table} row {pk}): two devices write as {origin}, most likely a copied library folder; stop the copy's syncer and run `sdsync reidentify DIR` on it"
+        "sdsync_changes: device {origin} issued sequence {seq} twice ({which}): two devices write as {origin}, most likely a copied library folder; stop the copy's syncer and run `sdsync reidentify DIR` on it"
     )]
     IssuedTwice {
-        /// Table.
-        table: String,
-        /// Row.
-        pk: String,
         /// The origin.
         origin: String,
         /// The sequence number.
         seq: i64,
-        /// The HLC held here for it.
-        held: String,
-        /// The HLC of the incoming change.
-        got: String,
+        /// The two HLCs and the incoming change's table and row.
+        which: String,
     },
     /// `sdsync_changes` only takes INSERTs.
     #[error(

@@ -62,12 +62,15 @@ impl Engine {
         }
         match held {
             Some(hlc) if hlc as u64 != v.hlc => Err(ChangeError::IssuedTwice {
-                table: change.table.name.clone(),
-                pk: change.pk_text(),
                 origin: v.origin.clone(),
                 seq: v.seq,
-                held: Hlc::from_i64(hlc).unwrap_or_default().to_string(),
-                got: change.hlc.to_string(),
+                which: format!(
+                    "HLC {} here, {} in this change to {} row {}",
+                    Hlc::from_i64(hlc).unwrap_or_default(),
+                    change.hlc,
+                    change.table.name,
+                    change.pk_text()
+                ),
             }),
             _ => Ok(()),
         }
