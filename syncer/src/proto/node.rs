@@ -62,6 +62,7 @@ use crate::proto::store::{Store, StoreError};
 
 pub use crate::proto::event::{Event, Output};
 
+mod pulls;
 mod reports;
 
 /// Tunables (milliseconds for times).
@@ -558,89 +559,6 @@ impl Node {
             out.push(self.hello(peer, false, store)?);
         }
         Ok(out)
-    }
-
-    fn failed(
-        &mut self,
-        peer: &str,
-        origin: &str,
-        after: i64,
-        reason: String,
-        store: &dyn Store,
-    ) -> Out {
-        self.pulls.remove(origin);
-        if origin == self.me {
-            self.reclaiming.remove(peer);
-        }
-        store.dead_letter(
-            peer,
-            &format!("page of origin {origin} not applied"),
-            &format!("page of origin {origin} after {after}"),
-            &reason,
-        )?;
-        Ok(vec![Output::Event(Event::ApplyFailed {
-            peer: peer.into(),
-            reason,
-        })])
-    }
-
-    fn retry(&mut self, origin: &str, now: u64, store: &dyn Store) -> Out {
-        let Some(p) = self.pulls.get(origin).cloned() else {
-            return Ok(vec![]);
-        };
-        let connected = self.peers.get(&p.peer).is_some_and(|x| x.connected);
-        if p.attempts >= self.cfg.max_attempts || !connected {
-            self.pulls.remove(origin);
-            let what = format!("pull of origin {origin} after {}", p.after);
-            if !connected {
-                return Ok(vec![]);
-            }
-            store.dead_letter(
-                &p.peer,
-                &format!("pull of origin {origin} unanswered"),
-                &what,
-                &format!("no answer after {} attempts", p.attempts),
-            )?;
-            return Ok(vec![Output::Event(Event::DeadLetter {
-                peer: p.peer,
-                what,
-            })]);
-        }
-        let backoff = self.cfg.backoff_ms.saturating_mul(1 << p.attempts.min(16));
-        self.pulls.insert(
-            origin.into(),
-            Pending {
-                deadline: now + self.cfg.pull_timeout_ms + backoff,
-                attempts: p.attempts + 1,
-                ..p.clone()
-            },
-        );
-        Ok(vec![self.send(
-            &p.peer,
-            Payload::Pull {
-                origin: origin.into(),
-                after: p.after,
-            },
-        )])
-    }
-
-    fn start_pull(&mut self, peer: &str, origin: &str, after: i64, now: u64) -> Output {
-        self.pulls.insert(
-            origin.into(),
-            Pending {
-                peer: peer.into(),
-                after,
-                deadline: now + self.cfg.pull_timeout_ms,
-                attempts: 1,
-            },
-        );
-        self.send(
-            peer,
-            Payload::Pull {
-                origin: origin.into(),
-                after,
-            },
-        )
     }
 
     /// A page of `origin` above `after`, and the sequence it completes to.

@@ -1,0 +1,93 @@
+//! The invariants a finished simulation run must hold.
+//!
+//! ```ignore
+//! sim.settle()?;
+//! sim.check()?; // identical digests, nothing lost, no echo, empty log and quarantine
+//! ```
+
+use rusqlite::params;
+use sdsync_syncer::library::digest;
+use sdsync_syncer::proto::store::Store;
+
+use super::{Device, Sim, diff};
+
+impl Sim {
+    /// The invariants of a finished run.
+    pub(super) fn check(&self) -> Result<(), String> {
+        if let Some(p) = self.problems.first() {
+            return Err(format!("protocol problem: {p}"));
+        }
+        self.check_schema()?;
+        let first = digest(&self.devices[0].store.lib.conn).map_err(|e| e.to_string())?;
+        for (i, d) in self.devices.iter().enumerate() {
+            let mine = digest(&d.store.lib.conn).map_err(|e| e.to_string())?;
+            if mine != first {
+                return Err(format!(
+                    "device {i} diverged from device 0:\n{}",
+                    diff(&first, &mine)
+                ));
+            }
+        }
+        for (i, d) in self.devices.iter().enumerate() {
+            let seq: i64 = d
+                .store
+                .lib
+                .conn
+                .query_row("SELECT seq FROM sdsync_clock", [], |r| r.get(0))
+                .map_err(|e| e.to_string())?;
+            for (j, other) in self.devices.iter().enumerate() {
+                let held = other.store.watermarks().map_err(|e| e.to_string())?;
+                let have = held.iter().find(|(o, _)| *o == d.id).map_or(0, |(_, s)| *s);
+                if have < seq {
+                    return Err(format!(
+                        "device {j} holds device {i}'s changes only up to {have} of {seq} (lost?)"
+                    ));
+                }
+            }
+            self.check_no_echo(i, d)?;
+            let held: i64 = d
+                .store
+                .lib
+                .conn
+                .query_row("SELECT count(*) FROM sdsync_quarantine", [], |r| r.get(0))
+                .map_err(|e| e.to_string())?;
+            if held != 0 {
+                return Err(format!("device {i}: {held} changes still quarantined"));
+            }
+            let log = d
+                .node
+                .log_size(self.wall(i), &d.store)
+                .map_err(|e| e.to_string())?;
+            if log != 0 {
+                return Err(format!(
+                    "device {i}: shared log holds {log} changes at rest"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every change a device holds under its own origin was issued by one of its
+    /// own write transactions (cascades included), never by applying a peer's.
+    fn check_no_echo(&self, i: usize, d: &Device) -> Result<(), String> {
+        let mut stmt = d
+            .store
+            .lib
+            .conn
+            .prepare("SELECT tbl, pk, seq FROM sdsync_changes WHERE origin = ?1")
+            .map_err(|e| e.to_string())?;
+        let rows: Vec<(String, String, i64)> = stmt
+            .query_map(params![d.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .and_then(|r| r.collect())
+            .map_err(|e| e.to_string())?;
+        for (tbl, pk, seq) in rows {
+            if !d.written.iter().any(|(lo, hi)| *lo < seq && seq <= *hi) {
+                return Err(format!(
+                    "device {i} holds {tbl} {pk} seq {seq} under its own origin, issued by none of its writes (echo)\nits writes:\n{}",
+                    d.log.join("\n")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
