@@ -89,9 +89,15 @@ impl Catalog {
         while stmt.step()? {
             catalog.missing.push(stmt.text(0).unwrap_or_default());
         }
-        drop(stmt);
-        for spec in &specs {
-            let defaults = column_defaults(db, spec)?;
+        Ok(catalog)
+    }
+
+    /// [`Catalog::load`], with the column defaults applying a change needs
+    /// (see `Change::default_the_rest`); readers do without them.
+    pub fn load_for_apply(db: Db) -> Result<Self, CatalogError> {
+        let mut catalog = Self::load(db)?;
+        for spec in catalog.ordered.clone() {
+            let defaults = column_defaults(db, &spec)?;
             catalog.defaults.insert(spec.id, defaults);
         }
         Ok(catalog)
@@ -129,12 +135,16 @@ impl Catalog {
 /// COLUMN` requires; the same on every device), NULL when it has none and may
 /// be NULL, and nothing (`None`) for a required column or a computed default.
 pub(crate) fn column_defaults(db: Db, spec: &TableSpec) -> Result<Vec<Option<Value>>, SqlError> {
+    let mut declared_by_name = HashMap::new();
+    let mut stmt = db.prepare("SELECT name, dflt_value FROM pragma_table_info(?1)")?;
+    stmt.bind_all(&[Value::Text(spec.name.clone())])?;
+    while stmt.step()? {
+        declared_by_name.insert(stmt.text(0).unwrap_or_default(), stmt.text(1));
+    }
+    drop(stmt);
     let mut out = Vec::with_capacity(spec.columns.len());
     for c in &spec.columns {
-        let declared = db.query_text(
-            "SELECT dflt_value FROM pragma_table_info(?1) WHERE name = ?2",
-            &[Value::Text(spec.name.clone()), Value::Text(c.name.clone())],
-        )?;
+        let declared = declared_by_name.get(&c.name).cloned().flatten();
         out.push(match declared {
             None if c.required => None,
             None => Some(Value::Null),

@@ -207,7 +207,7 @@ impl Engine {
         self.tx.parked_empty = None;
         self.tx.refs.clear();
         self.stmts.clear();
-        self.catalog = Catalog::load(self.db)?;
+        self.catalog = Catalog::load_for_apply(self.db)?;
         self.schema_version = Some(now);
         // What the schema gained may be what kept changes wait for.
         self.kept_due = true;
