@@ -138,10 +138,9 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
         .map(Value::Text)
         .map_err(|e| e.to_string())
     }),
-    ("sdsync_restamp", 1, DIRECT, |c| {
-        store::restamp(c.db, c.int(0, "sdsync_restamp: floor (a sequence number)")?)
-            .map(Value::Integer)
-            .map_err(|e| format!("sdsync_restamp: {e}"))
+    ("sdsync_restamp", 1, DIRECT, |c| restamp(c, 0)),
+    ("sdsync_restamp", 2, DIRECT, |c| {
+        restamp(c, c.int(1, "sdsync_restamp: clock floor (an HLC)")?)
     }),
     ("sdsync_repair", 0, DIRECT, |c| {
         crate::migrate::repair_if_needed(c.db, c.conn.wall_ms())
@@ -358,6 +357,14 @@ fn track_fn(c: &Call) -> Result<Value, String> {
     track::track(c.db, &table, &class, options.as_deref(), c.conn.wall_ms())
         .map(Value::Text)
         .map_err(|e| e.to_string())
+}
+
+/// `sdsync_restamp(floor[, hlc])`, the clock floor `hlc` given or 0.
+fn restamp(c: &Call, hlc: i64) -> Result<Value, String> {
+    let floor = c.int(0, "sdsync_restamp: floor (a sequence number)")?;
+    store::restamp(c.db, floor, hlc)
+        .map(Value::Integer)
+        .map_err(|e| format!("sdsync_restamp: {e}"))
 }
 
 fn mark_complete(c: &Call) -> Result<Value, String> {

@@ -230,8 +230,10 @@ pub fn max_drift_ms(db: Db) -> Result<u64, SqlError> {
 /// version and tombstone of the local origin a new sequence number above both
 /// `floor` and the local sequence, in their old order, HLCs unchanged: peers
 /// take them again, ignore the ones they hold already (same version) and apply
-/// the rest. Returns how many were renumbered.
-pub fn restamp(db: Db, floor: i64) -> Result<i64, SqlError> {
+/// the rest. The clock moves to at least `hlc` (a peer's clock, at or above
+/// every change of ours it holds), so what this copy writes from now on never
+/// reuses the HLC of a change it lost. Returns how many were renumbered.
+pub fn restamp(db: Db, floor: i64, hlc: i64) -> Result<i64, SqlError> {
     let Some(origin) = local_origin(db)? else {
         return Ok(0);
     };
@@ -269,7 +271,7 @@ pub fn restamp(db: Db, floor: i64) -> Result<i64, SqlError> {
         }
     }
     let count = rows.len() as i64;
-    db.prepare("UPDATE sdsync_clock SET seq = ?1")?
-        .run(&[Value::Integer(base + count)])?;
+    db.prepare("UPDATE sdsync_clock SET seq = ?1, hlc = max(hlc, ?2)")?
+        .run(&[Value::Integer(base + count), Value::Integer(hlc)])?;
     Ok(count)
 }

@@ -158,6 +158,9 @@ impl Daemon {
                 changed = stop.changed() => if changed.is_err() || *stop.borrow() { break },
             }
         }
+        if let Err(e) = self.store.note_clock() {
+            tracing::warn!(device = %self.me, error = %e, "recording the clock in sync.db");
+        }
         self.link.close();
     }
 
@@ -196,6 +199,9 @@ impl Daemon {
         match data_version(&self.store) {
             Ok(v) if v != self.data_version => {
                 self.data_version = v;
+                if let Err(e) = self.store.note_clock() {
+                    tracing::warn!(device = %self.me, error = %e, "recording the clock in sync.db");
+                }
                 let out = self.node.committed(&self.store);
                 self.handle(out);
             }

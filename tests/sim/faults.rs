@@ -109,8 +109,20 @@ impl Store for Meddler<'_> {
         self.inner().restored()
     }
 
-    fn restamp(&self, floor: i64) -> Result<i64, StoreError> {
-        self.inner().restamp(floor)
+    fn restamp(&self, floor: i64, hlc: i64) -> Result<i64, StoreError> {
+        self.inner().restamp(floor, hlc)
+    }
+
+    fn reclaim_all(&self, peers: &[String]) -> Result<(), StoreError> {
+        self.inner().reclaim_all(peers)
+    }
+
+    fn reclaim_from(&self) -> Result<Vec<String>, StoreError> {
+        self.inner().reclaim_from()
+    }
+
+    fn reclaimed(&self, peer: &str) -> Result<(), StoreError> {
+        self.inner().reclaimed(peer)
     }
 
     fn schema(&self) -> Result<Vec<sdsync_syncer::proto::schema::TableLayout>, StoreError> {

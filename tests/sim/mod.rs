@@ -25,6 +25,7 @@ use sdsync_syncer::proto::store::{SqlStore, Store};
 
 mod check;
 mod faults;
+mod restore;
 mod schema;
 mod writes;
 
@@ -95,6 +96,8 @@ pub struct Report {
     pub upgrades: u64,
     /// Tables rebuilt by the 12-step procedure.
     pub rebuilds: u64,
+    /// Devices restored from a backup of their database.
+    pub restores: u64,
 }
 
 impl Report {
@@ -117,6 +120,7 @@ impl Report {
         self.resolved += r.resolved;
         self.upgrades += r.upgrades;
         self.rebuilds += r.rebuilds;
+        self.restores += r.restores;
     }
 }
 
@@ -133,12 +137,16 @@ struct Device {
     up: bool,
     joined: bool,
     skew: i64,
-    /// Sequence ranges `(before, after]` its own write transactions issued.
+    /// HLC ranges `(before, after]` its own write transactions issued.
     written: Vec<(i64, i64)>,
     /// Its local writes, for failure reports.
     log: Vec<String>,
     /// On the new schema (see `schema.rs`).
     upgraded: bool,
+    /// A backup of its database, and whether it was upgraded then (`restore.rs`).
+    backup: Option<(Connection, bool)>,
+    /// Restored from its backup at least once (so `Restored` is expected).
+    restored: bool,
 }
 
 struct Packet {
@@ -162,6 +170,8 @@ struct Sim {
     cut: BTreeMap<(usize, usize), u64>,
     cfg: Config,
     faults: bool,
+    /// Whether devices are backed up and restored (`restore.rs`).
+    restores: bool,
     report: Report,
     trace: Vec<String>,
     problems: Vec<String>,
@@ -169,6 +179,12 @@ struct Sim {
 
 /// Runs one seed with `n` devices; `Err` explains what broke.
 pub fn run(seed: u64, n: usize) -> Result<Report, String> {
+    run_model(seed, n, false)
+}
+
+/// Runs one seed with `n` devices, with or without restores from backups
+/// (`restore.rs`; not yet part of the default model: see the README).
+pub fn run_model(seed: u64, n: usize, restores: bool) -> Result<Report, String> {
     let ext = sdsync_syncer::library::extension_path(None).map_err(|e| e.to_string())?;
     let mut rng = Rng::new(seed);
     let cfg = Config {
@@ -214,6 +230,8 @@ pub fn run(seed: u64, n: usize) -> Result<Report, String> {
             written: Vec::new(),
             log: Vec::new(),
             upgraded: false,
+            backup: None,
+            restored: false,
         });
     }
     let mut sim = Sim {
@@ -225,6 +243,7 @@ pub fn run(seed: u64, n: usize) -> Result<Report, String> {
         cut: BTreeMap::new(),
         cfg: cfg.clone(),
         faults: true,
+        restores,
         report: Report::default(),
         trace: Vec::new(),
         problems: Vec::new(),
@@ -367,6 +386,11 @@ impl Sim {
             Event::Quarantined { reason, .. } if reason.contains(UNIQUE_CONFLICT) => {
                 self.report.conflicts += 1;
             }
+            Event::Restored { .. } if self.devices[d].restored => {}
+            // A restored origin reports less than it once issued, until it
+            // renumbers: peers stop vouching beyond what it says (safe).
+            Event::WatermarkCut { origin, .. }
+                if self.devices.iter().any(|o| o.restored && o.id == *origin) => {}
             Event::ApplyFailed { .. }
             | Event::Refused { .. }
             | Event::RefusedBy { .. }
@@ -505,6 +529,14 @@ impl Sim {
                     self.devices[d].joined = true;
                 }
                 61 => self.upgrade_next()?,
+                63 if self.restores => {
+                    let d = self.rng.below(n as u64) as usize;
+                    self.back_up(d)?;
+                }
+                64 if self.restores => {
+                    let d = self.rng.below(n as u64) as usize;
+                    self.restore(d)?;
+                }
                 62 => {
                     let d = self.rng.below(n as u64) as usize;
                     self.rebuild(d)?;
@@ -616,12 +648,12 @@ impl Sim {
     }
 }
 
-/// The last sequence number the device issued for its own changes.
-pub(crate) fn local_seq(store: &SqlStore) -> i64 {
+/// The device's clock (the HLC of its last own change or of the last it took).
+pub(crate) fn local_hlc(store: &SqlStore) -> i64 {
     store
         .lib
         .conn
-        .query_row("SELECT seq FROM sdsync_clock", [], |r| r.get(0))
+        .query_row("SELECT hlc FROM sdsync_clock", [], |r| r.get(0))
         .unwrap_or(-1)
 }
 

@@ -42,6 +42,9 @@ impl Sim {
             .map_err(|e| format!("device {d} upgrading: {e}"))?;
         self.repaired(d)?;
         self.devices[d].upgraded = true;
+        // Restoring a backup of the old schema into the new app is a schema
+        // downgrade, not modelled (see `restore.rs`).
+        self.devices[d].backup = None;
         self.report.upgrades += 1;
         self.trace.push(format!("t={} d{d}: upgraded", self.now));
         Ok(())

@@ -7,7 +7,7 @@
 
 use sdsync_syncer::sqlstore::SqlStore;
 
-use super::{Sim, local_seq};
+use super::{Sim, local_hlc};
 
 /// One app write transaction, drawn before it runs (it may run in the middle of
 /// a syncer step, see `faults::Meddler`).
@@ -55,19 +55,19 @@ pub(super) fn run_txn(store: &SqlStore, t: &Txn) -> Result<Outcome, String> {
         lib.exec("PRAGMA foreign_keys = OFF")
             .map_err(|e| e.to_string())?;
     }
-    let before = local_seq(store);
+    let before = local_hlc(store);
     let end = if t.rollback { "ROLLBACK" } else { "COMMIT" };
     let result = lib.exec(&format!("BEGIN; {}; {end};", t.sql));
     let outcome = match result {
         Ok(()) if t.rollback => Ok(Outcome::RolledBack),
-        Ok(()) => Ok(Outcome::Committed(before, local_seq(store))),
+        Ok(()) => Ok(Outcome::Committed(before, local_hlc(store))),
         Err(e) => {
             let msg = e.to_string();
             if !lib.conn.is_autocommit() {
                 lib.exec("ROLLBACK").map_err(|e| e.to_string())?;
             }
             let expected = t.fk_off && EXPECTED_REFUSALS.iter().any(|r| msg.contains(r));
-            if expected && local_seq(store) == before {
+            if expected && local_hlc(store) == before {
                 Ok(Outcome::Refused(msg))
             } else {
                 Err(format!("write failed: {msg}\n{}", t.sql))
@@ -92,6 +92,10 @@ impl Sim {
             run_txn(&self.devices[d].store, &txn).map_err(|e| format!("device {d}: {e}"))?;
         self.record(d, &txn, outcome);
         let dev = &mut self.devices[d];
+        // As the daemon does on every commit it notices.
+        dev.store
+            .note_clock()
+            .map_err(|e| format!("device {d}: {e}"))?;
         let out = dev.node.committed(&dev.store);
         self.handle(d, out);
         Ok(())

@@ -4,6 +4,8 @@
 //! - Long run: `SDSYNC_SIM_SEEDS=10000 cargo test --release -p sdsync-tests --test simulation seeds -- --nocapture`
 //!   (`SDSYNC_SIM_START` picks the first seed).
 //! - Replay one: `SDSYNC_SIM_SEED=123 cargo test --release -p sdsync-tests --test simulation replay -- --nocapture`.
+//! - `SDSYNC_SIM_RESTORES=1` adds backups and restores to the model (both
+//!   tests above; not yet in CI: some seeds still fail, see the README).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +17,10 @@ use sdsync_tests::sim;
 /// waiting for rows the app re-created; 3408: a child moved away from a deleted
 /// parent; 5856: a stale Hello taken for a forged watermark; see the README.)
 const REGRESSIONS: &[u64] = &[3, 4, 11, 12, 13, 15, 19, 20, 34, 40, 3408, 5856];
+
+fn restores() -> bool {
+    env("SDSYNC_SIM_RESTORES", 0) == 1
+}
 
 fn devices(seed: u64) -> usize {
     3 + (seed % 3) as usize
@@ -28,8 +34,13 @@ fn env(name: &str, default: u64) -> u64 {
 }
 
 fn replay_hint(seed: u64) -> String {
+    let model = if restores() {
+        "SDSYNC_SIM_RESTORES=1 "
+    } else {
+        ""
+    };
     format!(
-        "replay: SDSYNC_SIM_SEED={seed} cargo test --release -p sdsync-tests --test simulation replay -- --nocapture"
+        "replay: {model}SDSYNC_SIM_SEED={seed} cargo test --release -p sdsync-tests --test simulation replay -- --nocapture"
     )
 }
 
@@ -48,7 +59,7 @@ fn seeds() {
                     if seed >= start + count {
                         break;
                     }
-                    match sim::run(seed, devices(seed)) {
+                    match sim::run_model(seed, devices(seed), restores()) {
                         Ok(r) => {
                             totals.lock().expect("totals").add(&r);
                         }
@@ -90,7 +101,7 @@ fn replay() {
         return;
     };
     let seed: u64 = seed.parse().expect("SDSYNC_SIM_SEED is a number");
-    match sim::run(seed, devices(seed)) {
+    match sim::run_model(seed, devices(seed), restores()) {
         Ok(r) => println!("seed {seed}: converged: {r:?}"),
         Err(e) => panic!("seed {seed}: {e}"),
     }

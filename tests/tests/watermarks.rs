@@ -204,6 +204,44 @@ fn a_restored_database_takes_its_changes_back_and_writes_above_them() {
     assert_eq!(t1, "redi", "the lost update and the new one both hold");
 }
 
+/// A restored device takes its lost changes back from every peer, not only
+/// the one that told it: here B holds one lost change and C another, and B
+/// and C never meet. Both come back to A, and through A to each other (A
+/// renumbers what it took back, so peers whose watermarks already cover the
+/// old numbers take it too).
+#[test]
+fn a_restored_database_takes_its_changes_back_from_every_peer() {
+    let mut m = Mesh::new("restore-all", 3);
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
+    let snapshot = m.devs[0].dir.join("backup.db");
+    m.devs[0].exec(&format!("VACUUM INTO '{}'", snapshot.display()));
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t2', 'two')");
+    m.link(0, 1);
+    assert_eq!(m.devs[1].count("tags"), 2);
+    m.unlink(0, 1);
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t3', 'three')");
+    m.link(0, 2);
+    assert_eq!(m.devs[2].count("tags"), 3);
+    m.unlink(0, 2);
+    m.restore(0, &snapshot);
+    assert_eq!(m.devs[0].count("tags"), 1);
+    m.link(0, 1);
+    m.advance(10_000);
+    assert_eq!(m.devs[0].count("tags"), 2, "t2 back from B");
+    m.link(0, 2);
+    m.advance(10_000);
+    let restored = |e: &Event| matches!(e, Event::Restored { .. });
+    assert_eq!(m.count_events(0, restored), 1, "{:?}", m.events);
+    for d in 0..3 {
+        assert_eq!(m.devs[d].count("tags"), 3, "device {d}");
+    }
+    let a = m.devs[0].store.lib.digest().unwrap();
+    assert_eq!(a, m.devs[1].store.lib.digest().unwrap());
+    assert_eq!(a, m.devs[2].store.lib.digest().unwrap());
+    assert_eq!(m.devs[0].quarantined(), 0);
+    assert_eq!(m.devs[2].quarantined(), 0);
+}
+
 /// The same, but the restored device writes more than the backup lacked, so no
 /// peer holds more of it than it does: the syncer itself sees the database went
 /// back (a change of its own at or below the sequence it last saw is newer than

@@ -449,9 +449,11 @@ impl Node {
         p.acks = acks.clone();
         let had = ours.get(&self.me).copied().unwrap_or(0);
         if let Some(floor) = store.restored()? {
-            out.extend(self.reclaim(peer, floor, had, now, store)?);
+            out.extend(self.reclaim(peer, floor, had, hlc, now, store)?);
         } else if their_of_me > had && their_of_me <= MAX_SEQ / 2 {
-            out.extend(self.reclaim(peer, their_of_me, had, now, store)?);
+            out.extend(self.reclaim(peer, their_of_me, had, hlc, now, store)?);
+        } else {
+            out.extend(self.reclaim_next(peer, now, store)?);
         }
         if reply {
             out.push(self.hello(peer, false, store)?);
@@ -544,7 +546,7 @@ impl Node {
         }
         let mine = self.pulls.get(origin).is_some_and(|p| p.peer == peer);
         if origin == self.me && mine && !more {
-            self.reclaiming.remove(peer);
+            self.reclaimed(peer, store)?;
         }
         if mine && more {
             let last = changes.last().map_or(complete_to, |c| c.seq);

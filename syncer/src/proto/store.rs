@@ -130,9 +130,16 @@ pub trait Store {
     /// store opened: the sequence its peers may hold (until [`Store::restamp`]).
     fn restored(&self) -> Result<Option<i64>, StoreError>;
     /// Renumbers this device's own current changes above `floor` (peers hold
-    /// its origin up to there: the database was restored from an older copy);
-    /// returns how many.
-    fn restamp(&self, floor: i64) -> Result<i64, StoreError>;
+    /// its origin up to there: the database was restored from an older copy)
+    /// and moves its clock to at least `hlc`; returns how many.
+    fn restamp(&self, floor: i64, hlc: i64) -> Result<i64, StoreError>;
+    /// Records, durably, that this device is to take its own changes back from
+    /// each of `peers` (replacing the list).
+    fn reclaim_all(&self, peers: &[String]) -> Result<(), StoreError>;
+    /// The peers this device still takes its own changes back from.
+    fn reclaim_from(&self) -> Result<Vec<String>, StoreError>;
+    /// It took them back from `peer` (a whole pull of its own origin).
+    fn reclaimed(&self, peer: &str) -> Result<(), StoreError>;
     /// The tables this device syncs.
     fn schema(&self) -> Result<Vec<TableLayout>, StoreError>;
     /// Records how `peer`'s tables differ from ours (replacing its last report).

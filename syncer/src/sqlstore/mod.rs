@@ -92,8 +92,16 @@ impl SqlStore {
         store.restored.set(store.went_back()?);
         if store.restored.get().is_none() {
             store.note_clock()?;
+        } else {
+            store.clock_not_below_seen()?;
         }
         Ok(store)
+    }
+
+    /// The same library and `sync.db`, opened again as a restarted syncer would
+    /// (after the database file was replaced, say by a restore).
+    pub fn reopened(self) -> Result<Self, StoreError> {
+        Self::new(self.lib, self.sync)
     }
 
     /// Whether the database went back in time since the syncer last saw it (a
@@ -119,8 +127,26 @@ impl SqlStore {
         Ok(behind.then_some(seq))
     }
 
-    /// Records the local sequence and clock when the sequence moved.
-    fn note_clock(&self) -> Result<(), StoreError> {
+    /// A restored database's clock went back with it: it must not issue the
+    /// HLCs of the changes it lost again (peers hold them, and `(origin, HLC)`
+    /// names one change), so it moves to at least the clock the syncer last
+    /// recorded. What apps wrote between the restore and this start may have
+    /// reused some, when the lost changes were ahead of the wall clock.
+    fn clock_not_below_seen(&self) -> Result<(), StoreError> {
+        if let Some((_, hlc)) = syncdb::own_clock(&self.sync, &self.me)? {
+            self.sql(
+                self.lib
+                    .conn
+                    .execute("UPDATE sdsync_clock SET hlc = ?1 WHERE hlc < ?1", [hlc]),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Records the local sequence and clock when the sequence moved (the daemon
+    /// calls it after every commit it notices and when it stops, so a restore
+    /// made while the syncer is stopped is told apart).
+    pub fn note_clock(&self) -> Result<(), StoreError> {
         let (seq, hlc): (i64, i64) = self.sql(self.lib.conn.query_row(
             "SELECT seq, hlc FROM sdsync_clock",
             [],
@@ -351,18 +377,31 @@ impl Store for SqlStore {
         Ok(syncdb::peer_quarantine(&self.sync, peer, summary)?)
     }
 
-    fn restamp(&self, floor: i64) -> Result<i64, StoreError> {
+    fn restamp(&self, floor: i64, hlc: i64) -> Result<i64, StoreError> {
         let conn = &self.lib.conn;
         let tx = self.sql(Transaction::new_unchecked(
             conn,
             TransactionBehavior::Immediate,
         ))?;
-        let n = self.sql(tx.query_row("SELECT sdsync_restamp(?1)", [floor], |r| r.get(0)))?;
+        let n =
+            self.sql(tx.query_row("SELECT sdsync_restamp(?1, ?2)", [floor, hlc], |r| r.get(0)))?;
         self.sql(tx.commit())?;
         // Only now is the restore dealt with (a busy database keeps the flag).
         self.restored.set(None);
         self.note_clock()?;
         Ok(n)
+    }
+
+    fn reclaim_all(&self, peers: &[String]) -> Result<(), StoreError> {
+        Ok(syncdb::set_reclaim(&self.sync, peers)?)
+    }
+
+    fn reclaim_from(&self) -> Result<Vec<String>, StoreError> {
+        Ok(syncdb::reclaim_from(&self.sync)?)
+    }
+
+    fn reclaimed(&self, peer: &str) -> Result<(), StoreError> {
+        Ok(syncdb::reclaimed(&self.sync, peer)?)
     }
 
     fn schema(&self) -> Result<Vec<TableLayout>, StoreError> {
@@ -424,7 +463,10 @@ fn opt_i64(
     sql: &str,
     p: impl rusqlite::Params,
 ) -> rusqlite::Result<Option<i64>> {
-    conn.query_row(sql, p, |r| r.get(0)).optional()
+    // No row and a NULL (an aggregate over nothing) both mean none.
+    conn.query_row(sql, p, |r| r.get::<_, Option<i64>>(0))
+        .optional()
+        .map(Option::flatten)
 }
 
 /// The tables a library syncs, as its Hello tells them (`proto::schema`).

@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS peer_quarantine(
   at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
   PRIMARY KEY (peer, origin));
 CREATE TABLE IF NOT EXISTS reported(origin TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS reclaim(peer TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS own_clock(
   device TEXT PRIMARY KEY, seq INTEGER NOT NULL, hlc INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS peer_schema(
@@ -213,4 +214,28 @@ pub fn report(conn: &Connection, origin: &str, seq: i64) -> rusqlite::Result<i64
     )?
     .execute(params![origin, seq])?;
     reported(conn, origin)
+}
+
+/// After a restore: the peers this device still takes its own changes back
+/// from (each may hold some no other peer has).
+pub fn reclaim_from(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached("SELECT peer FROM reclaim ORDER BY peer")?
+        .query_map([], |r| r.get(0))?
+        .collect()
+}
+
+/// Sets the peers to take own changes back from (replacing the set).
+pub fn set_reclaim(conn: &Connection, peers: &[String]) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute("DELETE FROM reclaim", [])?;
+    for peer in peers {
+        tx.execute("INSERT INTO reclaim(peer) VALUES (?1)", [peer])?;
+    }
+    tx.commit()
+}
+
+/// This device took its own changes back from `peer`.
+pub fn reclaimed(conn: &Connection, peer: &str) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM reclaim WHERE peer = ?1", [peer])
+        .map(|_| ())
 }

@@ -8,6 +8,11 @@ use crate::proto::message::QuarantineSummary;
 use crate::proto::schema::{TableLayout, mismatches};
 use crate::proto::store::{Store, StoreError};
 
+/// How far above the highest claim a restored device renumbers its changes:
+/// room for what peers it has not heard from yet hold of its lost self (its
+/// sequence numbers run to 2^53, so a million per renumbering costs nothing).
+const RESTORE_GAP: i64 = 1 << 20;
+
 type Out = Result<Vec<Output>, StoreError>;
 
 impl Node {
@@ -109,23 +114,24 @@ impl Node {
     /// from an older copy, and what it wrote since reused sequence numbers the
     /// peers' watermarks cover. Renumbers its own changes above the highest
     /// claim any peer made (so peers take the ones written since; HLCs are kept,
-    /// so they skip the rest) and pulls its own origin back from `peer`, to
-    /// apply what the copy lacked. A paired peer's claim is believed: a wrong
-    /// one costs a renumbering, never a change.
+    /// so they skip the rest), moves its clock to the peer's `hlc` (so it never
+    /// reuses the HLC of a change it lost), and pulls its own origin back from
+    /// `peer`, then from every other peer (each may hold changes the others
+    /// lack; the list is durable, so a crash midway resumes it), to apply what
+    /// the copy lacked. A paired peer's claim is believed: a wrong one costs a
+    /// renumbering, never a change.
     pub(super) fn reclaim(
         &mut self,
         peer: &str,
         floor: i64,
         had: i64,
+        hlc: i64,
         now: u64,
         store: &dyn Store,
     ) -> Result<Vec<Output>, StoreError> {
-        let floor = self
-            .peers
-            .values()
-            .filter_map(|p| p.acks.get(&self.me).copied())
-            .fold(floor, i64::max);
-        let renumbered = store.restamp(floor)?;
+        let peers: Vec<String> = self.peers.keys().cloned().collect();
+        store.reclaim_all(&peers)?;
+        let renumbered = store.restamp(self.above_claims(floor), hlc)?;
         self.reclaiming.insert(peer.into());
         let me = self.me.clone();
         Ok(vec![
@@ -137,5 +143,50 @@ impl Node {
             }),
             self.start_pull(peer, &me, 0, now),
         ])
+    }
+
+    /// Where renumbered changes start: above every claim a peer made, with a
+    /// gap of [`RESTORE_GAP`] for what peers not heard from yet may hold (the
+    /// restored copy cannot know how far its lost self went), so a renumbered
+    /// change never takes a number a peer holds for a lost one.
+    fn above_claims(&self, floor: i64) -> i64 {
+        let held = self
+            .peers
+            .values()
+            .filter_map(|p| p.acks.get(&self.me).copied())
+            .fold(floor, i64::max);
+        held.saturating_add(RESTORE_GAP)
+    }
+
+    /// This device took its own changes back from `peer`: some may have been
+    /// ones other peers lack although their watermarks cover them (changes it
+    /// lost that only `peer` held), so its current changes are renumbered once
+    /// more and every peer takes what it lacks.
+    pub(super) fn reclaimed(&mut self, peer: &str, store: &dyn Store) -> Result<(), StoreError> {
+        self.reclaiming.remove(peer);
+        store.reclaimed(peer)?;
+        let floor = store
+            .watermarks()?
+            .into_iter()
+            .find(|(o, _)| *o == self.me)
+            .map_or(0, |(_, s)| s);
+        store.restamp(self.above_claims(floor), 0)?;
+        Ok(())
+    }
+
+    /// After a restore, takes this device's own changes back from `peer` if it
+    /// has not yet (one such pull at a time: pulls are per origin).
+    pub(super) fn reclaim_next(
+        &mut self,
+        peer: &str,
+        now: u64,
+        store: &dyn Store,
+    ) -> Result<Vec<Output>, StoreError> {
+        if self.pulls.contains_key(&self.me) || !store.reclaim_from()?.iter().any(|p| p == peer) {
+            return Ok(Vec::new());
+        }
+        self.reclaiming.insert(peer.into());
+        let me = self.me.clone();
+        Ok(vec![self.start_pull(peer, &me, 0, now)])
     }
 }
