@@ -227,7 +227,8 @@ pub fn max_drift_ms(db: Db) -> Result<u64, SqlError> {
 /// After a restore from an older copy: peers hold this device's changes up to
 /// `floor`, and the changes this copy made since the restore reused some of
 /// those sequence numbers, so peers would never take them. Gives every current
-/// version and tombstone of the local origin a new sequence number above both
+/// version, tombstone and parked piece (a change of its own taken back from a
+/// peer, waiting for a row) of the local origin a new sequence number above both
 /// `floor` and the local sequence, in their old order, HLCs unchanged: peers
 /// take them again, ignore the ones they hold already (same version) and apply
 /// the rest. The clock moves to at least `hlc` (a peer's clock, at or above
@@ -240,7 +241,8 @@ pub fn restamp(db: Db, floor: i64, hlc: i64) -> Result<i64, SqlError> {
     let mut rows = Vec::new();
     let mut stmt = db.prepare(
         "SELECT 0, tbl, rid, mask, seq FROM sdsync_versions WHERE origin = ?1 \
-         UNION ALL SELECT 1, tbl, pk, 0, seq FROM sdsync_tombstones WHERE origin = ?1 ORDER BY 5",
+         UNION ALL SELECT 1, tbl, pk, 0, seq FROM sdsync_tombstones WHERE origin = ?1 \
+         UNION ALL SELECT 2, 0, NULL, seq, seq FROM sdsync_parked WHERE origin = ?1 ORDER BY 5",
     )?;
     stmt.bind_all(&[Value::Integer(origin)])?;
     while stmt.step()? {
@@ -257,17 +259,20 @@ pub fn restamp(db: Db, floor: i64, hlc: i64) -> Result<i64, SqlError> {
         .prepare("UPDATE sdsync_versions SET seq = ?4 WHERE tbl = ?1 AND rid = ?2 AND mask = ?3")?;
     let mut tombstone =
         db.prepare("UPDATE sdsync_tombstones SET seq = ?3 WHERE tbl = ?1 AND pk = ?2")?;
+    let mut parked =
+        db.prepare("UPDATE sdsync_parked SET seq = ?3 WHERE origin = ?1 AND seq = ?2")?;
     for (n, (kind, tbl, key, mask)) in rows.iter().enumerate() {
         let seq = Value::Integer(base + n as i64 + 1);
-        if *kind == 0 {
-            version.run(&[
+        match kind {
+            0 => version.run(&[
                 Value::Integer(*tbl),
                 key.clone(),
                 Value::Integer(*mask),
                 seq,
-            ])?;
-        } else {
-            tombstone.run(&[Value::Integer(*tbl), key.clone(), seq])?;
+            ])?,
+            1 => tombstone.run(&[Value::Integer(*tbl), key.clone(), seq])?,
+            // A parked piece's old sequence number (its key) is in `mask`.
+            _ => parked.run(&[Value::Integer(origin), Value::Integer(*mask), seq])?,
         }
     }
     let count = rows.len() as i64;

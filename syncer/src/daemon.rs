@@ -9,7 +9,9 @@
 //! let (pins, directory) = (Pins::default(), Directory::default());
 //! let daemon = Daemon::start(store, "library", &me, &pins, &directory, "127.0.0.1:0".parse().unwrap())?;
 //! let (_stop, stopped) = tokio::sync::watch::channel(false);
-//! daemon.run(stopped).await;
+//! if let Some(reason) = daemon.run(stopped).await {
+//!     eprintln!("told to stop: {reason}"); // another copy of this folder runs
+//! }
 //! # Ok(()) }
 //! ```
 //!
@@ -32,7 +34,7 @@ use crate::net::NetError;
 use crate::net::identity::Identity;
 use crate::net::link::{Inbound, Link, send};
 use crate::net::tls::Pins;
-use crate::proto::message::encode;
+use crate::proto::message::{Payload, encode};
 use crate::proto::node::{Config, Event, Node, Output};
 use crate::proto::store::{SqlStore, Store, StoreError};
 
@@ -80,11 +82,15 @@ pub struct Daemon {
     inbound: mpsc::UnboundedReceiver<Inbound>,
     pins: Pins,
     directory: Directory,
-    conns: BTreeMap<String, quinn::Connection>,
+    /// Open connections per peer, newest last (sends use the newest; two
+    /// copies of one device's folder each have their own).
+    conns: BTreeMap<String, Vec<quinn::Connection>>,
     /// Redial rounds each unconnected peer has waited.
     waited: BTreeMap<String, u32>,
     data_version: i64,
     events: Option<mpsc::UnboundedSender<(String, Event)>>,
+    /// Why a peer told this copy of the folder to stop, once one did.
+    stop_reason: Option<String>,
 }
 
 impl Daemon {
@@ -105,6 +111,7 @@ impl Daemon {
         // Every paired device is a partner from the start (the log counts
         // what it has not acknowledged), connected or not.
         let mut node = Node::new(&device, library, Config::default());
+        node.set_incarnation(store.incarnation(wall_millis())?);
         for peer in pins.devices().iter().filter(|p| **p != device) {
             node.add_peer(peer);
         }
@@ -120,6 +127,7 @@ impl Daemon {
             waited: BTreeMap::new(),
             data_version,
             events: None,
+            stop_reason: None,
         })
     }
 
@@ -134,8 +142,10 @@ impl Daemon {
         self.link.local_addr()
     }
 
-    /// Runs until `stop` turns true (or its sender is dropped).
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    /// Runs until `stop` turns true (or its sender is dropped), or until a peer
+    /// tells this copy of the folder to stop: then returns why (also recorded
+    /// in `sync.db`, so `sdsync run` does not start it again unawares).
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Option<String> {
         let mut poll = tokio::time::interval(COMMIT_POLL);
         let mut redial = tokio::time::interval(REDIAL);
         // After a long apply, look once; do not replay the missed ticks.
@@ -157,11 +167,15 @@ impl Daemon {
                 _ = redial.tick() => self.redial(),
                 changed = stop.changed() => if changed.is_err() || *stop.borrow() { break },
             }
+            if self.stop_reason.is_some() {
+                break;
+            }
         }
         if let Err(e) = self.store.note_clock() {
             tracing::warn!(device = %self.me, error = %e, "recording the clock in sync.db");
         }
         self.link.close();
+        self.stop_reason
     }
 
     fn on_inbound(&mut self, event: Inbound) {
@@ -170,7 +184,7 @@ impl Daemon {
             Inbound::Up { peer, conn } => {
                 tracing::info!(device = %self.me, %peer, "link up");
                 self.node.add_peer(&peer);
-                self.conns.insert(peer.clone(), conn);
+                self.conns.entry(peer.clone()).or_default().push(conn);
                 let out = self.node.connect(&peer, now, &self.store);
                 self.handle(out);
             }
@@ -179,7 +193,11 @@ impl Daemon {
                 self.handle(out);
             }
             Inbound::Down { peer, id, reason } => {
-                if self.conns.get(&peer).is_some_and(|c| c.stable_id() == id) {
+                let Some(open) = self.conns.get_mut(&peer) else {
+                    return;
+                };
+                open.retain(|c| c.stable_id() != id);
+                if open.is_empty() {
                     tracing::info!(device = %self.me, %peer, %reason, "link down");
                     self.conns.remove(&peer);
                     self.node.disconnect(&peer);
@@ -239,17 +257,28 @@ impl Daemon {
         for o in out {
             match o {
                 Output::Send { to, env } => {
-                    let Some(conn) = self.conns.get(&to).cloned() else {
-                        continue;
+                    let open = self.conns.get(&to).map(Vec::as_slice).unwrap_or_default();
+                    // A stop is for one copy of the peer's folder, which may be
+                    // on any connection: every one hears it.
+                    let targets = match env.payload {
+                        Payload::Stop { .. } => open,
+                        _ => open.last().map(std::slice::from_ref).unwrap_or_default(),
                     };
                     let bytes = encode(&env);
-                    tokio::spawn(async move {
-                        if let Err(e) = send(&conn, &to, bytes).await {
-                            tracing::debug!(error = %e, "send");
-                        }
-                    });
+                    for conn in targets {
+                        let (conn, to, bytes) = (conn.clone(), to.clone(), bytes.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = send(&conn, &to, bytes).await {
+                                tracing::debug!(error = %e, "send");
+                            }
+                        });
+                    }
                 }
+
                 Output::Event(e) => {
+                    if let Event::Stopped { peer, reason } = &e {
+                        self.stop(peer, reason);
+                    }
                     if e.needs_attention() {
                         tracing::warn!(device = %self.me, event = ?e);
                     } else {
@@ -266,6 +295,17 @@ impl Daemon {
 
 /// Changes whenever another connection commits to the library. Polled every
 /// few milliseconds, so the statement is prepared once and cached.
+impl Daemon {
+    /// A peer told this copy of the folder to stop: record it and end the loop.
+    fn stop(&mut self, peer: &str, reason: &str) {
+        tracing::error!(device = %self.me, %peer, %reason, "stopping: another copy of this library folder runs as this device");
+        if let Err(e) = self.store.set_stopped(Some(reason)) {
+            tracing::warn!(device = %self.me, error = %e, "recording the stop in sync.db");
+        }
+        self.stop_reason = Some(reason.to_string());
+    }
+}
+
 fn data_version(store: &SqlStore) -> Result<i64, StoreError> {
     let conn = &store.lib.conn;
     store.sql(
@@ -313,7 +353,9 @@ impl Background {
                 match started {
                     Ok((addr, daemon)) => {
                         let _ = ready_tx.send(Ok(addr));
-                        daemon.run(stopped).await;
+                        if let Some(reason) = daemon.run(stopped).await {
+                            tracing::error!(%reason, "daemon stopped by a peer");
+                        }
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));

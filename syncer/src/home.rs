@@ -115,10 +115,24 @@ pub struct Status {
     pub kept: Vec<(String, i64)>,
     /// How peers' tables differ from this device's: `(peer, detail)`.
     pub peer_schema: Vec<(String, String)>,
+    /// After a restore: peers this device still takes its own changes back from.
+    pub reclaiming: Vec<String>,
+    /// Why a peer told this copy of the folder to stop, if one did.
+    pub stopped: Option<String>,
 }
 
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(reason) = &self.stopped {
+            writeln!(f, "STOPPED     {reason}")?;
+        }
+        if !self.reclaiming.is_empty() {
+            writeln!(
+                f,
+                "restored    taking this device's own changes back from: {}",
+                self.reclaiming.join(", ")
+            )?;
+        }
         for (origin, seq) in &self.watermarks {
             writeln!(f, "holds       {origin} up to seq {seq}")?;
         }
@@ -174,6 +188,13 @@ pub struct Home {
     dir: PathBuf,
     ext: PathBuf,
     sync: Connection,
+}
+
+impl Home {
+    /// The library folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
 }
 
 const SYNC_SCHEMA: &str = "
@@ -295,7 +316,8 @@ impl Home {
         Identity::load_or_create(&self.dir, &id)?;
         self.sql(crate::sqlstore::syncdb::ensure(&self.sync))?;
         self.sql(self.sync.execute_batch(
-            "DELETE FROM peers; DELETE FROM own_clock; DELETE FROM peer_schema; DELETE FROM peer_quarantine;",
+            "DELETE FROM peers; DELETE FROM own_clock; DELETE FROM peer_schema; DELETE FROM peer_quarantine; \
+             DELETE FROM reclaim; DELETE FROM incarnation; DELETE FROM stopped;",
         ))?;
         Ok(id)
     }
@@ -428,6 +450,8 @@ impl Home {
             schema,
             kept,
             peer_schema: self.sql(syncdb::peer_schemas(&self.sync))?,
+            reclaiming: self.sql(syncdb::reclaim_from(&self.sync))?,
+            stopped: self.sql(syncdb::stopped(&self.sync))?,
         })
     }
 

@@ -101,6 +101,10 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "0.0.0.0:7373")]
         listen: std::net::SocketAddr,
+        /// Start although a peer told this folder to stop (another copy ran
+        /// as the same device): only when that other copy is gone for good.
+        #[arg(long)]
+        take_over: bool,
     },
     /// Give a copied library folder (or a copied database.db) its own device
     /// identity; a folder also gets a new certificate and forgets its pairings.
@@ -200,7 +204,11 @@ fn main() -> anyhow::Result<()> {
             Home::open(&dir, &ext)?.add_peer(&device, &cert, addr)?;
             println!("paired with {device}");
         }
-        Command::Run { dir, listen } => run(&Home::open(&dir, &ext)?, listen)?,
+        Command::Run {
+            dir,
+            listen,
+            take_over,
+        } => run(&Home::open(&dir, &ext)?, listen, take_over)?,
         Command::Reidentify { db } if db.is_dir() => {
             let id = Home::open(&db, &ext)?.reidentify()?;
             println!(
@@ -257,7 +265,7 @@ fn quarantine(home: &Home, action: QuarantineCommand) -> anyhow::Result<()> {
 
 /// Runs the syncer until SIGINT or SIGTERM. Every state it needs is in the
 /// library folder, so a killed syncer restarts where it stopped.
-fn run(home: &Home, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+fn run(home: &Home, listen: std::net::SocketAddr, take_over: bool) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -267,6 +275,14 @@ fn run(home: &Home, listen: std::net::SocketAddr) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let (store, pins, directory) = home.syncer_parts()?;
+    if take_over {
+        store.set_stopped(None)?;
+    } else if let Some(reason) = store.stopped()? {
+        anyhow::bail!(
+            "a peer told this library folder to stop: {reason}. Run `sdsync reidentify {}` if this folder is the copy, or `sdsync run --take-over` if the other copy is gone for good",
+            home.dir().display()
+        );
+    }
     let (library, me) = (home.library()?, home.identity()?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -289,8 +305,12 @@ fn run(home: &Home, listen: std::net::SocketAddr) -> anyhow::Result<()> {
             let _ = stop.send(true);
             Ok::<(), std::io::Error>(())
         });
-        daemon.run(stopped).await;
-        Ok(())
+        match daemon.run(stopped).await {
+            Some(reason) => {
+                anyhow::bail!("stopped: {reason} (this folder: {})", home.dir().display())
+            }
+            None => Ok(()),
+        }
     })
 }
 

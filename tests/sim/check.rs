@@ -11,6 +11,14 @@ use sdsync_syncer::proto::store::Store;
 
 use super::{Device, Sim, diff};
 
+/// What a device holds of rows, for failure reports.
+const HELD: &str = "SELECT tbl || ' ' || pk || ' seq ' || seq || ' wait ' || wait_pk || ' ' || reason || ' ' || json_extract(data, '$.parent_id') FROM sdsync_parked \
+     UNION ALL SELECT 'tomb ' || tbl || ' ' || pk || ' seq ' || seq || ' hlc ' || hlc FROM sdsync_tombstones WHERE pk LIKE 'd%'";
+
+/// The changes a device holds of one row (by primary key), for failure reports.
+const HISTORY: &str = "SELECT tbl || ' ' || substr(origin, 34) || ' seq ' || seq || ' hlc ' || hlc || ' ' || op || ' ' || coalesce(data, '') FROM sdsync_changes WHERE pk = ?1 \
+     UNION ALL SELECT 'quarantined ' || tbl || ' ' || substr(origin, 34) || ' seq ' || seq || ': ' || reason FROM sdsync_quarantine WHERE pk = ?1";
+
 impl Sim {
     /// The invariants of a finished run.
     pub(super) fn check(&self) -> Result<(), String> {
@@ -64,8 +72,25 @@ impl Sim {
                     .prepare("SELECT origin || ' seq ' || seq || ': ' || reason || ' ' || change FROM sdsync_quarantine")
                     .and_then(|mut st| st.query_map([], |r| r.get(0)).and_then(|r| r.collect()))
                     .unwrap_or_default();
+                let pks: Vec<String> = d
+                    .store
+                    .lib
+                    .conn
+                    .prepare("SELECT DISTINCT pk FROM sdsync_quarantine")
+                    .and_then(|mut st| st.query_map([], |r| r.get(0)).and_then(|r| r.collect()))
+                    .unwrap_or_default();
+                let histories: Vec<String> = pks
+                    .iter()
+                    .flat_map(|pk| {
+                        self.devices.iter().enumerate().map(move |(j, o)| {
+                            let held = rows_of(&o.store.lib.conn, HISTORY, Some(pk));
+                            format!("row {pk} on device {j}: {held:?}")
+                        })
+                    })
+                    .collect();
                 return Err(format!(
-                    "device {i}: {held} changes still quarantined: {what:?}"
+                    "device {i}: {held} changes still quarantined: {what:?}\n{}",
+                    histories.join("\n")
                 ));
             }
             let log = d
@@ -107,4 +132,54 @@ impl Sim {
         }
         Ok(())
     }
+
+    /// Why a run did not settle: each device's watermarks, parked rows and
+    /// tombstones, how its rows differ from device 0's, and every device's
+    /// changes of the rows that differ.
+    pub(super) fn unsettled(&self) -> String {
+        let first = digest(&self.devices[0].store.lib.conn).unwrap_or_default();
+        let mut pks = std::collections::BTreeSet::new();
+        let mut out = String::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            let conn = &d.store.lib.conn;
+            let mine = digest(conn).unwrap_or_default();
+            for rows in mine.values().chain(first.values()) {
+                for row in rows {
+                    let in_both = mine.values().any(|r| r.contains(row))
+                        && first.values().any(|r| r.contains(row));
+                    if !in_both {
+                        let pk = serde_json::from_str::<Vec<serde_json::Value>>(row)
+                            .ok()
+                            .and_then(|v| v.first().and_then(|p| p.as_str().map(String::from)));
+                        pks.extend(pk);
+                    }
+                }
+            }
+            let recent = d.log.len().saturating_sub(30);
+            out += &format!(
+                "device {i} ({}): {:?}\nparked/tombstones: {:?}\n{}  its last writes:\n    {}\n",
+                d.id,
+                d.store.watermarks().unwrap_or_default(),
+                rows_of(conn, HELD, None),
+                diff(&first, &mine),
+                d.log[recent..].join("\n    ")
+            );
+        }
+        for pk in pks {
+            for (i, d) in self.devices.iter().enumerate() {
+                let held = rows_of(&d.store.lib.conn, HISTORY, Some(&pk));
+                out += &format!("row {pk} on device {i}: {held:?}\n");
+            }
+        }
+        out
+    }
+}
+
+fn rows_of(conn: &rusqlite::Connection, sql: &str, pk: Option<&str>) -> Vec<String> {
+    conn.prepare(sql)
+        .and_then(|mut st| match pk {
+            Some(pk) => st.query_map([pk], |r| r.get(0))?.collect(),
+            None => st.query_map([], |r| r.get(0))?.collect(),
+        })
+        .unwrap_or_default()
 }

@@ -114,6 +114,7 @@ fn a_peer_clock_beyond_the_drift_is_refused() {
             reply: true,
             quarantined: vec![],
             schema: vec![],
+            incarnation: Default::default(),
         },
     );
     let out = na.receive(&encode(&hello), NOW, &a).expect("receive");

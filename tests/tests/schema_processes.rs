@@ -171,3 +171,67 @@ fn a_copied_folder_reidentified_is_a_device_of_its_own() {
         c.id
     );
 }
+
+/// A copied folder started beside the original (`cp -r`, then `sdsync run` on
+/// both): B hears two copies of A at once and tells the newer one (the copy:
+/// its database file is another) to stop. Its `sdsync run` exits with an error
+/// naming `sdsync reidentify`, its status says so, and it refuses to start
+/// again; A and B never stop syncing.
+#[test]
+fn a_copied_folder_running_beside_the_original_is_stopped() {
+    let (dir, mut a, mut b) = pair_of("copy-running");
+    a.start();
+    b.start();
+    a.app()
+        .exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
+    let app_b = b.app();
+    wait_for("t1 on B", SECS, || app_b.count("tags") == 1);
+    a.kill();
+    let copy_dir = dir.join("copy.sdlibrary");
+    let out = Command::new("cp")
+        .args(["-r"])
+        .arg(&a.dir)
+        .arg(&copy_dir)
+        .output()
+        .expect("cp -r");
+    assert!(out.status.success());
+    std::fs::remove_file(copy_dir.join("syncer.log")).expect("a log of its own");
+    a.start();
+    a.app()
+        .exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t2', 'two')");
+    wait_for("t2 on B", SECS, || app_b.count("tags") == 2);
+    let mut c = Device {
+        id: a.id.clone(),
+        dir: copy_dir,
+        addr: sdsync_tests::devices::free_port(),
+        syncer: None,
+    };
+    c.start();
+    let exited = |c: &mut Device| {
+        c.syncer
+            .as_mut()
+            .and_then(|s| s.try_wait().expect("wait"))
+            .is_some_and(|status| !status.success())
+    };
+    wait_for("the copy's syncer exits with an error", SECS, || {
+        exited(&mut c)
+    });
+    let log = |d: &Device| std::fs::read_to_string(d.dir.join("syncer.log")).unwrap_or_default();
+    assert!(log(&c).contains("sdsync reidentify"), "{}", log(&c));
+    assert!(status(&c).contains("STOPPED"), "{}", status(&c));
+    assert!(log(&b).contains("TwoCopies"), "{}", log(&b));
+    // A and B go on.
+    a.app()
+        .exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t3', 'three')");
+    wait_for("t3 on B", SECS, || app_b.count("tags") == 3);
+    // The copy does not start again unawares.
+    c.syncer = None;
+    c.start();
+    wait_for("the copy refuses to start", SECS, || exited(&mut c));
+    assert!(
+        log(&c).contains("a peer told this library folder to stop"),
+        "{}",
+        log(&c)
+    );
+    assert!(same(&a, &b));
+}

@@ -41,6 +41,22 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// This copy of the library folder must stop: `peer` hears another copy
+    /// running as this device at the same time (the daemon stops).
+    Stopped {
+        /// The peer that told.
+        peer: String,
+        /// Why, naming what to do.
+        reason: String,
+    },
+    /// `peer` runs from two copies of its library folder at once; the newer
+    /// copy was told to stop.
+    TwoCopies {
+        /// The device.
+        peer: String,
+        /// What happened, naming what to do.
+        reason: String,
+    },
     /// A peer refused us.
     RefusedBy {
         /// Peer.
@@ -138,6 +154,8 @@ impl Event {
                 | Self::ApplyFailed { .. }
                 | Self::DeadLetter { .. }
                 | Self::RefusedBy { .. }
+                | Self::Stopped { .. }
+                | Self::TwoCopies { .. }
         )
     }
 }

@@ -19,7 +19,7 @@ use crate::library::Change;
 use crate::proto::schema::TableLayout;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The most bytes of changes a page carries beyond its first change: a node
 /// never asks for more (its configured `page_bytes` is capped at this).
@@ -77,6 +77,9 @@ pub enum Payload {
         /// The tables the sender syncs, so both sides can name a mismatch
         /// (devices on different app versions; see `proto::schema`).
         schema: Vec<TableLayout>,
+        /// Which running copy of the sender's library folder this is, so a
+        /// peer hearing two at once can stop one (see `proto::node::copies`).
+        incarnation: Incarnation,
     },
     /// Asks for the changes of `origin` above sequence `after`.
     Pull {
@@ -105,6 +108,34 @@ pub enum Payload {
         /// Why.
         reason: String,
     },
+    /// The copy of the receiver's library folder running as `incarnation`
+    /// must stop: another copy runs as the same device (the receiver ignores
+    /// it when it is another incarnation; the sender tells every connection).
+    Stop {
+        /// The copy that must stop.
+        incarnation: Incarnation,
+        /// Why, naming what to do.
+        reason: String,
+    },
+}
+
+/// One running copy of a device's library folder: when it first ran from the
+/// file it runs from (a copied or moved database file is a new one), and a
+/// random number. Later copies compare greater. Zero: unknown (in-memory
+/// databases, simulations), never compared.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Incarnation {
+    /// Wall-clock milliseconds when this copy first ran.
+    pub since_ms: u64,
+    /// Random, so two copies started in the same millisecond differ.
+    pub id: u64,
+}
+
+impl Incarnation {
+    /// Whether this is the unknown incarnation.
+    pub fn is_unknown(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// What a device holds in quarantine of one origin: compact enough for every Hello.
@@ -192,6 +223,7 @@ mod tests {
                     count: 2,
                     reason: "UNIQUE constraint failed: tags.canonical_name".into(),
                 }],
+                incarnation: Incarnation { since_ms: 1, id: 2 },
                 schema: vec![TableLayout {
                     table: "tags".into(),
                     class: "shared".into(),
@@ -225,6 +257,10 @@ mod tests {
                 more: false,
             },
             Payload::Refused { reason: "x".into() },
+            Payload::Stop {
+                incarnation: Incarnation { since_ms: 3, id: 4 },
+                reason: "y".into(),
+            },
         ];
         for p in payloads {
             let env = Envelope::new("lib", "me", p);

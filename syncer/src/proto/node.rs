@@ -56,12 +56,13 @@ use sdsync_core::ids::MAX_SEQ;
 
 use crate::library::Change;
 use crate::proto::message::{
-    Envelope, MAX_PAGE_BYTES, PROTOCOL_VERSION, Payload, QuarantineSummary, decode,
+    Envelope, Incarnation, MAX_PAGE_BYTES, PROTOCOL_VERSION, Payload, QuarantineSummary, decode,
 };
 use crate::proto::store::{Store, StoreError};
 
 pub use crate::proto::event::{Event, Output};
 
+mod copies;
 mod pulls;
 mod reports;
 
@@ -151,6 +152,10 @@ pub struct Node {
     /// origin with an older clock was sent before those changes existed, so what
     /// it says the origin issued is stale, not a contradiction.
     newest: BTreeMap<String, i64>,
+    /// Which running copy of its folder this device is (`copies.rs`).
+    incarnation: Incarnation,
+    /// The incarnation each peer last ran as, and when it was last heard.
+    incarnations: BTreeMap<String, (Incarnation, u64)>,
 }
 
 type Out = Result<Vec<Output>, StoreError>;
@@ -172,6 +177,8 @@ impl Node {
             unverified: BTreeMap::new(),
             busy: BTreeMap::new(),
             newest: BTreeMap::new(),
+            incarnation: Incarnation::default(),
+            incarnations: BTreeMap::new(),
         }
     }
 
@@ -200,6 +207,7 @@ impl Node {
         }
         self.pulls.retain(|_, pending| pending.peer != peer);
         self.reclaiming.remove(peer);
+        self.forget_incarnation(peer);
     }
 
     /// The earliest time `tick` has something to do.
@@ -345,9 +353,14 @@ impl Node {
                 reply,
                 quarantined,
                 schema,
+                incarnation,
             } => {
+                let (mut out, go_on) = self.on_incarnation(&peer, incarnation, now);
+                if !go_on {
+                    return Ok(out);
+                }
                 self.on_quarantine_report(&peer, quarantined, store)?;
-                let mut out = self.on_hello(&peer, watermarks, hlc, reply, now, store)?;
+                out.extend(self.on_hello(&peer, watermarks, hlc, reply, now, store)?);
                 let refused = out
                     .iter()
                     .any(|o| matches!(o, Output::Event(Event::Refused { .. })));
@@ -373,6 +386,10 @@ impl Node {
                 now,
                 store,
             ),
+            Payload::Stop {
+                incarnation,
+                reason,
+            } => Ok(self.on_stop(&peer, incarnation, reason)),
             Payload::Refused { reason } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.refused = Some(reason.clone());
@@ -597,6 +614,7 @@ impl Node {
             reply,
             quarantined: store.quarantine_summary()?,
             schema: store.schema()?,
+            incarnation: self.incarnation,
         };
         Ok(self.send(peer, payload))
     }

@@ -36,7 +36,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::library::{Change, Library, LibraryError, apply_in, read_changes};
-use crate::proto::message::{QuarantineSummary, change_size};
+use crate::proto::message::{Incarnation, QuarantineSummary, change_size};
 use crate::proto::schema::TableLayout;
 use crate::proto::store::{Quarantined, Retried, Slice, Store, StoreError};
 
@@ -90,12 +90,35 @@ impl SqlStore {
             repaired_at: Cell::new(None),
         };
         store.restored.set(store.went_back()?);
-        if store.restored.get().is_none() {
-            store.note_clock()?;
-        } else {
-            store.clock_not_below_seen()?;
-        }
+        store.clock_not_below_seen()?;
+        store.note_clock()?;
         Ok(store)
+    }
+
+    /// Which running copy of the library folder this is: kept in `sync.db` with
+    /// the database file's device and inode, new when the file is another one
+    /// (copied or moved); unknown for a database without a file.
+    pub fn incarnation(&self, now_ms: u64) -> Result<Incarnation, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = std::fs::metadata(&self.lib.path) else {
+            return Ok(Incarnation::default());
+        };
+        Ok(syncdb::incarnation(
+            &self.sync,
+            (meta.dev(), meta.ino()),
+            now_ms,
+        )?)
+    }
+
+    /// Why this copy of the folder was told to stop, if it was (`sdsync run`
+    /// refuses to start it until it is re-identified or told to take over).
+    pub fn stopped(&self) -> Result<Option<String>, StoreError> {
+        Ok(syncdb::stopped(&self.sync)?)
+    }
+
+    /// Records that this copy was told to stop (`None`: clears it).
+    pub fn set_stopped(&self, reason: Option<&str>) -> Result<(), StoreError> {
+        Ok(syncdb::set_stopped(&self.sync, reason)?)
     }
 
     /// The same library and `sync.db`, opened again as a restarted syncer would
@@ -145,8 +168,13 @@ impl SqlStore {
 
     /// Records the local sequence and clock when the sequence moved (the daemon
     /// calls it after every commit it notices and when it stops, so a restore
-    /// made while the syncer is stopped is told apart).
+    /// made while the syncer is stopped is told apart). Not while a restore
+    /// is being dealt with: the record is its evidence, and a restart before
+    /// the renumbering must find it again.
     pub fn note_clock(&self) -> Result<(), StoreError> {
+        if self.restored.get().is_some() {
+            return Ok(());
+        }
         let (seq, hlc): (i64, i64) = self.sql(self.lib.conn.query_row(
             "SELECT seq, hlc FROM sdsync_clock",
             [],
@@ -220,9 +248,7 @@ impl Store for SqlStore {
     }
 
     fn watermarks(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        if self.restored.get().is_none() {
-            self.note_clock()?;
-        }
+        self.note_clock()?;
         self.sql(marks::effective(&self.lib.conn, &self.me))
     }
 

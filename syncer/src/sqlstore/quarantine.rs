@@ -137,15 +137,19 @@ pub fn apply_each<'c>(
     Ok((applied, quarantined))
 }
 
-/// Drops quarantined copies of changes that have now applied.
+/// Drops quarantined copies of changes that have now applied: the same
+/// `(origin, seq)`, or the same `(origin, HLC)` under another number (its
+/// origin renumbered it after a restore; the old number may even have been
+/// issued again for another change, so the old copy would never apply).
 pub fn release(tx: &Connection, applied: &[&Change]) -> rusqlite::Result<()> {
     if is_empty(tx)? {
         return Ok(());
     }
-    let mut stmt =
-        tx.prepare_cached("DELETE FROM sdsync_quarantine WHERE origin = ?1 AND seq = ?2")?;
+    let mut stmt = tx.prepare_cached(
+        "DELETE FROM sdsync_quarantine WHERE origin = ?1 AND (seq = ?2 OR hlc = ?3)",
+    )?;
     for c in applied {
-        stmt.execute(params![c.origin, c.seq])?;
+        stmt.execute(params![c.origin, c.seq, c.hlc])?;
     }
     Ok(())
 }

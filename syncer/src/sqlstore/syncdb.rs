@@ -14,7 +14,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::proto::message::QuarantineSummary;
+use crate::proto::message::{Incarnation, QuarantineSummary};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS dead_letters(
@@ -29,6 +29,10 @@ CREATE TABLE IF NOT EXISTS peer_quarantine(
   PRIMARY KEY (peer, origin));
 CREATE TABLE IF NOT EXISTS reported(origin TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS reclaim(peer TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS incarnation(
+  file_dev INTEGER NOT NULL, file_ino INTEGER NOT NULL, since_ms INTEGER NOT NULL, id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS stopped(
+  reason TEXT NOT NULL, at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));
 CREATE TABLE IF NOT EXISTS own_clock(
   device TEXT PRIMARY KEY, seq INTEGER NOT NULL, hlc INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS peer_schema(
@@ -238,4 +242,59 @@ pub fn set_reclaim(conn: &Connection, peers: &[String]) -> rusqlite::Result<()> 
 pub fn reclaimed(conn: &Connection, peer: &str) -> rusqlite::Result<()> {
     conn.execute("DELETE FROM reclaim WHERE peer = ?1", [peer])
         .map(|_| ())
+}
+
+/// Which running copy of the library folder this is (see
+/// `proto::node::copies`): the one recorded for the database file `(dev, ino)`,
+/// or a new one (a copied or moved file) started at `now_ms`.
+pub fn incarnation(
+    conn: &Connection,
+    file: (u64, u64),
+    now_ms: u64,
+) -> rusqlite::Result<Incarnation> {
+    let (dev, ino) = (file.0 as i64, file.1 as i64);
+    let held: Option<(i64, i64)> = conn
+        .query_row(
+            "SELECT since_ms, id FROM incarnation WHERE file_dev = ?1 AND file_ino = ?2",
+            params![dev, ino],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((since, id)) = held {
+        return Ok(Incarnation {
+            since_ms: since as u64,
+            id: id as u64,
+        });
+    }
+    let tx = conn.unchecked_transaction()?;
+    tx.execute("DELETE FROM incarnation", [])?;
+    let id: i64 = tx.query_row(
+        "INSERT INTO incarnation(file_dev, file_ino, since_ms, id) VALUES (?1, ?2, ?3, random()) RETURNING id",
+        params![dev, ino, now_ms as i64],
+        |r| r.get(0),
+    )?;
+    tx.commit()?;
+    Ok(Incarnation {
+        since_ms: now_ms,
+        id: id as u64,
+    })
+}
+
+/// Why this copy of the folder was told to stop, if it was.
+pub fn stopped(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT reason || ' (' || at || ')' FROM stopped", [], |r| {
+        r.get(0)
+    })
+    .optional()
+}
+
+/// Records that this copy was told to stop (replacing an older record), or
+/// with `None` clears it.
+pub fn set_stopped(conn: &Connection, reason: Option<&str>) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute("DELETE FROM stopped", [])?;
+    if let Some(reason) = reason {
+        tx.execute("INSERT INTO stopped(reason) VALUES (?1)", [reason])?;
+    }
+    tx.commit()
 }

@@ -311,6 +311,7 @@ impl Engine {
     fn apply_one(&mut self, change: &Change, v: &Version) -> Result<Vec<RowRef>, ChangeError> {
         let spec = change.table.clone();
         let (state, rid) = self.state(&spec, &change.pk)?;
+        let state = self.adopt_number(&spec, &change.pk, state, rid, v)?;
         let state = self.claim(change, state, rid)?;
         match change.op {
             Op::Delete => self.delete(&spec, &change.pk, &state, rid, v),

@@ -146,6 +146,63 @@ impl Engine {
         Ok((RowState::Alive(normalize(groups)), Some(rid)))
     }
 
+    /// A change this row holds already (same origin and HLC) under a higher
+    /// sequence number: its origin renumbered it (after a restore). The row
+    /// takes the new number, so it serves the change to devices whose
+    /// watermarks cover only the old one (they may lack it: the restored
+    /// origin reused that number); an older number arriving changes nothing.
+    /// Returns the state with the numbers it now holds.
+    pub(super) fn adopt_number(
+        &mut self,
+        spec: &TableSpec,
+        pk: &Value,
+        state: RowState,
+        rid: Option<i64>,
+        v: &Version,
+    ) -> Result<RowState, SqlError> {
+        let renumbered = |w: &Version| w.same_as(v) && w.seq < v.seq;
+        let params = |key: Value| {
+            [
+                Value::Integer(spec.id),
+                key,
+                Value::Integer(v.hlc as i64),
+                Value::Integer(v.seq),
+            ]
+        };
+        match state {
+            RowState::Alive(mut groups) if groups.iter().any(|g| renumbered(&g.version)) => {
+                let Some(rid) = rid else {
+                    return Ok(RowState::Alive(groups));
+                };
+                let origin = self.origin_id(v)?;
+                let mut p = params(Value::Integer(rid)).to_vec();
+                p.push(Value::Integer(origin));
+                self.run(
+                    "UPDATE sdsync_versions SET seq = ?4 \
+                     WHERE tbl = ?1 AND rid = ?2 AND origin = ?5 AND hlc = ?3 AND seq < ?4",
+                    &p,
+                )?;
+                for g in groups.iter_mut().filter(|g| renumbered(&g.version)) {
+                    g.version.seq = v.seq;
+                }
+                Ok(RowState::Alive(groups))
+            }
+            RowState::Dead(mut t) if renumbered(&t) => {
+                let origin = self.origin_id(v)?;
+                let mut p = params(pk.clone()).to_vec();
+                p.push(Value::Integer(origin));
+                self.run(
+                    "UPDATE sdsync_tombstones SET seq = ?4 \
+                     WHERE tbl = ?1 AND pk = ?2 AND origin = ?5 AND hlc = ?3 AND seq < ?4",
+                    &p,
+                )?;
+                t.seq = v.seq;
+                Ok(RowState::Dead(t))
+            }
+            other => Ok(other),
+        }
+    }
+
     pub(super) fn tombstone(
         &mut self,
         spec: &TableSpec,
