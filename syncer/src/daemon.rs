@@ -175,6 +175,7 @@ impl Daemon {
             tracing::warn!(device = %self.me, error = %e, "recording the clock in sync.db");
         }
         self.link.close();
+        self.link.closed(Duration::from_secs(1)).await;
         self.stop_reason
     }
 

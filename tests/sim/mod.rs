@@ -179,11 +179,11 @@ struct Sim {
 
 /// Runs one seed with `n` devices; `Err` explains what broke.
 pub fn run(seed: u64, n: usize) -> Result<Report, String> {
-    run_model(seed, n, false)
+    run_model(seed, n, true)
 }
 
 /// Runs one seed with `n` devices, with or without restores from backups
-/// (`restore.rs`; not yet part of the default model: see the README).
+/// (`restore.rs`; without is the model of the long runs before them).
 pub fn run_model(seed: u64, n: usize, restores: bool) -> Result<Report, String> {
     let ext = sdsync_syncer::library::extension_path(None).map_err(|e| e.to_string())?;
     let mut rng = Rng::new(seed);

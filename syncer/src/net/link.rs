@@ -139,6 +139,13 @@ impl Link {
         self.endpoint.close(0u32.into(), b"shutting down");
     }
 
+    /// Waits (at most `limit`) until the peers were told the connections
+    /// closed, so they see this device go at once rather than after the idle
+    /// timeout (a restarted copy of this folder is not taken for a second one).
+    pub async fn closed(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.endpoint.wait_idle()).await;
+    }
+
     fn accept_loop(&self) {
         let (endpoint, pins, tx) = (
             self.endpoint.clone(),

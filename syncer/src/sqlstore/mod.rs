@@ -96,18 +96,16 @@ impl SqlStore {
     }
 
     /// Which running copy of the library folder this is: kept in `sync.db` with
-    /// the database file's device and inode, new when the file is another one
-    /// (copied or moved); unknown for a database without a file.
+    /// the database file's inode, new when the file is another one (copied, or
+    /// moved to another file system); unknown for a database without a file.
+    /// The device number is not part of it: it can change across mounts
+    /// (container layers) for the same file.
     pub fn incarnation(&self, now_ms: u64) -> Result<Incarnation, StoreError> {
         use std::os::unix::fs::MetadataExt;
         let Ok(meta) = std::fs::metadata(&self.lib.path) else {
             return Ok(Incarnation::default());
         };
-        Ok(syncdb::incarnation(
-            &self.sync,
-            (meta.dev(), meta.ino()),
-            now_ms,
-        )?)
+        Ok(syncdb::incarnation(&self.sync, meta.ino(), now_ms)?)
     }
 
     /// Why this copy of the folder was told to stop, if it was (`sdsync run`
@@ -156,12 +154,15 @@ impl SqlStore {
     /// recorded. What apps wrote between the restore and this start may have
     /// reused some, when the lost changes were ahead of the wall clock.
     fn clock_not_below_seen(&self) -> Result<(), StoreError> {
-        if let Some((_, hlc)) = syncdb::own_clock(&self.sync, &self.me)? {
-            self.sql(
-                self.lib
-                    .conn
-                    .execute("UPDATE sdsync_clock SET hlc = ?1 WHERE hlc < ?1", [hlc]),
-            )?;
+        let Some((_, seen)) = syncdb::own_clock(&self.sync, &self.me)? else {
+            return Ok(());
+        };
+        let conn = &self.lib.conn;
+        let now: i64 =
+            self.sql(conn.query_row("SELECT hlc FROM sdsync_clock", [], |r| r.get(0)))?;
+        // Only then a write (and the write lock an app may hold).
+        if now < seen {
+            self.sql(conn.execute("UPDATE sdsync_clock SET hlc = ?1 WHERE hlc < ?1", [seen]))?;
         }
         Ok(())
     }

@@ -137,19 +137,15 @@ pub fn apply_each<'c>(
     Ok((applied, quarantined))
 }
 
-/// Drops quarantined copies of changes that have now applied: the same
-/// `(origin, seq)`, or the same `(origin, HLC)` under another number (its
-/// origin renumbered it after a restore; the old number may even have been
-/// issued again for another change, so the old copy would never apply).
+/// Drops quarantined copies of changes that have now applied.
 pub fn release(tx: &Connection, applied: &[&Change]) -> rusqlite::Result<()> {
     if is_empty(tx)? {
         return Ok(());
     }
-    let mut stmt = tx.prepare_cached(
-        "DELETE FROM sdsync_quarantine WHERE origin = ?1 AND (seq = ?2 OR hlc = ?3)",
-    )?;
+    let mut stmt =
+        tx.prepare_cached("DELETE FROM sdsync_quarantine WHERE origin = ?1 AND seq = ?2")?;
     for c in applied {
-        stmt.execute(params![c.origin, c.seq, c.hlc])?;
+        stmt.execute(params![c.origin, c.seq])?;
     }
     Ok(())
 }

@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS peer_quarantine(
 CREATE TABLE IF NOT EXISTS reported(origin TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS reclaim(peer TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS incarnation(
-  file_dev INTEGER NOT NULL, file_ino INTEGER NOT NULL, since_ms INTEGER NOT NULL, id INTEGER NOT NULL);
+  file_ino INTEGER NOT NULL, since_ms INTEGER NOT NULL, id INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS stopped(
   reason TEXT NOT NULL, at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));
 CREATE TABLE IF NOT EXISTS own_clock(
@@ -245,18 +245,14 @@ pub fn reclaimed(conn: &Connection, peer: &str) -> rusqlite::Result<()> {
 }
 
 /// Which running copy of the library folder this is (see
-/// `proto::node::copies`): the one recorded for the database file `(dev, ino)`,
-/// or a new one (a copied or moved file) started at `now_ms`.
-pub fn incarnation(
-    conn: &Connection,
-    file: (u64, u64),
-    now_ms: u64,
-) -> rusqlite::Result<Incarnation> {
-    let (dev, ino) = (file.0 as i64, file.1 as i64);
+/// `proto::node::copies`): the one recorded for the database file's inode
+/// `ino`, or a new one (a copied or moved file) started at `now_ms`.
+pub fn incarnation(conn: &Connection, ino: u64, now_ms: u64) -> rusqlite::Result<Incarnation> {
+    let ino = ino as i64;
     let held: Option<(i64, i64)> = conn
         .query_row(
-            "SELECT since_ms, id FROM incarnation WHERE file_dev = ?1 AND file_ino = ?2",
-            params![dev, ino],
+            "SELECT since_ms, id FROM incarnation WHERE file_ino = ?1",
+            params![ino],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
@@ -269,8 +265,8 @@ pub fn incarnation(
     let tx = conn.unchecked_transaction()?;
     tx.execute("DELETE FROM incarnation", [])?;
     let id: i64 = tx.query_row(
-        "INSERT INTO incarnation(file_dev, file_ino, since_ms, id) VALUES (?1, ?2, ?3, random()) RETURNING id",
-        params![dev, ino, now_ms as i64],
+        "INSERT INTO incarnation(file_ino, since_ms, id) VALUES (?1, ?2, random()) RETURNING id",
+        params![ino, now_ms as i64],
         |r| r.get(0),
     )?;
     tx.commit()?;

@@ -172,17 +172,40 @@ impl Engine {
 
     /// Applies a parsed change and wakes what waited for it.
     fn apply_parsed(&mut self, change: &Change) -> Result<(), ChangeError> {
-        let version = Version {
+        let origin_id = self.known_origin(&change.origin)?.unwrap_or(0);
+        let mut version = Version {
             hlc: change.hlc.as_i64() as u64,
-            origin_id: self.known_origin(&change.origin)?.unwrap_or(0),
+            origin_id,
             origin: change.origin.clone(),
             seq: change.seq,
         };
         self.incoming_hlc = version.hlc;
-        self.check_fork(change, &version)?;
+        if origin_id != 0 && self.local_origin == Some(origin_id) {
+            if self.would_write(change, &version)? {
+                version.seq = self.reissue(change.seq)?;
+            }
+        } else {
+            self.check_fork(change, &version)?;
+        }
         let woke = self.apply_one(change, &version)?;
         self.wake(woke)?;
         self.raise_clock(&version)
+    }
+
+    /// A change of this device's own origin that apply writes here (taken
+    /// back from a peer after a restore, or a quarantined or kept one of those
+    /// retried) is issued again under the next local sequence number, above
+    /// its old one: peers whose watermarks cover its old number may lack it
+    /// (the restored device may have reused that number), and they take the
+    /// new one. Its HLC stays, so devices that hold it skip it. One it does not
+    /// write (held already, or older than what the row holds) keeps its number,
+    /// so taking changes back settles. Returns the number.
+    fn reissue(&mut self, old: i64) -> Result<i64, ChangeError> {
+        let stmt = self.stmt("UPDATE sdsync_clock SET seq = max(seq, ?1) + 1 RETURNING seq")?;
+        stmt.bind_all(&[Value::Integer(old)])?;
+        let seq = if stmt.step()? { stmt.int(0) } else { 0 };
+        stmt.reset();
+        Ok(seq)
     }
 
     /// Reloads the catalog and drops cached statements after any schema change;
@@ -305,6 +328,42 @@ impl Engine {
             ],
         )?;
         Ok(())
+    }
+
+    /// Whether applying the change writes anything to the row as it is (a
+    /// piece already parked here counts as held).
+    fn would_write(&mut self, change: &Change, v: &Version) -> Result<bool, ChangeError> {
+        let (state, _) = self.state(&change.table, &change.pk)?;
+        Ok(match change.op {
+            Op::Delete => !matches!(plan_delete(&state, v), Delete::Ignore),
+            Op::Upsert => match (plan_upsert(&state, change.mask, v), &state) {
+                (Upsert::Ignore, _) => false,
+                // An owned row takes only its owner's newest version.
+                (Upsert::Write(_), RowState::Alive(groups))
+                    if change.table.class == Class::Owned =>
+                {
+                    !groups.iter().any(|g| g.version.beats(v))
+                }
+                (Upsert::Park, _) => !self.parked_here(change, v)?,
+                _ => true,
+            },
+        })
+    }
+
+    fn parked_here(&mut self, change: &Change, v: &Version) -> Result<bool, SqlError> {
+        let stmt = self.stmt(
+            "SELECT EXISTS (SELECT 1 FROM sdsync_parked \
+             WHERE tbl = ?1 AND pk = ?2 AND origin = ?3 AND hlc = ?4)",
+        )?;
+        stmt.bind_all(&[
+            Value::Integer(change.table.id),
+            change.pk.clone(),
+            Value::Integer(v.origin_id),
+            Value::Integer(v.hlc as i64),
+        ])?;
+        let held = stmt.step()? && stmt.int(0) != 0;
+        stmt.reset();
+        Ok(held)
     }
 
     /// Merges one change; returns the rows that came into existence.

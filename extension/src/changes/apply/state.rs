@@ -39,7 +39,10 @@ impl Engine {
     /// Refuses a change whose origin already issued its sequence number for
     /// another change (another HLC) here: two devices write as that origin
     /// (a copied library folder), and one's changes would hide the other's.
-    /// Refused, it is quarantined by the syncer and shown on both sides.
+    /// Refused, it is quarantined by the syncer and shown on both sides. Not
+    /// when a change of that origin with this very HLC is held: the origin was
+    /// restored and renumbered it, and this is its old copy (quarantined
+    /// earlier, or forwarded late), which merges as usual.
     pub(super) fn check_fork(&mut self, change: &Change, v: &Version) -> Result<(), ChangeError> {
         if v.origin_id == 0 {
             return Ok(());
@@ -61,19 +64,34 @@ impl Engine {
             }
         }
         match held {
-            Some(hlc) if hlc as u64 != v.hlc => Err(ChangeError::IssuedTwice {
-                origin: v.origin.clone(),
-                seq: v.seq,
-                which: format!(
-                    "HLC {} here, {} in this change to {} row {}",
-                    Hlc::from_i64(hlc).unwrap_or_default(),
-                    change.hlc,
-                    change.table.name,
-                    change.pk_text()
-                ),
-            }),
+            Some(hlc) if hlc as u64 != v.hlc && !self.holds_hlc(v)? => {
+                Err(ChangeError::IssuedTwice {
+                    origin: v.origin.clone(),
+                    seq: v.seq,
+                    which: format!(
+                        "HLC {} here, {} in this change to {} row {}",
+                        Hlc::from_i64(hlc).unwrap_or_default(),
+                        change.hlc,
+                        change.table.name,
+                        change.pk_text()
+                    ),
+                })
+            }
             _ => Ok(()),
         }
+    }
+
+    /// Whether a change of `v`'s origin with `v`'s HLC is held (only asked on
+    /// a sequence conflict, so the scan of that origin's rows is rare).
+    fn holds_hlc(&mut self, v: &Version) -> Result<bool, SqlError> {
+        let stmt = self.stmt(
+            "SELECT EXISTS (SELECT 1 FROM sdsync_versions WHERE origin = ?1 AND hlc = ?2) \
+                 OR EXISTS (SELECT 1 FROM sdsync_tombstones WHERE origin = ?1 AND hlc = ?2)",
+        )?;
+        stmt.bind_all(&[Value::Integer(v.origin_id), Value::Integer(v.hlc as i64)])?;
+        let held = stmt.step()? && stmt.int(0) != 0;
+        stmt.reset();
+        Ok(held)
     }
 
     /// The local id of a version's origin, creating the origin row on first use.

@@ -10,7 +10,7 @@
 //!
 //! Every running copy has an [`Incarnation`]: when it first ran from the file
 //! it runs from (the syncer keeps it in `sync.db` with the database file's
-//! device and inode, so a copied or moved file starts a new one) and a random
+//! inode, so a copied or moved file starts a new one) and a random
 //! number. A peer remembers the incarnation it last heard from each device; a
 //! Hello from another one while the first is still heard from (within three
 //! Hello intervals, and still connected) means two copies run at once. The

@@ -158,20 +158,12 @@ impl Node {
         held.saturating_add(RESTORE_GAP)
     }
 
-    /// This device took its own changes back from `peer`: some may have been
-    /// ones other peers lack although their watermarks cover them (changes it
-    /// lost that only `peer` held), so its current changes are renumbered once
-    /// more and every peer takes what it lacks.
+    /// This device took its own changes back from `peer` (applying them
+    /// issued each again under a new number, so peers whose watermarks cover
+    /// the old one take it too).
     pub(super) fn reclaimed(&mut self, peer: &str, store: &dyn Store) -> Result<(), StoreError> {
         self.reclaiming.remove(peer);
-        store.reclaimed(peer)?;
-        let floor = store
-            .watermarks()?
-            .into_iter()
-            .find(|(o, _)| *o == self.me)
-            .map_or(0, |(_, s)| s);
-        store.restamp(self.above_claims(floor), 0)?;
-        Ok(())
+        store.reclaimed(peer)
     }
 
     /// After a restore, takes this device's own changes back from `peer` if it
