@@ -13,6 +13,17 @@ fn status(d: &Device) -> String {
     cli(&["status", d.dir.to_str().expect("utf-8")])
 }
 
+/// `cp -r FROM TO`, as a user copies a library folder.
+fn copy_folder(from: &std::path::Path, to: &std::path::Path) {
+    let out = Command::new("cp")
+        .args(["-r"])
+        .arg(from)
+        .arg(to)
+        .output()
+        .expect("cp -r");
+    assert!(out.status.success(), "{out:?}");
+}
+
 fn same(a: &Device, b: &Device) -> bool {
     a.app().digest() == b.app().digest()
 }
@@ -133,13 +144,7 @@ fn a_copied_folder_reidentified_is_a_device_of_its_own() {
     a.app()
         .exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
     let copy_dir = dir.join("copy.sdlibrary");
-    let out = Command::new("cp")
-        .args(["-r"])
-        .arg(&a.dir)
-        .arg(&copy_dir)
-        .output()
-        .expect("cp -r");
-    assert!(out.status.success());
+    copy_folder(&a.dir, &copy_dir);
     let said = cli(&["reidentify", copy_dir.to_str().expect("utf-8")]);
     assert!(said.contains("new certificate"), "{said}");
     let mut c = Device {
@@ -188,13 +193,7 @@ fn a_copied_folder_running_beside_the_original_is_stopped() {
     wait_for("t1 on B", SECS, || app_b.count("tags") == 1);
     a.kill();
     let copy_dir = dir.join("copy.sdlibrary");
-    let out = Command::new("cp")
-        .args(["-r"])
-        .arg(&a.dir)
-        .arg(&copy_dir)
-        .output()
-        .expect("cp -r");
-    assert!(out.status.success());
+    copy_folder(&a.dir, &copy_dir);
     std::fs::remove_file(copy_dir.join("syncer.log")).expect("a log of its own");
     a.start();
     a.app()

@@ -15,8 +15,11 @@ use sdsync_tests::sim;
 /// Seeds that ever failed; they run on every test run.
 /// (3, 4, 11, 12, 13, 15, 19, 20, 34, 40: cascades during apply and parked changes
 /// waiting for rows the app re-created; 3408: a child moved away from a deleted
-/// parent; 5856: a stale Hello taken for a forged watermark; see the README.)
-const REGRESSIONS: &[u64] = &[3, 4, 11, 12, 13, 15, 19, 20, 34, 40, 3408, 5856];
+/// parent; 5856: a stale Hello taken for a forged watermark; 9, 22, 41, 67,
+/// 132, 184, 372, 525, 634: restores; see the README.)
+const REGRESSIONS: &[u64] = &[
+    3, 4, 9, 11, 12, 13, 15, 19, 20, 22, 34, 40, 41, 67, 132, 184, 372, 525, 634, 3408, 5856,
+];
 
 fn restores() -> bool {
     env("SDSYNC_SIM_RESTORES", 1) == 1

@@ -179,26 +179,17 @@ impl Engine {
         v: &Version,
     ) -> Result<RowState, SqlError> {
         let renumbered = |w: &Version| w.same_as(v) && w.seq < v.seq;
-        let params = |key: Value| {
-            [
-                Value::Integer(spec.id),
-                key,
-                Value::Integer(v.hlc as i64),
-                Value::Integer(v.seq),
-            ]
-        };
         match state {
             RowState::Alive(mut groups) if groups.iter().any(|g| renumbered(&g.version)) => {
                 let Some(rid) = rid else {
                     return Ok(RowState::Alive(groups));
                 };
-                let origin = self.origin_id(v)?;
-                let mut p = params(Value::Integer(rid)).to_vec();
-                p.push(Value::Integer(origin));
-                self.run(
+                self.take_number(
                     "UPDATE sdsync_versions SET seq = ?4 \
                      WHERE tbl = ?1 AND rid = ?2 AND origin = ?5 AND hlc = ?3 AND seq < ?4",
-                    &p,
+                    spec,
+                    Value::Integer(rid),
+                    v,
                 )?;
                 for g in groups.iter_mut().filter(|g| renumbered(&g.version)) {
                     g.version.seq = v.seq;
@@ -206,19 +197,39 @@ impl Engine {
                 Ok(RowState::Alive(groups))
             }
             RowState::Dead(mut t) if renumbered(&t) => {
-                let origin = self.origin_id(v)?;
-                let mut p = params(pk.clone()).to_vec();
-                p.push(Value::Integer(origin));
-                self.run(
+                self.take_number(
                     "UPDATE sdsync_tombstones SET seq = ?4 \
                      WHERE tbl = ?1 AND pk = ?2 AND origin = ?5 AND hlc = ?3 AND seq < ?4",
-                    &p,
+                    spec,
+                    pk.clone(),
+                    v,
                 )?;
                 t.seq = v.seq;
                 Ok(RowState::Dead(t))
             }
             other => Ok(other),
         }
+    }
+
+    /// Runs `sql` (one of [`Engine::adopt_number`]'s) for the row `key`.
+    fn take_number(
+        &mut self,
+        sql: &'static str,
+        spec: &TableSpec,
+        key: Value,
+        v: &Version,
+    ) -> Result<(), SqlError> {
+        let origin = self.origin_id(v)?;
+        self.run(
+            sql,
+            &[
+                Value::Integer(spec.id),
+                key,
+                Value::Integer(v.hlc as i64),
+                Value::Integer(v.seq),
+                Value::Integer(origin),
+            ],
+        )
     }
 
     pub(super) fn tombstone(
