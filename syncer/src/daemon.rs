@@ -292,11 +292,7 @@ impl Daemon {
             }
         }
     }
-}
 
-/// Changes whenever another connection commits to the library. Polled every
-/// few milliseconds, so the statement is prepared once and cached.
-impl Daemon {
     /// A peer told this copy of the folder to stop: record it and end the loop.
     fn stop(&mut self, peer: &str, reason: &str) {
         tracing::error!(device = %self.me, %peer, %reason, "stopping: another copy of this library folder runs as this device");
@@ -307,6 +303,8 @@ impl Daemon {
     }
 }
 
+/// Changes whenever another connection commits to the library. Polled every
+/// few milliseconds, so the statement is prepared once and cached.
 fn data_version(store: &SqlStore) -> Result<i64, StoreError> {
     let conn = &store.lib.conn;
     store.sql(

@@ -65,20 +65,13 @@ impl Sim {
                 .query_row("SELECT count(*) FROM sdsync_quarantine", [], |r| r.get(0))
                 .map_err(|e| e.to_string())?;
             if held != 0 {
-                let what: Vec<String> = d
-                    .store
-                    .lib
-                    .conn
-                    .prepare("SELECT origin || ' seq ' || seq || ': ' || reason || ' ' || change FROM sdsync_quarantine")
-                    .and_then(|mut st| st.query_map([], |r| r.get(0)).and_then(|r| r.collect()))
-                    .unwrap_or_default();
-                let pks: Vec<String> = d
-                    .store
-                    .lib
-                    .conn
-                    .prepare("SELECT DISTINCT pk FROM sdsync_quarantine")
-                    .and_then(|mut st| st.query_map([], |r| r.get(0)).and_then(|r| r.collect()))
-                    .unwrap_or_default();
+                let conn = &d.store.lib.conn;
+                let what = rows_of(
+                    conn,
+                    "SELECT origin || ' seq ' || seq || ': ' || reason || ' ' || change FROM sdsync_quarantine",
+                    None,
+                );
+                let pks = rows_of(conn, "SELECT DISTINCT pk FROM sdsync_quarantine", None);
                 let histories: Vec<String> = pks
                     .iter()
                     .flat_map(|pk| {
