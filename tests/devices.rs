@@ -164,3 +164,37 @@ pub fn pair_of(name: &str) -> (PathBuf, Device, Device) {
     b.pair(&a);
     (dir, a, b)
 }
+
+/// CPU seconds and peak RSS of a running syncer, from /proc.
+pub fn usage(d: &Device) -> String {
+    let Some(child) = &d.syncer else {
+        return "not running".into();
+    };
+    let pid = child.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?")
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("?")
+        .to_string();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which ends with ')'): utime is 14th, stime 15th overall.
+    let rest: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        rest.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    format!(
+        "CPU {cpu:.1} s, peak RSS {:.1} MB",
+        hwm.parse::<f64>().unwrap_or(0.0) / 1024.0
+    )
+}

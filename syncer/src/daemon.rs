@@ -19,8 +19,9 @@
 //! a frame or a link going up or down (from the [`Link`]), a timer the node asked
 //! for, or a commit by anyone else on the library, noticed by polling
 //! `PRAGMA data_version` every few milliseconds (a header read, no I/O when
-//! nothing changed). The node's answers go out as frames; sends that fail are
-//! logged and left to the protocol (pulls are retried; pushes may be lost).
+//! nothing changed). The node's answers go out as frames, in order per
+//! connection; sends that fail are logged and left to the protocol (pulls are
+//! retried; pushes may be lost).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,7 +33,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::net::NetError;
 use crate::net::identity::Identity;
-use crate::net::link::{Inbound, Link, send};
+use crate::net::link::{Conn, Inbound, Link};
 use crate::net::tls::Pins;
 use crate::proto::message::{Payload, encode};
 use crate::proto::node::{Config, Event, Node, Output};
@@ -84,7 +85,7 @@ pub struct Daemon {
     directory: Directory,
     /// Open connections per peer, newest last (sends use the newest; two
     /// copies of one device's folder each have their own).
-    conns: BTreeMap<String, Vec<quinn::Connection>>,
+    conns: BTreeMap<String, Vec<Conn>>,
     /// Redial rounds each unconnected peer has waited.
     waited: BTreeMap<String, u32>,
     data_version: i64,
@@ -156,7 +157,13 @@ impl Daemon {
             let timer = tokio::time::sleep(Duration::from_millis(due));
             tokio::select! {
                 event = self.inbound.recv() => match event {
-                    Some(event) => self.on_inbound(event),
+                    Some(event) => {
+                        self.on_inbound(event);
+                        // Let the connections' writers send what this produced
+                        // (acknowledgements, the next page) before the next
+                        // frame is applied: the peer reads ahead meanwhile.
+                        tokio::task::yield_now().await;
+                    }
                     None => break,
                 },
                 _ = timer => {
@@ -197,7 +204,7 @@ impl Daemon {
                 let Some(open) = self.conns.get_mut(&peer) else {
                     return;
                 };
-                open.retain(|c| c.stable_id() != id);
+                open.retain(|c| c.id() != id);
                 if open.is_empty() {
                     tracing::info!(device = %self.me, %peer, %reason, "link down");
                     self.conns.remove(&peer);
@@ -266,13 +273,9 @@ impl Daemon {
                         _ => open.last().map(std::slice::from_ref).unwrap_or_default(),
                     };
                     let bytes = encode(&env);
+                    tracing::trace!(device = %self.me, %to, payload = %env.payload.kind(), "send");
                     for conn in targets {
-                        let (conn, to, bytes) = (conn.clone(), to.clone(), bytes.clone());
-                        tokio::spawn(async move {
-                            if let Err(e) = send(&conn, &to, bytes).await {
-                                tracing::debug!(error = %e, "send");
-                            }
-                        });
+                        conn.send(bytes.clone());
                     }
                 }
 

@@ -196,7 +196,7 @@ pub fn run_model(seed: u64, n: usize, restores: bool) -> Result<Report, String> 
         max_attempts: 4,
         horizon_ms: 60_000,
         max_drift_ms: 300_000,
-        push_pages: 2,
+        window: 2,
     };
     let mut devices = Vec::new();
     for i in 0..n {
@@ -351,6 +351,13 @@ impl Sim {
                     self.report.sent += 1;
                     if matches!(env.payload, Payload::Pull { .. } | Payload::Page { .. }) {
                         self.report.data_msgs += 1;
+                    }
+                    if std::env::var_os("SDSYNC_SIM_SENDS").is_some() {
+                        self.trace.push(format!(
+                            "t={} d{from}->d{to}: {}",
+                            self.now,
+                            env.payload.kind()
+                        ));
                     }
                     let bytes = encode(&env);
                     if self.faults && self.rng.chance(5) {

@@ -139,11 +139,12 @@ fn backfill_pages_resume_from_the_watermark_after_a_crash() {
     a.lib.exec("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 25) INSERT INTO tags(uuid, canonical_name) SELECT 't' || i, 'n' || i FROM n").unwrap();
     let cfg = Config {
         page_rows: 10,
+        window: 2,
         ..Config::default()
     };
     let mut na = node(&a, &idb, cfg.clone());
     let mut nb = node(&b, &ida, cfg.clone());
-    // A says hello; B pulls; A answers with the first page of 10.
+    // A says hello; B pulls; A answers with a window of two pages of 10.
     let hello = sends(&na.connect(&idb, NOW, &a).unwrap()).remove(0);
     let pulls = sends(&nb.receive(&encode(&hello), NOW, &b).unwrap());
     let pull = pulls
@@ -158,11 +159,32 @@ fn backfill_pages_resume_from_the_watermark_after_a_crash() {
             after: 0
         }
     );
-    let page = sends(&na.receive(&encode(&pull), NOW, &a).unwrap()).remove(0);
+    let pages = sends(&na.receive(&encode(&pull), NOW, &a).unwrap());
+    assert_eq!(pages.len(), 2, "the window");
+    let page = pages[0].clone();
     assert!(
         matches!(&page.payload, Payload::Page { changes, more: true, complete_to: 10, .. } if changes.len() == 10)
     );
-    nb.receive(&encode(&page), NOW, &b).unwrap();
+    assert!(matches!(
+        &pages[1].payload,
+        Payload::Page {
+            after: 10,
+            complete_to: 20,
+            ..
+        }
+    ));
+    // B applies the first page and acknowledges it; no new pull (the stream goes on).
+    let answer = sends(&nb.receive(&encode(&page), NOW, &b).unwrap());
+    assert!(
+        matches!(
+            &answer[..],
+            [Envelope {
+                payload: Payload::Ack { to: 10, .. },
+                ..
+            }]
+        ),
+        "{answer:?}"
+    );
     assert_eq!(
         b.watermarks()
             .unwrap()
@@ -185,20 +207,17 @@ fn backfill_pages_resume_from_the_watermark_after_a_crash() {
             after: 10
         }
     );
-    let mut next = pull.clone();
-    loop {
-        let page = sends(&na.receive(&encode(&next), NOW, &a).unwrap()).remove(0);
-        let more = matches!(page.payload, Payload::Page { more: true, .. });
-        let out = sends(&nb.receive(&encode(&page), NOW, &b).unwrap());
-        if !more {
-            break;
+    // The stream resumes there: two pages, then one more for B's first Ack.
+    let mut to_b: std::collections::VecDeque<Envelope> =
+        sends(&na.receive(&encode(pull), NOW, &a).unwrap()).into();
+    let mut pages = 0;
+    while let Some(page) = to_b.pop_front() {
+        pages += 1;
+        for answer in sends(&nb.receive(&encode(&page), NOW, &b).unwrap()) {
+            to_b.extend(sends(&na.receive(&encode(&answer), NOW, &a).unwrap()));
         }
-        next = out
-            .into_iter()
-            .find(|e| matches!(e.payload, Payload::Pull { .. }))
-            .expect("next pull");
     }
-    assert_eq!(b.lib.count("tags").unwrap(), 25);
+    assert_eq!(pages, 2, "pages 11–20 and 21–25, each sent once");
     assert_eq!(a.lib.digest().unwrap(), b.lib.digest().unwrap());
 }
 
@@ -415,4 +434,79 @@ fn a_message_claiming_another_sender_is_refused() {
             ..
         }]
     ));
+}
+
+/// Issue 9: a writer committing while a peer backfills and then follows live.
+/// Over an ordered link (QUIC streams in order, as `net::link` delivers them),
+/// every change crosses once: pushes continue the stream the pull started,
+/// acknowledgements pace it, and nothing is pulled again. No time passes, so
+/// no retry can hide a stall.
+#[test]
+fn commits_during_a_backfill_cross_the_link_once() {
+    let a = store("once-a");
+    let b = store("once-b");
+    let (ida, idb) = (a.device().unwrap(), b.device().unwrap());
+    let cfg = Config {
+        page_rows: 100,
+        window: 3,
+        ..Config::default()
+    };
+    let mut na = node(&a, &idb, cfg.clone());
+    let mut nb = node(&b, &ida, cfg);
+    let insert = |from: i64, n: i64| {
+        a.lib
+            .exec(&format!(
+                "WITH RECURSIVE n(i) AS (SELECT {from} UNION ALL SELECT i + 1 FROM n WHERE i < {from} + {n} - 1)
+                 INSERT INTO tags(uuid, canonical_name) SELECT 't' || i, 'n' || i FROM n"
+            ))
+            .unwrap();
+    };
+    insert(0, 1000);
+    let (mut to_a, mut to_b) = (
+        std::collections::VecDeque::new(),
+        std::collections::VecDeque::new(),
+    );
+    to_b.extend(sends(&na.connect(&idb, NOW, &a).unwrap()));
+    to_a.extend(sends(&nb.connect(&ida, NOW, &b).unwrap()));
+    let mut applied = 0;
+    let mut written = 1000;
+    // Ten commits of 250 rows, each followed by a few deliveries each way.
+    for round in 0..10 {
+        insert(written, 250);
+        written += 250;
+        to_b.extend(sends(&na.committed(&a).unwrap()));
+        for _ in 0..(round % 3 + 1) {
+            if let Some(m) = to_b.pop_front() {
+                let out = nb.receive(&encode(&m), NOW, &b).unwrap();
+                applied += applied_count(&out);
+                to_a.extend(sends(&out));
+            }
+            if let Some(m) = to_a.pop_front() {
+                to_b.extend(sends(&na.receive(&encode(&m), NOW, &a).unwrap()));
+            }
+        }
+    }
+    while !(to_a.is_empty() && to_b.is_empty()) {
+        if let Some(m) = to_b.pop_front() {
+            let out = nb.receive(&encode(&m), NOW, &b).unwrap();
+            applied += applied_count(&out);
+            to_a.extend(sends(&out));
+        }
+        if let Some(m) = to_a.pop_front() {
+            to_b.extend(sends(&na.receive(&encode(&m), NOW, &a).unwrap()));
+        }
+    }
+    assert_eq!(b.lib.count("tags").unwrap(), written);
+    assert_eq!(a.lib.digest().unwrap(), b.lib.digest().unwrap());
+    assert_eq!(applied, written as usize, "each change applied once");
+}
+
+fn applied_count(out: &[Output]) -> usize {
+    events(out)
+        .iter()
+        .map(|e| match e {
+            Event::Applied { count, .. } => *count,
+            _ => 0,
+        })
+        .sum()
 }

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use sdsync_syncer::daemon::{Background, Directory};
 use sdsync_syncer::library::Library;
 use sdsync_syncer::net::identity::Identity;
-use sdsync_syncer::net::link::{Inbound, Link, send};
+use sdsync_syncer::net::link::{Inbound, Link};
 use sdsync_syncer::net::tls::Pins;
 use sdsync_syncer::proto::store::SqlStore;
 use sdsync_tests::{Lib, extension_path, temp_dir, wait_for};
@@ -136,7 +136,7 @@ async fn only_paired_devices_get_a_link() {
         panic!("friend has no link");
     };
     assert_eq!(peer, "me");
-    send(&conn, "me", b"hello".to_vec()).await.expect("send");
+    conn.send(b"hello".to_vec());
     let mut got = Vec::new();
     while got.len() < 2 {
         match next(&mut my_events).await {
@@ -148,6 +148,27 @@ async fn only_paired_devices_get_a_link() {
         }
     }
     assert_eq!(got, ["up friend", "friend: hello"]);
+
+    // Frames arrive in the order sent, a large one before small ones behind it
+    // (pages arriving second-first would be fetched twice).
+    let sizes: Vec<usize> = (0..20)
+        .map(|i| if i % 3 == 0 { 2 << 20 } else { 10 + i })
+        .collect();
+    for (i, &n) in sizes.iter().enumerate() {
+        let mut frame = vec![b'x'; n];
+        frame[0] = i as u8;
+        conn.send(frame);
+    }
+    for (i, &n) in sizes.iter().enumerate() {
+        let Inbound::Message { bytes, .. } = next(&mut my_events).await else {
+            panic!("frame {i} missing");
+        };
+        assert_eq!(
+            (bytes[0] as usize, bytes.len()),
+            (i, n),
+            "frame {i} in order"
+        );
+    }
 }
 
 async fn next(events: &mut tokio::sync::mpsc::UnboundedReceiver<Inbound>) -> Inbound {

@@ -1,18 +1,20 @@
 //! QUIC links to paired devices: one endpoint, a connection per peer, one
-//! unidirectional stream per frame.
+//! unidirectional stream per frame, frames in order.
 //!
 //! ```no_run
-//! # async fn f(link: sdsync_syncer::net::link::Link, conn: quinn::Connection) {
+//! # async fn f(link: sdsync_syncer::net::link::Link, conn: sdsync_syncer::net::link::Conn) {
 //! link.dial("127.0.0.1:4433".parse().unwrap()); // an Inbound::Up follows once paired
-//! sdsync_syncer::net::link::send(&conn, "peer", b"frame".to_vec()).await.unwrap();
+//! conn.send(b"frame".to_vec()); // queued; frames arrive in the order sent
 //! # }
 //! ```
 //!
 //! A frame is a whole stream (its end delimits it), read up to
 //! [`MAX_FRAME`](crate::proto::message::MAX_FRAME) bytes: no length prefix to
-//! trust, and a large page never blocks small messages behind it. Frames may
-//! arrive out of order, which the protocol tolerates. Each connection's peer is
-//! the paired device whose pinned certificate it presented; anything else
+//! trust. Each connection has one writer task, which opens the streams one
+//! after another, and one reader, which takes them in stream order: frames
+//! arrive in the order they were sent. The protocol tolerates any order, but
+//! pages arriving second-first would be fetched twice. Each connection's peer
+//! is the paired device whose pinned certificate it presented; anything else
 //! fails the handshake.
 
 use std::net::SocketAddr;
@@ -36,7 +38,7 @@ pub enum Inbound {
         /// The device.
         peer: String,
         /// The connection, to send on.
-        conn: quinn::Connection,
+        conn: Conn,
     },
     /// A frame from a paired device.
     Message {
@@ -172,6 +174,44 @@ impl Link {
     }
 }
 
+/// A connection to a paired device, with its writer: frames sent through it
+/// leave, and arrive, in order.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    conn: quinn::Connection,
+    outbox: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+impl Conn {
+    /// Starts the connection's writer task (inside a tokio runtime).
+    fn new(conn: quinn::Connection, peer: String) -> Self {
+        let (outbox, mut frames) = mpsc::unbounded_channel::<Vec<u8>>();
+        let writer = conn.clone();
+        tokio::spawn(async move {
+            while let Some(bytes) = frames.recv().await {
+                if let Err(e) = send(&writer, &peer, bytes).await {
+                    // The connection is gone: its Down event follows.
+                    tracing::debug!(error = %e, "send");
+                    break;
+                }
+            }
+        });
+        Self { conn, outbox }
+    }
+
+    /// Queues a frame. The protocol bounds what it queues (pages wait for
+    /// acknowledgements), so the queue is not bounded here; a frame queued on
+    /// a connection that has ended is dropped, as the protocol allows.
+    pub fn send(&self, bytes: Vec<u8>) {
+        let _ = self.outbox.send(bytes);
+    }
+
+    /// Which connection this is (a newer one to the same peer may be up).
+    pub fn id(&self) -> usize {
+        self.conn.stable_id()
+    }
+}
+
 /// Sends one frame on its own stream.
 pub async fn send(conn: &quinn::Connection, peer: &str, bytes: Vec<u8>) -> Result<(), NetError> {
     let err = |e: &dyn std::fmt::Display| NetError::Send {
@@ -220,23 +260,23 @@ fn serve(conn: quinn::Connection, pins: &Pins, tx: mpsc::UnboundedSender<Inbound
     };
     let _ = tx.send(Inbound::Up {
         peer: peer.clone(),
-        conn: conn.clone(),
+        conn: Conn::new(conn.clone(), peer.clone()),
     });
     tokio::spawn(async move {
+        // Streams are accepted in the order they were opened; reading each to
+        // its end before the next keeps the frames in that order.
         let reason = loop {
             match conn.accept_uni().await {
                 Ok(mut stream) => {
-                    let (tx, peer) = (tx.clone(), peer.clone());
-                    tokio::spawn(async move {
-                        let event = match stream.read_to_end(MAX_FRAME).await {
-                            Ok(bytes) => Inbound::Message { peer, bytes },
-                            Err(e) => Inbound::Malformed {
-                                peer,
-                                reason: e.to_string(),
-                            },
-                        };
-                        let _ = tx.send(event);
-                    });
+                    let peer = peer.clone();
+                    let event = match stream.read_to_end(MAX_FRAME).await {
+                        Ok(bytes) => Inbound::Message { peer, bytes },
+                        Err(e) => Inbound::Malformed {
+                            peer,
+                            reason: e.to_string(),
+                        },
+                    };
+                    let _ = tx.send(event);
                 }
                 Err(e) => break e.to_string(),
             }

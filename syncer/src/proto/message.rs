@@ -19,7 +19,7 @@ use crate::library::Change;
 use crate::proto::schema::TableLayout;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The most bytes of changes a page carries beyond its first change: a node
 /// never asks for more (its configured `page_bytes` is capped at this).
@@ -81,7 +81,8 @@ pub enum Payload {
         /// peer hearing two at once can stop one (see `proto::node::copies`).
         incarnation: Incarnation,
     },
-    /// Asks for the changes of `origin` above sequence `after`.
+    /// Asks for the changes of `origin` above sequence `after`: starts (or
+    /// restarts there) a stream of pages, paced by [`Payload::Ack`]s.
     Pull {
         /// Origin device.
         origin: String,
@@ -103,6 +104,14 @@ pub enum Payload {
         /// More pages follow for this origin.
         more: bool,
     },
+    /// The sender applied a page of `origin` and now holds it up to `to`: the
+    /// stream that page came from may send one more page.
+    Ack {
+        /// Origin of the page.
+        origin: String,
+        /// What the sender holds of that origin now (its watermark).
+        to: i64,
+    },
     /// A refusal, with the reason, so the other side can report it.
     Refused {
         /// Why.
@@ -117,6 +126,30 @@ pub enum Payload {
         /// Why, naming what to do.
         reason: String,
     },
+}
+
+impl Payload {
+    /// What the message is and where it stands, for trace logs (no contents).
+    pub fn kind(&self) -> String {
+        match self {
+            Payload::Hello { .. } => "Hello".into(),
+            Payload::Pull { origin, after } => format!("Pull {origin} after {after}"),
+            Payload::Page {
+                origin,
+                after,
+                complete_to,
+                changes,
+                more,
+            } => format!(
+                "Page {origin} after {after} to {complete_to}: {} changes{}",
+                changes.len(),
+                if *more { ", more" } else { "" }
+            ),
+            Payload::Ack { origin, to } => format!("Ack {origin} to {to}"),
+            Payload::Refused { .. } => "Refused".into(),
+            Payload::Stop { .. } => "Stop".into(),
+        }
+    }
 }
 
 /// One running copy of a device's library folder: when it first ran from the
@@ -233,6 +266,10 @@ mod tests {
             Payload::Pull {
                 origin: "a".into(),
                 after: 3,
+            },
+            Payload::Ack {
+                origin: "a".into(),
+                to: 5,
             },
             Payload::Page {
                 origin: "a".into(),

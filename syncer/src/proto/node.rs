@@ -22,15 +22,22 @@
 //!   (which double as its ACK) and HLC. The receiver refuses a clock beyond the
 //!   allowed drift; otherwise, for every origin where the sender holds more, it
 //!   sends a **Pull** (one in flight per origin, to whichever peer showed it).
-//! - **Pull** `(origin, after)` is answered with a **Page**: at most `page_rows`
-//!   changes (and about `page_bytes`) of that origin above `after`, in sequence
-//!   order, and up to which sequence the answer makes the receiver complete. The
-//!   receiver applies each page in one transaction together with that watermark,
-//!   then asks for the next page: an interruption resumes from the watermark.
-//! - **Push**: after a local commit, each connected peer gets the device's own new
-//!   changes as Pages (never anything of another origin, so nothing goes back
-//!   where it came from). Pushes may be lost; pulls guarantee convergence.
-//! - **Retry**: a Pull without answer is re-sent with exponential backoff; after
+//! - **Pull** `(origin, after)` starts a stream of **Pages**: each at most
+//!   `page_rows` changes (and about `page_bytes`) of that origin, in sequence
+//!   order, continuing where the previous one ended, and up to which sequence
+//!   it makes the receiver complete. The receiver applies each page in one
+//!   transaction together with that watermark and answers with an **Ack**,
+//!   which lets the sender send one more: at most `window` pages are on their
+//!   way, so the sender reads ahead while the receiver applies, and neither
+//!   side queues more than that (`streams.rs`). An interruption resumes from
+//!   the watermark. A page answers a pull only if it continues exactly where
+//!   the pull stands, so pages of older streams never start new ones.
+//! - **Push**: the stream of a device's own origin to each connected peer stays
+//!   open after it caught up: later commits go out on it as Pages (never
+//!   anything of another origin, so nothing goes back where it came from), as
+//!   credit allows, so a burst of commits leaves as full pages. Pushes may be
+//!   lost; pulls guarantee convergence.
+//! - **Retry**: a Pull whose stream stalls is re-sent with exponential backoff; after
 //!   `max_attempts` it becomes a dead letter (durable, visible, one counted record
 //!   per peer and cause) and a later Hello starts over, possibly from another peer.
 //!   A page that finds the database busy is pulled again after a backoff: busy is
@@ -56,7 +63,7 @@ use sdsync_core::ids::MAX_SEQ;
 
 use crate::library::Change;
 use crate::proto::message::{
-    Envelope, Incarnation, MAX_PAGE_BYTES, PROTOCOL_VERSION, Payload, QuarantineSummary, decode,
+    Envelope, Incarnation, PROTOCOL_VERSION, Payload, QuarantineSummary, decode,
 };
 use crate::proto::store::{Store, StoreError};
 
@@ -65,6 +72,7 @@ pub use crate::proto::event::{Event, Output};
 mod copies;
 mod pulls;
 mod reports;
+mod streams;
 
 /// Tunables (milliseconds for times).
 #[derive(Clone, Debug)]
@@ -86,8 +94,9 @@ pub struct Config {
     pub horizon_ms: u64,
     /// Refuse peers whose clock is this far ahead of ours.
     pub max_drift_ms: u64,
-    /// Pages pushed per peer and commit notification.
-    pub push_pages: usize,
+    /// Pages a stream may have sent but not had acknowledged: the sender reads
+    /// ahead this far while the receiver applies, and no more.
+    pub window: usize,
 }
 
 impl Default for Config {
@@ -101,7 +110,7 @@ impl Default for Config {
             max_attempts: 6,
             horizon_ms: 7 * 24 * 3600 * 1000,
             max_drift_ms: 300_000,
-            push_pages: 4,
+            window: 4,
         }
     }
 }
@@ -113,8 +122,6 @@ struct Peer {
     last_seen: u64,
     /// The peer's watermarks (its ACK).
     acks: BTreeMap<String, i64>,
-    /// Own sequence pushed to this peer.
-    pushed: i64,
     refused: Option<String>,
 }
 
@@ -133,6 +140,8 @@ pub struct Node {
     cfg: Config,
     peers: BTreeMap<String, Peer>,
     pulls: BTreeMap<String, Pending>,
+    /// Pages being sent, per `(peer, origin)` (`streams.rs`).
+    streams: BTreeMap<(String, String), streams::Stream>,
     next_hello: u64,
     /// What each peer last reported holding in quarantine (stored when it changes).
     peer_quarantine: BTreeMap<String, Vec<QuarantineSummary>>,
@@ -169,6 +178,7 @@ impl Node {
             cfg,
             peers: BTreeMap::new(),
             pulls: BTreeMap::new(),
+            streams: BTreeMap::new(),
             next_hello: 0,
             peer_quarantine: BTreeMap::new(),
             peer_schema: BTreeMap::new(),
@@ -206,6 +216,7 @@ impl Node {
             p.hello_seen = false;
         }
         self.pulls.retain(|_, pending| pending.peer != peer);
+        self.close_streams(peer);
         self.reclaiming.remove(peer);
         self.forget_incarnation(peer);
     }
@@ -274,29 +285,17 @@ impl Node {
         Ok(out)
     }
 
-    /// A local transaction committed: push own changes to connected peers.
+    /// A local transaction committed: push own changes to connected peers
+    /// (as far as their streams have credit; acknowledgements send the rest).
     pub fn committed(&mut self, store: &dyn Store) -> Out {
         let mut out = Vec::new();
         let peers: Vec<String> = self
             .connected()
             .filter(|p| self.peers[p].hello_seen)
             .collect();
+        let me = self.me.clone();
         for peer in peers {
-            for _ in 0..self.cfg.push_pages {
-                let after = self.peers[&peer].pushed;
-                let (page, to) = self.page(&self.me.clone(), after, store)?;
-                if to <= after {
-                    break;
-                }
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.pushed = to;
-                }
-                let more = matches!(page, Payload::Page { more: true, .. });
-                out.push(self.send(&peer, page));
-                if !more {
-                    break;
-                }
-            }
+            out.extend(self.pump(&peer, &me, false, store)?);
         }
         Ok(out)
     }
@@ -370,6 +369,7 @@ impl Node {
                 Ok(out)
             }
             Payload::Pull { origin, after } => self.on_pull(&peer, &origin, after, store),
+            Payload::Ack { origin, to } => self.on_ack(&peer, &origin, to, store),
             Payload::Page {
                 origin,
                 after,
@@ -395,6 +395,7 @@ impl Node {
                     p.refused = Some(reason.clone());
                 }
                 self.pulls.retain(|_, pending| pending.peer != peer);
+                self.close_streams(&peer);
                 Ok(vec![Output::Event(Event::RefusedBy { peer, reason })])
             }
         }
@@ -457,14 +458,11 @@ impl Node {
         let p = self.peers.entry(peer.into()).or_default();
         p.refused = None;
         let their_of_me = acks.get(&self.me).copied().unwrap_or(0);
-        p.pushed = if p.hello_seen {
-            p.pushed.max(their_of_me)
-        } else {
-            their_of_me
-        };
+        let first = !p.hello_seen;
         p.hello_seen = true;
         p.acks = acks.clone();
         let had = ours.get(&self.me).copied().unwrap_or(0);
+        self.open_push(peer, their_of_me, first, their_of_me >= had);
         if let Some(floor) = store.restored()? {
             out.extend(self.reclaim(peer, floor, had, hlc, now, store)?);
         } else if their_of_me > had && their_of_me <= MAX_SEQ / 2 {
@@ -486,11 +484,6 @@ impl Node {
             }
         }
         Ok(out)
-    }
-
-    fn on_pull(&mut self, peer: &str, origin: &str, after: i64, store: &dyn Store) -> Out {
-        let (page, _) = self.page(origin, after, store)?;
-        Ok(vec![self.send(peer, page)])
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -532,6 +525,10 @@ impl Node {
             complete_to.min(last.max(store.reported(origin)?))
         };
         let complete = (have >= after).then_some((origin, vouched));
+        // Beyond a gap that a pull is already fetching: that pull brings it.
+        if complete.is_none() && self.pulls.contains_key(origin) {
+            return Ok(out);
+        }
         let quarantined = match store.apply(peer, changes, complete) {
             Ok(q) => q,
             Err(e) if e.is_transient() => return Ok(self.deferred(peer, origin, have, &e, now)),
@@ -561,50 +558,39 @@ impl Node {
                 count: changes.len(),
             }));
         }
-        let mine = self.pulls.get(origin).is_some_and(|p| p.peer == peer);
+        let held = complete.map_or(have, |_| have.max(vouched));
+        out.push(self.send(
+            peer,
+            Payload::Ack {
+                origin: origin.into(),
+                to: held,
+            },
+        ));
+        // The page that continues this origin's pull exactly (the stream goes
+        // on by itself; a page never starts another pull). Any other page (an
+        // older stream's, one overtaken on the way) may apply but does not move
+        // the pull, and cannot end it: had a later page ended it, an earlier
+        // one still on its way would be ignored (a restored device's own
+        // changes are taken only while it pulls them). A pull left waiting for
+        // a page that will not come is retried from where it stands.
+        let mine = self
+            .pulls
+            .get(origin)
+            .is_some_and(|p| p.peer == peer && p.after == after);
         if origin == self.me && mine && !more {
             self.reclaimed(peer, store)?;
         }
+        let next = changes.last().map_or(complete_to, |c| c.seq);
         if mine && more {
-            let last = changes.last().map_or(complete_to, |c| c.seq);
-            out.push(self.start_pull(peer, origin, last, now));
+            self.advance(origin, next, now);
         } else if mine {
             self.pulls.remove(origin);
             out.push(self.hello(peer, false, store)?);
-        } else if complete.is_none() && !self.pulls.contains_key(origin) {
+        } else if complete.is_none() {
             // A pushed page beyond a gap: fetch the gap.
             out.push(self.start_pull(peer, origin, have, now));
-        } else if !more {
-            out.push(self.hello(peer, false, store)?);
         }
         Ok(out)
-    }
-
-    /// A page of `origin` above `after`, and the sequence it completes to.
-    fn page(
-        &self,
-        origin: &str,
-        after: i64,
-        store: &dyn Store,
-    ) -> Result<(Payload, i64), StoreError> {
-        // Capped so that a page plus one maximal row always fits a frame.
-        let bytes = self.cfg.page_bytes.min(MAX_PAGE_BYTES);
-        let slice = store.slice(origin, after, self.cfg.page_rows, bytes)?;
-        let held = slice.held;
-        let last = slice.changes.last().map_or(after, |c| c.seq);
-        let complete_to = if slice.more {
-            last.min(held)
-        } else {
-            held.max(after)
-        };
-        let payload = Payload::Page {
-            origin: origin.into(),
-            after,
-            complete_to,
-            changes: slice.changes,
-            more: slice.more,
-        };
-        Ok((payload, complete_to))
     }
 
     fn hello(&self, peer: &str, reply: bool, store: &dyn Store) -> Result<Output, StoreError> {

@@ -216,10 +216,18 @@ impl Engine {
         // functions would prepare a nested statement on every call.
         let now = self.pragma("PRAGMA schema_version")?;
         let data = self.pragma("PRAGMA data_version")?;
-        let seen = Some((data, self.db.total_changes()));
-        let moved = self.data_version != seen;
+        let total = self.db.total_changes();
+        // This connection's change count moves by one after each apply, when
+        // the `INSERT INTO sdsync_changes` that carried it ends (within a
+        // multi-row INSERT it has not moved yet): that is not someone else
+        // writing. Taking it for one swept the parked table once per change,
+        // which made a backfill that parks quadratic.
+        let moved = match self.data_version {
+            Some((d, t)) => d != data || !(t..=t + 1).contains(&total),
+            None => true,
+        };
         if moved {
-            self.data_version = seen;
+            self.data_version = Some((data, total));
             self.tx.parked_empty = None;
             self.tx.tombstones_empty = None;
             self.tx.refs.clear();

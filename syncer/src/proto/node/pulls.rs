@@ -5,7 +5,8 @@
 //! out.extend(self.retry(origin, now, store)?);        // past its deadline
 //! ```
 //!
-//! A pull without an answer is re-sent after `pull_timeout_ms + backoff_ms·2^attempt`;
+//! A pull whose stream stalls (no page continuing it for
+//! `pull_timeout_ms + backoff_ms·2^attempt`) is re-sent from where it stands;
 //! after `max_attempts` it is recorded as a dead letter and the next Hello starts
 //! over, possibly with another peer.
 
@@ -83,6 +84,17 @@ impl Node {
                 after: p.after,
             },
         )])
+    }
+
+    /// A page of the pull of `origin` arrived and it continues after `next`:
+    /// the stall deadline and the attempts start over.
+    pub(super) fn advance(&mut self, origin: &str, next: i64, now: u64) {
+        let timeout = self.cfg.pull_timeout_ms;
+        if let Some(p) = self.pulls.get_mut(origin) {
+            p.after = next;
+            p.deadline = now + timeout;
+            p.attempts = 1;
+        }
     }
 
     /// Asks `peer` for `origin` above `after`: one pull in flight per origin.
