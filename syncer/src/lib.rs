@@ -13,7 +13,7 @@
 //! `proto` is the protocol as a state machine without I/O; `sqlstore` its storage
 //! over SQLite (quarantine, verified watermarks, dead letters); `net` has the device
 //! identity, pinned mutual TLS and QUIC links; `daemon` drives a node over a link;
-//! `home` is the library folder on disk. The `sdsync` binary adds its showcases
+//! `home` is the library folder on disk; `runlock` keeps it to one syncer. The `sdsync` binary adds its showcases
 //! (`demo`, `bench`).
 
 pub mod daemon;
@@ -21,4 +21,5 @@ pub mod home;
 pub mod library;
 pub mod net;
 pub mod proto;
+pub mod runlock;
 pub mod sqlstore;

@@ -157,7 +157,7 @@ enum PairCommand {
         dir: PathBuf,
         /// The code the other device shows.
         code: String,
-        /// Where the other device waits (its `pair offer --listen`).
+        /// Where the other device waits (its `pair generate --listen`).
         #[arg(long)]
         addr: std::net::SocketAddr,
         /// Where this device's syncer listens, for the other device to dial.
@@ -274,6 +274,8 @@ fn run(home: &Home, listen: std::net::SocketAddr, take_over: bool) -> anyhow::Re
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Before anything is opened: a second syncer on the folder changes nothing.
+    let _lock = sdsync_syncer::runlock::lock(home.dir())?;
     let (store, pins, directory) = home.syncer_parts()?;
     if take_over {
         store.set_stopped(None)?;
@@ -332,7 +334,7 @@ fn pair(action: PairCommand, ext: &std::path::Path) -> anyhow::Result<()> {
                 net::pair::OFFER_TIMEOUT.as_secs()
             );
             println!(
-                "  sdsync pair join <folder> {code} --addr <this machine>:{}",
+                "  sdsync pair join <folder> {code} --addr <this machine>:{} --advertise <that machine>:<its syncer port>",
                 listen.port()
             );
             std::io::Write::flush(&mut std::io::stdout())?;
@@ -345,6 +347,7 @@ fn pair(action: PairCommand, ext: &std::path::Path) -> anyhow::Result<()> {
                 runtime.block_on(net::pair::offer(&home.identity()?, &offer, listen, &code))?;
             home.pin(&paired.device, &paired.cert, paired.addr)?;
             println!("paired with {}", paired.device);
+            warn_addresses(&dir, &paired.device, paired.addr, advertise);
         }
         PairCommand::Join {
             dir,
@@ -364,9 +367,33 @@ fn pair(action: PairCommand, ext: &std::path::Path) -> anyhow::Result<()> {
                 "paired with {} in library {}",
                 paired.device, paired.library
             );
+            warn_addresses(&dir, &paired.device, paired.addr, advertise);
         }
     }
     Ok(())
+}
+
+/// Syncers only dial addresses they were given: pairing without `--advertise`
+/// on one side leaves the other unable to reach it, which used to go unsaid.
+fn warn_addresses(
+    dir: &std::path::Path,
+    peer: &str,
+    theirs: Option<std::net::SocketAddr>,
+    ours: Option<std::net::SocketAddr>,
+) {
+    if theirs.is_none() {
+        eprintln!(
+            "warning: device {peer} gave no address (it paired without --advertise): this device \
+             cannot dial it. Tell it where: `sdsync peer-add {} --device {peer} --cert <its device.crt> --addr HOST:PORT`",
+            dir.display()
+        );
+    }
+    if ours.is_none() {
+        eprintln!(
+            "warning: this device gave device {peer} no address (no --advertise): it cannot dial \
+             this one; pair again with --advertise HOST:PORT (where `sdsync run --listen` listens)"
+        );
+    }
 }
 
 fn temp(what: &str) -> PathBuf {

@@ -182,3 +182,77 @@ fn devices_paired_by_code_sync() {
         app_b.count("tags") == 1 && app_a.digest() == app_b.digest()
     });
 }
+
+/// One syncer per folder (issue 10): a second `sdsync run` on a folder whose
+/// syncer runs is refused with a clear error and changes nothing; a syncer
+/// killed with SIGKILL leaves no stale lock behind.
+#[test]
+fn a_second_syncer_on_a_folder_is_refused() {
+    let (_dir, mut a, _b) = pair_of("one-syncer");
+    let lock = a.dir.join("syncer.lock");
+    let holder = || std::fs::read_to_string(&lock).unwrap_or_default();
+    a.start();
+    let first = a.syncer.as_ref().expect("running").id().to_string();
+    wait_for("the first syncer's lock", 30, || holder() == first);
+    let second = Command::new(sdsync())
+        .args(["run", a.dir.to_str().expect("utf-8"), "--listen"])
+        .arg(free_port().to_string())
+        .env("SDSYNC_EXTENSION", sdsync_tests::extension_path())
+        .output()
+        .expect("run sdsync");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "a second syncer ran");
+    assert!(
+        stderr.contains("another `sdsync run` is running") && stderr.contains(&first),
+        "{stderr}"
+    );
+    assert_eq!(holder(), first, "the first keeps the folder");
+    a.kill();
+    a.start();
+    let restarted = a.syncer.as_ref().expect("running").id().to_string();
+    wait_for("the restarted syncer's lock", 30, || holder() == restarted);
+}
+
+/// Pairing without `--advertise` leaves the other side no address to dial
+/// (issue 10): both sides say so instead of pairing into silence.
+#[test]
+fn pairing_without_an_address_warns_on_both_sides() {
+    use std::io::{BufRead, BufReader};
+    let dir = temp_dir("pair-no-addr");
+    let a = Device::init(&dir, "a", None);
+    let pair_addr = free_port();
+    let mut offer = Command::new(sdsync())
+        .args(["pair", "generate", a.dir.to_str().expect("utf-8")])
+        .args(["--listen", &pair_addr.to_string()])
+        .env("SDSYNC_EXTENSION", sdsync_tests::extension_path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pair generate");
+    let mut lines = BufReader::new(offer.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("utf-8");
+    let code = first.strip_prefix("pairing code: ").expect("the code line");
+    let joined = Command::new(sdsync())
+        .args([
+            "pair",
+            "join",
+            dir.join("b.sdlibrary").to_str().expect("utf-8"),
+            code,
+        ])
+        .args(["--addr", &pair_addr.to_string()])
+        .env("SDSYNC_EXTENSION", sdsync_tests::extension_path())
+        .output()
+        .expect("pair join");
+    assert!(joined.status.success());
+    let warned = String::from_utf8_lossy(&joined.stderr).into_owned();
+    assert!(
+        warned.contains("gave no address") && warned.contains("no --advertise"),
+        "{warned}"
+    );
+    let offered = offer.wait_with_output().expect("offer exits");
+    let warned = String::from_utf8_lossy(&offered.stderr).into_owned();
+    assert!(
+        warned.contains("gave no address") && warned.contains("no --advertise"),
+        "{warned}"
+    );
+}

@@ -510,3 +510,52 @@ fn applied_count(out: &[Output]) -> usize {
         })
         .sum()
 }
+
+/// Issue 9: a writer faster than the peer gets backpressure, not a queue in
+/// the syncer. Without acknowledgements a push stream sends at most `window`
+/// pages however many commits follow; each acknowledgement lets exactly one
+/// more (full) page go, and what waits stays in the database.
+#[test]
+fn pushes_wait_for_acknowledgements_beyond_the_window() {
+    let a = store("window-a");
+    let b = store("window-b");
+    let (ida, idb) = (a.device().unwrap(), b.device().unwrap());
+    let cfg = Config {
+        page_rows: 10,
+        window: 2,
+        ..Config::default()
+    };
+    let mut na = node(&a, &idb, cfg.clone());
+    let mut nb = node(&b, &ida, cfg);
+    let ha = sends(&na.connect(&idb, NOW, &a).unwrap()).remove(0);
+    let hb = sends(&nb.connect(&ida, NOW, &b).unwrap()).remove(0);
+    na.receive(&encode(&hb), NOW, &a).unwrap();
+    nb.receive(&encode(&ha), NOW, &b).unwrap();
+    let mut pages = Vec::new();
+    for i in 0..20 {
+        a.lib
+            .exec(&format!(
+                "INSERT INTO tags(uuid, canonical_name) VALUES ('w{i}a', 'a{i}'), ('w{i}b', 'b{i}'), ('w{i}c', 'c{i}')"
+            ))
+            .unwrap();
+        pages.extend(sends(&na.committed(&a).unwrap()));
+    }
+    assert_eq!(pages.len(), 2, "the window, whatever the commits");
+    // One acknowledgement, one more page, and it is full (commits coalesced).
+    let ack = sends(&nb.receive(&encode(&pages[0]), NOW, &b).unwrap());
+    assert!(
+        matches!(
+            &ack[..],
+            [Envelope {
+                payload: Payload::Ack { .. },
+                ..
+            }]
+        ),
+        "{ack:?}"
+    );
+    let next = sends(&na.receive(&encode(&ack[0]), NOW, &a).unwrap());
+    assert!(
+        matches!(&next[..], [Envelope { payload: Payload::Page { changes, more: true, .. }, .. }] if changes.len() == 10),
+        "{next:?}"
+    );
+}
