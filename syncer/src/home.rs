@@ -69,6 +69,14 @@ pub enum HomeError {
         /// The library of the pairing offer.
         offered: String,
     },
+    /// `peer-add` was given something that cannot be that peer; nothing was pinned.
+    #[error("not pairing with {device}: {reason}")]
+    NotAPeer {
+        /// The device id given.
+        device: String,
+        /// Why, naming what to give instead.
+        reason: String,
+    },
     /// A peer address in sync.db does not parse.
     #[error("peer {device}: address {addr:?} is not host:port ({reason})")]
     Address {
@@ -334,10 +342,34 @@ impl Home {
             path: cert.to_path_buf(),
             reason: e.to_string(),
         })?;
-        self.pin(device, &der, addr)
+        let refuse = |reason: String| HomeError::NotAPeer {
+            device: device.to_string(),
+            reason,
+        };
+        let Some(device) = sdsync_core::ids::parse_device(device) else {
+            return Err(refuse(
+                "a device id is a uuid (`sdsync info` on that device prints it)".into(),
+            ));
+        };
+        if device == self.device()? {
+            return Err(refuse(
+                "that is this device's own id; give the other device's".into(),
+            ));
+        }
+        // Device certificates name their device (`net::identity`): a certificate
+        // file of another device (or none) is refused before anything is written.
+        let name = format!("{device}.sdsync.invalid");
+        if !der.windows(name.len()).any(|w| w == name.as_bytes()) {
+            return Err(refuse(format!(
+                "{} is not that device's certificate (take device.crt from its library folder)",
+                cert.display()
+            )));
+        }
+        self.pin(&device, &der, addr)
     }
 
-    /// Pins `cert` as `device` (reachable at `addr`, when known).
+    /// Pins `cert` as `device` (reachable at `addr`, when known: no address
+    /// keeps the one stored).
     pub fn pin(
         &self,
         device: &str,
@@ -345,7 +377,8 @@ impl Home {
         addr: Option<SocketAddr>,
     ) -> Result<(), HomeError> {
         self.sql(self.sync.execute(
-            "INSERT OR REPLACE INTO peers(device, cert, addr) VALUES (?1, ?2, ?3)",
+            "INSERT INTO peers(device, cert, addr) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(device) DO UPDATE SET cert = excluded.cert, addr = coalesce(excluded.addr, addr)",
             params![device, cert.as_ref(), addr.map(|a| a.to_string())],
         ))?;
         Ok(())

@@ -256,3 +256,49 @@ fn pairing_without_an_address_warns_on_both_sides() {
         "{warned}"
     );
 }
+
+/// `peer-add` refuses what cannot be the peer, before writing anything, and
+/// never erases a stored address (issue 10).
+#[test]
+fn peer_add_refuses_what_cannot_be_the_peer() {
+    let (_dir, a, b) = pair_of("peer-add-checks");
+    let run = |device: &str, cert: &std::path::Path| {
+        Command::new(sdsync())
+            .args([
+                "peer-add",
+                a.dir.to_str().expect("utf-8"),
+                "--device",
+                device,
+                "--cert",
+            ])
+            .arg(cert)
+            .env("SDSYNC_EXTENSION", sdsync_tests::extension_path())
+            .output()
+            .expect("peer-add")
+    };
+    let refused = |out: std::process::Output, what: &str| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success() && err.contains(what), "{err}");
+    };
+    refused(
+        run(&a.id, &a.dir.join("device.crt")),
+        "this device's own id",
+    );
+    refused(
+        run("not-a-uuid", &b.dir.join("device.crt")),
+        "a device id is a uuid",
+    );
+    refused(
+        run(&b.id, &a.dir.join("device.crt")),
+        "is not that device's certificate",
+    );
+    // B's own certificate again, without an address: B's address stays.
+    let before = cli(&["info", a.dir.to_str().expect("utf-8")]);
+    assert!(before.contains(&b.addr.to_string()), "{before}");
+    assert!(run(&b.id, &b.dir.join("device.crt")).status.success());
+    let after = cli(&["info", a.dir.to_str().expect("utf-8")]);
+    assert!(
+        after.contains(&b.addr.to_string()),
+        "the address was erased: {after}"
+    );
+}
