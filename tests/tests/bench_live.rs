@@ -173,3 +173,77 @@ fn applied_rows(b: &Device, origin: &str) -> i64 {
         })
         .sum()
 }
+
+/// Commit → visible on every peer: one device commits a row 20 times a second
+/// for 10 s (`SDSYNC_BENCH_DEVICES` devices, default 2, all paired with each
+/// other); after each commit the other databases are polled until all show it.
+///
+/// ```text
+/// SDSYNC_BENCH_DEVICES=10 cargo test --release -p sdsync-tests --test bench_live commit_to_visible -- --ignored --nocapture
+/// ```
+#[test]
+#[ignore = "benchmark: run with --ignored"]
+fn commit_to_visible_on_all_peers() {
+    let n = std::env::var("SDSYNC_BENCH_DEVICES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2usize);
+    let dir = sdsync_tests::temp_dir("bench-latency");
+    let first = Device::init(&dir, "d0", None);
+    let library = first.library();
+    let mut devices = vec![first];
+    for i in 1..n {
+        devices.push(Device::init(&dir, &format!("d{i}"), Some(&library)));
+    }
+    for a in &devices {
+        for b in &devices {
+            if a.id != b.id {
+                a.pair(b);
+            }
+        }
+    }
+    for d in &mut devices {
+        d.start();
+    }
+    let apps: Vec<Lib> = devices.iter().map(Device::app).collect();
+    apps[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES (sdsync_uuid(), 'warm-up')");
+    wait_for("the warm-up row everywhere", 60, || {
+        apps.iter().all(|a| a.count("tags") == 1)
+    });
+    let mut lat: Vec<f64> = Vec::new();
+    let start = Instant::now();
+    let mut k = 1;
+    while start.elapsed() < Duration::from_secs(10) {
+        let slot = start + Duration::from_millis(50 * k as u64);
+        if let Some(wait) = slot.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        apps[0].exec(&format!(
+            "INSERT INTO tags(uuid, canonical_name) VALUES (sdsync_uuid(), 'c{k}')"
+        ));
+        let t0 = Instant::now();
+        k += 1;
+        let deadline = t0 + Duration::from_secs(5);
+        while !apps[1..].iter().all(|a| a.count("tags") == k) {
+            assert!(
+                Instant::now() < deadline,
+                "commit {k} not visible within 5 s"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(f64::total_cmp);
+    let at = |q: usize| lat[(lat.len() * q / 100).min(lat.len() - 1)];
+    println!(
+        "\ncommit → visible on all {} peers, {} commits at 20/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        n - 1,
+        lat.len(),
+        at(50),
+        at(99),
+        lat[lat.len() - 1]
+    );
+    for (i, d) in devices.iter().enumerate() {
+        println!("syncer d{i}: {}", usage(d));
+    }
+}

@@ -462,43 +462,95 @@ fn commits_during_a_backfill_cross_the_link_once() {
             .unwrap();
     };
     insert(0, 1000);
-    let (mut to_a, mut to_b) = (
-        std::collections::VecDeque::new(),
-        std::collections::VecDeque::new(),
-    );
-    to_b.extend(sends(&na.connect(&idb, NOW, &a).unwrap()));
-    to_a.extend(sends(&nb.connect(&ida, NOW, &b).unwrap()));
+    let mut wire = Wire::default();
+    wire.to_b.extend(sends(&na.connect(&idb, NOW, &a).unwrap()));
+    wire.to_a.extend(sends(&nb.connect(&ida, NOW, &b).unwrap()));
     let mut applied = 0;
     let mut written = 1000;
     // Ten commits of 250 rows, each followed by a few deliveries each way.
     for round in 0..10 {
         insert(written, 250);
         written += 250;
-        to_b.extend(sends(&na.committed(&a).unwrap()));
+        wire.to_b.extend(sends(&na.committed(&a).unwrap()));
         for _ in 0..(round % 3 + 1) {
-            if let Some(m) = to_b.pop_front() {
-                let out = nb.receive(&encode(&m), NOW, &b).unwrap();
-                applied += applied_count(&out);
-                to_a.extend(sends(&out));
-            }
-            if let Some(m) = to_a.pop_front() {
-                to_b.extend(sends(&na.receive(&encode(&m), NOW, &a).unwrap()));
-            }
+            applied += wire.step((&mut na, &a), (&mut nb, &b));
         }
     }
-    while !(to_a.is_empty() && to_b.is_empty()) {
-        if let Some(m) = to_b.pop_front() {
-            let out = nb.receive(&encode(&m), NOW, &b).unwrap();
-            applied += applied_count(&out);
-            to_a.extend(sends(&out));
-        }
-        if let Some(m) = to_a.pop_front() {
-            to_b.extend(sends(&na.receive(&encode(&m), NOW, &a).unwrap()));
-        }
-    }
+    applied += wire.settle((&mut na, &a), (&mut nb, &b));
     assert_eq!(b.lib.count("tags").unwrap(), written);
     assert_eq!(a.lib.digest().unwrap(), b.lib.digest().unwrap());
     assert_eq!(applied, written as usize, "each change applied once");
+}
+
+/// Issue 9: a pull goes on past a gap its sender has. S holds O's changes
+/// 1–5 and 8–12 (a page beyond a gap reached it) with its watermark at 5, so
+/// its first page to R completes only to 5 although it carries 8; the next
+/// page continues after 8, and R applies it and goes on (it used to drop it as
+/// "beyond a gap a pull fetches", and the pull waited for a page that would
+/// never come until it became a dead letter). No time passes here.
+#[test]
+fn a_pull_goes_on_past_a_gap_its_sender_has() {
+    let (o, s, r) = (store("gap-o"), store("gap-s"), store("gap-r"));
+    let (ido, ids, idr) = (
+        o.device().unwrap(),
+        s.device().unwrap(),
+        r.device().unwrap(),
+    );
+    o.lib
+        .exec("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12) INSERT INTO tags(uuid, canonical_name) SELECT 't' || i, 'n' || i FROM n")
+        .unwrap();
+    let all = o.slice(&ido, 0, 100, 1 << 20).unwrap().changes;
+    assert_eq!(all.len(), 12);
+    s.apply(&ido, &all[..5], Some((&ido, 5))).unwrap();
+    s.apply(&ido, &all[7..], None).unwrap();
+    let cfg = Config {
+        page_rows: 6,
+        ..Config::default()
+    };
+    let mut ns = node(&s, &idr, cfg.clone());
+    let mut nr = node(&r, &ids, cfg);
+    let mut wire = Wire::default();
+    wire.to_b.extend(sends(&ns.connect(&idr, NOW, &s).unwrap()));
+    wire.to_a.extend(sends(&nr.connect(&ids, NOW, &r).unwrap()));
+    let applied = wire.settle((&mut ns, &s), (&mut nr, &r));
+    assert_eq!(r.lib.count("tags").unwrap(), 10, "1–5 and 8–12");
+    assert_eq!(applied, 10);
+    let mark = r.watermarks().unwrap().into_iter().find(|(w, _)| *w == ido);
+    assert_eq!(mark.map(|m| m.1), Some(5), "complete only to where S is");
+}
+
+/// Messages between two nodes, delivered in order each way (as QUIC delivers
+/// them), with no time passing.
+#[derive(Default)]
+struct Wire {
+    to_a: std::collections::VecDeque<Envelope>,
+    to_b: std::collections::VecDeque<Envelope>,
+}
+
+impl Wire {
+    /// Delivers one message each way; returns how many changes B applied.
+    fn step(&mut self, a: (&mut Node, &SqlStore), b: (&mut Node, &SqlStore)) -> usize {
+        let mut applied = 0;
+        if let Some(m) = self.to_b.pop_front() {
+            let out = b.0.receive(&encode(&m), NOW, b.1).unwrap();
+            applied += applied_count(&out);
+            self.to_a.extend(sends(&out));
+        }
+        if let Some(m) = self.to_a.pop_front() {
+            self.to_b
+                .extend(sends(&a.0.receive(&encode(&m), NOW, a.1).unwrap()));
+        }
+        applied
+    }
+
+    /// Delivers until nothing is on its way; returns how many changes B applied.
+    fn settle(&mut self, a: (&mut Node, &SqlStore), b: (&mut Node, &SqlStore)) -> usize {
+        let mut applied = 0;
+        while !(self.to_a.is_empty() && self.to_b.is_empty()) {
+            applied += self.step((&mut *a.0, a.1), (&mut *b.0, b.1));
+        }
+        applied
+    }
 }
 
 fn applied_count(out: &[Output]) -> usize {

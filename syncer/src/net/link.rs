@@ -190,9 +190,12 @@ impl Conn {
         tokio::spawn(async move {
             while let Some(bytes) = frames.recv().await {
                 if let Err(e) = send(&writer, &peer, bytes).await {
-                    // The connection is gone: its Down event follows.
                     tracing::debug!(error = %e, "send");
-                    break;
+                    // The connection is gone (its Down event follows); a frame
+                    // the peer refused (stopped its stream) loses that frame only.
+                    if writer.close_reason().is_some() {
+                        break;
+                    }
                 }
             }
         });

@@ -155,6 +155,10 @@ pub struct Node {
     /// `(peer, origin)`: a claim of that peer we could not verify; not pulled
     /// for again until the peer claims something else.
     unverified: BTreeMap<(String, String), i64>,
+    /// `(peer, origin)` whose page could not be applied at all: no gap pull
+    /// from there until the peer's next Hello (or a bad page, pulled again at
+    /// once, would fail in a loop).
+    failing: BTreeSet<(String, String)>,
     /// Consecutive busy pages per origin (the backoff grows with it).
     busy: BTreeMap<String, u32>,
     /// The newest HLC among each origin's changes applied here: a Hello of that
@@ -186,6 +190,7 @@ impl Node {
             reported: BTreeMap::new(),
             unverified: BTreeMap::new(),
             busy: BTreeMap::new(),
+            failing: BTreeSet::new(),
             newest: BTreeMap::new(),
             incarnation: Incarnation::default(),
             incarnations: BTreeMap::new(),
@@ -455,6 +460,7 @@ impl Node {
             out.extend(self.origin_reports(peer, issued, store)?);
         }
         let ours: BTreeMap<String, i64> = store.watermarks()?.into_iter().collect();
+        self.failing.retain(|(p, _)| p != peer);
         let p = self.peers.entry(peer.into()).or_default();
         p.refused = None;
         let their_of_me = acks.get(&self.me).copied().unwrap_or(0);
@@ -525,8 +531,22 @@ impl Node {
             complete_to.min(last.max(store.reported(origin)?))
         };
         let complete = (have >= after).then_some((origin, vouched));
+        // The page that continues this origin's pull exactly (the stream goes
+        // on by itself; a page never starts another pull). Any other page (an
+        // older stream's, one overtaken on the way) may apply but does not move
+        // the pull, and cannot end it: had a later page ended it, an earlier
+        // one still on its way would be ignored (a restored device's own
+        // changes are taken only while it pulls them). A pull left waiting for
+        // a page that will not come is retried from where it stands.
+        let mine = self
+            .pulls
+            .get(origin)
+            .is_some_and(|p| p.peer == peer && p.after == after);
         // Beyond a gap that a pull is already fetching: that pull brings it.
-        if complete.is_none() && self.pulls.contains_key(origin) {
+        // The pull's own pages apply even beyond a gap: their sender may lack
+        // what lies between (it holds changes above its watermark), and the
+        // pull must go on past it.
+        if complete.is_none() && self.pulls.contains_key(origin) && !mine {
             return Ok(out);
         }
         let quarantined = match store.apply(peer, changes, complete) {
@@ -566,17 +586,6 @@ impl Node {
                 to: held,
             },
         ));
-        // The page that continues this origin's pull exactly (the stream goes
-        // on by itself; a page never starts another pull). Any other page (an
-        // older stream's, one overtaken on the way) may apply but does not move
-        // the pull, and cannot end it: had a later page ended it, an earlier
-        // one still on its way would be ignored (a restored device's own
-        // changes are taken only while it pulls them). A pull left waiting for
-        // a page that will not come is retried from where it stands.
-        let mine = self
-            .pulls
-            .get(origin)
-            .is_some_and(|p| p.peer == peer && p.after == after);
         if origin == self.me && mine && !more {
             self.reclaimed(peer, store)?;
         }
@@ -586,8 +595,9 @@ impl Node {
         } else if mine {
             self.pulls.remove(origin);
             out.push(self.hello(peer, false, store)?);
-        } else if complete.is_none() {
-            // A pushed page beyond a gap: fetch the gap.
+        } else if complete.is_none() && !self.failing.contains(&(peer.into(), origin.into())) {
+            // A pushed page beyond a gap: fetch the gap (not from a stream
+            // whose page could not be applied: the next Hello starts over).
             out.push(self.start_pull(peer, origin, have, now));
         }
         Ok(out)

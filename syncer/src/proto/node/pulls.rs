@@ -29,6 +29,7 @@ impl Node {
         store: &dyn Store,
     ) -> Out {
         self.pulls.remove(origin);
+        self.failing.insert((peer.into(), origin.into()));
         if origin == self.me {
             self.reclaiming.remove(peer);
         }
