@@ -595,6 +595,14 @@ impl Node {
         } else if mine {
             self.pulls.remove(origin);
             out.push(self.hello(peer, false, store)?);
+            // Caught up with an origin through another peer: the origin opens
+            // its push stream to this device only once it hears so (it waited
+            // for a Pull that went elsewhere); otherwise its commits would wait
+            // for the next anti-entropy round.
+            let origin_connected = self.peers.get(origin).is_some_and(|p| p.connected);
+            if origin != peer && origin_connected {
+                out.push(self.hello(origin, false, store)?);
+            }
         } else if complete.is_none() && !self.failing.contains(&(peer.into(), origin.into())) {
             // A pushed page beyond a gap: fetch the gap (not from a stream
             // whose page could not be applied: the next Hello starts over).
