@@ -443,16 +443,8 @@ fn a_message_claiming_another_sender_is_refused() {
 /// no retry can hide a stall.
 #[test]
 fn commits_during_a_backfill_cross_the_link_once() {
-    let a = store("once-a");
-    let b = store("once-b");
+    let (a, b, mut na, mut nb) = two("once", 100, 3);
     let (ida, idb) = (a.device().unwrap(), b.device().unwrap());
-    let cfg = Config {
-        page_rows: 100,
-        window: 3,
-        ..Config::default()
-    };
-    let mut na = node(&a, &idb, cfg.clone());
-    let mut nb = node(&b, &ida, cfg);
     let insert = |from: i64, n: i64| {
         a.lib
             .exec(&format!(
@@ -519,6 +511,20 @@ fn a_pull_goes_on_past_a_gap_its_sender_has() {
     assert_eq!(mark.map(|m| m.1), Some(5), "complete only to where S is");
 }
 
+/// Two devices' stores and nodes, paired, with pages of `rows` and a window.
+fn two(name: &str, rows: usize, window: usize) -> (SqlStore, SqlStore, Node, Node) {
+    let a = store(&format!("{name}-a"));
+    let b = store(&format!("{name}-b"));
+    let (ida, idb) = (a.device().unwrap(), b.device().unwrap());
+    let cfg = Config {
+        page_rows: rows,
+        window,
+        ..Config::default()
+    };
+    let (na, nb) = (node(&a, &idb, cfg.clone()), node(&b, &ida, cfg));
+    (a, b, na, nb)
+}
+
 /// Messages between two nodes, delivered in order each way (as QUIC delivers
 /// them), with no time passing.
 #[derive(Default)]
@@ -569,16 +575,8 @@ fn applied_count(out: &[Output]) -> usize {
 /// more (full) page go, and what waits stays in the database.
 #[test]
 fn pushes_wait_for_acknowledgements_beyond_the_window() {
-    let a = store("window-a");
-    let b = store("window-b");
+    let (a, b, mut na, mut nb) = two("window", 10, 2);
     let (ida, idb) = (a.device().unwrap(), b.device().unwrap());
-    let cfg = Config {
-        page_rows: 10,
-        window: 2,
-        ..Config::default()
-    };
-    let mut na = node(&a, &idb, cfg.clone());
-    let mut nb = node(&b, &ida, cfg);
     let ha = sends(&na.connect(&idb, NOW, &a).unwrap()).remove(0);
     let hb = sends(&nb.connect(&ida, NOW, &b).unwrap()).remove(0);
     na.receive(&encode(&hb), NOW, &a).unwrap();
