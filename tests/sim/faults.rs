@@ -133,6 +133,10 @@ impl Store for Meddler<'_> {
         self.inner().peer_schema(peer, mismatches)
     }
 
+    fn reverify(&self, restored: &str) -> Result<(), StoreError> {
+        self.inner().reverify(restored)
+    }
+
     fn reported(&self, origin: &str) -> Result<i64, StoreError> {
         self.inner().reported(origin)
     }

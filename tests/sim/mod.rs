@@ -413,6 +413,7 @@ impl Sim {
             Event::Applied { .. }
             | Event::Deferred { .. }
             | Event::Retried { .. }
+            | Event::PeerRestored { .. }
             | Event::SchemaMismatch { .. } => {}
         }
         self.trace.push(format!("t={} d{d}: {e:?}", self.now));

@@ -98,6 +98,53 @@ fn bad_envelopes_are_refused_with_a_reason() {
     assert!(matches!(&events(&out)[..], [Event::Malformed { .. }]));
 }
 
+/// Two devices of different libraries pinned to each other by mistake: each
+/// refuses the other's Hello once, with a reason naming the library, and a
+/// refusal is never answered with another (they once did so forever).
+#[test]
+fn two_libraries_pinned_by_mistake_refuse_once_each() {
+    let a = store("twolib-a");
+    let b = store("twolib-b");
+    let (ida, idb) = (a.device().unwrap(), b.device().unwrap());
+    let mut na = node(&a, &idb, Config::default());
+    let mut nb = Node::new(&idb, "other-lib", Config::default());
+    nb.add_peer(&ida);
+    let mut to_b = sends(&na.connect(&idb, NOW, &a).unwrap());
+    let mut to_a = sends(&nb.connect(&ida, NOW, &b).unwrap());
+    let (mut ev_a, mut ev_b) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        let (mut next_a, mut next_b) = (Vec::new(), Vec::new());
+        for m in to_b.drain(..) {
+            let out = nb.receive(&encode(&m), NOW, &b).unwrap();
+            ev_b.extend(events(&out));
+            next_a.extend(sends(&out));
+        }
+        for m in to_a.drain(..) {
+            let out = na.receive(&encode(&m), NOW, &a).unwrap();
+            ev_a.extend(events(&out));
+            next_b.extend(sends(&out));
+        }
+        (to_a, to_b) = (next_a, next_b);
+    }
+    assert!(to_a.is_empty() && to_b.is_empty(), "{to_a:?} {to_b:?}");
+    for ev in [&ev_a, &ev_b] {
+        let refused = ev
+            .iter()
+            .filter(
+                |e| matches!(e, Event::Refused { reason, .. } if reason.contains("wrong library")),
+            )
+            .count();
+        let refused_by = ev
+            .iter()
+            .filter(|e| matches!(e, Event::RefusedBy { .. }))
+            .count();
+        assert_eq!((refused, refused_by, ev.len()), (1, 1, 2), "{ev:?}");
+    }
+    // Anti-entropy sends nothing more to a peer that refused.
+    assert!(sends(&na.tick(NOW + 60_000, &a).unwrap()).is_empty());
+    assert!(sends(&nb.tick(NOW + 60_000, &b).unwrap()).is_empty());
+}
+
 #[test]
 fn a_peer_clock_beyond_the_drift_is_refused() {
     let a = store("drift-a");

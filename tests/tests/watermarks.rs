@@ -275,3 +275,51 @@ fn a_restored_database_that_wrote_more_than_it_lost_is_noticed_by_its_syncer() {
         m.devs[1].store.lib.digest().unwrap()
     );
 }
+
+/// A peer may leave a change out of a page because a change of its own
+/// superseded it; if a restore then loses that change of its own before
+/// anyone took it, the device that took the page holds neither, and its
+/// watermark covers both. Here C serves A B's origin without B's delete of t1
+/// (C re-created t1), then C is restored from a copy older than both: when C
+/// comes back and pulls its own origin, A stops vouching for what it took and
+/// pulls B's origin again, so t1 ends deleted everywhere (simulation seed
+/// 2817).
+#[test]
+fn a_peer_restored_after_serving_pages_makes_its_peers_pull_again() {
+    let mut m = Mesh::new("restore-taint", 3);
+    let (idb, idc) = (m.devs[1].id.clone(), m.devs[2].id.clone());
+    m.devs[1].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
+    for (a, b) in [(0, 1), (1, 2)] {
+        m.link(a, b);
+        m.unlink(a, b);
+    }
+    let snapshot = m.devs[2].dir.join("backup.db");
+    m.devs[2].exec(&format!("VACUUM INTO '{}'", snapshot.display()));
+    // B deletes t1; C takes the delete, then re-creates t1 (supersedes it).
+    m.devs[1].exec("DELETE FROM tags WHERE uuid = 't1'");
+    m.link(1, 2);
+    m.unlink(1, 2);
+    m.devs[2].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
+    // A hears B report its delete's number, but takes no page from it...
+    m.link_dropping(0, 1, |from, _, env| from == 1 && Mesh::page_of(env, &idb));
+    m.unlink(0, 1);
+    // ...and B's origin from C, which leaves the delete out; not C's own.
+    m.link_dropping(0, 2, |_, to, env| to == 0 && Mesh::page_of(env, &idc));
+    m.unlink(0, 2);
+    assert_eq!(m.devs[0].holds(&idb), 2, "A vouches for B's delete");
+    assert_eq!(m.devs[0].count("tags"), 1, "but never got it");
+    // C's re-creation is lost with the restore.
+    m.restore(2, &snapshot);
+    m.link(0, 2);
+    m.link(1, 2);
+    m.link(0, 1);
+    m.advance(10_000);
+    let again = |e: &Event| matches!(e, Event::PeerRestored { .. });
+    assert_eq!(m.count_events(0, again), 1, "{:?}", m.events);
+    for d in 0..3 {
+        assert_eq!(m.devs[d].count("tags"), 0, "device {d}");
+    }
+    let a = m.devs[0].store.lib.digest().unwrap();
+    assert_eq!(a, m.devs[1].store.lib.digest().unwrap());
+    assert_eq!(a, m.devs[2].store.lib.digest().unwrap());
+}

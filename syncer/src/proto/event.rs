@@ -131,6 +131,12 @@ pub enum Event {
         /// How many of its changes were renumbered.
         renumbered: i64,
     },
+    /// `peer` was restored from an older copy (it pulls its own origin back):
+    /// this device stopped vouching for other origins and pulls them again.
+    PeerRestored {
+        /// The restored peer.
+        peer: String,
+    },
     /// We vouched for more of `origin` than it says it issued: cut back.
     WatermarkCut {
         /// The origin.

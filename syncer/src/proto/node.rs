@@ -338,6 +338,11 @@ impl Node {
     fn handle(&mut self, env: Envelope, now: u64, store: &dyn Store) -> Out {
         let peer = env.sender.clone();
         if let Some(reason) = self.envelope_problem(&env) {
+            // A refusal is never answered with one: two devices of different
+            // libraries pinned to each other did so forever (a storm of logs).
+            if let Payload::Refused { reason: theirs } = env.payload {
+                return Ok(self.refused_by(peer, theirs));
+            }
             let mut out = vec![Output::Event(Event::Refused {
                 peer: peer.clone(),
                 reason: reason.clone(),
@@ -373,7 +378,15 @@ impl Node {
                 }
                 Ok(out)
             }
-            Payload::Pull { origin, after } => self.on_pull(&peer, &origin, after, store),
+            Payload::Pull { origin, after } => {
+                let mut out = if origin == peer && after == 0 {
+                    self.peer_restored(&peer, now, store)?
+                } else {
+                    Vec::new()
+                };
+                out.extend(self.on_pull(&peer, &origin, after, store)?);
+                Ok(out)
+            }
             Payload::Ack { origin, to } => self.on_ack(&peer, &origin, to, store),
             Payload::Page {
                 origin,
@@ -395,15 +408,19 @@ impl Node {
                 incarnation,
                 reason,
             } => Ok(self.on_stop(&peer, incarnation, reason)),
-            Payload::Refused { reason } => {
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.refused = Some(reason.clone());
-                }
-                self.pulls.retain(|_, pending| pending.peer != peer);
-                self.close_streams(&peer);
-                Ok(vec![Output::Event(Event::RefusedBy { peer, reason })])
-            }
+            Payload::Refused { reason } => Ok(self.refused_by(peer, reason)),
         }
+    }
+
+    /// `peer` refused this device's messages: nothing more goes to it until
+    /// it says Hello again.
+    fn refused_by(&mut self, peer: String, reason: String) -> Vec<Output> {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.refused = Some(reason.clone());
+        }
+        self.pulls.retain(|_, pending| pending.peer != peer);
+        self.close_streams(&peer);
+        vec![Output::Event(Event::RefusedBy { peer, reason })]
     }
 
     fn envelope_problem(&self, env: &Envelope) -> Option<String> {

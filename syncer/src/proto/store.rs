@@ -144,6 +144,14 @@ pub trait Store {
     fn schema(&self) -> Result<Vec<TableLayout>, StoreError>;
     /// Records how `peer`'s tables differ from ours (replacing its last report).
     fn peer_schema(&self, peer: &str, mismatches: &[String]) -> Result<(), StoreError>;
+    /// Stops vouching for any origin but `restored`'s (and this device's): a
+    /// peer that served this device pages was restored from an older copy,
+    /// and what it left out of them as superseded may have been superseded by
+    /// changes it has now lost. Pulls start over from nothing; changes held
+    /// already apply as no-ops. The restored peer's own origin keeps its
+    /// watermark: it takes those changes back from here, quarantined ones
+    /// included, which a page serves only up to the watermark.
+    fn reverify(&self, restored: &str) -> Result<(), StoreError>;
     /// The highest sequence `origin` itself reported having issued (0: unknown).
     fn reported(&self, origin: &str) -> Result<i64, StoreError>;
     /// `origin` itself says it issued up to `seq`: remember it, and stop vouching

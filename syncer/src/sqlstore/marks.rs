@@ -98,6 +98,15 @@ pub fn vouch(conn: &Connection, origin: &str, seq: i64) -> rusqlite::Result<()> 
     Ok(())
 }
 
+/// Vouches for no origin but `kept` any more (see `Store::reverify`).
+pub fn forget(conn: &Connection, kept: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE sdsync_verified SET seq = 0 WHERE origin <> ?1",
+        [kept],
+    )?;
+    Ok(())
+}
+
 /// `origin` itself has issued nothing beyond `issued`, yet we vouch for more (a
 /// watermark taken on trust at first open, a forged page). What we vouched for
 /// cannot be believed, and `issued` is not proof of holding either: the claim is

@@ -294,11 +294,14 @@ impl Store for SqlStore {
         changes.truncate(keep.min(rows));
         // Quarantined changes are part of what the origin issued: a peer that
         // gets this origin from here gets them too (and applies or quarantines
-        // them itself), as if it had pulled from the origin.
+        // them itself), as if it had pulled from the origin. Like applied
+        // ones, also those above the watermark: a restored origin takes its
+        // own changes back from a peer whose watermark of it is behind (seed
+        // 153: the peer had stopped vouching after another peer's restore).
         let upper = if more {
             changes.last().map_or(held, |c| c.seq)
         } else {
-            held
+            i64::MAX
         };
         let kept = self.sql(quarantine::held_between(&tx, origin, after, upper))?;
         if !kept.is_empty() {
@@ -437,6 +440,10 @@ impl Store for SqlStore {
 
     fn peer_schema(&self, peer: &str, mismatches: &[String]) -> Result<(), StoreError> {
         Ok(syncdb::peer_schema(&self.sync, peer, mismatches)?)
+    }
+
+    fn reverify(&self, restored: &str) -> Result<(), StoreError> {
+        self.sql(marks::forget(&self.lib.conn, restored))
     }
 
     fn reported(&self, origin: &str) -> Result<i64, StoreError> {

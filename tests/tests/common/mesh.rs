@@ -5,7 +5,7 @@
 
 use sdsync_core::hlc::wall_millis;
 use sdsync_syncer::home::Home;
-use sdsync_syncer::proto::message::encode;
+use sdsync_syncer::proto::message::{Envelope, Payload, encode};
 use sdsync_syncer::proto::node::{Config, Event, Node, Output};
 use sdsync_syncer::proto::store::{SqlStore, Store};
 use sdsync_tests::{extension_path, temp_dir};
@@ -143,6 +143,17 @@ impl Mesh {
 
     /// Links devices `a` and `b` and delivers until nothing is left to send.
     pub fn link(&mut self, a: usize, b: usize) {
+        self.link_dropping(a, b, |_, _, _| false);
+    }
+
+    /// Like [`Mesh::link`], but the messages `drop(from, to, envelope)` picks
+    /// are lost on the way.
+    pub fn link_dropping(
+        &mut self,
+        a: usize,
+        b: usize,
+        drop: impl Fn(usize, usize, &Envelope) -> bool,
+    ) {
         let idb = self.devs[b].id.clone();
         let ida = self.devs[a].id.clone();
         let now = self.now;
@@ -152,7 +163,7 @@ impl Mesh {
         let ob = d.node.connect(&ida, now, &d.store).expect("connect");
         let mut out: Vec<(usize, Output)> = oa.into_iter().map(|o| (a, o)).collect();
         out.extend(ob.into_iter().map(|o| (b, o)));
-        self.deliver(out);
+        self.deliver_dropping(out, drop);
     }
 
     /// Takes the link between `a` and `b` down.
@@ -182,7 +193,16 @@ impl Mesh {
     }
 
     /// Delivers messages (and the answers they cause) until none is left.
-    pub fn deliver(&mut self, mut queue: Vec<(usize, Output)>) {
+    pub fn deliver(&mut self, queue: Vec<(usize, Output)>) {
+        self.deliver_dropping(queue, |_, _, _| false);
+    }
+
+    /// Like [`Mesh::deliver`], but the messages `drop` picks are lost.
+    pub fn deliver_dropping(
+        &mut self,
+        mut queue: Vec<(usize, Output)>,
+        drop: impl Fn(usize, usize, &Envelope) -> bool,
+    ) {
         let mut steps = 0;
         while let Some((from, o)) = (!queue.is_empty()).then(|| queue.remove(0)) {
             steps += 1;
@@ -191,6 +211,9 @@ impl Mesh {
                 Output::Event(e) => self.events.push((from, e)),
                 Output::Send { to, env } => {
                     let i = self.index(&to);
+                    if drop(from, i, &env) {
+                        continue;
+                    }
                     let now = self.now;
                     let from_id = self.devs[from].id.clone();
                     let d = &mut self.devs[i];
@@ -202,6 +225,11 @@ impl Mesh {
                 }
             }
         }
+    }
+
+    /// Whether `env` is a page of `origin`.
+    pub fn page_of(env: &Envelope, origin: &str) -> bool {
+        matches!(&env.payload, Payload::Page { origin: o, .. } if o == origin)
     }
 
     /// Events of device `i` matching `f`.

@@ -145,6 +145,39 @@ impl Node {
         ])
     }
 
+    /// `peer` pulls its own origin from the start: it was restored from an
+    /// older copy (see [`Node::reclaim`]). Pages it served before may have left
+    /// out, as superseded, changes of other origins whose superseding change
+    /// the restore lost before any peer took it: this device would hold
+    /// neither, its watermarks covering both. (Simulation seed 2817: a delete
+    /// left out because a create superseded it, the create left out because
+    /// the peer's own delete superseded that, and that delete lost.) So this
+    /// device vouches for no other origin any more and pulls each again, from
+    /// the origin itself where it is connected (a peer that took pages from
+    /// the restored one may lack the same changes); what it holds already
+    /// applies as a no-op. A restore costs every peer one full pass.
+    pub(super) fn peer_restored(
+        &mut self,
+        peer: &str,
+        now: u64,
+        store: &dyn Store,
+    ) -> Result<Vec<Output>, StoreError> {
+        store.reverify(peer)?;
+        let me = self.me.clone();
+        self.pulls
+            .retain(|origin, _| *origin == me || origin == peer);
+        self.unverified.clear();
+        let mut out = vec![Output::Event(Event::PeerRestored { peer: peer.into() })];
+        let connected: Vec<String> = self.connected().collect();
+        for origin in connected.iter().filter(|o| **o != me && *o != peer) {
+            out.push(self.start_pull(origin, origin, 0, now));
+        }
+        for p in &connected {
+            out.push(self.hello(p, true, store)?);
+        }
+        Ok(out)
+    }
+
     /// Where renumbered changes start: above every claim a peer made, with a
     /// gap of [`RESTORE_GAP`] for what peers not heard from yet may hold (the
     /// restored copy cannot know how far its lost self went), so a renumbered
