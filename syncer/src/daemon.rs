@@ -36,13 +36,16 @@ use crate::net::identity::Identity;
 use crate::net::link::{Conn, Inbound, Link};
 use crate::net::tls::Pins;
 use crate::proto::message::{Payload, encode};
-use crate::proto::node::{Config, Event, Node, Output};
+use crate::proto::node::{Config, Event, Node, Output, PeerState};
 use crate::proto::store::{SqlStore, Store, StoreError};
 
 /// How often commits by other connections are looked for.
 const COMMIT_POLL: Duration = Duration::from_millis(5);
-/// How often unconnected peers are dialed again.
+/// How often unconnected peers are dialed again (and the peers' state is
+/// recorded for `status`, if it changed).
 const REDIAL: Duration = Duration::from_millis(500);
+/// How stale a recorded "last contact" may get before it is written again.
+const CONTACT_SLACK_MS: u64 = 5_000;
 
 /// Where paired devices can be reached, shared with whoever learns addresses.
 #[derive(Clone, Default, Debug)]
@@ -92,6 +95,8 @@ pub struct Daemon {
     events: Option<mpsc::UnboundedSender<(String, Event)>>,
     /// Why a peer told this copy of the folder to stop, once one did.
     stop_reason: Option<String>,
+    /// The peers' state as last recorded in `sync.db`.
+    recorded: Vec<PeerState>,
 }
 
 impl Daemon {
@@ -129,6 +134,7 @@ impl Daemon {
             data_version,
             events: None,
             stop_reason: None,
+            recorded: Vec::new(),
         })
     }
 
@@ -171,7 +177,10 @@ impl Daemon {
                     self.handle(out);
                 }
                 _ = poll.tick() => self.poll_commits(),
-                _ = redial.tick() => self.redial(),
+                _ = redial.tick() => {
+                    self.redial();
+                    self.record_peers(false);
+                }
                 changed = stop.changed() => if changed.is_err() || *stop.borrow() { break },
             }
             if self.stop_reason.is_some() {
@@ -181,6 +190,7 @@ impl Daemon {
         if let Err(e) = self.store.note_clock() {
             tracing::warn!(device = %self.me, error = %e, "recording the clock in sync.db");
         }
+        self.record_peers(true);
         self.link.close();
         self.link.closed(Duration::from_secs(1)).await;
         self.stop_reason
@@ -233,6 +243,32 @@ impl Daemon {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(device = %self.me, error = %e, "reading data_version"),
+        }
+    }
+
+    /// Writes the peers' state to `sync.db` for `sdsync status` when it
+    /// changed (a last contact only once it is [`CONTACT_SLACK_MS`] stale),
+    /// so an idle syncer writes nothing. On the way out every peer is
+    /// recorded as disconnected.
+    fn record_peers(&mut self, stopping: bool) {
+        let mut states = self.node.peer_states();
+        if stopping {
+            states.iter_mut().for_each(|s| s.connected = false);
+        }
+        let changed = states.len() != self.recorded.len()
+            || states.iter().zip(&self.recorded).any(|(s, r)| {
+                s.device != r.device
+                    || s.connected != r.connected
+                    || s.holds != r.holds
+                    || s.refused != r.refused
+                    || s.last_contact_ms > r.last_contact_ms + CONTACT_SLACK_MS
+            });
+        if !changed && !stopping {
+            return;
+        }
+        match self.store.record_peers(&states, wall_millis()) {
+            Ok(()) => self.recorded = states,
+            Err(e) => tracing::warn!(device = %self.me, error = %e, "recording peers in sync.db"),
         }
     }
 

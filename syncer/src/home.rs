@@ -25,11 +25,10 @@ use crate::daemon::Directory;
 use crate::library::{Library, LibraryError};
 use crate::net::identity::Identity;
 use crate::net::tls::Pins;
-use crate::proto::message::QuarantineSummary;
 use crate::proto::store::{Retried, StoreError};
+use crate::sqlstore::SqlStore;
 use crate::sqlstore::quarantine::{self, Entry};
-use crate::sqlstore::syncdb::{self, DeadLetter};
-use crate::sqlstore::{SqlStore, marks};
+use crate::sqlstore::syncdb;
 
 /// What can go wrong with a library folder.
 #[derive(Debug, thiserror::Error)]
@@ -98,104 +97,11 @@ pub struct Peer {
     pub addr: Option<SocketAddr>,
 }
 
-/// A device's sync state at a glance.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Status {
-    /// This device.
-    pub device: String,
-    /// `(origin, seq)` held completely (the effective, verified watermarks).
-    pub watermarks: Vec<(String, i64)>,
-    /// `(origin, claimed, verified)`: watermarks the database claims beyond what
-    /// the syncer verified (not believed; see `sqlstore::marks`).
-    pub unverified: Vec<(String, i64, i64)>,
-    /// Parked changes by reason.
-    pub parked: Vec<(String, i64)>,
-    /// Changes quarantined here, per origin.
-    pub quarantined: Vec<QuarantineSummary>,
-    /// What peers report holding in quarantine: `(peer, summary)`.
-    pub quarantined_by_peers: Vec<(String, QuarantineSummary)>,
-    /// The most recent dead letters (one per peer and cause, counted).
-    pub dead_letters: Vec<DeadLetter>,
-    /// Tracked tables whose capture is not in line with the table:
-    /// `(table, state, detail)` from `sdsync_schema`.
-    pub schema: Vec<(String, String, String)>,
-    /// Changes kept for tables or columns this database lacks: `(reason, count)`.
-    pub kept: Vec<(String, i64)>,
-    /// How peers' tables differ from this device's: `(peer, detail)`.
-    pub peer_schema: Vec<(String, String)>,
-    /// After a restore: peers this device still takes its own changes back from.
-    pub reclaiming: Vec<String>,
-    /// Why a peer told this copy of the folder to stop, if one did.
-    pub stopped: Option<String>,
-}
-
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some(reason) = &self.stopped {
-            writeln!(f, "STOPPED     {reason}")?;
-        }
-        if !self.reclaiming.is_empty() {
-            writeln!(
-                f,
-                "restored    taking this device's own changes back from: {}",
-                self.reclaiming.join(", ")
-            )?;
-        }
-        for (origin, seq) in &self.watermarks {
-            writeln!(f, "holds       {origin} up to seq {seq}")?;
-        }
-        for (origin, claimed, verified) in &self.unverified {
-            writeln!(
-                f,
-                "unverified  database claims {origin} up to seq {claimed}; verified up to {verified} (pulled from there)"
-            )?;
-        }
-        for (reason, n) in &self.parked {
-            writeln!(f, "parked      {n} change(s): {reason}")?;
-        }
-        for q in &self.quarantined {
-            writeln!(
-                f,
-                "quarantined {} change(s) of {} (see `sdsync quarantine`): {}",
-                q.count, q.origin, q.reason
-            )?;
-        }
-        for (peer, q) in &self.quarantined_by_peers {
-            if q.origin == self.device {
-                writeln!(
-                    f,
-                    "quarantine  {} of your changes are quarantined on peer {peer}: {}",
-                    q.count, q.reason
-                )?;
-            } else {
-                writeln!(
-                    f,
-                    "quarantine  peer {peer} holds {} change(s) of {} in quarantine: {}",
-                    q.count, q.origin, q.reason
-                )?;
-            }
-        }
-        for d in &self.dead_letters {
-            writeln!(f, "dead letter {d}")?;
-        }
-        for (table, state, detail) in &self.schema {
-            writeln!(f, "schema      {table} is {state}: {detail}")?;
-        }
-        for (reason, n) in &self.kept {
-            writeln!(f, "kept        {n} change(s) for a newer schema: {reason}")?;
-        }
-        for (peer, detail) in &self.peer_schema {
-            writeln!(f, "mismatch    peer {peer}: {detail}")?;
-        }
-        Ok(())
-    }
-}
-
 /// A library folder.
 pub struct Home {
     dir: PathBuf,
     ext: PathBuf,
-    sync: Connection,
+    pub(crate) sync: Connection,
 }
 
 impl Home {
@@ -263,7 +169,7 @@ impl Home {
         Ok(home)
     }
 
-    fn sql<T>(&self, r: rusqlite::Result<T>) -> Result<T, HomeError> {
+    pub(crate) fn sql<T>(&self, r: rusqlite::Result<T>) -> Result<T, HomeError> {
         r.map_err(|source| HomeError::Sync {
             path: self.dir.join("sync.db"),
             source,
@@ -439,55 +345,6 @@ impl Home {
             .collect()
     }
 
-    /// What this device holds and what it could not apply, for `sdsync status`:
-    /// nothing the syncer set aside is invisible.
-    pub fn status(&self) -> Result<Status, HomeError> {
-        let store = self.store()?;
-        let device = store.lib.device()?;
-        let lib = &store.lib;
-        let err = |source| LibraryError::Sql {
-            path: lib.path.clone(),
-            source,
-        };
-        let watermarks = marks::effective(&lib.conn, &device).map_err(err)?;
-        let unverified = marks::unverified(&lib.conn, &device).map_err(err)?;
-        let parked: Vec<(String, i64)> = lib
-            .conn
-            .prepare("SELECT reason, count(*) FROM sdsync_parked GROUP BY reason ORDER BY 2 DESC")
-            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-            .map_err(err)?;
-        let quarantined = quarantine::summary(&lib.conn).map_err(err)?;
-        let schema: Vec<(String, String, String)> = lib
-            .conn
-            .prepare(
-                "SELECT tbl, state, detail FROM sdsync_schema WHERE state <> 'ok' ORDER BY tbl",
-            )
-            .and_then(|mut s| {
-                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                    .collect()
-            })
-            .map_err(err)?;
-        let kept: Vec<(String, i64)> = lib
-            .conn
-            .prepare("SELECT reason, count(*) FROM sdsync_kept GROUP BY reason ORDER BY 2 DESC")
-            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-            .map_err(err)?;
-        Ok(Status {
-            device,
-            watermarks,
-            unverified,
-            parked,
-            quarantined,
-            quarantined_by_peers: self.sql(syncdb::peer_reports(&self.sync))?,
-            dead_letters: self.sql(syncdb::dead_letters(&self.sync, 20))?,
-            schema,
-            kept,
-            peer_schema: self.sql(syncdb::peer_schemas(&self.sync))?,
-            reclaiming: self.sql(syncdb::reclaim_from(&self.sync))?,
-            stopped: self.sql(syncdb::stopped(&self.sync))?,
-        })
-    }
-
     /// Every change quarantined on this device.
     pub fn quarantined(&self) -> Result<Vec<Entry>, HomeError> {
         let store = self.store()?;
@@ -529,7 +386,7 @@ impl Home {
     }
 
     /// The store over this folder (its tables created if missing).
-    fn store(&self) -> Result<SqlStore, HomeError> {
+    pub(crate) fn store(&self) -> Result<SqlStore, HomeError> {
         let path = self.dir.join("sync.db");
         let sync = Connection::open(&path).map_err(|source| HomeError::Sync { path, source })?;
         SqlStore::new(self.database()?, sync).map_err(|e| self.store_error(e))

@@ -23,3 +23,4 @@ pub mod net;
 pub mod proto;
 pub mod runlock;
 pub mod sqlstore;
+pub mod status;

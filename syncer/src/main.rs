@@ -63,10 +63,15 @@ enum Command {
         /// The library folder.
         dir: PathBuf,
     },
-    /// Print what a device holds of each origin, its parked changes and dead letters.
+    /// Print whether the syncer runs, each paired device (connected, last
+    /// contact, how far behind), what this device holds of each origin, and
+    /// what it set aside (parked, quarantined, dead letters, schema).
     Status {
         /// The library folder.
         dir: PathBuf,
+        /// Print it as one JSON object (field names in the README).
+        #[arg(long)]
+        json: bool,
     },
     /// List, retry or discard the changes this device could not apply.
     Quarantine {
@@ -190,7 +195,11 @@ fn main() -> anyhow::Result<()> {
             &Home::open(&dir, &ext)?,
             action.unwrap_or(QuarantineCommand::List),
         )?,
-        Command::Status { dir } => {
+        Command::Status { dir, json: true } => {
+            let home = Home::open(&dir, &ext)?;
+            println!("{}", serde_json::to_string_pretty(&home.status()?)?);
+        }
+        Command::Status { dir, json: false } => {
             let home = Home::open(&dir, &ext)?;
             info(&home)?;
             print!("{}", home.status()?);

@@ -82,6 +82,22 @@ pub fn lock(dir: &Path) -> Result<RunLock, LockError> {
     Ok(RunLock { _file: file })
 }
 
+/// The pid of the syncer holding the folder's lock, if one does. Probes with
+/// a shared lock, released at once (a `sdsync run` starting in that instant
+/// is refused and says so).
+pub fn holder(dir: &Path) -> Option<String> {
+    let mut file = File::open(dir.join(LOCK_FILE)).ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => None,
+        Err(TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Some(pid.trim().to_string())
+        }
+        Err(TryLockError::Error(_)) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,7 +113,9 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("one syncer per library folder"));
+        assert_eq!(holder(&dir), Some(std::process::id().to_string()));
         drop(first);
+        assert_eq!(holder(&dir), None);
         lock(&dir).unwrap();
     }
 }

@@ -302,3 +302,65 @@ fn peer_add_refuses_what_cannot_be_the_peer() {
         "the address was erased: {after}"
     );
 }
+
+/// `sdsync status --json` says how each peer stands (issue 10): connected and
+/// lacking nothing once in sync; disconnected and lacking exactly what was
+/// written since it stopped; and, with no syncer running, no pid and nobody
+/// connected.
+#[test]
+fn status_json_tells_how_each_peer_stands() {
+    let (_dir, mut a, mut b) = pair_of("status-json");
+    let dir = a.dir.to_str().expect("utf-8").to_string();
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&cli(&["status", &dir, "--json"])).expect("status is JSON")
+    };
+    a.start();
+    b.start();
+    a.app()
+        .exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one'), ('t2', 'two')");
+    wait_for("B connected and holding A's changes", 30, || {
+        let p = &status()["peers"][0];
+        p["connected"] == true && p["lacks_of_ours"] == 0
+    });
+    let s = status();
+    let pid = a.syncer.as_ref().expect("running").id().to_string();
+    assert_eq!(s["device"], a.id.as_str());
+    assert_eq!(s["syncer_pid"], pid.as_str());
+    assert_eq!(s["peers"].as_array().map(Vec::len), Some(1));
+    let p = &s["peers"][0];
+    assert_eq!(p["device"], b.id.as_str());
+    assert_eq!(p["address"], b.addr.to_string().as_str());
+    assert!(
+        p["last_contact_ms"].as_u64().is_some_and(|ms| ms > 0),
+        "{p}"
+    );
+    assert_eq!(p["ahead_of_us"], serde_json::json!([]));
+    let text = cli(&["status", &dir]);
+    assert!(
+        text.contains(&format!("peer        {} connected", b.id)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("syncer      running (pid {pid})")),
+        "{text}"
+    );
+    // B stops; A writes three changes it cannot send.
+    b.kill();
+    a.app().exec(
+        "INSERT INTO tags(uuid, canonical_name) VALUES ('t3', 'three'), ('t4', 'four'), ('t5', 'five')",
+    );
+    wait_for("A to see B gone", 30, || {
+        status()["peers"][0]["connected"] == false
+    });
+    assert_eq!(status()["peers"][0]["lacks_of_ours"], 3);
+    let text = cli(&["status", &dir]);
+    assert!(
+        text.contains("not connected") && text.contains("lacks 3 of this device's changes"),
+        "{text}"
+    );
+    a.kill();
+    let s = status();
+    assert_eq!(s["syncer_pid"], serde_json::Value::Null);
+    assert_eq!(s["peers"][0]["connected"], false);
+    assert!(cli(&["status", &dir]).contains("syncer      not running"));
+}

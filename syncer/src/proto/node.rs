@@ -61,15 +61,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use sdsync_core::hlc::Hlc;
 use sdsync_core::ids::MAX_SEQ;
 
-use crate::library::Change;
 use crate::proto::message::{
     Envelope, Incarnation, PROTOCOL_VERSION, Payload, QuarantineSummary, decode,
 };
 use crate::proto::store::{Store, StoreError};
 
 pub use crate::proto::event::{Event, Output};
+pub use peers::PeerState;
 
 mod copies;
+mod pages;
+mod peers;
 mod pulls;
 mod reports;
 mod streams;
@@ -171,7 +173,7 @@ pub struct Node {
     incarnations: BTreeMap<String, (Incarnation, u64)>,
 }
 
-type Out = Result<Vec<Output>, StoreError>;
+pub(super) type Out = Result<Vec<Output>, StoreError>;
 
 impl Node {
     /// A node for device `me` in `library`.
@@ -505,125 +507,6 @@ impl Node {
             if origin != self.me && seq > have && !self.pulls.contains_key(&origin) && !doubted {
                 out.push(self.start_pull(peer, &origin, have, now));
             }
-        }
-        Ok(out)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn on_page(
-        &mut self,
-        peer: &str,
-        origin: &str,
-        after: i64,
-        complete_to: i64,
-        changes: &[Change],
-        more: bool,
-        now: u64,
-        store: &dyn Store,
-    ) -> Out {
-        if origin == self.me && !self.reclaiming.contains(peer) {
-            return Ok(vec![]);
-        }
-        let mut out = Vec::new();
-        if let Some(c) = changes.iter().find(|c| c.origin != origin) {
-            let reason = format!(
-                "page of origin {origin} holds a change of origin {}",
-                c.origin
-            );
-            return self.failed(peer, origin, after, reason, store);
-        }
-        let have = store
-            .watermarks()?
-            .into_iter()
-            .find(|(o, _)| o == origin)
-            .map_or(0, |(_, s)| s);
-        // What this page can vouch for: the origin knows what it issued; another
-        // peer's claim counts up to the last change it carries, or up to what the
-        // origin itself last reported.
-        let vouched = if peer == origin {
-            out.extend(self.origin_reports(origin, complete_to, store)?);
-            complete_to
-        } else {
-            let last = changes.last().map_or(0, |c| c.seq);
-            complete_to.min(last.max(store.reported(origin)?))
-        };
-        let complete = (have >= after).then_some((origin, vouched));
-        // The page that continues this origin's pull exactly (the stream goes
-        // on by itself; a page never starts another pull). Any other page (an
-        // older stream's, one overtaken on the way) may apply but does not move
-        // the pull, and cannot end it: had a later page ended it, an earlier
-        // one still on its way would be ignored (a restored device's own
-        // changes are taken only while it pulls them). A pull left waiting for
-        // a page that will not come is retried from where it stands.
-        let mine = self
-            .pulls
-            .get(origin)
-            .is_some_and(|p| p.peer == peer && p.after == after);
-        // Beyond a gap that a pull is already fetching: that pull brings it.
-        // The pull's own pages apply even beyond a gap: their sender may lack
-        // what lies between (it holds changes above its watermark), and the
-        // pull must go on past it.
-        if complete.is_none() && self.pulls.contains_key(origin) && !mine {
-            return Ok(out);
-        }
-        let quarantined = match store.apply(peer, changes, complete) {
-            Ok(q) => q,
-            Err(e) if e.is_transient() => return Ok(self.deferred(peer, origin, have, &e, now)),
-            Err(e) => return self.failed(peer, origin, after, e.to_string(), store),
-        };
-        self.busy.remove(origin);
-        if let Some(hlc) = changes.iter().map(|c| c.hlc).max() {
-            let newest = self.newest.entry(origin.into()).or_insert(hlc);
-            *newest = (*newest).max(hlc);
-        }
-        if vouched < complete_to && !more {
-            self.unverified
-                .insert((peer.to_string(), origin.to_string()), complete_to);
-        }
-        for q in quarantined {
-            out.push(Output::Event(Event::Quarantined {
-                peer: peer.into(),
-                origin: origin.into(),
-                seq: q.seq,
-                reason: q.reason,
-            }));
-        }
-        if !changes.is_empty() {
-            out.push(Output::Event(Event::Applied {
-                peer: peer.into(),
-                origin: origin.into(),
-                count: changes.len(),
-            }));
-        }
-        let held = complete.map_or(have, |_| have.max(vouched));
-        out.push(self.send(
-            peer,
-            Payload::Ack {
-                origin: origin.into(),
-                to: held,
-            },
-        ));
-        if origin == self.me && mine && !more {
-            self.reclaimed(peer, store)?;
-        }
-        let next = changes.last().map_or(complete_to, |c| c.seq);
-        if mine && more {
-            self.advance(origin, next, now);
-        } else if mine {
-            self.pulls.remove(origin);
-            out.push(self.hello(peer, false, store)?);
-            // Caught up with an origin through another peer: the origin opens
-            // its push stream to this device only once it hears so (it waited
-            // for a Pull that went elsewhere); otherwise its commits would wait
-            // for the next anti-entropy round.
-            let origin_connected = self.peers.get(origin).is_some_and(|p| p.connected);
-            if origin != peer && origin_connected {
-                out.push(self.hello(origin, false, store)?);
-            }
-        } else if complete.is_none() && !self.failing.contains(&(peer.into(), origin.into())) {
-            // A pushed page beyond a gap: fetch the gap (not from a stream
-            // whose page could not be applied: the next Hello starts over).
-            out.push(self.start_pull(peer, origin, have, now));
         }
         Ok(out)
     }

@@ -37,6 +37,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use crate::library::{Change, Library, LibraryError, apply_in, read_changes};
 use crate::proto::message::{Incarnation, QuarantineSummary, change_size};
+use crate::proto::node::PeerState;
 use crate::proto::schema::TableLayout;
 use crate::proto::store::{Quarantined, Retried, Slice, Store, StoreError};
 
@@ -165,6 +166,12 @@ impl SqlStore {
             self.sql(conn.execute("UPDATE sdsync_clock SET hlc = ?1 WHERE hlc < ?1", [seen]))?;
         }
         Ok(())
+    }
+
+    /// Records what the running syncer knows of its peers, for `sdsync
+    /// status` (another process).
+    pub fn record_peers(&self, peers: &[PeerState], now_ms: u64) -> Result<(), StoreError> {
+        Ok(syncdb::record_peers(&self.sync, peers, now_ms)?)
     }
 
     /// Records the local sequence and clock when the sequence moved (the daemon

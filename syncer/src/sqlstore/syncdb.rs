@@ -15,6 +15,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::proto::message::{Incarnation, QuarantineSummary};
+use crate::proto::node::PeerState;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS dead_letters(
@@ -35,13 +36,16 @@ CREATE TABLE IF NOT EXISTS stopped(
   reason TEXT NOT NULL, at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));
 CREATE TABLE IF NOT EXISTS own_clock(
   device TEXT PRIMARY KEY, seq INTEGER NOT NULL, hlc INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS peer_state(
+  device TEXT PRIMARY KEY, connected INTEGER NOT NULL, last_contact_ms INTEGER NOT NULL,
+  holds TEXT NOT NULL, refused TEXT, at_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS peer_schema(
   peer TEXT NOT NULL, detail TEXT NOT NULL,
   at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
   PRIMARY KEY (peer, detail));";
 
 /// A dead letter as `status` shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct DeadLetter {
     /// The peer involved.
     pub peer: String,
@@ -293,4 +297,51 @@ pub fn set_stopped(conn: &Connection, reason: Option<&str>) -> rusqlite::Result<
         tx.execute("INSERT INTO stopped(reason) VALUES (?1)", [reason])?;
     }
     tx.commit()
+}
+
+/// Records what the running syncer knows of its peers (replacing the last
+/// record), at `now_ms`.
+pub fn record_peers(conn: &Connection, peers: &[PeerState], now_ms: u64) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute("DELETE FROM peer_state", [])?;
+    for p in peers {
+        let holds = serde_json::to_string(&p.holds)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        tx.prepare_cached(
+            "INSERT INTO peer_state(device, connected, last_contact_ms, holds, refused, at_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            p.device,
+            p.connected,
+            p.last_contact_ms as i64,
+            holds,
+            p.refused,
+            now_ms as i64
+        ])?;
+    }
+    tx.commit()
+}
+
+/// What the syncer last recorded of its peers, and when (ms since the epoch).
+pub fn peer_states(conn: &Connection) -> rusqlite::Result<Vec<(PeerState, u64)>> {
+    let mut stmt = conn.prepare(
+        "SELECT device, connected, last_contact_ms, holds, refused, at_ms \
+         FROM peer_state ORDER BY device",
+    )?;
+    stmt.query_map([], |r| {
+        let holds: String = r.get(3)?;
+        let holds = serde_json::from_str(&holds).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
+        })?;
+        let state = PeerState {
+            device: r.get(0)?,
+            connected: r.get(1)?,
+            last_contact_ms: r.get::<_, i64>(2)? as u64,
+            holds,
+            refused: r.get(4)?,
+        };
+        Ok((state, r.get::<_, i64>(5)? as u64))
+    })?
+    .collect()
 }

@@ -1,0 +1,280 @@
+//! `sdsync status`: what this device holds, what it set aside, and how each
+//! paired device stands, in words first and as JSON (`--json`).
+//!
+//! ```no_run
+//! # fn f(home: &sdsync_syncer::home::Home) -> Result<(), sdsync_syncer::home::HomeError> {
+//! let status = home.status()?;
+//! println!("{status}"); // or serde_json::to_string_pretty(&status)
+//! for peer in &status.peers {
+//!     assert!(peer.lacks_of_ours >= 0);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The peers' part comes from the running syncer, which records what it knows
+//! of them in `sync.db` when it changes (`Daemon::record_peers`): a status
+//! taken while no syncer runs shows every peer disconnected, with its last
+//! contact.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::home::{Home, HomeError};
+use crate::library::LibraryError;
+use crate::proto::message::QuarantineSummary;
+use crate::runlock;
+use crate::sqlstore::syncdb::{self, DeadLetter};
+use crate::sqlstore::{marks, quarantine};
+
+/// A device's sync state at a glance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// This device.
+    pub device: String,
+    /// The pid of the `sdsync run` syncing this folder (`None`: none runs).
+    pub syncer_pid: Option<String>,
+    /// Every paired device, as the running syncer last recorded it.
+    pub peers: Vec<PeerStatus>,
+    /// `(origin, seq)` held completely (the effective, verified watermarks).
+    pub watermarks: Vec<(String, i64)>,
+    /// `(origin, claimed, verified)`: watermarks the database claims beyond what
+    /// the syncer verified (not believed; see `sqlstore::marks`).
+    pub unverified: Vec<(String, i64, i64)>,
+    /// Parked changes by reason.
+    pub parked: Vec<(String, i64)>,
+    /// Changes quarantined here, per origin.
+    pub quarantined: Vec<QuarantineSummary>,
+    /// What peers report holding in quarantine: `(peer, summary)`.
+    pub quarantined_by_peers: Vec<(String, QuarantineSummary)>,
+    /// The most recent dead letters (one per peer and cause, counted).
+    pub dead_letters: Vec<DeadLetter>,
+    /// Tracked tables whose capture is not in line with the table:
+    /// `(table, state, detail)` from `sdsync_schema`.
+    pub schema: Vec<(String, String, String)>,
+    /// Changes kept for tables or columns this database lacks: `(reason, count)`.
+    pub kept: Vec<(String, i64)>,
+    /// How peers' tables differ from this device's: `(peer, detail)`.
+    pub peer_schema: Vec<(String, String)>,
+    /// After a restore: peers this device still takes its own changes back from.
+    pub reclaiming: Vec<String>,
+    /// Why a peer told this copy of the folder to stop, if one did.
+    pub stopped: Option<String>,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(reason) = &self.stopped {
+            writeln!(f, "STOPPED     {reason}")?;
+        }
+        match &self.syncer_pid {
+            Some(pid) => writeln!(f, "syncer      running (pid {pid})")?,
+            None => writeln!(
+                f,
+                "syncer      not running (start it with `sdsync run DIR`)"
+            )?,
+        }
+        for p in &self.peers {
+            writeln!(f, "peer        {p}")?;
+        }
+        if !self.reclaiming.is_empty() {
+            writeln!(
+                f,
+                "restored    taking this device's own changes back from: {}",
+                self.reclaiming.join(", ")
+            )?;
+        }
+        for (origin, seq) in &self.watermarks {
+            writeln!(f, "holds       {origin} up to seq {seq}")?;
+        }
+        for (origin, claimed, verified) in &self.unverified {
+            writeln!(
+                f,
+                "unverified  database claims {origin} up to seq {claimed}; verified up to {verified} (pulled from there)"
+            )?;
+        }
+        for (reason, n) in &self.parked {
+            writeln!(f, "parked      {n} change(s): {reason}")?;
+        }
+        for q in &self.quarantined {
+            writeln!(
+                f,
+                "quarantined {} change(s) of {} (see `sdsync quarantine`): {}",
+                q.count, q.origin, q.reason
+            )?;
+        }
+        for (peer, q) in &self.quarantined_by_peers {
+            if q.origin == self.device {
+                writeln!(
+                    f,
+                    "quarantine  {} of your changes are quarantined on peer {peer}: {}",
+                    q.count, q.reason
+                )?;
+            } else {
+                writeln!(
+                    f,
+                    "quarantine  peer {peer} holds {} change(s) of {} in quarantine: {}",
+                    q.count, q.origin, q.reason
+                )?;
+            }
+        }
+        for d in &self.dead_letters {
+            writeln!(f, "dead letter {d}")?;
+        }
+        for (table, state, detail) in &self.schema {
+            writeln!(f, "schema      {table} is {state}: {detail}")?;
+        }
+        for (reason, n) in &self.kept {
+            writeln!(f, "kept        {n} change(s) for a newer schema: {reason}")?;
+        }
+        for (peer, detail) in &self.peer_schema {
+            writeln!(f, "mismatch    peer {peer}: {detail}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One paired device, as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PeerStatus {
+    /// Its device id.
+    pub device: String,
+    /// Where it was last known to listen.
+    pub address: Option<String>,
+    /// Whether a link to it is up now (never while no syncer runs).
+    pub connected: bool,
+    /// When a message last came from it, in ms since the epoch.
+    pub last_contact_ms: Option<u64>,
+    /// Why it refused this device, if it did.
+    pub refused: Option<String>,
+    /// How many of this device's own changes it does not hold yet (by what it
+    /// last said).
+    pub lacks_of_ours: i64,
+    /// Origins it holds further than this device: `(origin, changes)`.
+    pub ahead_of_us: Vec<(String, i64)>,
+}
+
+impl std::fmt::Display for PeerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let link = match (&self.refused, self.connected) {
+            (Some(reason), _) => format!("REFUSES this device: {reason}"),
+            (None, true) => "connected".to_string(),
+            (None, false) => "not connected".to_string(),
+        };
+        write!(f, "{} {link}", self.device)?;
+        match self.last_contact_ms {
+            Some(ms) => {
+                let ago = sdsync_core::hlc::wall_millis().saturating_sub(ms) / 1000;
+                write!(f, ", last contact {ago} s ago")?;
+            }
+            None => write!(f, ", never heard from")?,
+        }
+        match &self.address {
+            Some(addr) => write!(f, ", at {addr}")?,
+            None => write!(
+                f,
+                ", no address (pair with --advertise, or `sdsync peer-add --addr`)"
+            )?,
+        }
+        if self.lacks_of_ours > 0 {
+            write!(f, "; lacks {} of this device's changes", self.lacks_of_ours)?;
+        }
+        for (origin, n) in &self.ahead_of_us {
+            write!(f, "; holds {n} more of {origin}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Home {
+    /// What this device holds and what it could not apply, for `sdsync status`:
+    /// nothing the syncer set aside is invisible.
+    pub fn status(&self) -> Result<Status, HomeError> {
+        let store = self.store()?;
+        let device = store.lib.device()?;
+        let lib = &store.lib;
+        let err = |source| LibraryError::Sql {
+            path: lib.path.clone(),
+            source,
+        };
+        let watermarks = marks::effective(&lib.conn, &device).map_err(err)?;
+        let unverified = marks::unverified(&lib.conn, &device).map_err(err)?;
+        let parked: Vec<(String, i64)> = lib
+            .conn
+            .prepare("SELECT reason, count(*) FROM sdsync_parked GROUP BY reason ORDER BY 2 DESC")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(err)?;
+        let quarantined = quarantine::summary(&lib.conn).map_err(err)?;
+        let schema: Vec<(String, String, String)> = lib
+            .conn
+            .prepare(
+                "SELECT tbl, state, detail FROM sdsync_schema WHERE state <> 'ok' ORDER BY tbl",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(err)?;
+        let kept: Vec<(String, i64)> = lib
+            .conn
+            .prepare("SELECT reason, count(*) FROM sdsync_kept GROUP BY reason ORDER BY 2 DESC")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(err)?;
+        let peers = peer_statuses(self, &device, &watermarks)?;
+        Ok(Status {
+            syncer_pid: runlock::holder(self.dir()),
+            peers,
+            device,
+            watermarks,
+            unverified,
+            parked,
+            quarantined,
+            quarantined_by_peers: self.sql(syncdb::peer_reports(&self.sync))?,
+            dead_letters: self.sql(syncdb::dead_letters(&self.sync, 20))?,
+            schema,
+            kept,
+            peer_schema: self.sql(syncdb::peer_schemas(&self.sync))?,
+            reclaiming: self.sql(syncdb::reclaim_from(&self.sync))?,
+            stopped: self.sql(syncdb::stopped(&self.sync))?,
+        })
+    }
+}
+
+/// Every paired device joined with what the syncer last recorded of it.
+fn peer_statuses(
+    home: &Home,
+    me: &str,
+    watermarks: &[(String, i64)],
+) -> Result<Vec<PeerStatus>, HomeError> {
+    let recorded: BTreeMap<String, _> = home
+        .sql(syncdb::peer_states(&home.sync))?
+        .into_iter()
+        .map(|(state, _)| (state.device.clone(), state))
+        .collect();
+    let running = runlock::holder(home.dir()).is_some();
+    let ours: BTreeMap<&str, i64> = watermarks.iter().map(|(o, s)| (o.as_str(), *s)).collect();
+    let mine = ours.get(me).copied().unwrap_or(0);
+    let mut out = Vec::new();
+    for peer in home.peers()? {
+        let state = recorded.get(&peer.device).cloned().unwrap_or_default();
+        let ahead_of_us = state
+            .holds
+            .iter()
+            .filter(|(o, _)| *o != me)
+            .filter_map(|(o, &s)| {
+                let behind = s - ours.get(o.as_str()).copied().unwrap_or(0);
+                (behind > 0).then(|| (o.clone(), behind))
+            })
+            .collect();
+        out.push(PeerStatus {
+            address: peer.addr.map(|a| a.to_string()),
+            connected: running && state.connected,
+            last_contact_ms: (state.last_contact_ms > 0).then_some(state.last_contact_ms),
+            refused: state.refused.clone(),
+            lacks_of_ours: (mine - state.holds.get(me).copied().unwrap_or(0)).max(0),
+            ahead_of_us,
+            device: peer.device,
+        });
+    }
+    Ok(out)
+}
