@@ -28,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
 use sdsync_core::hlc::wall_millis;
 use tokio::sync::{mpsc, watch};
 
@@ -38,6 +39,7 @@ use crate::net::tls::Pins;
 use crate::proto::message::{Payload, encode};
 use crate::proto::node::{Config, Event, Node, Output, PeerState};
 use crate::proto::store::{SqlStore, Store, StoreError};
+use crate::sqlstore::syncdb;
 
 /// How often commits by other connections are looked for.
 const COMMIT_POLL: Duration = Duration::from_millis(5);
@@ -97,6 +99,9 @@ pub struct Daemon {
     stop_reason: Option<String>,
     /// The peers' state as last recorded in `sync.db`.
     recorded: Vec<PeerState>,
+    /// `sync.db`'s `PRAGMA data_version` when its pinned peers were last read
+    /// (it moves when another process, `peer-add` or pairing, commits).
+    pins_seen: Option<i64>,
 }
 
 impl Daemon {
@@ -135,6 +140,7 @@ impl Daemon {
             events: None,
             stop_reason: None,
             recorded: Vec::new(),
+            pins_seen: None,
         })
     }
 
@@ -178,6 +184,7 @@ impl Daemon {
                 }
                 _ = poll.tick() => self.poll_commits(),
                 _ = redial.tick() => {
+                    self.reload_pins();
                     self.redial();
                     self.record_peers(false);
                 }
@@ -269,6 +276,39 @@ impl Daemon {
         match self.store.record_peers(&states, wall_millis()) {
             Ok(()) => self.recorded = states,
             Err(e) => tracing::warn!(device = %self.me, error = %e, "recording peers in sync.db"),
+        }
+    }
+
+    /// Takes the devices paired or re-addressed in `sync.db` since the last
+    /// look (`sdsync peer-add`, `pair` while this syncer runs): pins their
+    /// certificates, learns their addresses and makes them peers, without a
+    /// restart. Cheap when nothing changed (a header read).
+    fn reload_pins(&mut self) {
+        let pinned = match syncdb::pinned_if_changed(&self.store.sync, &mut self.pins_seen) {
+            Ok(Some(pinned)) => pinned,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(device = %self.me, error = %e, "reading the paired devices in sync.db");
+                return;
+            }
+        };
+        for (device, cert, addr) in pinned {
+            if device == self.me {
+                continue;
+            }
+            let cert = CertificateDer::from(cert);
+            if self.pins.device(&cert).as_deref() != Some(device.as_str()) {
+                tracing::info!(device = %self.me, peer = %device, "paired device pinned");
+                self.pins.pin(&device, cert);
+            }
+            match addr.map(|a| a.parse::<SocketAddr>()) {
+                Some(Ok(addr)) => self.directory.set(&device, addr),
+                Some(Err(e)) => {
+                    tracing::warn!(device = %self.me, peer = %device, error = %e, "bad address in sync.db")
+                }
+                None => {}
+            }
+            self.node.add_peer(&device);
         }
     }
 

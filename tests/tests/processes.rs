@@ -364,3 +364,24 @@ fn status_json_tells_how_each_peer_stands() {
     assert_eq!(s["peers"][0]["connected"], false);
     assert!(cli(&["status", &dir]).contains("syncer      not running"));
 }
+
+/// Devices paired while their syncers run sync without a restart (issue 10):
+/// each syncer reads the pins `peer-add` wrote to `sync.db` within a redial
+/// round, pins the certificate and dials the new address.
+#[test]
+fn a_peer_added_while_the_syncers_run_syncs_without_a_restart() {
+    let dir = temp_dir("pair-live");
+    let mut a = Device::init(&dir, "a", None);
+    let mut b = Device::init(&dir, "b", Some(&a.library()));
+    a.start();
+    b.start();
+    a.app()
+        .exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one'), ('t2', 'two')");
+    a.pair(&b);
+    b.pair(&a);
+    wait_for("B to hold A's two tags", 30, || b.app().count("tags") == 2);
+    b.app()
+        .exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t3', 'three')");
+    wait_for("A to hold B's tag", 30, || a.app().count("tags") == 3);
+    assert_eq!(a.app().digest(), b.app().digest());
+}

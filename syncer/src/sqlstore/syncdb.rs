@@ -345,3 +345,31 @@ pub fn peer_states(conn: &Connection) -> rusqlite::Result<Vec<(PeerState, u64)>>
     })?
     .collect()
 }
+
+/// A paired device as `sync.db` pins it: `(device, certificate, address)`.
+pub type Pinned = (String, Vec<u8>, Option<String>);
+
+/// The paired devices, if another connection committed `sync.db` since
+/// `seen` (its `PRAGMA data_version`, updated). The `peers` table belongs to
+/// the library folder (`home`); a store without it pins nothing.
+pub fn pinned_if_changed(
+    conn: &Connection,
+    seen: &mut Option<i64>,
+) -> rusqlite::Result<Option<Vec<Pinned>>> {
+    let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+    if *seen == Some(version) {
+        return Ok(None);
+    }
+    *seen = Some(version);
+    let exists: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'peers'",
+        [],
+        |r| r.get(0),
+    )?;
+    if exists == 0 {
+        return Ok(Some(Vec::new()));
+    }
+    let mut stmt = conn.prepare("SELECT device, cert, addr FROM peers ORDER BY device")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map(Some)
+}
