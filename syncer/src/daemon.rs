@@ -36,6 +36,7 @@ use crate::net::NetError;
 use crate::net::identity::Identity;
 use crate::net::link::{Conn, Inbound, Link};
 use crate::net::tls::Pins;
+use crate::progress::Progress;
 use crate::proto::message::{Payload, encode};
 use crate::proto::node::{Config, Event, Node, Output, PeerState};
 use crate::proto::store::{SqlStore, Store, StoreError};
@@ -99,6 +100,8 @@ pub struct Daemon {
     stop_reason: Option<String>,
     /// The peers' state as last recorded in `sync.db`.
     recorded: Vec<PeerState>,
+    /// Changes applied per origin, reported every few seconds.
+    progress: Progress,
     /// `sync.db`'s `PRAGMA data_version` when its pinned peers were last read
     /// (it moves when another process, `peer-add` or pairing, commits).
     pins_seen: Option<i64>,
@@ -141,6 +144,7 @@ impl Daemon {
             stop_reason: None,
             recorded: Vec::new(),
             pins_seen: None,
+            progress: Progress::new(wall_millis()),
         })
     }
 
@@ -187,6 +191,7 @@ impl Daemon {
                     self.reload_pins();
                     self.redial();
                     self.record_peers(false);
+                    self.report_progress();
                 }
                 changed = stop.changed() => if changed.is_err() || *stop.borrow() { break },
             }
@@ -279,6 +284,34 @@ impl Daemon {
         }
     }
 
+    /// Logs, every few seconds, how far each origin that moved has come (this
+    /// device's watermark against the most any peer said it holds) and the
+    /// rate: a long backfill is visible without counting events.
+    fn report_progress(&mut self) {
+        let now = wall_millis();
+        if !self.progress.due(now) {
+            return;
+        }
+        let held = match self.store.watermarks() {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(device = %self.me, error = %e, "reading watermarks");
+                return;
+            }
+        };
+        let mut claims: BTreeMap<String, i64> = BTreeMap::new();
+        for peer in self.node.peer_states() {
+            for (origin, seq) in peer.holds {
+                let best = claims.entry(origin).or_default();
+                *best = (*best).max(seq);
+            }
+        }
+        let claims: Vec<(String, i64)> = claims.into_iter().collect();
+        for line in self.progress.report(now, &held, &claims) {
+            tracing::info!(device = %self.me, "progress {line}");
+        }
+    }
+
     /// Takes the devices paired or re-addressed in `sync.db` since the last
     /// look (`sdsync peer-add`, `pair` while this syncer runs): pins their
     /// certificates, learns their addresses and makes them peers, without a
@@ -358,6 +391,9 @@ impl Daemon {
                 Output::Event(e) => {
                     if let Event::Stopped { peer, reason } = &e {
                         self.stop(peer, reason);
+                    }
+                    if let Event::Applied { origin, count, .. } = &e {
+                        self.progress.applied(origin, *count);
                     }
                     if e.needs_attention() {
                         tracing::warn!(device = %self.me, event = ?e);

@@ -145,6 +145,35 @@ impl Home {
         Ok(home)
     }
 
+    /// Gives this device its row in the library's `devices` table (uuid, the
+    /// folder's name, the OS), if it has none and the table exists: plain SQL
+    /// like `… FROM devices WHERE uuid = sdsync_device_id()` then finds it, and
+    /// the row syncs, so every device lists every device it synced with.
+    /// `sdsync init`, `pair join` and `sdsync run` call it (the last for
+    /// folders made before); [`Home::init`] itself writes nothing, so a
+    /// caller decides.
+    pub fn register_device(&self) -> Result<(), HomeError> {
+        let lib = self.database()?;
+        let name = self
+            .dir
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        lib.conn
+            .execute(
+                "INSERT INTO devices(uuid, name, os) \
+                 SELECT sdsync_device_id(), ?1, ?2 \
+                 WHERE EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'devices') \
+                   AND NOT EXISTS (SELECT 1 FROM devices WHERE uuid = sdsync_device_id())",
+                params![name, std::env::consts::OS],
+            )
+            .map_err(|source| LibraryError::Sql {
+                path: lib.path.clone(),
+                source,
+            })?;
+        Ok(())
+    }
+
     /// Opens an initialized library folder.
     pub fn open(dir: &Path, ext: &Path) -> Result<Self, HomeError> {
         if !dir.join("database.db").exists() || !dir.join("sync.db").exists() {
@@ -299,7 +328,19 @@ impl Home {
         }
         let lib = self.database()?;
         let me = lib.device()?;
-        let wrote = lib.watermarks()?.iter().any(|(o, s)| *o == me && *s > 0);
+        // Its own `devices` row (written at init) goes along to the new library.
+        let wrote: i64 = lib
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sdsync_changes WHERE origin = ?1 AND tbl <> 'devices'",
+                [&me],
+                |r| r.get(0),
+            )
+            .map_err(|source| LibraryError::Sql {
+                path: lib.path.clone(),
+                source,
+            })?;
+        let wrote = wrote > 0;
         if wrote || !self.peers()?.is_empty() {
             return Err(HomeError::OtherLibrary {
                 dir: self.dir.clone(),

@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod home;
 pub mod library;
 pub mod net;
+pub mod progress;
 pub mod proto;
 pub mod runlock;
 pub mod sqlstore;

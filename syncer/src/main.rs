@@ -187,6 +187,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Init { dir, library } => {
             let home = Home::init(&dir, &ext, library.as_deref())?;
+            home.register_device()?;
             info(&home)?;
         }
         Command::Info { dir } => info(&Home::open(&dir, &ext)?)?,
@@ -285,6 +286,7 @@ fn run(home: &Home, listen: std::net::SocketAddr, take_over: bool) -> anyhow::Re
         .init();
     // Before anything is opened: a second syncer on the folder changes nothing.
     let _lock = sdsync_syncer::runlock::lock(home.dir())?;
+    home.register_device()?;
     let (store, pins, directory) = home.syncer_parts()?;
     if take_over {
         store.set_stopped(None)?;
@@ -371,6 +373,7 @@ fn pair(action: PairCommand, ext: &std::path::Path) -> anyhow::Result<()> {
             let (me, device) = (home.identity()?, home.device()?);
             let paired = runtime.block_on(net::pair::join(&me, &device, advertise, addr, &code))?;
             home.adopt_library(&paired.library)?;
+            home.register_device()?;
             home.pin(&paired.device, &paired.cert, paired.addr)?;
             println!(
                 "paired with {} in library {}",

@@ -30,6 +30,14 @@ fn a_receiver_killed_during_backfill_resumes_and_loses_nothing() {
     wait_for("convergence", 120, || app_b.digest() == app_a.digest());
     assert_eq!(app_b.count("entries"), 20000);
     assert_eq!(app_b.int("SELECT count(*) FROM sdsync_parked"), 0);
+    // The backfill's progress is logged (every 5 s, while changes apply).
+    let n = app_a.int(&format!(
+        "SELECT seq FROM sdsync_watermarks WHERE origin = '{}'",
+        a.id
+    ));
+    let done = format!("progress {}: {n} of {n} changes (100%)", a.id);
+    let log = || std::fs::read_to_string(b.dir.join("syncer.log")).unwrap_or_default();
+    wait_for("the last progress line", 15, || log().contains(&done));
 }
 
 #[test]
@@ -58,8 +66,9 @@ fn an_origin_killed_while_its_app_writes_loses_no_commit() {
     wait_for("convergence", 120, || app_b.digest() == app_a.digest());
     assert_eq!(app_b.count("tags"), 300);
     let status = cli(&["status", b.dir.to_str().expect("utf-8")]);
+    // A's 300 tags and its `devices` row.
     assert!(
-        status.contains(&format!("holds       {} up to seq 300", a.id)),
+        status.contains(&format!("holds       {} up to seq 301", a.id)),
         "{status}"
     );
     assert!(
@@ -384,4 +393,41 @@ fn a_peer_added_while_the_syncers_run_syncs_without_a_restart() {
         .exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t3', 'three')");
     wait_for("A to hold B's tag", 30, || a.app().count("tags") == 3);
     assert_eq!(a.app().digest(), b.app().digest());
+}
+
+/// Every device has its row in `devices` from `sdsync init` on, and the rows
+/// sync (issue 10): the issue's plain SQL finds this device, and each device
+/// lists both.
+#[test]
+fn every_device_has_its_row_in_devices() {
+    let (_dir, mut a, mut b) = pair_of("devices-rows");
+    let app = a.app();
+    app.exec(
+        "INSERT INTO locations(uuid, device_id, name) \
+         SELECT sdsync_uuid(), id, 'Photos' FROM devices WHERE uuid = sdsync_device_id()",
+    );
+    assert_eq!(app.count("locations"), 1, "the device's own row is there");
+    a.start();
+    b.start();
+    wait_for("both devices listed on both", 30, || {
+        a.app().count("devices") == 2
+            && b.app().count("devices") == 2
+            && b.app().count("locations") == 1
+    });
+    let names = |d: &Device| -> Vec<(String, String)> {
+        let conn = rusqlite::Connection::open(d.database()).expect("open");
+        let mut stmt = conn
+            .prepare("SELECT uuid, name FROM devices ORDER BY name")
+            .expect("prepare");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    let expected = vec![
+        (a.id.clone(), "a".to_string()),
+        (b.id.clone(), "b".to_string()),
+    ];
+    assert_eq!(names(&a), expected);
+    assert_eq!(names(&b), expected);
 }
