@@ -105,6 +105,11 @@ impl Device {
 
     /// Starts `sdsync run` unless it runs.
     pub fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// Starts `sdsync run` with `extra` arguments unless it runs.
+    pub fn start_with(&mut self, extra: &[&str]) {
         if self.syncer.is_some() {
             return;
         }
@@ -121,6 +126,7 @@ impl Device {
                 "--listen",
                 &self.addr.to_string(),
             ])
+            .args(extra)
             .env("SDSYNC_EXTENSION", extension_path())
             .stdout(Stdio::null())
             .stderr(log)

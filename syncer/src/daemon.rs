@@ -32,11 +32,12 @@ use rustls::pki_types::CertificateDer;
 use sdsync_core::hlc::wall_millis;
 use tokio::sync::{mpsc, watch};
 
+use crate::metrics::Metrics;
 use crate::net::NetError;
 use crate::net::identity::Identity;
 use crate::net::link::{Conn, Inbound, Link};
 use crate::net::tls::Pins;
-use crate::progress::Progress;
+use crate::observe::Observer;
 use crate::proto::message::{Payload, encode};
 use crate::proto::node::{Config, Event, Node, Output, PeerState};
 use crate::proto::store::{SqlStore, Store, StoreError};
@@ -100,8 +101,8 @@ pub struct Daemon {
     stop_reason: Option<String>,
     /// The peers' state as last recorded in `sync.db`.
     recorded: Vec<PeerState>,
-    /// Changes applied per origin, reported every few seconds.
-    progress: Progress,
+    /// Progress lines and metrics.
+    seen: Observer,
     /// `sync.db`'s `PRAGMA data_version` when its pinned peers were last read
     /// (it moves when another process, `peer-add` or pairing, commits).
     pins_seen: Option<i64>,
@@ -144,8 +145,14 @@ impl Daemon {
             stop_reason: None,
             recorded: Vec::new(),
             pins_seen: None,
-            progress: Progress::new(wall_millis()),
+            seen: Observer::new(wall_millis(), None),
         })
+    }
+
+    /// Also keeps `metrics` current (`sdsync run --metrics`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.seen = Observer::new(wall_millis(), Some(metrics));
+        self
     }
 
     /// Also reports every protocol event on `events`, tagged with this device.
@@ -191,7 +198,7 @@ impl Daemon {
                     self.reload_pins();
                     self.redial();
                     self.record_peers(false);
-                    self.report_progress();
+                    self.seen.report(wall_millis(), &self.me, &self.store, &self.node);
                 }
                 changed = stop.changed() => if changed.is_err() || *stop.borrow() { break },
             }
@@ -219,8 +226,9 @@ impl Daemon {
                 self.handle(out);
             }
             Inbound::Message { peer, bytes } => {
+                let started = std::time::Instant::now();
                 let out = self.node.receive_from(&peer, &bytes, now, &self.store);
-                self.handle(out);
+                self.timed(started, out);
             }
             Inbound::Down { peer, id, reason } => {
                 let Some(open) = self.conns.get_mut(&peer) else {
@@ -250,8 +258,9 @@ impl Daemon {
                 if let Err(e) = self.store.note_clock() {
                     tracing::warn!(device = %self.me, error = %e, "recording the clock in sync.db");
                 }
+                let started = std::time::Instant::now();
                 let out = self.node.committed(&self.store);
-                self.handle(out);
+                self.timed(started, out);
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(device = %self.me, error = %e, "reading data_version"),
@@ -281,34 +290,6 @@ impl Daemon {
         match self.store.record_peers(&states, wall_millis()) {
             Ok(()) => self.recorded = states,
             Err(e) => tracing::warn!(device = %self.me, error = %e, "recording peers in sync.db"),
-        }
-    }
-
-    /// Logs, every few seconds, how far each origin that moved has come (this
-    /// device's watermark against the most any peer said it holds) and the
-    /// rate: a long backfill is visible without counting events.
-    fn report_progress(&mut self) {
-        let now = wall_millis();
-        if !self.progress.due(now) {
-            return;
-        }
-        let held = match self.store.watermarks() {
-            Ok(held) => held,
-            Err(e) => {
-                tracing::warn!(device = %self.me, error = %e, "reading watermarks");
-                return;
-            }
-        };
-        let mut claims: BTreeMap<String, i64> = BTreeMap::new();
-        for peer in self.node.peer_states() {
-            for (origin, seq) in peer.holds {
-                let best = claims.entry(origin).or_default();
-                *best = (*best).max(seq);
-            }
-        }
-        let claims: Vec<(String, i64)> = claims.into_iter().collect();
-        for line in self.progress.report(now, &held, &claims) {
-            tracing::info!(device = %self.me, "progress {line}");
         }
     }
 
@@ -363,6 +344,14 @@ impl Daemon {
         }
     }
 
+    /// [`Daemon::handle`], after recording how long the node took.
+    fn timed(&mut self, started: std::time::Instant, out: Result<Vec<Output>, StoreError>) {
+        if let Ok(o) = &out {
+            self.seen.timed(started.elapsed(), o);
+        }
+        self.handle(out);
+    }
+
     fn handle(&mut self, out: Result<Vec<Output>, StoreError>) {
         let out = match out {
             Ok(out) => out,
@@ -381,6 +370,7 @@ impl Daemon {
                         Payload::Stop { .. } => open,
                         _ => open.last().map(std::slice::from_ref).unwrap_or_default(),
                     };
+                    self.seen.sent(&env.payload, &self.store);
                     let bytes = encode(&env);
                     tracing::trace!(device = %self.me, %to, payload = %env.payload.kind(), "send");
                     for conn in targets {
@@ -392,9 +382,7 @@ impl Daemon {
                     if let Event::Stopped { peer, reason } = &e {
                         self.stop(peer, reason);
                     }
-                    if let Event::Applied { origin, count, .. } = &e {
-                        self.progress.applied(origin, *count);
-                    }
+                    self.seen.event(&e, &self.store);
                     if e.needs_attention() {
                         tracing::warn!(device = %self.me, event = ?e);
                     } else {

@@ -19,7 +19,9 @@
 pub mod daemon;
 pub mod home;
 pub mod library;
+pub mod metrics;
 pub mod net;
+pub mod observe;
 pub mod progress;
 pub mod proto;
 pub mod runlock;

@@ -110,6 +110,9 @@ enum Command {
         /// as the same device): only when that other copy is gone for good.
         #[arg(long)]
         take_over: bool,
+        /// Serve Prometheus metrics on http://ADDR/metrics (and /health).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Give a copied library folder (or a copied database.db) its own device
     /// identity; a folder also gets a new certificate and forgets its pairings.
@@ -218,7 +221,8 @@ fn main() -> anyhow::Result<()> {
             dir,
             listen,
             take_over,
-        } => run(&Home::open(&dir, &ext)?, listen, take_over)?,
+            metrics,
+        } => run(&Home::open(&dir, &ext)?, listen, take_over, metrics)?,
         Command::Reidentify { db } if db.is_dir() => {
             let id = Home::open(&db, &ext)?.reidentify()?;
             println!(
@@ -275,7 +279,12 @@ fn quarantine(home: &Home, action: QuarantineCommand) -> anyhow::Result<()> {
 
 /// Runs the syncer until SIGINT or SIGTERM. Every state it needs is in the
 /// library folder, so a killed syncer restarts where it stopped.
-fn run(home: &Home, listen: std::net::SocketAddr, take_over: bool) -> anyhow::Result<()> {
+fn run(
+    home: &Home,
+    listen: std::net::SocketAddr,
+    take_over: bool,
+    metrics: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -301,7 +310,17 @@ fn run(home: &Home, listen: std::net::SocketAddr, take_over: bool) -> anyhow::Re
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let daemon = Daemon::start(store, &library, &me, &pins, &directory, listen)?;
+        let mut daemon = Daemon::start(store, &library, &me, &pins, &directory, listen)?;
+        if let Some(addr) = metrics {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let served = std::sync::Arc::new(sdsync_syncer::metrics::Metrics::default());
+            println!(
+                "sdsync: metrics on http://{}/metrics",
+                listener.local_addr()?
+            );
+            tokio::spawn(sdsync_syncer::metrics::serve(listener, served.clone()));
+            daemon = daemon.with_metrics(served);
+        }
         println!(
             "sdsync: device {} of library {library} listening on quic://{}",
             home.device()?,

@@ -431,3 +431,70 @@ fn every_device_has_its_row_in_devices() {
     assert_eq!(names(&a), expected);
     assert_eq!(names(&b), expected);
 }
+
+/// `sdsync run --metrics ADDR` serves the seeds' metrics in Prometheus text
+/// and a health check (issue 10): the gauges read exactly what the device
+/// holds once in sync, and the counters move with what it receives.
+#[test]
+fn the_metrics_endpoint_serves_the_seeds_metrics() {
+    let (_dir, mut a, mut b) = pair_of("metrics");
+    a.app().exec(
+        "INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one'), ('t2', 'two');
+         INSERT INTO locations(uuid, name, path) VALUES ('loc', 'Photos', '/p')",
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    b.start_with(&["--metrics", &port.to_string()]);
+    a.start();
+    let get = |path: &str| -> String {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(port) else {
+            return String::new();
+        };
+        let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    let metric = |text: &str, name: &str| -> Option<i64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .map(|v| v as i64)
+    };
+    wait_for("the health check", 30, || get("/health").ends_with("ok\n"));
+    let lag = format!("sync_lag_changes{{origin=\"{}\"}}", a.id);
+    wait_for("B in sync with A, as its metrics say", 30, || {
+        let m = get("/metrics");
+        metric(&m, "sync_connected_partners") == Some(1)
+            && metric(&m, &lag) == Some(0)
+            && metric(&m, "sync_state_changes_received_total").is_some_and(|n| n >= 1)
+    });
+    let m = get("/metrics");
+    assert!(m.starts_with("HTTP/1.1 200 OK"), "{m}");
+    assert_eq!(metric(&m, "sync_buffer_queue_size"), Some(0), "{m}");
+    assert_eq!(metric(&m, "sync_quarantine_size"), Some(0), "{m}");
+    assert_eq!(metric(&m, "sync_retry_queue_size"), Some(0), "{m}");
+    // A's two tags and its `devices` row are shared; the location is owned.
+    let shared = metric(&m, "sync_shared_changes_received_total").expect("shared received");
+    assert!(shared >= 3, "{m}");
+    assert!(
+        metric(&m, "sync_apply_duration_seconds_count").is_some_and(|n| n >= 1),
+        "{m}"
+    );
+    for name in [
+        "sync_state_changes_sent_total",
+        "sync_shared_changes_sent_total",
+        "sync_broadcast_failures_total",
+        "sync_broadcast_duration_seconds_count",
+    ] {
+        assert!(metric(&m, name).is_some(), "{name} in {m}");
+    }
+    a.app()
+        .exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t3', 'three'), ('t4', 'four')");
+    wait_for("the shared counter to move by A's two new tags", 30, || {
+        metric(&get("/metrics"), "sync_shared_changes_received_total")
+            .is_some_and(|n| n >= shared + 2)
+    });
+    assert!(get("/nothing").starts_with("HTTP/1.1 404"));
+}

@@ -31,6 +31,8 @@ pub enum Event {
         peer: String,
         /// Origin of the changes.
         origin: String,
+        /// How many per table (for metrics by table class).
+        tables: Vec<(String, usize)>,
         /// How many.
         count: usize,
     },

@@ -228,6 +228,11 @@ impl Node {
         self.forget_incarnation(peer);
     }
 
+    /// How many pulls wait for an answer (each retried on its timeout).
+    pub fn pending_pulls(&self) -> usize {
+        self.pulls.len()
+    }
+
     /// The earliest time `tick` has something to do.
     pub fn next_timer(&self) -> u64 {
         self.pulls

@@ -98,9 +98,17 @@ impl Node {
             }));
         }
         if !changes.is_empty() {
+            let mut tables: Vec<(String, usize)> = Vec::new();
+            for c in changes {
+                match tables.iter_mut().find(|(t, _)| *t == c.tbl) {
+                    Some((_, n)) => *n += 1,
+                    None => tables.push((c.tbl.clone(), 1)),
+                }
+            }
             out.push(Output::Event(Event::Applied {
                 peer: peer.into(),
                 origin: origin.into(),
+                tables,
                 count: changes.len(),
             }));
         }
