@@ -1,5 +1,6 @@
 //! `sdsync`: the per-device syncer's command line.
 
+mod cli_sql;
 mod showcase;
 
 use std::path::PathBuf;
@@ -70,6 +71,17 @@ enum Command {
         /// The library folder.
         dir: PathBuf,
         /// Print it as one JSON object (field names in the README).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run SQL on the library with the extension loaded (writes sync):
+    /// a query prints its rows, tab-separated or as JSON.
+    Sql {
+        /// The library folder.
+        dir: PathBuf,
+        /// The SQL (one query, or statements run as a batch).
+        sql: String,
+        /// Print rows as a JSON array of objects.
         #[arg(long)]
         json: bool,
     },
@@ -194,6 +206,10 @@ fn main() -> anyhow::Result<()> {
             info(&home)?;
         }
         Command::Info { dir } => info(&Home::open(&dir, &ext)?)?,
+        Command::Sql { dir, sql, json } => {
+            let lib = Home::open(&dir, &ext)?.database()?;
+            print!("{}", cli_sql::run(&lib, &sql, json)?);
+        }
         Command::Pair { action } => pair(action, &ext)?,
         Command::Quarantine { dir, action } => quarantine(
             &Home::open(&dir, &ext)?,

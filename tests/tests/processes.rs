@@ -498,3 +498,31 @@ fn the_metrics_endpoint_serves_the_seeds_metrics() {
     });
     assert!(get("/nothing").starts_with("HTTP/1.1 404"));
 }
+
+/// `sdsync sql DIR` runs SQL with the extension loaded (issue 10): its writes
+/// are captured like any app's, and queries print rows as text or JSON.
+#[test]
+fn sdsync_sql_writes_are_captured_and_queries_print_rows() {
+    let dir = temp_dir("sql-cli");
+    let a = Device::init(&dir, "a", None);
+    let d = a.dir.to_str().expect("utf-8");
+    cli(&[
+        "sql",
+        d,
+        "INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one'); \
+         INSERT INTO tags(uuid, canonical_name, color) VALUES ('t2', 'two', 'red')",
+    ]);
+    let text = cli(&[
+        "sql",
+        d,
+        "SELECT canonical_name, color FROM tags ORDER BY 1",
+    ]);
+    assert_eq!(text, "canonical_name\tcolor\none\tNULL\ntwo\tred\n");
+    let json = cli(&[
+        "sql",
+        d,
+        "--json",
+        "SELECT count(*) AS n FROM sdsync_changes WHERE tbl = 'tags'",
+    ]);
+    assert_eq!(json, "[{\"n\":2}]\n", "both writes captured");
+}
