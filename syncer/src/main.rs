@@ -125,6 +125,9 @@ enum Command {
         /// Serve Prometheus metrics on http://ADDR/metrics (and /health).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
+        /// Log lines as text (default) or one JSON object per line.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
     },
     /// Give a copied library folder (or a copied database.db) its own device
     /// identity; a folder also gets a new certificate and forgets its pairings.
@@ -132,6 +135,15 @@ enum Command {
         /// The library folder, or a database file.
         db: PathBuf,
     },
+}
+
+/// How `sdsync run` writes its log (stderr).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -238,7 +250,11 @@ fn main() -> anyhow::Result<()> {
             listen,
             take_over,
             metrics,
-        } => run(&Home::open(&dir, &ext)?, listen, take_over, metrics)?,
+            log_format,
+        } => {
+            init_log(log_format);
+            run(&Home::open(&dir, &ext)?, listen, take_over, metrics)?
+        }
         Command::Reidentify { db } if db.is_dir() => {
             let id = Home::open(&db, &ext)?.reidentify()?;
             println!(
@@ -293,6 +309,22 @@ fn quarantine(home: &Home, action: QuarantineCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The syncer's log on stderr: `RUST_LOG` filters (default
+/// `sdsync_syncer=info`), text or JSON lines.
+fn init_log(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "sdsync_syncer=info".into());
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => log
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => log.json().init(),
+    }
+}
+
 /// Runs the syncer until SIGINT or SIGTERM. Every state it needs is in the
 /// library folder, so a killed syncer restarts where it stopped.
 fn run(
@@ -301,14 +333,6 @@ fn run(
     take_over: bool,
     metrics: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "sdsync_syncer=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     // Before anything is opened: a second syncer on the folder changes nothing.
     let _lock = sdsync_syncer::runlock::lock(home.dir())?;
     home.register_device()?;

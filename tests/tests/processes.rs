@@ -445,7 +445,7 @@ fn the_metrics_endpoint_serves_the_seeds_metrics() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port");
-    b.start_with(&["--metrics", &port.to_string()]);
+    b.start_with(&["--metrics", &port.to_string(), "--log-format", "json"]);
     a.start();
     let get = |path: &str| -> String {
         use std::io::{Read, Write};
@@ -497,6 +497,19 @@ fn the_metrics_endpoint_serves_the_seeds_metrics() {
             .is_some_and(|n| n >= shared + 2)
     });
     assert!(get("/nothing").starts_with("HTTP/1.1 404"));
+    // `--log-format json`: every line of B's log is one JSON object.
+    let log = std::fs::read_to_string(b.dir.join("syncer.log")).expect("syncer.log");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "INFO"
+            && l["fields"]["event"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("Applied"))),
+        "{log}"
+    );
 }
 
 /// `sdsync sql DIR` runs SQL with the extension loaded (issue 10): its writes
