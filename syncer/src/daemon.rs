@@ -119,13 +119,27 @@ impl Daemon {
         directory: &Directory,
         listen: SocketAddr,
     ) -> Result<Self, DaemonError> {
+        let config = Config::default();
+        Self::start_with(store, library, me, pins, directory, listen, config)
+    }
+
+    /// [`Daemon::start`] with the protocol's tunables (`config.toml`).
+    pub fn start_with(
+        store: SqlStore,
+        library: &str,
+        me: &Identity,
+        pins: &Pins,
+        directory: &Directory,
+        listen: SocketAddr,
+        config: Config,
+    ) -> Result<Self, DaemonError> {
         let device = store.device()?;
         let (link, inbound) = Link::bind(listen, me, pins)?;
         directory.set(&device, link.local_addr()?);
         let data_version = data_version(&store)?;
         // Every paired device is a partner from the start (the log counts
         // what it has not acknowledged), connected or not.
-        let mut node = Node::new(&device, library, Config::default());
+        let mut node = Node::new(&device, library, config);
         node.set_incarnation(store.incarnation(wall_millis())?);
         for peer in pins.devices().iter().filter(|p| **p != device) {
             node.add_peer(peer);

@@ -25,5 +25,6 @@ pub mod observe;
 pub mod progress;
 pub mod proto;
 pub mod runlock;
+pub mod settings;
 pub mod sqlstore;
 pub mod status;

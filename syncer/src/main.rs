@@ -12,6 +12,7 @@ use sdsync_syncer::daemon::Daemon;
 use sdsync_syncer::home::{Home, HomeError};
 use sdsync_syncer::library::{Library, extension_path};
 use sdsync_syncer::net;
+use sdsync_syncer::settings::Settings;
 
 #[derive(Parser)]
 #[command(
@@ -115,19 +116,29 @@ enum Command {
     Run {
         /// The library folder.
         dir: PathBuf,
-        /// Address to listen on.
-        #[arg(long, default_value = "0.0.0.0:7373")]
-        listen: std::net::SocketAddr,
+        /// Address to listen on (setting `listen`, default 0.0.0.0:7373).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
         /// Start although a peer told this folder to stop (another copy ran
         /// as the same device): only when that other copy is gone for good.
         #[arg(long)]
         take_over: bool,
-        /// Serve Prometheus metrics on http://ADDR/metrics (and /health).
+        /// Serve Prometheus metrics on http://ADDR/metrics and /health
+        /// (setting `metrics`).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
-        /// Log lines as text (default) or one JSON object per line.
-        #[arg(long, value_enum, default_value = "text")]
-        log_format: LogFormat,
+        /// Log lines as text or one JSON object per line (setting `log_format`).
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
+        /// Any setting, as KEY=VALUE (repeatable; see `sdsync config`).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Print the syncer's effective settings (defaults, config.toml,
+    /// SDSYNC_<KEY> variables) and where each comes from.
+    Config {
+        /// The library folder.
+        dir: PathBuf,
     },
     /// Give a copied library folder (or a copied database.db) its own device
     /// identity; a folder also gets a new certificate and forgets its pairings.
@@ -144,6 +155,25 @@ enum LogFormat {
     Text,
     /// One JSON object per line (for log shippers).
     Json,
+}
+
+impl LogFormat {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+
+    fn parse(name: &str) -> anyhow::Result<Self> {
+        match name {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => {
+                anyhow::bail!("setting log_format: {other:?} is neither \"text\" nor \"json\"")
+            }
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -251,9 +281,18 @@ fn main() -> anyhow::Result<()> {
             take_over,
             metrics,
             log_format,
+            mut set,
         } => {
-            init_log(log_format);
-            run(&Home::open(&dir, &ext)?, listen, take_over, metrics)?
+            set.extend(listen.map(|a| format!("listen={a}")));
+            set.extend(metrics.map(|a| format!("metrics={a}")));
+            set.extend(log_format.map(|f| format!("log_format={}", f.name())));
+            let settings = Settings::load(&dir, &set, &|k| std::env::var(k).ok())?;
+            init_log(LogFormat::parse(&settings.values.log_format)?);
+            run(&Home::open(&dir, &ext)?, &settings, take_over)?
+        }
+        Command::Config { dir } => {
+            Home::open(&dir, &ext)?;
+            print!("{}", Settings::load(&dir, &[], &|k| std::env::var(k).ok())?);
         }
         Command::Reidentify { db } if db.is_dir() => {
             let id = Home::open(&db, &ext)?.reidentify()?;
@@ -327,12 +366,8 @@ fn init_log(format: LogFormat) {
 
 /// Runs the syncer until SIGINT or SIGTERM. Every state it needs is in the
 /// library folder, so a killed syncer restarts where it stopped.
-fn run(
-    home: &Home,
-    listen: std::net::SocketAddr,
-    take_over: bool,
-    metrics: Option<std::net::SocketAddr>,
-) -> anyhow::Result<()> {
+fn run(home: &Home, settings: &Settings, take_over: bool) -> anyhow::Result<()> {
+    let (listen, metrics) = (settings.listen()?, settings.metrics()?);
     // Before anything is opened: a second syncer on the folder changes nothing.
     let _lock = sdsync_syncer::runlock::lock(home.dir())?;
     home.register_device()?;
@@ -350,7 +385,9 @@ fn run(
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let mut daemon = Daemon::start(store, &library, &me, &pins, &directory, listen)?;
+        let config = settings.config();
+        let mut daemon =
+            Daemon::start_with(store, &library, &me, &pins, &directory, listen, config)?;
         if let Some(addr) = metrics {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             let served = std::sync::Arc::new(sdsync_syncer::metrics::Metrics::default());

@@ -539,3 +539,68 @@ fn sdsync_sql_writes_are_captured_and_queries_print_rows() {
     ]);
     assert_eq!(json, "[{\"n\":2}]\n", "both writes captured");
 }
+
+/// Settings come from defaults, `config.toml`, `SDSYNC_<KEY>` and flags, in
+/// that order (issue 10); `sdsync config` says which; `sdsync run` with no
+/// flags listens and serves metrics where the file says.
+#[test]
+fn config_toml_then_environment_then_flags() {
+    let dir = temp_dir("config");
+    let a = Device::init(&dir, "a", None);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    std::fs::write(
+        a.dir.join("config.toml"),
+        format!(
+            "listen = \"{}\"\nmetrics = \"{port}\"\nwindow = 8\n",
+            a.addr
+        ),
+    )
+    .expect("config.toml");
+    let config = Command::new(sdsync())
+        .args(["config", a.dir.to_str().expect("utf-8")])
+        .env("SDSYNC_EXTENSION", sdsync_tests::extension_path())
+        .env("SDSYNC_WINDOW", "2")
+        .output()
+        .expect("sdsync config");
+    let text = String::from_utf8_lossy(&config.stdout);
+    assert!(text.contains("window = 2  # env SDSYNC_WINDOW"), "{text}");
+    assert!(
+        text.contains(&format!("metrics = \"{port}\"  # config.toml")),
+        "{text}"
+    );
+    assert!(text.contains("page_rows = 500  # default"), "{text}");
+    let mut run = Command::new(sdsync())
+        .args(["run", a.dir.to_str().expect("utf-8")])
+        .env("SDSYNC_EXTENSION", sdsync_tests::extension_path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sdsync run");
+    let health = || {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(port) else {
+            return false;
+        };
+        let _ = s.write_all(b"GET /health HTTP/1.1\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.ends_with("ok\n")
+    };
+    wait_for("metrics where config.toml says", 30, health);
+    run.kill().expect("kill");
+    run.wait().expect("reap");
+    std::fs::write(a.dir.join("config.toml"), "windwo = 8\n").expect("config.toml");
+    let bad = Command::new(sdsync())
+        .args(["run", a.dir.to_str().expect("utf-8")])
+        .env("SDSYNC_EXTENSION", sdsync_tests::extension_path())
+        .output()
+        .expect("sdsync run");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(
+        stderr.contains("setting windwo (from config.toml): no such setting"),
+        "{stderr}"
+    );
+}
