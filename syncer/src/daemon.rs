@@ -119,27 +119,13 @@ impl Daemon {
         directory: &Directory,
         listen: SocketAddr,
     ) -> Result<Self, DaemonError> {
-        let config = Config::default();
-        Self::start_with(store, library, me, pins, directory, listen, config)
-    }
-
-    /// [`Daemon::start`] with the protocol's tunables (`config.toml`).
-    pub fn start_with(
-        store: SqlStore,
-        library: &str,
-        me: &Identity,
-        pins: &Pins,
-        directory: &Directory,
-        listen: SocketAddr,
-        config: Config,
-    ) -> Result<Self, DaemonError> {
         let device = store.device()?;
         let (link, inbound) = Link::bind(listen, me, pins)?;
         directory.set(&device, link.local_addr()?);
         let data_version = data_version(&store)?;
         // Every paired device is a partner from the start (the log counts
         // what it has not acknowledged), connected or not.
-        let mut node = Node::new(&device, library, config);
+        let mut node = Node::new(&device, library, Config::default());
         node.set_incarnation(store.incarnation(wall_millis())?);
         for peer in pins.devices().iter().filter(|p| **p != device) {
             node.add_peer(peer);
@@ -161,6 +147,12 @@ impl Daemon {
             pins_seen: None,
             seen: Observer::new(wall_millis(), None),
         })
+    }
+
+    /// Uses these protocol tunables (`config.toml`) instead of the defaults.
+    pub fn with_config(mut self, config: Config) -> Self {
+        self.node.set_config(config);
+        self
     }
 
     /// Also keeps `metrics` current (`sdsync run --metrics`).

@@ -385,9 +385,8 @@ fn run(home: &Home, settings: &Settings, take_over: bool) -> anyhow::Result<()> 
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let config = settings.config();
-        let mut daemon =
-            Daemon::start_with(store, &library, &me, &pins, &directory, listen, config)?;
+        let mut daemon = Daemon::start(store, &library, &me, &pins, &directory, listen)?
+            .with_config(settings.config());
         if let Some(addr) = metrics {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             let served = std::sync::Arc::new(sdsync_syncer::metrics::Metrics::default());

@@ -199,6 +199,11 @@ impl Node {
         }
     }
 
+    /// Replaces the tunables (before the node has talked to anyone).
+    pub fn set_config(&mut self, cfg: Config) {
+        self.cfg = cfg;
+    }
+
     /// Pairs a device: only paired devices are talked to.
     pub fn add_peer(&mut self, peer: &str) {
         self.peers.entry(peer.into()).or_default();
