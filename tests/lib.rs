@@ -238,9 +238,18 @@ pub fn sync_pair(a: &Lib, b: &Lib) {
 
 /// `(origin, seq)` pairs of `sdsync_watermarks`.
 pub fn watermarks(conn: &Connection) -> Vec<(String, i64)> {
-    let mut stmt = conn
-        .prepare("SELECT origin, seq FROM sdsync_watermarks ORDER BY origin")
-        .expect("prepare");
+    pairs(
+        conn,
+        "SELECT origin, seq FROM sdsync_watermarks ORDER BY origin",
+    )
+}
+
+/// The rows of a two-column query.
+pub fn pairs<A: rusqlite::types::FromSql, B: rusqlite::types::FromSql>(
+    conn: &Connection,
+    sql: &str,
+) -> Vec<(A, B)> {
+    let mut stmt = conn.prepare(sql).expect("prepare");
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .expect("query")
         .collect::<Result<_, _>>()

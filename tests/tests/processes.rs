@@ -416,13 +416,7 @@ fn every_device_has_its_row_in_devices() {
     });
     let names = |d: &Device| -> Vec<(String, String)> {
         let conn = rusqlite::Connection::open(d.database()).expect("open");
-        let mut stmt = conn
-            .prepare("SELECT uuid, name FROM devices ORDER BY name")
-            .expect("prepare");
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("rows")
+        sdsync_tests::pairs(&conn, "SELECT uuid, name FROM devices ORDER BY name")
     };
     let expected = vec![
         (a.id.clone(), "a".to_string()),

@@ -237,9 +237,7 @@ fn a_restored_database_takes_its_changes_back_from_every_peer() {
     for d in 0..3 {
         assert_eq!(m.devs[d].count("tags"), 3, "device {d}");
     }
-    let a = m.devs[0].store.lib.digest().unwrap();
-    assert_eq!(a, m.devs[1].store.lib.digest().unwrap());
-    assert_eq!(a, m.devs[2].store.lib.digest().unwrap());
+    m.assert_identical();
     assert_eq!(m.devs[0].quarantined(), 0);
     assert_eq!(m.devs[2].quarantined(), 0);
 }
@@ -319,7 +317,5 @@ fn a_peer_restored_after_serving_pages_makes_its_peers_pull_again() {
     for d in 0..3 {
         assert_eq!(m.devs[d].count("tags"), 0, "device {d}");
     }
-    let a = m.devs[0].store.lib.digest().unwrap();
-    assert_eq!(a, m.devs[1].store.lib.digest().unwrap());
-    assert_eq!(a, m.devs[2].store.lib.digest().unwrap());
+    m.assert_identical();
 }

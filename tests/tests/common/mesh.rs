@@ -232,6 +232,14 @@ impl Mesh {
         matches!(&env.payload, Payload::Page { origin: o, .. } if o == origin)
     }
 
+    /// Asserts that every device holds the same library.
+    pub fn assert_identical(&self) {
+        let first = self.devs[0].store.lib.digest().expect("digest");
+        for (i, d) in self.devs.iter().enumerate().skip(1) {
+            assert_eq!(first, d.store.lib.digest().expect("digest"), "device {i}");
+        }
+    }
+
     /// Events of device `i` matching `f`.
     pub fn count_events(&self, i: usize, f: impl Fn(&Event) -> bool) -> usize {
         self.events.iter().filter(|(d, e)| *d == i && f(e)).count()
