@@ -277,30 +277,61 @@ impl Home {
             path: cert.to_path_buf(),
             reason: e.to_string(),
         })?;
+        let device = self.check_peer(device, &der, true).map_err(|e| match e {
+            HomeError::NotAPeer { device, reason } if reason.starts_with("that certificate") => {
+                HomeError::NotAPeer {
+                    device,
+                    reason: format!(
+                        "{} is not that device's certificate (take device.crt from its library folder)",
+                        cert.display()
+                    ),
+                }
+            }
+            other => other,
+        })?;
+        self.pin(&device, &der, addr)
+    }
+
+    /// Whether `device` presenting `cert` may be pinned: a uuid, not this
+    /// device, a certificate that names it (device certificates do, see
+    /// `net::identity`), and, unless `replace`, no other certificate pinned
+    /// for it already: pairing by code must not let whoever holds the code
+    /// take over a paired device's id (`peer-add`, run by someone with the
+    /// files, may replace). Returns the id in canonical form.
+    pub fn check_peer(
+        &self,
+        device: &str,
+        cert: &CertificateDer<'_>,
+        replace: bool,
+    ) -> Result<String, HomeError> {
         let refuse = |reason: String| HomeError::NotAPeer {
             device: device.to_string(),
             reason,
         };
-        let Some(device) = sdsync_core::ids::parse_device(device) else {
+        let Some(id) = sdsync_core::ids::parse_device(device) else {
             return Err(refuse(
                 "a device id is a uuid (`sdsync info` on that device prints it)".into(),
             ));
         };
-        if device == self.device()? {
+        if id == self.device()? {
             return Err(refuse(
                 "that is this device's own id; give the other device's".into(),
             ));
         }
-        // Device certificates name their device (`net::identity`): a certificate
-        // file of another device (or none) is refused before anything is written.
-        let name = format!("{device}.sdsync.invalid");
-        if !der.windows(name.len()).any(|w| w == name.as_bytes()) {
-            return Err(refuse(format!(
-                "{} is not that device's certificate (take device.crt from its library folder)",
-                cert.display()
-            )));
+        let name = format!("{id}.sdsync.invalid");
+        if !cert.windows(name.len()).any(|w| w == name.as_bytes()) {
+            return Err(refuse("that certificate does not name the device".into()));
         }
-        self.pin(&device, &der, addr)
+        let pinned = self
+            .pinned()?
+            .into_iter()
+            .any(|(peer, der)| peer.device == id && der != cert.as_ref());
+        if pinned && !replace {
+            return Err(refuse(
+                "it is paired already, with another certificate: pairing cannot take over a paired device's id (if that device really has a new certificate, pin it with `sdsync peer-add`)".into(),
+            ));
+        }
+        Ok(id)
     }
 
     /// Pins `cert` as `device` (reachable at `addr`, when known: no address

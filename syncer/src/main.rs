@@ -449,8 +449,18 @@ fn pair(action: PairCommand, ext: &std::path::Path) -> anyhow::Result<()> {
                 library: home.library()?,
                 advertise,
             };
-            let paired =
-                runtime.block_on(net::pair::offer(&home.identity()?, &offer, listen, &code))?;
+            let accept = |device: &str, cert: &rustls::pki_types::CertificateDer<'static>| {
+                home.check_peer(device, cert, false)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            };
+            let paired = runtime.block_on(net::pair::offer(
+                &home.identity()?,
+                &offer,
+                listen,
+                &code,
+                &accept,
+            ))?;
             home.pin(&paired.device, &paired.cert, paired.addr)?;
             println!("paired with {}", paired.device);
             warn_addresses(&dir, &paired.device, paired.addr, advertise);
@@ -461,12 +471,24 @@ fn pair(action: PairCommand, ext: &std::path::Path) -> anyhow::Result<()> {
             addr,
             advertise,
         } => {
+            let created = !dir.exists();
             let home = match Home::open(&dir, ext) {
                 Err(HomeError::NotALibrary(_)) => Home::init(&dir, ext, None)?,
                 other => other?,
             };
             let (me, device) = (home.identity()?, home.device()?);
-            let paired = runtime.block_on(net::pair::join(&me, &device, advertise, addr, &code))?;
+            let joined = runtime.block_on(net::pair::join(&me, &device, advertise, addr, &code));
+            let paired = match joined {
+                Ok(paired) => paired,
+                Err(e) => {
+                    // A failed join leaves no half-made folder behind.
+                    if created {
+                        drop(home);
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                    return Err(e.into());
+                }
+            };
             home.adopt_library(&paired.library)?;
             home.register_device()?;
             home.pin(&paired.device, &paired.cert, paired.addr)?;

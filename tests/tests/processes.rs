@@ -131,30 +131,11 @@ c.execute(\"INSERT INTO tags(uuid, canonical_name) VALUES (sdsync_uuid_v5('tag',
 /// folder uses it, and the two syncers then sync with nothing else configured.
 #[test]
 fn devices_paired_by_code_sync() {
-    use std::io::{BufRead, BufReader};
     let dir = temp_dir("pair-cli");
     let mut a = Device::init(&dir, "a", None);
     let b_dir = dir.join("b.sdlibrary");
-    let pair_addr = free_port();
     let b_addr = free_port();
-    let mut offer = Command::new(sdsync())
-        .args(["pair", "generate", a.dir.to_str().expect("utf-8")])
-        .args([
-            "--listen",
-            &pair_addr.to_string(),
-            "--advertise",
-            &a.addr.to_string(),
-        ])
-        .env("SDSYNC_EXTENSION", sdsync_tests::extension_path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("pair generate");
-    let mut lines = BufReader::new(offer.stdout.take().expect("stdout")).lines();
-    let first = lines.next().expect("a line").expect("utf-8");
-    let code = first
-        .strip_prefix("pairing code: ")
-        .expect("the code line")
-        .to_string();
+    let (mut offer, lines, code, pair_addr) = offer_pairing(&a);
     let joined = cli(&[
         "pair",
         "join",
@@ -597,4 +578,93 @@ fn config_toml_then_environment_then_flags() {
         stderr.contains("setting windwo (from config.toml): no such setting"),
         "{stderr}"
     );
+}
+
+/// `sdsync pair generate` on `a`: the running offer, the rest of its output,
+/// the code and where it listens.
+fn offer_pairing(
+    a: &Device,
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    String,
+    std::net::SocketAddr,
+) {
+    use std::io::BufRead;
+    let pair_addr = free_port();
+    let mut offer = Command::new(sdsync())
+        .args(["pair", "generate", a.dir.to_str().expect("utf-8")])
+        .args([
+            "--listen",
+            &pair_addr.to_string(),
+            "--advertise",
+            &a.addr.to_string(),
+        ])
+        .env("SDSYNC_EXTENSION", sdsync_tests::extension_path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("pair generate");
+    let mut lines = std::io::BufReader::new(offer.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("utf-8");
+    let code = first
+        .strip_prefix("pairing code: ")
+        .expect("the code line")
+        .to_string();
+    (offer, lines, code, pair_addr)
+}
+
+/// Pairing by code cannot take over a paired device's id (issue 10): a joiner
+/// holding the code but claiming B's id with another certificate is refused,
+/// with the reason, and A's pin of B is unchanged. A join that fails leaves
+/// no half-made folder.
+#[test]
+fn pairing_cannot_take_over_a_paired_device() {
+    let (dir, a, b) = pair_of("pair-takeover");
+    let pins = |d: &Device| -> Vec<(String, Vec<u8>)> {
+        let conn = rusqlite::Connection::open(d.dir.join("sync.db")).expect("sync.db");
+        sdsync_tests::pairs(&conn, "SELECT device, cert FROM peers ORDER BY device")
+    };
+    let before = pins(&a);
+    // An impostor folder: B's id, a certificate of its own naming B.
+    let c_dir = dir.join("c.sdlibrary");
+    cli(&["init", c_dir.to_str().expect("utf-8")]);
+    sdsync_tests::Lib::open(&c_dir.join("database.db"))
+        .exec(&format!("SELECT sdsync_reidentify('{}')", b.id));
+    for f in ["device.crt", "device.key"] {
+        std::fs::remove_file(c_dir.join(f)).expect("remove");
+    }
+    sdsync_syncer::net::identity::Identity::load_or_create(&c_dir, &b.id).expect("identity");
+    let (mut offer, _out, code, pair_addr) = offer_pairing(&a);
+    let joined = Command::new(sdsync())
+        .args(["pair", "join", c_dir.to_str().expect("utf-8"), &code])
+        .args(["--addr", &pair_addr.to_string()])
+        .env("SDSYNC_EXTENSION", sdsync_tests::extension_path())
+        .output()
+        .expect("pair join");
+    let stderr = String::from_utf8_lossy(&joined.stderr);
+    assert!(!joined.status.success(), "the impostor paired");
+    assert!(
+        stderr.contains("pairing refused by the offering device")
+            && stderr.contains("paired already"),
+        "{stderr}"
+    );
+    assert!(!offer.wait().expect("offer exits").success());
+    assert_eq!(pins(&a), before, "A still pins the real B");
+    // A wrong code: the join fails and leaves no folder behind.
+    let (mut offer, _out, _, pair_addr) = offer_pairing(&a);
+    let d_dir = dir.join("d.sdlibrary");
+    let failed = Command::new(sdsync())
+        .args([
+            "pair",
+            "join",
+            d_dir.to_str().expect("utf-8"),
+            "0000-0000-0000",
+        ])
+        .args(["--addr", &pair_addr.to_string()])
+        .env("SDSYNC_EXTENSION", sdsync_tests::extension_path())
+        .output()
+        .expect("pair join");
+    assert!(!failed.status.success());
+    assert!(!d_dir.exists(), "a half-made folder was left");
+    let _ = offer.wait();
 }

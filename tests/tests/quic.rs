@@ -211,7 +211,7 @@ async fn pairing_with_the_right_code_pins_both_sides_and_a_wrong_code_nothing() 
     // The joiner may start first: QUIC resends its first packet until the
     // offer's endpoint answers.
     let (offered, joined) = tokio::join!(
-        offer(&laptop, &offering, addr, &secret),
+        offer(&laptop, &offering, addr, &secret, &|_, _| Ok(())),
         join(&phone, "phone", None, addr, &secret)
     );
     let (offered, joined) = (offered.expect("offer"), joined.expect("join"));
@@ -233,7 +233,7 @@ async fn pairing_with_the_right_code_pins_both_sides_and_a_wrong_code_nothing() 
         "0000-0000-0000"
     };
     let (offered, joined) = tokio::join!(
-        offer(&laptop, &offering, addr, &secret),
+        offer(&laptop, &offering, addr, &secret, &|_, _| Ok(())),
         join(&phone, "phone", None, addr, wrong)
     );
     assert!(

@@ -71,6 +71,10 @@ pub enum PairError {
         /// Why.
         reason: String,
     },
+    /// The offering device refused the joiner after the keys agreed (say, an
+    /// id already paired with another certificate).
+    #[error("pairing refused by the offering device: {0}")]
+    Refused(String),
     /// The keys disagree: a different code, or a device in the middle.
     #[error("pairing with {addr} failed: the codes do not match (or someone is in between)")]
     Mismatch {
@@ -146,6 +150,7 @@ pub async fn offer(
     offer: &Offer,
     listen: SocketAddr,
     code: &str,
+    accept: &dyn Fn(&str, &CertificateDer<'static>) -> Result<(), String>,
 ) -> Result<Paired, PairError> {
     let server = server_config_for(me, Trust::AnyKeyHolder, PAIR_ALPN)
         .map_err(|e| PairError::Setup(e.to_string()))?;
@@ -190,9 +195,14 @@ pub async fn offer(
         .await
         .map_err(|_| PairError::Mismatch { addr })?;
     transcript.verify(&key, b"join", &confirm.mac, addr)?;
-    write(&mut send, &(), addr).await?;
+    // Only a joiner that proved the code learns why it is refused.
+    let verdict: Option<String> = accept(&hello.device, &theirs).err();
+    write(&mut send, &verdict, addr).await?;
     let _ = send.finish();
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+    if let Some(reason) = verdict {
+        return Err(PairError::Refused(reason));
+    }
     Ok(Paired {
         device: hello.device,
         cert: theirs,
@@ -246,6 +256,9 @@ pub async fn join(
     };
     if let Err(e) = transcript.verify(&key, b"offer", &reply.mac, addr) {
         conn.close(2u32.into(), b"codes do not match");
+        // Let the close reach the offering side, or it waits for the idle
+        // timeout (30 s) before it says the codes did not match.
+        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
         return Err(e);
     }
     write(
@@ -256,8 +269,11 @@ pub async fn join(
         addr,
     )
     .await?;
-    let () = read(&mut recv, addr).await?;
+    let verdict: Option<String> = read(&mut recv, addr).await?;
     conn.close(0u32.into(), b"paired");
+    if let Some(reason) = verdict {
+        return Err(PairError::Refused(reason));
+    }
     Ok(Paired {
         device: reply.device,
         cert: theirs,
