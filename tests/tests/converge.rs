@@ -514,7 +514,16 @@ fn a_row_re_created_locally_releases_what_waited_for_it() {
     copy_all(&a, &b);
     b.exec("DELETE FROM tags");
     let delete = b.changes();
-    a.exec("UPDATE tags SET color = 'late'"); // concurrent with B's delete
+    // Concurrent with B's delete and newer: A's clock a minute ahead (within
+    // the drift allowed), or in the same millisecond A's update could be the
+    // older one and be dropped rather than parked (seen once in CI).
+    let ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis()
+        + 60_000;
+    a.exec(&format!("SELECT sdsync_test_clock({ahead})"));
+    a.exec("UPDATE tags SET color = 'late'");
     let update: Vec<Change> = a
         .changes()
         .into_iter()
