@@ -7,7 +7,8 @@
 //! let offering = Offer { device: "laptop".into(), library: "lib".into(), advertise: None };
 //! let addr = "127.0.0.1:7374".parse().unwrap();
 //! let (a, b) = tokio::join!(
-//!     offer(&me, &offering, addr, &code),
+//!     // The last argument may refuse the joiner (say, an id already paired).
+//!     offer(&me, &offering, addr, &code, &|_device, _cert| Ok(())),
 //!     join(&other, "phone", None, addr, &code),
 //! );
 //! # }
@@ -23,7 +24,8 @@
 //! HMAC, under that key, of both certificates as *it* saw them in the TLS
 //! handshake plus both device ids and the library id; a device in the middle
 //! (two TLS sessions with different certificates) makes the MACs disagree. Only
-//! after both MACs check out does each side pin the other's certificate.
+//! after both MACs check out does each side pin the other's certificate; the
+//! offering side may still refuse the joiner then, and says why.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
