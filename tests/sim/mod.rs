@@ -338,7 +338,7 @@ impl Sim {
             Ok(out) => out,
             Err(e) => {
                 self.problems
-                    .push(format!("device {from}: storage error {e}"));
+                    .push(format!("t={} device {from}: storage error {e}", self.now));
                 return;
             }
         };

@@ -392,7 +392,19 @@ impl Node {
             }
             Payload::Pull { origin, after } => {
                 let mut out = if origin == peer && after == 0 {
-                    self.peer_restored(&peer, now, store)?
+                    match self.peer_restored(&peer, now, store) {
+                        Ok(out) => out,
+                        // Unanswered, the pull is retried, and this with it
+                        // (seed 8557: the app changed the schema meanwhile).
+                        Err(e) if e.is_transient() => {
+                            return Ok(vec![Output::Event(Event::Deferred {
+                                peer,
+                                origin,
+                                reason: e.to_string(),
+                            })]);
+                        }
+                        Err(e) => return Err(e),
+                    }
                 } else {
                     Vec::new()
                 };
@@ -406,16 +418,26 @@ impl Node {
                 complete_to,
                 changes,
                 more,
-            } => self.on_page(
-                &peer,
-                &origin,
-                after,
-                complete_to,
-                &changes,
-                more,
-                now,
-                store,
-            ),
+            } => {
+                let out = self.on_page(
+                    &peer,
+                    &origin,
+                    after,
+                    complete_to,
+                    &changes,
+                    more,
+                    now,
+                    store,
+                );
+                match out {
+                    // Busy outside the apply too (the watermarks read before
+                    // it, the Hello after it; seed 8557: the app changed the
+                    // schema in between): the pull is retried from where it
+                    // stands, and what applied applies again as a no-op.
+                    Err(e) if e.is_transient() => Ok(self.deferred(&peer, &origin, after, &e, now)),
+                    other => other,
+                }
+            }
             Payload::Stop {
                 incarnation,
                 reason,
