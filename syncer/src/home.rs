@@ -392,14 +392,7 @@ impl Home {
     }
 
     fn pinned(&self) -> Result<Vec<(Peer, Vec<u8>)>, HomeError> {
-        let mut stmt = self.sql(
-            self.sync
-                .prepare("SELECT device, cert, addr FROM peers ORDER BY device"),
-        )?;
-        let rows: Vec<(String, Vec<u8>, Option<String>)> = self.sql(
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .and_then(|rows| rows.collect()),
-        )?;
+        let rows = self.sql(syncdb::pinned(&self.sync))?;
         rows.into_iter()
             .map(|(device, cert, addr)| {
                 let addr = match addr {

@@ -369,7 +369,12 @@ pub fn pinned_if_changed(
     if exists == 0 {
         return Ok(Some(Vec::new()));
     }
-    let mut stmt = conn.prepare("SELECT device, cert, addr FROM peers ORDER BY device")?;
+    pinned(conn).map(Some)
+}
+
+/// The paired devices, by id (the library folder's `peers` table).
+pub fn pinned(conn: &Connection) -> rusqlite::Result<Vec<Pinned>> {
+    let mut stmt = conn.prepare_cached("SELECT device, cert, addr FROM peers ORDER BY device")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    rows.collect::<rusqlite::Result<Vec<_>>>().map(Some)
+    rows.collect()
 }
