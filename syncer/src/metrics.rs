@@ -164,9 +164,17 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
         };
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let n = stream.read(&mut buf).await.unwrap_or(0);
-            let request = String::from_utf8_lossy(&buf[..n]);
+            // The request line may come in pieces (seen once in CI: "GET "
+            // alone, answered 404): read until it ends, or 1 KiB.
+            let mut buf = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 256];
+            while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 1024 {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let request = String::from_utf8_lossy(&buf);
             let path = request.split_whitespace().nth(1).unwrap_or("");
             let (status, kind, body) = match path {
                 "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.encode()),
