@@ -18,6 +18,7 @@
 pub mod devices;
 pub mod fuzz_ops;
 pub mod sim;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

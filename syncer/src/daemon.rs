@@ -444,7 +444,9 @@ impl Background {
         let (ready_tx, ready) = std::sync::mpsc::channel();
         let (library, pins, directory) = (library.to_string(), pins.clone(), directory.clone());
         let thread = std::thread::spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
+            // As `sdsync run`: the daemon on this thread, QUIC on the worker.
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
                 .enable_all()
                 .build()
             {

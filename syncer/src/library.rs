@@ -347,19 +347,22 @@ pub fn read_changes(
     p: impl rusqlite::Params,
 ) -> rusqlite::Result<Vec<Change>> {
     let mut stmt = conn.prepare(sql)?;
-    let rows = stmt.query_map(p, |r| {
-        Ok(Change {
-            tbl: r.get(0)?,
-            pk: r.get(1)?,
-            op: r.get(2)?,
-            data: r.get(3)?,
-            origin: r.get(4)?,
-            seq: r.get(5)?,
-            hlc: r.get(6)?,
-            creates: r.get(7)?,
-        })
-    })?;
+    let rows = stmt.query_map(p, change)?;
     rows.collect()
+}
+
+/// A change from a row of `tbl, pk, op, data, origin, seq, hlc, creates`.
+pub fn change(r: &rusqlite::Row<'_>) -> rusqlite::Result<Change> {
+    Ok(Change {
+        tbl: r.get(0)?,
+        pk: r.get(1)?,
+        op: r.get(2)?,
+        data: r.get(3)?,
+        origin: r.get(4)?,
+        seq: r.get(5)?,
+        hlc: r.get(6)?,
+        creates: r.get(7)?,
+    })
 }
 
 /// Inserts changes into `sdsync_changes` (the caller owns the transaction).

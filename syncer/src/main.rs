@@ -381,7 +381,13 @@ fn run(home: &Home, settings: &Settings, take_over: bool) -> anyhow::Result<()> 
         );
     }
     let (library, me) = (home.library()?, home.identity()?);
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // The daemon (the protocol and every database statement) runs on this
+    // thread, inside `block_on`; QUIC (the endpoint, the connections, their
+    // readers and writers) runs on the runtime's worker. A long apply never
+    // starves keep-alives and acknowledgements, and the network reads ahead
+    // while a page is applied.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()?;
     runtime.block_on(async move {

@@ -545,7 +545,7 @@ fn config_toml_then_environment_then_flags() {
         text.contains(&format!("metrics = \"{port}\"  # config.toml")),
         "{text}"
     );
-    assert!(text.contains("page_rows = 500  # default"), "{text}");
+    assert!(text.contains("page_rows = 2000  # default"), "{text}");
     let mut run = Command::new(sdsync())
         .args(["run", a.dir.to_str().expect("utf-8")])
         .env("SDSYNC_EXTENSION", sdsync_tests::extension_path())

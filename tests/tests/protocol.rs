@@ -1,46 +1,9 @@
 //! The protocol state machine, message by message, on real databases.
 
-use rusqlite::Connection;
-use sdsync_syncer::library::Library;
 use sdsync_syncer::proto::message::{Envelope, PROTOCOL_VERSION, Payload, encode};
-use sdsync_syncer::proto::node::{Config, Event, Node, Output};
-use sdsync_syncer::proto::store::{SqlStore, Store};
-use sdsync_tests::{extension_path, temp_dir};
-
-const NOW: u64 = 1_795_305_600_000;
-
-fn store(name: &str) -> SqlStore {
-    let lib =
-        Library::create(&temp_dir(name).join("database.db"), &extension_path()).expect("library");
-    lib.conn
-        .query_row("SELECT sdsync_test_clock(?1)", [NOW as i64], |_| Ok(()))
-        .expect("clock");
-    SqlStore::new(lib, Connection::open_in_memory().expect("sync.db")).expect("store")
-}
-
-fn node(s: &SqlStore, peer: &str, cfg: Config) -> Node {
-    let mut n = Node::new(&s.device().expect("device"), "lib", cfg);
-    n.add_peer(peer);
-    n
-}
-
-fn sends(out: &[Output]) -> Vec<Envelope> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Send { env, .. } => Some(env.clone()),
-            Output::Event(_) => None,
-        })
-        .collect()
-}
-
-fn events(out: &[Output]) -> Vec<Event> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Event(e) => Some(e.clone()),
-            Output::Send { .. } => None,
-        })
-        .collect()
-}
+use sdsync_syncer::proto::node::{Config, Event, Node};
+use sdsync_syncer::proto::store::Store;
+use sdsync_tests::wire::{NOW, Wire, events, node, sends, store, two};
 
 #[test]
 fn bad_envelopes_are_refused_with_a_reason() {
@@ -556,64 +519,6 @@ fn a_pull_goes_on_past_a_gap_its_sender_has() {
     assert_eq!(applied, 10);
     let mark = r.watermarks().unwrap().into_iter().find(|(w, _)| *w == ido);
     assert_eq!(mark.map(|m| m.1), Some(5), "complete only to where S is");
-}
-
-/// Two devices' stores and nodes, paired, with pages of `rows` and a window.
-fn two(name: &str, rows: usize, window: usize) -> (SqlStore, SqlStore, Node, Node) {
-    let a = store(&format!("{name}-a"));
-    let b = store(&format!("{name}-b"));
-    let (ida, idb) = (a.device().unwrap(), b.device().unwrap());
-    let cfg = Config {
-        page_rows: rows,
-        window,
-        ..Config::default()
-    };
-    let (na, nb) = (node(&a, &idb, cfg.clone()), node(&b, &ida, cfg));
-    (a, b, na, nb)
-}
-
-/// Messages between two nodes, delivered in order each way (as QUIC delivers
-/// them), with no time passing.
-#[derive(Default)]
-struct Wire {
-    to_a: std::collections::VecDeque<Envelope>,
-    to_b: std::collections::VecDeque<Envelope>,
-}
-
-impl Wire {
-    /// Delivers one message each way; returns how many changes B applied.
-    fn step(&mut self, a: (&mut Node, &SqlStore), b: (&mut Node, &SqlStore)) -> usize {
-        let mut applied = 0;
-        if let Some(m) = self.to_b.pop_front() {
-            let out = b.0.receive(&encode(&m), NOW, b.1).unwrap();
-            applied += applied_count(&out);
-            self.to_a.extend(sends(&out));
-        }
-        if let Some(m) = self.to_a.pop_front() {
-            self.to_b
-                .extend(sends(&a.0.receive(&encode(&m), NOW, a.1).unwrap()));
-        }
-        applied
-    }
-
-    /// Delivers until nothing is on its way; returns how many changes B applied.
-    fn settle(&mut self, a: (&mut Node, &SqlStore), b: (&mut Node, &SqlStore)) -> usize {
-        let mut applied = 0;
-        while !(self.to_a.is_empty() && self.to_b.is_empty()) {
-            applied += self.step((&mut *a.0, a.1), (&mut *b.0, b.1));
-        }
-        applied
-    }
-}
-
-fn applied_count(out: &[Output]) -> usize {
-    events(out)
-        .iter()
-        .map(|e| match e {
-            Event::Applied { count, .. } => *count,
-            _ => 0,
-        })
-        .sum()
 }
 
 /// Issue 9: a writer faster than the peer gets backpressure, not a queue in

@@ -104,8 +104,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            page_rows: 500,
-            page_bytes: 256 * 1024,
+            page_rows: 2_000,
+            page_bytes: 1024 * 1024,
             anti_entropy_ms: 5_000,
             pull_timeout_ms: 2_000,
             backoff_ms: 250,

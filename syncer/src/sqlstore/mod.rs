@@ -26,6 +26,7 @@
 //!   in `sdsync_verified`, written in the apply transaction: the effective
 //!   watermark of another origin is the smaller of the two.
 
+mod ahead;
 pub mod marks;
 pub mod quarantine;
 pub mod syncdb;
@@ -45,6 +46,14 @@ use crate::proto::store::{Quarantined, Retried, Slice, Store, StoreError};
 /// daemon's single task must not stall its links for long; a page that found the
 /// database busy is retried by the protocol with backoff.
 pub const APPLY_BUSY_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// The syncer's page cache, in KiB (negative: a size, not a page count).
+/// SQLite's default 2 MB makes a large backfill read and write the same index
+/// pages through the kernel again and again.
+const SYNCER_CACHE_KIB: i64 = -65_536;
+
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 128;
 
 /// [`Store`] over a library database and the syncer's `sync.db`.
 pub struct SqlStore {
@@ -77,6 +86,14 @@ impl SqlStore {
             })
         };
         lib.conn.busy_timeout(APPLY_BUSY_TIMEOUT).map_err(err)?;
+        // Two statements per reference between tracked tables (`ahead`) and the
+        // store's own: beyond rusqlite's default of 16 they would be prepared
+        // again for every page.
+        lib.conn
+            .set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        lib.conn
+            .pragma_update(None, "cache_size", SYNCER_CACHE_KIB)
+            .map_err(err)?;
         quarantine::ensure(&lib.conn).map_err(err)?;
         marks::ensure(&lib.conn, &me).map_err(err)?;
         syncdb::ensure(&sync)?;
@@ -315,6 +332,8 @@ impl Store for SqlStore {
             changes.extend(kept);
             changes.sort_by_key(|c| c.seq);
         }
+        let first = self.sql(ahead::parents(&tx, origin, &changes, bytes))?;
+        changes.splice(0..0, first);
         self.sql(tx.commit())?;
         Ok(Slice {
             changes,
