@@ -142,6 +142,13 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
     ("sdsync_restamp", 2, DIRECT, |c| {
         restamp(c, c.int(1, "sdsync_restamp: clock floor (an HLC)")?)
     }),
+    ("sdsync_autocheckpoint", 1, DIRECT, |c| {
+        let pages = c.int(0, "sdsync_autocheckpoint: WAL pages")?;
+        let pages = i32::try_from(pages.max(0)).unwrap_or(i32::MAX);
+        Ok(Value::Integer(i64::from(
+            c.conn.watch.set_checkpoint_at(pages),
+        )))
+    }),
     ("sdsync_repair", 0, DIRECT, |c| {
         crate::migrate::repair_if_needed(c.db, c.conn.wall_ms())
             .map(|done| Value::Text(done.join("; ")))

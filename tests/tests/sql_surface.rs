@@ -287,3 +287,37 @@ fn extension_loads_into_a_plain_connection_without_tables() {
         .expect("version");
     assert_eq!(v, env!("CARGO_PKG_VERSION"));
 }
+
+/// `sdsync_autocheckpoint(pages)` sets when this connection's commits
+/// checkpoint (the extension's WAL hook replaces SQLite's automatic one).
+#[test]
+fn autocheckpoint_is_set_per_connection() {
+    let dir = temp_dir("autocheckpoint");
+    let lib = Lib::create(&dir.join("database.db"));
+    let set = |pages: i64| -> i64 {
+        lib.conn
+            .query_row("SELECT sdsync_autocheckpoint(?1)", [pages], |r| r.get(0))
+            .unwrap()
+    };
+    // The WAL file's size in pages after about 8 MB of 1 MB commits (it is
+    // reused from its start after a checkpoint, so it grows only without).
+    let wal_pages_after_writes = |round: i64| -> u64 {
+        for i in 0..8 {
+            lib.exec(&format!(
+                "WITH RECURSIVE s(value) AS (SELECT 1 UNION ALL SELECT value + 1 FROM s WHERE value < 1000)
+                 INSERT INTO audit_log(uuid, action, details)
+                 SELECT sdsync_uuid(), 'w{round}-{i}', hex(randomblob(500)) FROM s"
+            ));
+        }
+        std::fs::metadata(dir.join("database.db-wal"))
+            .unwrap()
+            .len()
+            / 4096
+    };
+    assert_eq!(set(1000), 1000, "SQLite's default before");
+    let default = wal_pages_after_writes(1);
+    assert!(default < 2000, "checkpointed at 1,000 pages: {default}");
+    assert_eq!(set(0), 1000);
+    let never = wal_pages_after_writes(2);
+    assert!(never > 2000, "never checkpointed: {never}");
+}

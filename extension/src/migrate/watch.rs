@@ -59,6 +59,9 @@ pub struct Watch {
     ddl: Cell<bool>,
     /// Tracked tables whose capture triggers DDL dropped, lowercase.
     uncaptured: RefCell<Vec<String>>,
+    /// WAL pages at which a commit on this connection checkpoints
+    /// (`sdsync_autocheckpoint`; `None`: SQLite's default of 1,000).
+    checkpoint_at: Cell<Option<c_int>>,
 }
 
 thread_local! {
@@ -91,6 +94,15 @@ fn with_depth<T>(depth: u32, f: impl FnOnce() -> T) -> T {
 }
 
 impl Watch {
+    /// Checkpoints after a commit once the WAL holds `pages` (0 or less:
+    /// never, as `PRAGMA wal_autocheckpoint`, which would replace this
+    /// connection's WAL hook and with it DDL repair). Returns the previous.
+    pub fn set_checkpoint_at(&self, pages: c_int) -> c_int {
+        self.checkpoint_at
+            .replace(Some(pages))
+            .unwrap_or(AUTOCHECKPOINT_PAGES)
+    }
+
     /// Refuses writes to `tables` on this connection (their capture is lifted).
     pub fn deny(&self, tables: &[String]) {
         let mut set = self.uncaptured.borrow_mut();
@@ -219,7 +231,12 @@ unsafe extern "C" fn after_commit(
                 Err(_) => conn.watch.ddl.set(true),
             }
         }
-        if pages >= AUTOCHECKPOINT_PAGES {
+        let at = conn
+            .watch
+            .checkpoint_at
+            .get()
+            .unwrap_or(AUTOCHECKPOINT_PAGES);
+        if at > 0 && pages >= at {
             // SAFETY: valid handle and the database name SQLite passed.
             unsafe {
                 api!(wal_checkpoint_v2)(

@@ -5,7 +5,7 @@
 //!
 //! ```ignore
 //! // In `SqlStore::slice`, after the page's own changes are read:
-//! let first = ahead::parents(&tx, origin, &changes, budget)?;
+//! let first = links.parents(&tx, origin, &changes, budget)?;
 //! changes.splice(0..0, first);
 //! ```
 //!
@@ -32,54 +32,83 @@ use crate::proto::message::change_size;
 /// How many levels of parents are followed (a deeper chain parks as before).
 const MAX_DEPTH: usize = 16;
 
-/// The later changes of `origin` that `changes` (in-order, one origin) refer
-/// to, grandparents before parents, at most about `budget` bytes of them.
-pub fn parents(
-    conn: &Connection,
-    origin: &str,
-    changes: &[Change],
-    budget: usize,
-) -> rusqlite::Result<Vec<Change>> {
-    let (Some(first), Some(last)) = (changes.first(), changes.last()) else {
-        return Ok(vec![]);
-    };
-    let links = links(conn)?;
-    if links.is_empty() {
-        return Ok(vec![]);
+/// The references between tracked tables, as read at one schema version.
+pub struct Links {
+    /// `PRAGMA schema_version` they were read at: tracking or re-tracking a
+    /// table re-creates its triggers, which moves it.
+    pub schema: i64,
+    links: Vec<Link>,
+}
+
+impl Links {
+    /// Every reference between the tracked tables of `conn`.
+    pub fn load(conn: &Connection) -> rusqlite::Result<Self> {
+        let schema = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+        Ok(Self {
+            schema,
+            links: links(conn)?,
+        })
     }
-    let Some(origin_id) = origin_id(conn, origin)? else {
-        return Ok(vec![]);
-    };
-    // Level by level: the parents of the page's range, then theirs.
-    let mut levels: Vec<Vec<i64>> = Vec::new();
-    let mut seen: HashSet<i64> = HashSet::new();
-    let mut frontier = Scope::Range(first.seq - 1, last.seq);
-    while levels.len() < MAX_DEPTH {
-        let mut found: Vec<i64> = Vec::new();
-        for link in &links {
-            found.extend(link.later_parents(conn, origin_id, &frontier)?);
+
+    /// The later changes of `origin` that `changes` (in-order, one origin)
+    /// refer to, grandparents before parents, at most about `budget` bytes of
+    /// them.
+    pub fn parents(
+        &self,
+        conn: &Connection,
+        origin: &str,
+        changes: &[Change],
+        budget: usize,
+    ) -> rusqlite::Result<Vec<Change>> {
+        let (Some(first), Some(last)) = (changes.first(), changes.last()) else {
+            return Ok(vec![]);
+        };
+        let mut tables: HashSet<&str> = changes.iter().map(|c| c.tbl.as_str()).collect();
+        if !self.links.iter().any(|l| tables.contains(l.child.as_str())) {
+            return Ok(vec![]);
         }
-        found.sort_unstable();
-        found.dedup();
-        let fresh: Vec<i64> = found.into_iter().filter(|s| seen.insert(*s)).collect();
-        if fresh.is_empty() {
-            break;
+        let Some(origin_id) = origin_id(conn, origin)? else {
+            return Ok(vec![]);
+        };
+        // Level by level: the parents of the page's range, then theirs.
+        let mut levels: Vec<Vec<i64>> = Vec::new();
+        let mut seen: HashSet<i64> = HashSet::new();
+        let mut frontier = Scope::Range(first.seq - 1, last.seq);
+        while levels.len() < MAX_DEPTH {
+            let mut found: Vec<(i64, &str)> = Vec::new();
+            for link in self
+                .links
+                .iter()
+                .filter(|l| tables.contains(l.child.as_str()))
+            {
+                for seq in link.later_parents(conn, origin_id, &frontier)? {
+                    found.push((seq, &link.parent));
+                }
+            }
+            found.sort_unstable();
+            found.dedup_by_key(|f| f.0);
+            let fresh: Vec<(i64, &str)> = found.into_iter().filter(|f| seen.insert(f.0)).collect();
+            if fresh.is_empty() {
+                break;
+            }
+            tables = fresh.iter().map(|f| f.1).collect();
+            let seqs: Vec<i64> = fresh.iter().map(|f| f.0).collect();
+            frontier = Scope::Seqs(seqs.clone());
+            levels.push(seqs);
         }
-        frontier = Scope::Seqs(fresh.clone());
-        levels.push(fresh);
+        let mut out = Vec::new();
+        let mut size = 0;
+        for seq in levels.into_iter().rev().flatten() {
+            if size > budget {
+                break;
+            }
+            if let Some(c) = change_at(conn, origin, seq)? {
+                size += change_size(&c);
+                out.push(c);
+            }
+        }
+        Ok(out)
     }
-    let mut out = Vec::new();
-    let mut size = 0;
-    for seq in levels.into_iter().rev().flatten() {
-        if size > budget {
-            break;
-        }
-        if let Some(c) = change_at(conn, origin, seq)? {
-            size += change_size(&c);
-            out.push(c);
-        }
-    }
-    Ok(out)
 }
 
 /// Which changes a step looks at: the page's own range `(after, to]`, or the
@@ -96,7 +125,10 @@ struct Link {
     /// that each uses the index on `(origin, seq)`).
     range_sql: String,
     list_sql: String,
-    child: i64,
+    /// The referencing table's name and id, the referenced table's name.
+    child: String,
+    child_id: i64,
+    parent: String,
     bit: i64,
 }
 
@@ -113,7 +145,7 @@ impl Link {
         match scope {
             Scope::Range(after, to) => {
                 let mut stmt = conn.prepare_cached(&self.range_sql)?;
-                let mut rows = stmt.query(params![origin, self.child, self.bit, after, to])?;
+                let mut rows = stmt.query(params![origin, self.child_id, self.bit, after, to])?;
                 while let Some(r) = rows.next()? {
                     found.push(r.get(0)?);
                 }
@@ -121,7 +153,7 @@ impl Link {
             Scope::Seqs(seqs) => {
                 let list = serde_json::json!(seqs).to_string();
                 let mut stmt = conn.prepare_cached(&self.list_sql)?;
-                let mut rows = stmt.query(params![origin, self.child, self.bit, list])?;
+                let mut rows = stmt.query(params![origin, self.child_id, self.bit, list])?;
                 while let Some(r) = rows.next()? {
                     found.push(r.get(0)?);
                 }
@@ -152,7 +184,9 @@ fn links(conn: &Connection) -> rusqlite::Result<Vec<Link>> {
             out.push(Link {
                 range_sql: sql("cv.seq > ?4 AND cv.seq <= ?5"),
                 list_sql: sql("cv.seq IN (SELECT value FROM json_each(?4))"),
-                child: child.id,
+                child: child.name.clone(),
+                child_id: child.id,
+                parent: parent.name.clone(),
                 bit: 1 << (i + 1),
             });
         }

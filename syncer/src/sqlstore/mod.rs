@@ -31,7 +31,8 @@ pub mod marks;
 pub mod quarantine;
 pub mod syncdb;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -51,6 +52,18 @@ pub const APPLY_BUSY_TIMEOUT: Duration = Duration::from_millis(1000);
 /// SQLite's default 2 MB makes a large backfill read and write the same index
 /// pages through the kernel again and again.
 const SYNCER_CACHE_KIB: i64 = -65_536;
+
+/// WAL pages at which the syncer's own commits checkpoint (40 MB; SQLite's
+/// default is 1,000). A backfill rewrites the same index pages in many
+/// commits: checkpointing a tenth as often copies each of them to the
+/// database file far fewer times (a million-entry backfill: 22.6 s → 18.4 s;
+/// 30,000 pages gave 16.9 s for a 120 MB WAL). Readers are not held up by a
+/// larger WAL, and apps' own commits still checkpoint at 1,000.
+const SYNCER_CHECKPOINT_PAGES: i64 = 10_000;
+
+/// The WAL file is cut back to this size (bytes) when it restarts, so the
+/// larger WAL above does not stay on disk.
+const SYNCER_WAL_LIMIT: i64 = 16 * 1024 * 1024;
 
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 128;
@@ -73,6 +86,9 @@ pub struct SqlStore {
     seen_seq: Cell<Option<i64>>,
     /// The schema version the last `sdsync_repair()` saw.
     repaired_at: Cell<Option<i64>>,
+    /// The references between tracked tables, for parents-first paging
+    /// (reloaded when the schema version moves).
+    links: RefCell<Option<Arc<ahead::Links>>>,
 }
 
 impl SqlStore {
@@ -94,6 +110,16 @@ impl SqlStore {
         lib.conn
             .pragma_update(None, "cache_size", SYNCER_CACHE_KIB)
             .map_err(err)?;
+        lib.conn
+            .query_row(
+                "SELECT sdsync_autocheckpoint(?1)",
+                [SYNCER_CHECKPOINT_PAGES],
+                |_| Ok(()),
+            )
+            .map_err(err)?;
+        lib.conn
+            .pragma_update(None, "journal_size_limit", SYNCER_WAL_LIMIT)
+            .map_err(err)?;
         quarantine::ensure(&lib.conn).map_err(err)?;
         marks::ensure(&lib.conn, &me).map_err(err)?;
         syncdb::ensure(&sync)?;
@@ -106,6 +132,7 @@ impl SqlStore {
             restored: Cell::new(None),
             seen_seq: Cell::new(None),
             repaired_at: Cell::new(None),
+            links: RefCell::new(None),
         };
         store.restored.set(store.went_back()?);
         store.clock_not_below_seen()?;
@@ -225,6 +252,17 @@ impl SqlStore {
         })
     }
 
+    /// The references between tracked tables, as of `conn`'s snapshot.
+    fn links(&self, conn: &Connection) -> rusqlite::Result<Arc<ahead::Links>> {
+        let schema: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+        if let Some(links) = self.links.borrow().as_ref().filter(|l| l.schema == schema) {
+            return Ok(links.clone());
+        }
+        let links = Arc::new(ahead::Links::load(conn)?);
+        *self.links.borrow_mut() = Some(links.clone());
+        Ok(links)
+    }
+
     fn begin(&self) -> Result<Transaction<'_>, StoreError> {
         // IMMEDIATE: take the write lock first, so an app's commit cannot
         // invalidate the snapshot between apply's first read and first write.
@@ -332,7 +370,10 @@ impl Store for SqlStore {
             changes.extend(kept);
             changes.sort_by_key(|c| c.seq);
         }
-        let first = self.sql(ahead::parents(&tx, origin, &changes, bytes))?;
+        let first = self.sql(
+            self.links(&tx)
+                .and_then(|l| l.parents(&tx, origin, &changes, bytes)),
+        )?;
         changes.splice(0..0, first);
         self.sql(tx.commit())?;
         Ok(Slice {
