@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::CertificateDer;
 use sdsync_core::hlc::wall_millis;
@@ -41,6 +41,7 @@ use crate::observe::Observer;
 use crate::proto::message::{Payload, encode};
 use crate::proto::node::{Config, Event, Node, Output, PeerState};
 use crate::proto::store::{SqlStore, Store, StoreError};
+use crate::room::Room;
 use crate::sqlstore::syncdb;
 
 /// How often commits by other connections are looked for.
@@ -103,6 +104,8 @@ pub struct Daemon {
     recorded: Vec<PeerState>,
     /// Progress lines and metrics.
     seen: Observer,
+    /// Pauses that let the app's writers in between pages.
+    room: Room,
     /// `sync.db`'s `PRAGMA data_version` when its pinned peers were last read
     /// (it moves when another process, `peer-add` or pairing, commits).
     pins_seen: Option<i64>,
@@ -146,6 +149,7 @@ impl Daemon {
             recorded: Vec::new(),
             pins_seen: None,
             seen: Observer::new(wall_millis(), None),
+            room: Room::default(),
         })
     }
 
@@ -192,6 +196,9 @@ impl Daemon {
                         // (acknowledgements, the next page) before the next
                         // frame is applied: the peer reads ahead meanwhile.
                         tokio::task::yield_now().await;
+                        if let Some(gap) = self.room.pause(Instant::now()) {
+                            tokio::time::sleep(gap).await;
+                        }
                     }
                     None => break,
                 },
@@ -232,9 +239,14 @@ impl Daemon {
                 self.handle(out);
             }
             Inbound::Message { peer, bytes } => {
-                let started = std::time::Instant::now();
+                let started = Instant::now();
+                let wrote = self.store.lib.conn.total_changes();
                 let out = self.node.receive_from(&peer, &bytes, now, &self.store);
                 self.timed(started, out);
+                // Only writing holds the app's writers back (WAL readers do not).
+                if self.store.lib.conn.total_changes() != wrote {
+                    self.room.worked(started, Instant::now());
+                }
             }
             Inbound::Down { peer, id, reason } => {
                 let Some(open) = self.conns.get_mut(&peer) else {
@@ -261,10 +273,11 @@ impl Daemon {
         match data_version(&self.store) {
             Ok(v) if v != self.data_version => {
                 self.data_version = v;
+                self.room.app_committed(Instant::now());
                 if let Err(e) = self.store.note_clock() {
                     tracing::warn!(device = %self.me, error = %e, "recording the clock in sync.db");
                 }
-                let started = std::time::Instant::now();
+                let started = Instant::now();
                 let out = self.node.committed(&self.store);
                 self.timed(started, out);
             }
@@ -351,7 +364,7 @@ impl Daemon {
     }
 
     /// [`Daemon::handle`], after recording how long the node took.
-    fn timed(&mut self, started: std::time::Instant, out: Result<Vec<Output>, StoreError>) {
+    fn timed(&mut self, started: Instant, out: Result<Vec<Output>, StoreError>) {
         if let Ok(o) = &out {
             self.seen.timed(started.elapsed(), o);
         }

@@ -24,6 +24,7 @@ pub mod net;
 pub mod observe;
 pub mod progress;
 pub mod proto;
+pub mod room;
 pub mod runlock;
 pub mod settings;
 pub mod sqlstore;

@@ -1,0 +1,147 @@
+//! Room for the app's writers: pauses between the syncer's write
+//! transactions while it applies page after page.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use sdsync_syncer::room::Room;
+//! let mut room = Room::default();
+//! let t = Instant::now();
+//! room.app_committed(t);
+//! // 50 ms of back-to-back applies while an app writes: pause.
+//! room.worked(t, t + Duration::from_millis(50));
+//! assert_eq!(room.pause(t + Duration::from_millis(50)), Some(Duration::from_millis(26)));
+//! ```
+//!
+//! SQLite gives the write lock to whoever asks when it is free; a writer that
+//! found it taken sleeps in its busy handler at growing intervals (1, 2, 5, …,
+//! 25 ms, then 50 and 100 ms) and rarely wakes between two of the syncer's
+//! transactions when they follow each other directly: during a backfill an
+//! app's one-row commit waited 1.4 s (p99). So after a run of back-to-back
+//! work the daemon stops taking the next page for [`GAP`], long enough that
+//! a waiting writer's next retry falls inside it while its intervals are at
+//! most 25 ms. While an app has committed recently the runs are short
+//! ([`RUN_WHILE_APP_WRITES`]); otherwise long ([`RUN`]), so that a backfill
+//! with no app writing gives up about 3% and an app's first write waits at
+//! most about a second.
+
+use std::time::{Duration, Instant};
+
+/// The pause.
+pub const GAP: Duration = Duration::from_millis(26);
+/// Work before a pause while an app writes.
+pub const RUN_WHILE_APP_WRITES: Duration = Duration::from_millis(40);
+/// Work before a pause otherwise.
+pub const RUN: Duration = Duration::from_millis(1_000);
+/// Handling shorter than this (an acknowledgement, a Hello) is not work.
+const MIN_WORK: Duration = Duration::from_millis(1);
+/// How long after its last commit an app counts as writing.
+const APP_WRITES_FOR: Duration = Duration::from_secs(2);
+
+/// See the module docs.
+#[derive(Default, Debug)]
+pub struct Room {
+    /// When the current run of back-to-back work began.
+    run_from: Option<Instant>,
+    /// When the last piece of work ended.
+    last_end: Option<Instant>,
+    /// When another connection was last seen committing.
+    app_at: Option<Instant>,
+}
+
+impl Room {
+    /// Another connection committed (its `data_version` moved).
+    pub fn app_committed(&mut self, now: Instant) {
+        self.app_at = Some(now);
+    }
+
+    /// The daemon worked from `start` to `end` (handled a message that
+    /// touched the database). Work that starts a gap's length after the
+    /// previous ended begins a new run: the app had its chance.
+    pub fn worked(&mut self, start: Instant, end: Instant) {
+        if end.saturating_duration_since(start) < MIN_WORK {
+            return;
+        }
+        let fresh = self
+            .last_end
+            .is_none_or(|last| start.saturating_duration_since(last) >= GAP);
+        if fresh || self.run_from.is_none() {
+            self.run_from = Some(start);
+        }
+        self.last_end = Some(end);
+    }
+
+    /// How long to wait before the next work, if the run is long enough.
+    pub fn pause(&mut self, now: Instant) -> Option<Duration> {
+        let from = self.run_from?;
+        let app = self
+            .app_at
+            .is_some_and(|at| now.saturating_duration_since(at) < APP_WRITES_FOR);
+        let run = if app { RUN_WHILE_APP_WRITES } else { RUN };
+        if now.saturating_duration_since(from) < run {
+            return None;
+        }
+        self.run_from = None;
+        self.last_end = None;
+        Some(GAP)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(t: Instant, n: u64) -> Instant {
+        t + Duration::from_millis(n)
+    }
+
+    #[test]
+    fn light_messages_are_not_work() {
+        let mut room = Room::default();
+        let t = Instant::now();
+        room.app_committed(t);
+        for i in 0..1_000 {
+            let at = t + Duration::from_micros(i * 200);
+            room.worked(at, at + Duration::from_micros(100));
+        }
+        assert_eq!(room.pause(ms(t, 200)), None);
+    }
+
+    #[test]
+    fn short_runs_need_no_pause() {
+        let mut room = Room::default();
+        let t = Instant::now();
+        room.app_committed(t);
+        room.worked(t, ms(t, 20));
+        assert_eq!(room.pause(ms(t, 20)), None);
+        // A gap of its own: the next run starts afresh.
+        room.worked(ms(t, 60), ms(t, 100));
+        assert_eq!(room.pause(ms(t, 100)), None);
+    }
+
+    #[test]
+    fn back_to_back_work_pauses_sooner_while_an_app_writes() {
+        let mut room = Room::default();
+        let t = Instant::now();
+        for i in 0..10 {
+            room.worked(ms(t, i * 10), ms(t, i * 10 + 10));
+        }
+        assert_eq!(room.pause(ms(t, 100)), None, "no app: a long run");
+        room.app_committed(ms(t, 100));
+        room.worked(ms(t, 100), ms(t, 110));
+        assert_eq!(room.pause(ms(t, 110)), Some(GAP));
+        room.worked(ms(t, 140), ms(t, 150));
+        assert_eq!(room.pause(ms(t, 150)), None, "a new run after the pause");
+    }
+
+    #[test]
+    fn without_an_app_the_pause_comes_once_a_second() {
+        let mut room = Room::default();
+        let t = Instant::now();
+        for i in 0..99 {
+            room.worked(ms(t, i * 10), ms(t, i * 10 + 10));
+            assert_eq!(room.pause(ms(t, i * 10 + 10)), None);
+        }
+        room.worked(ms(t, 990), ms(t, 1_000));
+        assert_eq!(room.pause(ms(t, 1_000)), Some(GAP));
+    }
+}
