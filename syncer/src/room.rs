@@ -111,11 +111,12 @@ mod tests {
         let mut room = Room::default();
         let t = Instant::now();
         room.app_committed(t);
-        room.worked(t, ms(t, 20));
-        assert_eq!(room.pause(ms(t, 20)), None);
-        // A gap of its own: the next run starts afresh.
-        room.worked(ms(t, 60), ms(t, 100));
-        assert_eq!(room.pause(ms(t, 100)), None);
+        room.worked(t, ms(t, 30));
+        assert_eq!(room.pause(ms(t, 30)), None);
+        // A gap of its own: the next run starts afresh (30 + 30 ms would be
+        // a run of 90 ms, more than RUN_WHILE_APP_WRITES).
+        room.worked(ms(t, 60), ms(t, 90));
+        assert_eq!(room.pause(ms(t, 90)), None);
     }
 
     #[test]
