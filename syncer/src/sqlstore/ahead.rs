@@ -41,12 +41,12 @@ pub struct Links {
 }
 
 impl Links {
-    /// Every reference between the tracked tables of `conn`.
-    pub fn load(conn: &Connection) -> rusqlite::Result<Self> {
-        let schema = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+    /// Every reference between the tracked tables of `conn`, whose schema
+    /// version is `schema`.
+    pub fn load(conn: &Connection, schema: i64) -> rusqlite::Result<Self> {
         Ok(Self {
             schema,
-            links: links(conn)?,
+            links: links(&super::specs(conn)?),
         })
     }
 
@@ -141,38 +141,32 @@ impl Link {
         origin: i64,
         scope: &Scope,
     ) -> rusqlite::Result<Vec<i64>> {
-        let mut found = Vec::new();
+        let get = |r: &rusqlite::Row<'_>| r.get(0);
         match scope {
-            Scope::Range(after, to) => {
-                let mut stmt = conn.prepare_cached(&self.range_sql)?;
-                let mut rows = stmt.query(params![origin, self.child_id, self.bit, after, to])?;
-                while let Some(r) = rows.next()? {
-                    found.push(r.get(0)?);
-                }
-            }
-            Scope::Seqs(seqs) => {
-                let list = serde_json::json!(seqs).to_string();
-                let mut stmt = conn.prepare_cached(&self.list_sql)?;
-                let mut rows = stmt.query(params![origin, self.child_id, self.bit, list])?;
-                while let Some(r) = rows.next()? {
-                    found.push(r.get(0)?);
-                }
-            }
+            Scope::Range(after, to) => conn
+                .prepare_cached(&self.range_sql)?
+                .query_map(params![origin, self.child_id, self.bit, after, to], get)?
+                .collect(),
+            Scope::Seqs(seqs) => conn
+                .prepare_cached(&self.list_sql)?
+                .query_map(
+                    params![
+                        origin,
+                        self.child_id,
+                        self.bit,
+                        serde_json::json!(seqs).to_string()
+                    ],
+                    get,
+                )?
+                .collect(),
         }
-        Ok(found)
     }
 }
 
 /// Every reference between tracked tables.
-fn links(conn: &Connection) -> rusqlite::Result<Vec<Link>> {
-    let mut stmt = conn.prepare_cached("SELECT spec FROM sdsync_tables")?;
-    let specs: Vec<TableSpec> = stmt
-        .query_map([], |r| r.get::<_, String>(0))?
-        .filter_map(|s| s.ok())
-        .filter_map(|text| serde_json::from_str(&text).ok())
-        .collect();
+fn links(specs: &[TableSpec]) -> Vec<Link> {
     let mut out = Vec::new();
-    for child in &specs {
+    for child in specs {
         for (i, column) in child.columns.iter().enumerate() {
             let Some(reference) = &column.reference else {
                 continue;
@@ -191,7 +185,7 @@ fn links(conn: &Connection) -> rusqlite::Result<Vec<Link>> {
             });
         }
     }
-    Ok(out)
+    out
 }
 
 /// `?1` origin id, `?2` the child table's id, `?3` the column's mask bit;

@@ -258,7 +258,7 @@ impl SqlStore {
         if let Some(links) = self.links.borrow().as_ref().filter(|l| l.schema == schema) {
             return Ok(links.clone());
         }
-        let links = Arc::new(ahead::Links::load(conn)?);
+        let links = Arc::new(ahead::Links::load(conn, schema)?);
         *self.links.borrow_mut() = Some(links.clone());
         Ok(links)
     }
@@ -570,15 +570,23 @@ fn opt_i64(
         .map(Option::flatten)
 }
 
-/// The tables a library syncs, as its Hello tells them (`proto::schema`).
-pub fn layouts(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<TableLayout>> {
-    let mut stmt = conn.prepare("SELECT spec FROM sdsync_tables ORDER BY name")?;
-    let specs: Vec<String> = stmt
+/// The tracked tables' specs, by name (a spec that does not parse, written
+/// by a newer version, is left out).
+fn specs(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<sdsync_core::schema::TableSpec>> {
+    let mut stmt = conn.prepare_cached("SELECT spec FROM sdsync_tables ORDER BY name")?;
+    let texts: Vec<String> = stmt
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    Ok(specs
+    Ok(texts
         .iter()
-        .filter_map(|text| serde_json::from_str::<sdsync_core::schema::TableSpec>(text).ok())
+        .filter_map(|text| serde_json::from_str(text).ok())
+        .collect())
+}
+
+/// The tables a library syncs, as its Hello tells them (`proto::schema`).
+pub fn layouts(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<TableLayout>> {
+    Ok(specs(conn)?
+        .into_iter()
         .map(|spec| {
             let mut columns: Vec<String> = spec.columns.iter().map(|c| c.name.clone()).collect();
             columns.sort();
