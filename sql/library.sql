@@ -25,7 +25,13 @@ CREATE TABLE IF NOT EXISTS devices (
   os TEXT,
   hardware_model TEXT,
   created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-  updated_at TEXT
+  updated_at TEXT,
+  -- Membership, kept by the syncer (README, "Membership"): members accept a
+  -- device by its certificate's SHA-256, dial its addresses (host:port,
+  -- comma-separated), and refuse it for good once revoked_at is set.
+  cert_sha256 TEXT,
+  addresses TEXT,
+  revoked_at TEXT
 );
 
 -- Owned by the device the volume is attached to.

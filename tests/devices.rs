@@ -108,7 +108,11 @@ impl Device {
         self.start_with(&[]);
     }
 
-    /// Starts `sdsync run` with `extra` arguments unless it runs.
+    /// Starts `sdsync run` with `extra` arguments unless it runs. Discovery
+    /// on the local network is off unless `extra` turns it on (`--set
+    /// discovery=true`): tests find their peers at the addresses they were
+    /// given, and dozens of test libraries do not announce themselves to
+    /// each other.
     pub fn start_with(&mut self, extra: &[&str]) {
         if self.syncer.is_some() {
             return;
@@ -125,6 +129,8 @@ impl Device {
                 self.dir.to_str().expect("utf-8"),
                 "--listen",
                 &self.addr.to_string(),
+                "--set",
+                "discovery=false",
             ])
             .args(extra)
             .env("SDSYNC_EXTENSION", extension_path())

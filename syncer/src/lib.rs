@@ -13,12 +13,17 @@
 //! `proto` is the protocol as a state machine without I/O; `sqlstore` its storage
 //! over SQLite (quarantine, verified watermarks, dead letters); `net` has the device
 //! identity, pinned mutual TLS and QUIC links; `daemon` drives a node over a link;
-//! `home` is the library folder on disk; `runlock` keeps it to one syncer. The `sdsync` binary adds its showcases
+//! `home` is the library folder on disk; `runlock` keeps it to one syncer;
+//! `members` is membership through the library's `devices` table (introduction,
+//! removal, rotation), `net::discovery` finding devices by mDNS, `lag` and
+//! `status` what `sdsync status` tells. The `sdsync` binary adds its showcases
 //! (`demo`, `bench`).
 
 pub mod daemon;
 pub mod home;
+pub mod lag;
 pub mod library;
+pub mod members;
 pub mod metrics;
 pub mod net;
 pub mod observe;

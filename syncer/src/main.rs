@@ -1,5 +1,6 @@
 //! `sdsync`: the per-device syncer's command line.
 
+mod cli_pair;
 mod cli_sql;
 mod showcase;
 
@@ -9,9 +10,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use sdsync_syncer::daemon::Daemon;
-use sdsync_syncer::home::{Home, HomeError};
+use sdsync_syncer::home::Home;
 use sdsync_syncer::library::{Library, extension_path};
-use sdsync_syncer::net;
 use sdsync_syncer::settings::Settings;
 
 #[derive(Parser)]
@@ -60,6 +60,17 @@ enum Command {
         #[arg(long)]
         library: Option<String>,
     },
+    /// The seeds' spelling of `init`.
+    Library {
+        #[command(subcommand)]
+        action: LibraryCommand,
+    },
+    /// The library's devices: list them, remove one everywhere, or give this
+    /// one a new certificate.
+    Device {
+        #[command(subcommand)]
+        action: DeviceCommand,
+    },
     /// Print a library folder's device, library id, certificate and peers.
     Info {
         /// The library folder.
@@ -96,7 +107,7 @@ enum Command {
     /// Pair two devices with a short code (see `sdsync pair generate --help`).
     Pair {
         #[command(subcommand)]
-        action: PairCommand,
+        action: cli_pair::PairCommand,
     },
     /// Pair with a device: pin its certificate and record its address.
     PeerAdd {
@@ -200,31 +211,37 @@ enum QuarantineCommand {
 }
 
 #[derive(Subcommand)]
-enum PairCommand {
-    /// Show a code and wait for one device to join with it.
-    #[command(name = "generate")]
-    Offer {
-        /// This device's library folder.
+enum LibraryCommand {
+    /// Create a library folder for this device (as `sdsync init`).
+    Create {
+        /// The folder, e.g. Photos.sdlibrary.
         dir: PathBuf,
-        /// Where to wait for the joining device.
-        #[arg(long, default_value = "0.0.0.0:7374")]
-        listen: std::net::SocketAddr,
-        /// Where this device's syncer listens, for the other device to dial.
+        /// Join this existing library instead of starting a new one.
         #[arg(long)]
-        advertise: Option<std::net::SocketAddr>,
+        library: Option<String>,
     },
-    /// Join the device showing `code` (creates the folder if it does not exist).
-    Join {
-        /// This device's library folder.
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Every device the library lists: name, id, state, addresses.
+    List {
+        /// The library folder.
         dir: PathBuf,
-        /// The code the other device shows.
-        code: String,
-        /// Where the other device waits (its `pair generate --listen`).
-        #[arg(long)]
-        addr: std::net::SocketAddr,
-        /// Where this device's syncer listens, for the other device to dial.
-        #[arg(long)]
-        advertise: Option<std::net::SocketAddr>,
+    },
+    /// Remove a device from the library on every member, for good (a stolen
+    /// phone): each member refuses its certificate once it hears of it.
+    Remove {
+        /// The library folder (of any member).
+        dir: PathBuf,
+        /// The device's id (`sdsync device list`).
+        id: String,
+    },
+    /// Give this device a new certificate without pairing again; the
+    /// syncer switches once every peer knows the new one.
+    Rotate {
+        /// The library folder.
+        dir: PathBuf,
     },
 }
 
@@ -242,17 +259,21 @@ fn main() -> anyhow::Result<()> {
             let report = showcase::bench::run(&dir, &ext, rows, runs.max(1))?;
             println!("{report}");
         }
-        Command::Init { dir, library } => {
+        Command::Init { dir, library }
+        | Command::Library {
+            action: LibraryCommand::Create { dir, library },
+        } => {
             let home = Home::init(&dir, &ext, library.as_deref())?;
-            home.register_device()?;
+            home.register_device(&[])?;
             info(&home)?;
         }
+        Command::Device { action } => device(action, &ext)?,
         Command::Info { dir } => info(&Home::open(&dir, &ext)?)?,
         Command::Sql { dir, sql, json } => {
             let lib = Home::open(&dir, &ext)?.database()?;
             print!("{}", cli_sql::run(&lib, &sql, json)?);
         }
-        Command::Pair { action } => pair(action, &ext)?,
+        Command::Pair { action } => cli_pair::run(action, &ext)?,
         Command::Quarantine { dir, action } => quarantine(
             &Home::open(&dir, &ext)?,
             action.unwrap_or(QuarantineCommand::List),
@@ -324,6 +345,43 @@ fn info(home: &Home) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn device(action: DeviceCommand, ext: &std::path::Path) -> anyhow::Result<()> {
+    match action {
+        DeviceCommand::List { dir } => {
+            let home = Home::open(&dir, ext)?;
+            let me = home.device()?;
+            for m in home.members()? {
+                let state = match (m.revoked, m.device == me) {
+                    (true, _) => "removed",
+                    (false, true) => "this device",
+                    (false, false) if m.cert_sha256.is_some() => "member",
+                    (false, false) => "listed (no certificate yet)",
+                };
+                let addresses = sdsync_syncer::members::format_addresses(&m.addresses);
+                let addresses = if addresses.is_empty() {
+                    "-".into()
+                } else {
+                    addresses
+                };
+                println!("{:<16} {}  {state:<12} at {addresses}", m.name, m.device);
+            }
+        }
+        DeviceCommand::Remove { dir, id } => {
+            let id = Home::open(&dir, ext)?.remove_device(&id)?;
+            println!(
+                "removed {id} from the library: every member refuses it once this change reaches it (a running syncer at once)"
+            );
+        }
+        DeviceCommand::Rotate { dir } => {
+            let fingerprint = Home::open(&dir, ext)?.rotate_certificate()?;
+            println!(
+                "new certificate {fingerprint} prepared; the syncer switches to it once every peer knows it (no pairing needed)"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn quarantine(home: &Home, action: QuarantineCommand) -> anyhow::Result<()> {
     match action {
         QuarantineCommand::List => {
@@ -370,7 +428,7 @@ fn run(home: &Home, settings: &Settings, take_over: bool) -> anyhow::Result<()> 
     let (listen, metrics) = (settings.listen()?, settings.metrics()?);
     // Before anything is opened: a second syncer on the folder changes nothing.
     let _lock = sdsync_syncer::runlock::lock(home.dir())?;
-    home.register_device()?;
+    home.register_device(&settings.advertise()?)?;
     let (store, pins, directory) = home.syncer_parts()?;
     if take_over {
         store.set_stopped(None)?;
@@ -392,7 +450,8 @@ fn run(home: &Home, settings: &Settings, take_over: bool) -> anyhow::Result<()> 
         .build()?;
     runtime.block_on(async move {
         let mut daemon = Daemon::start(store, &library, &me, &pins, &directory, listen)?
-            .with_config(settings.config());
+            .with_config(settings.config())
+            .with_folder(home.dir());
         if let Some(addr) = metrics {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             let served = std::sync::Arc::new(sdsync_syncer::metrics::Metrics::default());
@@ -403,11 +462,17 @@ fn run(home: &Home, settings: &Settings, take_over: bool) -> anyhow::Result<()> 
             tokio::spawn(sdsync_syncer::metrics::serve(listener, served.clone()));
             daemon = daemon.with_metrics(served);
         }
+        let device = home.device()?;
         println!(
-            "sdsync: device {} of library {library} listening on quic://{}",
-            home.device()?,
+            "sdsync: device {device} of library {library} listening on quic://{}",
             daemon.local_addr()?
         );
+        let _discovery = match settings.values.discovery {
+            true => {
+                sdsync_syncer::daemon::discover(&library, &device, daemon.local_addr()?, directory)
+            }
+            false => None,
+        };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let mut term =
@@ -426,109 +491,6 @@ fn run(home: &Home, settings: &Settings, take_over: bool) -> anyhow::Result<()> 
             None => Ok(()),
         }
     })
-}
-
-fn pair(action: PairCommand, ext: &std::path::Path) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    match action {
-        PairCommand::Offer {
-            dir,
-            listen,
-            advertise,
-        } => {
-            let home = Home::open(&dir, ext)?;
-            let code = net::pair::code();
-            println!("pairing code: {code}");
-            println!(
-                "waiting on {listen} for one attempt ({} s); on the other device:",
-                net::pair::OFFER_TIMEOUT.as_secs()
-            );
-            println!(
-                "  sdsync pair join <folder> {code} --addr <this machine>:{} --advertise <that machine>:<its syncer port>",
-                listen.port()
-            );
-            std::io::Write::flush(&mut std::io::stdout())?;
-            let offer = net::pair::Offer {
-                device: home.device()?,
-                library: home.library()?,
-                advertise,
-            };
-            let accept = |device: &str, cert: &rustls::pki_types::CertificateDer<'static>| {
-                home.check_peer(device, cert, false)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            };
-            let paired = runtime.block_on(net::pair::offer(
-                &home.identity()?,
-                &offer,
-                listen,
-                &code,
-                &accept,
-            ))?;
-            home.pin(&paired.device, &paired.cert, paired.addr)?;
-            println!("paired with {}", paired.device);
-            warn_addresses(&dir, &paired.device, paired.addr, advertise);
-        }
-        PairCommand::Join {
-            dir,
-            code,
-            addr,
-            advertise,
-        } => {
-            let created = !dir.exists();
-            let home = match Home::open(&dir, ext) {
-                Err(HomeError::NotALibrary(_)) => Home::init(&dir, ext, None)?,
-                other => other?,
-            };
-            let (me, device) = (home.identity()?, home.device()?);
-            let joined = runtime.block_on(net::pair::join(&me, &device, advertise, addr, &code));
-            let paired = match joined {
-                Ok(paired) => paired,
-                Err(e) => {
-                    // A failed join leaves no half-made folder behind.
-                    if created {
-                        drop(home);
-                        let _ = std::fs::remove_dir_all(&dir);
-                    }
-                    return Err(e.into());
-                }
-            };
-            home.adopt_library(&paired.library)?;
-            home.register_device()?;
-            home.pin(&paired.device, &paired.cert, paired.addr)?;
-            println!(
-                "paired with {} in library {}",
-                paired.device, paired.library
-            );
-            warn_addresses(&dir, &paired.device, paired.addr, advertise);
-        }
-    }
-    Ok(())
-}
-
-/// Syncers only dial addresses they were given: pairing without `--advertise`
-/// on one side leaves the other unable to reach it, which used to go unsaid.
-fn warn_addresses(
-    dir: &std::path::Path,
-    peer: &str,
-    theirs: Option<std::net::SocketAddr>,
-    ours: Option<std::net::SocketAddr>,
-) {
-    if theirs.is_none() {
-        eprintln!(
-            "warning: device {peer} gave no address (it paired without --advertise): this device \
-             cannot dial it. Tell it where: `sdsync peer-add {} --device {peer} --cert <its device.crt> --addr HOST:PORT`",
-            dir.display()
-        );
-    }
-    if ours.is_none() {
-        eprintln!(
-            "warning: this device gave device {peer} no address (no --advertise): it cannot dial \
-             this one; pair again with --advertise HOST:PORT (where `sdsync run --listen` listens)"
-        );
-    }
 }
 
 fn temp(what: &str) -> PathBuf {

@@ -123,14 +123,7 @@ impl Observer {
     ) -> Result<(), StoreError> {
         let held = store.watermarks()?;
         let peers = node.peer_states();
-        let mut claims: BTreeMap<String, i64> = BTreeMap::new();
-        for peer in &peers {
-            for (origin, seq) in &peer.holds {
-                let best = claims.entry(origin.clone()).or_default();
-                *best = (*best).max(*seq);
-            }
-        }
-        let claims: Vec<(String, i64)> = claims.into_iter().collect();
+        let claims: Vec<(String, i64)> = crate::lag::claims(&peers).into_iter().collect();
         for line in self.progress.report(now_ms, &held, &claims) {
             tracing::info!(device = %me, "progress {line}");
         }

@@ -35,6 +35,13 @@ pub const FILE: &str = "config.toml";
 pub struct Values {
     /// Where the syncer listens (QUIC, UDP).
     pub listen: String,
+    /// Where other devices dial this one (`host:port`, comma-separated),
+    /// published in the library's `devices` row; empty: `listen`, unless it
+    /// is a wildcard address (then nothing is published).
+    pub advertise: String,
+    /// Whether to announce this device and find the library's others on the
+    /// local network (mDNS).
+    pub discovery: bool,
     /// Where `/metrics` and `/health` are served; empty: not served.
     pub metrics: String,
     /// `text` or `json` log lines.
@@ -62,6 +69,8 @@ impl Default for Values {
         let c = Config::default();
         Self {
             listen: "0.0.0.0:7373".into(),
+            advertise: String::new(),
+            discovery: true,
             metrics: String::new(),
             log_format: "text".into(),
             page_rows: c.page_rows as u64,
@@ -208,6 +217,28 @@ impl Settings {
     /// Where to serve metrics, if anywhere.
     pub fn metrics(&self) -> Result<Option<SocketAddr>, SettingsError> {
         self.address("metrics")
+    }
+
+    /// Where other devices dial this one: `advertise`, else `listen` when it
+    /// names an address.
+    pub fn advertise(&self) -> Result<Vec<SocketAddr>, SettingsError> {
+        if self.values.advertise.is_empty() {
+            let listen = self.listen()?;
+            return Ok(if listen.ip().is_unspecified() {
+                Vec::new()
+            } else {
+                vec![listen]
+            });
+        }
+        self.values
+            .advertise
+            .split(',')
+            .map(|a| {
+                a.trim()
+                    .parse()
+                    .map_err(|e| bad("advertise", self.source("advertise"), e))
+            })
+            .collect()
     }
 
     fn address(&self, key: &str) -> Result<Option<SocketAddr>, SettingsError> {

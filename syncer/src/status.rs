@@ -22,6 +22,8 @@ use serde::Serialize;
 
 use crate::home::{Home, HomeError};
 use crate::library::LibraryError;
+use crate::members::Member;
+use crate::net::identity::Identity;
 use crate::proto::message::QuarantineSummary;
 use crate::runlock;
 use crate::sqlstore::syncdb::{self, DeadLetter};
@@ -34,8 +36,19 @@ pub struct Status {
     pub device: String,
     /// The pid of the `sdsync run` syncing this folder (`None`: none runs).
     pub syncer_pid: Option<String>,
+    /// Every device the library lists (its `devices` table), removed ones
+    /// included.
+    pub members: Vec<Member>,
+    /// Devices this one refuses for good (removed from the library).
+    pub removed: Vec<String>,
+    /// Whether a new certificate waits for every peer to know it
+    /// (`sdsync device rotate`).
+    pub rotation_pending: bool,
     /// Every paired device, as the running syncer last recorded it.
     pub peers: Vec<PeerStatus>,
+    /// Origins some peer holds further than this device: how far behind, in
+    /// changes and in time.
+    pub lag: Vec<Lag>,
     /// `(origin, seq)` held completely (the effective, verified watermarks).
     pub watermarks: Vec<(String, i64)>,
     /// `(origin, claimed, verified)`: watermarks the database claims beyond what
@@ -74,6 +87,21 @@ impl std::fmt::Display for Status {
                 "syncer      not running (start it with `sdsync run DIR`)"
             )?,
         }
+        for m in &self.members {
+            let state = match (m.revoked, m.device == self.device) {
+                (true, _) => "REMOVED from the library",
+                (false, true) => "this device",
+                (false, false) if m.cert_sha256.is_some() => "member",
+                (false, false) => "listed, no certificate yet",
+            };
+            writeln!(f, "member      {} ({}): {state}", m.name, m.device)?;
+        }
+        if self.rotation_pending {
+            writeln!(
+                f,
+                "certificate a new one waits until every peer knows it (`sdsync device rotate`)"
+            )?;
+        }
         for p in &self.peers {
             writeln!(f, "peer        {p}")?;
         }
@@ -82,6 +110,14 @@ impl std::fmt::Display for Status {
                 f,
                 "restored    taking this device's own changes back from: {}",
                 self.reclaiming.join(", ")
+            )?;
+        }
+        for l in &self.lag {
+            let since = l.seconds.map_or(String::new(), |s| format!(" for {s} s"));
+            writeln!(
+                f,
+                "behind      on {} by {} change(s){since}",
+                l.origin, l.changes
             )?;
         }
         for (origin, seq) in &self.watermarks {
@@ -132,6 +168,18 @@ impl std::fmt::Display for Status {
         }
         Ok(())
     }
+}
+
+/// How far this device is behind on one origin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Lag {
+    /// The origin.
+    pub origin: String,
+    /// Changes of it the best-informed peer holds and this device lacks.
+    pub changes: i64,
+    /// For how long this device has lacked them, in seconds, as the running
+    /// syncer saw it (`None`: no syncer has noticed yet).
+    pub seconds: Option<u64>,
 }
 
 /// One paired device, as `status` shows it.
@@ -221,7 +269,12 @@ impl Home {
             .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .map_err(err)?;
         let peers = peer_statuses(self, &device, &watermarks)?;
+        let lag = lag(&peers, &self.sql(syncdb::behind(&self.sync))?);
         Ok(Status {
+            lag,
+            members: self.members()?,
+            removed: self.sql(syncdb::revoked(&self.sync))?,
+            rotation_pending: Identity::next(self.dir())?.is_some(),
             syncer_pid: runlock::holder(self.dir()),
             peers,
             device,
@@ -238,6 +291,27 @@ impl Home {
             stopped: self.sql(syncdb::stopped(&self.sync))?,
         })
     }
+}
+
+/// Per origin, the most any peer is ahead, with the time the syncer recorded
+/// it has been behind.
+fn lag(peers: &[PeerStatus], behind: &[(String, u64)]) -> Vec<Lag> {
+    let mut most: BTreeMap<&str, i64> = BTreeMap::new();
+    for (origin, n) in peers.iter().flat_map(|p| &p.ahead_of_us) {
+        let m = most.entry(origin.as_str()).or_default();
+        *m = (*m).max(*n);
+    }
+    let now = sdsync_core::hlc::wall_millis();
+    most.into_iter()
+        .map(|(origin, changes)| Lag {
+            origin: origin.to_string(),
+            changes,
+            seconds: behind
+                .iter()
+                .find(|(o, _)| o == origin)
+                .map(|(_, since)| now.saturating_sub(*since) / 1000),
+        })
+        .collect()
 }
 
 /// Every paired device joined with what the syncer last recorded of it.

@@ -132,7 +132,7 @@ async fn only_paired_devices_get_a_link() {
 
     let (friends, mut friend_events) = Link::bind(any, &friend, &their_pins).expect("bind");
     friends.dial(addr);
-    let Inbound::Up { peer, conn } = next(&mut friend_events).await else {
+    let Inbound::Up { peer, conn, .. } = next(&mut friend_events).await else {
         panic!("friend has no link");
     };
     assert_eq!(peer, "me");

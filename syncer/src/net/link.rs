@@ -39,6 +39,11 @@ pub enum Inbound {
         peer: String,
         /// The connection, to send on.
         conn: Conn,
+        /// The certificate it presented (DER): a member admitted by its
+        /// fingerprint gets it pinned, a rotated certificate replaces the old.
+        cert: Vec<u8>,
+        /// Where it connected from (its endpoint's address: the one it listens on).
+        addr: SocketAddr,
     },
     /// A frame from a paired device.
     Message {
@@ -75,6 +80,8 @@ pub enum Inbound {
 /// A device's QUIC endpoint: it accepts paired devices and dials them.
 pub struct Link {
     endpoint: quinn::Endpoint,
+    /// How this device dials (its certificate changes on rotation).
+    client: Arc<std::sync::RwLock<quinn::ClientConfig>>,
     pins: Pins,
     inbound: mpsc::UnboundedSender<Inbound>,
 }
@@ -87,24 +94,27 @@ impl Link {
         me: &Identity,
         pins: &Pins,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Inbound>), NetError> {
-        let server = QuicServerConfig::try_from(server_config(me, pins)?)?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
-        server.transport_config(transport());
-        let endpoint = quinn::Endpoint::server(server, addr)
+        let endpoint = quinn::Endpoint::server(server(me, pins)?, addr)
             .map_err(|source| NetError::Bind { addr, source })?;
-        let client = QuicClientConfig::try_from(client_config(me, pins)?)?;
-        let mut client = quinn::ClientConfig::new(Arc::new(client));
-        client.transport_config(transport());
-        let mut endpoint = endpoint;
-        endpoint.set_default_client_config(client);
+        let client = client(me, pins)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let link = Self {
             endpoint,
+            client: Arc::new(std::sync::RwLock::new(client)),
             pins: pins.clone(),
             inbound: tx,
         };
         link.accept_loop();
         Ok((link, rx))
+    }
+
+    /// Presents `me` from the next handshake on (a rotated certificate);
+    /// open connections keep the one they started with.
+    pub fn set_identity(&self, me: &Identity) -> Result<(), NetError> {
+        self.endpoint
+            .set_server_config(Some(server(me, &self.pins)?));
+        *self.client.write().unwrap_or_else(|e| e.into_inner()) = client(me, &self.pins)?;
+        Ok(())
     }
 
     /// The address peers dial.
@@ -122,8 +132,13 @@ impl Link {
             self.pins.clone(),
             self.inbound.clone(),
         );
+        let client = self
+            .client
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         tokio::spawn(async move {
-            let result = match endpoint.connect(addr, "sdsync") {
+            let result = match endpoint.connect_with(client, addr, "sdsync") {
                 Ok(connecting) => connecting.await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
@@ -213,6 +228,12 @@ impl Conn {
     pub fn id(&self) -> usize {
         self.conn.stable_id()
     }
+
+    /// Ends the connection (a removed device, a rotated certificate); its
+    /// `Down` follows.
+    pub fn close(&self, why: &str) {
+        self.conn.close(2u32.into(), why.as_bytes());
+    }
 }
 
 /// Sends one frame on its own stream.
@@ -225,6 +246,22 @@ pub async fn send(conn: &quinn::Connection, peer: &str, bytes: Vec<u8>) -> Resul
     stream.write_all(&bytes).await.map_err(|e| err(&e))?;
     stream.finish().map_err(|e| err(&e))?;
     Ok(())
+}
+
+/// How a device accepts: its certificate, pinned peers only.
+fn server(me: &Identity, pins: &Pins) -> Result<quinn::ServerConfig, NetError> {
+    let crypto = QuicServerConfig::try_from(server_config(me, pins)?)?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(transport());
+    Ok(server)
+}
+
+/// How a device dials: its certificate, pinned peers only.
+fn client(me: &Identity, pins: &Pins) -> Result<quinn::ClientConfig, NetError> {
+    let crypto = QuicClientConfig::try_from(client_config(me, pins)?)?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(transport());
+    Ok(client)
 }
 
 /// Timeouts: a silent peer is noticed within the idle timeout; keep-alives keep a
@@ -241,19 +278,21 @@ fn transport() -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
-/// The paired device behind an established connection (the handshake already
-/// refused unpinned certificates; this maps the certificate to its device).
-fn peer_of(conn: &quinn::Connection, pins: &Pins) -> Option<String> {
+/// The paired device behind an established connection and the certificate
+/// it presented (the handshake already refused unpinned certificates; this
+/// maps the certificate to its device).
+fn peer_of(conn: &quinn::Connection, pins: &Pins) -> Option<(String, Vec<u8>)> {
     let certs = conn
         .peer_identity()?
         .downcast::<Vec<CertificateDer<'static>>>()
         .ok()?;
-    pins.device(certs.first()?)
+    let cert = certs.first()?;
+    Some((pins.device(cert)?, cert.to_vec()))
 }
 
 /// Reports the connection and reads its frames until it ends.
 fn serve(conn: quinn::Connection, pins: &Pins, tx: mpsc::UnboundedSender<Inbound>) {
-    let Some(peer) = peer_of(&conn, pins) else {
+    let Some((peer, cert)) = peer_of(&conn, pins) else {
         conn.close(1u32.into(), b"not paired");
         let _ = tx.send(Inbound::Failed {
             addr: conn.remote_address(),
@@ -264,6 +303,8 @@ fn serve(conn: quinn::Connection, pins: &Pins, tx: mpsc::UnboundedSender<Inbound
     let _ = tx.send(Inbound::Up {
         peer: peer.clone(),
         conn: Conn::new(conn.clone(), peer.clone()),
+        cert,
+        addr: conn.remote_address(),
     });
     tokio::spawn(async move {
         // Streams are accepted in the order they were opened; reading each to

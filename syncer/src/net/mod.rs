@@ -15,6 +15,7 @@
 //! frames from paired devices, and sends frames to them. The daemon
 //! (`crate::daemon`) feeds them to the protocol state machine.
 
+pub mod discovery;
 pub mod identity;
 pub mod link;
 pub mod pair;
@@ -58,6 +59,9 @@ pub enum NetError {
         /// Why.
         reason: String,
     },
+    /// Announcing or browsing on the local network failed.
+    #[error("discovery on the local network (mDNS): {0}")]
+    Discovery(String),
     /// A frame could not be sent to a peer.
     #[error("sending to {peer}: {reason}")]
     Send {

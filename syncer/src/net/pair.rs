@@ -53,6 +53,9 @@ pub enum PairError {
     /// The endpoint could not be set up.
     #[error("pairing endpoint: {0}")]
     Setup(String),
+    /// `pair join` without an address found no single offer on the network.
+    #[error("finding the pairing offer: {0}")]
+    NoOffer(String),
     /// Nobody joined in time.
     #[error("nobody joined within {0:?}")]
     Timeout(Duration),

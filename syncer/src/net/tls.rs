@@ -10,11 +10,12 @@
 //! ```
 //!
 //! There is no certificate authority: pairing records the other device's exact
-//! certificate, and the verifiers here compare against those records, then check
+//! certificate, members are listed by their certificate's SHA-256, and the
+//! verifiers here compare against those records, then check
 //! the TLS 1.3 handshake signature with the pinned key, so only the holder of the
 //! paired key gets in. Unpaired devices fail the handshake.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -24,7 +25,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::net::NetError;
-use crate::net::identity::Identity;
+use crate::net::identity::{Identity, fingerprint};
 
 /// The ALPN protocol id; its suffix is the protocol version.
 pub const ALPN: &[u8] = b"sdsync/1";
@@ -42,36 +43,105 @@ pub enum Trust {
     AnyKeyHolder,
 }
 
-/// The certificates of the devices paired into the library, by device id.
-/// Shared between the verifiers and whoever pairs, so a new pairing takes effect
-/// on the next handshake.
+/// The devices this one accepts: certificates pinned by pairing, and the
+/// members the library's `devices` table lists by certificate fingerprint
+/// (introduction, see `crate::members`); never a removed device. Shared
+/// between the verifiers and whoever learns of devices, so a change takes
+/// effect on the next handshake.
 #[derive(Clone, Default, Debug)]
-pub struct Pins(Arc<RwLock<BTreeMap<Vec<u8>, String>>>);
+pub struct Pins(Arc<RwLock<Trusted>>);
+
+#[derive(Default, Debug)]
+struct Trusted {
+    /// Pinned certificates (DER) and their devices.
+    certs: BTreeMap<Vec<u8>, String>,
+    /// Members' certificate fingerprints and their devices.
+    members: BTreeMap<String, String>,
+    /// Devices removed from the library: refused whatever they present.
+    revoked: BTreeSet<String>,
+}
 
 impl Pins {
-    /// Trusts `cert` as device `device` (replacing an older certificate of it).
+    /// Trusts `cert` as device `device` (replacing an older certificate of
+    /// it), unless the device was removed.
     pub fn pin(&self, device: &str, cert: CertificateDer<'static>) {
-        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, d| d != device);
-        map.insert(cert.to_vec(), device.to_string());
+        let mut t = self.write();
+        if t.revoked.contains(device) {
+            return;
+        }
+        t.certs.retain(|_, d| d != device);
+        t.certs.insert(cert.to_vec(), device.to_string());
     }
 
-    /// The paired devices.
+    /// Trusts whoever presents a certificate with this SHA-256 as `device`
+    /// (a member listed in `devices`), replacing the fingerprint it had.
+    /// Whether that changed anything.
+    pub fn admit(&self, device: &str, fingerprint: &str) -> bool {
+        let mut t = self.write();
+        if t.revoked.contains(device) || t.members.get(fingerprint).is_some_and(|d| d == device) {
+            return false;
+        }
+        t.members.retain(|_, d| d != device);
+        t.members
+            .insert(fingerprint.to_string(), device.to_string());
+        true
+    }
+
+    /// Refuses `device` from now on, whatever it presents. Whether it was
+    /// accepted until now.
+    pub fn revoke(&self, device: &str) -> bool {
+        let mut t = self.write();
+        t.certs.retain(|_, d| d != device);
+        t.members.retain(|_, d| d != device);
+        t.revoked.insert(device.to_string())
+    }
+
+    /// Whether `device` was removed from the library.
+    pub fn is_revoked(&self, device: &str) -> bool {
+        self.read().revoked.contains(device)
+    }
+
+    /// The accepted devices (paired or members).
     pub fn devices(&self) -> Vec<String> {
-        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
-        map.values().cloned().collect()
+        let t = self.read();
+        let all: BTreeSet<&String> = t.certs.values().chain(t.members.values()).collect();
+        all.into_iter().cloned().collect()
     }
 
-    /// Whether `device` is paired.
+    /// Whether `device` is accepted (paired or a member).
     pub fn is_pinned(&self, device: &str) -> bool {
-        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
-        map.values().any(|d| d == device)
+        let t = self.read();
+        t.certs
+            .values()
+            .chain(t.members.values())
+            .any(|d| d == device)
     }
 
-    /// The paired device presenting `cert`, if any.
+    /// The certificate pinned for `device`, if one is.
+    pub fn cert(&self, device: &str) -> Option<Vec<u8>> {
+        let t = self.read();
+        t.certs
+            .iter()
+            .find(|(_, d)| *d == device)
+            .map(|(c, _)| c.clone())
+    }
+
+    /// The accepted device presenting `cert`, if any.
     pub fn device(&self, cert: &CertificateDer<'_>) -> Option<String> {
-        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
-        map.get(cert.as_ref()).cloned()
+        let t = self.read();
+        let device = match t.certs.get(cert.as_ref()) {
+            Some(d) => d,
+            None => t.members.get(&fingerprint(cert))?,
+        };
+        (!t.revoked.contains(device)).then(|| device.clone())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Trusted> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Trusted> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -234,5 +304,36 @@ impl ClientCertVerifier for PinnedVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_are_accepted_by_fingerprint_and_removed_devices_by_nothing() {
+        let pins = Pins::default();
+        let (a, b) = (
+            Identity::generate("a").unwrap(),
+            Identity::generate("b").unwrap(),
+        );
+        pins.pin("a", a.cert.clone());
+        assert!(pins.admit("b", &b.fingerprint()));
+        assert!(!pins.admit("b", &b.fingerprint()), "nothing new");
+        assert_eq!(pins.device(&a.cert).as_deref(), Some("a"));
+        assert_eq!(pins.device(&b.cert).as_deref(), Some("b"));
+        assert_eq!(pins.devices(), vec!["a".to_string(), "b".to_string()]);
+        // A rotated certificate replaces the listed one.
+        let b2 = Identity::generate("b").unwrap();
+        assert!(pins.admit("b", &b2.fingerprint()));
+        assert_eq!(pins.device(&b.cert), None);
+        // Removed: refused whatever it presents, and never pinned again.
+        assert!(pins.revoke("a"));
+        assert!(!pins.revoke("a"));
+        pins.pin("a", a.cert.clone());
+        assert!(!pins.admit("a", &a.fingerprint()));
+        assert_eq!(pins.device(&a.cert), None);
+        assert!(pins.is_revoked("a") && !pins.is_pinned("a"));
     }
 }

@@ -233,6 +233,13 @@ impl Node {
         self.forget_incarnation(peer);
     }
 
+    /// `peer` left the library (removed): it no longer counts as a partner,
+    /// so it holds nothing back and is sent nothing.
+    pub fn remove_peer(&mut self, peer: &str) {
+        self.disconnect(peer);
+        self.peers.remove(peer);
+    }
+
     /// How many pulls wait for an answer (each retried on its timeout).
     pub fn pending_pulls(&self) -> usize {
         self.pulls.len()

@@ -39,6 +39,12 @@ CREATE TABLE IF NOT EXISTS own_clock(
 CREATE TABLE IF NOT EXISTS peer_state(
   device TEXT PRIMARY KEY, connected INTEGER NOT NULL, last_contact_ms INTEGER NOT NULL,
   holds TEXT NOT NULL, refused TEXT, at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS peers(
+  device TEXT PRIMARY KEY, cert BLOB NOT NULL, addr TEXT,
+  paired_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));
+CREATE TABLE IF NOT EXISTS revoked(
+  device TEXT PRIMARY KEY, at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));
+CREATE TABLE IF NOT EXISTS behind(origin TEXT PRIMARY KEY, since_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS peer_schema(
   peer TEXT NOT NULL, detail TEXT NOT NULL,
   at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
@@ -370,6 +376,61 @@ pub fn pinned_if_changed(
         return Ok(Some(Vec::new()));
     }
     pinned(conn).map(Some)
+}
+
+/// Records the origins this device lags on and since when (`crate::lag`),
+/// replacing what was recorded.
+pub fn record_behind(
+    conn: &Connection,
+    since: &std::collections::BTreeMap<String, u64>,
+) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute("DELETE FROM behind", [])?;
+    for (origin, ms) in since {
+        tx.execute(
+            "INSERT INTO behind(origin, since_ms) VALUES (?1, ?2)",
+            params![origin, *ms as i64],
+        )?;
+    }
+    tx.commit()
+}
+
+/// Since when (ms since the epoch) this device lags on each origin, as the
+/// syncer last recorded it.
+pub fn behind(conn: &Connection) -> rusqlite::Result<Vec<(String, u64)>> {
+    let mut stmt = conn.prepare_cached("SELECT origin, since_ms FROM behind ORDER BY origin")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?;
+    rows.collect()
+}
+
+/// Forgets `device` for good: it is recorded as removed (never accepted
+/// again, whatever the library's `devices` row says later) and unpinned.
+pub fn revoke(conn: &Connection, device: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO revoked(device) VALUES (?1)",
+        [device],
+    )?;
+    conn.execute("DELETE FROM peers WHERE device = ?1", [device])?;
+    Ok(())
+}
+
+/// The devices this one saw removed from the library.
+pub fn revoked(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT device FROM revoked ORDER BY device")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// Remembers the certificate a connected peer presented and where it
+/// connected from (written only when either changed): a member admitted by
+/// its fingerprint stays paired, a rotated certificate replaces the old one,
+/// and an address learned from an incoming connection is dialed next time.
+pub fn remember(conn: &Connection, device: &str, cert: &[u8], addr: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO peers(device, cert, addr) VALUES (?1, ?2, ?3)          ON CONFLICT(device) DO UPDATE SET cert = excluded.cert, addr = excluded.addr          WHERE cert IS NOT excluded.cert OR addr IS NOT excluded.addr",
+    )?
+    .execute(params![device, cert, addr])?;
+    Ok(())
 }
 
 /// The paired devices, by id (the library folder's `peers` table).

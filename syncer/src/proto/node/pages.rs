@@ -30,6 +30,8 @@ impl Node {
         now: u64,
         store: &dyn Store,
     ) -> Out {
+        let _page =
+            tracing::debug_span!("page", %origin, after, changes = changes.len(), more).entered();
         if origin == self.me && !self.reclaiming.contains(peer) {
             return Ok(vec![]);
         }
@@ -113,6 +115,7 @@ impl Node {
             }));
         }
         let held = complete.map_or(have, |_| have.max(vouched));
+        tracing::debug!(held, mine, "page applied");
         out.push(self.send(
             peer,
             Payload::Ack {

@@ -30,6 +30,8 @@ use crate::sqlstore::SqlStore;
 use crate::sqlstore::quarantine::{self, Entry};
 use crate::sqlstore::syncdb;
 
+mod devices;
+
 /// What can go wrong with a library folder.
 #[derive(Debug, thiserror::Error)]
 pub enum HomeError {
@@ -76,6 +78,14 @@ pub enum HomeError {
         /// Why, naming what to give instead.
         reason: String,
     },
+    /// `sdsync device` was given a device it cannot act on; nothing changed.
+    #[error("device {device}: {reason}")]
+    Device {
+        /// The device id given.
+        device: String,
+        /// Why, naming what to do instead.
+        reason: String,
+    },
     /// A peer address in sync.db does not parse.
     #[error("peer {device}: address {addr:?} is not host:port ({reason})")]
     Address {
@@ -111,11 +121,10 @@ impl Home {
     }
 }
 
-const SYNC_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS peers(
-  device TEXT PRIMARY KEY, cert BLOB NOT NULL, addr TEXT,
-  paired_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));";
+/// The folder's settings; the syncer's own tables (`peers` among them) are
+/// `sqlstore::syncdb`'s.
+const SYNC_SCHEMA: &str =
+    "CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);";
 
 impl Home {
     /// Creates a library folder: the default schema, a device identity, and the
@@ -143,35 +152,6 @@ impl Home {
         ))?;
         Identity::load_or_create(dir, &lib.device()?)?;
         Ok(home)
-    }
-
-    /// Gives this device its row in the library's `devices` table (uuid, the
-    /// folder's name, the OS), if it has none and the table exists: plain SQL
-    /// like `… FROM devices WHERE uuid = sdsync_device_id()` then finds it, and
-    /// the row syncs, so every device lists every device it synced with.
-    /// `sdsync init`, `pair join` and `sdsync run` call it (the last for
-    /// folders made before); [`Home::init`] itself writes nothing, so a
-    /// caller decides.
-    pub fn register_device(&self) -> Result<(), HomeError> {
-        let lib = self.database()?;
-        let name = self
-            .dir
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        lib.conn
-            .execute(
-                "INSERT INTO devices(uuid, name, os) \
-                 SELECT sdsync_device_id(), ?1, ?2 \
-                 WHERE EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'devices') \
-                   AND NOT EXISTS (SELECT 1 FROM devices WHERE uuid = sdsync_device_id())",
-                params![name, std::env::consts::OS],
-            )
-            .map_err(|source| LibraryError::Sql {
-                path: lib.path.clone(),
-                source,
-            })?;
-        Ok(())
     }
 
     /// Opens an initialized library folder.
@@ -316,6 +296,11 @@ impl Home {
         if id == self.device()? {
             return Err(refuse(
                 "that is this device's own id; give the other device's".into(),
+            ));
+        }
+        if self.sql(syncdb::revoked(&self.sync))?.contains(&id) {
+            return Err(refuse(
+                "it was removed from the library, for good; a device comes back under a new id (pair a fresh folder, or `sdsync reidentify` it)".into(),
             ));
         }
         let name = format!("{id}.sdsync.invalid");
@@ -474,6 +459,10 @@ impl Home {
     pub fn syncer_parts(&self) -> Result<(SqlStore, Pins, Directory), HomeError> {
         let pins = Pins::default();
         let directory = Directory::default();
+        // Removed devices first: pinning skips them.
+        for device in self.sql(syncdb::revoked(&self.sync))? {
+            pins.revoke(&device);
+        }
         for (peer, cert) in self.pinned()? {
             pins.pin(&peer.device, CertificateDer::from(cert));
             if let Some(addr) = peer.addr {

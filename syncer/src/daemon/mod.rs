@@ -32,8 +32,10 @@ use rustls::pki_types::CertificateDer;
 use sdsync_core::hlc::wall_millis;
 use tokio::sync::{mpsc, watch};
 
+use crate::lag::Behind;
 use crate::metrics::Metrics;
 use crate::net::NetError;
+use crate::net::discovery::{Discovery, Found};
 use crate::net::identity::Identity;
 use crate::net::link::{Conn, Inbound, Link};
 use crate::net::tls::Pins;
@@ -43,6 +45,11 @@ use crate::proto::node::{Config, Event, Node, Output, PeerState};
 use crate::proto::store::{SqlStore, Store, StoreError};
 use crate::room::Room;
 use crate::sqlstore::syncdb;
+
+pub use background::Background;
+
+mod background;
+mod membership;
 
 /// How often commits by other connections are looked for.
 const COMMIT_POLL: Duration = Duration::from_millis(5);
@@ -61,6 +68,17 @@ impl Directory {
     pub fn set(&self, device: &str, addr: SocketAddr) {
         let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
         map.insert(device.to_string(), addr);
+    }
+
+    /// Where `device` listens, if known.
+    pub fn address(&self, device: &str) -> Option<SocketAddr> {
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        map.get(device).copied()
+    }
+
+    fn remove(&self, device: &str) {
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        map.remove(device);
     }
 
     fn snapshot(&self) -> BTreeMap<String, SocketAddr> {
@@ -109,6 +127,13 @@ pub struct Daemon {
     /// `sync.db`'s `PRAGMA data_version` when its pinned peers were last read
     /// (it moves when another process, `peer-add` or pairing, commits).
     pins_seen: Option<i64>,
+    /// Since when this device lags on each origin (for `status`).
+    behind: Behind,
+    /// Each member's addresses as its `devices` row last listed them.
+    listed: BTreeMap<String, String>,
+    /// The library folder, where a rotated certificate is put in place
+    /// (none for daemons of tests that have no folder).
+    folder: Option<std::path::PathBuf>,
 }
 
 impl Daemon {
@@ -148,6 +173,9 @@ impl Daemon {
             stop_reason: None,
             recorded: Vec::new(),
             pins_seen: None,
+            listed: BTreeMap::new(),
+            behind: Behind::default(),
+            folder: None,
             seen: Observer::new(wall_millis(), None),
             room: Room::default(),
         })
@@ -156,6 +184,13 @@ impl Daemon {
     /// Uses these protocol tunables (`config.toml`) instead of the defaults.
     pub fn with_config(mut self, config: Config) -> Self {
         self.node.set_config(config);
+        self
+    }
+
+    /// Runs for the library folder `dir`: its certificate is rotated there
+    /// (`sdsync device rotate`) once every peer knows the next one.
+    pub fn with_folder(mut self, dir: &std::path::Path) -> Self {
+        self.folder = Some(dir.to_path_buf());
         self
     }
 
@@ -209,8 +244,11 @@ impl Daemon {
                 _ = poll.tick() => self.poll_commits(),
                 _ = redial.tick() => {
                     self.reload_pins();
+                    self.reload_members();
+                    self.rotate_when_ready();
                     self.redial();
                     self.record_peers(false);
+                    self.track_lag();
                     self.seen.report(wall_millis(), &self.me, &self.store, &self.node);
                 }
                 changed = stop.changed() => if changed.is_err() || *stop.borrow() { break },
@@ -231,14 +269,23 @@ impl Daemon {
     fn on_inbound(&mut self, event: Inbound) {
         let now = wall_millis();
         match event {
-            Inbound::Up { peer, conn } => {
-                tracing::info!(device = %self.me, %peer, "link up");
+            Inbound::Up {
+                peer,
+                conn,
+                cert,
+                addr,
+            } => {
+                tracing::info!(device = %self.me, %peer, %addr, "link up");
+                self.remember(&peer, cert, addr);
                 self.node.add_peer(&peer);
                 self.conns.entry(peer.clone()).or_default().push(conn);
                 let out = self.node.connect(&peer, now, &self.store);
                 self.handle(out);
             }
             Inbound::Message { peer, bytes } => {
+                // Every line the frame leads to (applied, refused, …) names
+                // the link it came on.
+                let _link = tracing::info_span!("link", %peer).entered();
                 let started = Instant::now();
                 let wrote = self.store.lib.conn.total_changes();
                 let out = self.node.receive_from(&peer, &bytes, now, &self.store);
@@ -312,6 +359,25 @@ impl Daemon {
         }
     }
 
+    /// Notes since when this device lags on each origin some peer holds
+    /// further, recording it in `sync.db` when that set changes (`status`
+    /// shows lag in seconds from it).
+    fn track_lag(&mut self) {
+        let held = match self.store.watermarks() {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(device = %self.me, error = %e, "reading watermarks");
+                return;
+            }
+        };
+        let claims = crate::lag::claims(&self.node.peer_states());
+        if self.behind.update(wall_millis(), &held, &claims)
+            && let Err(e) = syncdb::record_behind(&self.store.sync, self.behind.since())
+        {
+            tracing::warn!(device = %self.me, error = %e, "recording lag in sync.db");
+        }
+    }
+
     /// Takes the devices paired or re-addressed in `sync.db` since the last
     /// look (`sdsync peer-add`, `pair` while this syncer runs): pins their
     /// certificates, learns their addresses and makes them peers, without a
@@ -326,7 +392,7 @@ impl Daemon {
             }
         };
         for (device, cert, addr) in pinned {
-            if device == self.me {
+            if device == self.me || self.pins.is_revoked(&device) {
                 continue;
             }
             let cert = CertificateDer::from(cert);
@@ -425,6 +491,29 @@ impl Daemon {
     }
 }
 
+/// Announces this device and learns where the library's others listen on the
+/// local network; without multicast it says so and the syncer goes on.
+pub fn discover(
+    library: &str,
+    device: &str,
+    listen: std::net::SocketAddr,
+    directory: Directory,
+) -> Option<Discovery> {
+    let found: Found = Box::new(move |peer, addr| {
+        if directory.address(&peer) != Some(addr) {
+            tracing::info!(%peer, %addr, "found on the local network (mDNS)");
+            directory.set(&peer, addr);
+        }
+    });
+    match Discovery::start(library, device, listen, found) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!(error = %e, "no discovery on the local network; peers are dialed at the addresses they gave");
+            None
+        }
+    }
+}
+
 /// Changes whenever another connection commits to the library. Polled every
 /// few milliseconds, so the statement is prepared once and cached.
 fn data_version(store: &SqlStore) -> Result<i64, StoreError> {
@@ -433,75 +522,4 @@ fn data_version(store: &SqlStore) -> Result<i64, StoreError> {
         conn.prepare_cached("PRAGMA data_version")
             .and_then(|mut stmt| stmt.query_row([], |r| r.get(0))),
     )
-}
-
-/// A daemon on its own thread with its own runtime: several devices in one
-/// process (the demo, tests). Dropping it stops the daemon and joins the thread.
-pub struct Background {
-    /// The address the device listens on.
-    pub addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Background {
-    /// Starts a daemon for `store` on 127.0.0.1 (any port).
-    pub fn start(
-        store: SqlStore,
-        library: &str,
-        me: Identity,
-        pins: &Pins,
-        directory: &Directory,
-    ) -> Result<Self, DaemonError> {
-        let (stop, stopped) = watch::channel(false);
-        let (ready_tx, ready) = std::sync::mpsc::channel();
-        let (library, pins, directory) = (library.to_string(), pins.clone(), directory.clone());
-        let thread = std::thread::spawn(move || {
-            // As `sdsync run`: the daemon on this thread, QUIC on the worker.
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(DaemonError::Runtime(e.to_string())));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-                let started = Daemon::start(store, &library, &me, &pins, &directory, listen)
-                    .and_then(|d| Ok((d.local_addr()?, d)));
-                match started {
-                    Ok((addr, daemon)) => {
-                        let _ = ready_tx.send(Ok(addr));
-                        if let Some(reason) = daemon.run(stopped).await {
-                            tracing::error!(%reason, "daemon stopped by a peer");
-                        }
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
-                }
-            });
-        });
-        let addr = ready
-            .recv()
-            .map_err(|e| DaemonError::Runtime(e.to_string()))??;
-        Ok(Self {
-            addr,
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
