@@ -351,12 +351,7 @@ fn device(action: DeviceCommand, ext: &std::path::Path) -> anyhow::Result<()> {
             let home = Home::open(&dir, ext)?;
             let me = home.device()?;
             for m in home.members()? {
-                let state = match (m.revoked, m.device == me) {
-                    (true, _) => "removed",
-                    (false, true) => "this device",
-                    (false, false) if m.cert_sha256.is_some() => "member",
-                    (false, false) => "listed (no certificate yet)",
-                };
+                let state = m.state(&me);
                 let addresses = sdsync_syncer::members::format_addresses(&m.addresses);
                 let addresses = if addresses.is_empty() {
                     "-".into()
@@ -467,11 +462,11 @@ fn run(home: &Home, settings: &Settings, take_over: bool) -> anyhow::Result<()> 
             "sdsync: device {device} of library {library} listening on quic://{}",
             daemon.local_addr()?
         );
-        let _discovery = match settings.values.discovery {
-            true => {
-                sdsync_syncer::daemon::discover(&library, &device, daemon.local_addr()?, directory)
-            }
-            false => None,
+        let _discovery = if settings.values.discovery {
+            let listen = daemon.local_addr()?;
+            sdsync_syncer::daemon::discover(&library, &device, listen, &pins, directory)
+        } else {
+            None
         };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {

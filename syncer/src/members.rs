@@ -44,6 +44,18 @@ pub struct Member {
     pub revoked: bool,
 }
 
+impl Member {
+    /// Where it stands, in words, as seen from device `me`.
+    pub fn state(&self, me: &str) -> &'static str {
+        match (self.revoked, self.device == me) {
+            (true, _) => "removed",
+            (false, true) => "this device",
+            (false, false) if self.cert_sha256.is_some() => "member",
+            (false, false) => "listed, no certificate yet",
+        }
+    }
+}
+
 /// The columns membership needs in `devices`.
 const COLUMNS: &str = "('cert_sha256', 'addresses', 'revoked_at')";
 

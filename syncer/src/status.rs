@@ -88,12 +88,7 @@ impl std::fmt::Display for Status {
             )?,
         }
         for m in &self.members {
-            let state = match (m.revoked, m.device == self.device) {
-                (true, _) => "REMOVED from the library",
-                (false, true) => "this device",
-                (false, false) if m.cert_sha256.is_some() => "member",
-                (false, false) => "listed, no certificate yet",
-            };
+            let state = m.state(&self.device);
             writeln!(f, "member      {} ({}): {state}", m.name, m.device)?;
         }
         if self.rotation_pending {

@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, watch};
 use crate::lag::Behind;
 use crate::metrics::Metrics;
 use crate::net::NetError;
-use crate::net::discovery::{Discovery, Found};
+use crate::net::discovery::{Discovery, Found, instance};
 use crate::net::identity::Identity;
 use crate::net::link::{Conn, Inbound, Link};
 use crate::net::tls::Pins;
@@ -59,21 +59,30 @@ const REDIAL: Duration = Duration::from_millis(500);
 /// How stale a recorded "last contact" may get before it is written again.
 const CONTACT_SLACK_MS: u64 = 5_000;
 
-/// Where paired devices can be reached, shared with whoever learns addresses.
+/// Where devices can be reached, shared with whoever learns addresses:
+/// per device the addresses learned (pairing, `peer-add`, its `devices` row,
+/// discovery, where it last connected from), newest first. The redial tries
+/// them in turn, so one stale or wrong address never strands a device.
 #[derive(Clone, Default, Debug)]
-pub struct Directory(Arc<RwLock<BTreeMap<String, SocketAddr>>>);
+pub struct Directory(Arc<RwLock<BTreeMap<String, Vec<SocketAddr>>>>);
+
+/// How many addresses are kept per device.
+const CANDIDATES: usize = 4;
 
 impl Directory {
-    /// Records where `device` listens.
+    /// Records that `device` listens on `addr` (the newest address of it).
     pub fn set(&self, device: &str, addr: SocketAddr) {
         let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
-        map.insert(device.to_string(), addr);
+        let known = map.entry(device.to_string()).or_default();
+        known.retain(|a| *a != addr);
+        known.insert(0, addr);
+        known.truncate(CANDIDATES);
     }
 
-    /// Where `device` listens, if known.
+    /// The newest address of `device`, if any.
     pub fn address(&self, device: &str) -> Option<SocketAddr> {
         let map = self.0.read().unwrap_or_else(|e| e.into_inner());
-        map.get(device).copied()
+        map.get(device).and_then(|known| known.first().copied())
     }
 
     fn remove(&self, device: &str) {
@@ -81,7 +90,7 @@ impl Directory {
         map.remove(device);
     }
 
-    fn snapshot(&self) -> BTreeMap<String, SocketAddr> {
+    fn snapshot(&self) -> BTreeMap<String, Vec<SocketAddr>> {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -131,6 +140,12 @@ pub struct Daemon {
     behind: Behind,
     /// Each member's addresses as its `devices` row last listed them.
     listed: BTreeMap<String, String>,
+    /// Each member's certificate fingerprint as its row lists it now.
+    listed_certs: BTreeMap<String, String>,
+    /// This device's fingerprint as its own row lists it.
+    own_listed: Option<String>,
+    /// A rotated certificate is in its files but not yet presented.
+    identity_stale: bool,
     /// The library folder, where a rotated certificate is put in place
     /// (none for daemons of tests that have no folder).
     folder: Option<std::path::PathBuf>,
@@ -174,6 +189,9 @@ impl Daemon {
             recorded: Vec::new(),
             pins_seen: None,
             listed: BTreeMap::new(),
+            listed_certs: BTreeMap::new(),
+            own_listed: None,
+            identity_stale: false,
             behind: Behind::default(),
             folder: None,
             seen: Observer::new(wall_millis(), None),
@@ -220,6 +238,9 @@ impl Daemon {
         // After a long apply, look once; do not replay the missed ticks.
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // Before any connection is taken: a removal the library holds but
+        // `sync.db` missed (a crash in between) applies from the start.
+        self.reload_members();
         loop {
             let due = self.node.next_timer().saturating_sub(wall_millis());
             let timer = tokio::time::sleep(Duration::from_millis(due));
@@ -275,8 +296,11 @@ impl Daemon {
                 cert,
                 addr,
             } => {
+                if !self.remember(&peer, cert, addr) {
+                    conn.close("removed from the library");
+                    return;
+                }
                 tracing::info!(device = %self.me, %peer, %addr, "link up");
-                self.remember(&peer, cert, addr);
                 self.node.add_peer(&peer);
                 self.conns.entry(peer.clone()).or_default().push(conn);
                 let out = self.node.connect(&peer, now, &self.store);
@@ -415,7 +439,7 @@ impl Daemon {
     /// smaller id dials first; the other waits a few rounds before dialing too,
     /// so there is usually one connection per pair, and never none.
     fn redial(&mut self) {
-        for (device, addr) in self.directory.snapshot() {
+        for (device, known) in self.directory.snapshot() {
             let paired = self.pins.is_pinned(&device);
             if device == self.me || !paired || self.conns.contains_key(&device) {
                 self.waited.remove(&device);
@@ -424,7 +448,11 @@ impl Daemon {
             let rounds = self.waited.entry(device.clone()).or_default();
             *rounds += 1;
             if self.me < device || *rounds > 3 {
-                self.link.dial(addr);
+                // Each round the next known address, newest first.
+                let turn = (*rounds as usize - 1) % known.len().max(1);
+                if let Some(addr) = known.get(turn) {
+                    self.link.dial(*addr);
+                }
             }
         }
     }
@@ -492,14 +520,24 @@ impl Daemon {
 }
 
 /// Announces this device and learns where the library's others listen on the
-/// local network; without multicast it says so and the syncer goes on.
+/// local network (each name heard is matched against the accepted devices);
+/// without multicast it says so and the syncer goes on.
 pub fn discover(
     library: &str,
     device: &str,
-    listen: std::net::SocketAddr,
+    listen: SocketAddr,
+    pins: &Pins,
     directory: Directory,
 ) -> Option<Discovery> {
-    let found: Found = Box::new(move |peer, addr| {
+    let (pins, library_id) = (pins.clone(), library.to_string());
+    let found: Found = Box::new(move |name, addr| {
+        let Some(peer) = pins
+            .devices()
+            .into_iter()
+            .find(|d| instance(&library_id, d) == name)
+        else {
+            return;
+        };
         if directory.address(&peer) != Some(addr) {
             tracing::info!(%peer, %addr, "found on the local network (mDNS)");
             directory.set(&peer, addr);

@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use rusqlite::params;
 
 use super::{Home, HomeError};
-use crate::library::LibraryError;
+use crate::library::{Library, LibraryError};
 use crate::members::{self, Member};
-use crate::net::identity::Identity;
+use crate::net::identity::{Identity, fingerprint};
 use crate::sqlstore::syncdb;
 
 impl Home {
@@ -31,10 +31,7 @@ impl Home {
         let me = lib.device()?;
         let current = self.identity()?;
         let cert = Identity::next(&self.dir)?.unwrap_or(current);
-        let sql = |source| LibraryError::Sql {
-            path: lib.path.clone(),
-            source,
-        };
+        let sql = sql_error(&lib);
         let exists = lib
             .conn
             .query_row(
@@ -75,10 +72,7 @@ impl Home {
     /// membership columns).
     pub fn members(&self) -> Result<Vec<Member>, HomeError> {
         let lib = self.database()?;
-        let listed = members::read(&lib.conn).map_err(|source| LibraryError::Sql {
-            path: lib.path.clone(),
-            source,
-        })?;
+        let listed = members::read(&lib.conn).map_err(sql_error(&lib))?;
         Ok(listed.unwrap_or_default())
     }
 
@@ -98,22 +92,28 @@ impl Home {
                 "that is this device; remove it from another member of the library",
             ));
         }
-        let sql = |source| LibraryError::Sql {
-            path: lib.path.clone(),
-            source,
-        };
+        let sql = sql_error(&lib);
         if !members::supported(&lib.conn).map_err(sql)? {
             return Err(refuse(MIGRATE));
         }
-        let listed = self.members()?.iter().any(|m| m.device == id);
-        let paired = self.peers()?.iter().any(|p| p.device == id);
-        if !listed && !paired {
+        // Its certificates too: refused under any other id.
+        let mut prints: Vec<String> = self
+            .members()?
+            .into_iter()
+            .filter(|m| m.device == id)
+            .map(|m| m.cert_sha256.unwrap_or_default())
+            .collect();
+        let listed = !prints.is_empty();
+        let pinned = self.pinned_cert(&id)?;
+        if !listed && pinned.is_none() {
             return Err(refuse(
                 "not a device of this library (`sdsync device list` prints them)",
             ));
         }
+        prints.extend(pinned.map(|cert| fingerprint(&cert)));
+        prints.retain(|p| !p.is_empty());
         members::revoke(&lib.conn, &id).map_err(sql)?;
-        self.sql(syncdb::revoke(&self.sync, &id))?;
+        self.sql(syncdb::revoke(&self.sync, &id, &prints))?;
         Ok(id)
     }
 
@@ -123,10 +123,7 @@ impl Home {
     pub fn rotate_certificate(&self) -> Result<String, HomeError> {
         let lib = self.database()?;
         let me = lib.device()?;
-        let sql = |source| LibraryError::Sql {
-            path: lib.path.clone(),
-            source,
-        };
+        let sql = sql_error(&lib);
         if !members::supported(&lib.conn).map_err(sql)? {
             return Err(HomeError::Device {
                 device: me,
@@ -136,6 +133,14 @@ impl Home {
         let next = Identity::prepare_next(&self.dir, &me)?;
         self.register_device(&[])?;
         Ok(next.fingerprint())
+    }
+}
+
+/// An SQL error of the library database, naming its file.
+fn sql_error(lib: &Library) -> impl Fn(rusqlite::Error) -> LibraryError + Copy + '_ {
+    |source| LibraryError::Sql {
+        path: lib.path.clone(),
+        source,
     }
 }
 

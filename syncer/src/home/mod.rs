@@ -236,11 +236,13 @@ impl Home {
             let path = self.dir.join(file);
             std::fs::remove_file(&path).map_err(|source| LibraryError::Io { path, source })?;
         }
+        // A rotation the original prepared is not the copy's.
+        let _ = std::fs::remove_file(self.dir.join("device.next.pem"));
         Identity::load_or_create(&self.dir, &id)?;
         self.sql(crate::sqlstore::syncdb::ensure(&self.sync))?;
         self.sql(self.sync.execute_batch(
             "DELETE FROM peers; DELETE FROM own_clock; DELETE FROM peer_schema; DELETE FROM peer_quarantine; \
-             DELETE FROM reclaim; DELETE FROM incarnation; DELETE FROM stopped;",
+             DELETE FROM reclaim; DELETE FROM incarnation; DELETE FROM stopped; DELETE FROM behind;",
         ))?;
         Ok(id)
     }
@@ -298,7 +300,12 @@ impl Home {
                 "that is this device's own id; give the other device's".into(),
             ));
         }
-        if self.sql(syncdb::revoked(&self.sync))?.contains(&id) {
+        let print = crate::net::identity::fingerprint(cert);
+        if self.sql(syncdb::revoked(&self.sync))?.contains(&id)
+            || self
+                .sql(syncdb::revoked_certs(&self.sync))?
+                .contains(&print)
+        {
             return Err(refuse(
                 "it was removed from the library, for good; a device comes back under a new id (pair a fresh folder, or `sdsync reidentify` it)".into(),
             ));
@@ -374,6 +381,15 @@ impl Home {
     /// The paired devices.
     pub fn peers(&self) -> Result<Vec<Peer>, HomeError> {
         Ok(self.pinned()?.into_iter().map(|(peer, _)| peer).collect())
+    }
+
+    /// The certificate pinned for `device`, if it is paired.
+    fn pinned_cert(&self, device: &str) -> Result<Option<Vec<u8>>, HomeError> {
+        Ok(self
+            .pinned()?
+            .into_iter()
+            .find(|(peer, _)| peer.device == device)
+            .map(|(_, cert)| cert))
     }
 
     fn pinned(&self) -> Result<Vec<(Peer, Vec<u8>)>, HomeError> {
@@ -462,6 +478,9 @@ impl Home {
         // Removed devices first: pinning skips them.
         for device in self.sql(syncdb::revoked(&self.sync))? {
             pins.revoke(&device);
+        }
+        for print in self.sql(syncdb::revoked_certs(&self.sync))? {
+            pins.revoke_cert(&print);
         }
         for (peer, cert) in self.pinned()? {
             pins.pin(&peer.device, CertificateDer::from(cert));

@@ -5,15 +5,17 @@
 //! # fn f() -> Result<(), sdsync_syncer::net::NetError> {
 //! use sdsync_syncer::net::discovery::Discovery;
 //! let listen = "127.0.0.1:7401".parse().unwrap();
-//! let _on = Discovery::start("library-id", "device-id", listen, Box::new(|device, addr| {
-//!     println!("{device} listens on {addr}");
+//! let _on = Discovery::start("library-id", "device-id", listen, Box::new(|name, addr| {
+//!     println!("{name} listens on {addr}"); // name: discovery::instance(library, device)
 //! }))?;
 //! # Ok(()) }
 //! ```
 //!
 //! Each syncer announces itself as an instance of `_sdsync._udp.local.` named
-//! by its device id, with the library id in its TXT record, and browses for
-//! the others; an instance of the same library reports its address. `sdsync
+//! by a hash of its library and device ids, with a hash of the library id in
+//! its TXT record (the network hears no id), and browses for the others; an
+//! instance of the same library reports its name and address, which the
+//! syncer maps back to a device it knows ([`instance`]). `sdsync
 //! pair generate` announces its offer as `_sdsync-pair._udp.local.` the same
 //! way, so `pair join` finds it without `--addr` ([`pairing_offers`]). Nothing
 //! found this way is trusted: the address is only dialed, and the handshake
@@ -34,8 +36,16 @@ const SERVICE: &str = "_sdsync._udp.local.";
 /// The service type of a pairing offer (`sdsync pair generate`).
 const PAIRING: &str = "_sdsync-pair._udp.local.";
 
-/// What a found device is reported to: its id and where it listens.
+/// What a found device is reported to: its name on the network (see
+/// [`instance`]) and where it listens.
 pub type Found = Box<dyn Fn(String, SocketAddr) + Send>;
+
+/// The name `device` of `library` announces itself under: a hash of the
+/// two, so the network hears neither id (devices of the library compute it
+/// from ids they know; anyone else learns only that an sdsync device runs).
+pub fn instance(library: &str, device: &str) -> String {
+    tag(&["device", library, device])
+}
 
 /// Announcing this device (and browsing for the others), until dropped.
 pub struct Discovery {
@@ -52,9 +62,10 @@ impl Discovery {
         listen: SocketAddr,
         found: Found,
     ) -> Result<Self, NetError> {
-        let daemon = announce(SERVICE, device, library, listen)?;
+        let me = instance(library, device);
+        let daemon = announce(SERVICE, &me, library, listen)?;
         let events = daemon.browse(SERVICE).map_err(error)?;
-        let (library, me) = (library.to_string(), device.to_string());
+        let library = tag(&["library", library]);
         std::thread::Builder::new()
             .name("sdsync-discovery".into())
             .spawn(move || {
@@ -80,7 +91,7 @@ impl Discovery {
         listen: SocketAddr,
     ) -> Result<Self, NetError> {
         Ok(Self {
-            daemon: announce(PAIRING, device, library, listen)?,
+            daemon: announce(PAIRING, &tag(&["pair", device]), library, listen)?,
         })
     }
 }
@@ -120,23 +131,25 @@ pub fn pairing_offers(wait: Duration) -> Result<Vec<(String, SocketAddr)>, NetEr
 /// How long to listen for other offers once one is found.
 const OTHERS: Duration = Duration::from_millis(700);
 
-/// Starts announcing `device` of `library` as an instance of `service`.
+/// Starts announcing `name` (a hash, never an id) of `library` as an
+/// instance of `service`.
 fn announce(
     service: &str,
-    device: &str,
+    name: &str,
     library: &str,
     listen: SocketAddr,
 ) -> Result<ServiceDaemon, NetError> {
     let daemon = ServiceDaemon::new().map_err(error)?;
-    let host = format!("{device}.local.");
-    let properties = [("library", library), ("v", "1")];
+    let host = format!("{name}.local.");
+    let library = tag(&["library", library]);
+    let properties = [("library", library.as_str()), ("v", "1")];
     let info = if listen.ip().is_unspecified() {
-        ServiceInfo::new(service, device, &host, "", listen.port(), &properties[..])
+        ServiceInfo::new(service, name, &host, "", listen.port(), &properties[..])
             .map(ServiceInfo::enable_addr_auto)
     } else {
         ServiceInfo::new(
             service,
-            device,
+            name,
             &host,
             listen.ip(),
             listen.port(),
@@ -161,6 +174,13 @@ fn resolved(service: &str, event: ServiceEvent) -> Option<(String, String, Socke
     let ips: Vec<IpAddr> = s.addresses.iter().map(|a| a.to_ip_addr()).collect();
     let ip = preferred(&ips)?;
     Some((device, library, SocketAddr::new(ip, s.port)))
+}
+
+/// 32 hex digits of the SHA-256 of `parts` (a name the network may hear).
+fn tag(parts: &[&str]) -> String {
+    let mut print = crate::net::identity::fingerprint(parts.join("\n").as_bytes());
+    print.truncate(32);
+    print
 }
 
 fn error(e: mdns_sd::Error) -> NetError {

@@ -10,10 +10,13 @@
 //! Devices trust each other by pinning these certificates (no CA), or by the
 //! certificate's SHA-256 listed in the library's `devices` table (see
 //! `crate::members`). `sdsync device rotate` replaces a certificate in two
-//! steps: the next one is written as `device.next.crt` / `device.next.key`
-//! (its fingerprint goes into the `devices` row, so peers learn it), and the
-//! syncer moves it in place once every peer holds that row ([`Identity::rotate`]).
-//! A crash between the two renames is finished by the next load.
+//! steps: the next identity is written whole as `device.next.pem` (its
+//! fingerprint goes into the `devices` row, so peers learn it), and the
+//! syncer puts it in place once every peer holds that row
+//! ([`Identity::rotate`]): the certificate first, then the key, then the
+//! next file goes. A load finishes a rotation cut in between, and only then:
+//! the key is replaced only once `device.crt` is already the next
+//! certificate, so no crash leaves a key that does not match its certificate.
 
 use std::path::Path;
 
@@ -38,61 +41,51 @@ impl Identity {
 
     /// The identity stored in `dir`, created there on first use.
     pub fn load_or_create(dir: &Path, device: &str) -> Result<Self, NetError> {
+        finish_rotation(dir)?;
         let (crt, key) = (dir.join(CRT), dir.join(KEY));
-        // A rotation cut between its two renames (certificate first): finish it.
-        let next_key = dir.join(NEXT_KEY);
-        if !dir.join(NEXT_CRT).exists() && next_key.exists() {
-            rename(&next_key, &key)?;
+        if crt.exists() && key.exists() {
+            return Ok(Self {
+                cert: CertificateDer::from_pem_file(&crt).map_err(|e| pem_error(&crt, e))?,
+                key: PrivatePkcs8KeyDer::from_pem_file(&key).map_err(|e| pem_error(&key, e))?,
+            });
         }
-        if let Some(me) = Self::load(&crt, &key)? {
-            return Ok(me);
-        }
+        let (me, crt_pem, key_pem) = Self::fresh(device)?;
         // A half-written identity (a crash between the two files) was never used.
-        Self::create(&crt, &key, device)
+        for leftover in [&key, &crt] {
+            let _ = std::fs::remove_file(leftover);
+        }
+        write(&key, &key_pem, 0o600)?;
+        write(&crt, &crt_pem, 0o644)?;
+        Ok(me)
     }
 
     /// The next identity `sdsync device rotate` prepared, if one waits.
     pub fn next(dir: &Path) -> Result<Option<Self>, NetError> {
-        Self::load(&dir.join(NEXT_CRT), &dir.join(NEXT_KEY))
+        Ok(next_pem(dir)?.map(|(me, _, _)| me))
     }
 
     /// Prepares a new identity for `device` as the next one (replacing one
-    /// prepared before and not yet in use); [`Identity::rotate`] puts it in place.
+    /// prepared before and not yet in use); [`Identity::rotate`] puts it in
+    /// place.
     pub fn prepare_next(dir: &Path, device: &str) -> Result<Self, NetError> {
-        Self::create(&dir.join(NEXT_CRT), &dir.join(NEXT_KEY), device)
+        let (me, crt_pem, key_pem) = Self::fresh(device)?;
+        replace(&dir.join(NEXT), &format!("{crt_pem}{key_pem}"), 0o600)?;
+        Ok(me)
     }
 
-    /// Makes the prepared next identity the device's own (certificate first,
-    /// then key; [`Identity::load_or_create`] finishes a cut rotation).
+    /// Makes the prepared next identity the device's own: its certificate
+    /// replaces `device.crt`, then [`finish_rotation`] the key.
     pub fn rotate(dir: &Path) -> Result<(), NetError> {
-        rename(&dir.join(NEXT_CRT), &dir.join(CRT))?;
-        rename(&dir.join(NEXT_KEY), &dir.join(KEY))
+        if let Some((_, crt_pem, _)) = next_pem(dir)? {
+            replace(&dir.join(CRT), &crt_pem, 0o644)?;
+        }
+        finish_rotation(dir)
     }
 
     /// The certificate's SHA-256 in lowercase hex, as the `devices` table
     /// lists it.
     pub fn fingerprint(&self) -> String {
         fingerprint(&self.cert)
-    }
-
-    fn load(crt: &Path, key: &Path) -> Result<Option<Self>, NetError> {
-        if !(crt.exists() && key.exists()) {
-            return Ok(None);
-        }
-        Ok(Some(Self {
-            cert: CertificateDer::from_pem_file(crt).map_err(|e| pem_error(crt, e))?,
-            key: PrivatePkcs8KeyDer::from_pem_file(key).map_err(|e| pem_error(key, e))?,
-        }))
-    }
-
-    fn create(crt: &Path, key: &Path, device: &str) -> Result<Self, NetError> {
-        let (me, crt_pem, key_pem) = Self::fresh(device)?;
-        for leftover in [key, crt] {
-            let _ = std::fs::remove_file(leftover);
-        }
-        write(key, &key_pem, 0o600)?;
-        write(crt, &crt_pem, 0o644)?;
-        Ok(me)
     }
 
     /// A new identity and its certificate and key as PEM text.
@@ -119,8 +112,69 @@ impl Identity {
 /// The identity's files in a library folder.
 const CRT: &str = "device.crt";
 const KEY: &str = "device.key";
-const NEXT_CRT: &str = "device.next.crt";
-const NEXT_KEY: &str = "device.next.key";
+/// The next identity while a rotation waits: certificate and key in one
+/// file, so it is there whole or not at all.
+const NEXT: &str = "device.next.pem";
+
+/// The next identity and its certificate's and key's PEM text.
+fn next_pem(dir: &Path) -> Result<Option<(Identity, String, String)>, NetError> {
+    let path = dir.join(NEXT);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(&path, e)),
+    };
+    let split = text
+        .find("-----BEGIN PRIVATE KEY")
+        .ok_or_else(|| NetError::Identity {
+            path: path.clone(),
+            reason: "no private key in it".into(),
+        })?;
+    let (crt_pem, key_pem) = text.split_at(split);
+    let me = Identity {
+        cert: CertificateDer::from_pem_slice(crt_pem.as_bytes())
+            .map_err(|e| pem_error(&path, e))?,
+        key: PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| pem_error(&path, e))?,
+    };
+    Ok(Some((me, crt_pem.to_string(), key_pem.to_string())))
+}
+
+/// Finishes a rotation whose certificate is in place: the next key replaces
+/// the old one and the next file goes. Does nothing before the certificate
+/// moved (the old key still belongs to `device.crt` then). Idempotent, so a
+/// syncer and a command finishing it at once both succeed.
+fn finish_rotation(dir: &Path) -> Result<(), NetError> {
+    let Some((next, _, key_pem)) = next_pem(dir)? else {
+        return Ok(());
+    };
+    let current = std::fs::read(dir.join(CRT))
+        .ok()
+        .and_then(|bytes| CertificateDer::from_pem_slice(&bytes).ok());
+    if current.as_ref() != Some(&next.cert) {
+        return Ok(());
+    }
+    replace(&dir.join(KEY), &key_pem, 0o600)?;
+    match std::fs::remove_file(dir.join(NEXT)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(&dir.join(NEXT), e)),
+        _ => Ok(()),
+    }
+}
+
+/// Replaces `path` with `text` whole: a temporary file, then a rename.
+fn replace(path: &Path, text: &str, mode: u32) -> Result<(), NetError> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    write(&tmp, text, mode)?;
+    std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> NetError {
+    NetError::Identity {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
 
 /// A certificate's SHA-256 in lowercase hex.
 pub fn fingerprint(cert: &[u8]) -> String {
@@ -129,13 +183,6 @@ pub fn fingerprint(cert: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-fn rename(from: &Path, to: &Path) -> Result<(), NetError> {
-    std::fs::rename(from, to).map_err(|e| NetError::Identity {
-        path: from.to_path_buf(),
-        reason: e.to_string(),
-    })
 }
 
 fn pem_error(path: &Path, e: rustls::pki_types::pem::Error) -> NetError {
@@ -185,23 +232,31 @@ mod tests {
     }
 
     #[test]
-    fn a_rotation_cut_between_its_renames_is_finished_by_the_next_load() {
+    fn a_rotation_cut_anywhere_leaves_a_matching_certificate_and_key() {
         let dir = std::env::temp_dir().join(format!("sdsync-rotate-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let old = Identity::load_or_create(&dir, "dev").unwrap();
         let next = Identity::prepare_next(&dir, "dev").unwrap();
         assert_eq!(Identity::next(&dir).unwrap().unwrap().cert, next.cert);
-        assert_eq!(
-            Identity::load_or_create(&dir, "dev").unwrap().cert,
-            old.cert
-        );
-        // The certificate moved, the key did not (a crash in between).
-        std::fs::rename(dir.join(NEXT_CRT), dir.join(CRT)).unwrap();
+        // Prepared only: loading keeps the old identity, key included.
+        let now = Identity::load_or_create(&dir, "dev").unwrap();
+        assert_eq!(now.cert, old.cert);
+        assert_eq!(now.key.secret_pkcs8_der(), old.key.secret_pkcs8_der());
+        // Cut after the certificate moved: the next load moves the key.
+        let (_, crt_pem, _) = next_pem(&dir).unwrap().unwrap();
+        replace(&dir.join(CRT), &crt_pem, 0o644).unwrap();
         let now = Identity::load_or_create(&dir, "dev").unwrap();
         assert_eq!(now.cert, next.cert);
         assert_eq!(now.key.secret_pkcs8_der(), next.key.secret_pkcs8_der());
         assert!(Identity::next(&dir).unwrap().is_none());
+        // A whole rotation, and one finished twice.
+        let third = Identity::prepare_next(&dir, "dev").unwrap();
+        Identity::rotate(&dir).unwrap();
+        Identity::rotate(&dir).unwrap();
+        let now = Identity::load_or_create(&dir, "dev").unwrap();
+        assert_eq!(now.key.secret_pkcs8_der(), third.key.secret_pkcs8_der());
+        assert_eq!(now.fingerprint(), third.fingerprint());
         assert_eq!(now.fingerprint().len(), 64);
     }
 }

@@ -18,7 +18,7 @@
 //! fails the handshake.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -42,7 +42,8 @@ pub enum Inbound {
         /// The certificate it presented (DER): a member admitted by its
         /// fingerprint gets it pinned, a rotated certificate replaces the old.
         cert: Vec<u8>,
-        /// Where it connected from (its endpoint's address: the one it listens on).
+        /// Where it connected from: its endpoint's address, the one it listens
+        /// on (on a LAN; behind a NAT, the translated one: one more address to try).
         addr: SocketAddr,
     },
     /// A frame from a paired device.
@@ -81,7 +82,7 @@ pub enum Inbound {
 pub struct Link {
     endpoint: quinn::Endpoint,
     /// How this device dials (its certificate changes on rotation).
-    client: Arc<std::sync::RwLock<quinn::ClientConfig>>,
+    client: RwLock<quinn::ClientConfig>,
     pins: Pins,
     inbound: mpsc::UnboundedSender<Inbound>,
 }
@@ -100,7 +101,7 @@ impl Link {
         let (tx, rx) = mpsc::unbounded_channel();
         let link = Self {
             endpoint,
-            client: Arc::new(std::sync::RwLock::new(client)),
+            client: RwLock::new(client),
             pins: pins.clone(),
             inbound: tx,
         };

@@ -55,18 +55,23 @@ pub struct Pins(Arc<RwLock<Trusted>>);
 struct Trusted {
     /// Pinned certificates (DER) and their devices.
     certs: BTreeMap<Vec<u8>, String>,
-    /// Members' certificate fingerprints and their devices.
+    /// Members' certificate fingerprints and their devices. A device may
+    /// have two while it rotates (the old one until it is seen with the new).
     members: BTreeMap<String, String>,
     /// Devices removed from the library: refused whatever they present.
     revoked: BTreeSet<String>,
+    /// Fingerprints of removed devices' certificates: refused whatever device
+    /// they are listed for (a removed device cannot come back under another id
+    /// with its key).
+    revoked_certs: BTreeSet<String>,
 }
 
 impl Pins {
     /// Trusts `cert` as device `device` (replacing an older certificate of
-    /// it), unless the device was removed.
+    /// it), unless the device or the certificate was removed.
     pub fn pin(&self, device: &str, cert: CertificateDer<'static>) {
         let mut t = self.write();
-        if t.revoked.contains(device) {
+        if t.revoked.contains(device) || t.revoked_certs.contains(&fingerprint(&cert)) {
             return;
         }
         t.certs.retain(|_, d| d != device);
@@ -74,26 +79,66 @@ impl Pins {
     }
 
     /// Trusts whoever presents a certificate with this SHA-256 as `device`
-    /// (a member listed in `devices`), replacing the fingerprint it had.
+    /// (a member listed in `devices`), besides what it trusted for it: a
+    /// peer that never saw a rotating device's old certificate must still
+    /// let it in to learn the new one ([`Pins::retire`] drops the old one).
     /// Whether that changed anything.
     pub fn admit(&self, device: &str, fingerprint: &str) -> bool {
         let mut t = self.write();
-        if t.revoked.contains(device) || t.members.get(fingerprint).is_some_and(|d| d == device) {
+        if t.revoked.contains(device)
+            || t.revoked_certs.contains(fingerprint)
+            || t.members.get(fingerprint).is_some_and(|d| d == device)
+        {
             return false;
         }
-        t.members.retain(|_, d| d != device);
         t.members
             .insert(fingerprint.to_string(), device.to_string());
         true
     }
 
-    /// Refuses `device` from now on, whatever it presents. Whether it was
-    /// accepted until now.
-    pub fn revoke(&self, device: &str) -> bool {
+    /// Keeps only `fingerprint` of `device`'s listed fingerprints: it was
+    /// seen presenting the certificate its row lists now.
+    pub fn retire(&self, device: &str, fingerprint: &str) {
+        self.write()
+            .members
+            .retain(|f, d| d != device || f == fingerprint);
+    }
+
+    /// Refuses `device` from now on, whatever it presents, and its
+    /// certificates whatever device they are listed for. The fingerprints it
+    /// was accepted by, when it was accepted until now (to record them).
+    pub fn revoke(&self, device: &str) -> Option<Vec<String>> {
         let mut t = self.write();
+        let mut gone: Vec<String> = t
+            .certs
+            .iter()
+            .filter(|(_, d)| *d == device)
+            .map(|(c, _)| fingerprint(c))
+            .collect();
+        gone.extend(
+            t.members
+                .iter()
+                .filter(|(_, d)| *d == device)
+                .map(|(f, _)| f.clone()),
+        );
         t.certs.retain(|_, d| d != device);
         t.members.retain(|_, d| d != device);
-        t.revoked.insert(device.to_string())
+        t.revoked_certs.extend(gone.iter().cloned());
+        t.revoked.insert(device.to_string()).then_some(gone)
+    }
+
+    /// Refuses the certificate with this fingerprint, whoever presents it.
+    pub fn revoke_cert(&self, fingerprint: &str) {
+        let mut t = self.write();
+        t.certs
+            .retain(|c, _| crate::net::identity::fingerprint(c) != fingerprint);
+        t.members.remove(fingerprint);
+        t.revoked_certs.insert(fingerprint.to_string());
+    }
+
+    /// The devices removed from the library.
+    pub fn revoked_devices(&self) -> Vec<String> {
+        self.read().revoked.iter().cloned().collect()
     }
 
     /// Whether `device` was removed from the library.
@@ -129,9 +174,13 @@ impl Pins {
     /// The accepted device presenting `cert`, if any.
     pub fn device(&self, cert: &CertificateDer<'_>) -> Option<String> {
         let t = self.read();
+        let print = fingerprint(cert);
+        if t.revoked_certs.contains(&print) {
+            return None;
+        }
         let device = match t.certs.get(cert.as_ref()) {
             Some(d) => d,
-            None => t.members.get(&fingerprint(cert))?,
+            None => t.members.get(&print)?,
         };
         (!t.revoked.contains(device)).then(|| device.clone())
     }
@@ -324,16 +373,25 @@ mod tests {
         assert_eq!(pins.device(&a.cert).as_deref(), Some("a"));
         assert_eq!(pins.device(&b.cert).as_deref(), Some("b"));
         assert_eq!(pins.devices(), vec!["a".to_string(), "b".to_string()]);
-        // A rotated certificate replaces the listed one.
+        // A rotating device is accepted with either certificate until it
+        // is seen with the new one.
         let b2 = Identity::generate("b").unwrap();
         assert!(pins.admit("b", &b2.fingerprint()));
+        assert_eq!(pins.device(&b.cert).as_deref(), Some("b"));
+        pins.retire("b", &b2.fingerprint());
         assert_eq!(pins.device(&b.cert), None);
-        // Removed: refused whatever it presents, and never pinned again.
-        assert!(pins.revoke("a"));
-        assert!(!pins.revoke("a"));
+        assert_eq!(pins.device(&b2.cert).as_deref(), Some("b"));
+        // Removed: refused whatever it presents, never pinned again, and its
+        // certificate refused under any other id.
+        assert_eq!(pins.revoke("a"), Some(vec![a.fingerprint()]));
+        assert_eq!(pins.revoke("a"), None);
         pins.pin("a", a.cert.clone());
         assert!(!pins.admit("a", &a.fingerprint()));
+        assert!(!pins.admit("a-again", &a.fingerprint()));
+        pins.pin("a-again", a.cert.clone());
         assert_eq!(pins.device(&a.cert), None);
-        assert!(pins.is_revoked("a") && !pins.is_pinned("a"));
+        assert!(pins.is_revoked("a") && !pins.is_pinned("a") && !pins.is_pinned("a-again"));
+        pins.revoke_cert(&b2.fingerprint());
+        assert_eq!(pins.device(&b2.cert), None);
     }
 }

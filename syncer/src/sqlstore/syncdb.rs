@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS peers(
   paired_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));
 CREATE TABLE IF NOT EXISTS revoked(
   device TEXT PRIMARY KEY, at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));
+CREATE TABLE IF NOT EXISTS revoked_certs(cert_sha256 TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS behind(origin TEXT PRIMARY KEY, since_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS peer_schema(
   peer TEXT NOT NULL, detail TEXT NOT NULL,
@@ -404,14 +405,29 @@ pub fn behind(conn: &Connection) -> rusqlite::Result<Vec<(String, u64)>> {
 }
 
 /// Forgets `device` for good: it is recorded as removed (never accepted
-/// again, whatever the library's `devices` row says later) and unpinned.
-pub fn revoke(conn: &Connection, device: &str) -> rusqlite::Result<()> {
-    conn.execute(
+/// again, whatever the library's `devices` row says later), with the
+/// fingerprints of its certificates (refused under any other id), and unpinned.
+pub fn revoke(conn: &Connection, device: &str, certs: &[String]) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute(
         "INSERT OR IGNORE INTO revoked(device) VALUES (?1)",
         [device],
     )?;
-    conn.execute("DELETE FROM peers WHERE device = ?1", [device])?;
-    Ok(())
+    for print in certs {
+        tx.execute(
+            "INSERT OR IGNORE INTO revoked_certs(cert_sha256) VALUES (?1)",
+            [print],
+        )?;
+    }
+    tx.execute("DELETE FROM peers WHERE device = ?1", [device])?;
+    tx.commit()
+}
+
+/// The certificate fingerprints of removed devices.
+pub fn revoked_certs(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT cert_sha256 FROM revoked_certs ORDER BY 1")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    rows.collect()
 }
 
 /// The devices this one saw removed from the library.
@@ -426,8 +442,13 @@ pub fn revoked(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 /// its fingerprint stays paired, a rotated certificate replaces the old one,
 /// and an address learned from an incoming connection is dialed next time.
 pub fn remember(conn: &Connection, device: &str, cert: &[u8], addr: &str) -> rusqlite::Result<()> {
+    // An address given by pairing or `peer-add` is kept (one seen behind a
+    // NAT may not be dialable); the learned one is tried from memory.
     conn.prepare_cached(
-        "INSERT INTO peers(device, cert, addr) VALUES (?1, ?2, ?3)          ON CONFLICT(device) DO UPDATE SET cert = excluded.cert, addr = excluded.addr          WHERE cert IS NOT excluded.cert OR addr IS NOT excluded.addr",
+        "INSERT INTO peers(device, cert, addr) \
+         SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM revoked WHERE device = ?1) \
+         ON CONFLICT(device) DO UPDATE SET cert = excluded.cert, addr = coalesce(addr, excluded.addr) \
+         WHERE cert IS NOT excluded.cert OR addr IS NULL",
     )?
     .execute(params![device, cert, addr])?;
     Ok(())
