@@ -19,6 +19,7 @@
 //! `status` what `sdsync status` tells. The `sdsync` binary adds its showcases
 //! (`demo`, `bench`).
 
+pub mod bars;
 pub mod daemon;
 pub mod home;
 pub mod lag;

@@ -457,6 +457,9 @@ fn run(home: &Home, settings: &Settings, take_over: bool) -> anyhow::Result<()> 
             tokio::spawn(sdsync_syncer::metrics::serve(listener, served.clone()));
             daemon = daemon.with_metrics(served);
         }
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            daemon = daemon.with_progress_bars();
+        }
         let device = home.device()?;
         println!(
             "sdsync: device {device} of library {library} listening on quic://{}",

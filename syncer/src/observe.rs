@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::bars::Bars;
 use crate::metrics::Metrics;
 use crate::progress::Progress;
 use crate::proto::message::Payload;
@@ -26,6 +27,8 @@ pub struct Observer {
     metrics: Option<Arc<Metrics>>,
     /// Table name to class (`owned`/`shared`), reloaded when a table is new.
     classes: BTreeMap<String, String>,
+    /// Progress bars, when the syncer runs in a terminal.
+    bars: Option<Bars>,
 }
 
 impl Observer {
@@ -35,7 +38,13 @@ impl Observer {
             progress: Progress::new(now_ms),
             metrics,
             classes: BTreeMap::new(),
+            bars: None,
         }
+    }
+
+    /// Also draws a progress bar per origin being backfilled (a terminal).
+    pub fn show_bars(&mut self) {
+        self.bars = Some(Bars::new());
     }
 
     /// A protocol event.
@@ -106,6 +115,14 @@ impl Observer {
     /// gauges (connected peers, pending pulls, lag per origin, parked and
     /// quarantined counts).
     pub fn report(&mut self, now_ms: u64, me: &str, store: &SqlStore, node: &Node) {
+        if let Some(bars) = &mut self.bars
+            && let Ok(held) = store.watermarks()
+        {
+            let claims: Vec<(String, i64)> = crate::lag::claims(&node.peer_states())
+                .into_iter()
+                .collect();
+            bars.update(&held, &claims);
+        }
         if !self.progress.due(now_ms) {
             return;
         }

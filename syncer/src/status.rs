@@ -111,8 +111,11 @@ impl std::fmt::Display for Status {
             let since = l.seconds.map_or(String::new(), |s| format!(" for {s} s"));
             writeln!(
                 f,
-                "behind      on {} by {} change(s){since}",
-                l.origin, l.changes
+                "behind      on {} by {} change(s){since} (holds {} of {})",
+                l.origin,
+                l.changes,
+                l.held,
+                l.held + l.changes
             )?;
         }
         for (origin, seq) in &self.watermarks {
@@ -172,6 +175,9 @@ pub struct Lag {
     pub origin: String,
     /// Changes of it the best-informed peer holds and this device lacks.
     pub changes: i64,
+    /// How far this device holds it (backfill progress: `held` of `held +
+    /// changes`).
+    pub held: i64,
     /// For how long this device has lacked them, in seconds, as the running
     /// syncer saw it (`None`: no syncer has noticed yet).
     pub seconds: Option<u64>,
@@ -264,7 +270,7 @@ impl Home {
             .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .map_err(err)?;
         let peers = peer_statuses(self, &device, &watermarks)?;
-        let lag = lag(&peers, &self.sql(syncdb::behind(&self.sync))?);
+        let lag = lag(&peers, &watermarks, &self.sql(syncdb::behind(&self.sync))?);
         Ok(Status {
             lag,
             members: self.members()?,
@@ -290,7 +296,7 @@ impl Home {
 
 /// Per origin, the most any peer is ahead, with the time the syncer recorded
 /// it has been behind.
-fn lag(peers: &[PeerStatus], behind: &[(String, u64)]) -> Vec<Lag> {
+fn lag(peers: &[PeerStatus], held: &[(String, i64)], behind: &[(String, u64)]) -> Vec<Lag> {
     let mut most: BTreeMap<&str, i64> = BTreeMap::new();
     for (origin, n) in peers.iter().flat_map(|p| &p.ahead_of_us) {
         let m = most.entry(origin.as_str()).or_default();
@@ -301,6 +307,10 @@ fn lag(peers: &[PeerStatus], behind: &[(String, u64)]) -> Vec<Lag> {
         .map(|(origin, changes)| Lag {
             origin: origin.to_string(),
             changes,
+            held: held
+                .iter()
+                .find(|(o, _)| o == origin)
+                .map_or(0, |(_, s)| *s),
             seconds: behind
                 .iter()
                 .find(|(o, _)| o == origin)

@@ -212,6 +212,12 @@ impl Daemon {
         self
     }
 
+    /// Also draws backfill progress bars on stderr (`sdsync run` in a terminal).
+    pub fn with_progress_bars(mut self) -> Self {
+        self.seen.show_bars();
+        self
+    }
+
     /// Also keeps `metrics` current (`sdsync run --metrics`).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.seen = Observer::new(wall_millis(), Some(metrics));
