@@ -428,6 +428,11 @@ fn run(home: &Home, settings: &Settings, take_over: bool) -> anyhow::Result<()> 
     if take_over {
         store.set_stopped(None)?;
     } else if let Some(reason) = store.stopped()? {
+        anyhow::ensure!(
+            !reason.contains("removed from the library"),
+            "{reason}. Its data stays in {}; to sync again it must join as a new device (`sdsync reidentify` it, then pair it)",
+            home.dir().display()
+        );
         anyhow::bail!(
             "a peer told this library folder to stop: {reason}. Run `sdsync reidentify {}` if this folder is the copy, or `sdsync run --take-over` if the other copy is gone for good",
             home.dir().display()
@@ -457,7 +462,9 @@ fn run(home: &Home, settings: &Settings, take_over: bool) -> anyhow::Result<()> 
             tokio::spawn(sdsync_syncer::metrics::serve(listener, served.clone()));
             daemon = daemon.with_metrics(served);
         }
-        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        // Bars share stderr with the log: only for a person reading text.
+        let text = settings.values.log_format == "text";
+        if text && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             daemon = daemon.with_progress_bars();
         }
         let device = home.device()?;

@@ -92,7 +92,14 @@ impl Daemon {
     /// the certificate its row lists retires the others) and remember where
     /// it came from. Whether the connection may go on.
     pub(super) fn remember(&mut self, peer: &str, cert: Vec<u8>, addr: SocketAddr) -> bool {
-        if self.pins.is_revoked(peer) {
+        // Still accepted as this device (a removal may have come between
+        // the handshake and now).
+        if self
+            .pins
+            .device(&CertificateDer::from(cert.as_slice()))
+            .as_deref()
+            != Some(peer)
+        {
             return false;
         }
         match self.pins.cert(peer) {
@@ -108,7 +115,7 @@ impl Daemon {
         }
         self.pins.pin(peer, CertificateDer::from(cert.clone()));
         self.directory.set(peer, addr);
-        if let Err(e) = syncdb::remember(&self.store.sync, peer, &cert, &addr.to_string()) {
+        if let Err(e) = syncdb::remember(&self.store.sync, peer, &cert, &print, &addr.to_string()) {
             tracing::warn!(device = %self.me, %peer, error = %e, "recording the peer in sync.db");
         }
         true
@@ -127,12 +134,22 @@ impl Daemon {
         if let Err(e) = syncdb::revoke(&self.store.sync, device, &prints) {
             tracing::warn!(device = %self.me, peer = %device, error = %e, "recording the removal in sync.db (kept in memory; the library row still says so)");
         }
-        for conn in self.conns.remove(device).unwrap_or_default() {
-            conn.close("removed from the library");
+        // The device, and any other whose only accepted certificate was one
+        // of its (a key listed under another id).
+        let gone: Vec<String> = self
+            .conns
+            .keys()
+            .filter(|d| *d == device || !self.pins.is_pinned(d))
+            .cloned()
+            .collect();
+        for d in gone.iter().map(String::as_str).chain([device]) {
+            for conn in self.conns.remove(d).unwrap_or_default() {
+                conn.close("removed from the library");
+            }
+            self.node.remove_peer(d);
+            self.directory.remove(d);
+            self.waited.remove(d);
         }
-        self.node.remove_peer(device);
-        self.directory.remove(device);
-        self.waited.remove(device);
     }
 
     /// Marks `device` removed again in the library: a write cleared the mark
@@ -177,14 +194,19 @@ impl Daemon {
                     return;
                 }
             };
-            if !self.peers_know(&next.fingerprint()) {
+            let print = next.fingerprint();
+            if !self.peers_know(&print) {
                 return;
             }
-            if let Err(e) = Identity::rotate(&dir) {
-                tracing::warn!(device = %self.me, error = %e, "rotating the certificate");
-                return;
+            match Identity::rotate(&dir, &print) {
+                Ok(true) => self.identity_stale = true,
+                // Another rotation was prepared meanwhile: wait for it instead.
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(device = %self.me, error = %e, "rotating the certificate");
+                    return;
+                }
             }
-            self.identity_stale = true;
         }
         let presented =
             Identity::load_or_create(&dir, &self.me).and_then(|me| self.link.set_identity(&me));
@@ -206,22 +228,28 @@ impl Daemon {
     /// does (so the row too). A peer that never connected knows this device
     /// only from its row, which names the new certificate by then: waiting
     /// for it would wait for a connection it would refuse.
-    fn peers_know(&self, fingerprint: &str) -> bool {
+    /// The position is taken the first round the row names it, so a device
+    /// that keeps writing does not keep the rotation waiting.
+    fn peers_know(&mut self, fingerprint: &str) -> bool {
         if self.own_listed.as_deref() != Some(fingerprint) {
             return false;
         }
-        let held = match self.store.lib.watermarks() {
-            Ok(marks) => marks
-                .into_iter()
-                .find(|(o, _)| *o == self.me)
-                .map(|(_, s)| s),
-            Err(e) => {
-                tracing::warn!(device = %self.me, error = %e, "reading watermarks for the rotation");
-                return false;
+        let held = match &self.rotation_at {
+            Some((print, seq)) if print == fingerprint => *seq,
+            _ => {
+                let held = match self.store.lib.watermarks() {
+                    Ok(marks) => marks.into_iter().find(|(o, _)| *o == self.me),
+                    Err(e) => {
+                        tracing::warn!(device = %self.me, error = %e, "reading watermarks for the rotation");
+                        return false;
+                    }
+                };
+                let Some((_, held)) = held else {
+                    return false;
+                };
+                self.rotation_at = Some((fingerprint.to_string(), held));
+                held
             }
-        };
-        let Some(held) = held else {
-            return false;
         };
         self.node
             .peer_states()

@@ -64,25 +64,45 @@ const CONTACT_SLACK_MS: u64 = 5_000;
 /// discovery, where it last connected from), newest first. The redial tries
 /// them in turn, so one stale or wrong address never strands a device.
 #[derive(Clone, Default, Debug)]
-pub struct Directory(Arc<RwLock<BTreeMap<String, Vec<SocketAddr>>>>);
+pub struct Directory(Arc<RwLock<BTreeMap<String, Known>>>);
 
-/// How many addresses are kept per device.
+/// A device's addresses: the one a person gave (pairing, `peer-add`), never
+/// evicted, and those learned, newest first.
+#[derive(Clone, Default, Debug)]
+struct Known {
+    given: Option<SocketAddr>,
+    learned: Vec<SocketAddr>,
+}
+
+/// How many learned addresses are kept per device.
 const CANDIDATES: usize = 4;
 
 impl Directory {
     /// Records that `device` listens on `addr` (the newest address of it).
     pub fn set(&self, device: &str, addr: SocketAddr) {
         let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
-        let known = map.entry(device.to_string()).or_default();
+        let known = &mut map.entry(device.to_string()).or_default().learned;
         known.retain(|a| *a != addr);
         known.insert(0, addr);
         known.truncate(CANDIDATES);
     }
 
+    /// Records the address a person gave for `device` (kept whatever is
+    /// learned later).
+    pub fn give(&self, device: &str, addr: SocketAddr) {
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(device.to_string()).or_default().given = Some(addr);
+    }
+
     /// The newest address of `device`, if any.
     pub fn address(&self, device: &str) -> Option<SocketAddr> {
+        self.candidates(device).first().copied()
+    }
+
+    /// Every address of `device`: learned ones newest first, then the given one.
+    fn candidates(&self, device: &str) -> Vec<SocketAddr> {
         let map = self.0.read().unwrap_or_else(|e| e.into_inner());
-        map.get(device).and_then(|known| known.first().copied())
+        map.get(device).map(Known::candidates).unwrap_or_default()
     }
 
     fn remove(&self, device: &str) {
@@ -91,7 +111,18 @@ impl Directory {
     }
 
     fn snapshot(&self) -> BTreeMap<String, Vec<SocketAddr>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .map(|(d, k)| (d.clone(), k.candidates()))
+            .collect()
+    }
+}
+
+impl Known {
+    fn candidates(&self) -> Vec<SocketAddr> {
+        let mut all = self.learned.clone();
+        all.extend(self.given.filter(|g| !self.learned.contains(g)));
+        all
     }
 }
 
@@ -146,6 +177,9 @@ pub struct Daemon {
     own_listed: Option<String>,
     /// A rotated certificate is in its files but not yet presented.
     identity_stale: bool,
+    /// The next certificate's fingerprint and how far this device held its
+    /// own origin when its row first named it (what peers must hold).
+    rotation_at: Option<(String, i64)>,
     /// The library folder, where a rotated certificate is put in place
     /// (none for daemons of tests that have no folder).
     folder: Option<std::path::PathBuf>,
@@ -192,6 +226,7 @@ impl Daemon {
             listed_certs: BTreeMap::new(),
             own_listed: None,
             identity_stale: false,
+            rotation_at: None,
             behind: Behind::default(),
             folder: None,
             seen: Observer::new(wall_millis(), None),
@@ -247,7 +282,7 @@ impl Daemon {
         // Before any connection is taken: a removal the library holds but
         // `sync.db` missed (a crash in between) applies from the start.
         self.reload_members();
-        loop {
+        while self.stop_reason.is_none() {
             let due = self.node.next_timer().saturating_sub(wall_millis());
             let timer = tokio::time::sleep(Duration::from_millis(due));
             tokio::select! {
@@ -279,9 +314,6 @@ impl Daemon {
                     self.seen.report(wall_millis(), &self.me, &self.store, &self.node);
                 }
                 changed = stop.changed() => if changed.is_err() || *stop.borrow() { break },
-            }
-            if self.stop_reason.is_some() {
-                break;
             }
         }
         if let Err(e) = self.store.note_clock() {
@@ -431,7 +463,7 @@ impl Daemon {
                 self.pins.pin(&device, cert);
             }
             match addr.map(|a| a.parse::<SocketAddr>()) {
-                Some(Ok(addr)) => self.directory.set(&device, addr),
+                Some(Ok(addr)) => self.directory.give(&device, addr),
                 Some(Err(e)) => {
                     tracing::warn!(device = %self.me, peer = %device, error = %e, "bad address in sync.db")
                 }
@@ -453,9 +485,10 @@ impl Daemon {
             }
             let rounds = self.waited.entry(device.clone()).or_default();
             *rounds += 1;
-            if self.me < device || *rounds > 3 {
+            let first = if self.me < device { 1 } else { 4 };
+            if *rounds >= first {
                 // Each round the next known address, newest first.
-                let turn = (*rounds as usize - 1) % known.len().max(1);
+                let turn = (*rounds - first) as usize % known.len().max(1);
                 if let Some(addr) = known.get(turn) {
                     self.link.dial(*addr);
                 }

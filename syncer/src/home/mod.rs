@@ -485,7 +485,7 @@ impl Home {
         for (peer, cert) in self.pinned()? {
             pins.pin(&peer.device, CertificateDer::from(cert));
             if let Some(addr) = peer.addr {
-                directory.set(&peer.device, addr);
+                directory.give(&peer.device, addr);
             }
         }
         Ok((self.store()?, pins, directory))

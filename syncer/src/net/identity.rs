@@ -68,18 +68,26 @@ impl Identity {
     /// prepared before and not yet in use); [`Identity::rotate`] puts it in
     /// place.
     pub fn prepare_next(dir: &Path, device: &str) -> Result<Self, NetError> {
+        // A rotation cut halfway holds the only key of `device.crt`: finish it.
+        finish_rotation(dir)?;
         let (me, crt_pem, key_pem) = Self::fresh(device)?;
         replace(&dir.join(NEXT), &format!("{crt_pem}{key_pem}"), 0o600)?;
         Ok(me)
     }
 
-    /// Makes the prepared next identity the device's own: its certificate
-    /// replaces `device.crt`, then [`finish_rotation`] the key.
-    pub fn rotate(dir: &Path) -> Result<(), NetError> {
-        if let Some((_, crt_pem, _)) = next_pem(dir)? {
-            replace(&dir.join(CRT), &crt_pem, 0o644)?;
+    /// Makes the prepared next identity the device's own, if it is still
+    /// the one with `fingerprint` (the one peers were checked to know; a
+    /// `device rotate` meanwhile prepared another): its certificate replaces
+    /// `device.crt`, then [`finish_rotation`] the key. Whether it did.
+    pub fn rotate(dir: &Path, fingerprint: &str) -> Result<bool, NetError> {
+        match next_pem(dir)? {
+            Some((next, crt_pem, _)) if next.fingerprint() == fingerprint => {
+                replace(&dir.join(CRT), &crt_pem, 0o644)?;
+                finish_rotation(dir)?;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        finish_rotation(dir)
     }
 
     /// The certificate's SHA-256 in lowercase hex, as the `devices` table
@@ -161,12 +169,19 @@ fn finish_rotation(dir: &Path) -> Result<(), NetError> {
     }
 }
 
-/// Replaces `path` with `text` whole: a temporary file, then a rename.
+/// Replaces `path` with `text` whole: a temporary file (synced), a rename,
+/// and the folder synced, so even a power loss leaves the old or the new file.
 fn replace(path: &Path, text: &str, mode: u32) -> Result<(), NetError> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     write(&tmp, text, mode)?;
-    std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))
+    std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error(dir, e))?;
+    }
+    Ok(())
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> NetError {
@@ -201,7 +216,7 @@ fn write(path: &Path, text: &str, mode: u32) -> Result<(), NetError> {
         .create_new(true)
         .mode(mode)
         .open(path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
         .map_err(|e| NetError::Identity {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -243,20 +258,27 @@ mod tests {
         let now = Identity::load_or_create(&dir, "dev").unwrap();
         assert_eq!(now.cert, old.cert);
         assert_eq!(now.key.secret_pkcs8_der(), old.key.secret_pkcs8_der());
-        // Cut after the certificate moved: the next load moves the key.
+        // Cut after the certificate moved: preparing another rotation first
+        // finishes this one (its key is the only one of `device.crt`).
         let (_, crt_pem, _) = next_pem(&dir).unwrap().unwrap();
         replace(&dir.join(CRT), &crt_pem, 0o644).unwrap();
+        let third = Identity::prepare_next(&dir, "dev").unwrap();
         let now = Identity::load_or_create(&dir, "dev").unwrap();
         assert_eq!(now.cert, next.cert);
         assert_eq!(now.key.secret_pkcs8_der(), next.key.secret_pkcs8_der());
-        assert!(Identity::next(&dir).unwrap().is_none());
-        // A whole rotation, and one finished twice.
-        let third = Identity::prepare_next(&dir, "dev").unwrap();
-        Identity::rotate(&dir).unwrap();
-        Identity::rotate(&dir).unwrap();
+        // Cut there again, finished by a load this time.
+        let (_, crt_pem, _) = next_pem(&dir).unwrap().unwrap();
+        replace(&dir.join(CRT), &crt_pem, 0o644).unwrap();
         let now = Identity::load_or_create(&dir, "dev").unwrap();
         assert_eq!(now.key.secret_pkcs8_der(), third.key.secret_pkcs8_der());
-        assert_eq!(now.fingerprint(), third.fingerprint());
+        assert!(Identity::next(&dir).unwrap().is_none());
+        // A whole rotation, only of the identity peers were checked to know.
+        let fourth = Identity::prepare_next(&dir, "dev").unwrap();
+        assert!(!Identity::rotate(&dir, &third.fingerprint()).unwrap());
+        assert!(Identity::rotate(&dir, &fourth.fingerprint()).unwrap());
+        assert!(!Identity::rotate(&dir, &fourth.fingerprint()).unwrap());
+        let now = Identity::load_or_create(&dir, "dev").unwrap();
+        assert_eq!(now.key.secret_pkcs8_der(), fourth.key.secret_pkcs8_der());
         assert_eq!(now.fingerprint().len(), 64);
     }
 }

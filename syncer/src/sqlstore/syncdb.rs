@@ -437,20 +437,27 @@ pub fn revoked(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     rows.collect()
 }
 
-/// Remembers the certificate a connected peer presented and where it
-/// connected from (written only when either changed): a member admitted by
-/// its fingerprint stays paired, a rotated certificate replaces the old one,
-/// and an address learned from an incoming connection is dialed next time.
-pub fn remember(conn: &Connection, device: &str, cert: &[u8], addr: &str) -> rusqlite::Result<()> {
+/// Remembers the certificate a connected peer presented (its SHA-256:
+/// `print`) and, if none is stored, where it connected from: a member
+/// admitted by its fingerprint stays paired, a rotated certificate replaces
+/// the old one. Never for a removed device or certificate.
+pub fn remember(
+    conn: &Connection,
+    device: &str,
+    cert: &[u8],
+    print: &str,
+    addr: &str,
+) -> rusqlite::Result<()> {
     // An address given by pairing or `peer-add` is kept (one seen behind a
     // NAT may not be dialable); the learned one is tried from memory.
     conn.prepare_cached(
         "INSERT INTO peers(device, cert, addr) \
          SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM revoked WHERE device = ?1) \
+           AND NOT EXISTS (SELECT 1 FROM revoked_certs WHERE cert_sha256 = ?4) \
          ON CONFLICT(device) DO UPDATE SET cert = excluded.cert, addr = coalesce(addr, excluded.addr) \
          WHERE cert IS NOT excluded.cert OR addr IS NULL",
     )?
-    .execute(params![device, cert, addr])?;
+    .execute(params![device, cert, addr, print])?;
     Ok(())
 }
 
