@@ -188,6 +188,8 @@ pub struct Lag {
 pub struct PeerStatus {
     /// Its device id.
     pub device: String,
+    /// Its name, as the library's `devices` table lists it.
+    pub name: Option<String>,
     /// Where it was last known to listen.
     pub address: Option<String>,
     /// Whether a link to it is up now (never while no syncer runs).
@@ -210,7 +212,10 @@ impl std::fmt::Display for PeerStatus {
             (None, true) => "connected".to_string(),
             (None, false) => "not connected".to_string(),
         };
-        write!(f, "{} {link}", self.device)?;
+        match &self.name {
+            Some(name) => write!(f, "{name} ({}) {link}", self.device)?,
+            None => write!(f, "{} {link}", self.device)?,
+        }
         match self.last_contact_ms {
             Some(ms) => {
                 let ago = sdsync_core::hlc::wall_millis().saturating_sub(ms) / 1000;
@@ -269,11 +274,12 @@ impl Home {
             .prepare("SELECT reason, count(*) FROM sdsync_kept GROUP BY reason ORDER BY 2 DESC")
             .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .map_err(err)?;
-        let peers = peer_statuses(self, &device, &watermarks)?;
+        let members = self.members()?;
+        let peers = peer_statuses(self, &device, &watermarks, &members)?;
         let lag = lag(&peers, &watermarks, &self.sql(syncdb::behind(&self.sync))?);
         Ok(Status {
             lag,
-            members: self.members()?,
+            members,
             removed: self.sql(syncdb::revoked(&self.sync))?,
             rotation_pending: Identity::next(self.dir())?.is_some(),
             syncer_pid: runlock::holder(self.dir()),
@@ -324,6 +330,7 @@ fn peer_statuses(
     home: &Home,
     me: &str,
     watermarks: &[(String, i64)],
+    members: &[Member],
 ) -> Result<Vec<PeerStatus>, HomeError> {
     let recorded: BTreeMap<String, _> = home
         .sql(syncdb::peer_states(&home.sync))?
@@ -352,6 +359,10 @@ fn peer_statuses(
             refused: state.refused.clone(),
             lacks_of_ours: (mine - state.holds.get(me).copied().unwrap_or(0)).max(0),
             ahead_of_us,
+            name: members
+                .iter()
+                .find(|m| m.device == peer.device && !m.name.is_empty())
+                .map(|m| m.name.clone()),
             device: peer.device,
         });
     }

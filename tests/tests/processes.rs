@@ -328,7 +328,7 @@ fn status_json_tells_how_each_peer_stands() {
     assert_eq!(p["ahead_of_us"], serde_json::json!([]));
     let text = cli(&["status", &dir]);
     assert!(
-        text.contains(&format!("peer        {} connected", b.id)),
+        text.contains(&format!("peer        b ({}) connected", b.id)),
         "{text}"
     );
     assert!(
