@@ -47,6 +47,15 @@ impl Observer {
         self.bars = Some(Bars::new());
     }
 
+    /// Every redial round, with what this device holds and the most any
+    /// peer holds of each origin (read once for lag and bars): moves the bars.
+    pub fn round(&mut self, held: &[(String, i64)], claims: &BTreeMap<String, i64>) {
+        if let Some(bars) = &mut self.bars {
+            let claims: Vec<(String, i64)> = claims.iter().map(|(o, s)| (o.clone(), *s)).collect();
+            bars.update(held, &claims);
+        }
+    }
+
     /// A protocol event.
     pub fn event(&mut self, e: &Event, store: &SqlStore) {
         match e {
@@ -115,14 +124,6 @@ impl Observer {
     /// gauges (connected peers, pending pulls, lag per origin, parked and
     /// quarantined counts).
     pub fn report(&mut self, now_ms: u64, me: &str, store: &SqlStore, node: &Node) {
-        if let Some(bars) = &mut self.bars
-            && let Ok(held) = store.watermarks()
-        {
-            let claims: Vec<(String, i64)> = crate::lag::claims(&node.peer_states())
-                .into_iter()
-                .collect();
-            bars.update(&held, &claims);
-        }
         if !self.progress.due(now_ms) {
             return;
         }

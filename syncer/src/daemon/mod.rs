@@ -357,7 +357,7 @@ impl Daemon {
 
     /// Notes since when this device lags on each origin some peer holds
     /// further, recording it in `sync.db` when that set changes (`status`
-    /// shows lag in seconds from it).
+    /// shows lag in seconds from it), and moves the progress bars.
     fn track_lag(&mut self) {
         let held = match self.store.watermarks() {
             Ok(held) => held,
@@ -372,6 +372,7 @@ impl Daemon {
         {
             tracing::warn!(device = %self.me, error = %e, "recording lag in sync.db");
         }
+        self.seen.round(&held, &claims);
     }
 
     /// Takes the devices paired or re-addressed in `sync.db` since the last
