@@ -149,6 +149,14 @@ impl Db {
         }
     }
 
+    /// This connection holds a write transaction on `main`: what it reads may
+    /// still be rolled back.
+    pub fn writing(self) -> bool {
+        const SQLITE_TXN_WRITE: c_int = 2;
+        // SAFETY: valid handle and a NUL-terminated schema name.
+        unsafe { api!(txn_state)(self.0, c"main".as_ptr()) == SQLITE_TXN_WRITE }
+    }
+
     /// Prepares one statement.
     pub fn prepare(self, sql: &str) -> Result<Stmt, SqlError> {
         let c_sql = CString::new(sql).map_err(|_| SqlError {
@@ -352,6 +360,11 @@ impl Stmt {
         while self.step()? {}
         self.reset();
         Ok(())
+    }
+
+    /// The SQL it was prepared from.
+    pub fn sql(&self) -> &str {
+        &self.sql
     }
 
     /// Resets the statement so it can run again (bindings stay).

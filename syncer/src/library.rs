@@ -346,7 +346,8 @@ pub fn read_changes(
     sql: &str,
     p: impl rusqlite::Params,
 ) -> rusqlite::Result<Vec<Change>> {
-    let mut stmt = conn.prepare(sql)?;
+    // Cached: a syncer reads a page per page sent and per acknowledgement.
+    let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(p, change)?;
     rows.collect()
 }

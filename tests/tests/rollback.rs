@@ -186,3 +186,50 @@ fn an_interrupted_apply_reports_interrupt_and_the_connection_goes_on() {
     }
     assert_eq!(origin_of(&a, "i1"), X);
 }
+
+/// Reads of `sdsync_changes` keep the parsed catalog between reads, keyed by
+/// `PRAGMA schema_version`. A table tracked in a transaction that rolls back
+/// leaves nothing behind: a later schema that reaches the same version number
+/// (another table, tracked the same way) is read as itself, and a self-join
+/// (two cursors at once) reads the same rows on both sides.
+#[test]
+fn a_read_inside_a_rolled_back_track_does_not_lend_its_catalog_to_a_later_schema() {
+    let a = Lib::create(&temp_dir("rb-catalog").join("a.db"));
+    let before = a.int("SELECT count(*) FROM sdsync_changes");
+    a.exec(
+        "BEGIN;
+         CREATE TABLE notes(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, body TEXT);
+         SELECT sdsync_track('notes', 'shared');
+         INSERT INTO notes(uuid, body) VALUES ('n1', 'in a rolled back transaction');",
+    );
+    assert_eq!(
+        a.int("SELECT count(*) FROM sdsync_changes WHERE tbl = 'notes'"),
+        1
+    );
+    let rolled_back_version = a.int("PRAGMA schema_version");
+    a.exec("ROLLBACK");
+    a.exec(
+        "CREATE TABLE memos(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, text TEXT);
+         SELECT sdsync_track('memos', 'shared');
+         INSERT INTO memos(uuid, text) VALUES ('m1', 'kept');",
+    );
+    assert_eq!(
+        a.int("PRAGMA schema_version"),
+        rolled_back_version,
+        "the test needs the two schemas under one version number"
+    );
+    assert_eq!(
+        a.text("SELECT tbl || ' ' || data FROM sdsync_changes WHERE pk = 'm1'"),
+        r#"memos {"text":"kept"}"#
+    );
+    assert_eq!(
+        a.int("SELECT count(*) FROM sdsync_changes WHERE tbl = 'notes'"),
+        0
+    );
+    let after = a.int("SELECT count(*) FROM sdsync_changes");
+    assert_eq!(after, before + 1);
+    assert_eq!(
+        a.int("SELECT count(*) FROM sdsync_changes x JOIN sdsync_changes y USING (origin, seq)"),
+        after
+    );
+}

@@ -8,11 +8,12 @@ use sdsync_tests::wait_for;
 fn status_tells_lag_in_changes_and_seconds_while_a_device_catches_up() {
     let (_dir, mut a, mut b) = pair_of("status-lag");
     a.app().exec(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) \
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) \
          INSERT INTO tags(uuid, canonical_name) SELECT 'tag-' || i, 'tag ' || i FROM n",
     );
-    // Small pages: B takes A's 3,000 changes in many steps.
-    a.start_with(&["--set", "page_rows=10", "--set", "window=1"]);
+    // Tiny pages, one at a time: B takes A's 20,000 changes in 10,000 round
+    // trips, seconds even on a fast machine (lag is recorded every 0.5 s).
+    a.start_with(&["--set", "page_rows=2", "--set", "window=1"]);
     b.start();
     let dir = b.dir.to_str().expect("utf-8").to_string();
     let status = || -> serde_json::Value {
@@ -39,7 +40,7 @@ fn status_tells_lag_in_changes_and_seconds_while_a_device_catches_up() {
     );
     wait_for("B to hold all of A, lag gone", 120, || {
         let s = status();
-        s["lag"] == serde_json::json!([]) && b.app().count("tags") == 3000
+        s["lag"] == serde_json::json!([]) && b.app().count("tags") == 20000
     });
     assert_eq!(a.app().digest(), b.app().digest());
 }

@@ -16,6 +16,7 @@ mod apply;
 mod parse;
 mod read;
 mod rows;
+mod shelf;
 
 use std::ffi::{c_char, c_int, c_void};
 use std::rc::Rc;
@@ -30,6 +31,7 @@ use crate::functions::Conn;
 pub use apply::Engine;
 use parse::{ChangeError, Fields};
 use read::{Filter, Reader};
+use shelf::Shelf;
 
 /// The declared columns; their order is the order of `Fields`.
 const DECLARATION: &str = "CREATE TABLE x(tbl TEXT, pk, op TEXT, data TEXT, origin TEXT, seq INTEGER, hlc INTEGER, creates INTEGER)";
@@ -48,6 +50,7 @@ struct Table {
     db: Db,
     conn: Rc<Conn>,
     engine: Engine,
+    shelf: Shelf,
 }
 
 #[repr(C)]
@@ -154,6 +157,7 @@ unsafe extern "C" fn x_connect(
             db: Db::from_raw(db),
             conn,
             engine: Engine::new(Db::from_raw(db)),
+            shelf: Shelf::default(),
         });
         Ok(Box::into_raw(table))
     });
@@ -276,7 +280,9 @@ unsafe extern "C" fn x_filter(
                 bound
             });
         }
-        cur.reader = Some(Reader::open(table.db, &filter)?);
+        // The previous reader's statements go back on the shelf first.
+        cur.reader = None;
+        cur.reader = Some(Reader::open(table.db, &filter, &table.shelf)?);
         Ok::<(), ChangeError>(())
     });
     match result {
@@ -390,6 +396,9 @@ fn forget(vtab: *mut sqlite3_vtab, rolled_back: bool) -> c_int {
         // SAFETY: vtab from x_connect, not otherwise borrowed during this callback.
         let table = unsafe { &mut *vtab.cast::<Table>() };
         table.engine.forget_transaction(rolled_back);
+        if rolled_back {
+            table.shelf.forget();
+        }
         Ok::<(), String>(())
     });
     match result {

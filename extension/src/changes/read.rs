@@ -10,13 +10,14 @@
 //! read time, so capture stays a metadata write; references come out as uuids.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use sdsync_core::merge::{Version, effective_mask};
 use sdsync_core::schema::{Class, ROW_BIT};
 
 use super::parse::ChangeError;
 use super::rows;
-use crate::catalog::Catalog;
+use super::shelf::{Schema, Shelf};
 use crate::ffi::{Db, SqlError, Stmt, Value};
 
 /// Constraints the planner handed to the cursor (see `best_index`).
@@ -48,12 +49,15 @@ pub struct ChangeRow {
     pub creates: i64,
 }
 
-/// A streaming reader over versions and parked changes.
+/// A streaming reader over versions and parked changes. Its statements come
+/// from the connection's shelf and go back to it when the reader is dropped.
 pub struct Reader {
-    query: Stmt,
-    catalog: Catalog,
+    /// Invariant: `Some` until the reader is dropped.
+    query: Option<Stmt>,
+    schema: Rc<Schema>,
     selects: HashMap<i64, Stmt>,
     groups: Option<Stmt>,
+    shelf: Shelf,
     db: Db,
     /// The row the cursor is on (`None` at the end).
     pub current: Option<ChangeRow>,
@@ -77,27 +81,20 @@ const KEPT: &str = "SELECT k.tbl, k.pk, k.op, o.uuid, k.seq, k.hlc, k.data, 3, k
 
 impl Reader {
     /// Starts reading with the given constraints.
-    pub fn open(db: Db, filter: &Filter) -> Result<Self, ChangeError> {
-        let catalog = Catalog::load(db)?;
-        let empty = !crate::store::exists(db)?;
-        // A library whose upgrade to format 6 has not run yet has no kept table.
-        let kept = !empty
-            && db
-                .query_i64(
-                    "SELECT count(*) FROM sqlite_schema WHERE name = 'sdsync_kept'",
-                    &[],
-                )?
-                .unwrap_or(0)
-                > 0;
+    pub fn open(db: Db, filter: &Filter, shelf: &Shelf) -> Result<Self, ChangeError> {
+        let schema = shelf.schema(db)?;
+        let empty = !schema.exists;
+        let kept = schema.kept_table;
         // A change kept here is served whole, as it came: the part of it this
         // database applied (a version group, or a parked piece) lacks the
         // columns it does not have, and served too it would tell a peer on the
         // newer schema that those columns took their default.
-        let any_kept = kept
-            && db
-                .query_i64("SELECT EXISTS (SELECT 1 FROM sdsync_kept)", &[])?
-                .unwrap_or(0)
-                > 0;
+        let any_kept = kept && {
+            let mut stmt = shelf.take(db, "SELECT EXISTS (SELECT 1 FROM sdsync_kept)")?;
+            let read = stmt.step().map(|row| row && stmt.int(0) > 0);
+            shelf.give(stmt);
+            read?
+        };
         let (not_kept_v, not_kept_p) = if any_kept {
             (
                 " AND NOT EXISTS (SELECT 1 FROM sdsync_kept k WHERE k.origin = v.origin AND k.seq = v.seq)",
@@ -132,16 +129,22 @@ impl Reader {
                  UNION ALL {PARKED} WHERE p.seq > ?2{not_kept_p}{kept}"
             )
         };
-        let mut query = db.prepare(&sql)?;
+        let mut query = shelf.take(db, &sql)?;
         if !empty {
             let origin = filter.origin.clone().map_or(Value::Null, Value::Text);
-            query.bind_all(&[origin, Value::Integer(filter.after.unwrap_or(i64::MIN))])?;
+            if let Err(e) =
+                query.bind_all(&[origin, Value::Integer(filter.after.unwrap_or(i64::MIN))])
+            {
+                shelf.give(query);
+                return Err(e.into());
+            }
         }
         let mut reader = Self {
-            query,
-            catalog,
+            query: Some(query),
+            schema,
             selects: HashMap::new(),
             groups: None,
+            shelf: shelf.clone(),
             db,
             current: None,
             count: 0,
@@ -153,7 +156,7 @@ impl Reader {
     /// Moves to the next output row (skipping versions of untracked tables).
     pub fn advance(&mut self) -> Result<(), SqlError> {
         self.current = None;
-        while self.query.step()? {
+        while self.query_mut().step()? {
             if let Some(row) = self.build()? {
                 self.count += 1;
                 self.current = Some(row);
@@ -164,14 +167,14 @@ impl Reader {
     }
 
     fn build(&mut self) -> Result<Option<ChangeRow>, SqlError> {
-        if self.query.int(7) == 3 {
+        if self.query().int(7) == 3 {
             return Ok(Some(self.kept_row()));
         }
-        let q = &self.query;
+        let q = self.query();
         let (tbl, key, mask) = (q.int(0), q.value(1), q.int(2) as u64);
         let (origin, seq, hlc) = (q.text(3).unwrap_or_default(), q.int(4), q.int(5));
         let (stored, kind) = (q.text(6), q.int(7));
-        let Some(spec) = self.catalog.by_id(tbl).cloned() else {
+        let Some(spec) = self.schema.catalog.by_id(tbl).cloned() else {
             return Ok(None);
         };
         let creates = i64::from(mask & ROW_BIT != 0);
@@ -180,7 +183,7 @@ impl Reader {
             2 => (key, "delete", None),
             _ => {
                 if !self.selects.contains_key(&tbl) {
-                    match self.db.prepare(&rows::select_sql(&spec)) {
+                    match self.shelf.take(self.db, &rows::select_sql(&spec)) {
                         Ok(stmt) => {
                             self.selects.insert(tbl, stmt);
                         }
@@ -227,9 +230,23 @@ impl Reader {
 }
 
 impl Reader {
+    fn query(&self) -> &Stmt {
+        // Invariant: `query` is taken only by `drop`.
+        self.query
+            .as_ref()
+            .expect("reader's query present until drop")
+    }
+
+    fn query_mut(&mut self) -> &mut Stmt {
+        // Invariant: `query` is taken only by `drop`.
+        self.query
+            .as_mut()
+            .expect("reader's query present until drop")
+    }
+
     /// A kept change, as it came.
     fn kept_row(&self) -> ChangeRow {
-        let q = &self.query;
+        let q = self.query();
         let delete = q.text(2).as_deref() == Some("delete");
         ChangeRow {
             tbl: q.text(0).unwrap_or_default(),
@@ -257,7 +274,8 @@ impl Reader {
         origin: &str,
     ) -> Result<u64, SqlError> {
         if self.groups.is_none() {
-            self.groups = Some(self.db.prepare(
+            self.groups = Some(self.shelf.take(
+                self.db,
                 "SELECT v.mask, v.hlc, o.uuid FROM sdsync_versions v JOIN sdsync_origins o ON o.id = v.origin \
                  WHERE v.tbl = ?1 AND v.rid = ?2",
             )?);
@@ -279,5 +297,18 @@ impl Reader {
             &Version::new(hlc as u64, origin, 0, 0),
             &others,
         ))
+    }
+}
+
+impl Drop for Reader {
+    /// The statements go back on the shelf for the next read.
+    fn drop(&mut self) {
+        let stmts = self.query.take().into_iter();
+        let stmts = stmts
+            .chain(self.groups.take())
+            .chain(self.selects.drain().map(|(_, s)| s));
+        for stmt in stmts {
+            self.shelf.give(stmt);
+        }
     }
 }

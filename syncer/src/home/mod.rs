@@ -164,7 +164,7 @@ impl Home {
 
     fn connect(dir: &Path, ext: &Path) -> Result<Self, HomeError> {
         let path = dir.join("sync.db");
-        let sync = Connection::open(&path).map_err(|source| HomeError::Sync {
+        let sync = syncdb::open(&path).map_err(|source| HomeError::Sync {
             path: path.clone(),
             source,
         })?;
@@ -334,11 +334,15 @@ impl Home {
         cert: &CertificateDer<'_>,
         addr: Option<SocketAddr>,
     ) -> Result<(), HomeError> {
-        self.sql(self.sync.execute(
+        // A pairing is worth an fsync (`sync.db` commits without one).
+        self.sql(self.sync.pragma_update(None, "synchronous", "FULL"))?;
+        let pinned = self.sync.execute(
             "INSERT INTO peers(device, cert, addr) VALUES (?1, ?2, ?3) \
              ON CONFLICT(device) DO UPDATE SET cert = excluded.cert, addr = coalesce(excluded.addr, addr)",
             params![device, cert.as_ref(), addr.map(|a| a.to_string())],
-        ))?;
+        );
+        self.sql(self.sync.pragma_update(None, "synchronous", "NORMAL"))?;
+        self.sql(pinned)?;
         Ok(())
     }
 
@@ -454,7 +458,7 @@ impl Home {
     /// The store over this folder (its tables created if missing).
     pub(crate) fn store(&self) -> Result<SqlStore, HomeError> {
         let path = self.dir.join("sync.db");
-        let sync = Connection::open(&path).map_err(|source| HomeError::Sync { path, source })?;
+        let sync = syncdb::open(&path).map_err(|source| HomeError::Sync { path, source })?;
         SqlStore::new(self.database()?, sync).map_err(|e| self.store_error(e))
     }
 

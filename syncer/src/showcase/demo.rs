@@ -14,13 +14,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
-
 use sdsync_syncer::daemon::{Background, DaemonError, Directory};
 use sdsync_syncer::library::{Library, LibraryError, fingerprint};
 use sdsync_syncer::net::identity::Identity;
 use sdsync_syncer::net::tls::Pins;
 use sdsync_syncer::proto::store::SqlStore;
+use sdsync_syncer::sqlstore::syncdb;
 
 /// How long the demo waits for devices to converge before calling it a failure.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -188,7 +187,7 @@ impl World {
     fn online(&mut self, i: usize) -> Result<(), DemoError> {
         let d = &mut self.devices[i];
         let lib = Library::open(&d.home.join("database.db"), &self.ext)?;
-        let store = SqlStore::new(lib, Connection::open(d.home.join("sync.db"))?)
+        let store = SqlStore::new(lib, syncdb::open(&d.home.join("sync.db"))?)
             .map_err(DaemonError::from)?;
         let me = Identity::load_or_create(&d.home, &d.id)?;
         let syncer = Background::start(store, "demo-library", me, &self.pins, &self.directory)?;

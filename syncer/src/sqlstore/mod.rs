@@ -111,6 +111,9 @@ impl SqlStore {
             .pragma_update(None, "cache_size", SYNCER_CACHE_KIB)
             .map_err(err)?;
         lib.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        lib.conn
             .query_row(
                 "SELECT sdsync_autocheckpoint(?1)",
                 [SYNCER_CHECKPOINT_PAGES],
@@ -227,11 +230,12 @@ impl SqlStore {
         if self.restored.get().is_some() {
             return Ok(());
         }
-        let (seq, hlc): (i64, i64) = self.sql(self.lib.conn.query_row(
-            "SELECT seq, hlc FROM sdsync_clock",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        ))?;
+        let (seq, hlc): (i64, i64) = self.sql(
+            self.lib
+                .conn
+                .prepare_cached("SELECT seq, hlc FROM sdsync_clock")
+                .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?)))),
+        )?;
         if self.seen_seq.get() != Some(seq) {
             syncdb::set_own_clock(&self.sync, &self.me, seq, hlc)?;
             self.seen_seq.set(Some(seq));
@@ -254,7 +258,9 @@ impl SqlStore {
 
     /// The references between tracked tables, as of `conn`'s snapshot.
     fn links(&self, conn: &Connection) -> rusqlite::Result<Arc<ahead::Links>> {
-        let schema: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+        let schema: i64 = conn
+            .prepare_cached("PRAGMA schema_version")?
+            .query_row([], |r| r.get(0))?;
         if let Some(links) = self.links.borrow().as_ref().filter(|l| l.schema == schema) {
             return Ok(links.clone());
         }
@@ -323,7 +329,8 @@ impl Store for SqlStore {
         self.sql(
             self.lib
                 .conn
-                .query_row("SELECT hlc FROM sdsync_clock", [], |r| r.get(0)),
+                .prepare_cached("SELECT hlc FROM sdsync_clock")
+                .and_then(|mut s| s.query_row([], |r| r.get(0))),
         )
     }
 
@@ -564,8 +571,10 @@ fn opt_i64(
     sql: &str,
     p: impl rusqlite::Params,
 ) -> rusqlite::Result<Option<i64>> {
-    // No row and a NULL (an aggregate over nothing) both mean none.
-    conn.query_row(sql, p, |r| r.get::<_, Option<i64>>(0))
+    // No row and a NULL (an aggregate over nothing) both mean none. Cached:
+    // watermarks are read for every page sent and received.
+    conn.prepare_cached(sql)?
+        .query_row(p, |r| r.get::<_, Option<i64>>(0))
         .optional()
         .map(Option::flatten)
 }

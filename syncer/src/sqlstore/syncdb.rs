@@ -2,7 +2,7 @@
 //! in quarantine, and the last sequence each origin reported itself.
 //!
 //! ```no_run
-//! let sync = rusqlite::Connection::open("sync.db").unwrap();
+//! let sync = sdsync_syncer::sqlstore::syncdb::open("sync.db".as_ref()).unwrap();
 //! sdsync_syncer::sqlstore::syncdb::ensure(&sync).unwrap();
 //! sdsync_syncer::sqlstore::syncdb::dead_letter(&sync, "peer", "pull of origin o: no answer", "pull after 3", "no answer after 6 attempts").unwrap();
 //! ```
@@ -11,6 +11,8 @@
 //! kind of failure and its origin, without the changing details — with a count,
 //! the first and last time, and the last occurrence's details. A failure that
 //! repeats every anti-entropy round adds to a count instead of a row.
+
+use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -76,6 +78,26 @@ impl std::fmt::Display for DeadLetter {
             self.peer, self.cause, self.count, self.at.0, self.at.1, self.what, self.reason
         )
     }
+}
+
+/// Opens `sync.db` in WAL mode with `synchronous = NORMAL`: a commit is
+/// atomic and survives the process being killed, without an fsync. A syncer
+/// writes here for every page it takes from an origin (what the origin
+/// reported issuing), so in the default rollback journal with FULL sync each
+/// page cost three fsyncs on the path between a commit and its peers seeing
+/// it. What a power loss can take back is the last moments' records, all of
+/// which are learnt again or safe to lose: reports come with the origin's next
+/// page, revocations are re-asserted from the library's `devices` rows, and
+/// the own-clock record only ever lags the library (a restore is still told
+/// from the library being behind it). A pairing is written with FULL sync
+/// (see `Home::pair`).
+pub fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    // Best effort: another process holding the file in the old mode keeps it
+    // there until it closes; the next open switches.
+    let _ = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0));
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
 }
 
 /// Creates the tables; a `dead_letters` table of the earlier one-row-per-failure
