@@ -17,9 +17,10 @@
 //!
 //! One task owns the node and the store; everything reaches it as an event:
 //! a frame or a link going up or down (from the [`Link`]), a timer the node asked
-//! for, or a commit by anyone else on the library, noticed by polling
-//! `PRAGMA data_version` every few milliseconds (a header read, no I/O when
-//! nothing changed). The node's answers go out as frames, in order per
+//! for, or a commit by anyone else on the library, noticed by looking at
+//! `PRAGMA data_version` (a header read, no I/O when nothing changed) when
+//! the library's WAL file is written and every few milliseconds besides
+//! ([`commits`]). The node's answers go out as frames, in order per
 //! connection; sends that fail are logged and left to the protocol (pulls are
 //! retried; pushes may be lost).
 
@@ -49,11 +50,10 @@ pub use background::Background;
 pub use directory::{Directory, discover};
 
 mod background;
+mod commits;
 mod directory;
 mod membership;
 
-/// How often commits by other connections are looked for.
-const COMMIT_POLL: Duration = Duration::from_millis(5);
 /// How often unconnected peers are dialed again (and the peers' state is
 /// recorded for `status`, if it changed).
 const REDIAL: Duration = Duration::from_millis(500);
@@ -208,10 +208,8 @@ impl Daemon {
     /// tells this copy of the folder to stop: then returns why (also recorded
     /// in `sync.db`, so `sdsync run` does not start it again unawares).
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Option<String> {
-        let mut poll = tokio::time::interval(COMMIT_POLL);
+        let mut commits = commits::Commits::watch(&self.store.lib.path);
         let mut redial = tokio::time::interval(REDIAL);
-        // After a long apply, look once; do not replay the missed ticks.
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         // Before any connection is taken: a removal the library holds but
         // `sync.db` missed (a crash in between) applies from the start.
@@ -237,7 +235,7 @@ impl Daemon {
                     let out = self.node.tick(wall_millis(), &self.store);
                     self.handle(out);
                 }
-                _ = poll.tick() => self.poll_commits(),
+                () = commits.next() => self.poll_commits(),
                 _ = redial.tick() => {
                     self.reload_pins();
                     self.reload_members();

@@ -115,7 +115,8 @@ fn once(dir: &Path, ext: &Path, rows: usize) -> Result<Vec<Line>, LibraryError> 
     let lean = "CREATE TABLE lean(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, a INTEGER, b TEXT, c REAL);";
     plain.exec(lean)?;
     ours.exec(&format!("{lean} SELECT sdsync_track('lean', 'owned');"))?;
-    let insert_lean = both("INSERT INTO lean(uuid, a, b, c) SELECT uuid, i, name, size * 0.5 FROM src")?;
+    let insert_lean =
+        both("INSERT INTO lean(uuid, a, b, c) SELECT uuid, i, name, size * 0.5 FROM src")?;
     let update_lean = both("UPDATE lean SET a = a + 1")?;
 
     Ok(vec![
