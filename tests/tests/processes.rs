@@ -669,3 +669,39 @@ fn pairing_cannot_take_over_a_paired_device() {
     assert!(!d_dir.exists(), "a half-made folder was left");
     let _ = offer.wait();
 }
+
+/// Two devices end with one connection between them, also when one started
+/// seconds before the other: its dial, sent while the peer was not listening,
+/// completes on QUIC's retransmission after the later dials already linked
+/// them, and each extra link restarts the streams (pages sent again). The
+/// dials still under way are called off once a link is up.
+#[test]
+fn a_device_that_starts_late_ends_with_one_link() {
+    let (_dir, mut a, mut b) = pair_of("one-link");
+    let (first, second) = if a.id < b.id {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    // The device with the smaller id dials first, every 0.5 s; the other
+    // stays offline past the 2 s a dial under way holds off the next one.
+    first.start();
+    std::thread::sleep(std::time::Duration::from_millis(2600));
+    second.start();
+    first
+        .app()
+        .exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
+    wait_for("the tag on the late device", 30, || {
+        second.app().count("tags") == 1
+    });
+    // Longer than a dial under way can take to complete (QUIC retransmits
+    // its first packet after about 1, 3 and 7 s).
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    let links = |d: &Device| {
+        std::fs::read_to_string(d.dir.join("syncer.log"))
+            .expect("log")
+            .matches("link up")
+            .count()
+    };
+    assert_eq!((links(first), links(second)), (1, 1));
+}

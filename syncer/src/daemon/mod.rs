@@ -57,6 +57,9 @@ mod membership;
 /// How often unconnected peers are dialed again (and the peers' state is
 /// recorded for `status`, if it changed).
 const REDIAL: Duration = Duration::from_millis(500);
+/// How long a dial under way keeps the redial from dialing its device again
+/// (unless it failed): about when QUIC retransmits its first packet.
+const DIAL_PATIENCE: Duration = Duration::from_secs(2);
 /// How stale a recorded "last contact" may get before it is written again.
 const CONTACT_SLACK_MS: u64 = 5_000;
 
@@ -88,6 +91,8 @@ pub struct Daemon {
     conns: BTreeMap<String, Vec<Conn>>,
     /// Redial rounds each unconnected peer has waited.
     waited: BTreeMap<String, u32>,
+    /// Dials under way: the address and when it started, per device.
+    dialing: BTreeMap<String, (SocketAddr, Instant)>,
     data_version: i64,
     events: Option<mpsc::UnboundedSender<(String, Event)>>,
     /// Why a peer told this copy of the folder to stop, once one did.
@@ -151,6 +156,7 @@ impl Daemon {
             directory: directory.clone(),
             conns: BTreeMap::new(),
             waited: BTreeMap::new(),
+            dialing: BTreeMap::new(),
             data_version,
             events: None,
             stop_reason: None,
@@ -271,6 +277,7 @@ impl Daemon {
                     return;
                 }
                 tracing::info!(device = %self.me, %peer, %addr, "link up");
+                self.dialing.remove(&peer);
                 self.node.add_peer(&peer);
                 self.conns.entry(peer.clone()).or_default().push(conn);
                 let out = self.node.connect(&peer, now, &self.store);
@@ -302,6 +309,7 @@ impl Daemon {
             }
             Inbound::Failed { addr, reason } => {
                 tracing::debug!(device = %self.me, %addr, %reason, "no link");
+                self.dialing.retain(|_, (a, _)| *a != addr);
             }
             Inbound::Malformed { peer, reason } => {
                 tracing::warn!(device = %self.me, %peer, %reason, "frame refused");
@@ -412,18 +420,30 @@ impl Daemon {
     fn redial(&mut self) {
         for (device, known) in self.directory.snapshot() {
             let paired = self.pins.is_pinned(&device);
-            if device == self.me || !paired || self.conns.contains_key(&device) {
+            let linked = self.conns.contains_key(&device) || self.link.is_linked(&device);
+            if device == self.me || !paired || linked {
                 self.waited.remove(&device);
                 continue;
             }
             let rounds = self.waited.entry(device.clone()).or_default();
             *rounds += 1;
             let first = if self.me < device { 1 } else { 4 };
-            if *rounds >= first {
+            // A dial still under way (a peer that was not listening yet
+            // answers its retransmissions) would make a second connection
+            // when both complete. Dialing every round while the `Up` waited
+            // in the daemon's queue behind pages to apply stacked up five
+            // links to one peer, each restarting the streams (pages sent
+            // again): so the link's own count is asked too (above).
+            let patient = self
+                .dialing
+                .get(&device)
+                .is_some_and(|(_, at)| at.elapsed() < DIAL_PATIENCE);
+            if *rounds >= first && !patient {
                 // Each round the next known address, newest first.
                 let turn = (*rounds - first) as usize % known.len().max(1);
                 if let Some(addr) = known.get(turn) {
                     self.link.dial(*addr);
+                    self.dialing.insert(device.clone(), (*addr, Instant::now()));
                 }
             }
         }

@@ -17,13 +17,15 @@
 //! is the paired device whose pinned certificate it presented; anything else
 //! fails the handshake.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 
 use crate::net::NetError;
 use crate::net::identity::Identity;
@@ -85,6 +87,73 @@ pub struct Link {
     client: RwLock<quinn::ClientConfig>,
     pins: Pins,
     inbound: mpsc::UnboundedSender<Inbound>,
+    linked: Linked,
+}
+
+/// Open connections per device, counted as the handshakes complete and the
+/// connections end (ahead of the daemon, which hears of them in its queue
+/// behind the frames it has yet to apply), and the dials still under way.
+#[derive(Clone, Default)]
+struct Linked(Arc<Mutex<Open>>);
+
+#[derive(Default)]
+struct Open {
+    devices: BTreeMap<String, usize>,
+    /// Dials under way per address, with an id each.
+    dials: BTreeMap<SocketAddr, Vec<(u64, AbortHandle)>>,
+    next_dial: u64,
+}
+
+impl Linked {
+    fn open(&self) -> std::sync::MutexGuard<'_, Open> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, device: &str, delta: isize) {
+        let mut open = self.open();
+        let n = open.devices.entry(device.to_string()).or_default();
+        *n = n.saturating_add_signed(delta);
+        if *n == 0 {
+            open.devices.remove(device);
+        }
+    }
+
+    fn contains(&self, device: &str) -> bool {
+        self.open().devices.contains_key(device)
+    }
+
+    /// A connection with `addr` is up: dials to it still under way would
+    /// make second connections (a dial sent while the peer was not listening
+    /// yet completes on QUIC's retransmission, seconds later), each
+    /// restarting the streams when it comes up. They are called off.
+    fn call_off_dials(&self, addr: SocketAddr) {
+        for (_, dial) in self.open().dials.remove(&addr).unwrap_or_default() {
+            dial.abort();
+        }
+    }
+
+    fn dial_started(&self, addr: SocketAddr, id: u64, dial: AbortHandle) {
+        let mut open = self.open();
+        let under_way = open.dials.entry(addr).or_default();
+        under_way.retain(|(_, d)| !d.is_finished());
+        under_way.push((id, dial));
+    }
+
+    fn dial_ended(&self, addr: SocketAddr, id: u64) {
+        let mut open = self.open();
+        if let Some(under_way) = open.dials.get_mut(&addr) {
+            under_way.retain(|(i, _)| *i != id);
+            if under_way.is_empty() {
+                open.dials.remove(&addr);
+            }
+        }
+    }
+
+    fn dial_id(&self) -> u64 {
+        let mut open = self.open();
+        open.next_dial += 1;
+        open.next_dial
+    }
 }
 
 impl Link {
@@ -104,6 +173,7 @@ impl Link {
             client: RwLock::new(client),
             pins: pins.clone(),
             inbound: tx,
+            linked: Linked::default(),
         };
         link.accept_loop();
         Ok((link, rx))
@@ -126,30 +196,40 @@ impl Link {
         })
     }
 
+    /// Whether a connection to `device` is open (its `Up` may still be on
+    /// its way to the daemon).
+    pub fn is_linked(&self, device: &str) -> bool {
+        self.linked.contains(device)
+    }
+
     /// Dials `addr` in the background; `Up` or `Failed` follows.
     pub fn dial(&self, addr: SocketAddr) {
-        let (endpoint, pins, tx) = (
+        let (endpoint, pins, tx, linked) = (
             self.endpoint.clone(),
             self.pins.clone(),
             self.inbound.clone(),
+            self.linked.clone(),
         );
         let client = self
             .client
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        tokio::spawn(async move {
+        let id = self.linked.dial_id();
+        let task = tokio::spawn(async move {
             let result = match endpoint.connect_with(client, addr, "sdsync") {
                 Ok(connecting) => connecting.await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
+            linked.dial_ended(addr, id);
             match result {
-                Ok(conn) => serve(conn, &pins, tx),
+                Ok(conn) => serve(conn, &pins, tx, linked),
                 Err(reason) => {
                     let _ = tx.send(Inbound::Failed { addr, reason });
                 }
             }
         });
+        self.linked.dial_started(addr, id, task.abort_handle());
     }
 
     /// Closes every connection and stops accepting.
@@ -165,18 +245,19 @@ impl Link {
     }
 
     fn accept_loop(&self) {
-        let (endpoint, pins, tx) = (
+        let (endpoint, pins, tx, linked) = (
             self.endpoint.clone(),
             self.pins.clone(),
             self.inbound.clone(),
+            self.linked.clone(),
         );
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
-                let (pins, tx) = (pins.clone(), tx.clone());
+                let (pins, tx, linked) = (pins.clone(), tx.clone(), linked.clone());
                 tokio::spawn(async move {
                     let addr = incoming.remote_address();
                     match incoming.await {
-                        Ok(conn) => serve(conn, &pins, tx),
+                        Ok(conn) => serve(conn, &pins, tx, linked),
                         Err(e) => {
                             let _ = tx.send(Inbound::Failed {
                                 addr,
@@ -292,7 +373,7 @@ fn peer_of(conn: &quinn::Connection, pins: &Pins) -> Option<(String, Vec<u8>)> {
 }
 
 /// Reports the connection and reads its frames until it ends.
-fn serve(conn: quinn::Connection, pins: &Pins, tx: mpsc::UnboundedSender<Inbound>) {
+fn serve(conn: quinn::Connection, pins: &Pins, tx: mpsc::UnboundedSender<Inbound>, linked: Linked) {
     let Some((peer, cert)) = peer_of(&conn, pins) else {
         conn.close(1u32.into(), b"not paired");
         let _ = tx.send(Inbound::Failed {
@@ -301,6 +382,8 @@ fn serve(conn: quinn::Connection, pins: &Pins, tx: mpsc::UnboundedSender<Inbound
         });
         return;
     };
+    linked.add(&peer, 1);
+    linked.call_off_dials(conn.remote_address());
     let _ = tx.send(Inbound::Up {
         peer: peer.clone(),
         conn: Conn::new(conn.clone(), peer.clone()),
@@ -326,6 +409,7 @@ fn serve(conn: quinn::Connection, pins: &Pins, tx: mpsc::UnboundedSender<Inbound
                 Err(e) => break e.to_string(),
             }
         };
+        linked.add(&peer, -1);
         let _ = tx.send(Inbound::Down {
             peer,
             id: conn.stable_id(),
