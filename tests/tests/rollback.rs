@@ -233,3 +233,29 @@ fn a_read_inside_a_rolled_back_track_does_not_lend_its_catalog_to_a_later_schema
         after
     );
 }
+
+/// A read inside a write transaction that dropped a tracked table skips that
+/// table, as a read outside one does: the statement the reader kept for the
+/// table is not used against the schema without it.
+#[test]
+fn a_read_in_the_transaction_that_dropped_a_tracked_table_skips_it() {
+    let a = Lib::create(&temp_dir("rb-dropped").join("a.db"));
+    a.exec(
+        "CREATE TABLE notes(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, body TEXT);
+         SELECT sdsync_track('notes', 'shared');
+         INSERT INTO notes(uuid, body) VALUES ('n1', 'one');
+         INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one');",
+    );
+    let all = a.int("SELECT count(*) FROM sdsync_changes WHERE tbl IN ('notes', 'tags')");
+    assert_eq!(all, 2);
+    a.exec("BEGIN; DROP TABLE notes;");
+    assert_eq!(
+        a.int("SELECT count(*) FROM sdsync_changes WHERE tbl IN ('notes', 'tags')"),
+        1
+    );
+    a.exec("ROLLBACK");
+    assert_eq!(
+        a.int("SELECT count(*) FROM sdsync_changes WHERE tbl IN ('notes', 'tags')"),
+        2
+    );
+}

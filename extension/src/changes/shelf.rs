@@ -84,14 +84,15 @@ impl Shelf {
             exists,
             kept_table,
         });
-        if db.writing() {
-            return Ok(schema);
-        }
         let mut inner = self.0.borrow_mut();
         // Statements of the old schema name tables and columns it had: drop
-        // them rather than keep one per layout the table ever had.
+        // them (also inside a write transaction: a select of a table that
+        // was just dropped would fail when re-prepared in `step`, where a
+        // fresh prepare fails first and the reader skips the table).
         inner.free.retain(|sql, _| sql == VERSION);
-        inner.schema = Some(schema.clone());
+        if !db.writing() {
+            inner.schema = Some(schema.clone());
+        }
         Ok(schema)
     }
 

@@ -18,9 +18,9 @@
 //! other connections only a moment after its last write, when SQLite updates
 //! the WAL index in shared memory (after an fsync, with `synchronous =
 //! FULL`), which no watch sees; so a write starts a short run of looks, at
-//! once and then 1, 3, 7 and 15 ms later (the timer's resolution is a
+//! once and then 1, 3, 7, 15 and 31 ms later (the timer's resolution is a
 //! millisecond). The syncer's own applies write the WAL too and start such
-//! runs for nothing: backing off keeps those to five cheap looks (a run of
+//! runs for nothing: backing off keeps those to six cheap looks (a run of
 //! one look per millisecond for 20 ms made ten devices' tails worse). The
 //! regular look every [`IDLE_POLL`] stays as a backstop (a file system
 //! without watches, a watch that failed): it is then what the latency falls
@@ -38,8 +38,9 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 pub const IDLE_POLL: Duration = Duration::from_millis(5);
 /// The first wait of a run of looks after a write; each next one doubles.
 const FIRST_STEP: Duration = Duration::from_millis(1);
-/// A run of looks ends before a wait would exceed this.
-const LAST_STEP: Duration = Duration::from_millis(8);
+/// A run of looks ends before a wait would exceed this (the last look is
+/// 31 ms after the write: an app's fsync can take that long).
+const LAST_STEP: Duration = Duration::from_millis(16);
 
 /// The watch on the library's folder and the burst it started.
 pub struct Commits {
@@ -56,6 +57,9 @@ impl Commits {
     /// that cannot be set is logged and leaves the regular poll alone.
     pub fn watch(database: &Path) -> Self {
         let stirred = Arc::new(Notify::new());
+        // SQLite writes the WAL next to the file a symbolic link names.
+        let database = std::fs::canonicalize(database).unwrap_or_else(|_| database.to_path_buf());
+        let database = database.as_path();
         let watcher = match watcher(database, stirred.clone()) {
             Ok(w) => Some(w),
             Err(e) => {

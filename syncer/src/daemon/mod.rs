@@ -57,9 +57,6 @@ mod membership;
 /// How often unconnected peers are dialed again (and the peers' state is
 /// recorded for `status`, if it changed).
 const REDIAL: Duration = Duration::from_millis(500);
-/// How long a dial under way keeps the redial from dialing its device again
-/// (unless it failed): about when QUIC retransmits its first packet.
-const DIAL_PATIENCE: Duration = Duration::from_secs(2);
 /// How stale a recorded "last contact" may get before it is written again.
 const CONTACT_SLACK_MS: u64 = 5_000;
 
@@ -91,8 +88,8 @@ pub struct Daemon {
     conns: BTreeMap<String, Vec<Conn>>,
     /// Redial rounds each unconnected peer has waited.
     waited: BTreeMap<String, u32>,
-    /// Dials under way: the address and when it started, per device.
-    dialing: BTreeMap<String, (SocketAddr, Instant)>,
+    /// Dials made to each unconnected peer (which of its addresses is next).
+    tried: BTreeMap<String, usize>,
     data_version: i64,
     events: Option<mpsc::UnboundedSender<(String, Event)>>,
     /// Why a peer told this copy of the folder to stop, once one did.
@@ -156,7 +153,7 @@ impl Daemon {
             directory: directory.clone(),
             conns: BTreeMap::new(),
             waited: BTreeMap::new(),
-            dialing: BTreeMap::new(),
+            tried: BTreeMap::new(),
             data_version,
             events: None,
             stop_reason: None,
@@ -277,7 +274,6 @@ impl Daemon {
                     return;
                 }
                 tracing::info!(device = %self.me, %peer, %addr, "link up");
-                self.dialing.remove(&peer);
                 self.node.add_peer(&peer);
                 self.conns.entry(peer.clone()).or_default().push(conn);
                 let out = self.node.connect(&peer, now, &self.store);
@@ -309,7 +305,6 @@ impl Daemon {
             }
             Inbound::Failed { addr, reason } => {
                 tracing::debug!(device = %self.me, %addr, %reason, "no link");
-                self.dialing.retain(|_, (a, _)| *a != addr);
             }
             Inbound::Malformed { peer, reason } => {
                 tracing::warn!(device = %self.me, %peer, %reason, "frame refused");
@@ -423,27 +418,24 @@ impl Daemon {
             let linked = self.conns.contains_key(&device) || self.link.is_linked(&device);
             if device == self.me || !paired || linked {
                 self.waited.remove(&device);
+                self.tried.remove(&device);
                 continue;
             }
             let rounds = self.waited.entry(device.clone()).or_default();
             *rounds += 1;
             let first = if self.me < device { 1 } else { 4 };
-            // A dial still under way (a peer that was not listening yet
-            // answers its retransmissions) would make a second connection
-            // when both complete. Dialing every round while the `Up` waited
-            // in the daemon's queue behind pages to apply stacked up five
-            // links to one peer, each restarting the streams (pages sent
-            // again): so the link's own count is asked too (above).
-            let patient = self
-                .dialing
-                .get(&device)
-                .is_some_and(|(_, at)| at.elapsed() < DIAL_PATIENCE);
-            if *rounds >= first && !patient {
-                // Each round the next known address, newest first.
-                let turn = (*rounds - first) as usize % known.len().max(1);
-                if let Some(addr) = known.get(turn) {
+            // Dialing every round while the `Up` waited in the daemon's queue
+            // behind pages to apply stacked up five links to one peer, each
+            // restarting the streams (pages sent again): so the link's own
+            // count is asked too (above), and the link calls off the dials
+            // still under way once one is up (a dial sent before the peer
+            // listened completes seconds later, on QUIC's retransmission).
+            if *rounds >= first {
+                // Each dial the next known address, newest first.
+                let tried = self.tried.entry(device.clone()).or_default();
+                if let Some(addr) = known.get(*tried % known.len().max(1)) {
+                    *tried += 1;
                     self.link.dial(*addr);
-                    self.dialing.insert(device.clone(), (*addr, Instant::now()));
                 }
             }
         }

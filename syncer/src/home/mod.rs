@@ -334,15 +334,11 @@ impl Home {
         cert: &CertificateDer<'_>,
         addr: Option<SocketAddr>,
     ) -> Result<(), HomeError> {
-        // A pairing is worth an fsync (`sync.db` commits without one).
-        self.sql(self.sync.pragma_update(None, "synchronous", "FULL"))?;
-        let pinned = self.sync.execute(
+        self.sql(self.sync.execute(
             "INSERT INTO peers(device, cert, addr) VALUES (?1, ?2, ?3) \
              ON CONFLICT(device) DO UPDATE SET cert = excluded.cert, addr = coalesce(excluded.addr, addr)",
             params![device, cert.as_ref(), addr.map(|a| a.to_string())],
-        );
-        self.sql(self.sync.pragma_update(None, "synchronous", "NORMAL"))?;
-        self.sql(pinned)?;
+        ))?;
         Ok(())
     }
 

@@ -111,9 +111,6 @@ impl SqlStore {
             .pragma_update(None, "cache_size", SYNCER_CACHE_KIB)
             .map_err(err)?;
         lib.conn
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
-        lib.conn
             .query_row(
                 "SELECT sdsync_autocheckpoint(?1)",
                 [SYNCER_CHECKPOINT_PAGES],

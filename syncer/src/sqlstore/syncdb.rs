@@ -80,24 +80,42 @@ impl std::fmt::Display for DeadLetter {
     }
 }
 
-/// Opens `sync.db` in WAL mode with `synchronous = NORMAL`: a commit is
-/// atomic and survives the process being killed, without an fsync. A syncer
-/// writes here for every page it takes from an origin (what the origin
-/// reported issuing), so in the default rollback journal with FULL sync each
-/// page cost three fsyncs on the path between a commit and its peers seeing
-/// it. What a power loss can take back is the last moments' records, all of
-/// which are learnt again or safe to lose: reports come with the origin's next
-/// page, revocations are re-asserted from the library's `devices` rows, and
-/// the own-clock record only ever lags the library (a restore is still told
-/// from the library being behind it). A pairing is written with FULL sync
-/// (see `Home::pair`).
+/// Opens `sync.db` in WAL mode: a commit costs one fsync (the rollback
+/// journal it used to be in cost three). Commits are durable (`synchronous =
+/// FULL`, SQLite's default) except the two a syncer makes for every page and
+/// commit, which may be lost to a power loss because they are learnt again
+/// (see [`relaxed`]).
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     // Best effort: another process holding the file in the old mode keeps it
     // there until it closes; the next open switches.
     let _ = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0));
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(conn)
+}
+
+/// Runs `write` with `synchronous = NORMAL` when `sync.db` is in WAL mode (in
+/// a rollback journal NORMAL is not safe against power loss): atomic, and
+/// safe from the process being killed, without waiting for the disk. For what
+/// a syncer writes for every page it takes from an origin (what the origin
+/// reported issuing: it says so again with its next page) and for every local
+/// commit (the own-clock record: it only ever lags the library after a power
+/// loss, so a restore is still told from the library being behind it). These
+/// fsyncs were on the path between a commit and its peers seeing it.
+fn relaxed<T>(
+    conn: &Connection,
+    write: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let wal = conn
+        .prepare_cached("PRAGMA journal_mode")?
+        .query_row([], |r| r.get::<_, String>(0))?
+        .eq_ignore_ascii_case("wal");
+    if !wal {
+        return write(conn);
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let written = write(conn);
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    written
 }
 
 /// Creates the tables; a `dead_letters` table of the earlier one-row-per-failure
@@ -206,11 +224,13 @@ pub fn own_clock(conn: &Connection, device: &str) -> rusqlite::Result<Option<(i6
 
 /// Records the local sequence and clock the database is at now.
 pub fn set_own_clock(conn: &Connection, device: &str, seq: i64, hlc: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO own_clock(device, seq, hlc) VALUES (?1, ?2, ?3) \
-         ON CONFLICT(device) DO UPDATE SET seq = excluded.seq, hlc = excluded.hlc",
-    )?
-    .execute(params![device, seq, hlc])?;
+    relaxed(conn, |conn| {
+        conn.prepare_cached(
+            "INSERT INTO own_clock(device, seq, hlc) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(device) DO UPDATE SET seq = excluded.seq, hlc = excluded.hlc",
+        )?
+        .execute(params![device, seq, hlc])
+    })?;
     Ok(())
 }
 
@@ -245,11 +265,13 @@ pub fn reported(conn: &Connection, origin: &str) -> rusqlite::Result<i64> {
 
 /// Raises what `origin` reported to `seq`; returns the highest report so far.
 pub fn report(conn: &Connection, origin: &str, seq: i64) -> rusqlite::Result<i64> {
-    conn.prepare_cached(
-        "INSERT INTO reported(origin, seq) VALUES (?1, ?2) \
-         ON CONFLICT(origin) DO UPDATE SET seq = max(seq, excluded.seq)",
-    )?
-    .execute(params![origin, seq])?;
+    relaxed(conn, |conn| {
+        conn.prepare_cached(
+            "INSERT INTO reported(origin, seq) VALUES (?1, ?2) \
+             ON CONFLICT(origin) DO UPDATE SET seq = max(seq, excluded.seq)",
+        )?
+        .execute(params![origin, seq])
+    })?;
     reported(conn, origin)
 }
 
