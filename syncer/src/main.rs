@@ -429,8 +429,11 @@ fn run(home: &Home, settings: &Settings, take_over: bool) -> anyhow::Result<()> 
     let (listen, metrics) = (settings.listen()?, settings.metrics()?);
     // Before anything is opened: a second syncer on the folder changes nothing.
     let _lock = sdsync_syncer::runlock::lock(home.dir())?;
-    home.register_device(&settings.advertise()?)?;
-    let (store, pins, directory) = home.syncer_parts()?;
+    let advertise = settings.advertise()?;
+    let (store, pins, directory) = home.patiently(|| {
+        home.register_device(&advertise)?;
+        home.syncer_parts()
+    })?;
     if take_over {
         store.set_stopped(None)?;
     } else if let Some(reason) = store.stopped()? {

@@ -705,3 +705,23 @@ fn a_device_that_starts_late_ends_with_one_link() {
     };
     assert_eq!((links(first), links(second)), (1, 1));
 }
+
+/// A syncer that starts while an app holds the library's write lock longer
+/// than any busy timeout (an indexer's large transactions, back to back)
+/// waits for it, saying so at WARN, instead of exiting with "database is
+/// locked" (seen in the real-tree benchmark); then it syncs.
+#[test]
+fn a_syncer_started_while_an_app_holds_the_write_lock_waits_for_it() {
+    let (_dir, mut a, mut b) = pair_of("busy-start");
+    b.start();
+    let app = a.app();
+    app.exec("BEGIN IMMEDIATE; INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one');");
+    a.start();
+    let log = a.dir.join("syncer.log");
+    wait_for("A to say it waits for the library", 30, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("the library is busy"))
+    });
+    app.exec("COMMIT");
+    wait_for("B to hold A's tag", 30, || b.app().count("tags") == 1);
+    assert_eq!(a.app().digest(), b.app().digest());
+}

@@ -98,6 +98,22 @@ pub enum HomeError {
     },
 }
 
+impl HomeError {
+    /// Another connection holds a database's write lock (an app writing):
+    /// worth waiting for, not a reason to give up.
+    pub fn is_busy(&self) -> bool {
+        let source = match self {
+            HomeError::Library(LibraryError::Sql { source, .. })
+            | HomeError::Sync { source, .. } => source,
+            _ => return false,
+        };
+        matches!(
+            source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    }
+}
+
 /// A paired device as `sync.db` records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
@@ -118,6 +134,34 @@ impl Home {
     /// The library folder.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Runs `start` until the library lets it write. An app writing back to
+    /// back (an indexer's large transactions) can hold SQLite's write lock
+    /// past any busy timeout; a syncer starting then used to exit with
+    /// "database is locked". It waits instead, saying so at WARN (again every
+    /// 10 s while it waits).
+    pub fn patiently<T>(
+        &self,
+        mut start: impl FnMut() -> Result<T, HomeError>,
+    ) -> Result<T, HomeError> {
+        let mut said: Option<std::time::Instant> = None;
+        loop {
+            match start() {
+                Err(e) if e.is_busy() => {
+                    if said.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(10)) {
+                        tracing::warn!(
+                            library = %self.dir.display(),
+                            error = %e,
+                            "the library is busy (an app holds its write lock); waiting to start"
+                        );
+                        said = Some(std::time::Instant::now());
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
     }
 }
 

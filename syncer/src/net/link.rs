@@ -122,6 +122,17 @@ impl Linked {
         self.open().devices.contains_key(device)
     }
 
+    /// Counts a connection this device dialed, unless `device` is linked
+    /// already (two dials completed at once): then it is not wanted.
+    fn add_dialed(&self, device: &str) -> bool {
+        let mut open = self.open();
+        if open.devices.contains_key(device) {
+            return false;
+        }
+        open.devices.insert(device.to_string(), 1);
+        true
+    }
+
     /// A connection with `addr` is up: dials to it still under way would
     /// make second connections (a dial sent while the peer was not listening
     /// yet completes on QUIC's retransmission, seconds later), each
@@ -223,7 +234,7 @@ impl Link {
             };
             linked.dial_ended(addr, id);
             match result {
-                Ok(conn) => serve(conn, &pins, tx, linked),
+                Ok(conn) => serve(conn, &pins, tx, linked, Side::Dialed),
                 Err(reason) => {
                     let _ = tx.send(Inbound::Failed { addr, reason });
                 }
@@ -257,7 +268,7 @@ impl Link {
                 tokio::spawn(async move {
                     let addr = incoming.remote_address();
                     match incoming.await {
-                        Ok(conn) => serve(conn, &pins, tx, linked),
+                        Ok(conn) => serve(conn, &pins, tx, linked, Side::Accepted),
                         Err(e) => {
                             let _ = tx.send(Inbound::Failed {
                                 addr,
@@ -373,7 +384,20 @@ fn peer_of(conn: &quinn::Connection, pins: &Pins) -> Option<(String, Vec<u8>)> {
 }
 
 /// Reports the connection and reads its frames until it ends.
-fn serve(conn: quinn::Connection, pins: &Pins, tx: mpsc::UnboundedSender<Inbound>, linked: Linked) {
+/// Which end of a connection this device is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Dialed,
+    Accepted,
+}
+
+fn serve(
+    conn: quinn::Connection,
+    pins: &Pins,
+    tx: mpsc::UnboundedSender<Inbound>,
+    linked: Linked,
+    side: Side,
+) {
     let Some((peer, cert)) = peer_of(&conn, pins) else {
         conn.close(1u32.into(), b"not paired");
         let _ = tx.send(Inbound::Failed {
@@ -382,7 +406,15 @@ fn serve(conn: quinn::Connection, pins: &Pins, tx: mpsc::UnboundedSender<Inbound
         });
         return;
     };
-    linked.add(&peer, 1);
+    match side {
+        Side::Dialed if !linked.add_dialed(&peer) => {
+            // Two of this device's dials completed at once: one link is enough.
+            conn.close(0u32.into(), b"already linked");
+            return;
+        }
+        Side::Dialed => {}
+        Side::Accepted => linked.add(&peer, 1),
+    }
     linked.call_off_dials(conn.remote_address());
     let _ = tx.send(Inbound::Up {
         peer: peer.clone(),
