@@ -149,7 +149,6 @@ impl Daemon {
             self.node.remove_peer(d);
             self.directory.remove(d);
             self.waited.remove(d);
-            self.tried.remove(d);
         }
     }
 

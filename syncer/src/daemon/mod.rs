@@ -88,8 +88,6 @@ pub struct Daemon {
     conns: BTreeMap<String, Vec<Conn>>,
     /// Redial rounds each unconnected peer has waited.
     waited: BTreeMap<String, u32>,
-    /// Dials made to each unconnected peer (which of its addresses is next).
-    tried: BTreeMap<String, usize>,
     data_version: i64,
     events: Option<mpsc::UnboundedSender<(String, Event)>>,
     /// Why a peer told this copy of the folder to stop, once one did.
@@ -153,7 +151,6 @@ impl Daemon {
             directory: directory.clone(),
             conns: BTreeMap::new(),
             waited: BTreeMap::new(),
-            tried: BTreeMap::new(),
             data_version,
             events: None,
             stop_reason: None,
@@ -418,7 +415,6 @@ impl Daemon {
             let linked = self.conns.contains_key(&device) || self.link.is_linked(&device);
             if device == self.me || !paired || linked {
                 self.waited.remove(&device);
-                self.tried.remove(&device);
                 continue;
             }
             let rounds = self.waited.entry(device.clone()).or_default();
@@ -431,10 +427,9 @@ impl Daemon {
             // still under way once one is up (a dial sent before the peer
             // listened completes seconds later, on QUIC's retransmission).
             if *rounds >= first {
-                // Each dial the next known address, newest first.
-                let tried = self.tried.entry(device.clone()).or_default();
-                if let Some(addr) = known.get(*tried % known.len().max(1)) {
-                    *tried += 1;
+                // Each round the next known address, newest first.
+                let turn = (*rounds - first) as usize % known.len().max(1);
+                if let Some(addr) = known.get(turn) {
                     self.link.dial(*addr);
                 }
             }

@@ -99,9 +99,8 @@ struct Linked(Arc<Mutex<Open>>);
 #[derive(Default)]
 struct Open {
     devices: BTreeMap<String, usize>,
-    /// Dials under way per address, with an id each.
-    dials: BTreeMap<SocketAddr, Vec<(u64, AbortHandle)>>,
-    next_dial: u64,
+    /// Dials under way (or ended since the address was last dialed) per address.
+    dials: BTreeMap<SocketAddr, Vec<AbortHandle>>,
 }
 
 impl Linked {
@@ -136,34 +135,20 @@ impl Linked {
     /// A connection with `addr` is up: dials to it still under way would
     /// make second connections (a dial sent while the peer was not listening
     /// yet completes on QUIC's retransmission, seconds later), each
-    /// restarting the streams when it comes up. They are called off.
+    /// restarting the streams when it comes up. They are called off (the dial
+    /// whose connection this is, if any, ends without another await, so
+    /// aborting it too changes nothing).
     fn call_off_dials(&self, addr: SocketAddr) {
-        for (_, dial) in self.open().dials.remove(&addr).unwrap_or_default() {
+        for dial in self.open().dials.remove(&addr).unwrap_or_default() {
             dial.abort();
         }
     }
 
-    fn dial_started(&self, addr: SocketAddr, id: u64, dial: AbortHandle) {
+    fn dial_started(&self, addr: SocketAddr, dial: AbortHandle) {
         let mut open = self.open();
         let under_way = open.dials.entry(addr).or_default();
-        under_way.retain(|(_, d)| !d.is_finished());
-        under_way.push((id, dial));
-    }
-
-    fn dial_ended(&self, addr: SocketAddr, id: u64) {
-        let mut open = self.open();
-        if let Some(under_way) = open.dials.get_mut(&addr) {
-            under_way.retain(|(i, _)| *i != id);
-            if under_way.is_empty() {
-                open.dials.remove(&addr);
-            }
-        }
-    }
-
-    fn dial_id(&self) -> u64 {
-        let mut open = self.open();
-        open.next_dial += 1;
-        open.next_dial
+        under_way.retain(|d| !d.is_finished());
+        under_way.push(dial);
     }
 }
 
@@ -226,13 +211,11 @@ impl Link {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let id = self.linked.dial_id();
         let task = tokio::spawn(async move {
             let result = match endpoint.connect_with(client, addr, "sdsync") {
                 Ok(connecting) => connecting.await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
-            linked.dial_ended(addr, id);
             match result {
                 Ok(conn) => serve(conn, &pins, tx, linked, Side::Dialed),
                 Err(reason) => {
@@ -240,7 +223,7 @@ impl Link {
                 }
             }
         });
-        self.linked.dial_started(addr, id, task.abort_handle());
+        self.linked.dial_started(addr, task.abort_handle());
     }
 
     /// Closes every connection and stops accepting.
