@@ -366,7 +366,6 @@ fn peer_of(conn: &quinn::Connection, pins: &Pins) -> Option<(String, Vec<u8>)> {
     Some((pins.device(cert)?, cert.to_vec()))
 }
 
-/// Reports the connection and reads its frames until it ends.
 /// Which end of a connection this device is.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
@@ -374,6 +373,13 @@ enum Side {
     Accepted,
 }
 
+/// Reports the connection and reads its frames until it ends.
+///
+/// An accepted connection is reported once the dialer has sent its first
+/// frame (its Hello): a dialer that finds itself linked already closes the
+/// connection as soon as its handshake completes, and this side's handshake
+/// completes too, so reporting at once would restart the streams for a link
+/// about to close (seen: three `link up` on one side, one on the other).
 fn serve(
     conn: quinn::Connection,
     pins: &Pins,
@@ -399,31 +405,26 @@ fn serve(
         Side::Accepted => linked.add(&peer, 1),
     }
     linked.call_off_dials(conn.remote_address());
-    let _ = tx.send(Inbound::Up {
+    let up = Inbound::Up {
         peer: peer.clone(),
         conn: Conn::new(conn.clone(), peer.clone()),
         cert,
         addr: conn.remote_address(),
-    });
+    };
     tokio::spawn(async move {
-        // Streams are accepted in the order they were opened; reading each to
-        // its end before the next keeps the frames in that order.
-        let reason = loop {
-            match conn.accept_uni().await {
-                Ok(mut stream) => {
-                    let peer = peer.clone();
-                    let event = match stream.read_to_end(MAX_FRAME).await {
-                        Ok(bytes) => Inbound::Message { peer, bytes },
-                        Err(e) => Inbound::Malformed {
-                            peer,
-                            reason: e.to_string(),
-                        },
-                    };
-                    let _ = tx.send(event);
+        let first = match side {
+            Side::Dialed => None,
+            Side::Accepted => match conn.accept_uni().await {
+                Ok(stream) => Some(stream),
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "closed before its first frame");
+                    linked.add(&peer, -1);
+                    return;
                 }
-                Err(e) => break e.to_string(),
-            }
+            },
         };
+        let _ = tx.send(up);
+        let reason = read_frames(&conn, &peer, first, &tx).await;
         linked.add(&peer, -1);
         let _ = tx.send(Inbound::Down {
             peer,
@@ -431,4 +432,34 @@ fn serve(
             reason,
         });
     });
+}
+
+/// Reads the connection's frames (from `first`, if one was taken already)
+/// until it ends; returns why it ended.
+async fn read_frames(
+    conn: &quinn::Connection,
+    peer: &str,
+    mut next: Option<quinn::RecvStream>,
+    tx: &mpsc::UnboundedSender<Inbound>,
+) -> String {
+    // Streams are accepted in the order they were opened; reading each to
+    // its end before the next keeps the frames in that order.
+    loop {
+        let mut stream = match next.take() {
+            Some(stream) => stream,
+            None => match conn.accept_uni().await {
+                Ok(stream) => stream,
+                Err(e) => return e.to_string(),
+            },
+        };
+        let peer = peer.to_string();
+        let event = match stream.read_to_end(MAX_FRAME).await {
+            Ok(bytes) => Inbound::Message { peer, bytes },
+            Err(e) => Inbound::Malformed {
+                peer,
+                reason: e.to_string(),
+            },
+        };
+        let _ = tx.send(event);
+    }
 }
