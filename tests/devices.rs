@@ -134,11 +134,32 @@ impl Device {
             ])
             .args(extra)
             .env("SDSYNC_EXTENSION", extension_path())
+            .env("SDSYNC_STATE_DIR", self.state_dir())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start sdsync run");
         self.syncer = Some(child);
+    }
+
+    /// Where its syncer keeps the record of its clock outside the library
+    /// folder (shared by the devices of one test, each in its own file; the
+    /// user's own state directory stays out of the tests).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir
+            .parent()
+            .map_or_else(|| self.dir.join("state"), |p| p.join("state"))
+    }
+
+    /// SIGTERM, and waits until it exited: the syncer stops as a user
+    /// stops it (it records its clock and closes its connections).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.syncer.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            c.wait().expect("reap");
+        }
     }
 
     /// SIGKILL: no shutdown code runs.

@@ -278,5 +278,22 @@ pub fn restamp(db: Db, floor: i64, hlc: i64) -> Result<i64, SqlError> {
     let count = rows.len() as i64;
     db.prepare("UPDATE sdsync_clock SET seq = ?1, hlc = max(hlc, ?2)")?
         .run(&[Value::Integer(base + count), Value::Integer(hlc)])?;
+    mark_monotone_from(db, base + count)?;
     Ok(count)
+}
+
+/// Records that this device's own changes numbered above `seq` are issued in
+/// HLC order again. A write issues its sequence number and HLC together, so
+/// they rise together; renumbering (a restore) and re-issuing a change taken
+/// back under a new number with its old HLC break that up to where they
+/// numbered. The syncer relies on the order above this mark to tell whether a
+/// peer's copy of this device's changes is its own history (two histories
+/// under one origin: a restored folder that reused numbers).
+pub fn mark_monotone_from(db: Db, seq: i64) -> Result<(), SqlError> {
+    db.prepare(
+        "INSERT INTO sdsync_meta(key, value) VALUES ('monotone_from', ?1) \
+         ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+    )?
+    .run(&[Value::Integer(seq)])?;
+    Ok(())
 }

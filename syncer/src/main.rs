@@ -432,7 +432,7 @@ fn run(home: &Home, settings: &Settings, take_over: bool) -> anyhow::Result<()> 
     let advertise = settings.advertise()?;
     let (store, pins, directory) = home.patiently(|| {
         home.register_device(&advertise)?;
-        home.syncer_parts()
+        home.running_parts(sdsync_syncer::sqlstore::state_dir())
     })?;
     if take_over {
         store.set_stopped(None)?;

@@ -109,6 +109,14 @@ impl Store for Meddler<'_> {
         self.inner().restored()
     }
 
+    fn newest_of(&self, origin: &str, n: usize) -> Result<Vec<(i64, i64)>, StoreError> {
+        self.inner().newest_of(origin, n)
+    }
+
+    fn reuses(&self, seq: i64, hlc: i64) -> Result<bool, StoreError> {
+        self.inner().reuses(seq, hlc)
+    }
+
     fn restamp(&self, floor: i64, hlc: i64) -> Result<i64, StoreError> {
         self.inner().restamp(floor, hlc)
     }

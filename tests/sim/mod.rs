@@ -143,8 +143,8 @@ struct Device {
     log: Vec<String>,
     /// On the new schema (see `schema.rs`).
     upgraded: bool,
-    /// A backup of its database, and whether it was upgraded then (`restore.rs`).
-    backup: Option<(Connection, bool)>,
+    /// A backup of its folder (`restore.rs`).
+    backup: Option<restore::Snapshot>,
     /// Restored from its backup at least once (so `Restored` is expected).
     restored: bool,
 }
@@ -398,6 +398,13 @@ impl Sim {
             // renumbers: peers stop vouching beyond what it says (safe).
             Event::WatermarkCut { origin, .. }
                 if self.devices.iter().any(|o| o.restored && o.id == *origin) => {}
+            // A restored folder reused numbers its peers hold for lost
+            // changes: its own may reach a peer through another before it
+            // renumbers them. Quarantined there, they must leave the
+            // quarantine by the end (checked at rest).
+            Event::Quarantined { origin, reason, .. }
+                if reason.contains("twice")
+                    && self.devices.iter().any(|o| o.restored && o.id == *origin) => {}
             Event::ApplyFailed { .. }
             | Event::Refused { .. }
             | Event::RefusedBy { .. }

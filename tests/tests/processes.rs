@@ -550,6 +550,7 @@ fn config_toml_then_environment_then_flags() {
     let mut run = Command::new(sdsync())
         .args(["run", a.dir.to_str().expect("utf-8")])
         .env("SDSYNC_EXTENSION", sdsync_tests::extension_path())
+        .env("SDSYNC_STATE_DIR", a.state_dir())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -125,6 +125,7 @@ fn a_peer_clock_beyond_the_drift_is_refused() {
             quarantined: vec![],
             schema: vec![],
             incarnation: Default::default(),
+            yours: vec![],
         },
     );
     let out = na.receive(&encode(&hello), NOW, &a).expect("receive");

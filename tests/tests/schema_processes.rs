@@ -1,6 +1,7 @@
 //! Schema changes and restores with real `sdsync run` processes on 127.0.0.1:
 //! one device on a newer schema for a while, a 12-step rebuild while both
-//! syncers run, and a database restored from a `.backup` copy.
+//! syncers run, a database restored from a `.backup` copy and a whole
+//! folder restored from a copy.
 
 use std::process::Command;
 
@@ -132,6 +133,69 @@ fn a_database_restored_from_a_backup_gets_its_changes_back() {
     });
     let log = std::fs::read_to_string(a.dir.join("syncer.log")).unwrap_or_default();
     assert!(log.contains("Restored") && log.contains("WARN"), "{log}");
+}
+
+/// The whole folder (`sync.db` with it, so the record inside it goes back
+/// too) restored from a copy, then written more than it lost before the
+/// syncer runs again. On the same machine the syncer's record outside the
+/// folder tells it.
+#[test]
+fn a_whole_folder_restored_then_written_more_than_it_lost_gets_its_changes_back() {
+    whole_folder_restored("restore-folder", true);
+}
+
+/// The same restored on another machine (no record outside the folder): the
+/// device reuses numbers its peer holds for the lost changes, and only the
+/// peer can tell. Its Hello carries the newest changes of A it holds; A finds
+/// they are not its history, renumbers its own changes above them and takes
+/// the lost ones back.
+#[test]
+fn a_whole_folder_restored_elsewhere_is_told_by_its_peer() {
+    whole_folder_restored("restore-elsewhere", false);
+}
+
+fn whole_folder_restored(name: &str, same_machine: bool) {
+    let (dir, mut a, mut b) = pair_of(name);
+    a.start();
+    b.start();
+    let tag = |n: u32| format!("INSERT INTO tags(uuid, canonical_name) VALUES ('t{n}', 'tag {n}')");
+    let app_b = b.app();
+    a.app().exec(&tag(1));
+    wait_for("the first tag on B", SECS, || app_b.count("tags") == 1);
+    a.kill();
+    let backup = dir.join("a-backup.sdlibrary");
+    copy_folder(&a.dir, &backup);
+    a.start();
+    a.app().exec(&tag(2));
+    a.app().exec(&tag(3));
+    wait_for("three tags on B", SECS, || app_b.count("tags") == 3);
+    // Stop A's syncer, put the old folder back, and write more than was lost.
+    a.stop();
+    std::fs::remove_dir_all(&a.dir).expect("remove A's folder");
+    copy_folder(&backup, &a.dir);
+    if !same_machine {
+        let _ = std::fs::remove_dir_all(a.state_dir());
+    }
+    let app_a = a.app();
+    assert_eq!(app_a.count("tags"), 1);
+    for n in 4..=7 {
+        app_a.exec(&tag(n));
+    }
+    a.start();
+    wait_for("seven tags on both", SECS, || {
+        app_a.count("tags") == 7 && app_b.count("tags") == 7 && same(&a, &b)
+    });
+    let log = |d: &Device| std::fs::read_to_string(d.dir.join("syncer.log")).unwrap_or_default();
+    let (log_a, log_b) = (log(&a), log(&b));
+    let told_by_peer = log_a.contains("reused: Some");
+    assert!(
+        log_a.contains("WARN") && log_a.contains("Restored") && told_by_peer != same_machine,
+        "{log_a}"
+    );
+    assert!(
+        log_b.contains("WARN") && log_b.contains("PeerRestored"),
+        "{log_b}"
+    );
 }
 
 /// A copied library folder made a device of its own: `sdsync reidentify DIR`

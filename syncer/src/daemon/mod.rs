@@ -248,7 +248,7 @@ impl Daemon {
                 changed = stop.changed() => if changed.is_err() || *stop.borrow() { break },
             }
         }
-        if let Err(e) = self.store.note_clock() {
+        if let Err(e) = self.store.note_final_clock() {
             tracing::warn!(device = %self.me, error = %e, "recording the clock in sync.db");
         }
         self.record_peers(true);

@@ -496,6 +496,20 @@ impl Home {
     }
 
     /// The store over this folder (its tables created if missing).
+    /// [`Home::syncer_parts`] for `sdsync run`: its store also keeps the
+    /// record of its clock outside the folder, in `state` (see
+    /// [`SqlStore::with_clock_outside`]).
+    pub fn running_parts(
+        &self,
+        state: Option<std::path::PathBuf>,
+    ) -> Result<(SqlStore, Pins, Directory), HomeError> {
+        let (store, pins, directory) = self.syncer_parts()?;
+        let store = store
+            .with_clock_outside(state)
+            .map_err(|e| self.store_error(e))?;
+        Ok((store, pins, directory))
+    }
+
     pub(crate) fn store(&self) -> Result<SqlStore, HomeError> {
         let path = self.dir.join("sync.db");
         let sync = syncdb::open(&path).map_err(|source| HomeError::Sync { path, source })?;

@@ -366,6 +366,11 @@ fn peer_of(conn: &quinn::Connection, pins: &Pins) -> Option<(String, Vec<u8>)> {
     Some((pins.device(cert)?, cert.to_vec()))
 }
 
+/// How long an accepted connection may stay silent before its first frame
+/// (a dialer says Hello as soon as its link is up; its daemon may be busy
+/// applying a page first).
+const FIRST_FRAME: Duration = Duration::from_secs(60);
+
 /// Which end of a connection this device is.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
@@ -414,10 +419,18 @@ fn serve(
     tokio::spawn(async move {
         let first = match side {
             Side::Dialed => None,
-            Side::Accepted => match conn.accept_uni().await {
-                Ok(stream) => Some(stream),
-                Err(e) => {
+            Side::Accepted => match tokio::time::timeout(FIRST_FRAME, conn.accept_uni()).await {
+                Ok(Ok(stream)) => Some(stream),
+                Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "closed before its first frame");
+                    linked.add(&peer, -1);
+                    return;
+                }
+                Err(_) => {
+                    // Keep-alives would hold it open for good, and this
+                    // device would not dial a peer it counts as linked.
+                    conn.close(3u32.into(), b"no Hello");
+                    tracing::warn!(%peer, "a connection that sent nothing within {FIRST_FRAME:?} was closed");
                     linked.add(&peer, -1);
                     return;
                 }

@@ -120,8 +120,9 @@ pub enum Event {
         /// What differs, in words.
         detail: String,
     },
-    /// A peer holds more of this device's own changes than this device: its
-    /// database was restored from an older copy. Its own changes since were
+    /// A peer holds more of this device's own changes than this device, or
+    /// other ones under its numbers: its database was restored from an older
+    /// copy. Its own changes since were
     /// renumbered above what peers hold, and it takes back the rest from `peer`.
     Restored {
         /// The peer that told.
@@ -130,6 +131,10 @@ pub enum Event {
         held: i64,
         /// How far this device held it.
         had: i64,
+        /// A number the peer holds for another change than this device does
+        /// (a whole folder restored, then written more than it lost; or a
+        /// copy of the folder that ran in between), when that told it.
+        reused: Option<i64>,
         /// How many of its changes were renumbered.
         renumbered: i64,
     },
@@ -152,12 +157,15 @@ pub enum Event {
 
 impl Event {
     /// Whether a person should look at it (logged at WARN): what stays wrong
-    /// until someone acts, as opposed to what the protocol handles itself.
+    /// until someone acts, and a restore, seen from either side (the
+    /// protocol recovers the data, but two histories met: both devices say
+    /// so), as opposed to what the protocol handles itself.
     pub fn needs_attention(&self) -> bool {
         matches!(
             self,
             Self::SchemaMismatch { .. }
                 | Self::Restored { .. }
+                | Self::PeerRestored { .. }
                 | Self::Quarantined { .. }
                 | Self::ApplyFailed { .. }
                 | Self::DeadLetter { .. }

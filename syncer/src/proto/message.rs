@@ -19,7 +19,7 @@ use crate::library::Change;
 use crate::proto::schema::TableLayout;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// The most bytes of changes a page carries beyond its first change: a node
 /// never asks for more (its configured `page_bytes` is capped at this).
@@ -80,6 +80,10 @@ pub enum Payload {
         /// Which running copy of the sender's library folder this is, so a
         /// peer hearing two at once can stop one (see `proto::node::copies`).
         incarnation: Incarnation,
+        /// The newest changes of the receiver's own origin the sender holds,
+        /// `(seq, hlc)`: the receiver checks they are its own history (a
+        /// restored or copied folder reuses numbers; see `Node::on_hello`).
+        yours: Vec<(i64, i64)>,
     },
     /// Asks for the changes of `origin` above sequence `after`: starts (or
     /// restarts there) a stream of pages, paced by [`Payload::Ack`]s.
@@ -257,6 +261,7 @@ mod tests {
                     reason: "UNIQUE constraint failed: tags.canonical_name".into(),
                 }],
                 incarnation: Incarnation { since_ms: 1, id: 2 },
+                yours: vec![(7, 7 << 16)],
                 schema: vec![TableLayout {
                     table: "tags".into(),
                     class: "shared".into(),

@@ -65,6 +65,7 @@ use crate::proto::message::{
     Envelope, Incarnation, PROTOCOL_VERSION, Payload, QuarantineSummary, decode,
 };
 use crate::proto::store::{Store, StoreError};
+use reports::{YOURS, reused};
 
 pub use crate::proto::event::{Event, Output};
 pub use peers::PeerState;
@@ -382,13 +383,14 @@ impl Node {
                 quarantined,
                 schema,
                 incarnation,
+                yours,
             } => {
                 let (mut out, go_on) = self.on_incarnation(&peer, incarnation, now);
                 if !go_on {
                     return Ok(out);
                 }
                 self.on_quarantine_report(&peer, quarantined, store)?;
-                out.extend(self.on_hello(&peer, watermarks, hlc, reply, now, store)?);
+                out.extend(self.on_hello(&peer, (watermarks, yours), hlc, reply, now, store)?);
                 let refused = out
                     .iter()
                     .any(|o| matches!(o, Output::Event(Event::Refused { .. })));
@@ -489,7 +491,7 @@ impl Node {
     fn on_hello(
         &mut self,
         peer: &str,
-        marks: Vec<(String, i64)>,
+        (marks, yours): Holds,
         hlc: i64,
         reply: bool,
         now: u64,
@@ -528,9 +530,12 @@ impl Node {
         let had = ours.get(&self.me).copied().unwrap_or(0);
         self.open_push(peer, their_of_me, first, their_of_me >= had);
         if let Some(floor) = store.restored()? {
-            out.extend(self.reclaim(peer, floor, had, hlc, now, store)?);
+            out.extend(self.reclaim(peer, (floor, had), None, hlc, now, store)?);
         } else if their_of_me > had && their_of_me <= MAX_SEQ / 2 {
-            out.extend(self.reclaim(peer, their_of_me, had, hlc, now, store)?);
+            out.extend(self.reclaim(peer, (their_of_me, had), None, hlc, now, store)?);
+        } else if let Some(reused) = reused(&yours, had, store)? {
+            let held = (their_of_me, had);
+            out.extend(self.reclaim(peer, held, Some(reused), hlc, now, store)?);
         } else {
             out.extend(self.reclaim_next(peer, now, store)?);
         }
@@ -558,6 +563,7 @@ impl Node {
             quarantined: store.quarantine_summary()?,
             schema: store.schema()?,
             incarnation: self.incarnation,
+            yours: store.newest_of(peer, YOURS)?,
         };
         Ok(self.send(peer, payload))
     }
@@ -576,6 +582,10 @@ impl Node {
             .map(|(k, _)| k.clone())
     }
 }
+
+/// What a Hello says its sender holds: its watermarks `(origin, seq)`, and
+/// the newest changes of the receiver's own origin `(seq, hlc)`.
+type Holds = (Vec<(String, i64)>, Vec<(i64, i64)>);
 
 fn malformed(e: &crate::proto::message::DecodeError) -> Output {
     Output::Event(Event::Malformed {

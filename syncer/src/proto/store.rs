@@ -129,6 +129,15 @@ pub trait Store {
     /// Whether this database was found restored from an older copy when the
     /// store opened: the sequence its peers may hold (until [`Store::restamp`]).
     fn restored(&self) -> Result<Option<i64>, StoreError>;
+    /// The newest changes of `origin` this device holds, as `(seq, hlc)`,
+    /// newest first, at most `n`: a Hello carries them to `origin`, which
+    /// checks they are its own (see [`Store::reuses`]).
+    fn newest_of(&self, origin: &str, n: usize) -> Result<Vec<(i64, i64)>, StoreError>;
+    /// Whether this device's own history contradicts a peer holding its
+    /// change `(seq, hlc)`: it holds another change under that number, or
+    /// (where its numbers and HLCs rise together) a change numbered below it
+    /// with a later HLC, or above it with an earlier one.
+    fn reuses(&self, seq: i64, hlc: i64) -> Result<bool, StoreError>;
     /// Renumbers this device's own current changes above `floor` (peers hold
     /// its origin up to there: the database was restored from an older copy)
     /// and moves its clock to at least `hlc`; returns how many.

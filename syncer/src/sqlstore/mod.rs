@@ -27,7 +27,11 @@
 //!   watermark of another origin is the smaller of the two.
 
 mod ahead;
+mod lineage;
 pub mod marks;
+mod own_clock;
+
+pub use own_clock::state_dir;
 pub mod quarantine;
 pub mod syncdb;
 
@@ -84,6 +88,11 @@ pub struct SqlStore {
     restored: Cell<Option<i64>>,
     /// The local sequence last recorded in `sync.db`.
     seen_seq: Cell<Option<i64>>,
+    /// When the record outside the folder was last written, and at what
+    /// sequence (see `own_clock`).
+    kept_outside: Cell<Option<(std::time::Instant, i64)>>,
+    /// The record's file outside the folder, when kept (`sdsync run`).
+    outside: Option<std::path::PathBuf>,
     /// The schema version the last `sdsync_repair()` saw.
     repaired_at: Cell<Option<i64>>,
     /// The references between tracked tables, for parents-first paging
@@ -122,6 +131,7 @@ impl SqlStore {
             .map_err(err)?;
         quarantine::ensure(&lib.conn).map_err(err)?;
         marks::ensure(&lib.conn, &me).map_err(err)?;
+        lineage::ensure(&lib.conn).map_err(err)?;
         syncdb::ensure(&sync)?;
         let store = Self {
             lib,
@@ -131,11 +141,14 @@ impl SqlStore {
             swept: Cell::new(0),
             restored: Cell::new(None),
             seen_seq: Cell::new(None),
+            kept_outside: Cell::new(None),
+            outside: None,
             repaired_at: Cell::new(None),
             links: RefCell::new(None),
         };
-        store.restored.set(store.went_back()?);
-        store.clock_not_below_seen()?;
+        let seen = syncdb::own_clock(&store.sync, &store.me)?;
+        store.restored.set(store.went_back(seen)?);
+        store.clock_not_below_seen(seen)?;
         store.note_clock()?;
         Ok(store)
     }
@@ -170,74 +183,10 @@ impl SqlStore {
         Self::new(self.lib, self.sync)
     }
 
-    /// Whether the database went back in time since the syncer last saw it (a
-    /// restore of `database.db` alone): its local sequence is below what the
-    /// syncer saw, or a change of its own at or below that sequence is newer
-    /// than the clock then (sequence and HLC of one device's own changes rise
-    /// together, so only writes made after a restore look like that). Returns
-    /// the sequence peers may hold.
-    fn went_back(&self) -> Result<Option<i64>, StoreError> {
-        let Some((seq, hlc)) = syncdb::own_clock(&self.sync, &self.me)? else {
-            return Ok(None);
-        };
-        let conn = &self.lib.conn;
-        let behind: bool = self.sql(conn.query_row(
-            "SELECT (SELECT seq FROM sdsync_clock) < ?1 \
-              OR EXISTS (SELECT 1 FROM sdsync_versions v, sdsync_meta m WHERE m.key = 'origin' \
-                         AND v.origin = m.value AND v.seq <= ?1 AND v.hlc > ?2) \
-              OR EXISTS (SELECT 1 FROM sdsync_tombstones t, sdsync_meta m WHERE m.key = 'origin' \
-                         AND t.origin = m.value AND t.seq <= ?1 AND t.hlc > ?2)",
-            params![seq, hlc],
-            |r| r.get(0),
-        ))?;
-        Ok(behind.then_some(seq))
-    }
-
-    /// A restored database's clock went back with it: it must not issue the
-    /// HLCs of the changes it lost again (peers hold them, and `(origin, HLC)`
-    /// names one change), so it moves to at least the clock the syncer last
-    /// recorded. What apps wrote between the restore and this start may have
-    /// reused some, when the lost changes were ahead of the wall clock.
-    fn clock_not_below_seen(&self) -> Result<(), StoreError> {
-        let Some((_, seen)) = syncdb::own_clock(&self.sync, &self.me)? else {
-            return Ok(());
-        };
-        let conn = &self.lib.conn;
-        let now: i64 =
-            self.sql(conn.query_row("SELECT hlc FROM sdsync_clock", [], |r| r.get(0)))?;
-        // Only then a write (and the write lock an app may hold).
-        if now < seen {
-            self.sql(conn.execute("UPDATE sdsync_clock SET hlc = ?1 WHERE hlc < ?1", [seen]))?;
-        }
-        Ok(())
-    }
-
     /// Records what the running syncer knows of its peers, for `sdsync
     /// status` (another process).
     pub fn record_peers(&self, peers: &[PeerState], now_ms: u64) -> Result<(), StoreError> {
         Ok(syncdb::record_peers(&self.sync, peers, now_ms)?)
-    }
-
-    /// Records the local sequence and clock when the sequence moved (the daemon
-    /// calls it after every commit it notices and when it stops, so a restore
-    /// made while the syncer is stopped is told apart). Not while a restore
-    /// is being dealt with: the record is its evidence, and a restart before
-    /// the renumbering must find it again.
-    pub fn note_clock(&self) -> Result<(), StoreError> {
-        if self.restored.get().is_some() {
-            return Ok(());
-        }
-        let (seq, hlc): (i64, i64) = self.sql(
-            self.lib
-                .conn
-                .prepare_cached("SELECT seq, hlc FROM sdsync_clock")
-                .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?)))),
-        )?;
-        if self.seen_seq.get() != Some(seq) {
-            syncdb::set_own_clock(&self.sync, &self.me, seq, hlc)?;
-            self.seen_seq.set(Some(seq));
-        }
-        Ok(())
     }
 
     /// Maps a library statement's error to the store's, naming the file; busy
@@ -476,6 +425,14 @@ impl Store for SqlStore {
 
     fn peer_quarantine(&self, peer: &str, summary: &[QuarantineSummary]) -> Result<(), StoreError> {
         Ok(syncdb::peer_quarantine(&self.sync, peer, summary)?)
+    }
+
+    fn newest_of(&self, origin: &str, n: usize) -> Result<Vec<(i64, i64)>, StoreError> {
+        self.sql(lineage::newest_of(&self.lib.conn, origin, n))
+    }
+
+    fn reuses(&self, seq: i64, hlc: i64) -> Result<bool, StoreError> {
+        self.sql(lineage::reuses(&self.lib.conn, seq, hlc))
     }
 
     fn restamp(&self, floor: i64, hlc: i64) -> Result<i64, StoreError> {

@@ -197,7 +197,9 @@ impl Engine {
     /// retried) is issued again under the next local sequence number, above
     /// its old one: peers whose watermarks cover its old number may lack it
     /// (the restored device may have reused that number), and they take the
-    /// new one. Its HLC stays, so devices that hold it skip it. One it does not
+    /// new one. Its HLC stays, so devices that hold it skip it (and this
+    /// device's own HLCs no longer rise with their numbers up to it: see
+    /// [`store::mark_monotone_from`]). One it does not
     /// write (held already, or older than what the row holds) keeps its number,
     /// so taking changes back settles. Returns the number.
     fn reissue(&mut self, old: i64) -> Result<i64, ChangeError> {
@@ -205,6 +207,7 @@ impl Engine {
         stmt.bind_all(&[Value::Integer(old)])?;
         let seq = if stmt.step()? { stmt.int(0) } else { 0 };
         stmt.reset();
+        store::mark_monotone_from(self.db, seq)?;
         Ok(seq)
     }
 

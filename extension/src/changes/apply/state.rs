@@ -42,7 +42,10 @@ impl Engine {
     /// Refused, it is quarantined by the syncer and shown on both sides. Not
     /// when a change of that origin with this very HLC is held: the origin was
     /// restored and renumbered it, and this is its old copy (quarantined
-    /// earlier, or forwarded late), which merges as usual.
+    /// earlier, or forwarded late), which merges as usual. Nor when the
+    /// change would write nothing (superseded here): it hides nothing, and
+    /// refused, it would stay quarantined for good once the origin renumbered
+    /// past it (a restored folder that reused numbers).
     pub(super) fn check_fork(&mut self, change: &Change, v: &Version) -> Result<(), ChangeError> {
         if v.origin_id == 0 {
             return Ok(());
@@ -64,7 +67,9 @@ impl Engine {
             }
         }
         match held {
-            Some(hlc) if hlc as u64 != v.hlc && !self.holds_hlc(v)? => {
+            Some(hlc)
+                if hlc as u64 != v.hlc && !self.holds_hlc(v)? && self.would_write(change, v)? =>
+            {
                 Err(ChangeError::IssuedTwice {
                     origin: v.origin.clone(),
                     seq: v.seq,

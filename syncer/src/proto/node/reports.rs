@@ -13,7 +13,32 @@ use crate::proto::store::{Store, StoreError};
 /// sequence numbers run to 2^53, so a million per renumbering costs nothing).
 const RESTORE_GAP: i64 = 1 << 20;
 
+/// How many of the newest changes of a peer's own origin a Hello carries
+/// back to it (see [`reused`]): more samples catch more reuses whose newest
+/// change this device holds was superseded on the restored one.
+pub(super) const YOURS: usize = 4;
+
 type Out = Result<Vec<Output>, StoreError>;
+
+/// A peer holds a change of this device's own origin that contradicts this
+/// device's own history (see [`Store::reuses`]): the first such number. That
+/// is two histories under one origin: the whole folder (`sync.db` with it,
+/// which hides the restore from [`Store::restored`]) was restored from an
+/// older copy and then written more than it lost, or a copy of the folder
+/// ran while this one did not. Numbers above `had` are another case (the
+/// peer holds more than this device issued; see [`Node::reclaim`]).
+pub(super) fn reused(
+    yours: &[(i64, i64)],
+    had: i64,
+    store: &dyn Store,
+) -> Result<Option<i64>, StoreError> {
+    for &(seq, hlc) in yours.iter().filter(|(seq, _)| *seq <= had) {
+        if store.reuses(seq, hlc)? {
+            return Ok(Some(seq));
+        }
+    }
+    Ok(None)
+}
 
 impl Node {
     /// A page found the database busy (an app holding the write lock): nothing
@@ -119,12 +144,14 @@ impl Node {
     /// `peer`, then from every other peer (each may hold changes the others
     /// lack; the list is durable, so a crash midway resumes it), to apply what
     /// the copy lacked. A paired peer's claim is believed: a wrong one costs a
-    /// renumbering, never a change.
+    /// renumbering, never a change. `reused`: the peer holds no more than
+    /// `had`, but under a number this device holds for another change (see
+    /// [`reused`]); the same recovery applies.
     pub(super) fn reclaim(
         &mut self,
         peer: &str,
-        floor: i64,
-        had: i64,
+        (floor, had): (i64, i64),
+        reused: Option<i64>,
         hlc: i64,
         now: u64,
         store: &dyn Store,
@@ -139,6 +166,7 @@ impl Node {
                 peer: peer.into(),
                 held: floor,
                 had,
+                reused,
                 renumbered,
             }),
             self.start_pull(peer, &me, 0, now),

@@ -1,0 +1,118 @@
+//! Whether what a peer holds of this device's own origin is this device's
+//! history: a Hello carries the newest changes of the receiver's origin the
+//! sender holds, `(seq, hlc)`, and the receiver checks them against its own.
+//!
+//! ```sql
+//! -- on the peer: the newest changes of origin ?1 it holds
+//! SELECT v.seq, v.hlc FROM sdsync_versions v JOIN sdsync_origins o ON o.id = v.origin
+//!  WHERE o.uuid = ?1 ORDER BY v.seq DESC LIMIT 4;
+//! -- on the origin: another change under that number, or one out of HLC order near it
+//! SELECT 1 FROM sdsync_versions WHERE origin = <own id> AND seq = ?1 AND hlc <> ?2;
+//! ```
+//!
+//! A change's sequence number and HLC are given together when it is written,
+//! and rise together, so a change the peer holds that this device's own
+//! history contradicts means two histories under one origin: a whole library
+//! folder (`sync.db` with it) restored from a backup elsewhere, then written
+//! more than it lost, or a copy of the folder that ran while the original did
+//! not. A restored device that wrote less is told apart already (the peer
+//! holds numbers it never issued); this is the case where numbers are reused.
+
+use rusqlite::{Connection, params};
+
+use super::opt_i64;
+
+/// How many of its own numbers around a peer's sample a device compares.
+const WINDOW: i64 = 1000;
+
+/// At most how many numbers quarantined as issued twice a Hello names.
+const FORKED: usize = 16;
+
+/// Marks a database whose changes were never checked this way as in order
+/// only above its sequence now: one that took its own changes back before
+/// the extension kept the `monotone_from` mark holds re-issued ones out of
+/// order, with no mark (which would read as 0).
+pub fn ensure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO sdsync_meta(key, value) \
+         SELECT 'monotone_from', seq FROM sdsync_clock",
+        [],
+    )?;
+    Ok(())
+}
+
+/// The newest changes of `origin` held here (current versions and
+/// tombstones), newest first, at most `n`. Each table is read through its
+/// `(origin, seq)` index from the top, so this costs `n` rows, not the origin's.
+pub fn newest_of(conn: &Connection, origin: &str, n: usize) -> rusqlite::Result<Vec<(i64, i64)>> {
+    let mut found = Vec::new();
+    for table in ["sdsync_versions", "sdsync_tombstones"] {
+        let sql = format!(
+            "SELECT DISTINCT t.seq, t.hlc FROM {table} t \
+             WHERE t.origin = (SELECT id FROM sdsync_origins WHERE uuid = ?1) \
+             ORDER BY t.seq DESC LIMIT ?2"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![origin, n as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        for row in rows {
+            found.push(row?);
+        }
+    }
+    found.sort_unstable_by(|a, b| b.cmp(a));
+    found.dedup();
+    found.truncate(n);
+    found.extend(forked(conn, origin)?);
+    Ok(found)
+}
+
+/// Both changes `origin` issued under one number, where one is held here and
+/// the other quarantined (issued twice): telling the origin makes it renumber when one
+/// of the two is its own current history (it then reaches every peer, and the
+/// quarantined change merges as usual on its retry).
+fn forked(conn: &Connection, origin: &str) -> rusqlite::Result<Vec<(i64, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "WITH fork AS (SELECT DISTINCT v.seq, v.hlc AS held, q.hlc AS refused \
+                       FROM sdsync_quarantine q \
+                       JOIN sdsync_versions v \
+                         ON v.origin = (SELECT id FROM sdsync_origins WHERE uuid = ?1) \
+                        AND v.seq = q.seq AND v.hlc <> q.hlc \
+                       WHERE q.origin = ?1 ORDER BY v.seq DESC LIMIT ?2) \
+         SELECT seq, held FROM fork UNION SELECT seq, refused FROM fork",
+    )?;
+    let rows = stmt.query_map(params![origin, FORKED as i64], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    rows.collect()
+}
+
+/// Whether this device's own current changes contradict a peer holding its
+/// change `(seq, hlc)`: another change under that number, or, above the
+/// `monotone_from` mark (where own numbers and HLCs rise together; the
+/// extension keeps it past renumbered and re-issued changes), one numbered
+/// below it with a later HLC or above it with an earlier one, within
+/// [`WINDOW`] numbers. The window finds a reuse whose very number was
+/// superseded here (the app rewrote that row), at a bounded cost per Hello:
+/// index range scans of at most `WINDOW` entries.
+pub fn reuses(conn: &Connection, seq: i64, hlc: i64) -> rusqlite::Result<bool> {
+    let found = opt_i64(
+        conn,
+        "WITH me AS (SELECT value AS id FROM sdsync_meta WHERE key = 'origin'), \
+              lo AS (SELECT max(coalesce((SELECT value FROM sdsync_meta \
+                                          WHERE key = 'monotone_from'), 0), ?1 - ?3) AS seq), \
+              own(seq, hlc) AS ( \
+                SELECT seq, hlc FROM sdsync_versions WHERE origin = (SELECT id FROM me) \
+                  AND seq > (SELECT seq FROM lo) AND seq <= ?1 + ?3 \
+                UNION ALL SELECT seq, hlc FROM sdsync_tombstones WHERE origin = (SELECT id FROM me) \
+                  AND seq > (SELECT seq FROM lo) AND seq <= ?1 + ?3) \
+         SELECT EXISTS (SELECT 1 FROM sdsync_versions WHERE origin = (SELECT id FROM me) \
+                          AND seq = ?1 AND hlc <> ?2) \
+             OR EXISTS (SELECT 1 FROM sdsync_tombstones WHERE origin = (SELECT id FROM me) \
+                          AND seq = ?1 AND hlc <> ?2) \
+             OR EXISTS (SELECT 1 FROM sdsync_parked WHERE origin = (SELECT id FROM me) \
+                          AND seq = ?1 AND hlc <> ?2) \
+             OR (?1 > (SELECT seq FROM lo) AND EXISTS (SELECT 1 FROM own \
+                  WHERE (seq < ?1 AND hlc > ?2) OR (seq > ?1 AND hlc < ?2)))",
+        params![seq, hlc, WINDOW],
+    )?;
+    Ok(found == Some(1))
+}
