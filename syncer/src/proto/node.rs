@@ -534,7 +534,7 @@ impl Node {
         } else if their_of_me > had && their_of_me <= MAX_SEQ / 2 {
             out.extend(self.reclaim(peer, (their_of_me, had), None, hlc, now, store)?);
         } else if let Some(reused) = reused(&yours, had, store)? {
-            let held = (their_of_me, had);
+            let held = (their_of_me.max(reused), had);
             out.extend(self.reclaim(peer, held, Some(reused), hlc, now, store)?);
         } else {
             out.extend(self.reclaim_next(peer, now, store)?);

@@ -25,15 +25,17 @@ type Out = Result<Vec<Output>, StoreError>;
 /// is two histories under one origin: the whole folder (`sync.db` with it,
 /// which hides the restore from [`Store::restored`]) was restored from an
 /// older copy and then written more than it lost, or a copy of the folder
-/// ran while this one did not. Numbers above `had` are another case (the
-/// peer holds more than this device issued; see [`Node::reclaim`]).
+/// ran while this one did not. A number above `had` (this device's own
+/// sequence) is proof as well: a peer may hold changes above its watermark.
 pub(super) fn reused(
     yours: &[(i64, i64)],
     had: i64,
     store: &dyn Store,
 ) -> Result<Option<i64>, StoreError> {
-    for &(seq, hlc) in yours.iter().filter(|(seq, _)| *seq <= had) {
-        if store.reuses(seq, hlc)? {
+    for &(seq, hlc) in yours {
+        // A change under a number this device has not issued (a peer can
+        // hold one above its watermark) proves the history went back.
+        if seq > had || store.reuses(seq, hlc)? {
             return Ok(Some(seq));
         }
     }
