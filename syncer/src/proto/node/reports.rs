@@ -146,9 +146,9 @@ impl Node {
     /// `peer`, then from every other peer (each may hold changes the others
     /// lack; the list is durable, so a crash midway resumes it), to apply what
     /// the copy lacked. A paired peer's claim is believed: a wrong one costs a
-    /// renumbering, never a change. `reused`: the peer holds no more than
-    /// `had`, but under a number this device holds for another change (see
-    /// [`reused`]); the same recovery applies.
+    /// renumbering, never a change. `reused`: a change the peer holds
+    /// contradicts this device's own history, or is numbered above what it
+    /// issued (see [`reused`]); the same recovery applies.
     pub(super) fn reclaim(
         &mut self,
         peer: &str,
