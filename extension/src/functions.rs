@@ -84,6 +84,7 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
     ("sdsync_wall", 0, INNOCUOUS, |c| {
         Ok(Value::Integer(Hlc::from_wall(c.conn.wall_ms()).as_i64()))
     }),
+    ("sdsync_next_hlc", 2, INNOCUOUS, next_hlc),
     ("sdsync_uuid", 0, INNOCUOUS, |_| Ok(Value::Text(uuid_v7()))),
     ("sdsync_uuid_v5", 2, PURE, uuid_v5_fn),
     ("sdsync_hlc_text", 1, PURE, hlc_text),
@@ -311,6 +312,23 @@ fn uuid_v5_fn(c: &Call) -> Result<Value, String> {
         Some(Value::RawText(b) | Value::Blob(b)) => String::from_utf8_lossy(b).into_owned(),
     };
     Ok(Value::Text(uuid_v5(&ns, &name)))
+}
+
+/// The capture triggers' clock bump: the HLC a change issued now gets, from
+/// the clock `(hlc, seq)` before it (`max(hlc + 1, wall)`, the send rule). When
+/// that enters a new second (`hlc >> 26`, milliseconds over 1,024), the pair
+/// `(seq + 1, hlc)` goes into `sdsync_issued` too, in the writer's own
+/// transaction (a rollback takes it back with the change). Recording it is
+/// best effort: a library whose upgrade is pending has no such table yet.
+fn next_hlc(c: &Call) -> Result<Value, String> {
+    let last = c.int(0, "sdsync_next_hlc: the clock's HLC")?;
+    let seq = c.int(1, "sdsync_next_hlc: the clock's sequence")?;
+    let wall = Hlc::from_wall(c.conn.wall_ms()).as_i64();
+    let next = last.saturating_add(1).max(wall);
+    if next >> 26 > last >> 26 {
+        let _ = store::record_issued(c.db, seq.saturating_add(1), next);
+    }
+    Ok(Value::Integer(next))
 }
 
 fn hlc_text(c: &Call) -> Result<Value, String> {

@@ -10,7 +10,7 @@
 
 use sdsync_core::hlc::Hlc;
 use sdsync_core::ids::device_uuid;
-use sdsync_core::schema::QUARANTINE_TABLE;
+use sdsync_core::schema::{ISSUED_TABLE, QUARANTINE_TABLE};
 
 use crate::ffi::{Db, SqlError, Value};
 
@@ -107,6 +107,18 @@ CREATE TRIGGER IF NOT EXISTS sdsync_schema_changes_need_the_extension
   BEFORE DELETE ON sdsync_meta WHEN 0 BEGIN SELECT 1 FROM sdsync_schema WHERE 0; END;
 ";
 
+/// What format 7 added (run by [`ensure`] and by `track::upgrade`).
+///
+/// `sdsync_issued`: a sparse record of this device's own `(seq, hlc)` as the
+/// capture triggers issue them, one row whenever the HLC enters a new second
+/// (at most one a second of writing; written by `sdsync_next_hlc`). Versions keep only a row's latest change,
+/// so after a whole folder is restored from a backup and the app rewrites what
+/// it wrote since, nothing in them shows the numbers it reused; the first
+/// write after the restore enters a new second and is recorded here, which is
+/// how the syncer still tells its peers' copies of the lost changes apart
+/// (`syncer/src/sqlstore/lineage.rs`). Reset with the identity.
+pub const FORMAT_7: &str = ISSUED_TABLE;
+
 /// Creates sdsync's tables and this database's identity if they do not exist yet.
 pub fn ensure(db: Db) -> Result<(), SqlError> {
     if local_origin(db)?.is_some() {
@@ -114,6 +126,7 @@ pub fn ensure(db: Db) -> Result<(), SqlError> {
     }
     db.exec(SCHEMA)?;
     db.exec(FORMAT_6)?;
+    db.exec(FORMAT_7)?;
     db.exec(QUARANTINE_TABLE)?;
     // A new library's triggers are installed by this version: the current format.
     db.prepare("UPDATE sdsync_meta SET value = ?1 WHERE key = 'format' AND value < ?1")?
@@ -163,6 +176,8 @@ pub fn assign_identity(db: Db, uuid: &str) -> Result<i64, SqlError> {
             .run(&[Value::Integer(old)])?;
     }
     let id = intern_origin(db, uuid)?;
+    // The record of issued numbers describes the identity this database had.
+    db.exec("DELETE FROM sdsync_issued")?;
     db.prepare("INSERT OR REPLACE INTO sdsync_meta(key, value) VALUES ('origin', ?1)")?
         .run(&[Value::Integer(id)])?;
     let resume = db
@@ -280,6 +295,15 @@ pub fn restamp(db: Db, floor: i64, hlc: i64) -> Result<i64, SqlError> {
         .run(&[Value::Integer(base + count), Value::Integer(hlc)])?;
     mark_monotone_from(db, base + count)?;
     Ok(count)
+}
+
+/// Records that this device issued change `seq` at `hlc` (see [`FORMAT_7`]).
+pub fn record_issued(db: Db, seq: i64, hlc: i64) -> Result<(), SqlError> {
+    db.prepare(
+        "INSERT INTO sdsync_issued(seq, hlc) VALUES (?1, ?2) \
+         ON CONFLICT(seq) DO UPDATE SET hlc = excluded.hlc",
+    )?
+    .run(&[Value::Integer(seq), Value::Integer(hlc)])
 }
 
 /// Records that this device's own changes numbered above `seq` are issued in

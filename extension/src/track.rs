@@ -298,8 +298,9 @@ pub(crate) fn forget(db: Db, table_id: i64) -> Result<(), SqlError> {
 /// 1 triggers used `INSERT OR REPLACE`, which the writing statement's conflict
 /// clause overrode, and names that could collide between tables; format 2 (never
 /// released) checked `REPLACE` per row, formats 3 and 4 summed row sizes in SQL;
-/// format 6 added `sdsync_kept` and the schema guard (`store::FORMAT_6`).
-pub const TRIGGER_FORMAT: i64 = 6;
+/// format 6 added `sdsync_kept` and the schema guard (`store::FORMAT_6`), format
+/// 7 the record of issued numbers (`store::FORMAT_7`).
+pub const TRIGGER_FORMAT: i64 = 7;
 
 /// Re-installs the capture triggers of a library written by an older sdsync, at
 /// load. Best effort: a read-only or busy database keeps its triggers and is
@@ -316,6 +317,7 @@ pub fn upgrade(db: Db) -> Result<(), TrackError> {
     }
     in_savepoint(db, || {
         db.exec(store::FORMAT_6)?;
+        db.exec(store::FORMAT_7)?;
         let origin = store::local_origin(db)?.unwrap_or(0);
         for spec in Catalog::load(db)?.ordered {
             install_triggers(db, &spec, origin)?;

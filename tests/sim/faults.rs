@@ -117,6 +117,10 @@ impl Store for Meddler<'_> {
         self.inner().reuses(seq, hlc)
     }
 
+    fn outran(&self, seq: i64, hlc: i64) -> Result<bool, StoreError> {
+        self.inner().outran(seq, hlc)
+    }
+
     fn restamp(&self, floor: i64, hlc: i64) -> Result<i64, StoreError> {
         self.inner().restamp(floor, hlc)
     }

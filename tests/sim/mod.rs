@@ -171,20 +171,32 @@ struct Sim {
     cfg: Config,
     faults: bool,
     /// Whether devices are backed up and restored (`restore.rs`).
-    restores: bool,
+    restores: Restores,
     report: Report,
     trace: Vec<String>,
     problems: Vec<String>,
 }
 
-/// Runs one seed with `n` devices; `Err` explains what broke.
-pub fn run(seed: u64, n: usize) -> Result<Report, String> {
-    run_model(seed, n, true)
+/// Which restores from backups a run has (`restore.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restores {
+    /// None: the model of the long runs before restores were modelled.
+    Off,
+    /// Of the database alone (`sync.db` kept): the README's procedure.
+    Database,
+    /// Half of them of the whole folder, `sync.db` with it
+    /// (`SDSYNC_SIM_WHOLE=1`); one more random draw per restore, so the same
+    /// seed runs differently from [`Restores::Database`].
+    Whole,
 }
 
-/// Runs one seed with `n` devices, with or without restores from backups
-/// (`restore.rs`; without is the model of the long runs before them).
-pub fn run_model(seed: u64, n: usize, restores: bool) -> Result<Report, String> {
+/// Runs one seed with `n` devices; `Err` explains what broke.
+pub fn run(seed: u64, n: usize) -> Result<Report, String> {
+    run_model(seed, n, Restores::Database)
+}
+
+/// Runs one seed with `n` devices and the given restores.
+pub fn run_model(seed: u64, n: usize, restores: Restores) -> Result<Report, String> {
     let ext = sdsync_syncer::library::extension_path(None).map_err(|e| e.to_string())?;
     let mut rng = Rng::new(seed);
     let cfg = Config {
@@ -546,11 +558,11 @@ impl Sim {
                     self.devices[d].joined = true;
                 }
                 61 => self.upgrade_next()?,
-                63 if self.restores => {
+                63 if self.restores != Restores::Off => {
                     let d = self.rng.below(n as u64) as usize;
                     self.back_up(d)?;
                 }
-                64 if self.restores => {
+                64 if self.restores != Restores::Off => {
                     let d = self.rng.below(n as u64) as usize;
                     self.restore(d)?;
                 }

@@ -126,6 +126,7 @@ fn a_peer_clock_beyond_the_drift_is_refused() {
             schema: vec![],
             incarnation: Default::default(),
             yours: vec![],
+            your_clock: (0, 0),
         },
     );
     let out = na.receive(&encode(&hello), NOW, &a).expect("receive");

@@ -7,12 +7,13 @@
 //! - The model includes backups and restores of devices; `SDSYNC_SIM_RESTORES=0`
 //!   leaves them out (the model of earlier long runs, see the README);
 //!   `SDSYNC_SIM_WHOLE=1` restores whole folders (`sync.db` too) in half of
-//!   them (still diverges in some seeds, so off by default).
+//!   them (one seed in 500 still diverges, so off for the 500; its own
+//!   regression seeds run on every test run).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sdsync_tests::sim;
+use sdsync_tests::sim::{self, Restores};
 
 /// Seeds that ever failed; they run on every test run.
 /// (3, 4, 11, 12, 13, 15, 19, 20, 34, 40: cascades during apply and parked changes
@@ -29,8 +30,21 @@ const REGRESSIONS: &[u64] = &[
     4254, 5856, 2817, 8557,
 ];
 
-fn restores() -> bool {
-    env("SDSYNC_SIM_RESTORES", 1) == 1
+/// Seeds that failed with whole-folder restores (`SDSYNC_SIM_WHOLE=1`), run
+/// that way on every test run. (6, 66, 495, 8557: every change written under
+/// a reused number superseded on the restored device, told by the record of
+/// issued numbers; 7, 108: the lost changes superseded on the peers, or
+/// stamped by a clock peers had pushed ahead, told by the clock announced
+/// before; 121: a lost change held only kept for a newer schema; see the
+/// README, "Backup and restore".)
+const WHOLE_REGRESSIONS: &[u64] = &[6, 7, 66, 108, 121, 412, 495, 8557];
+
+fn restores() -> Restores {
+    match (env("SDSYNC_SIM_RESTORES", 1), env("SDSYNC_SIM_WHOLE", 0)) {
+        (0, _) => Restores::Off,
+        (_, 1) => Restores::Whole,
+        _ => Restores::Database,
+    }
 }
 
 fn devices(seed: u64) -> usize {
@@ -45,10 +59,10 @@ fn env(name: &str, default: u64) -> u64 {
 }
 
 fn replay_hint(seed: u64) -> String {
-    let model = if !restores() {
-        "SDSYNC_SIM_RESTORES=0 "
-    } else {
-        ""
+    let model = match restores() {
+        Restores::Off => "SDSYNC_SIM_RESTORES=0 ",
+        Restores::Whole => "SDSYNC_SIM_WHOLE=1 ",
+        Restores::Database => "",
     };
     format!(
         "replay: {model}SDSYNC_SIM_SEED={seed} cargo test --release -p sdsync-tests --test simulation replay -- --nocapture"
@@ -95,6 +109,18 @@ fn seeds() {
         failures.len(),
         failures.join("\n\n")
     );
+}
+
+#[test]
+fn whole_folder_regression_seeds() {
+    for &seed in WHOLE_REGRESSIONS {
+        if let Err(e) = sim::run_model(seed, devices(seed), Restores::Whole) {
+            panic!(
+                "whole-folder regression seed {seed}: {e}\nreplay: SDSYNC_SIM_WHOLE=1 SDSYNC_SIM_SEED={seed} \
+                 cargo test --release -p sdsync-tests --test simulation replay -- --nocapture"
+            );
+        }
+    }
 }
 
 #[test]

@@ -113,16 +113,23 @@ fn loading_upgrades_triggers_of_an_older_version() {
     let path = temp_dir("upgrade").join("a.db");
     {
         let lib = Lib::create(&path);
-        // What a format-1 library looked like: triggers named table-first.
+        // What a format-1 library looked like: triggers named table-first,
+        // and no record of issued numbers (format 7).
         lib.exec(
             "UPDATE sdsync_meta SET value = 1 WHERE key = 'format';
-             CREATE TRIGGER sdsync_tags_ins AFTER INSERT ON tags BEGIN SELECT 1; END;",
+             CREATE TRIGGER sdsync_tags_ins AFTER INSERT ON tags BEGIN SELECT 1; END;
+             DROP TABLE sdsync_issued;",
         );
     }
     let lib = Lib::open(&path);
     assert_eq!(
         lib.int("SELECT value FROM sdsync_meta WHERE key = 'format'"),
-        6
+        7
+    );
+    lib.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
+    assert_eq!(
+        lib.int("SELECT count(*) FROM sdsync_issued WHERE seq = (SELECT seq FROM sdsync_clock)"),
+        1
     );
     assert_eq!(
         lib.int("SELECT count(*) FROM sqlite_schema WHERE name = 'sdsync_tags_ins'"),

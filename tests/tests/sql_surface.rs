@@ -321,3 +321,39 @@ fn autocheckpoint_is_set_per_connection() {
     let never = wal_pages_after_writes(2);
     assert!(never > 2000, "never checkpointed: {never}");
 }
+
+/// The record of issued numbers (`sdsync_issued`, README "Backup and
+/// restore"): one `(seq, hlc)` when the HLC enters a new second, written in
+/// the writer's own transaction (a rollback takes it back), none for more
+/// writes in the same second, emptied when the database takes a new identity.
+#[test]
+fn issued_numbers_are_recorded_once_a_second_in_the_writers_transaction() {
+    let a = lib("issued");
+    let base: i64 = 1_800_000_000_000;
+    let count = || a.int("SELECT count(*) FROM sdsync_issued");
+    let tag = |n: u32| format!("INSERT INTO tags(uuid, canonical_name) VALUES ('t{n}', 'tag {n}')");
+    a.exec(&format!("SELECT sdsync_test_clock({base})"));
+    let before = count();
+    a.exec(&tag(1));
+    a.exec(&tag(2));
+    assert_eq!(count(), before + 1, "two writes in one second: one record");
+    assert_eq!(
+        a.int("SELECT hlc FROM sdsync_issued ORDER BY seq DESC LIMIT 1"),
+        base << 16
+    );
+    a.exec(&format!("SELECT sdsync_test_clock({})", base + 2_000));
+    a.exec(&format!("BEGIN; {}; ROLLBACK;", tag(3)));
+    assert_eq!(count(), before + 1, "a rolled-back write leaves no record");
+    a.exec(&tag(4));
+    assert_eq!(count(), before + 2);
+    assert_eq!(
+        a.int("SELECT seq FROM sdsync_issued ORDER BY seq DESC LIMIT 1"),
+        a.int("SELECT seq FROM sdsync_clock")
+    );
+    assert_eq!(
+        a.int("SELECT hlc FROM sdsync_issued ORDER BY seq DESC LIMIT 1"),
+        (base + 2_000) << 16
+    );
+    a.exec("SELECT sdsync_reidentify()");
+    assert_eq!(count(), 0, "a new identity starts a new record");
+}

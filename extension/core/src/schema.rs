@@ -554,6 +554,13 @@ pub const QUARANTINE_TABLE: &str = "CREATE TABLE IF NOT EXISTS sdsync_quarantine
   tried_at TEXT,
   UNIQUE (origin, seq));";
 
+/// A sparse record of this device's own `(seq, hlc)` as the capture triggers
+/// issue them (format 7; see `CLOCK_BUMP` in `triggers`). Created by the
+/// extension and by the syncer, which may open a library whose upgrade an app
+/// holding the lock put off.
+pub const ISSUED_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS sdsync_issued(seq INTEGER PRIMARY KEY, hlc INTEGER NOT NULL);";
+
 /// Quotes an SQL identifier. Every identifier sdsync puts into SQL goes through here.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

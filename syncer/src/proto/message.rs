@@ -19,7 +19,7 @@ use crate::library::Change;
 use crate::proto::schema::TableLayout;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// The most bytes of changes a page carries beyond its first change: a node
 /// never asks for more (its configured `page_bytes` is capped at this).
@@ -84,6 +84,14 @@ pub enum Payload {
         /// `(seq, hlc)`: the receiver checks they are its own history (a
         /// restored or copied folder reuses numbers; see `Node::on_hello`).
         yours: Vec<(i64, i64)>,
+        /// The clock the receiver announced to the sender in its Hello with
+        /// the highest HLC, `(seq, hlc)`: its own sequence and HLC then. A
+        /// device's clock never goes back, and nothing it issues later is
+        /// numbered at or below that sequence, so a clock below it now, or a
+        /// change of its own under those numbers with a later HLC, means its
+        /// folder was restored or copied, even when every change the sender
+        /// holds of the lost history was superseded there.
+        your_clock: (i64, i64),
     },
     /// Asks for the changes of `origin` above sequence `after`: starts (or
     /// restarts there) a stream of pages, paced by [`Payload::Ack`]s.
@@ -262,6 +270,7 @@ mod tests {
                 }],
                 incarnation: Incarnation { since_ms: 1, id: 2 },
                 yours: vec![(7, 7 << 16)],
+                your_clock: (9, 9 << 16),
                 schema: vec![TableLayout {
                     table: "tags".into(),
                     class: "shared".into(),

@@ -168,6 +168,12 @@ pub struct Node {
     /// origin with an older clock was sent before those changes existed, so what
     /// it says the origin issued is stale, not a contradiction.
     newest: BTreeMap<String, i64>,
+    /// The clock `(seq, hlc)` each peer announced in its Hello with the
+    /// highest HLC, sent back to it (`your_clock`): its clock never goes
+    /// back unless its folder did.
+    /// Kept in memory: a restart of this process forgets it (the records of
+    /// issued numbers still tell most restores apart).
+    announced: BTreeMap<String, (i64, i64)>,
     /// Which running copy of its folder this device is (`copies.rs`).
     incarnation: Incarnation,
     /// The incarnation each peer last ran as, and when it was last heard.
@@ -195,6 +201,7 @@ impl Node {
             busy: BTreeMap::new(),
             failing: BTreeSet::new(),
             newest: BTreeMap::new(),
+            announced: BTreeMap::new(),
             incarnation: Incarnation::default(),
             incarnations: BTreeMap::new(),
         }
@@ -384,13 +391,15 @@ impl Node {
                 schema,
                 incarnation,
                 yours,
+                your_clock,
             } => {
                 let (mut out, go_on) = self.on_incarnation(&peer, incarnation, now);
                 if !go_on {
                     return Ok(out);
                 }
                 self.on_quarantine_report(&peer, quarantined, store)?;
-                out.extend(self.on_hello(&peer, (watermarks, yours), hlc, reply, now, store)?);
+                let holds = (watermarks, yours, your_clock);
+                out.extend(self.on_hello(&peer, holds, hlc, reply, now, store)?);
                 let refused = out
                     .iter()
                     .any(|o| matches!(o, Output::Event(Event::Refused { .. })));
@@ -491,7 +500,7 @@ impl Node {
     fn on_hello(
         &mut self,
         peer: &str,
-        (marks, yours): Holds,
+        (marks, yours, your_clock): Holds,
         hlc: i64,
         reply: bool,
         now: u64,
@@ -514,6 +523,10 @@ impl Node {
             ]);
         }
         let acks: BTreeMap<String, i64> = marks.into_iter().collect();
+        let announced = self.announced.entry(peer.into()).or_default();
+        if hlc > announced.1 {
+            *announced = (acks.get(peer).copied().unwrap_or(0), hlc);
+        }
         let mut out = Vec::new();
         let stale = self.newest.get(peer).is_some_and(|&newest| newest > hlc);
         if let Some(&issued) = acks.get(peer).filter(|_| !stale) {
@@ -529,13 +542,19 @@ impl Node {
         p.acks = acks.clone();
         let had = ours.get(&self.me).copied().unwrap_or(0);
         self.open_push(peer, their_of_me, first, their_of_me >= had);
+        // A reclaim moves the clock past everything the peer knows of it,
+        // or the next Hello would find the clock below that again.
+        let above = yours
+            .iter()
+            .map(|&(_, h)| h)
+            .fold(hlc.max(your_clock.1), i64::max);
         if let Some(floor) = store.restored()? {
-            out.extend(self.reclaim(peer, (floor, had), None, hlc, now, store)?);
+            out.extend(self.reclaim(peer, (floor, had), None, above, now, store)?);
         } else if their_of_me > had && their_of_me <= MAX_SEQ / 2 {
-            out.extend(self.reclaim(peer, (their_of_me, had), None, hlc, now, store)?);
-        } else if let Some(reused) = reused(&yours, had, store)? {
+            out.extend(self.reclaim(peer, (their_of_me, had), None, above, now, store)?);
+        } else if let Some(reused) = reused((&yours, your_clock), had, store)? {
             let held = (their_of_me.max(reused), had);
-            out.extend(self.reclaim(peer, held, Some(reused), hlc, now, store)?);
+            out.extend(self.reclaim(peer, held, Some(reused), above, now, store)?);
         } else {
             out.extend(self.reclaim_next(peer, now, store)?);
         }
@@ -564,6 +583,7 @@ impl Node {
             schema: store.schema()?,
             incarnation: self.incarnation,
             yours: store.newest_of(peer, YOURS)?,
+            your_clock: self.announced.get(peer).copied().unwrap_or_default(),
         };
         Ok(self.send(peer, payload))
     }
@@ -583,9 +603,10 @@ impl Node {
     }
 }
 
-/// What a Hello says its sender holds: its watermarks `(origin, seq)`, and
-/// the newest changes of the receiver's own origin `(seq, hlc)`.
-type Holds = (Vec<(String, i64)>, Vec<(i64, i64)>);
+/// What a Hello says its sender holds: its watermarks `(origin, seq)`, the
+/// newest changes of the receiver's own origin `(seq, hlc)`, and the highest
+/// clock the receiver announced to it.
+type Holds = (Vec<(String, i64)>, Vec<(i64, i64)>, (i64, i64));
 
 fn malformed(e: &crate::proto::message::DecodeError) -> Output {
     Output::Event(Event::Malformed {

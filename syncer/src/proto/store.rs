@@ -138,6 +138,10 @@ pub trait Store {
     /// (where its numbers and HLCs rise together) a change numbered below it
     /// with a later HLC, or above it with an earlier one.
     fn reuses(&self, seq: i64, hlc: i64) -> Result<bool, StoreError>;
+    /// Whether this device issued a change numbered at or below `seq` with
+    /// an HLC above `hlc`, where it once announced its clock at `(seq, hlc)`
+    /// (see `Payload::Hello::your_clock`): one history cannot have done so.
+    fn outran(&self, seq: i64, hlc: i64) -> Result<bool, StoreError>;
     /// Renumbers this device's own current changes above `floor` (peers hold
     /// its origin up to there: the database was restored from an older copy)
     /// and moves its clock to at least `hlc`; returns how many.

@@ -19,11 +19,16 @@
 //! holds numbers it never issued); this is the case where numbers are reused.
 
 use rusqlite::{Connection, params};
+use sdsync_core::schema::ISSUED_TABLE;
 
 use super::opt_i64;
 
 /// How many of its own numbers around a peer's sample a device compares.
 const WINDOW: i64 = 1000;
+
+/// How long the record of issued numbers is kept: a folder restored from a
+/// backup is told apart by its first peer met within this time.
+const KEEP_ISSUED_MS: i64 = 90 * 24 * 3600 * 1000;
 
 /// At most how many numbers quarantined as issued twice a Hello names.
 const FORKED: usize = 16;
@@ -32,25 +37,47 @@ const FORKED: usize = 16;
 /// only above its sequence now: one that took its own changes back before
 /// the extension kept the `monotone_from` mark holds re-issued ones out of
 /// order, with no mark (which would read as 0).
+///
+/// Also prunes the record of issued numbers (`sdsync_issued`, written by the
+/// capture triggers) to what [`reuses`] reads: above the mark, and issued
+/// within [`KEEP_ISSUED_MS`] of the clock.
 pub fn ensure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(ISSUED_TABLE)?;
     conn.execute(
         "INSERT OR IGNORE INTO sdsync_meta(key, value) \
          SELECT 'monotone_from', seq FROM sdsync_clock",
         [],
     )?;
+    conn.execute(
+        "DELETE FROM sdsync_issued \
+         WHERE seq <= (SELECT value FROM sdsync_meta WHERE key = 'monotone_from') \
+            OR hlc < (SELECT hlc FROM sdsync_clock) - (?1 << 16)",
+        [KEEP_ISSUED_MS],
+    )?;
     Ok(())
 }
 
-/// The newest changes of `origin` held here (current versions and
-/// tombstones), newest first, at most `n`. Each table is read through its
-/// `(origin, seq)` index from the top, so this costs `n` rows, not the origin's.
+/// The newest changes of `origin` held here in any form (current versions,
+/// tombstones, parked, kept for a newer schema, quarantined), newest first,
+/// at most `n`. A change held only parked, kept or quarantined is held all
+/// the same: it applies later, and the origin's number is taken (simulation
+/// seed 121 with whole-folder restores: a kept change applied after the
+/// restored device had issued its number again). Each table is read through
+/// its `(origin, seq)` index from the top, so this costs `n` rows per table,
+/// not the origin's.
 pub fn newest_of(conn: &Connection, origin: &str, n: usize) -> rusqlite::Result<Vec<(i64, i64)>> {
     let mut found = Vec::new();
-    for table in ["sdsync_versions", "sdsync_tombstones"] {
+    let local = "(SELECT id FROM sdsync_origins WHERE uuid = ?1)";
+    for (table, id) in [
+        ("sdsync_versions", local),
+        ("sdsync_tombstones", local),
+        ("sdsync_parked", local),
+        ("sdsync_kept", local),
+        ("sdsync_quarantine", "?1"),
+    ] {
         let sql = format!(
             "SELECT DISTINCT t.seq, t.hlc FROM {table} t \
-             WHERE t.origin = (SELECT id FROM sdsync_origins WHERE uuid = ?1) \
-             ORDER BY t.seq DESC LIMIT ?2"
+             WHERE t.origin = {id} ORDER BY t.seq DESC LIMIT ?2"
         );
         let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![origin, n as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -85,6 +112,20 @@ fn forked(conn: &Connection, origin: &str) -> rusqlite::Result<Vec<(i64, i64)>> 
     rows.collect()
 }
 
+/// The CTEs [`reuses`] and [`outran`] share, for a sample `?1` (seq) and
+/// `?3` ([`WINDOW`]): `me` (this device's origin id), `mark` (the
+/// `monotone_from` mark) and `own(seq, hlc)`, this device's own current
+/// changes above the mark within the window around the sample.
+const OWN: &str = "WITH me AS (SELECT value AS id FROM sdsync_meta WHERE key = 'origin'), \
+     mark AS (SELECT coalesce((SELECT value FROM sdsync_meta \
+                               WHERE key = 'monotone_from'), 0) AS seq), \
+     lo AS (SELECT max((SELECT seq FROM mark), ?1 - ?3) AS seq), \
+     own(seq, hlc) AS ( \
+       SELECT seq, hlc FROM sdsync_versions WHERE origin = (SELECT id FROM me) \
+         AND seq > (SELECT seq FROM lo) AND seq <= ?1 + ?3 \
+       UNION ALL SELECT seq, hlc FROM sdsync_tombstones WHERE origin = (SELECT id FROM me) \
+         AND seq > (SELECT seq FROM lo) AND seq <= ?1 + ?3)";
+
 /// Whether this device's own current changes contradict a peer holding its
 /// change `(seq, hlc)`: another change under that number, or, above the
 /// `monotone_from` mark (where own numbers and HLCs rise together; the
@@ -92,27 +133,46 @@ fn forked(conn: &Connection, origin: &str) -> rusqlite::Result<Vec<(i64, i64)>> 
 /// below it with a later HLC or above it with an earlier one, within
 /// [`WINDOW`] numbers. The window finds a reuse whose very number was
 /// superseded here (the app rewrote that row), at a bounded cost per Hello:
-/// index range scans of at most `WINDOW` entries.
+/// index range scans of at most `WINDOW` entries. The record of issued
+/// numbers (`sdsync_issued`, one pair a second of writing) finds the rest at
+/// any distance: the nearest pair at or below the sample with a later HLC,
+/// or at or above it with an earlier one (the pairs rise together, so the
+/// nearest ones decide). After a whole folder is restored, its first write
+/// is recorded under the first reused number with an HLC later than every
+/// lost change, even when the app rewrote each row it wrote since.
 pub fn reuses(conn: &Connection, seq: i64, hlc: i64) -> rusqlite::Result<bool> {
-    let found = opt_i64(
-        conn,
-        "WITH me AS (SELECT value AS id FROM sdsync_meta WHERE key = 'origin'), \
-              lo AS (SELECT max(coalesce((SELECT value FROM sdsync_meta \
-                                          WHERE key = 'monotone_from'), 0), ?1 - ?3) AS seq), \
-              own(seq, hlc) AS ( \
-                SELECT seq, hlc FROM sdsync_versions WHERE origin = (SELECT id FROM me) \
-                  AND seq > (SELECT seq FROM lo) AND seq <= ?1 + ?3 \
-                UNION ALL SELECT seq, hlc FROM sdsync_tombstones WHERE origin = (SELECT id FROM me) \
-                  AND seq > (SELECT seq FROM lo) AND seq <= ?1 + ?3) \
-         SELECT EXISTS (SELECT 1 FROM sdsync_versions WHERE origin = (SELECT id FROM me) \
+    let sql = format!(
+        "{OWN} SELECT EXISTS (SELECT 1 FROM sdsync_versions WHERE origin = (SELECT id FROM me) \
                           AND seq = ?1 AND hlc <> ?2) \
              OR EXISTS (SELECT 1 FROM sdsync_tombstones WHERE origin = (SELECT id FROM me) \
                           AND seq = ?1 AND hlc <> ?2) \
              OR EXISTS (SELECT 1 FROM sdsync_parked WHERE origin = (SELECT id FROM me) \
                           AND seq = ?1 AND hlc <> ?2) \
              OR (?1 > (SELECT seq FROM lo) AND EXISTS (SELECT 1 FROM own \
-                  WHERE (seq < ?1 AND hlc > ?2) OR (seq > ?1 AND hlc < ?2)))",
-        params![seq, hlc, WINDOW],
-    )?;
+                  WHERE (seq < ?1 AND hlc > ?2) OR (seq > ?1 AND hlc < ?2))) \
+             OR (SELECT hlc FROM sdsync_issued WHERE seq > (SELECT seq FROM mark) AND seq <= ?1 \
+                  ORDER BY seq DESC LIMIT 1) > ?2 \
+             OR (SELECT hlc FROM sdsync_issued WHERE seq > (SELECT seq FROM mark) AND seq >= ?1 \
+                  ORDER BY seq LIMIT 1) < ?2"
+    );
+    let found = opt_i64(conn, &sql, params![seq, hlc, WINDOW])?;
+    Ok(found == Some(1))
+}
+
+/// Whether this device issued a change numbered at or below `seq` with an
+/// HLC above `hlc`, above the `monotone_from` mark: it announced its clock at
+/// `(seq, hlc)` once (every change it had issued then was at or below both),
+/// so one history cannot have. A whole folder restored from an older copy,
+/// whose lost changes each peer superseded, shows it: its first write after
+/// the restore is recorded (`sdsync_issued`) under a number the lost history
+/// had issued before announcing, with a later HLC. Cost: one seek, and index
+/// range scans of at most [`WINDOW`] entries.
+pub fn outran(conn: &Connection, seq: i64, hlc: i64) -> rusqlite::Result<bool> {
+    let sql = format!(
+        "{OWN} SELECT coalesce((SELECT hlc FROM sdsync_issued WHERE seq > (SELECT seq FROM mark) \
+                                   AND seq <= ?1 ORDER BY seq DESC LIMIT 1) > ?2, 0) \
+             OR EXISTS (SELECT 1 FROM own WHERE seq <= ?1 AND hlc > ?2)"
+    );
+    let found = opt_i64(conn, &sql, params![seq, hlc, WINDOW])?;
     Ok(found == Some(1))
 }

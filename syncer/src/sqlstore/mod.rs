@@ -435,6 +435,10 @@ impl Store for SqlStore {
         self.sql(lineage::reuses(&self.lib.conn, seq, hlc))
     }
 
+    fn outran(&self, seq: i64, hlc: i64) -> Result<bool, StoreError> {
+        self.sql(lineage::outran(&self.lib.conn, seq, hlc))
+    }
+
     fn restamp(&self, floor: i64, hlc: i64) -> Result<i64, StoreError> {
         let conn = &self.lib.conn;
         let tx = self.sql(Transaction::new_unchecked(

@@ -27,15 +27,26 @@ type Out = Result<Vec<Output>, StoreError>;
 /// older copy and then written more than it lost, or a copy of the folder
 /// ran while this one did not. A number above `had` (this device's own
 /// sequence) is proof as well: a peer may hold changes above its watermark.
+/// So is an HLC above this device's clock, a sample's or the one this
+/// device announced to the peer: the clock never goes back, and every change
+/// a device issued is at or below it (lost changes stamped by a clock that
+/// peers had pushed ahead). And so is a change of its own numbered at or
+/// below the sequence it announced with that clock, but issued after it
+/// ([`Store::outran`]: the restored folder's first write, where the peer
+/// superseded every lost change). Those two name this device's own sequence.
 pub(super) fn reused(
-    yours: &[(i64, i64)],
+    (yours, (your_seq, your_hlc)): (&[(i64, i64)], (i64, i64)),
     had: i64,
     store: &dyn Store,
 ) -> Result<Option<i64>, StoreError> {
+    let clock = store.hlc()?;
+    if your_seq > had || your_hlc > clock || store.outran(your_seq, your_hlc)? {
+        return Ok(Some(had));
+    }
     for &(seq, hlc) in yours {
         // A change under a number this device has not issued (a peer can
         // hold one above its watermark) proves the history went back.
-        if seq > had || store.reuses(seq, hlc)? {
+        if seq > had || hlc > clock || store.reuses(seq, hlc)? {
             return Ok(Some(seq));
         }
     }
