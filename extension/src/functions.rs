@@ -320,13 +320,21 @@ fn uuid_v5_fn(c: &Call) -> Result<Value, String> {
 /// `(seq + 1, hlc)` goes into `sdsync_issued` too, in the writer's own
 /// transaction (a rollback takes it back with the change). Recording it is
 /// best effort: a library whose upgrade is pending has no such table yet.
+/// Only the clock's own values are recorded (read back, once a second at
+/// most): a call from other SQL with made-up arguments plants nothing.
 fn next_hlc(c: &Call) -> Result<Value, String> {
     let last = c.int(0, "sdsync_next_hlc: the clock's HLC")?;
     let seq = c.int(1, "sdsync_next_hlc: the clock's sequence")?;
     let wall = Hlc::from_wall(c.conn.wall_ms()).as_i64();
     let next = last.saturating_add(1).max(wall);
     if next >> 26 > last >> 26 {
-        let _ = store::record_issued(c.db, seq.saturating_add(1), next);
+        let clock = c.db.query_i64(
+            "SELECT seq FROM sdsync_clock WHERE hlc = ?1",
+            &[Value::Integer(last)],
+        );
+        if matches!(clock, Ok(Some(s)) if s == seq) {
+            let _ = store::record_issued(c.db, seq.saturating_add(1), next);
+        }
     }
     Ok(Value::Integer(next))
 }

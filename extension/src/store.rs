@@ -176,7 +176,9 @@ pub fn assign_identity(db: Db, uuid: &str) -> Result<i64, SqlError> {
             .run(&[Value::Integer(old)])?;
     }
     let id = intern_origin(db, uuid)?;
-    // The record of issued numbers describes the identity this database had.
+    // The record of issued numbers describes the identity this database had
+    // (created first: a library whose upgrade was put off has none yet).
+    db.exec(ISSUED_TABLE)?;
     db.exec("DELETE FROM sdsync_issued")?;
     db.prepare("INSERT OR REPLACE INTO sdsync_meta(key, value) VALUES ('origin', ?1)")?
         .run(&[Value::Integer(id)])?;

@@ -121,6 +121,14 @@ impl Store for Meddler<'_> {
         self.inner().outran(seq, hlc)
     }
 
+    fn announced(&self, peer: &str) -> Result<(i64, i64), StoreError> {
+        self.inner().announced(peer)
+    }
+
+    fn note_announced(&self, peer: &str, seq: i64, hlc: i64) -> Result<(), StoreError> {
+        self.inner().note_announced(peer, seq, hlc)
+    }
+
     fn restamp(&self, floor: i64, hlc: i64) -> Result<i64, StoreError> {
         self.inner().restamp(floor, hlc)
     }

@@ -100,8 +100,11 @@ impl Sim {
         self.trace
             .push(format!("t={} d{d}: {what} restored", self.now));
         if whole {
-            // Copying a folder back takes a few seconds; then the app writes
-            // while the syncer is still stopped (it starts with a later step).
+            // A restore comes well after its backup: longer than the largest
+            // clock skew between two devices here (with 2 s, a device whose
+            // clock runs far behind re-issued the very same (seq, HLC) pairs,
+            // which nothing can tell apart; README). Then the app writes while
+            // the syncer is still stopped (it starts with a later step).
             self.now += RESTORE_MS;
             self.devices[d].up = true;
             for _ in 0..self.rng.below(12) {

@@ -354,6 +354,8 @@ fn issued_numbers_are_recorded_once_a_second_in_the_writers_transaction() {
         a.int("SELECT hlc FROM sdsync_issued ORDER BY seq DESC LIMIT 1"),
         (base + 2_000) << 16
     );
+    a.exec("SELECT sdsync_next_hlc(0, 1000000000)");
+    assert_eq!(count(), before + 2, "made-up arguments plant nothing");
     a.exec("SELECT sdsync_reidentify()");
     assert_eq!(count(), 0, "a new identity starts a new record");
 }

@@ -168,12 +168,6 @@ pub struct Node {
     /// origin with an older clock was sent before those changes existed, so what
     /// it says the origin issued is stale, not a contradiction.
     newest: BTreeMap<String, i64>,
-    /// The clock `(seq, hlc)` each peer announced in its Hello with the
-    /// highest HLC, sent back to it (`your_clock`): its clock never goes
-    /// back unless its folder did.
-    /// Kept in memory: a restart of this process forgets it (the records of
-    /// issued numbers still tell most restores apart).
-    announced: BTreeMap<String, (i64, i64)>,
     /// Which running copy of its folder this device is (`copies.rs`).
     incarnation: Incarnation,
     /// The incarnation each peer last ran as, and when it was last heard.
@@ -201,7 +195,6 @@ impl Node {
             busy: BTreeMap::new(),
             failing: BTreeSet::new(),
             newest: BTreeMap::new(),
-            announced: BTreeMap::new(),
             incarnation: Incarnation::default(),
             incarnations: BTreeMap::new(),
         }
@@ -523,10 +516,7 @@ impl Node {
             ]);
         }
         let acks: BTreeMap<String, i64> = marks.into_iter().collect();
-        let announced = self.announced.entry(peer.into()).or_default();
-        if hlc > announced.1 {
-            *announced = (acks.get(peer).copied().unwrap_or(0), hlc);
-        }
+        store.note_announced(peer, acks.get(peer).copied().unwrap_or(0), hlc)?;
         let mut out = Vec::new();
         let stale = self.newest.get(peer).is_some_and(|&newest| newest > hlc);
         if let Some(&issued) = acks.get(peer).filter(|_| !stale) {
@@ -583,7 +573,7 @@ impl Node {
             schema: store.schema()?,
             incarnation: self.incarnation,
             yours: store.newest_of(peer, YOURS)?,
-            your_clock: self.announced.get(peer).copied().unwrap_or_default(),
+            your_clock: store.announced(peer)?,
         };
         Ok(self.send(peer, payload))
     }

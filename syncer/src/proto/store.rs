@@ -142,6 +142,12 @@ pub trait Store {
     /// an HLC above `hlc`, where it once announced its clock at `(seq, hlc)`
     /// (see `Payload::Hello::your_clock`): one history cannot have done so.
     fn outran(&self, seq: i64, hlc: i64) -> Result<bool, StoreError>;
+    /// The clock `(seq, hlc)` `peer` announced in its Hello with the highest
+    /// HLC, `(0, 0)` before any: sent back to it (`your_clock`). Kept in
+    /// `sync.db`, so a restart of this device does not forget it.
+    fn announced(&self, peer: &str) -> Result<(i64, i64), StoreError>;
+    /// Records what `peer` announced, if its HLC is the highest yet.
+    fn note_announced(&self, peer: &str, seq: i64, hlc: i64) -> Result<(), StoreError>;
     /// Renumbers this device's own current changes above `floor` (peers hold
     /// its origin up to there: the database was restored from an older copy)
     /// and moves its clock to at least `hlc`; returns how many.

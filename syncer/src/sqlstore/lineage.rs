@@ -75,6 +75,11 @@ pub fn newest_of(conn: &Connection, origin: &str, n: usize) -> rusqlite::Result<
         ("sdsync_kept", local),
         ("sdsync_quarantine", "?1"),
     ] {
+        // A library whose format-6 upgrade an app's lock put off has no
+        // `sdsync_kept` yet (the extension checks the same way).
+        if !exists(conn, table)? {
+            continue;
+        }
         let sql = format!(
             "SELECT DISTINCT t.seq, t.hlc FROM {table} t \
              WHERE t.origin = {id} ORDER BY t.seq DESC LIMIT ?2"
@@ -90,6 +95,16 @@ pub fn newest_of(conn: &Connection, origin: &str, n: usize) -> rusqlite::Result<
     found.truncate(n);
     found.extend(forked(conn, origin)?);
     Ok(found)
+}
+
+/// Whether the library has table `name`.
+fn exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    let found = opt_i64(
+        conn,
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+        [name],
+    )?;
+    Ok(found == Some(1))
 }
 
 /// Both changes `origin` issued under one number, where one is held here and

@@ -439,6 +439,14 @@ impl Store for SqlStore {
         self.sql(lineage::outran(&self.lib.conn, seq, hlc))
     }
 
+    fn announced(&self, peer: &str) -> Result<(i64, i64), StoreError> {
+        Ok(syncdb::announced(&self.sync, peer)?)
+    }
+
+    fn note_announced(&self, peer: &str, seq: i64, hlc: i64) -> Result<(), StoreError> {
+        Ok(syncdb::note_announced(&self.sync, peer, seq, hlc)?)
+    }
+
     fn restamp(&self, floor: i64, hlc: i64) -> Result<i64, StoreError> {
         let conn = &self.lib.conn;
         let tx = self.sql(Transaction::new_unchecked(

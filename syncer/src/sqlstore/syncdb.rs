@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS peer_quarantine(
   at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
   PRIMARY KEY (peer, origin));
 CREATE TABLE IF NOT EXISTS reported(origin TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS announced(peer TEXT PRIMARY KEY, seq INTEGER NOT NULL, hlc INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS reclaim(peer TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS incarnation(
   file_ino INTEGER NOT NULL, since_ms INTEGER NOT NULL, id INTEGER NOT NULL);
@@ -180,6 +181,28 @@ pub fn dead_letters(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<Dea
 }
 
 /// Replaces what `peer` last reported holding in quarantine.
+/// The clock `(seq, hlc)` `peer` announced in its Hello with the highest HLC
+/// (`(0, 0)` before any).
+pub fn announced(conn: &Connection, peer: &str) -> rusqlite::Result<(i64, i64)> {
+    let mut stmt = conn.prepare_cached("SELECT seq, hlc FROM announced WHERE peer = ?1")?;
+    let mut rows = stmt.query([peer])?;
+    match rows.next()? {
+        Some(row) => Ok((row.get(0)?, row.get(1)?)),
+        None => Ok((0, 0)),
+    }
+}
+
+/// Keeps `(seq, hlc)` as what `peer` announced, if its HLC is the highest yet.
+pub fn note_announced(conn: &Connection, peer: &str, seq: i64, hlc: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO announced(peer, seq, hlc) VALUES (?1, ?2, ?3) \
+         ON CONFLICT(peer) DO UPDATE SET seq = excluded.seq, hlc = excluded.hlc \
+         WHERE excluded.hlc > announced.hlc",
+    )?
+    .execute(params![peer, seq, hlc])?;
+    Ok(())
+}
+
 pub fn peer_quarantine(
     conn: &Connection,
     peer: &str,
