@@ -111,8 +111,8 @@ CREATE TRIGGER IF NOT EXISTS sdsync_schema_changes_need_the_extension
 ///
 /// `sdsync_issued`: a sparse record of this device's own `(seq, hlc)` as the
 /// capture triggers issue them, one row whenever the HLC enters a new second
-/// (at most one a second of writing; written by `sdsync_next_hlc`). Versions keep only a row's latest change,
-/// so after a whole folder is restored from a backup and the app rewrites what
+/// (at most one a second of writing; written by `sdsync_next_hlc`).
+/// Versions keep only a row's latest change, so after a whole folder is restored from a backup and the app rewrites what
 /// it wrote since, nothing in them shows the numbers it reused; the first
 /// write after the restore enters a new second and is recorded here, which is
 /// how the syncer still tells its peers' copies of the lost changes apart
@@ -178,7 +178,7 @@ pub fn assign_identity(db: Db, uuid: &str) -> Result<i64, SqlError> {
     let id = intern_origin(db, uuid)?;
     // The record of issued numbers describes the identity this database had
     // (created first: a library whose upgrade was put off has none yet).
-    db.exec(ISSUED_TABLE)?;
+    db.exec(FORMAT_7)?;
     db.exec("DELETE FROM sdsync_issued")?;
     db.prepare("INSERT OR REPLACE INTO sdsync_meta(key, value) VALUES ('origin', ?1)")?
         .run(&[Value::Integer(id)])?;

@@ -68,6 +68,10 @@ pub fn ensure(conn: &Connection) -> rusqlite::Result<()> {
 pub fn newest_of(conn: &Connection, origin: &str, n: usize) -> rusqlite::Result<Vec<(i64, i64)>> {
     let mut found = Vec::new();
     let local = "(SELECT id FROM sdsync_origins WHERE uuid = ?1)";
+    // A library whose format-6 upgrade an app's lock put off has no
+    // `sdsync_kept` yet (the extension checks the same way); every other
+    // table here exists from the first format or is the syncer's own.
+    let kept = exists(conn, "sdsync_kept")?;
     for (table, id) in [
         ("sdsync_versions", local),
         ("sdsync_tombstones", local),
@@ -75,9 +79,7 @@ pub fn newest_of(conn: &Connection, origin: &str, n: usize) -> rusqlite::Result<
         ("sdsync_kept", local),
         ("sdsync_quarantine", "?1"),
     ] {
-        // A library whose format-6 upgrade an app's lock put off has no
-        // `sdsync_kept` yet (the extension checks the same way).
-        if !exists(conn, table)? {
+        if table == "sdsync_kept" && !kept {
             continue;
         }
         let sql = format!(
