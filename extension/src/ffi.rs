@@ -298,8 +298,23 @@ impl Stmt {
 
     /// Binds one parameter (1-based).
     pub fn bind(&mut self, i: usize, value: &Value) -> Result<(), SqlError> {
+        // SAFETY: SQLite copies text and blobs (SQLITE_TRANSIENT).
+        unsafe { self.bind_with(i, value, transient()) }
+    }
+
+    /// Binds one parameter (1-based) with the given destructor.
+    ///
+    /// # Safety
+    /// With `None` (SQLITE_STATIC), `value` must stay alive and unmoved until
+    /// the binding is replaced or cleared.
+    unsafe fn bind_with(
+        &mut self,
+        i: usize,
+        value: &Value,
+        transient: Option<unsafe extern "C" fn(*mut c_void)>,
+    ) -> Result<(), SqlError> {
         let i = i as c_int;
-        // SAFETY: raw is a live statement; text and blobs are copied (SQLITE_TRANSIENT).
+        // SAFETY: raw is a live statement; the caller vouches for the buffers.
         let rc = unsafe {
             match value {
                 Value::Null => api!(bind_null)(self.raw, i),
@@ -310,21 +325,21 @@ impl Stmt {
                     i,
                     s.as_ptr().cast::<c_char>(),
                     s.len() as c_int,
-                    transient(),
+                    transient,
                 ),
                 Value::RawText(b) => api!(bind_text)(
                     self.raw,
                     i,
                     b.as_ptr().cast::<c_char>(),
                     b.len() as c_int,
-                    transient(),
+                    transient,
                 ),
                 Value::Blob(b) => api!(bind_blob)(
                     self.raw,
                     i,
                     b.as_ptr().cast::<c_void>(),
                     b.len() as c_int,
-                    transient(),
+                    transient,
                 ),
             }
         };
@@ -354,12 +369,26 @@ impl Stmt {
         }
     }
 
-    /// Steps to completion (for writes).
+    /// Steps to completion (for writes). Text and blobs are bound without a
+    /// copy (apply writes several per change; SQLite's copies were a visible
+    /// part of its allocations) and the bindings are cleared before returning,
+    /// so the statement never points at `values` after this call.
     pub fn run(&mut self, values: &[Value]) -> Result<(), SqlError> {
-        self.bind_all(values)?;
-        while self.step()? {}
         self.reset();
-        Ok(())
+        let result = values
+            .iter()
+            .enumerate()
+            // SAFETY: `values` outlives the loop below, and the bindings are
+            // cleared before this function returns, on every path.
+            .try_for_each(|(i, v)| unsafe { self.bind_with(i + 1, v, None) })
+            .and_then(|()| {
+                while self.step()? {}
+                Ok(())
+            });
+        self.reset();
+        // SAFETY: raw is a live statement.
+        unsafe { api!(clear_bindings)(self.raw) };
+        result
     }
 
     /// The SQL it was prepared from.

@@ -57,6 +57,7 @@ impl Sim {
             // any write of its own: the check does not apply to it.
             if !d.restored {
                 self.check_no_echo(i, d)?;
+                check_never_took_back(i, d)?;
             }
             let held: i64 = d
                 .store
@@ -165,6 +166,36 @@ impl Sim {
             }
         }
         out
+    }
+}
+
+/// A device never restored never takes one of its own changes back from a
+/// peer (which re-issues it under a new number, `store::mark_monotone_from`):
+/// it holds every change it wrote or one that supersedes it, so taking one
+/// back means apply thought it lacked what it had (the class of the
+/// `convergence_prop` case where a peer's newer parked piece went unseen).
+fn check_never_took_back(i: usize, d: &Device) -> Result<(), String> {
+    let from: Option<i64> = d
+        .store
+        .lib
+        .conn
+        .query_row(
+            "SELECT value FROM sdsync_meta WHERE key = 'monotone_from'",
+            [],
+            |r| r.get(0),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })
+        .map_err(|e| e.to_string())?;
+    // The syncer marks a fresh database at its sequence then, 0 here.
+    match from {
+        Some(seq) if seq > 0 => Err(format!(
+            "device {i}, never restored, took its own changes back and re-issued them from seq {seq}"
+        )),
+        _ => Ok(()),
     }
 }
 

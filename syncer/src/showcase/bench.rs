@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, params};
 
 use sdsync_syncer::library::{LIBRARY_SQL, Library, LibraryError, apply_in, read_changes};
+use sdsync_syncer::sqlstore;
 
 /// One measured line of the report.
 struct Line {
@@ -102,9 +103,13 @@ fn once(dir: &Path, ext: &Path, rows: usize) -> Result<Vec<Line>, LibraryError> 
         source,
     })?;
     let read_secs = secs(start.elapsed());
+    // Apply runs on a connection set up as the syncer's, and the raw copy it
+    // is compared with gets the same settings (cache size, memory journal).
     let fresh = Library::create(&dir.join("apply.db"), ext)?;
+    tuned(&fresh)?;
     let apply_secs = timed(&fresh, |c| apply_in(c, &changes))?;
     let copy = Library::open(&dir.join("copy.db"), ext)?;
+    tuned(&copy)?;
     copy.exec(&untracked_schema())?;
     let copy_secs = raw_copy(&plain, &copy)?;
     let n = changes.len() as f64;
@@ -201,6 +206,13 @@ fn untracked_schema() -> String {
         .filter(|l| !l.starts_with("SELECT sdsync_track"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+fn tuned(lib: &Library) -> Result<(), LibraryError> {
+    sqlstore::tune(&lib.conn).map_err(|source| LibraryError::Sql {
+        path: lib.path.clone(),
+        source,
+    })
 }
 
 fn time(lib: &Library, sql: &str) -> Result<f64, LibraryError> {

@@ -72,6 +72,31 @@ const SYNCER_WAL_LIMIT: i64 = 16 * 1024 * 1024;
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 128;
 
+/// Sets up a library connection for the syncer's work: applying pages,
+/// reading them and checkpointing (`sdsync bench` applies with it too).
+pub fn tune(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(APPLY_BUSY_TIMEOUT)?;
+    // Two statements per reference between tracked tables (`ahead`) and the
+    // store's own: beyond rusqlite's default of 16 they would be prepared
+    // again for every page.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.pragma_update(None, "cache_size", SYNCER_CACHE_KIB)?;
+    conn.query_row(
+        "SELECT sdsync_autocheckpoint(?1)",
+        [SYNCER_CHECKPOINT_PAGES],
+        |_| Ok(()),
+    )?;
+    conn.pragma_update(None, "journal_size_limit", SYNCER_WAL_LIMIT)?;
+    // Each statement apply runs inside a transaction keeps a statement
+    // journal (the tables have triggers and constraints). In a file, once one
+    // statement's journal passed 64 KiB it stayed a file for the rest of the
+    // transaction and every page written cost a `pwrite`: a quarter of
+    // apply's time (`perf` of `sdsync bench`). In memory it lives as long as
+    // one statement, holding the pages that statement changed; the syncer
+    // makes no temporary tables and its sorts are bounded by page sizes.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+}
+
 /// [`Store`] over a library database and the syncer's `sync.db`.
 pub struct SqlStore {
     /// The library.
@@ -110,25 +135,7 @@ impl SqlStore {
                 source,
             })
         };
-        lib.conn.busy_timeout(APPLY_BUSY_TIMEOUT).map_err(err)?;
-        // Two statements per reference between tracked tables (`ahead`) and the
-        // store's own: beyond rusqlite's default of 16 they would be prepared
-        // again for every page.
-        lib.conn
-            .set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        lib.conn
-            .pragma_update(None, "cache_size", SYNCER_CACHE_KIB)
-            .map_err(err)?;
-        lib.conn
-            .query_row(
-                "SELECT sdsync_autocheckpoint(?1)",
-                [SYNCER_CHECKPOINT_PAGES],
-                |_| Ok(()),
-            )
-            .map_err(err)?;
-        lib.conn
-            .pragma_update(None, "journal_size_limit", SYNCER_WAL_LIMIT)
-            .map_err(err)?;
+        tune(&lib.conn).map_err(err)?;
         quarantine::ensure(&lib.conn).map_err(err)?;
         marks::ensure(&lib.conn, &me).map_err(err)?;
         lineage::ensure(&lib.conn).map_err(err)?;

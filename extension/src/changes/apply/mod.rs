@@ -47,6 +47,9 @@ struct Parked {
     values: Vec<Value>,
 }
 
+/// A map with small keys, hashed by [`FastHash`].
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHash>>;
+
 /// A row: its table and uuid.
 type RowRef = (Rc<TableSpec>, Value);
 
@@ -93,9 +96,13 @@ struct TxState {
     tombstones_empty: Option<bool>,
     /// Referenced rows' local ids by uuid, per (table, column). Valid while no one
     /// else writes and apply deletes nothing (ids are never reused otherwise).
-    refs: HashMap<(i64, usize), HashMap<String, Value>, BuildHasherDefault<FastHash>>,
+    refs: HashMap<(i64, usize), FastMap<String, Value>, BuildHasherDefault<FastHash>>,
     /// A value the persisted clock is known to have reached.
     clock_floor: u64,
+    /// `PRAGMA data_version` as this transaction sees it: another connection's
+    /// commit cannot show inside a transaction (its snapshot is fixed until it
+    /// ends), so it is read once per transaction rather than per change.
+    data_version: Option<i64>,
 }
 
 impl Engine {
@@ -218,7 +225,14 @@ impl Engine {
         // Plain PRAGMA statements read a header field; the pragma_* table-valued
         // functions would prepare a nested statement on every call.
         let now = self.pragma("PRAGMA schema_version")?;
-        let data = self.pragma("PRAGMA data_version")?;
+        let data = match self.tx.data_version {
+            Some(data) => data,
+            None => {
+                let data = self.pragma("PRAGMA data_version")?;
+                self.tx.data_version = Some(data);
+                data
+            }
+        };
         let total = self.db.total_changes();
         // This connection's change count moves by one after each apply, when
         // the `INSERT INTO sdsync_changes` that carried it ends (within a
@@ -355,10 +369,29 @@ impl Engine {
                 {
                     !groups.iter().any(|g| g.version.beats(v))
                 }
-                (Upsert::Park, _) => !self.parked_here(change, v)?,
+                (Upsert::Park, _) => {
+                    !self.parked_here(change, v)? && !self.parked_newer(change, v)?
+                }
                 _ => true,
             },
         })
+    }
+
+    /// Whether the row's parked pieces newer than `v` carry every bit of the
+    /// change: parked beside them, it would never win anything. (A device
+    /// whose own update lost a column to a peer's, then saw the row deleted
+    /// in between, took its old update back from a peer for one it lacked
+    /// and issued it again: found by `convergence_prop`.)
+    fn parked_newer(&mut self, change: &Change, v: &Version) -> Result<bool, SqlError> {
+        if self.parked_is_empty()? {
+            return Ok(false);
+        }
+        let newer = self
+            .parked_for_row(&change.table, &change.pk)?
+            .iter()
+            .filter(|(_, p)| p.version.beats(v))
+            .fold(0, |bits, (_, p)| bits | p.mask);
+        Ok(change.mask & !newer == 0)
     }
 
     fn parked_here(&mut self, change: &Change, v: &Version) -> Result<bool, SqlError> {
@@ -422,13 +455,13 @@ impl Engine {
         rid: i64,
     ) -> Result<(), ChangeError> {
         let spec = &change.table;
-        let resolved = match self.resolve(spec, &change.values, bits)? {
+        let resolved = match self.resolve(spec, change.values.clone(), bits)? {
             Ok(resolved) => resolved,
             Err(parent) => return self.park(change, v, &parent, "waiting for a referenced row"),
         };
         let columns = bits & !ROW_BIT;
         if columns != 0 {
-            let params = row_params(spec, &change.pk, columns, &resolved);
+            let params = row_params(&change.pk, columns, resolved);
             self.run_keyed(
                 Key::Update(spec.id, columns),
                 || rows::update_sql(spec, columns),
@@ -557,10 +590,19 @@ fn upsert(spec: &Rc<TableSpec>, pk: &Value, values: Vec<Value>, mask: u64, v: &V
     }
 }
 
-/// Parameters of an insert or update: the uuid, then the columns of `columns`.
-fn row_params(spec: &TableSpec, pk: &Value, columns: u64, values: &[Value]) -> Vec<Value> {
-    let mut params = vec![pk.clone()];
-    params.extend(spec.columns_in(columns).map(|(i, _)| values[i].clone()));
+/// Parameters of an insert or update: the uuid, then the columns of `columns`
+/// (in column order, as `TableSpec::columns_in` lists them), moved out of the
+/// row's values.
+fn row_params(pk: &Value, columns: u64, values: Vec<Value>) -> Vec<Value> {
+    let mut params = Vec::with_capacity(1 + columns.count_ones() as usize);
+    params.push(pk.clone());
+    params.extend(
+        values
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| columns & (1u64 << (i + 1)) != 0)
+            .map(|(_, v)| v),
+    );
     params
 }
 

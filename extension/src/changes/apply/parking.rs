@@ -37,7 +37,7 @@ impl Engine {
             RowState::Dead(v) => Some(v.clone()),
             _ => None,
         };
-        let mut pieces: Vec<Parked> = if self.parked_is_empty()? {
+        let parked: Vec<Parked> = if self.parked_is_empty()? {
             Vec::new()
         } else {
             self.parked_for_row(spec, pk)?
@@ -45,20 +45,28 @@ impl Engine {
                 .map(|(_, p)| p)
                 .collect()
         };
-        if let Some((c, v)) = incoming {
-            pieces.push(Parked {
-                mask: c.mask,
-                version: v.clone(),
-                values: c.values.clone(),
-            });
-        }
-        let shapes: Vec<Piece> = pieces
+        // The pieces: the parked ones, then the incoming change (its values
+        // borrowed, not copied: most rows are made by one change alone).
+        let mut shapes: Vec<Piece> = parked
             .iter()
             .map(|p| Piece {
                 mask: p.mask,
                 version: p.version.clone(),
             })
             .collect();
+        if let Some((c, v)) = incoming {
+            shapes.push(Piece {
+                mask: c.mask,
+                version: v.clone(),
+            });
+        }
+        // `shapes` has one piece per parked piece, then the incoming one.
+        let values_of = |i: usize| {
+            parked
+                .get(i)
+                .map(|p| &p.values)
+                .or(incoming.map(|(c, _)| &c.values))
+        };
         let me = (spec.clone(), pk.clone());
         let Some(asm) = assemble(tomb.as_ref(), &shapes) else {
             return self.park_incoming(
@@ -70,22 +78,23 @@ impl Engine {
         };
         let mut values = vec![Value::Null; spec.columns.len()];
         for (i, bits) in &asm.winners {
+            let Some(from) = values_of(*i) else { continue };
             for (c, _) in spec.columns_in(*bits) {
-                values[c] = pieces[*i].values[c].clone();
+                values[c] = from[c].clone();
             }
         }
         if let Some((_, c)) = spec.columns_in(!asm.covered).find(|(_, c)| c.required) {
             let reason = format!("incomplete: required column {} not received yet", c.name);
             return self.park_incoming(&me, incoming, &me, &reason);
         }
-        let resolved = match self.resolve(spec, &values, asm.covered)? {
+        let resolved = match self.resolve(spec, values, asm.covered)? {
             Ok(resolved) => resolved,
             Err(parent) => {
                 return self.park_incoming(&me, incoming, &parent, "waiting for a referenced row");
             }
         };
         let columns = asm.covered & !ROW_BIT;
-        let params = row_params(spec, pk, columns, &resolved);
+        let params = row_params(pk, columns, resolved);
         self.run_keyed(
             Key::Insert(spec.id, columns),
             || rows::insert_sql(spec, columns),
@@ -96,7 +105,7 @@ impl Engine {
             .iter()
             .map(|(i, bits)| Group {
                 mask: *bits,
-                version: pieces[*i].version.clone(),
+                version: shapes[*i].version.clone(),
             })
             .collect();
         let rid = self.db.last_insert_rowid();
@@ -107,7 +116,7 @@ impl Engine {
                 &[Value::Integer(spec.id), pk.clone()],
             )?;
         }
-        if pieces.len() > usize::from(incoming.is_some()) {
+        if !parked.is_empty() {
             self.tx.parked_empty = None;
             self.run(
                 "DELETE FROM sdsync_parked WHERE tbl = ?1 AND pk = ?2",

@@ -2,7 +2,7 @@
 //! id on apply; a missing referenced row is reported so the change parks.
 //!
 //! ```ignore
-//! match self.resolve(spec, &values, mask)? {
+//! match self.resolve(spec, values, mask)? {
 //!     Ok(resolved) => { /* local ids in place of uuids */ }
 //!     Err(parent) => { /* park, waiting for `parent` */ }
 //! }
@@ -15,15 +15,14 @@ use crate::changes::rows;
 use crate::ffi::{SqlError, Value};
 
 impl Engine {
-    /// Maps reference columns of `mask` from uuids to local values; `Err` names the
-    /// first referenced row that does not exist yet.
+    /// Maps reference columns of `mask` from uuids to local values, in place;
+    /// `Err` names the first referenced row that does not exist yet.
     pub(super) fn resolve(
         &mut self,
         spec: &TableSpec,
-        values: &[Value],
+        mut values: Vec<Value>,
         mask: u64,
     ) -> Result<Result<Vec<Value>, RowRef>, SqlError> {
-        let mut out = values.to_vec();
         for (i, col) in spec.columns_in(mask) {
             let Some(r) = &col.reference else { continue };
             if values[i] == Value::Null {
@@ -60,7 +59,7 @@ impl Engine {
                 }
             };
             match found {
-                Some(local) => out[i] = local,
+                Some(local) => values[i] = local,
                 None => {
                     let Some(target) = self.catalog.by_name(&r.table).cloned() else {
                         continue;
@@ -69,6 +68,6 @@ impl Engine {
                 }
             }
         }
-        Ok(Ok(out))
+        Ok(Ok(values))
     }
 }
