@@ -381,15 +381,20 @@ impl Engine {
     /// change: parked beside them, it would never win anything. (A device
     /// whose own update lost a column to a peer's, then saw the row deleted
     /// in between, took its old update back from a peer for one it lacked
-    /// and issued it again: found by `convergence_prop`.)
+    /// and issued it again: found by `convergence_prop`.) On a device-owned
+    /// table only the change's own origin counts: another device's pieces
+    /// there are a claim on the row, which `claim` may take out of the way
+    /// right after (then the change is written after all).
     fn parked_newer(&mut self, change: &Change, v: &Version) -> Result<bool, SqlError> {
         if self.parked_is_empty()? {
             return Ok(false);
         }
+        let owned = change.table.class == Class::Owned;
         let newer = self
             .parked_for_row(&change.table, &change.pk)?
             .iter()
             .filter(|(_, p)| p.version.beats(v))
+            .filter(|(_, p)| !owned || p.version.origin_id == v.origin_id)
             .fold(0, |bits, (_, p)| bits | p.mask);
         Ok(change.mask & !newer == 0)
     }
