@@ -92,8 +92,11 @@ pub fn tune(conn: &Connection) -> rusqlite::Result<()> {
     // statement's journal passed 64 KiB it stayed a file for the rest of the
     // transaction and every page written cost a `pwrite`: a quarter of
     // apply's time (`perf` of `sdsync bench`). In memory it lives as long as
-    // one statement, holding the pages that statement changed; the syncer
-    // makes no temporary tables and its sorts are bounded by page sizes.
+    // one statement, holding the pages that statement changed. Sorts on this
+    // connection stay in memory too: the page reads follow indexes; re-tracking
+    // a table loads its versions into memory anyway; retrying kept changes
+    // sorts all of `sdsync_kept` by HLC (it loads those of known tables), which
+    // a spill to a file used to bound. The syncer makes no temporary tables.
     conn.pragma_update(None, "temp_store", "MEMORY")
 }
 
