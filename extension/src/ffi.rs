@@ -296,12 +296,6 @@ impl Stmt {
         }
     }
 
-    /// Binds one parameter (1-based).
-    pub fn bind(&mut self, i: usize, value: &Value) -> Result<(), SqlError> {
-        // SAFETY: SQLite copies text and blobs (SQLITE_TRANSIENT).
-        unsafe { self.bind_with(i, value, transient()) }
-    }
-
     /// Binds one parameter (1-based) with the given destructor.
     ///
     /// # Safety
@@ -311,7 +305,7 @@ impl Stmt {
         &mut self,
         i: usize,
         value: &Value,
-        transient: Option<unsafe extern "C" fn(*mut c_void)>,
+        destructor: Option<unsafe extern "C" fn(*mut c_void)>,
     ) -> Result<(), SqlError> {
         let i = i as c_int;
         // SAFETY: raw is a live statement; the caller vouches for the buffers.
@@ -325,21 +319,21 @@ impl Stmt {
                     i,
                     s.as_ptr().cast::<c_char>(),
                     s.len() as c_int,
-                    transient,
+                    destructor,
                 ),
                 Value::RawText(b) => api!(bind_text)(
                     self.raw,
                     i,
                     b.as_ptr().cast::<c_char>(),
                     b.len() as c_int,
-                    transient,
+                    destructor,
                 ),
                 Value::Blob(b) => api!(bind_blob)(
                     self.raw,
                     i,
                     b.as_ptr().cast::<c_void>(),
                     b.len() as c_int,
-                    transient,
+                    destructor,
                 ),
             }
         };
@@ -348,9 +342,23 @@ impl Stmt {
 
     /// Binds parameters 1..=n, after resetting the statement.
     pub fn bind_all(&mut self, values: &[Value]) -> Result<(), SqlError> {
+        // SAFETY: SQLite copies text and blobs (SQLITE_TRANSIENT).
+        unsafe { self.reset_and_bind(values, transient()) }
+    }
+
+    /// Resets the statement and binds parameters 1..=n with `destructor`.
+    ///
+    /// # Safety
+    /// As [`Self::bind_with`].
+    unsafe fn reset_and_bind(
+        &mut self,
+        values: &[Value],
+        destructor: Option<unsafe extern "C" fn(*mut c_void)>,
+    ) -> Result<(), SqlError> {
         self.reset();
         for (i, v) in values.iter().enumerate() {
-            self.bind(i + 1, v)?;
+            // SAFETY: the caller vouches for the buffers.
+            unsafe { self.bind_with(i + 1, v, destructor)? };
         }
         Ok(())
     }
@@ -374,17 +382,12 @@ impl Stmt {
     /// part of its allocations) and the bindings are cleared before returning,
     /// so the statement never points at `values` after this call.
     pub fn run(&mut self, values: &[Value]) -> Result<(), SqlError> {
-        self.reset();
-        let result = values
-            .iter()
-            .enumerate()
-            // SAFETY: `values` outlives the loop below, and the bindings are
-            // cleared before this function returns, on every path.
-            .try_for_each(|(i, v)| unsafe { self.bind_with(i + 1, v, None) })
-            .and_then(|()| {
-                while self.step()? {}
-                Ok(())
-            });
+        // SAFETY: `values` outlives the steps below, and the bindings are
+        // cleared before this function returns, on every path.
+        let result = unsafe { self.reset_and_bind(values, None) }.and_then(|()| {
+            while self.step()? {}
+            Ok(())
+        });
         self.reset();
         // SAFETY: raw is a live statement.
         unsafe { api!(clear_bindings)(self.raw) };

@@ -175,28 +175,23 @@ impl Sim {
 /// back means apply thought it lacked what it had (the class of the
 /// `convergence_prop` case where a peer's newer parked piece went unseen).
 fn check_never_took_back(i: usize, d: &Device) -> Result<(), String> {
-    let from: Option<i64> = d
+    // The syncer marks a fresh database at its sequence then, 0 here.
+    let from: i64 = d
         .store
         .lib
         .conn
         .query_row(
-            "SELECT value FROM sdsync_meta WHERE key = 'monotone_from'",
+            "SELECT coalesce((SELECT value FROM sdsync_meta WHERE key = 'monotone_from'), 0)",
             [],
             |r| r.get(0),
         )
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })
         .map_err(|e| e.to_string())?;
-    // The syncer marks a fresh database at its sequence then, 0 here.
-    match from {
-        Some(seq) if seq > 0 => Err(format!(
-            "device {i}, never restored, took its own changes back and re-issued them from seq {seq}"
-        )),
-        _ => Ok(()),
+    if from > 0 {
+        return Err(format!(
+            "device {i}, never restored, took its own changes back and re-issued them from seq {from}"
+        ));
     }
+    Ok(())
 }
 
 fn rows_of(conn: &rusqlite::Connection, sql: &str, pk: Option<&str>) -> Vec<String> {

@@ -47,7 +47,7 @@ struct Parked {
     values: Vec<Value>,
 }
 
-/// A map with small keys, hashed by [`FastHash`].
+/// The engine's maps: small keys, hashed by [`FastHash`].
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHash>>;
 
 /// A row: its table and uuid.
@@ -59,7 +59,7 @@ type Waiting = (Rc<TableSpec>, Value, i64, i64);
 /// The per-connection apply state: cached statements, catalog and origin ids.
 pub struct Engine {
     db: Db,
-    stmts: HashMap<Key, Stmt, BuildHasherDefault<FastHash>>,
+    stmts: FastMap<Key, Stmt>,
     catalog: Catalog,
     schema_version: Option<i64>,
     local_origin: Option<i64>,
@@ -88,15 +88,15 @@ pub struct Engine {
 /// savepoint begins or rolls back, and after any failed (or panicked) apply.
 #[derive(Default)]
 struct TxState {
-    origin_ids: HashMap<String, i64, BuildHasherDefault<FastHash>>,
-    origin_names: HashMap<i64, String, BuildHasherDefault<FastHash>>,
+    origin_ids: FastMap<String, i64>,
+    origin_names: FastMap<i64, String>,
     /// Whether `sdsync_parked` is known to be empty (`None`: look).
     parked_empty: Option<bool>,
     /// Whether `sdsync_tombstones` is known to be empty (`None`: look).
     tombstones_empty: Option<bool>,
     /// Referenced rows' local ids by uuid, per (table, column). Valid while no one
     /// else writes and apply deletes nothing (ids are never reused otherwise).
-    refs: HashMap<(i64, usize), FastMap<String, Value>, BuildHasherDefault<FastHash>>,
+    refs: FastMap<(i64, usize), FastMap<String, Value>>,
     /// A value the persisted clock is known to have reached.
     clock_floor: u64,
     /// `PRAGMA data_version` as this transaction sees it: another connection's
@@ -369,50 +369,45 @@ impl Engine {
                 {
                     !groups.iter().any(|g| g.version.beats(v))
                 }
-                (Upsert::Park, _) => {
-                    !self.parked_here(change, v)? && !self.parked_newer(change, v)?
-                }
+                (Upsert::Park, _) => !self.parked_covers(change, v)?,
                 _ => true,
             },
         })
     }
 
-    /// Whether the row's parked pieces newer than `v` carry every bit of the
-    /// change: parked beside them, it would never win anything. (A device
-    /// whose own update lost a column to a peer's, then saw the row deleted
-    /// in between, took its old update back from a peer for one it lacked
-    /// and issued it again: found by `convergence_prop`.) On a device-owned
-    /// table only the change's own origin counts: another device's pieces
-    /// there are a claim on the row, which `claim` may take out of the way
-    /// right after (then the change is written after all).
-    fn parked_newer(&mut self, change: &Change, v: &Version) -> Result<bool, SqlError> {
+    /// Whether parking the change would add nothing: the row holds it parked
+    /// already (same origin and HLC), or its parked pieces newer than `v`
+    /// carry every bit of it, so beside them it would never win anything. (A
+    /// device whose own update lost a column to a peer's, then saw the row
+    /// deleted in between, took its old update back from a peer for one it
+    /// lacked and issued it again: found by `convergence_prop`.) On a
+    /// device-owned table only the change's own origin counts: another
+    /// device's pieces there are a claim on the row, which `claim` may take
+    /// out of the way right after (then the change is written after all).
+    fn parked_covers(&mut self, change: &Change, v: &Version) -> Result<bool, SqlError> {
         if self.parked_is_empty()? {
             return Ok(false);
         }
         let owned = change.table.class == Class::Owned;
-        let newer = self
-            .parked_for_row(&change.table, &change.pk)?
-            .iter()
-            .filter(|(_, p)| p.version.beats(v))
-            .filter(|(_, p)| !owned || p.version.origin_id == v.origin_id)
-            .fold(0, |bits, (_, p)| bits | p.mask);
+        let mut newer = 0;
+        for (origin_id, seq, mask, hlc, _) in self.parked_rows(&change.table, &change.pk)? {
+            if origin_id == v.origin_id && hlc as u64 == v.hlc {
+                return Ok(true);
+            }
+            if owned && origin_id != v.origin_id {
+                continue;
+            }
+            let piece = Version {
+                hlc: hlc as u64,
+                origin: self.origin_name(origin_id)?,
+                origin_id,
+                seq,
+            };
+            if piece.beats(v) {
+                newer |= mask as u64;
+            }
+        }
         Ok(change.mask & !newer == 0)
-    }
-
-    fn parked_here(&mut self, change: &Change, v: &Version) -> Result<bool, SqlError> {
-        let stmt = self.stmt(
-            "SELECT EXISTS (SELECT 1 FROM sdsync_parked \
-             WHERE tbl = ?1 AND pk = ?2 AND origin = ?3 AND hlc = ?4)",
-        )?;
-        stmt.bind_all(&[
-            Value::Integer(change.table.id),
-            change.pk.clone(),
-            Value::Integer(v.origin_id),
-            Value::Integer(v.hlc as i64),
-        ])?;
-        let held = stmt.step()? && stmt.int(0) != 0;
-        stmt.reset();
-        Ok(held)
     }
 
     /// Merges one change; returns the rows that came into existence.
