@@ -214,12 +214,6 @@ impl Db {
         unsafe { api!(last_insert_rowid)(self.0) }
     }
 
-    /// Rows this connection has written since it opened (triggers included).
-    pub fn total_changes(self) -> i64 {
-        // SAFETY: valid handle.
-        i64::from(unsafe { api!(total_changes)(self.0) })
-    }
-
     /// Runs a query expected to give one integer (or none).
     pub fn query_i64(self, sql: &str, params: &[Value]) -> Result<Option<i64>, SqlError> {
         let mut stmt = self.prepare(sql)?;

@@ -35,6 +35,10 @@ pub struct Conn {
     pub wall_override: Cell<Option<u64>>,
     /// The DDL this connection ran (see `migrate::watch`).
     pub watch: crate::migrate::watch::Watch,
+    /// Rows of tracked tables this connection wrote outside apply (each
+    /// capture trigger that fired): apply looks for parked changes such a
+    /// write let go only when it moved (see `apply::Engine::refresh`).
+    pub local_writes: Cell<u64>,
 }
 
 impl Conn {
@@ -79,7 +83,12 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
         Ok(Value::Text(env!("CARGO_PKG_VERSION").into()))
     }),
     ("sdsync_capturing", 0, INNOCUOUS, |c| {
-        Ok(Value::Integer(i64::from(!c.conn.applying.get())))
+        let capturing = !c.conn.applying.get();
+        if capturing {
+            let n = &c.conn.local_writes;
+            n.set(n.get().wrapping_add(1));
+        }
+        Ok(Value::Integer(i64::from(capturing)))
     }),
     ("sdsync_wall", 0, INNOCUOUS, |c| {
         Ok(Value::Integer(Hlc::from_wall(c.conn.wall_ms()).as_i64()))

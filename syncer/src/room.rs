@@ -70,19 +70,30 @@ impl Room {
         self.last_end = Some(end);
     }
 
+    /// Whether work that began at `from` (or the run it is part of) may go
+    /// on at `now`: pages gathered into one transaction stop here.
+    pub fn has_room(&self, from: Instant, now: Instant) -> bool {
+        let from = self.run_from.map_or(from, |r| r.min(from));
+        now.saturating_duration_since(from) < self.run(now)
+    }
+
     /// How long to wait before the next work, if the run is long enough.
     pub fn pause(&mut self, now: Instant) -> Option<Duration> {
         let from = self.run_from?;
-        let app = self
-            .app_at
-            .is_some_and(|at| now.saturating_duration_since(at) < APP_WRITES_FOR);
-        let run = if app { RUN_WHILE_APP_WRITES } else { RUN };
-        if now.saturating_duration_since(from) < run {
+        if now.saturating_duration_since(from) < self.run(now) {
             return None;
         }
         self.run_from = None;
         self.last_end = None;
         Some(GAP)
+    }
+
+    /// How long a run may last at `now`.
+    fn run(&self, now: Instant) -> Duration {
+        let app = self
+            .app_at
+            .is_some_and(|at| now.saturating_duration_since(at) < APP_WRITES_FOR);
+        if app { RUN_WHILE_APP_WRITES } else { RUN }
     }
 }
 

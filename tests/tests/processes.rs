@@ -15,7 +15,9 @@ fn a_receiver_killed_during_backfill_resumes_and_loses_nothing() {
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
            INSERT INTO entries(uuid, name, size, location_id) SELECT 'e' || i, 'f' || i, i, 1 FROM n;",
     );
-    a.start();
+    // Small pages, one at a time: pages applied together take the 20,000
+    // entries in a fraction of a second, before the first kill.
+    a.start_with(&["--set", "page_rows=200", "--set", "window=1"]);
     let app_b = b.app();
     // Kill the receiver as soon as it has made progress, three times over.
     for round in 1..=3 {
@@ -38,6 +40,59 @@ fn a_receiver_killed_during_backfill_resumes_and_loses_nothing() {
     let done = format!("progress {}: {n} of {n} changes (100%)", a.id);
     let log = || std::fs::read_to_string(b.dir.join("syncer.log")).unwrap_or_default();
     wait_for("the last progress line", 15, || log().contains(&done));
+}
+
+/// A backfill's pages apply together, many to a transaction; one change in
+/// the middle that the receiver refuses (its own UNIQUE index) rolls back
+/// that transaction, says so in the log, and is then set aside alone while
+/// every other change arrives: nothing is lost, the quarantine shows, and
+/// the user's fix converges both devices.
+#[test]
+fn a_refused_change_among_pages_applied_together_is_set_aside_alone() {
+    let (_dir, mut a, mut b) = pair_of("gathered-refusal");
+    let app_a = a.app();
+    let entries = |from: i64, to: i64| {
+        format!(
+            "WITH RECURSIVE n(i) AS (SELECT {from} UNION ALL SELECT i + 1 FROM n WHERE i < {to})
+               INSERT INTO entries(uuid, name, size, location_id) SELECT 'e' || i, 'f' || i, i, 1 FROM n;"
+        )
+    };
+    app_a.exec("INSERT INTO locations(uuid, name, path) VALUES ('loc', 'Photos', '/p')");
+    app_a.exec(&entries(1, 10_000));
+    app_a.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('tag-a', 'Vacation')");
+    app_a.exec(&entries(10_001, 20_000));
+    let app_b = b.app();
+    app_b.exec("CREATE UNIQUE INDEX tags_by_name ON tags(canonical_name)");
+    app_b.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('tag-b', 'Vacation')");
+    a.start();
+    b.start();
+    let issued = app_a.int(&format!(
+        "SELECT seq FROM sdsync_watermarks WHERE origin = '{}'",
+        a.id
+    ));
+    let held = || {
+        app_b.int(&format!(
+            "SELECT coalesce((SELECT seq FROM sdsync_watermarks WHERE origin = '{}'), 0)",
+            a.id
+        ))
+    };
+    wait_for("B holds all of A", 60, || held() >= issued);
+    assert_eq!(app_b.count("entries"), 20_000);
+    let log = std::fs::read_to_string(b.dir.join("syncer.log")).unwrap_or_default();
+    assert!(
+        log.contains("a page failed among pages applied together"),
+        "{log}"
+    );
+    let status = cli(&["status", b.dir.to_str().expect("utf-8")]);
+    assert!(
+        status.contains(&format!("quarantined 1 change(s) of {}", a.id)),
+        "{status}"
+    );
+    // The user keeps A's tag: both devices converge, nothing stays aside.
+    app_b.exec("DELETE FROM tags WHERE uuid = 'tag-b'");
+    wait_for("converged", 60, || {
+        app_b.digest() == app_a.digest() && app_b.int("SELECT count(*) FROM sdsync_quarantine") == 0
+    });
 }
 
 #[test]

@@ -375,7 +375,9 @@ unsafe extern "C" fn x_update(
             values: args[2..].iter().map(|v| value_of(*v)).collect(),
         };
         let _applying = Applying::start(&table.conn);
-        table.engine.apply(fields, table.conn.wall_ms())?;
+        table
+            .engine
+            .apply(fields, table.conn.wall_ms(), &table.conn.local_writes)?;
         // SAFETY: out-parameter from SQLite.
         unsafe { *rowid = 0 };
         Ok(())

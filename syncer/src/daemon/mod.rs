@@ -24,7 +24,7 @@
 //! connection; sends that fail are logged and left to the protocol (pulls are
 //! retried; pushes may be lost).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ use crate::net::identity::Identity;
 use crate::net::link::{Conn, Inbound, Link};
 use crate::net::tls::Pins;
 use crate::observe::Observer;
-use crate::proto::message::{Payload, encode};
+use crate::proto::message::{DecodeError, Envelope, Payload, decode, encode};
 use crate::proto::node::{Config, Event, Node, Output, PeerState};
 use crate::proto::store::{SqlStore, Store, StoreError};
 use crate::room::Room;
@@ -98,6 +98,10 @@ pub struct Daemon {
     seen: Observer,
     /// Pauses that let the app's writers in between pages.
     room: Room,
+    /// What the gathered pages led to, sent once they committed.
+    held: Vec<Output>,
+    /// The peers the gathered pages came from.
+    gathered_from: BTreeSet<String>,
     /// `sync.db`'s `PRAGMA data_version` when its pinned peers were last read
     /// (it moves when another process, `peer-add` or pairing, commits).
     pins_seen: Option<i64>,
@@ -165,6 +169,8 @@ impl Daemon {
             folder: None,
             seen: Observer::new(wall_millis(), None),
             room: Room::default(),
+            held: Vec::new(),
+            gathered_from: BTreeSet::new(),
         })
     }
 
@@ -220,7 +226,7 @@ impl Daemon {
             tokio::select! {
                 event = self.inbound.recv() => match event {
                     Some(event) => {
-                        self.on_inbound(event);
+                        self.take(event);
                         // Let the connections' writers send what this produced
                         // (acknowledgements, the next page) before the next
                         // frame is applied: the peer reads ahead meanwhile.
@@ -276,19 +282,7 @@ impl Daemon {
                 let out = self.node.connect(&peer, now, &self.store);
                 self.handle(out);
             }
-            Inbound::Message { peer, bytes } => {
-                // Every line the frame leads to (applied, refused, …) names
-                // the link it came on.
-                let _link = tracing::info_span!("link", %peer).entered();
-                let started = Instant::now();
-                let wrote = self.store.lib.conn.total_changes();
-                let out = self.node.receive_from(&peer, &bytes, now, &self.store);
-                self.timed(started, out);
-                // Only writing holds the app's writers back (WAL readers do not).
-                if self.store.lib.conn.total_changes() != wrote {
-                    self.room.worked(started, Instant::now());
-                }
-            }
+            Inbound::Message { peer, bytes } => self.on_message(&peer, decode(&bytes)),
             Inbound::Down { peer, id, reason } => {
                 let Some(open) = self.conns.get_mut(&peer) else {
                     return;
@@ -305,6 +299,71 @@ impl Daemon {
             }
             Inbound::Malformed { peer, reason } => {
                 tracing::warn!(device = %self.me, %peer, %reason, "frame refused");
+            }
+        }
+    }
+
+    /// Handles `first`, then the frames already waiting behind it while they
+    /// are pages and the run leaves the app's writers room: their applies share
+    /// one library transaction ([`SqlStore::gather`]), and nothing they lead to
+    /// is sent before it committed ([`Daemon::settle`]).
+    fn take(&mut self, first: Inbound) {
+        let from = Instant::now();
+        let mut next = Some(first);
+        while let Some(event) = next.take() {
+            let Inbound::Message { peer, bytes } = event else {
+                self.settle();
+                self.on_inbound(event);
+                break;
+            };
+            let decoded = decode(&bytes);
+            let page = matches!(&decoded, Ok(env) if matches!(env.payload, Payload::Page { .. }));
+            if page {
+                self.store.gather();
+                self.gathered_from.insert(peer.clone());
+            } else {
+                self.settle();
+            }
+            self.on_message(&peer, decoded);
+            if page && self.room.has_room(from, Instant::now()) {
+                next = self.inbound.try_recv().ok();
+            }
+        }
+        self.settle();
+    }
+
+    fn on_message(&mut self, peer: &str, decoded: Result<Envelope, DecodeError>) {
+        // Every line the frame leads to (applied, refused, …) names the link
+        // it came on.
+        let _link = tracing::info_span!("link", %peer).entered();
+        let started = Instant::now();
+        let wrote = self.store.lib.conn.total_changes();
+        let out = self
+            .node
+            .receive_decoded(peer, decoded, wall_millis(), &self.store);
+        self.timed(started, out);
+        // Only writing holds the app's writers back (WAL readers do not).
+        if self.store.lib.conn.total_changes() != wrote {
+            self.room.worked(started, Instant::now());
+        }
+    }
+
+    /// Commits the pages gathered since [`Daemon::take`] began and sends what
+    /// they led to. If the commit failed, none of them was kept, but the node
+    /// moved on as if they were: it starts over with each peer they came from,
+    /// from what the library holds.
+    fn settle(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        let peers = std::mem::take(&mut self.gathered_from);
+        match self.store.settle() {
+            Ok(()) => self.handle(Ok(held)),
+            Err(e) => {
+                tracing::warn!(device = %self.me, error = %e, "pages applied together were not kept");
+                for peer in peers {
+                    self.node.disconnect(&peer);
+                    let out = self.node.connect(&peer, wall_millis(), &self.store);
+                    self.handle(out);
+                }
             }
         }
     }
@@ -441,7 +500,11 @@ impl Daemon {
         if let Ok(o) = &out {
             self.seen.timed(started.elapsed(), o);
         }
-        self.handle(out);
+        match out {
+            // Sent once the gathered transaction committed.
+            Ok(o) if self.store.gathering() => self.held.extend(o),
+            out => self.handle(out),
+        }
     }
 
     fn handle(&mut self, out: Result<Vec<Output>, StoreError>) {

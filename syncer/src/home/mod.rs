@@ -523,7 +523,7 @@ impl Home {
                 path: self.dir.join("sync.db"),
                 source,
             },
-            StoreError::Busy { path, source } => {
+            StoreError::Busy { path, source } | StoreError::RolledBack { path, source } => {
                 HomeError::Library(LibraryError::Sql { path, source })
             }
         }

@@ -62,7 +62,7 @@ use sdsync_core::hlc::Hlc;
 use sdsync_core::ids::MAX_SEQ;
 
 use crate::proto::message::{
-    Envelope, Incarnation, PROTOCOL_VERSION, Payload, QuarantineSummary, decode,
+    DecodeError, Envelope, Incarnation, PROTOCOL_VERSION, Payload, QuarantineSummary, decode,
 };
 use crate::proto::store::{Store, StoreError};
 use reports::{YOURS, reused};
@@ -113,7 +113,7 @@ impl Default for Config {
             max_attempts: 6,
             horizon_ms: 7 * 24 * 3600 * 1000,
             max_drift_ms: 300_000,
-            window: 4,
+            window: 8,
         }
     }
 }
@@ -329,7 +329,19 @@ impl Node {
     /// certificate pinned to that device): a message claiming another sender is
     /// refused, so one paired device cannot speak for another.
     pub fn receive_from(&mut self, peer: &str, bytes: &[u8], now: u64, store: &dyn Store) -> Out {
-        let env = match decode(bytes) {
+        self.receive_decoded(peer, decode(bytes), now, store)
+    }
+
+    /// [`Node::receive_from`] of a frame the caller decoded already (to see
+    /// what it is first).
+    pub fn receive_decoded(
+        &mut self,
+        peer: &str,
+        decoded: Result<Envelope, DecodeError>,
+        now: u64,
+        store: &dyn Store,
+    ) -> Out {
+        let env = match decoded {
             Ok(env) => env,
             Err(e) => return Ok(vec![malformed(&e)]),
         };
@@ -598,7 +610,7 @@ impl Node {
 /// clock the receiver announced to it.
 type Holds = (Vec<(String, i64)>, Vec<(i64, i64)>, (i64, i64));
 
-fn malformed(e: &crate::proto::message::DecodeError) -> Output {
+fn malformed(e: &DecodeError) -> Output {
     Output::Event(Event::Malformed {
         reason: e.to_string(),
     })

@@ -39,6 +39,18 @@ pub enum StoreError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// SQLite rolled back the transaction that pages were gathered in (an I/O
+    /// error, a full disk; see `sqlstore::gather`): none of them was kept, and
+    /// they are pulled again.
+    #[error(
+        "{path}: the transaction of the pages applied together was rolled back ({source}); they will be pulled again"
+    )]
+    RolledBack {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// SQLite's error (`SQLITE_ABORT_ROLLBACK` when found rolled back).
+        source: rusqlite::Error,
+    },
 }
 
 impl StoreError {
@@ -46,7 +58,7 @@ impl StoreError {
     /// a full disk, I/O): such errors are retried, never quarantined.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Busy { .. } => true,
+            Self::Busy { .. } | Self::RolledBack { .. } => true,
             Self::Library(LibraryError::Sql { source, .. }) | Self::Sync(source) => {
                 crate::sqlstore::transient(source)
             }

@@ -27,6 +27,7 @@
 //!   watermark of another origin is the smaller of the two.
 
 mod ahead;
+mod gather;
 mod lineage;
 pub mod marks;
 mod own_clock;
@@ -126,6 +127,10 @@ pub struct SqlStore {
     /// The references between tracked tables, for parents-first paging
     /// (reloaded when the schema version moves).
     links: RefCell<Option<Arc<ahead::Links>>>,
+    /// Whether page applies share one transaction ([`gather`]).
+    gathering: Cell<gather::Gathering>,
+    /// Until when pages apply alone, after pages applied together failed.
+    alone_until: Cell<Option<std::time::Instant>>,
 }
 
 impl SqlStore {
@@ -155,6 +160,8 @@ impl SqlStore {
             outside: None,
             repaired_at: Cell::new(None),
             links: RefCell::new(None),
+            gathering: Cell::new(gather::Gathering::Off),
+            alone_until: Cell::new(None),
         };
         let seen = syncdb::own_clock(&store.sync, &store.me)?;
         store.restored.set(store.went_back(seen)?);
@@ -223,15 +230,6 @@ impl SqlStore {
         let links = Arc::new(ahead::Links::load(conn, schema)?);
         *self.links.borrow_mut() = Some(links.clone());
         Ok(links)
-    }
-
-    fn begin(&self) -> Result<Transaction<'_>, StoreError> {
-        // IMMEDIATE: take the write lock first, so an app's commit cannot
-        // invalidate the snapshot between apply's first read and first write.
-        self.sql(Transaction::new_unchecked(
-            &self.lib.conn,
-            TransactionBehavior::Immediate,
-        ))
     }
 
     /// Marks completeness and clears quarantined copies of what just applied.
@@ -368,6 +366,7 @@ impl Store for SqlStore {
         });
         match whole {
             Ok(()) => return self.sql(tx.commit()).map(|()| vec![]),
+            Err(e) if tx.gathered() => return Err(self.abandon(tx, &e)),
             Err(e) if e.is_transient() => return Err(e),
             Err(_) => drop(tx),
         }

@@ -12,6 +12,7 @@
 //! prepared once per connection and kept in [`Engine`]; the `sdsync_changes` table
 //! finalizes them when SQLite disconnects it, before the connection closes.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::rc::Rc;
@@ -65,9 +66,10 @@ pub struct Engine {
     local_origin: Option<i64>,
     max_drift_ms: u64,
     /// `PRAGMA data_version` (moves when another connection commits) and this
-    /// connection's total changes after our last apply (moves when the app on this
-    /// connection writes): when either moves, the known-empty flags are stale.
-    data_version: Option<(i64, i64)>,
+    /// connection's `Conn::local_writes` after our last apply (moves when the
+    /// app on this connection writes a tracked table): when either moves, the
+    /// known-empty flags are stale.
+    data_version: Option<(i64, u64)>,
     /// What this transaction taught the engine (see [`TxState`]).
     tx: TxState,
     /// The wall clock of the current apply (the connection's, see `Conn::wall_ms`).
@@ -138,17 +140,27 @@ impl Engine {
 
     /// Applies one inserted `sdsync_changes` row. A failed apply is rolled back
     /// by SQLite (the statement's changes), so what it learnt is forgotten.
-    pub fn apply(&mut self, fields: Fields, wall_ms: u64) -> Result<(), ChangeError> {
-        let result = self.apply_row(fields, wall_ms);
+    pub fn apply(
+        &mut self,
+        fields: Fields,
+        wall_ms: u64,
+        local_writes: &Cell<u64>,
+    ) -> Result<(), ChangeError> {
+        let result = self.apply_row(fields, wall_ms, local_writes);
         if result.is_err() {
             self.forget_transaction(true);
         }
         result
     }
 
-    fn apply_row(&mut self, fields: Fields, wall_ms: u64) -> Result<(), ChangeError> {
+    fn apply_row(
+        &mut self,
+        fields: Fields,
+        wall_ms: u64,
+        local_writes: &Cell<u64>,
+    ) -> Result<(), ChangeError> {
         self.wall_ms = wall_ms;
-        let others_wrote = self.refresh()?;
+        let others_wrote = self.refresh(local_writes.get())?;
         if fields.is_sweep() {
             if std::mem::take(&mut self.kept_due) {
                 self.retry_kept()?;
@@ -172,7 +184,7 @@ impl Engine {
             self.raise_clock(&version)?;
         }
         if let Some((data, _)) = self.data_version {
-            self.data_version = Some((data, self.db.total_changes()));
+            self.data_version = Some((data, local_writes.get()));
         }
         Ok(())
     }
@@ -221,7 +233,7 @@ impl Engine {
     /// Reloads the catalog and drops cached statements after any schema change;
     /// forgets what it knew of the parked table after another connection's commit.
     /// Returns whether anyone else wrote since this engine last applied.
-    fn refresh(&mut self) -> Result<bool, ChangeError> {
+    fn refresh(&mut self, local_writes: u64) -> Result<bool, ChangeError> {
         // Plain PRAGMA statements read a header field; the pragma_* table-valued
         // functions would prepare a nested statement on every call.
         let now = self.pragma("PRAGMA schema_version")?;
@@ -233,18 +245,18 @@ impl Engine {
                 data
             }
         };
-        let total = self.db.total_changes();
-        // This connection's change count moves by one after each apply, when
-        // the `INSERT INTO sdsync_changes` that carried it ends (within a
-        // multi-row INSERT it has not moved yet): that is not someone else
-        // writing. Taking it for one swept the parked table once per change,
-        // which made a backfill that parks quadratic.
+        // Only writes to tracked tables outside apply can let a parked change
+        // go (a row the app re-created). This connection's change count,
+        // looked at before, also moved with the syncer's own bookkeeping
+        // between pages (what it vouches for, its quarantine): the parked
+        // table was swept once per page, and a backfill of a real tree spent
+        // a seventh of its time there.
         let moved = match self.data_version {
-            Some((d, t)) => d != data || !(t..=t + 1).contains(&total),
+            Some((d, w)) => d != data || w != local_writes,
             None => true,
         };
         if moved {
-            self.data_version = Some((data, total));
+            self.data_version = Some((data, local_writes));
             self.tx.parked_empty = None;
             self.tx.tombstones_empty = None;
             self.tx.refs.clear();
