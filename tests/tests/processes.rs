@@ -8,16 +8,43 @@ use sdsync_tests::{temp_dir, wait_for};
 
 #[test]
 fn a_receiver_killed_during_backfill_resumes_and_loses_nothing() {
-    let (_dir, mut a, mut b) = pair_of("kill-backfill");
-    let app_a = a.app();
-    app_a.exec(
-        "INSERT INTO locations(uuid, name, path) VALUES ('loc', 'Photos', '/p');
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
-           INSERT INTO entries(uuid, name, size, location_id) SELECT 'e' || i, 'f' || i, i, 1 FROM n;",
-    );
     // Small pages, one at a time: pages applied together take the 20,000
     // entries in a fraction of a second, before the first kill.
-    a.start_with(&["--set", "page_rows=200", "--set", "window=1"]);
+    let (a, b) = killed_during_backfill(
+        "kill-backfill",
+        20_000,
+        &["--set", "page_rows=200", "--set", "window=1"],
+    );
+    // The backfill's progress is logged (every 5 s, while changes apply).
+    let n = a.app().int(&format!(
+        "SELECT seq FROM sdsync_watermarks WHERE origin = '{}'",
+        a.id
+    ));
+    let done = format!("progress {}: {n} of {n} changes (100%)", a.id);
+    let log = || std::fs::read_to_string(b.dir.join("syncer.log")).unwrap_or_default();
+    wait_for("the last progress line", 15, || log().contains(&done));
+}
+
+/// The same with the default pages, applied many to a transaction: a kill
+/// lands inside a gathered transaction or between two (100,000 entries take
+/// a few seconds).
+#[test]
+fn a_receiver_killed_while_pages_apply_together_loses_nothing() {
+    killed_during_backfill("kill-gathered", 100_000, &[]);
+}
+
+/// A holds `entries` entries and runs with `sender`; B is started and
+/// SIGKILLed as soon as it made progress, three times, then converges
+/// exactly, nothing left parked.
+fn killed_during_backfill(name: &str, entries: i64, sender: &[&str]) -> (Device, Device) {
+    let (_dir, mut a, mut b) = pair_of(name);
+    let app_a = a.app();
+    app_a.exec(&format!(
+        "INSERT INTO locations(uuid, name, path) VALUES ('loc', 'Photos', '/p');
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {entries})
+           INSERT INTO entries(uuid, name, size, location_id) SELECT 'e' || i, 'f' || i, i, 1 FROM n;"
+    ));
+    a.start_with(sender);
     let app_b = b.app();
     // Kill the receiver as soon as it has made progress, three times over.
     for round in 1..=3 {
@@ -30,16 +57,9 @@ fn a_receiver_killed_during_backfill_resumes_and_loses_nothing() {
     }
     b.start();
     wait_for("convergence", 120, || app_b.digest() == app_a.digest());
-    assert_eq!(app_b.count("entries"), 20000);
+    assert_eq!(app_b.count("entries"), entries);
     assert_eq!(app_b.int("SELECT count(*) FROM sdsync_parked"), 0);
-    // The backfill's progress is logged (every 5 s, while changes apply).
-    let n = app_a.int(&format!(
-        "SELECT seq FROM sdsync_watermarks WHERE origin = '{}'",
-        a.id
-    ));
-    let done = format!("progress {}: {n} of {n} changes (100%)", a.id);
-    let log = || std::fs::read_to_string(b.dir.join("syncer.log")).unwrap_or_default();
-    wait_for("the last progress line", 15, || log().contains(&done));
+    (a, b)
 }
 
 /// A backfill's pages apply together, many to a transaction; one change in
