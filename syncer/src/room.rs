@@ -145,6 +145,20 @@ mod tests {
         assert_eq!(room.pause(ms(t, 150)), None, "a new run after the pause");
     }
 
+    /// Pages gathered into one transaction stop where a run would pause:
+    /// counted from the run's start, or from the gathering's if none runs.
+    #[test]
+    fn gathering_stops_where_the_run_ends() {
+        let mut room = Room::default();
+        let t = Instant::now();
+        assert!(room.has_room(t, ms(t, 999)));
+        assert!(!room.has_room(t, ms(t, 1_000)));
+        room.worked(t, ms(t, 20));
+        room.app_committed(ms(t, 20));
+        assert!(room.has_room(ms(t, 20), ms(t, 39)));
+        assert!(!room.has_room(ms(t, 30), ms(t, 40)), "the run began at 0");
+    }
+
     #[test]
     fn without_an_app_the_pause_comes_once_a_second() {
         let mut room = Room::default();

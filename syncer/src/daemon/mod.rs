@@ -317,7 +317,10 @@ impl Daemon {
                 break;
             };
             let decoded = decode(&bytes);
-            let page = matches!(&decoded, Ok(env) if matches!(env.payload, Payload::Page { .. }));
+            // A device's own pages (taken back after a restore) apply alone:
+            // the end of such a pull is recorded in `sync.db` at once.
+            let page = matches!(&decoded, Ok(env)
+                if matches!(&env.payload, Payload::Page { origin, .. } if *origin != self.me));
             if page {
                 self.store.gather();
                 self.gathered_from.insert(peer.clone());
@@ -325,7 +328,7 @@ impl Daemon {
                 self.settle();
             }
             self.on_message(&peer, decoded);
-            if page && self.room.has_room(from, Instant::now()) {
+            if page && self.store.gathers() && self.room.has_room(from, Instant::now()) {
                 next = self.inbound.try_recv().ok();
             }
         }
@@ -351,7 +354,7 @@ impl Daemon {
     /// Commits the pages gathered since [`Daemon::take`] began and sends what
     /// they led to. If the commit failed, none of them was kept, but the node
     /// moved on as if they were: it starts over with each peer they came from,
-    /// from what the library holds.
+    /// from what the library holds ([`Node::resync`]).
     fn settle(&mut self) {
         let held = std::mem::take(&mut self.held);
         let peers = std::mem::take(&mut self.gathered_from);
@@ -360,8 +363,7 @@ impl Daemon {
             Err(e) => {
                 tracing::warn!(device = %self.me, error = %e, "pages applied together were not kept");
                 for peer in peers {
-                    self.node.disconnect(&peer);
-                    let out = self.node.connect(&peer, wall_millis(), &self.store);
+                    let out = self.node.resync(&peer, &self.store);
                     self.handle(out);
                 }
             }

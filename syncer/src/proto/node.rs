@@ -234,6 +234,17 @@ impl Node {
         self.forget_incarnation(peer);
     }
 
+    /// What this node believed `peer`'s last pages brought was not kept (the
+    /// transaction they were applied in was rolled back): forgets the pulls
+    /// from `peer` and what origins reported (the cuts they made were undone
+    /// too), and asks for its Hello, from which pulls start again at what
+    /// the library holds. Streams this device serves `peer` go on.
+    pub fn resync(&mut self, peer: &str, store: &dyn Store) -> Out {
+        self.pulls.retain(|_, pending| pending.peer != peer);
+        self.reported.clear();
+        Ok(vec![self.hello(peer, true, store)?])
+    }
+
     /// `peer` left the library (removed): it no longer counts as a partner,
     /// so it holds nothing back and is sent nothing.
     pub fn remove_peer(&mut self, peer: &str) {

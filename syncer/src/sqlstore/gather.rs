@@ -20,6 +20,12 @@
 //! events) leaves the daemon before [`SqlStore::settle`] committed: a peer
 //! never hears that this device holds what a crash could still undo.
 //!
+//! What the page path writes to `sync.db` (its own connection, committed at
+//! once) must not claim what the gathered transaction may still lose: the
+//! clock record is not written while gathering, and a device's own pages
+//! (taken back after a restore, which marks a peer done in `sync.db`) are
+//! never gathered (the daemon applies them alone).
+//!
 //! A gathered page has no savepoint of its own: SQLite walks its in-memory
 //! sub-journal from the start at the end of every statement inside a
 //! savepoint, so a page applied under one grew quadratic (a backfill took
@@ -118,6 +124,12 @@ impl SqlStore {
         self.gathering.get() != Gathering::Off
     }
 
+    /// Whether another page may still join the gathered transaction (not
+    /// once it was rolled back).
+    pub fn gathers(&self) -> bool {
+        matches!(self.gathering.get(), Gathering::Ready | Gathering::Open)
+    }
+
     /// Ends gathering: commits the gathered transaction, if one is open. An
     /// error means none of the gathered pages was kept.
     pub fn settle(&self) -> Result<(), StoreError> {
@@ -125,15 +137,15 @@ impl SqlStore {
         match self.gathering.replace(Gathering::Off) {
             Gathering::Off | Gathering::Ready => Ok(()),
             Gathering::Abandoned => Err(self.lost()),
-            Gathering::Open if conn.is_autocommit() => Err(self.lost()),
+            Gathering::Open if conn.is_autocommit() => Err(self.wary(self.lost())),
             Gathering::Open => conn.execute_batch("COMMIT").map_err(|source| {
                 if !conn.is_autocommit() {
                     let _ = conn.execute_batch("ROLLBACK");
                 }
-                StoreError::RolledBack {
+                self.wary(StoreError::RolledBack {
                     path: self.lib.path.clone(),
                     source,
-                }
+                })
             }),
         }
     }
@@ -158,7 +170,7 @@ impl SqlStore {
             // disk): applying on would commit pages whose predecessors were lost.
             Gathering::Open if conn.is_autocommit() => {
                 self.gathering.set(Gathering::Abandoned);
-                return Err(self.lost());
+                return Err(self.wary(self.lost()));
             }
             Gathering::Open => true,
         };
@@ -188,9 +200,15 @@ impl SqlStore {
             tracing::warn!(error = %e, "rolling back pages applied together");
         }
         self.gathering.set(Gathering::Abandoned);
+        self.wary(self.lost())
+    }
+
+    /// Pages apply alone for [`ALONE_AFTER_FAILURE`] after gathered ones
+    /// were lost (to `error`, returned).
+    fn wary(&self, error: StoreError) -> StoreError {
         self.alone_until
             .set(Some(Instant::now() + ALONE_AFTER_FAILURE));
-        self.lost()
+        error
     }
 
     /// The gathered transaction is gone.

@@ -90,7 +90,9 @@ impl SqlStore {
     }
 
     fn note_clock_with(&self, outside_now: bool) -> Result<(), StoreError> {
-        if self.restored.get().is_some() {
+        // Inside gathered pages the clock may hold what a rollback undoes;
+        // the record must only ever be behind the database (see `gather`).
+        if self.restored.get().is_some() || self.gathering() {
             return Ok(());
         }
         let (seq, hlc): (i64, i64) = self.sql(
