@@ -155,27 +155,19 @@ impl SqlStore {
     /// apply's first read and first write.
     pub(super) fn begin(&self) -> Result<Scope<'_>, StoreError> {
         let conn = &self.lib.conn;
-        let gathered = match self.gathering.get() {
-            Gathering::Off | Gathering::Abandoned => false,
-            Gathering::Ready => {
-                self.sql(conn.execute_batch("BEGIN IMMEDIATE"))?;
-                self.gathering.set(Gathering::Open);
-                return Ok(Scope {
-                    conn,
-                    gathered: true,
-                    done: false,
-                });
-            }
-            // SQLite rolled the gathered transaction back (an I/O error, a full
-            // disk): applying on would commit pages whose predecessors were lost.
-            Gathering::Open if conn.is_autocommit() => {
-                self.gathering.set(Gathering::Abandoned);
-                return Err(self.wary(self.lost()));
-            }
-            Gathering::Open => true,
-        };
-        if !gathered {
+        let state = self.gathering.get();
+        // SQLite rolled the gathered transaction back (an I/O error, a full
+        // disk): applying on would commit pages whose predecessors were lost.
+        if state == Gathering::Open && conn.is_autocommit() {
+            self.gathering.set(Gathering::Abandoned);
+            return Err(self.wary(self.lost()));
+        }
+        let gathered = matches!(state, Gathering::Ready | Gathering::Open);
+        if state != Gathering::Open {
             self.sql(conn.execute_batch("BEGIN IMMEDIATE"))?;
+            if gathered {
+                self.gathering.set(Gathering::Open);
+            }
         }
         Ok(Scope {
             conn,
