@@ -43,7 +43,6 @@ use crate::observe::Observer;
 use crate::proto::message::{DecodeError, Envelope, Payload, decode, encode};
 use crate::proto::node::{Config, Event, Node, Output, PeerState};
 use crate::proto::store::{SqlStore, Store, StoreError};
-use crate::room::Room;
 use crate::sqlstore::syncdb;
 
 pub use background::Background;
@@ -54,6 +53,9 @@ mod commits;
 mod directory;
 mod membership;
 
+/// Frames from this size on are applied without the watch on the folder
+/// (a page of about 100 changes and more; a single commit's push is smaller).
+const MUTE_FROM: usize = 16 * 1024;
 /// How often unconnected peers are dialed again (and the peers' state is
 /// recorded for `status`, if it changed).
 const REDIAL: Duration = Duration::from_millis(500);
@@ -96,8 +98,6 @@ pub struct Daemon {
     recorded: Vec<PeerState>,
     /// Progress lines and metrics.
     seen: Observer,
-    /// Pauses that let the app's writers in between pages.
-    room: Room,
     /// What the gathered pages led to, sent once they committed.
     held: Vec<Output>,
     /// The peers the gathered pages came from.
@@ -168,7 +168,6 @@ impl Daemon {
             behind: Behind::default(),
             folder: None,
             seen: Observer::new(wall_millis(), None),
-            room: Room::default(),
             held: Vec::new(),
             gathered_from: BTreeSet::new(),
         })
@@ -226,12 +225,21 @@ impl Daemon {
             tokio::select! {
                 event = self.inbound.recv() => match event {
                     Some(event) => {
-                        self.take(event);
+                        // A large frame is a page to apply: its writes
+                        // would only wake the watch (`Commits::muted`).
+                        if matches!(&event, Inbound::Message { bytes, .. } if bytes.len() >= MUTE_FROM) {
+                            commits.muted(|| self.take(event));
+                            // What an app committed meanwhile was not heard.
+                            self.poll_commits();
+                        } else {
+                            self.take(event);
+                        }
                         // Let the connections' writers send what this produced
                         // (acknowledgements, the next page) before the next
                         // frame is applied: the peer reads ahead meanwhile.
                         tokio::task::yield_now().await;
-                        if let Some(gap) = self.room.pause(Instant::now()) {
+                        let pause = self.store.room.borrow_mut().pause(Instant::now());
+                        if let Some(gap) = pause {
                             tokio::time::sleep(gap).await;
                         }
                     }
@@ -328,7 +336,10 @@ impl Daemon {
                 self.settle();
             }
             self.on_message(&peer, decoded);
-            if page && self.store.gathers() && self.room.has_room(from, Instant::now()) {
+            if page
+                && self.store.gathers()
+                && self.store.room.borrow().has_room(from, Instant::now())
+            {
                 next = self.inbound.try_recv().ok();
             }
         }
@@ -347,7 +358,7 @@ impl Daemon {
         self.timed(started, out);
         // Only writing holds the app's writers back (WAL readers do not).
         if self.store.lib.conn.total_changes() != wrote {
-            self.room.worked(started, Instant::now());
+            self.store.room.borrow_mut().worked(started, Instant::now());
         }
     }
 
@@ -375,7 +386,7 @@ impl Daemon {
         match data_version(&self.store) {
             Ok(v) if v != self.data_version => {
                 self.data_version = v;
-                self.room.app_committed(Instant::now());
+                self.store.room.borrow_mut().app_committed(Instant::now());
                 if let Err(e) = self.store.note_clock() {
                     tracing::warn!(device = %self.me, error = %e, "recording the clock in sync.db");
                 }

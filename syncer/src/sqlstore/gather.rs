@@ -110,10 +110,13 @@ impl Drop for Scope<'_> {
 impl SqlStore {
     /// Lets the page applies that follow share one transaction, until
     /// [`SqlStore::settle`] (not for [`ALONE_AFTER_FAILURE`] after gathered
-    /// pages failed).
+    /// pages failed, nor while an app writes).
     pub fn gather(&self) {
-        let wary = self.alone_until.get().is_some_and(|t| Instant::now() < t);
-        if self.gathering.get() == Gathering::Off && !wary {
+        let now = Instant::now();
+        let wary = self.alone_until.get().is_some_and(|t| now < t);
+        // While an app writes, pages are split instead (`split`).
+        let app = self.room.borrow().app_writes(now);
+        if self.gathering.get() == Gathering::Off && !wary && !app {
             self.gathering.set(Gathering::Ready);
         }
     }

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Three rules make a peer's mistakes local and visible instead of silent:
-//! - **Quarantine** ([`quarantine`]): a page is applied in one transaction; if a
+//! - **Quarantine** ([`quarantine`]): a page is applied in one transaction (in
+//!   parts while an app writes, [`split`]); if a
 //!   change in it fails for a reason of its own (a type the schema refuses, an
 //!   app UNIQUE index, a table this device lacks), the page is applied again change
 //!   by change, each under a SAVEPOINT, and the failures are kept in
@@ -31,6 +32,7 @@ mod gather;
 mod lineage;
 pub mod marks;
 mod own_clock;
+mod split;
 
 pub use own_clock::state_dir;
 pub mod quarantine;
@@ -47,6 +49,7 @@ use crate::proto::message::{Incarnation, QuarantineSummary, change_size};
 use crate::proto::node::PeerState;
 use crate::proto::schema::TableLayout;
 use crate::proto::store::{Quarantined, Retried, Slice, Store, StoreError};
+use crate::room::Room;
 
 /// How long one attempt to take the library's write lock waits. Short: the
 /// daemon's single task must not stall its links for long; a page that found the
@@ -131,6 +134,11 @@ pub struct SqlStore {
     gathering: Cell<gather::Gathering>,
     /// Until when pages apply alone, after pages applied together failed.
     alone_until: Cell<Option<std::time::Instant>>,
+    /// The app's writers' share of the write lock: the daemon's pauses
+    /// between pages, and a page's parts while an app writes ([`split`]).
+    pub room: RefCell<Room>,
+    /// Parts of this many changes for every page ([`split`]).
+    split: Cell<Option<usize>>,
 }
 
 impl SqlStore {
@@ -162,6 +170,8 @@ impl SqlStore {
             links: RefCell::new(None),
             gathering: Cell::new(gather::Gathering::Off),
             alone_until: Cell::new(None),
+            room: RefCell::new(Room::default()),
+            split: Cell::new(None),
         };
         let seen = syncdb::own_clock(&store.sync, &store.me)?;
         store.restored.set(store.went_back(seen)?);
@@ -197,7 +207,10 @@ impl SqlStore {
     /// The same library and `sync.db`, opened again as a restarted syncer would
     /// (after the database file was replaced, say by a restore).
     pub fn reopened(self) -> Result<Self, StoreError> {
-        Self::new(self.lib, self.sync)
+        let split = self.split.get();
+        let store = Self::new(self.lib, self.sync)?;
+        store.split.set(split);
+        Ok(store)
     }
 
     /// Records what the running syncer knows of its peers, for `sdsync
@@ -244,6 +257,35 @@ impl SqlStore {
             self.sql(marks::vouch(tx, origin, seq))?;
         }
         Ok(())
+    }
+
+    /// Applies `changes` in one transaction, vouching for `complete`.
+    fn apply_part(
+        &self,
+        peer: &str,
+        changes: &[Change],
+        complete: Option<(&str, i64)>,
+    ) -> Result<Vec<Quarantined>, StoreError> {
+        // First the whole page at once: the common case, and the fast one.
+        let tx = self.begin()?;
+        let whole = self.sql(apply_in(&tx, changes)).and_then(|()| {
+            let all: Vec<&Change> = changes.iter().collect();
+            self.finish(&tx, &all, complete)
+        });
+        match whole {
+            Ok(()) => return self.sql(tx.commit()).map(|()| vec![]),
+            Err(e) if tx.gathered() => return Err(self.abandon(tx, &e)),
+            Err(e) if e.is_transient() => return Err(e),
+            Err(_) => drop(tx),
+        }
+        // Some change refused: again change by change, keeping the refused aside.
+        let tx = self.begin()?;
+        let (applied, quarantined) = self.sql(quarantine::apply_each(&tx, peer, changes))?;
+        self.finish(&tx, &applied, complete)?;
+        self.sql(tx.commit())?;
+        // This was a try: the next automatic one waits for something to change.
+        self.tried.set(Some(self.fingerprint()?));
+        Ok(quarantined)
     }
 
     fn fingerprint(&self) -> Result<[i64; 3], StoreError> {
@@ -358,25 +400,16 @@ impl Store for SqlStore {
         changes: &[Change],
         complete: Option<(&str, i64)>,
     ) -> Result<Vec<Quarantined>, StoreError> {
-        // First the whole page at once: the common case, and the fast one.
-        let tx = self.begin()?;
-        let whole = self.sql(apply_in(&tx, changes)).and_then(|()| {
-            let all: Vec<&Change> = changes.iter().collect();
-            self.finish(&tx, &all, complete)
-        });
-        match whole {
-            Ok(()) => return self.sql(tx.commit()).map(|()| vec![]),
-            Err(e) if tx.gathered() => return Err(self.abandon(tx, &e)),
-            Err(e) if e.is_transient() => return Err(e),
-            Err(_) => drop(tx),
+        let parts = self.parts(changes);
+        let mut quarantined = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            let started = std::time::Instant::now();
+            quarantined.extend(self.apply_part(peer, part, complete.filter(|_| last))?);
+            if !last {
+                self.make_room(started);
+            }
         }
-        // Some change refused: again change by change, keeping the refused aside.
-        let tx = self.begin()?;
-        let (applied, quarantined) = self.sql(quarantine::apply_each(&tx, peer, changes))?;
-        self.finish(&tx, &applied, complete)?;
-        self.sql(tx.commit())?;
-        // This was a try: the next automatic one waits for something to change.
-        self.tried.set(Some(self.fingerprint()?));
         Ok(quarantined)
     }
 

@@ -1,0 +1,101 @@
+//! The app's writers' share of the library's write lock (issue 9): while an
+//! app writes, a page applies in short transactions (`sqlstore::split`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use sdsync_syncer::library::Change;
+use sdsync_syncer::proto::store::Store;
+use sdsync_syncer::sqlstore::SqlStore;
+use sdsync_tests::wire::store;
+
+/// A page of 1,000 tags from a fresh origin whose 600th change carries a
+/// value no SQLite column takes (it is quarantined where it applies).
+fn page_with_a_bad_change() -> (String, Vec<Change>) {
+    let o = store("parts-o");
+    let origin = o.device().unwrap();
+    o.lib
+        .exec(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
+             INSERT INTO tags(uuid, canonical_name) SELECT 't' || i, 'n' || i FROM n",
+        )
+        .unwrap();
+    let mut changes = o.slice(&origin, 0, 2_000, 1 << 30).unwrap().changes;
+    assert_eq!(changes.len(), 1_000);
+    changes[599].data = Some(r#"{"canonical_name":true}"#.into());
+    (origin, changes)
+}
+
+/// Counts `r`'s commits; the `veto`-th one is turned into a rollback.
+fn count_commits(r: &mut SqlStore, veto: usize) -> Arc<AtomicUsize> {
+    let commits = Arc::new(AtomicUsize::new(0));
+    let seen = commits.clone();
+    r.lib
+        .conn
+        .commit_hook(Some(move || {
+            seen.fetch_add(1, Ordering::SeqCst) + 1 == veto
+        }))
+        .unwrap();
+    commits
+}
+
+fn held(r: &SqlStore, origin: &str) -> i64 {
+    let marks = r.watermarks().unwrap();
+    marks
+        .into_iter()
+        .find(|(o, _)| o == origin)
+        .map_or(0, |m| m.1)
+}
+
+/// While an app writes, a 1,000-change page commits in four parts of 250;
+/// the bad change is quarantined in its part, the others apply. Only the last
+/// part vouches for the watermark: when its commit is lost (turned into a
+/// rollback here, as a crash would lose it), the three parts before it stay
+/// applied, nothing is claimed, and applying the page again completes it
+/// exactly.
+#[test]
+fn while_an_app_writes_a_page_applies_in_parts_and_only_the_last_vouches() {
+    let (origin, changes) = page_with_a_bad_change();
+    let mut r = store("parts-r");
+    r.room.borrow_mut().app_committed(Instant::now());
+    let commits = count_commits(&mut r, 4);
+    let err = r.apply(&origin, &changes, Some((&origin, 1_000)));
+    assert!(err.is_err(), "the last part's commit was vetoed");
+    assert_eq!(
+        commits.load(Ordering::SeqCst),
+        4,
+        "parts 1–3 (the third after its fallback), 4"
+    );
+    assert_eq!(
+        r.lib.count("tags").unwrap(),
+        749,
+        "three parts but the bad change"
+    );
+    assert_eq!(held(&r, &origin), 0, "nothing vouched before the last part");
+    assert_eq!(r.quarantine_summary().unwrap().len(), 1);
+
+    r.lib.conn.commit_hook(None::<fn() -> bool>).unwrap();
+    r.room.borrow_mut().app_committed(Instant::now());
+    let quarantined = r.apply(&origin, &changes, Some((&origin, 1_000))).unwrap();
+    let seqs: Vec<i64> = quarantined.iter().map(|q| q.seq).collect();
+    assert_eq!(seqs, vec![changes[599].seq], "the bad change, once more");
+    assert_eq!(r.lib.count("tags").unwrap(), 999);
+    assert_eq!(held(&r, &origin), 1_000);
+}
+
+/// Without an app writing the page is one transaction, as before.
+#[test]
+fn without_an_app_a_page_is_one_transaction() {
+    let (origin, changes) = page_with_a_bad_change();
+    let mut r = store("parts-alone");
+    let commits = count_commits(&mut r, usize::MAX);
+    r.apply(&origin, &changes, Some((&origin, 1_000))).unwrap();
+    assert_eq!(
+        commits.load(Ordering::SeqCst),
+        1,
+        "the fallback's one commit"
+    );
+    assert_eq!(r.lib.count("tags").unwrap(), 999);
+    assert_eq!(held(&r, &origin), 1_000);
+}
