@@ -48,6 +48,9 @@ pub struct Room {
     last_end: Option<Instant>,
     /// When another connection was last seen committing.
     app_at: Option<Instant>,
+    /// When the last pause ended: work before it was counted already (a
+    /// page applied in parts paused between them).
+    paused_until: Option<Instant>,
 }
 
 impl Room {
@@ -60,6 +63,7 @@ impl Room {
     /// touched the database). Work that starts a gap's length after the
     /// previous ended begins a new run: the app had its chance.
     pub fn worked(&mut self, start: Instant, end: Instant) {
+        let start = self.paused_until.map_or(start, |p| p.max(start));
         if end.saturating_duration_since(start) < MIN_WORK {
             return;
         }
@@ -87,7 +91,21 @@ impl Room {
         }
         self.run_from = None;
         self.last_end = None;
+        self.paused_until = Some(now + GAP);
         Some(GAP)
+    }
+
+    /// What is left at `now` of the run of work going on (a whole run when
+    /// none is: the last work ended a pause's length ago).
+    pub fn left(&self, now: Instant) -> Duration {
+        let going = self
+            .last_end
+            .is_some_and(|last| now.saturating_duration_since(last) < GAP);
+        let used = match self.run_from {
+            Some(from) if going => now.saturating_duration_since(from),
+            _ => Duration::ZERO,
+        };
+        self.run(now).saturating_sub(used)
     }
 
     /// Whether an app has committed recently: the syncer's write
@@ -167,6 +185,39 @@ mod tests {
         room.app_committed(ms(t, 20));
         assert!(room.has_room(ms(t, 20), ms(t, 39)));
         assert!(!room.has_room(ms(t, 30), ms(t, 40)), "the run began at 0");
+    }
+
+    /// A page applied in parts paused between them: counted as a whole
+    /// afterwards (from the message's start), only what followed the pause
+    /// is the new run.
+    #[test]
+    fn work_before_a_pause_is_not_counted_again() {
+        let mut room = Room::default();
+        let t = Instant::now();
+        room.app_committed(t);
+        room.worked(t, ms(t, 40));
+        assert_eq!(room.pause(ms(t, 40)), Some(GAP));
+        // The last part (66–76 ms) is counted only with the whole message.
+        room.worked(t, ms(t, 76));
+        assert_eq!(room.pause(ms(t, 76)), None, "10 ms since the pause");
+        assert_eq!(room.left(ms(t, 76)), Duration::from_millis(30));
+    }
+
+    #[test]
+    fn what_is_left_of_a_run() {
+        let mut room = Room::default();
+        let t = Instant::now();
+        room.app_committed(t);
+        assert_eq!(room.left(t), RUN_WHILE_APP_WRITES, "no run yet");
+        room.worked(t, ms(t, 15));
+        assert_eq!(room.left(ms(t, 15)), Duration::from_millis(25));
+        assert_eq!(room.left(ms(t, 35)), Duration::from_millis(5));
+        assert_eq!(room.left(ms(t, 38)), Duration::from_millis(2));
+        assert_eq!(
+            room.left(ms(t, 15 + 26)),
+            RUN_WHILE_APP_WRITES,
+            "a pause's length after"
+        );
     }
 
     #[test]

@@ -21,10 +21,11 @@ use rusqlite::Connection;
 use sdsync_syncer::library::{Library, digest};
 use sdsync_syncer::proto::message::{Payload, encode};
 use sdsync_syncer::proto::node::{Config, Event, Node, Output};
-use sdsync_syncer::proto::store::{SqlStore, Store};
+use sdsync_syncer::proto::store::{SqlStore, Store, StoreError};
 
 mod check;
 mod faults;
+mod gather;
 mod restore;
 mod schema;
 mod writes;
@@ -98,6 +99,10 @@ pub struct Report {
     pub rebuilds: u64,
     /// Devices restored from a backup of their database.
     pub restores: u64,
+    /// Pages that joined another's transaction (`gather.rs`).
+    pub gathered: u64,
+    /// Gathered transactions rolled back (a page failed among them).
+    pub abandoned: u64,
 }
 
 impl Report {
@@ -121,6 +126,8 @@ impl Report {
         self.upgrades += r.upgrades;
         self.rebuilds += r.rebuilds;
         self.restores += r.restores;
+        self.gathered += r.gathered;
+        self.abandoned += r.abandoned;
     }
 }
 
@@ -162,6 +169,7 @@ const LIBRARY: &str = "sim-library";
 const BASE_MS: u64 = 1_795_305_600_000;
 
 struct Sim {
+    seed: u64,
     rng: Rng,
     now: u64,
     devices: Vec<Device>,
@@ -227,8 +235,9 @@ pub fn run_model(seed: u64, n: usize, restores: Restores) -> Result<Report, Stri
         )
         .map_err(|e| e.to_string())?;
         // A third of the devices apply pages in parts, as while an app
-        // writes (`sqlstore::split`), so interrupts and meddling commits
-        // also fall between parts; no draw, so seeds keep their schedules.
+        // writes (`sqlstore::split`), so interrupts also fall in a page's
+        // later parts; no draw, so seeds keep their schedules (another third
+        // gathers pages: `gather.rs`).
         let mix = seed.wrapping_add(i as u64);
         if mix.is_multiple_of(3) {
             store.split_always(Some(1 + (mix / 3 % 7) as usize));
@@ -254,6 +263,7 @@ pub fn run_model(seed: u64, n: usize, restores: Restores) -> Result<Report, Stri
         });
     }
     let mut sim = Sim {
+        seed,
         rng,
         now: 0,
         devices,
@@ -348,11 +358,7 @@ impl Sim {
             .collect()
     }
 
-    fn handle(
-        &mut self,
-        from: usize,
-        out: Result<Vec<Output>, sdsync_syncer::proto::store::StoreError>,
-    ) {
+    fn handle(&mut self, from: usize, out: Result<Vec<Output>, StoreError>) {
         let out = match out {
             Ok(out) => out,
             Err(e) => {
@@ -463,22 +469,35 @@ impl Sim {
             if !self.link_up(p.from, p.to) {
                 continue;
             }
+            if self.gathers(&p) {
+                self.gathered(p)?;
+                continue;
+            }
             self.clock(p.to);
-            self.receive(p.to, &p.bytes)?;
+            if let Some(out) = self.receive(p.to, &p.bytes)? {
+                self.handle(p.to, out);
+            }
         }
         Ok(())
     }
 
     /// Device `d` receives a message; sometimes its app commits in the middle of
-    /// the step, or the step's statements are interrupted halfway.
-    fn receive(&mut self, d: usize, bytes: &[u8]) -> Result<(), String> {
+    /// the step (not while pages gather: its commit would wait for theirs), or
+    /// the step's statements are interrupted halfway. `None`: interrupted, and
+    /// nothing else went wrong.
+    fn receive(
+        &mut self,
+        d: usize,
+        bytes: &[u8],
+    ) -> Result<Option<Result<Vec<Output>, StoreError>>, String> {
         let wall = self.wall(d);
         let fault = if self.faults {
             self.rng.below(100)
         } else {
             100
         };
-        let out = if fault < 4 {
+        let gathering = self.devices[d].store.gathering();
+        let out = if fault < 4 && !gathering {
             let (txn, calls) = (self.next_txn(d), self.rng.below(4) as u32);
             let dev = &mut self.devices[d];
             let meddler = faults::Meddler::new(&dev.store, calls, txn);
@@ -504,15 +523,14 @@ impl Sim {
             {
                 self.trace
                     .push(format!("t={} d{d}: interrupted: {e}", self.now));
-                return Ok(());
+                return Ok(None);
             }
             out
         } else {
             let dev = &mut self.devices[d];
             dev.node.receive(bytes, wall, &dev.store)
         };
-        self.handle(d, out);
-        Ok(())
+        Ok(Some(out))
     }
 
     fn tick_all(&mut self) {

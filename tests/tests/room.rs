@@ -8,6 +8,7 @@ use std::time::Instant;
 use sdsync_syncer::library::Change;
 use sdsync_syncer::proto::store::Store;
 use sdsync_syncer::sqlstore::SqlStore;
+use sdsync_syncer::sqlstore::split::FIRST_PART;
 use sdsync_tests::wire::store;
 
 /// A page of 1,000 tags from a fresh origin whose 600th change carries a
@@ -48,17 +49,17 @@ fn held(r: &SqlStore, origin: &str) -> i64 {
         .map_or(0, |m| m.1)
 }
 
-/// While an app writes, a 1,000-change page commits in four parts of 250;
-/// the bad change is quarantined in its part, the others apply. Only the last
-/// part vouches for the watermark: when its commit is lost (turned into a
-/// rollback here, as a crash would lose it), the three parts before it stay
-/// applied, nothing is claimed, and applying the page again completes it
+/// A 1,000-change page in parts of 250 (as the simulation splits): four
+/// commits; the bad change is quarantined in its part, the others apply. Only
+/// the last part vouches for the watermark: when its commit is lost (turned
+/// into a rollback here, as a crash would lose it), the three parts before it
+/// stay applied, nothing is claimed, and applying the page again completes it
 /// exactly.
 #[test]
-fn while_an_app_writes_a_page_applies_in_parts_and_only_the_last_vouches() {
+fn a_page_applies_in_parts_and_only_the_last_vouches() {
     let (origin, changes) = page_with_a_bad_change();
     let mut r = store("parts-r");
-    r.room.borrow_mut().app_committed(Instant::now());
+    r.split_always(Some(250));
     let commits = count_commits(&mut r, 4);
     let err = r.apply(&origin, &changes, Some((&origin, 1_000)));
     assert!(err.is_err(), "the last part's commit was vetoed");
@@ -76,10 +77,31 @@ fn while_an_app_writes_a_page_applies_in_parts_and_only_the_last_vouches() {
     assert_eq!(r.quarantine_summary().unwrap().len(), 1);
 
     r.lib.conn.commit_hook(None::<fn() -> bool>).unwrap();
-    r.room.borrow_mut().app_committed(Instant::now());
     let quarantined = r.apply(&origin, &changes, Some((&origin, 1_000))).unwrap();
     let seqs: Vec<i64> = quarantined.iter().map(|q| q.seq).collect();
     assert_eq!(seqs, vec![changes[599].seq], "the bad change, once more");
+    assert_eq!(r.lib.count("tags").unwrap(), 999);
+    assert_eq!(held(&r, &origin), 1_000);
+}
+
+/// While an app writes, a page is split by itself: the first part is
+/// `FIRST_PART` changes (the pace is not known yet; later parts are as large
+/// as fit in the run at the pace measured), and the page completes exactly.
+#[test]
+fn while_an_app_writes_a_page_is_split() {
+    let (origin, changes) = page_with_a_bad_change();
+    let mut r = store("parts-app");
+    r.room.borrow_mut().app_committed(Instant::now());
+    count_commits(&mut r, 2);
+    let err = r.apply(&origin, &changes, Some((&origin, 1_000)));
+    assert!(err.is_err(), "the second part's commit was vetoed");
+    assert_eq!(
+        r.lib.count("tags").unwrap(),
+        FIRST_PART as i64,
+        "the first part"
+    );
+    r.lib.conn.commit_hook(None::<fn() -> bool>).unwrap();
+    r.apply(&origin, &changes, Some((&origin, 1_000))).unwrap();
     assert_eq!(r.lib.count("tags").unwrap(), 999);
     assert_eq!(held(&r, &origin), 1_000);
 }

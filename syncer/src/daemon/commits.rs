@@ -116,6 +116,9 @@ impl Commits {
             return work();
         };
         let off = watcher.unwatch(&self.folder);
+        if let Err(e) = &off {
+            tracing::debug!(folder = %self.folder.display(), error = %e, "the watch stays on");
+        }
         let out = work();
         if off.is_ok()
             && let Err(e) = watcher.watch(&self.folder, RecursiveMode::NonRecursive)

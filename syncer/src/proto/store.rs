@@ -10,7 +10,8 @@
 //!
 //! The protocol state machine holds no data of its own that must survive a crash:
 //! what a device holds is in `database.db` (watermarks advance in the transaction
-//! that applies the rows, quarantined changes are kept in that same transaction),
+//! that applies a page's last rows, quarantined changes are kept in the
+//! transaction that applies the rest of their part of the page),
 //! and what must be kept aside (dead letters, what peers report) goes to the
 //! syncer's `sync.db`. The implementation over SQLite lives in
 //! [`crate::sqlstore`]; it is re-exported here for the paths callers already use.
@@ -120,9 +121,12 @@ pub trait Store {
     ) -> Result<Slice, StoreError>;
     /// How many changes of `origin` lie above `after`.
     fn count_above(&self, origin: &str, after: i64) -> Result<i64, StoreError>;
-    /// Applies changes received from `peer` and, in the same transaction, records
-    /// completeness. A change that cannot be applied is quarantined in that
-    /// transaction instead of failing the page; transient errors fail it whole.
+    /// Applies changes received from `peer` and, in the transaction that
+    /// applies the last of them, records completeness. A change that cannot be
+    /// applied is quarantined in its transaction instead of failing the page.
+    /// Usually one transaction; while an app writes, several (`sqlstore::split`):
+    /// then an error may follow parts already committed, which applied again
+    /// change nothing, and completeness is recorded only with the last part.
     fn apply(
         &self,
         peer: &str,

@@ -13,14 +13,15 @@
 //!
 //! Three rules make a peer's mistakes local and visible instead of silent:
 //! - **Quarantine** ([`quarantine`]): a page is applied in one transaction (in
-//!   parts while an app writes, [`split`]); if a
-//!   change in it fails for a reason of its own (a type the schema refuses, an
-//!   app UNIQUE index, a table this device lacks), the page is applied again change
-//!   by change, each under a SAVEPOINT, and the failures are kept in
-//!   `sdsync_quarantine` in that same transaction, which also advances the
-//!   watermark. The stream of that origin goes on.
-//! - **Transient errors** (busy, locked, disk full) fail the whole page without a
-//!   trace; the protocol retries it later ([`StoreError::Busy`]).
+//!   parts while an app writes, [`split`]); if a change in it (in a part) fails
+//!   for a reason of its own (a type the schema refuses, an app UNIQUE index, a
+//!   table this device lacks), it is applied again change by change, each under
+//!   a SAVEPOINT, and the failures are kept in `sdsync_quarantine` in that same
+//!   transaction; the page's last transaction advances the watermark. The
+//!   stream of that origin goes on.
+//! - **Transient errors** (busy, locked, disk full) fail the page (its part,
+//!   and the parts after it) without a trace; the protocol retries it later
+//!   ([`StoreError::Busy`]), and parts already committed apply again as no-ops.
 //! - **Verified watermarks** ([`marks`]): `sdsync_watermarks` says what the
 //!   database claims to hold, and anyone with the database open can raise it
 //!   (`sdsync_mark_complete`). The syncer vouches only for what it verified itself,
@@ -32,7 +33,7 @@ mod gather;
 mod lineage;
 pub mod marks;
 mod own_clock;
-mod split;
+pub mod split;
 
 pub use own_clock::state_dir;
 pub mod quarantine;
@@ -139,6 +140,8 @@ pub struct SqlStore {
     pub room: RefCell<Room>,
     /// Parts of this many changes for every page ([`split`]).
     split: Cell<Option<usize>>,
+    /// How long a change took in the last parts ([`split`]).
+    pace: Cell<split::Pace>,
 }
 
 impl SqlStore {
@@ -172,6 +175,7 @@ impl SqlStore {
             alone_until: Cell::new(None),
             room: RefCell::new(Room::default()),
             split: Cell::new(None),
+            pace: Cell::new(None),
         };
         let seen = syncdb::own_clock(&store.sync, &store.me)?;
         store.restored.set(store.went_back(seen)?);
@@ -400,17 +404,19 @@ impl Store for SqlStore {
         changes: &[Change],
         complete: Option<(&str, i64)>,
     ) -> Result<Vec<Quarantined>, StoreError> {
-        let parts = self.parts(changes);
+        let mut rest = changes;
         let mut quarantined = Vec::new();
-        for (i, part) in parts.iter().enumerate() {
-            let last = i + 1 == parts.len();
+        loop {
+            let (part, after) = rest.split_at(self.part_len(rest.len()));
+            let last = after.is_empty();
             let started = std::time::Instant::now();
             quarantined.extend(self.apply_part(peer, part, complete.filter(|_| last))?);
-            if !last {
-                self.make_room(started);
+            if last {
+                return Ok(quarantined);
             }
+            self.make_room(started, part.len());
+            rest = after;
         }
-        Ok(quarantined)
     }
 
     fn sweep(&self) -> Result<(), StoreError> {

@@ -9,8 +9,9 @@
 //! a table this device does not track — never for a busy database. The row keeps
 //! the whole change (as JSON), its origin, sequence, HLC, table, row, the reason
 //! and which peer delivered it, and is written in the transaction that applies
-//! the rest of its page and advances the watermark, so nothing is lost between
-//! "not applied" and "complete". Quarantined changes are retried (the syncer does
+//! the rest of its page (of its part of the page, while an app writes:
+//! `split`), which commits before the page's last one advances the watermark,
+//! so nothing is lost between "not applied" and "complete". Quarantined changes are retried (the syncer does
 //! it on an anti-entropy round when the schema or data changed since the last
 //! try; `sdsync quarantine DIR retry` does it on demand); a retry goes through the
 //! extension's merge rules, so a change superseded meanwhile changes nothing
