@@ -2,14 +2,16 @@
 //! app writes, a page applies in short transactions (`sqlstore::split`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use sdsync_syncer::library::Change;
 use sdsync_syncer::proto::store::Store;
 use sdsync_syncer::sqlstore::SqlStore;
 use sdsync_syncer::sqlstore::split::FIRST_PART;
+use sdsync_tests::devices::pair_of;
 use sdsync_tests::wire::store;
+use sdsync_tests::{Lib, wait_for};
 
 /// A page of 1,000 tags from a fresh origin whose 600th change carries a
 /// value no SQLite column takes (it is quarantined where it applies).
@@ -120,4 +122,58 @@ fn without_an_app_a_page_is_one_transaction() {
     );
     assert_eq!(r.lib.count("tags").unwrap(), 999);
     assert_eq!(held(&r, &origin), 1_000);
+}
+
+/// Real processes: B's app commits a row every 10 ms while B backfills
+/// 50,000 entries from A (so B applies pages in parts, pausing between them)
+/// and B's syncer is SIGKILLed three times as soon as it made progress: B
+/// ends with every entry, A with every row B's app wrote, the digests equal
+/// and nothing parked.
+#[test]
+fn a_receiver_killed_while_its_app_writes_during_a_backfill_loses_nothing() {
+    const ENTRIES: i64 = 50_000;
+    let (_dir, mut a, mut b) = pair_of("parts-killed");
+    let app_a = a.app();
+    app_a.exec(&format!(
+        "INSERT INTO locations(uuid, name, path) VALUES ('loc', 'Photos', '/p');
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ENTRIES})
+           INSERT INTO entries(uuid, name, size, location_id) SELECT 'e' || i, 'f' || i, i, 1 FROM n;"
+    ));
+    a.start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (db, stop) = (b.database(), stop.clone());
+        std::thread::spawn(move || {
+            let lib = Lib::open(&db);
+            lib.conn
+                .busy_timeout(Duration::from_secs(30))
+                .expect("busy timeout");
+            let mut written = 0;
+            while !stop.load(Ordering::SeqCst) {
+                lib.exec("INSERT INTO audit_log(uuid, action) VALUES (sdsync_uuid(), 'app')");
+                written += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            written
+        })
+    };
+    let app_b = b.app();
+    for round in 1..=3 {
+        let before = app_b.count("entries");
+        b.start();
+        wait_for(&format!("progress in round {round}"), 60, || {
+            app_b.count("entries") > before || app_b.count("entries") == ENTRIES
+        });
+        b.kill();
+    }
+    b.start();
+    wait_for("B holds every entry", 120, || {
+        app_b.count("entries") == ENTRIES
+    });
+    stop.store(true, Ordering::SeqCst);
+    let written = writer.join().expect("app writer");
+    wait_for("converged", 60, || app_a.digest() == app_b.digest());
+    assert_eq!(app_b.count("audit_log"), written);
+    assert_eq!(app_a.count("audit_log"), written);
+    assert_eq!(app_b.int("SELECT count(*) FROM sdsync_parked"), 0);
 }
