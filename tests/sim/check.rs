@@ -17,7 +17,8 @@ const HELD: &str = "SELECT tbl || ' ' || pk || ' seq ' || seq || ' wait ' || wai
 
 /// The changes a device holds of one row (by primary key), for failure reports.
 const HISTORY: &str = "SELECT tbl || ' ' || substr(origin, 34) || ' seq ' || seq || ' hlc ' || hlc || ' ' || op || ' ' || coalesce(data, '') FROM sdsync_changes WHERE pk = ?1 \
-     UNION ALL SELECT 'quarantined ' || tbl || ' ' || substr(origin, 34) || ' seq ' || seq || ': ' || reason FROM sdsync_quarantine WHERE pk = ?1";
+     UNION ALL SELECT 'quarantined ' || tbl || ' ' || substr(origin, 34) || ' seq ' || seq || ': ' || reason FROM sdsync_quarantine WHERE pk = ?1 \
+     UNION ALL SELECT 'kept ' || tbl || ' origin ' || origin || ' seq ' || seq || ' hlc ' || hlc || ' creates ' || creates || ': ' || reason FROM sdsync_kept WHERE pk = ?1";
 
 impl Sim {
     /// The invariants of a finished run.

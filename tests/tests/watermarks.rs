@@ -319,3 +319,61 @@ fn a_peer_restored_after_serving_pages_makes_its_peers_pull_again() {
     }
     m.assert_identical();
 }
+
+/// A whole folder restored (`sync.db` with it) from a copy older than the
+/// device's last change, which the peer took and has superseded since (B
+/// deleted t2), while the device announced no clock after that change: B
+/// holds nothing current of the lost history and its announced clock of A
+/// predates it. The change itself is a point of A's history, remembered when
+/// B applied it and sent back as `your_clock`, so A, having written under
+/// t2's number (the rename of t1), tells the restore and renumbers; before,
+/// B counted the rename as the t2 it held and never took it (simulation seed
+/// 151 with whole-folder restores).
+#[test]
+fn a_lost_change_the_peer_superseded_still_tells_a_whole_folder_restore() {
+    let mut m = Mesh::new("restore-superseded", 2);
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
+    m.link(0, 1);
+    let (db, sync) = (
+        m.devs[0].dir.join("backup.db"),
+        m.devs[0].dir.join("backup-sync.db"),
+    );
+    m.devs[0].exec(&format!("VACUUM INTO '{}'", db.display()));
+    m.devs[0]
+        .store
+        .sync
+        .execute_batch(&format!("VACUUM INTO '{}'", sync.display()))
+        .unwrap();
+    // t2 reaches B in a push; no Hello of A's follows it.
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t2', 'two')");
+    let d = &mut m.devs[0];
+    let out = d.node.committed(&d.store).unwrap();
+    m.deliver_dropping(out.into_iter().map(|o| (0, o)).collect(), |from, _, env| {
+        from == 0 && matches!(env.payload, Payload::Hello { .. })
+    });
+    m.unlink(0, 1);
+    assert_eq!(m.devs[1].count("tags"), 2);
+    m.devs[1].exec("DELETE FROM tags WHERE uuid = 't2'");
+    m.restore_files(0, &[(&db, "database.db"), (&sync, "sync.db")]);
+    // The app writes a second after the copy's clock, under t2's number.
+    let restored: i64 = m.devs[0]
+        .store
+        .lib
+        .conn
+        .query_row("SELECT hlc FROM sdsync_clock", [], |r| r.get(0))
+        .unwrap();
+    sdsync_tests::wait_for("a second after the copy's clock", 5, || {
+        sdsync_tests::now_ms() >> 10 > restored >> 26
+    });
+    m.devs[0].exec("UPDATE tags SET canonical_name = 'renamed' WHERE uuid = 't1'");
+    m.link(0, 1);
+    m.advance(10_000);
+    let restored = |e: &Event| matches!(e, Event::Restored { .. });
+    assert_eq!(m.count_events(0, restored), 1, "{:?}", m.events);
+    assert_eq!(
+        m.devs[1].count("tags"),
+        1,
+        "t1 only: t2 was deleted, and its loss restored nothing"
+    );
+    m.assert_identical();
+}
