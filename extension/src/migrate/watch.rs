@@ -31,11 +31,14 @@
 use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use sqlite3ext_sys::sqlite3;
 
+use crate::catalog::CatalogError;
 use crate::ffi::{Db, api};
 use crate::functions::Conn;
+use crate::track::TrackError;
 
 const SQLITE_OK: c_int = 0;
 const SQLITE_DENY: c_int = 1;
@@ -223,7 +226,7 @@ unsafe extern "C" fn after_commit(
         let conn = unsafe { &*(data as *const Conn) };
         if conn.watch.ddl.replace(false) {
             let handle = Db::from_raw(db);
-            match super::repair_if_needed(handle, conn.wall_ms()) {
+            match repair_patiently(handle, conn.wall_ms()) {
                 // Every tracked table that exists has capture (or refuses
                 // writes) again: nothing is uncaptured on this connection.
                 Ok(_) => conn.watch.uncaptured.borrow_mut().clear(),
@@ -250,6 +253,41 @@ unsafe extern "C" fn after_commit(
         }
     });
     SQLITE_OK
+}
+
+/// How long the repair after a DDL commit keeps trying while other
+/// connections hold the write lock.
+const REPAIR_PATIENCE: Duration = Duration::from_secs(2);
+
+/// [`super::repair_if_needed`], tried again while it fails for a transient
+/// reason. Until it succeeds this connection refuses writes to the rebuilt
+/// table ("not authorized"), and nothing but its next commit tries again: a
+/// repair that read the schema and then found the syncer had committed
+/// meanwhile (`SQLITE_BUSY_SNAPSHOT`, which no busy handler waits out) left
+/// an app's next write refused (CI, `a_rebuild_while_both_syncers_run_keeps_syncing`).
+/// The syncer's transactions last tens of milliseconds.
+fn repair_patiently(db: Db, wall_ms: u64) -> Result<Vec<String>, TrackError> {
+    let start = Instant::now();
+    let mut wait = Duration::from_millis(1);
+    loop {
+        match super::repair_if_needed(db, wall_ms) {
+            Err(e) if transient(&e) && start.elapsed() < REPAIR_PATIENCE => {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_millis(50));
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Whether the repair failed for the environment (busy, locked, …).
+fn transient(e: &TrackError) -> bool {
+    match e {
+        TrackError::Sql(e) | TrackError::Catalog(CatalogError::Sql(e)) => {
+            crate::ffi::is_transient(e.code)
+        }
+        _ => false,
+    }
 }
 
 /// A rollback undid the DDL the authorizer saw.
