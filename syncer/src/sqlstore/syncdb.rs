@@ -83,8 +83,9 @@ impl std::fmt::Display for DeadLetter {
 
 /// Opens `sync.db` in WAL mode: a commit costs one fsync (the rollback
 /// journal it used to be in cost three). Commits are durable (`synchronous =
-/// FULL`, SQLite's default) except the three a syncer makes for every page
-/// and commit, which may be lost to a power loss (see [`relaxed`]).
+/// FULL`, SQLite's default) except the two a syncer makes for every page and
+/// commit, which may be lost to a power loss because they are learnt again
+/// (see [`relaxed`]).
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     // Best effort: another process holding the file in the old mode keeps it
@@ -192,19 +193,14 @@ pub fn announced(conn: &Connection, peer: &str) -> rusqlite::Result<(i64, i64)> 
 }
 
 /// Keeps `(seq, hlc)` as what `peer` announced, if its HLC is the highest yet.
-/// Written for every page taken from an origin (a change is a point of its
-/// history like an announced clock), so [`relaxed`]: a power loss costs at
-/// most the newest points, and older ones stay true.
 pub fn note_announced(conn: &Connection, peer: &str, seq: i64, hlc: i64) -> rusqlite::Result<()> {
-    relaxed(conn, |conn| {
-        conn.prepare_cached(
-            "INSERT INTO announced(peer, seq, hlc) VALUES (?1, ?2, ?3) \
-             ON CONFLICT(peer) DO UPDATE SET seq = excluded.seq, hlc = excluded.hlc \
-             WHERE excluded.hlc > announced.hlc",
-        )?
-        .execute(params![peer, seq, hlc])?;
-        Ok(())
-    })
+    conn.prepare_cached(
+        "INSERT INTO announced(peer, seq, hlc) VALUES (?1, ?2, ?3) \
+         ON CONFLICT(peer) DO UPDATE SET seq = excluded.seq, hlc = excluded.hlc \
+         WHERE excluded.hlc > announced.hlc",
+    )?
+    .execute(params![peer, seq, hlc])?;
+    Ok(())
 }
 
 pub fn peer_quarantine(

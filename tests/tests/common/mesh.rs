@@ -116,20 +116,13 @@ impl Mesh {
     /// Replaces device `i`'s database with the file at `snapshot` (a restore
     /// from a backup, the syncer stopped), and starts its syncer again.
     pub fn restore(&mut self, i: usize, snapshot: &std::path::Path) {
-        self.restore_files(i, &[(snapshot, "database.db")]);
-    }
-
-    /// Like [`Mesh::restore`], for each `(copy, file name)` in the folder
-    /// (`sync.db` too: a whole folder restored on another machine).
-    pub fn restore_files(&mut self, i: usize, copies: &[(&std::path::Path, &str)]) {
         let Dev { dir, id, .. } = self.devs.remove(i);
-        // Every connection to the old files is gone with the old store.
-        for (snapshot, name) in copies {
-            for suffix in ["-wal", "-shm"] {
-                let _ = std::fs::remove_file(dir.join(format!("{name}{suffix}")));
-            }
-            std::fs::copy(snapshot, dir.join(name)).expect("restore the copy");
+        // Every connection to the old file is gone with the old store.
+        let db = dir.join("database.db");
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(dir.join(format!("database.db{suffix}")));
         }
+        std::fs::copy(snapshot, &db).expect("restore the copy");
         let home = Home::open(&dir, &extension_path()).expect("open");
         let (store, _, _) = home.syncer_parts().expect("store");
         let mut node = Node::new(&id, "lib", Config::default());

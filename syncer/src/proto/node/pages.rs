@@ -87,19 +87,6 @@ impl Node {
             let newest = self.newest.entry(origin.into()).or_insert(hlc);
             *newest = (*newest).max(hlc);
         }
-        // A change the origin issued is a point of its history as true as a
-        // clock it announced: nothing it issues later is numbered at or below
-        // it with an earlier HLC. Kept (in `sync.db`) and sent back to it in
-        // Hellos (`your_clock`), it shows a folder restored from a copy older
-        // than this change even when every change of the lost history was
-        // superseded here since and the origin announced no clock after it
-        // (simulation seed 151 with whole-folder restores: the lost change
-        // was the origin's last before its crash, its Ack the only trace).
-        if origin != self.me
-            && let Some(last) = changes.iter().max_by_key(|c| c.hlc)
-        {
-            store.note_announced(origin, last.seq, last.hlc)?;
-        }
         if vouched < complete_to && !more {
             self.unverified
                 .insert((peer.to_string(), origin.to_string()), complete_to);
