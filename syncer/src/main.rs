@@ -14,6 +14,16 @@ use sdsync_syncer::home::Home;
 use sdsync_syncer::library::{Library, extension_path};
 use sdsync_syncer::settings::Settings;
 
+/// jemalloc for every allocation in the process, not only Rust's: with
+/// unprefixed symbols it replaces `malloc` and `free` for the bundled SQLite
+/// and the loaded extension too. glibc's malloc took about a sixth of a
+/// backfill's receiver CPU (freeing the statement journal's chunks, values and
+/// strings of each change); under jemalloc the receiver of a 1M-entry backfill
+/// used 8 % less CPU (README, "Performance").
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "sdsync",

@@ -5,6 +5,7 @@
 //! ```text
 //! cargo build --release --workspace
 //! SDSYNC_BENCH_SECS=20 cargo test --release -p sdsync-tests --test bench_live -- --ignored --nocapture
+//! SDSYNC_BENCH_RATE=50000 …   # the writer keeps to 50,000 rows/s
 //! ```
 //!
 //! Reports what the issue's table asks for: rows written and the writer's rate,
@@ -29,6 +30,12 @@ fn live_writer_at_full_speed() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
+    // Rows per second the writer keeps to (0: as fast as it can), to find the
+    // rate a peer follows within the lag the issue asks for.
+    let rate: f64 = std::env::var("SDSYNC_BENCH_RATE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0);
     let (_dir, mut a, mut b) = pair_of("bench-live");
     let (app_a, app_b) = (a.app(), b.app());
     app_a.exec("INSERT INTO locations(uuid, name, path) VALUES ('loc', 'Bench', '/bench')");
@@ -51,6 +58,10 @@ fn live_writer_at_full_speed() {
         ));
         written += rows_per_commit;
         commits.push((start.elapsed().as_secs_f64(), written));
+        if rate > 0.0 {
+            let due = Duration::from_secs_f64(written as f64 / rate);
+            std::thread::sleep(due.saturating_sub(start.elapsed()));
+        }
     }
     let stopped = start.elapsed().as_secs_f64();
     let own = |lib: &Lib, origin: &str| {

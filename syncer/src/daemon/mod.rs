@@ -315,8 +315,16 @@ impl Daemon {
     /// are pages and the run leaves the app's writers room: their applies share
     /// one library transaction ([`SqlStore::gather`]), and nothing they lead to
     /// is sent before it committed ([`Daemon::settle`]).
+    ///
+    /// At most half a stream's window of pages joins one transaction: their
+    /// acknowledgements leave at the commit, and the pages still queued keep
+    /// this device busy while the sender reads the next ones. Gathering all
+    /// that waited (the whole window) left the receiver of a backfill idle
+    /// after every commit until the sender's next page arrived.
     fn take(&mut self, first: Inbound) {
         let from = Instant::now();
+        let most = (self.node.config().window / 2).max(1);
+        let mut pages = 0;
         let mut next = Some(first);
         while let Some(event) = next.take() {
             let Inbound::Message { peer, bytes } = event else {
@@ -332,11 +340,13 @@ impl Daemon {
             if page {
                 self.store.gather();
                 self.gathered_from.insert(peer.clone());
+                pages += 1;
             } else {
                 self.settle();
             }
             self.on_message(&peer, decoded);
             if page
+                && pages < most
                 && self.store.gathers()
                 && self.store.room.borrow().has_room(from, Instant::now())
             {

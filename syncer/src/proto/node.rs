@@ -113,7 +113,7 @@ impl Default for Config {
             max_attempts: 6,
             horizon_ms: 7 * 24 * 3600 * 1000,
             max_drift_ms: 300_000,
-            window: 8,
+            window: 16,
         }
     }
 }
@@ -203,6 +203,11 @@ impl Node {
     /// Replaces the tunables (before the node has talked to anyone).
     pub fn set_config(&mut self, cfg: Config) {
         self.cfg = cfg;
+    }
+
+    /// The protocol tunables in use.
+    pub fn config(&self) -> &Config {
+        &self.cfg
     }
 
     /// Pairs a device: only paired devices are talked to.

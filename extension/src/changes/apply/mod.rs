@@ -101,6 +101,12 @@ struct TxState {
     refs: FastMap<(i64, usize), FastMap<String, Value>>,
     /// A value the persisted clock is known to have reached.
     clock_floor: u64,
+    /// The highest sequence number of each origin (by local id) that
+    /// `sdsync_versions` or `sdsync_tombstones` hold, raised as apply writes
+    /// more: a change above it cannot have been issued twice, so
+    /// [`Engine::check_fork`] skips its two lookups (most changes of a
+    /// backfill or a live stream are above what is held).
+    top_seq: FastMap<i64, i64>,
     /// `PRAGMA data_version` as this transaction sees it: another connection's
     /// commit cannot show inside a transaction (its snapshot is fixed until it
     /// ends), so it is read once per transaction rather than per change.
@@ -260,12 +266,14 @@ impl Engine {
             self.tx.parked_empty = None;
             self.tx.tombstones_empty = None;
             self.tx.refs.clear();
+            self.tx.top_seq.clear();
         }
         if self.schema_version == Some(now) {
             return Ok(moved);
         }
         self.tx.parked_empty = None;
         self.tx.refs.clear();
+        self.tx.top_seq.clear();
         self.stmts.clear();
         self.catalog = Catalog::load_for_apply(self.db)?;
         self.schema_version = Some(now);

@@ -47,7 +47,7 @@ impl Engine {
     /// refused, it would stay quarantined for good once the origin renumbered
     /// past it (a restored folder that reused numbers).
     pub(super) fn check_fork(&mut self, change: &Change, v: &Version) -> Result<(), ChangeError> {
-        if v.origin_id == 0 {
+        if v.origin_id == 0 || v.seq > self.top_seq(v.origin_id)? {
             return Ok(());
         }
         let params = [Value::Integer(v.origin_id), Value::Integer(v.seq)];
@@ -83,6 +83,31 @@ impl Engine {
                 })
             }
             _ => Ok(()),
+        }
+    }
+
+    /// The highest sequence number of `origin` held in versions or
+    /// tombstones (0: none), looked up once per transaction.
+    fn top_seq(&mut self, origin: i64) -> Result<i64, SqlError> {
+        if let Some(top) = self.tx.top_seq.get(&origin) {
+            return Ok(*top);
+        }
+        let stmt = self.stmt(
+            "SELECT max(coalesce((SELECT max(seq) FROM sdsync_versions WHERE origin = ?1), 0), \
+                        coalesce((SELECT max(seq) FROM sdsync_tombstones WHERE origin = ?1), 0))",
+        )?;
+        stmt.bind_all(&[Value::Integer(origin)])?;
+        let top = if stmt.step()? { stmt.int(0) } else { i64::MAX };
+        stmt.reset();
+        self.tx.top_seq.insert(origin, top);
+        Ok(top)
+    }
+
+    /// Apply stores a version or tombstone numbered `seq` for `origin`: the
+    /// highest held may have risen.
+    fn held_seq(&mut self, origin: i64, seq: i64) {
+        if let Some(top) = self.tx.top_seq.get_mut(&origin) {
+            *top = (*top).max(seq);
         }
     }
 
@@ -225,6 +250,7 @@ impl Engine {
         v: &Version,
     ) -> Result<(), SqlError> {
         let origin = self.origin_id(v)?;
+        self.held_seq(origin, v.seq);
         self.run(
             sql,
             &[
@@ -280,6 +306,7 @@ impl Engine {
         v: &Version,
     ) -> Result<(), SqlError> {
         let origin = self.origin_id(v)?;
+        self.held_seq(origin, v.seq);
         self.tx.tombstones_empty = Some(false);
         self.run("INSERT OR REPLACE INTO sdsync_tombstones(tbl, pk, origin, seq, hlc) VALUES (?1, ?2, ?3, ?4, ?5)",
             &[
@@ -321,6 +348,7 @@ impl Engine {
         g: &Group,
     ) -> Result<(), SqlError> {
         let origin = self.origin_id(&g.version)?;
+        self.held_seq(origin, g.version.seq);
         self.run(
             "INSERT OR REPLACE INTO sdsync_versions(tbl, rid, mask, origin, seq, hlc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             &[
