@@ -53,6 +53,24 @@ pub fn to_json(value: &Value) -> Json {
     }
 }
 
+/// Appends a column value's JSON text to `out`, exactly as `to_json(value)`
+/// prints, without building the JSON value for the common kinds (a sender
+/// writes every column of every change it serves).
+pub fn write_json(out: &mut Vec<u8>, value: &Value) {
+    // Writing to a `Vec` cannot fail, nor can serializing a string, an
+    // integer, a finite float or a `Json`: the results carry nothing.
+    let _ = match value {
+        Value::Null => {
+            out.extend_from_slice(b"null");
+            Ok(())
+        }
+        Value::Integer(v) => serde_json::to_writer(&mut *out, v),
+        Value::Real(v) if v.is_finite() => serde_json::to_writer(&mut *out, v),
+        Value::Text(s) if plain(s) => serde_json::to_writer(&mut *out, s.as_str()),
+        other => serde_json::to_writer(&mut *out, &to_json(other)),
+    };
+}
+
 /// A JSON value as a column value. The error says what was found instead.
 pub fn from_json(json: &Json) -> Result<Value, &'static str> {
     Ok(match json {
@@ -236,6 +254,35 @@ mod tests {
             Value::Blob(vec![0, 1, 0xff]),
         ] {
             round_trip(v);
+        }
+    }
+
+    #[test]
+    fn written_json_is_the_printed_json() {
+        for v in [
+            Value::Null,
+            Value::Integer(i64::MIN),
+            Value::Integer(-7),
+            Value::Real(0.1 + 0.2),
+            Value::Real(-0.0),
+            Value::Real(1.0),
+            Value::Real(5e-324),
+            Value::Real(1e300),
+            Value::Real(f64::INFINITY),
+            Value::Real(f64::NAN),
+            Value::Text(String::new()),
+            Value::Text("a\0b".into()),
+            Value::Text("tab\there\nline \"q\" \\ 😀 \u{7f} \u{2028}".into()),
+            Value::RawText(vec![0xff, 0x00]),
+            Value::Blob(vec![0, 1, 0xff]),
+        ] {
+            let mut out = Vec::new();
+            write_json(&mut out, &v);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                to_json(&v).to_string(),
+                "{v:?}"
+            );
         }
     }
 

@@ -189,6 +189,23 @@ fn every_value_round_trips_exactly_through_the_sql_contract() {
     assert_eq!(json("bad_utf8", "t"), r#"{"$text":"ff00fe"}"#);
     assert_eq!(json("nul", "t"), r#"{"$text":"610062"}"#);
     assert_eq!(json("blob", "b"), r#"{"$blob":"00ff10"}"#);
+    // Each change's data is canonical JSON: keys in name order, numbers in
+    // their shortest exact form, as `serde_json` prints a map of the values
+    // (the reader writes the text directly, without building the map).
+    let mut stmt = a
+        .conn
+        .prepare("SELECT data FROM sdsync_changes WHERE data IS NOT NULL")
+        .unwrap();
+    let datas: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(datas.len() > VALUES.len(), "{}", datas.len());
+    for data in datas {
+        let parsed: serde_json::Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(parsed.to_string(), data);
+    }
 
     copy_all(&a, &b);
     check_stored(&b);

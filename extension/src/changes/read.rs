@@ -206,12 +206,8 @@ impl Reader {
                 }
                 // Invariant: inserted above if it was missing.
                 let stmt = self.selects.get_mut(&tbl).expect("select cached above");
-                match rows::read_json(stmt, &spec, rid, mask)? {
-                    Some((uuid, map)) => (
-                        uuid,
-                        "upsert",
-                        Some(serde_json::Value::Object(map).to_string()),
-                    ),
+                match rows::read_text(stmt, &spec, rid, mask)? {
+                    Some((uuid, text)) => (uuid, "upsert", Some(text)),
                     None => return Ok(None),
                 }
             }

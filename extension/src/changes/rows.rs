@@ -16,7 +16,7 @@ use serde_json::{Map, Value as Json};
 use sdsync_core::schema::{ColumnSpec, Reference, TableSpec, quote_ident};
 
 use crate::ffi::{SqlError, Stmt, Value};
-use crate::values::to_json;
+use crate::values::{to_json, write_json};
 
 /// Reads the uuid and every synced column of one row (by local id), references
 /// as uuids.
@@ -145,6 +145,49 @@ pub fn delete_sql(spec: &TableSpec) -> String {
         quote_ident(&spec.name),
         quote_ident(&spec.uuid_column)
     )
+}
+
+/// Steps a prepared [`select_sql`] statement for local id `rid` and returns the
+/// row's uuid and the columns of `mask` as the text of a JSON object, keys in
+/// name order: the text [`read_json`]'s map prints, written directly. A
+/// sending syncer reads every change it serves this way; building a map of
+/// owned names and values per row and then printing it was about 40 % of
+/// its CPU at full speed.
+pub fn read_text(
+    stmt: &mut Stmt,
+    spec: &TableSpec,
+    rid: i64,
+    mask: u64,
+) -> Result<Option<(Value, String)>, SqlError> {
+    stmt.bind_all(&[Value::Integer(rid)])?;
+    if !stmt.step()? {
+        return Ok(None);
+    }
+    let uuid = stmt.value(0);
+    let mut columns: Vec<(&str, usize)> = spec
+        .columns_in(mask)
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
+    // A `serde_json` map (without `preserve_order`) is a BTreeMap: its keys
+    // print in byte order, which `str`'s ordering is.
+    columns.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut out = Vec::with_capacity(32 * columns.len() + 2);
+    out.push(b'{');
+    for (n, (name, i)) in columns.into_iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        // Writing a string to a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut out, name);
+        out.push(b':');
+        write_json(&mut out, &stmt.value(i + 1));
+    }
+    out.push(b'}');
+    stmt.reset();
+    // Invariant: everything written above is JSON printed by serde_json, or
+    // ASCII punctuation: UTF-8.
+    let text = String::from_utf8(out).expect("JSON text is UTF-8");
+    Ok(Some((uuid, text)))
 }
 
 /// A row's uuid and some of its columns as JSON.
