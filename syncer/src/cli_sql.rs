@@ -13,25 +13,47 @@
 //! or a JSON array of objects); several statements, or one that returns no
 //! rows, run as a batch and print nothing. BLOBs print as hex (`x'…'`).
 
+use rusqlite::fallible_iterator::FallibleIterator;
 use rusqlite::types::ValueRef;
+use rusqlite::{Batch, Statement};
 use serde_json::{Map, Value as Json};
 
 use sdsync_syncer::library::Library;
 
+/// A query's column names and rows.
+type Table = (Vec<String>, Vec<Vec<Json>>);
+
 /// Runs `sql` on `lib`; returns what to print.
+///
+/// Each statement is prepared only once those before it ran, as the `sqlite3`
+/// shell does: a batch may create or attach what its later statements use.
+/// (Preparing the whole text first, as `Connection::prepare` does to tell one
+/// statement from several, refused `CREATE TABLE t …; CREATE TRIGGER … ON t`
+/// with "no such table: main.t".)
 pub fn run(lib: &Library, sql: &str, json: bool) -> anyhow::Result<String> {
-    let mut stmt = match lib.conn.prepare(sql) {
-        Ok(stmt) => stmt,
-        Err(rusqlite::Error::MultipleStatement) => {
-            lib.conn.execute_batch(sql)?;
-            return Ok(String::new());
-        }
-        Err(e) => return Err(e.into()),
+    let mut batch = Batch::new(&lib.conn, sql);
+    let Some(mut first) = batch.next()? else {
+        return Ok(String::new());
     };
+    let table = run_one(&mut first)?;
+    drop(first);
+    let mut several = false;
+    while let Some(mut stmt) = batch.next()? {
+        several = true;
+        run_one(&mut stmt)?;
+    }
+    Ok(match table {
+        Some(table) if !several => print(table, json),
+        _ => String::new(),
+    })
+}
+
+/// Runs one statement to its end; a query's rows are returned.
+fn run_one(stmt: &mut Statement<'_>) -> rusqlite::Result<Option<Table>> {
     let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
     if names.is_empty() {
         stmt.raw_execute()?;
-        return Ok(String::new());
+        return Ok(None);
     }
     let mut rows = stmt.query([])?;
     let mut out: Vec<Vec<Json>> = Vec::new();
@@ -42,21 +64,25 @@ pub fn run(lib: &Library, sql: &str, json: bool) -> anyhow::Result<String> {
         }
         out.push(values);
     }
-    Ok(if json {
-        let objects: Vec<Json> = out
+    Ok(Some((names, out)))
+}
+
+fn print((names, rows): Table, json: bool) -> String {
+    if json {
+        let objects: Vec<Json> = rows
             .into_iter()
             .map(|values| Json::Object(names.iter().cloned().zip(values).collect::<Map<_, _>>()))
             .collect();
         format!("{}\n", Json::Array(objects))
     } else {
         let mut text = format!("{}\n", names.join("\t"));
-        for values in out {
+        for values in rows {
             let cells: Vec<String> = values.iter().map(cell).collect();
             text.push_str(&cells.join("\t"));
             text.push('\n');
         }
         text
-    })
+    }
 }
 
 fn json_value(v: ValueRef<'_>) -> Json {

@@ -589,6 +589,19 @@ fn sdsync_sql_writes_are_captured_and_queries_print_rows() {
         "SELECT count(*) AS n FROM sdsync_changes WHERE tbl = 'tags'",
     ]);
     assert_eq!(json, "[{\"n\":2}]\n", "both writes captured");
+    // A batch whose later statements use what its earlier ones create runs
+    // as the sqlite3 shell runs it; its last query prints nothing.
+    let batch = cli(&[
+        "sql",
+        d,
+        "CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT); \
+         CREATE TABLE note_log(note INTEGER); \
+         CREATE TRIGGER notes_logged AFTER INSERT ON notes BEGIN INSERT INTO note_log VALUES (NEW.id); END; \
+         INSERT INTO notes(body) VALUES ('x'); SELECT 1",
+    ]);
+    assert_eq!(batch, "");
+    let logged = cli(&["sql", d, "SELECT count(*) FROM note_log"]);
+    assert_eq!(logged, "count(*)\n1\n");
 }
 
 /// Settings come from defaults, `config.toml`, `SDSYNC_<KEY>` and flags, in
