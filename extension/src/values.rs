@@ -259,6 +259,8 @@ mod tests {
 
     #[test]
     fn written_json_is_the_printed_json() {
+        // Texts written directly and texts that go through `to_json`.
+        let mut plains = [0; 2];
         for v in [
             Value::Null,
             Value::Integer(i64::MIN),
@@ -272,12 +274,16 @@ mod tests {
             Value::Real(f64::NAN),
             Value::Text(String::new()),
             Value::Text("a\0b".into()),
-            Value::Text("tab\there\nline \"q\" \\ 😀 \u{7f} \u{2028}".into()),
+            Value::Text("tab\there\nline \"q\" \\ 😀 \u{2028} é".into()),
+            Value::Text("with a control \u{7f}".into()),
             Value::RawText(vec![0xff, 0x00]),
             Value::Blob(vec![0, 1, 0xff]),
         ] {
             let mut out = Vec::new();
             write_json(&mut out, &v);
+            if let Value::Text(t) = &v {
+                plains[usize::from(plain(t))] += 1;
+            }
             assert_eq!(
                 String::from_utf8(out).unwrap(),
                 to_json(&v).to_string(),

@@ -40,7 +40,8 @@ pub fn run(lib: &Library, sql: &str, json: bool) -> anyhow::Result<String> {
     let mut several = false;
     while let Some(mut stmt) = batch.next()? {
         several = true;
-        run_one(&mut stmt)?;
+        let mut rows = stmt.raw_query();
+        while rows.next()?.is_some() {}
     }
     Ok(match table {
         Some(table) if !several => print(table, json),
@@ -48,7 +49,8 @@ pub fn run(lib: &Library, sql: &str, json: bool) -> anyhow::Result<String> {
     })
 }
 
-/// Runs one statement to its end; a query's rows are returned.
+/// Runs the first statement to its end; a query's rows are returned (and
+/// printed if no other statement follows).
 fn run_one(stmt: &mut Statement<'_>) -> rusqlite::Result<Option<Table>> {
     let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
     if names.is_empty() {
