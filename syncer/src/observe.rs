@@ -122,12 +122,14 @@ impl Observer {
 
     /// Every few seconds: a progress line per origin that moved, and the
     /// gauges (connected peers, pending pulls, lag per origin, parked and
-    /// quarantined counts).
+    /// quarantined counts); between them, at once when a backfill caught up
+    /// (see `progress`).
     pub fn report(&mut self, now_ms: u64, me: &str, store: &SqlStore, node: &Node) {
-        if !self.progress.due(now_ms) {
+        let due = self.progress.due(now_ms);
+        if !due && !self.progress.moved() {
             return;
         }
-        if let Err(e) = self.try_report(now_ms, me, store, node) {
+        if let Err(e) = self.try_report(now_ms, due, me, store, node) {
             tracing::warn!(device = %me, error = %e, "reading progress");
         }
     }
@@ -135,6 +137,7 @@ impl Observer {
     fn try_report(
         &mut self,
         now_ms: u64,
+        due: bool,
         me: &str,
         store: &SqlStore,
         node: &Node,
@@ -142,6 +145,9 @@ impl Observer {
         let held = store.watermarks()?;
         let peers = node.peer_states();
         let claims: Vec<(String, i64)> = crate::lag::claims(&peers).into_iter().collect();
+        if !self.progress.caught_up(&held, &claims) && !due {
+            return Ok(());
+        }
         for line in self.progress.report(now_ms, &held, &claims) {
             tracing::info!(device = %me, "progress {line}");
         }

@@ -11,18 +11,29 @@
 //!
 //! The daemon feeds it every `Applied` event and asks for a report every few
 //! seconds; it logs one line per origin that moved (a syncer that applies
-//! nothing logs nothing). `sdsync status` shows the same remainder per peer.
+//! nothing logs nothing). Between reports it looks twice a second whether a
+//! backfill (an origin seen at least [`BACKFILL`] changes behind) caught up,
+//! and then reports at once: the line that says 100 % comes when the backfill
+//! ends, not up to 5 s later. `sdsync status` shows the same remainder per
+//! peer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// How often the daemon reports.
 pub const EVERY_MS: u64 = 5_000;
+
+/// An origin this far behind is being backfilled (a page of changes): when it
+/// catches up, that is reported at once. Less, it is a live stream, which
+/// reports every [`EVERY_MS`] only.
+pub const BACKFILL: i64 = 2_000;
 
 /// Changes applied per origin since the last report.
 #[derive(Debug)]
 pub struct Progress {
     since: u64,
     applied: BTreeMap<String, u64>,
+    /// Origins seen at least [`BACKFILL`] changes behind and not caught up.
+    backfilling: BTreeSet<String>,
 }
 
 /// One origin's progress over the last report's window.
@@ -44,6 +55,7 @@ impl Progress {
         Self {
             since: now_ms,
             applied: BTreeMap::new(),
+            backfilling: BTreeSet::new(),
         }
     }
 
@@ -57,6 +69,28 @@ impl Progress {
         now_ms >= self.since + EVERY_MS
     }
 
+    /// Whether anything was applied since the last report (only then is an
+    /// early report worth looking for).
+    pub fn moved(&self) -> bool {
+        !self.applied.is_empty()
+    }
+
+    /// Between reports: notes the origins being backfilled, and whether one
+    /// of them caught up (then report now).
+    pub fn caught_up(&mut self, held: &[(String, i64)], claims: &[(String, i64)]) -> bool {
+        let mut done = false;
+        for origin in self.applied.keys() {
+            let have = find(held, origin);
+            let total = find(claims, origin);
+            if total - have >= BACKFILL {
+                self.backfilling.insert(origin.clone());
+            } else if have >= total && self.backfilling.remove(origin) {
+                done = true;
+            }
+        }
+        done
+    }
+
     /// One line per origin that moved since the last report, given what this
     /// device holds (`held`) and the most any peer said it holds (`claims`);
     /// starts the next window.
@@ -68,11 +102,6 @@ impl Progress {
     ) -> Vec<Line> {
         let secs = (now_ms.saturating_sub(self.since) as f64 / 1000.0).max(0.001);
         self.since = now_ms;
-        let find = |list: &[(String, i64)], origin: &str| {
-            list.iter()
-                .find(|(o, _)| o == origin)
-                .map_or(0, |(_, s)| *s)
-        };
         std::mem::take(&mut self.applied)
             .into_iter()
             .map(|(origin, n)| {
@@ -86,6 +115,13 @@ impl Progress {
             })
             .collect()
     }
+}
+
+/// What `list` says of `origin` (0: nothing).
+fn find(list: &[(String, i64)], origin: &str) -> i64 {
+    list.iter()
+        .find(|(o, _)| o == origin)
+        .map_or(0, |(_, s)| *s)
 }
 
 impl std::fmt::Display for Line {
@@ -126,5 +162,31 @@ mod tests {
         assert_eq!(lines[0].to_string(), "a: 200 of 200 changes (100%), 100/s");
         assert_eq!(lines[1].total, 10, "no peer claims more than held");
         assert!(p.report(4_000, &held, &[]).is_empty());
+    }
+
+    #[test]
+    fn a_backfill_that_caught_up_is_reported_at_once_and_a_live_stream_is_not() {
+        let mut p = Progress::new(0);
+        let claims = [("a".to_string(), 5_000), ("b".to_string(), 900)];
+        p.applied("a", 1_000);
+        p.applied("b", 100);
+        let held = [("a".to_string(), 1_000), ("b".to_string(), 800)];
+        assert!(!p.caught_up(&held, &claims), "a is behind by a backfill");
+        p.applied("a", 4_000);
+        p.applied("b", 100);
+        let held = [("a".to_string(), 5_000), ("b".to_string(), 900)];
+        assert!(p.caught_up(&held, &claims), "a caught up");
+        let lines = p.report(2_000, &held, &claims);
+        assert_eq!(
+            lines[0].to_string(),
+            "a: 5000 of 5000 changes (100%), 2500/s"
+        );
+        // b was never a backfill: its catching up waits for the next report.
+        p.applied("b", 10);
+        let claims = [("b".to_string(), 1_000)];
+        assert!(!p.caught_up(&[("b".to_string(), 1_000)], &claims));
+        // Nor is a caught-up backfill reported twice.
+        p.applied("a", 1);
+        assert!(!p.caught_up(&[("a".to_string(), 5_001)], &[("a".to_string(), 5_001)]));
     }
 }
