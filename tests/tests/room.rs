@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use sdsync_syncer::library::Change;
 use sdsync_syncer::proto::store::Store;
 use sdsync_syncer::sqlstore::SqlStore;
+use sdsync_syncer::sqlstore::quarantine::RETRY_BATCH;
 use sdsync_syncer::sqlstore::split::FIRST_PART;
 use sdsync_tests::devices::pair_of;
 use sdsync_tests::wire::store;
@@ -106,6 +107,43 @@ fn while_an_app_writes_a_page_is_split() {
     r.apply(&origin, &changes, Some((&origin, 1_000))).unwrap();
     assert_eq!(r.lib.count("tags").unwrap(), 999);
     assert_eq!(held(&r, &origin), 1_000);
+}
+
+/// While an app writes, an automatic retry of the quarantine takes only what
+/// fits in the run (the first time `FIRST_PART` changes), not a whole batch
+/// of `RETRY_BATCH`: it holds the write lock throughout. Without an app, one
+/// round retries the whole batch.
+#[test]
+fn while_an_app_writes_a_quarantine_retry_is_split() {
+    for app in [true, false] {
+        let o = store("retry-o");
+        let origin = o.device().unwrap();
+        o.lib
+            .exec(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 600)
+                 INSERT INTO tags(uuid, canonical_name) SELECT 't' || i, 'n' || i FROM n",
+            )
+            .unwrap();
+        let mut changes = o.slice(&origin, 0, 2_000, 1 << 30).unwrap().changes;
+        // Values no column takes: every change is quarantined, and stays.
+        for c in &mut changes {
+            c.data = Some(r#"{"canonical_name":true}"#.into());
+        }
+        let r = store(if app { "retry-app" } else { "retry-alone" });
+        let quarantined = r.apply(&origin, &changes, Some((&origin, 600))).unwrap();
+        assert_eq!(quarantined.len(), 600);
+        // Something changed since they were tried: the next round retries.
+        r.lib
+            .exec("INSERT INTO tags(uuid, canonical_name) VALUES ('local', 'l')")
+            .unwrap();
+        if app {
+            r.room.borrow_mut().app_committed(Instant::now());
+        }
+        let retried = r.retry_quarantined().unwrap();
+        let batch = if app { FIRST_PART } else { RETRY_BATCH };
+        assert_eq!(retried.kept, batch, "app writing: {app}");
+        assert_eq!(retried.applied, 0);
+    }
 }
 
 /// Without an app writing the page is one transaction, as before.

@@ -41,7 +41,7 @@ pub mod syncdb;
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
@@ -456,12 +456,17 @@ impl Store for SqlStore {
         if self.tried.get() == Some(before) {
             return Ok(Retried::default());
         }
+        // While an app writes, only what fits in the run of work, as a page's
+        // part (`split`): the retry holds the write lock throughout.
+        let batch = self.part_len(quarantine::RETRY_BATCH);
+        let started = Instant::now();
         let tx = self.begin()?;
         let total = self.sql(quarantine::count(&tx))?;
-        let retried = self.sql(quarantine::retry_in(&tx, None, quarantine::RETRY_BATCH))?;
+        let retried = self.sql(quarantine::retry_in(&tx, None, batch))?;
         self.sql(tx.commit())?;
+        self.make_room(started, batch.min(total));
         // A large quarantine is retried a batch per round until all were tried.
-        if total <= quarantine::RETRY_BATCH {
+        if total <= batch {
             self.tried.set(Some(self.fingerprint()?));
         }
         Ok(retried)
