@@ -14,20 +14,31 @@ use sdsync_tests::devices::pair_of;
 use sdsync_tests::wire::store;
 use sdsync_tests::{Lib, wait_for};
 
-/// A page of 1,000 tags from a fresh origin whose 600th change carries a
-/// value no SQLite column takes (it is quarantined where it applies).
-fn page_with_a_bad_change() -> (String, Vec<Change>) {
+/// A page of `n` tags from a fresh origin, and the origin.
+fn page_of_tags(n: usize) -> (String, Vec<Change>) {
     let o = store("parts-o");
     let origin = o.device().unwrap();
     o.lib
-        .exec(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
-             INSERT INTO tags(uuid, canonical_name) SELECT 't' || i, 'n' || i FROM n",
-        )
+        .exec(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n})
+             INSERT INTO tags(uuid, canonical_name) SELECT 't' || i, 'n' || i FROM n"
+        ))
         .unwrap();
-    let mut changes = o.slice(&origin, 0, 2_000, 1 << 30).unwrap().changes;
-    assert_eq!(changes.len(), 1_000);
-    changes[599].data = Some(r#"{"canonical_name":true}"#.into());
+    let changes = o.slice(&origin, 0, 2_000, 1 << 30).unwrap().changes;
+    assert_eq!(changes.len(), n);
+    (origin, changes)
+}
+
+/// Makes `c` carry a value no SQLite column takes (it is quarantined where
+/// it applies).
+fn spoil(c: &mut Change) {
+    c.data = Some(r#"{"canonical_name":true}"#.into());
+}
+
+/// A page of 1,000 tags whose 600th change is spoilt.
+fn page_with_a_bad_change() -> (String, Vec<Change>) {
+    let (origin, mut changes) = page_of_tags(1_000);
+    spoil(&mut changes[599]);
     (origin, changes)
 }
 
@@ -116,19 +127,9 @@ fn while_an_app_writes_a_page_is_split() {
 #[test]
 fn while_an_app_writes_a_quarantine_retry_is_split() {
     for app in [true, false] {
-        let o = store("retry-o");
-        let origin = o.device().unwrap();
-        o.lib
-            .exec(
-                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 600)
-                 INSERT INTO tags(uuid, canonical_name) SELECT 't' || i, 'n' || i FROM n",
-            )
-            .unwrap();
-        let mut changes = o.slice(&origin, 0, 2_000, 1 << 30).unwrap().changes;
-        // Values no column takes: every change is quarantined, and stays.
-        for c in &mut changes {
-            c.data = Some(r#"{"canonical_name":true}"#.into());
-        }
+        let (origin, mut changes) = page_of_tags(600);
+        // Every change is quarantined, and stays.
+        changes.iter_mut().for_each(spoil);
         let r = store(if app { "retry-app" } else { "retry-alone" });
         let quarantined = r.apply(&origin, &changes, Some((&origin, 600))).unwrap();
         assert_eq!(quarantined.len(), 600);
