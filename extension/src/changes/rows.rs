@@ -159,11 +159,9 @@ pub fn read_text(
     rid: i64,
     mask: u64,
 ) -> Result<Option<(Value, String)>, SqlError> {
-    stmt.bind_all(&[Value::Integer(rid)])?;
-    if !stmt.step()? {
+    let Some(uuid) = step_row(stmt, rid)? else {
         return Ok(None);
-    }
-    let uuid = stmt.value(0);
+    };
     let mut columns: Vec<(&str, usize)> = spec
         .columns_in(mask)
         .map(|(i, c)| (c.name.as_str(), i))
@@ -201,15 +199,24 @@ pub fn read_json(
     rid: i64,
     mask: u64,
 ) -> Result<Option<RowJson>, SqlError> {
-    stmt.bind_all(&[Value::Integer(rid)])?;
-    if !stmt.step()? {
+    let Some(uuid) = step_row(stmt, rid)? else {
         return Ok(None);
-    }
-    let uuid = stmt.value(0);
+    };
     let mut out = Map::new();
     for (i, c) in spec.columns_in(mask) {
         out.insert(c.name.clone(), to_json(&stmt.value(i + 1)));
     }
     stmt.reset();
     Ok(Some((uuid, out)))
+}
+
+/// Steps a prepared [`select_sql`] statement to the row with local id `rid`;
+/// returns its uuid (`None`: no such row). Its columns are the caller's to read.
+fn step_row(stmt: &mut Stmt, rid: i64) -> Result<Option<Value>, SqlError> {
+    stmt.bind_all(&[Value::Integer(rid)])?;
+    Ok(if stmt.step()? {
+        Some(stmt.value(0))
+    } else {
+        None
+    })
 }
