@@ -39,6 +39,11 @@ pub struct Conn {
     /// capture trigger that fired): apply looks for parked changes such a
     /// write let go only when it moved (see `apply::Engine::refresh`).
     pub local_writes: Cell<u64>,
+    /// Whether capture on this connection issued an HLC yet (see
+    /// `next_hlc`): set by its first call whatever the clock, so a first
+    /// change rolled back, or one made while the clock was behind the wall
+    /// clock, leaves later ones on this connection without a step.
+    pub issued: Cell<bool>,
 }
 
 impl Conn {
@@ -329,14 +334,31 @@ fn uuid_v5_fn(c: &Call) -> Result<Value, String> {
 /// `(seq + 1, hlc)` goes into `sdsync_issued` too, in the writer's own
 /// transaction (a rollback takes it back with the change). Recording it is
 /// best effort: a library whose upgrade is pending has no such table yet.
-/// Only the clock's own values are recorded (read back, once a second at
-/// most): a call from other SQL with made-up arguments plants nothing.
+/// Only the clock's own values are recorded (read back, once a second and
+/// once per connection at most): a call from other SQL with made-up
+/// arguments plants nothing.
+///
+/// A connection's first change on a clock at or ahead of the wall clock
+/// (peers' faster clocks pushed it) takes a step of 1 to [`FIRST_STEP`] HLC
+/// units instead of 1: an app writing to a whole folder restored from a copy
+/// younger than that lead would otherwise issue the very same `(seq, HLC)`
+/// pairs as the lost history, which nothing can tell apart (README, "A
+/// restore within the clock skew"; the syncer steps the clock by more each
+/// time it starts). That pair is recorded in `sdsync_issued` too: when the
+/// app then rewrites one row, only the record keeps the step's evidence.
 fn next_hlc(c: &Call) -> Result<Value, String> {
     let last = c.int(0, "sdsync_next_hlc: the clock's HLC")?;
     let seq = c.int(1, "sdsync_next_hlc: the clock's sequence")?;
     let wall = Hlc::from_wall(c.conn.wall_ms()).as_i64();
-    let next = last.saturating_add(1).max(wall);
-    if next >> 26 > last >> 26 {
+    let first = !c.conn.issued.replace(true);
+    let stepped = first && last >= wall;
+    let step = if stepped {
+        sdsync_core::hlc::step(seq, last, wall, FIRST_STEP)
+    } else {
+        1
+    };
+    let next = last.saturating_add(step).max(wall);
+    if stepped || next >> 26 > last >> 26 {
         let clock = c.db.query_i64(
             "SELECT seq FROM sdsync_clock WHERE hlc = ?1",
             &[Value::Integer(last)],
@@ -347,6 +369,14 @@ fn next_hlc(c: &Call) -> Result<Value, String> {
     }
     Ok(Value::Integer(next))
 }
+
+/// The largest step of a connection's first change (see [`next_hlc`]): 1/32
+/// ms. Small, because connections come and go: a step per new connection
+/// must never add up to the wall clock's own pace, or the clock would run
+/// away toward the five minutes ahead that peers refuse. Even 30,000 new
+/// connections a second, each writing and each drawing the largest step,
+/// move it slower (61 M units a second against the wall clock's 65.5 M).
+const FIRST_STEP: u64 = 2048;
 
 fn hlc_text(c: &Call) -> Result<Value, String> {
     let raw = c.int(0, "sdsync_hlc_text: the HLC")?;

@@ -307,6 +307,16 @@ impl Sim {
         );
     }
 
+    /// Device `d`'s syncer starts: it steps a clock running ahead of the
+    /// wall clock, as `sdsync run` does (`SqlStore::with_clock_stepped`).
+    fn start_syncer(&self, d: usize) -> Result<(), String> {
+        self.clock(d);
+        self.devices[d]
+            .store
+            .step_clock()
+            .map_err(|e| format!("device {d} starting: {e}"))
+    }
+
     fn link_up(&self, a: usize, b: usize) -> bool {
         let (da, db) = (&self.devices[a], &self.devices[b]);
         da.up && db.up && da.joined && db.joined && !self.cut.contains_key(&(a.min(b), a.max(b)))
@@ -579,6 +589,9 @@ impl Sim {
                 }
                 56..=60 => {
                     let d = self.rng.below(n as u64) as usize;
+                    if !self.devices[d].up {
+                        self.start_syncer(d)?;
+                    }
                     self.devices[d].up = true;
                     self.devices[d].joined = true;
                 }

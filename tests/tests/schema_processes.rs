@@ -229,6 +229,113 @@ fn whole_folder_restored(name: &str, same_machine: bool, rewrite: bool) {
     );
 }
 
+/// The same restored elsewhere within the clock skew between the two
+/// devices: B's app writes with a clock three minutes ahead (peers accept
+/// five), which pushes A's clock ahead of its wall clock, so every change A
+/// issues gets the clock + 1. Restored from a copy seconds old, A issued,
+/// under the very numbers its lost changes had, the very same `(seq, HLC)`
+/// pairs: B took the new changes for ones it held and nothing could tell
+/// (without the step: t4 and t5 on A only, t2 and t3 on B only, no
+/// `Restored`). Here the database is restored into the app's open
+/// connection, as the shell's `.restore` does: that connection issued
+/// before, so only the syncer's step at its start (`with_clock_stepped`)
+/// keeps the two histories apart.
+#[test]
+fn a_whole_folder_restored_elsewhere_within_its_clock_skew_is_told_too() {
+    restored_within_skew("restore-skew", true);
+}
+
+/// The same with the app writing before the syncer starts, after the
+/// backup and after the restore, each time on a new connection: each
+/// connection's first change on a clock ahead of the wall clock takes a
+/// step of its own (`sdsync_next_hlc`). Without it the two histories were
+/// the same pairs again. The steps are drawn from the real wall clock: the
+/// two draw the same one once in 2,048 runs, and the test then fails.
+#[test]
+fn a_whole_folder_restored_within_its_clock_skew_and_written_at_once_is_told_too() {
+    restored_within_skew("restore-skew-app", false);
+}
+
+fn restored_within_skew(name: &str, syncer_first: bool) {
+    let (dir, mut a, mut b) = pair_of(name);
+    a.start();
+    b.start();
+    let tag = |n: u32| format!("INSERT INTO tags(uuid, canonical_name) VALUES ('t{n}', 'tag {n}')");
+    let (mut app_a, app_b) = (a.app(), b.app());
+    // A's app connection has issued a change before (on a clock behind the
+    // wall clock: no step), so it takes no step of its own later.
+    app_a.exec(&tag(1));
+    app_b.exec(&format!(
+        "SELECT sdsync_test_clock({})",
+        sdsync_tests::now_ms() + 180_000
+    ));
+    app_b.exec(&tag(0));
+    wait_for("t0 on A", SECS, || app_a.count("tags") == 2);
+    assert!(app_a.int("SELECT hlc FROM sdsync_clock") >> 16 > sdsync_tests::now_ms() + 60_000);
+    a.stop();
+    let backup = dir.join("a-backup.sdlibrary");
+    copy_folder(&a.dir, &backup);
+    let log = |d: &Device| std::fs::read_to_string(d.dir.join("syncer.log")).unwrap_or_default();
+    // The lost changes, from the same clock (no start of the syncer in
+    // between when the app writes first, as after a backup taken while the
+    // syncer ran).
+    if syncer_first {
+        let before = log(&a).matches("link up").count();
+        a.start();
+        wait_for("A's syncer up", SECS, || {
+            log(&a).matches("link up").count() > before
+        });
+    }
+    app_a.exec(&tag(2));
+    app_a.exec(&tag(3));
+    a.start();
+    wait_for("t2 and t3 on B", SECS, || app_b.count("tags") == 4);
+    // Restored while B is away, and written more than was lost.
+    a.stop();
+    b.stop();
+    if syncer_first {
+        restore_into(&mut app_a.conn, &backup.join("database.db"));
+        for file in ["sync.db", "sync.db-wal", "sync.db-shm"] {
+            let _ = std::fs::remove_file(a.dir.join(file));
+            if backup.join(file).exists() {
+                std::fs::copy(backup.join(file), a.dir.join(file)).expect("copy sync.db back");
+            }
+        }
+    } else {
+        drop(app_a);
+        std::fs::remove_dir_all(&a.dir).expect("remove A's folder");
+        copy_folder(&backup, &a.dir);
+        app_a = a.app();
+    }
+    let _ = std::fs::remove_dir_all(a.state_dir());
+    assert_eq!(app_a.count("tags"), 2);
+    let restored = app_a.int("SELECT hlc FROM sdsync_clock");
+    if syncer_first {
+        a.start();
+        wait_for("A's syncer started, its clock stepped", SECS, || {
+            app_a.int("SELECT hlc FROM sdsync_clock") > restored
+        });
+    }
+    for n in 4..=7 {
+        app_a.exec(&tag(n));
+    }
+    a.start();
+    b.start();
+    wait_for("every tag on both", SECS, || {
+        app_a.count("tags") == 8 && app_b.count("tags") == 8 && same(&a, &b)
+    });
+    assert!(log(&a).contains("reused: Some"), "{}", log(&a));
+}
+
+/// `.restore FILE` as the sqlite3 shell does it: SQLite's online backup from
+/// the file into the open connection.
+fn restore_into(conn: &mut rusqlite::Connection, from: &std::path::Path) {
+    let src = rusqlite::Connection::open(from).expect("open the backup");
+    rusqlite::backup::Backup::new(&src, conn)
+        .and_then(|b| b.run_to_completion(1000, std::time::Duration::ZERO, None))
+        .expect(".restore");
+}
+
 /// A copied library folder made a device of its own: `sdsync reidentify DIR`
 /// gives it a new device id and certificate and forgets the original's
 /// pairings; paired again, it syncs as a third device, and the rows it had

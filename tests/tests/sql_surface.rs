@@ -70,14 +70,65 @@ fn hlc_is_monotonic_across_connections_and_reopen() {
 #[test]
 fn clock_never_goes_back_when_the_wall_clock_does() {
     let a = lib("backwards");
+    // A connection's first change on a clock ahead of the wall clock takes a
+    // step of its own (`sdsync_next_hlc`): this one has issued before.
+    a.exec("INSERT INTO tags(uuid) VALUES ('s')");
     // The last issued HLC is an hour ahead of the wall clock (a clock that was fast).
     let ahead = a.int("SELECT sdsync_wall() + ((3600 * 1000) << 16)");
     a.exec(&format!("UPDATE sdsync_clock SET hlc = {ahead}"));
     a.exec("INSERT INTO tags(uuid) VALUES ('t')");
-    assert_eq!(a.int("SELECT hlc FROM sdsync_versions"), ahead + 1);
+    assert_eq!(a.int("SELECT max(hlc) FROM sdsync_versions"), ahead + 1);
     assert_eq!(a.int("SELECT sdsync_hlc_now()"), ahead + 2);
     let text = a.text(&format!("SELECT sdsync_hlc_text({})", ahead + 2));
     assert!(text.ends_with("Z#2"), "{text}");
+}
+
+/// A connection's first change on a clock at or ahead of the wall clock
+/// takes a step of 1 to 2,048 HLC units drawn from the clock and the wall
+/// clock, recorded in `sdsync_issued`; later ones + 1; on a clock behind the
+/// wall clock it takes the wall clock. So an app writing to a whole folder
+/// restored from a copy younger than its clock's lead does not issue the
+/// lost history's very pairs again (README, "A restore within the clock
+/// skew"). The wall clock is pinned, so the step is known.
+#[test]
+fn a_connections_first_change_ahead_of_the_wall_clock_steps_the_clock() {
+    let dir = temp_dir("first-step");
+    let path = dir.join("database.db");
+    let wall_ms: i64 = 1_800_000_000_000;
+    let wall = wall_ms << 16;
+    let ahead = wall + ((60 * 1000) << 16);
+    let a = Lib::create(&path);
+    a.exec(&format!("UPDATE sdsync_clock SET hlc = {ahead}"));
+    let seq = a.int("SELECT seq FROM sdsync_clock");
+    drop(a);
+    let b = Lib::open(&path);
+    b.exec(&format!("SELECT sdsync_test_clock({wall_ms})"));
+    b.exec("INSERT INTO tags(uuid) VALUES ('t1')");
+    b.exec("INSERT INTO tags(uuid) VALUES ('t2')");
+    let step = sdsync_core::hlc::step(seq, ahead, wall, 2048);
+    assert!(step > 1, "pick another wall clock: this one draws 1");
+    let first = b.int("SELECT hlc FROM sdsync_changes WHERE pk = 't1'");
+    assert_eq!(first, ahead + step);
+    assert_eq!(
+        b.int(&format!(
+            "SELECT hlc FROM sdsync_issued WHERE seq = {}",
+            seq + 1
+        )),
+        first
+    );
+    assert_eq!(
+        b.int("SELECT hlc FROM sdsync_changes WHERE pk = 't2'"),
+        first + 1
+    );
+    // Behind the wall clock: the wall clock, as ever.
+    drop(b);
+    let c = Lib::open(&path);
+    c.exec(&format!("SELECT sdsync_test_clock({})", wall_ms + 120_000));
+    c.exec("INSERT INTO tags(uuid) VALUES ('t3')");
+    assert_eq!(
+        c.int("SELECT hlc FROM sdsync_changes WHERE pk = 't3'"),
+        (wall_ms + 120_000) << 16
+    );
 }
 
 #[test]

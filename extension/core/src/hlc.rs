@@ -124,10 +124,43 @@ pub fn wall_millis() -> u64 {
         .unwrap_or(0)
 }
 
+/// A step of 1 to `bound` HLC units, drawn from `(seq, hlc, wall)`: how a
+/// clock running ahead of the wall clock moves when a syncer starts or a
+/// connection issues its first change, so that a whole folder restored from
+/// a copy younger than that lead does not issue its lost history's very
+/// `(seq, HLC)` pairs again (README, "A restore within the clock skew"). The
+/// wall clock is what a restore cannot take back. A fixed mixer (SplitMix64),
+/// not a random source: a simulated seed replays the same on every toolchain.
+pub fn step(seq: i64, hlc: i64, wall: i64, bound: u64) -> i64 {
+    let mut x = 0u64;
+    for word in [seq, hlc, wall] {
+        x = mix(x ^ word as u64);
+    }
+    // At most `bound`, which the callers keep far below i64::MAX.
+    1 + (x % bound.max(1)) as i64
+}
+
+/// SplitMix64's finalizer.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn steps_stay_within_their_bound_and_depend_on_the_wall_clock() {
+        let steps: Vec<i64> = (0..64).map(|w| step(7, 1 << 40, w, 2048)).collect();
+        assert!(steps.iter().all(|s| (1..=2048).contains(s)), "{steps:?}");
+        let distinct: std::collections::BTreeSet<_> = steps.iter().collect();
+        assert!(distinct.len() > 60, "{steps:?}");
+        assert_eq!(step(7, 1 << 40, 5, 2048), step(7, 1 << 40, 5, 2048));
+    }
 
     #[test]
     fn wall_clock_ahead_resets_counter() {

@@ -506,6 +506,7 @@ impl Home {
         let (store, pins, directory) = self.syncer_parts()?;
         let store = store
             .with_clock_outside(state)
+            .and_then(SqlStore::with_clock_stepped)
             .map_err(|e| self.store_error(e))?;
         Ok((store, pins, directory))
     }

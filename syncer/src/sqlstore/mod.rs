@@ -212,7 +212,7 @@ impl SqlStore {
     /// (after the database file was replaced, say by a restore).
     pub fn reopened(self) -> Result<Self, StoreError> {
         let split = self.split.get();
-        let store = Self::new(self.lib, self.sync)?;
+        let store = Self::new(self.lib, self.sync)?.with_clock_stepped()?;
         store.split.set(split);
         Ok(store)
     }

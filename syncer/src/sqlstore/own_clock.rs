@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::params;
 
+use sdsync_core::hlc::step;
+
 use super::{SqlStore, syncdb};
 use crate::proto::store::StoreError;
 
@@ -69,6 +71,46 @@ impl SqlStore {
         if now < seen {
             self.sql(conn.execute("UPDATE sdsync_clock SET hlc = ?1 WHERE hlc < ?1", [seen]))?;
         }
+        Ok(())
+    }
+
+    /// Steps the clock ahead by a pseudo-random amount (under 16 ms of HLC)
+    /// when it runs at or ahead of the wall clock: once each time the syncer starts
+    /// (`sdsync run`, and a store opened again as a restarted syncer would;
+    /// not the tools such as `sdsync status`, which open a store too).
+    ///
+    /// Why: while peers' faster clocks keep this device's clock ahead of its
+    /// wall clock, each change it issues gets the clock + 1. A whole folder
+    /// restored from a copy (on another machine, or with the record outside
+    /// the folder gone) would then issue, under the very numbers and from the
+    /// very clock its lost history started from, the very same `(seq, HLC)`
+    /// pairs, and no comparison of numbers and clocks can tell two such
+    /// histories apart: the peers would take the new changes for ones they
+    /// hold, silently. The step depends on the wall clock, which a restore
+    /// cannot take back, so the restored device's pairs differ from the lost
+    /// ones and the checks in `lineage` tell them. It is deterministic (a
+    /// mixer), so a simulated seed replays the same. Cost: one write when the
+    /// syncer starts on a clock ahead of the wall clock; no step otherwise (the
+    /// next change then takes the wall clock, later than the copy's).
+    pub fn with_clock_stepped(self) -> Result<Self, StoreError> {
+        self.step_clock()?;
+        Ok(self)
+    }
+
+    /// [`SqlStore::with_clock_stepped`] on a store already open (the
+    /// simulation's syncer restarts keep their store).
+    pub fn step_clock(&self) -> Result<(), StoreError> {
+        let conn = &self.lib.conn;
+        let (seq, hlc, wall): (i64, i64, i64) = self.sql(conn.query_row(
+            "SELECT seq, hlc, sdsync_wall() FROM sdsync_clock",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        ))?;
+        if hlc < wall {
+            return Ok(());
+        }
+        let stepped = hlc.saturating_add(step(seq, hlc, wall, START_STEP));
+        self.sql(conn.execute("UPDATE sdsync_clock SET hlc = ?1 WHERE hlc < ?1", [stepped]))?;
         Ok(())
     }
 
@@ -138,6 +180,10 @@ impl SqlStore {
         Ok(self)
     }
 }
+
+/// The largest step of the clock when the syncer starts (see
+/// [`SqlStore::with_clock_stepped`]): 2^20 HLC units, 16 ms.
+const START_STEP: u64 = 1 << 20;
 
 /// The syncer's state directory: `SDSYNC_STATE_DIR`, else
 /// `$XDG_STATE_HOME/sdsync`, else `~/.local/state/sdsync` (none without a
