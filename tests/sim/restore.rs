@@ -108,14 +108,15 @@ impl Sim {
             .push(format!("t={} d{d}: {what} restored", self.now));
         if whole {
             // The restore took two seconds (above), well within the clock
-            // skew between two devices here (±60 s each): a device whose clock runs far behind its
-            // peers' issues its changes from a clock they pushed ahead, and
-            // re-issued the very same (seq, HLC) pairs as its lost history
-            // until the syncer's store stepped such a clock at each start
-            // (`SqlStore::with_clock_stepped`; 3 of 250 seeds, 125 s before
-            // then). The store was opened again above, as the syncer starts
-            // before the apps (README, "Backup and restore"); then the app
-            // writes while the syncer has not met a peer yet (a later step).
+            // skew between two devices here (±60 s each): a device whose
+            // clock runs far behind its peers' issues its changes from a
+            // clock they pushed ahead, and re-issued the very same (seq, HLC)
+            // pairs as its lost history until the syncer's store stepped
+            // such a clock at each start (`SqlStore::with_clock_stepped`; 3
+            // of 250 seeds, 125 s before then). The store was opened again
+            // above, as the syncer starts before the apps (README, "Backup
+            // and restore"); then the app writes while the syncer has not
+            // met a peer yet (a later step).
             self.devices[d].up = true;
             for _ in 0..self.rng.below(12) {
                 self.write(d)?;

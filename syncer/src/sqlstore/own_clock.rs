@@ -74,10 +74,19 @@ impl SqlStore {
         Ok(())
     }
 
+    /// The store with its clock stepped as a syncer starting steps it (see
+    /// [`SqlStore::step_clock`]): `sdsync run`, and a store opened again as
+    /// a restarted syncer would.
+    pub fn with_clock_stepped(self) -> Result<Self, StoreError> {
+        self.step_clock()?;
+        Ok(self)
+    }
+
     /// Steps the clock ahead by a pseudo-random amount (under 16 ms of HLC)
-    /// when it runs at or ahead of the wall clock: once each time the syncer starts
-    /// (`sdsync run`, and a store opened again as a restarted syncer would;
-    /// not the tools such as `sdsync status`, which open a store too).
+    /// when it runs at or ahead of the wall clock: once each time the syncer
+    /// starts ([`SqlStore::with_clock_stepped`]; the simulation's restarts,
+    /// which keep their store, call this; not the tools such as `sdsync
+    /// status`, which open a store too).
     ///
     /// Why: while peers' faster clocks keep this device's clock ahead of its
     /// wall clock, each change it issues gets the clock + 1. A whole folder
@@ -92,13 +101,6 @@ impl SqlStore {
     /// mixer), so a simulated seed replays the same. Cost: one write when the
     /// syncer starts on a clock ahead of the wall clock; no step otherwise (the
     /// next change then takes the wall clock, later than the copy's).
-    pub fn with_clock_stepped(self) -> Result<Self, StoreError> {
-        self.step_clock()?;
-        Ok(self)
-    }
-
-    /// [`SqlStore::with_clock_stepped`] on a store already open (the
-    /// simulation's syncer restarts keep their store).
     pub fn step_clock(&self) -> Result<(), StoreError> {
         let conn = &self.lib.conn;
         let (seq, hlc, wall): (i64, i64, i64) = self.sql(conn.query_row(
