@@ -113,6 +113,31 @@ impl Store for Meddler<'_> {
         self.inner().newest_of(origin, n)
     }
 
+    // These calls only touch `sync.db` and do not count toward the app's
+    // turn (unlike the older `sync.db` calls, kept as they were): counted,
+    // they moved the app's commit in almost every step, so every seed ran
+    // another schedule than before session 19, and what a seed found could
+    // not be told from what the change did.
+    fn note_points(&self, peer: &str, origin: &str, at: &[(i64, i64)]) -> Result<(), StoreError> {
+        self.inner.note_points(peer, origin, at)
+    }
+
+    fn relayed(&self, origin: &str) -> Result<Option<(i64, i64)>, StoreError> {
+        self.inner.relayed(origin)
+    }
+
+    fn reclaiming_here(&self, origin: &str, after: i64) -> Result<(), StoreError> {
+        self.inner.reclaiming_here(origin, after)
+    }
+
+    fn note_lost(&self, above: i64, upto: i64) -> Result<(), StoreError> {
+        self.inner.note_lost(above, upto)
+    }
+
+    fn lost(&self) -> Result<Vec<(i64, i64)>, StoreError> {
+        self.inner.lost()
+    }
+
     fn reuses(&self, seq: i64, hlc: i64) -> Result<bool, StoreError> {
         self.inner().reuses(seq, hlc)
     }

@@ -28,6 +28,7 @@ mod faults;
 mod gather;
 mod restore;
 mod schema;
+mod trace;
 mod writes;
 
 /// SplitMix64: small, fast, deterministic.
@@ -388,11 +389,8 @@ impl Sim {
                         self.report.data_msgs += 1;
                     }
                     if std::env::var_os("SDSYNC_SIM_SENDS").is_some() {
-                        self.trace.push(format!(
-                            "t={} d{from}->d{to}: {}",
-                            self.now,
-                            env.payload.kind()
-                        ));
+                        self.trace
+                            .push(trace::sent(self.now, from, to, &env.payload));
                     }
                     let bytes = encode(&env);
                     if self.faults && self.rng.chance(5) {
@@ -428,7 +426,7 @@ impl Sim {
             Event::Quarantined { reason, .. } if reason.contains(UNIQUE_CONFLICT) => {
                 self.report.conflicts += 1;
             }
-            Event::Restored { .. } if self.devices[d].restored => {}
+            Event::Restored { .. } | Event::Retaking { .. } if self.devices[d].restored => {}
             // A restored origin reports less than it once issued, until it
             // renumbers: peers stop vouching beyond what it says (safe).
             Event::WatermarkCut { origin, .. }
@@ -447,6 +445,7 @@ impl Sim {
             | Event::Quarantined { .. }
             | Event::WatermarkCut { .. }
             | Event::Restored { .. }
+            | Event::Retaking { .. }
             | Event::Stopped { .. }
             | Event::TwoCopies { .. } => {
                 self.problems

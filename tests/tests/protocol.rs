@@ -127,6 +127,7 @@ fn a_peer_clock_beyond_the_drift_is_refused() {
             incarnation: Default::default(),
             yours: vec![],
             your_clock: (0, 0),
+            relayed: None,
         },
     );
     let out = na.receive(&encode(&hello), NOW, &a).expect("receive");

@@ -41,8 +41,11 @@ const REGRESSIONS: &[u64] = &[
 /// clock peers had pushed ahead; 121: a lost change held only kept for a
 /// newer schema; 19, 99, 145: with a 2 s restore (session 18), a clock
 /// pushed ahead of the wall clock re-issued the lost pairs until the syncer
-/// stepped it at each start; see the README, "Backup and restore".)
-const WHOLE_REGRESSIONS: &[u64] = &[6, 7, 19, 66, 99, 108, 121, 145, 412, 495, 8557];
+/// stepped it at each start; 151, 683: the lost change was the device's
+/// last, superseded on every peer since, with every clock it announced
+/// older, told by the last changes peers took from it (session 19); see the
+/// README, "Backup and restore".)
+const WHOLE_REGRESSIONS: &[u64] = &[6, 7, 19, 66, 99, 108, 121, 145, 151, 412, 495, 683, 8557];
 
 fn restores() -> Restores {
     match (env("SDSYNC_SIM_RESTORES", 1), env("SDSYNC_SIM_WHOLE", 0)) {
@@ -63,8 +66,8 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn replay_hint(seed: u64) -> String {
-    let model = match restores() {
+fn replay_hint(seed: u64, restores: Restores) -> String {
+    let model = match restores {
         Restores::Off => "SDSYNC_SIM_RESTORES=0 ",
         Restores::Whole => "SDSYNC_SIM_WHOLE=1 ",
         Restores::Database => "",
@@ -78,6 +81,20 @@ fn replay_hint(seed: u64) -> String {
 fn seeds() {
     let count = env("SDSYNC_SIM_SEEDS", 500);
     let start = env("SDSYNC_SIM_START", 0);
+    run_seeds(count, start, restores());
+}
+
+/// Whole-folder restores (`sync.db` with the database) on seeds of their
+/// own in every test run since session 19, when the first 1,000 all
+/// converged: 250 by default (`SDSYNC_SIM_WHOLE_SEEDS`), from 0.
+#[test]
+fn whole_folder_seeds() {
+    run_seeds(env("SDSYNC_SIM_WHOLE_SEEDS", 250), 0, Restores::Whole);
+}
+
+/// Runs `count` seeds from `start` on two threads and fails listing every
+/// seed that did not converge, with its replay command.
+fn run_seeds(count: u64, start: u64, restores: Restores) {
     let next = AtomicU64::new(start);
     let failures = Mutex::new(Vec::new());
     let totals = Mutex::new(sim::Report::default());
@@ -89,14 +106,14 @@ fn seeds() {
                     if seed >= start + count {
                         break;
                     }
-                    match sim::run_model(seed, devices(seed), restores()) {
+                    match sim::run_model(seed, devices(seed), restores) {
                         Ok(r) => {
                             totals.lock().expect("totals").add(&r);
                         }
                         Err(e) => failures
                             .lock()
                             .expect("failures")
-                            .push(format!("seed {seed}: {e}\n{}", replay_hint(seed))),
+                            .push(format!("seed {seed}: {e}\n{}", replay_hint(seed, restores))),
                     }
                 }
             });
@@ -121,8 +138,8 @@ fn whole_folder_regression_seeds() {
     for &seed in WHOLE_REGRESSIONS {
         if let Err(e) = sim::run_model(seed, devices(seed), Restores::Whole) {
             panic!(
-                "whole-folder regression seed {seed}: {e}\nreplay: SDSYNC_SIM_WHOLE=1 SDSYNC_SIM_SEED={seed} \
-                 cargo test --release -p sdsync-tests --test simulation replay -- --nocapture"
+                "whole-folder regression seed {seed}: {e}\n{}",
+                replay_hint(seed, Restores::Whole)
             );
         }
     }
@@ -132,7 +149,10 @@ fn whole_folder_regression_seeds() {
 fn regression_seeds() {
     for &seed in REGRESSIONS {
         if let Err(e) = sim::run(seed, devices(seed)) {
-            panic!("regression seed {seed}: {e}\n{}", replay_hint(seed));
+            panic!(
+                "regression seed {seed}: {e}\n{}",
+                replay_hint(seed, restores())
+            );
         }
     }
 }

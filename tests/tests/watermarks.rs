@@ -319,3 +319,106 @@ fn a_peer_restored_after_serving_pages_makes_its_peers_pull_again() {
     }
     m.assert_identical();
 }
+
+/// A change a restore lost can reach a peer only after the restored device
+/// took its changes back from that peer: here A's t13 went A → B → C, B was
+/// restored (losing it) before A took its changes back from B, then B took
+/// A's origin from C again under t2's old number, and C was restored in turn
+/// before A took its changes back from C. Every watermark covers that number
+/// and only B holds t13, so nothing else would ever bring it to A and C:
+/// B's Hello names the range of A's changes it took from another device
+/// since A pulled its own changes from it (`relayed`: t1 to t13, twelve of
+/// them held by A's backup), which meets the range A's restore lost, and A
+/// takes its changes back from B again (simulation seed 333). Fails without
+/// it: B alone ends with t13.
+#[test]
+fn a_change_relayed_after_its_origin_took_its_changes_back_is_taken_back_again() {
+    let mut m = Mesh::new("restore-relay", 3);
+    let ida = m.devs[0].id.clone();
+    let empty_b = m.devs[1].dir.join("backup.db");
+    m.devs[1].exec(&format!("VACUUM INTO '{}'", empty_b.display()));
+    let empty_c = m.devs[2].dir.join("backup.db");
+    m.devs[2].exec(&format!("VACUUM INTO '{}'", empty_c.display()));
+    // Twelve changes the backup keeps, so B takes more of A's changes that
+    // A holds from the relay than the one it lacks.
+    let kept: Vec<String> = (1..=12).map(|i| format!("('t{i}', 'n{i}')")).collect();
+    m.devs[0].exec(&format!(
+        "INSERT INTO tags(uuid, canonical_name) VALUES {}",
+        kept.join(", ")
+    ));
+    let snapshot = m.devs[0].dir.join("backup.db");
+    m.devs[0].exec(&format!("VACUUM INTO '{}'", snapshot.display()));
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t13', 'lost')");
+    m.link(0, 1);
+    m.unlink(0, 1);
+    m.link(1, 2);
+    m.unlink(1, 2);
+    assert_eq!(m.devs[2].count("tags"), 13, "C took t13 from B");
+    m.restore(1, &empty_b);
+    m.restore(0, &snapshot);
+    // A takes its changes back from B, which lost t13; B takes none of A's
+    // pages meanwhile, so it pulls A's origin from C next, t13 with it.
+    m.link_dropping(0, 1, |from, _, env| from == 0 && Mesh::page_of(env, &ida));
+    m.unlink(0, 1);
+    m.link(1, 2);
+    m.unlink(1, 2);
+    assert_eq!(m.devs[1].count("tags"), 13, "B took t13 from C");
+    m.restore(2, &empty_c);
+    m.link(0, 2);
+    m.link(0, 1);
+    m.link(1, 2);
+    m.advance(10_000);
+    for d in 0..3 {
+        assert_eq!(m.devs[d].count("tags"), 13, "device {d}");
+    }
+    m.assert_identical();
+    let again = |e: &Event| matches!(e, Event::Retaking { .. });
+    assert_eq!(m.count_events(0, again), 1, "{:?}", m.events);
+}
+
+/// A whole folder (`sync.db` with it) restored from a copy older than its
+/// last change, where that change was superseded on the peer since and the
+/// clock the device last announced to the peer predates it: nothing the peer
+/// holds names the lost change, and the restored device's next write reuses
+/// its number. The peer keeps the last change it took from each origin itself
+/// and sends it back (`yours`), so A sees its number held under another HLC
+/// and renumbers (simulation seeds 151 and 683 with whole-folder restores).
+/// Fails without it: B never takes t3.
+#[test]
+fn a_whole_folder_restored_elsewhere_is_told_by_the_last_change_taken_from_it() {
+    let mut m = Mesh::new("restore-taken", 2);
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
+    m.link(0, 1);
+    let (db, sync) = (
+        m.devs[0].dir.join("backup.db"),
+        m.devs[0].dir.join("backup-sync.db"),
+    );
+    m.devs[0].exec(&format!("VACUUM INTO '{}'", db.display()));
+    rusqlite::Connection::open(m.devs[0].dir.join("sync.db"))
+        .and_then(|c| c.execute_batch(&format!("VACUUM INTO '{}'", sync.display())))
+        .expect("copy sync.db");
+    // A's change 2 reaches B pushed (no Hello announces it), and B's own
+    // write supersedes it there.
+    m.devs[0].exec("UPDATE tags SET color = 'red' WHERE uuid = 't1'");
+    m.committed(0);
+    m.unlink(0, 1);
+    m.devs[1].exec("UPDATE tags SET color = 'blue' WHERE uuid = 't1'");
+    m.restore_folder(0, &db, &sync);
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t3', 'three')");
+    m.link(0, 1);
+    m.advance(10_000);
+    for d in 0..2 {
+        assert_eq!(m.devs[d].count("tags"), 2, "device {d}");
+    }
+    m.assert_identical();
+    let restored = |e: &Event| {
+        matches!(
+            e,
+            Event::Restored {
+                reused: Some(2),
+                ..
+            }
+        )
+    };
+    assert_eq!(m.count_events(0, restored), 1, "{:?}", m.events);
+}

@@ -138,6 +138,17 @@ pub enum Event {
         /// How many of its changes were renumbered.
         renumbered: i64,
     },
+    /// `peer` took changes of this device's own origin from other devices
+    /// after this device pulled its own changes from it, numbered in a
+    /// range a restore of this device lost: one may be a change it lacks,
+    /// which reached `peer` only later (a relay held it). This device takes
+    /// its changes back from `peer` again, above `after`.
+    Retaking {
+        /// The peer that holds them.
+        peer: String,
+        /// Where the pull starts.
+        after: i64,
+    },
     /// `peer` was restored from an older copy (it pulls its own origin back):
     /// this device stopped vouching for other origins and pulls them again.
     PeerRestored {
@@ -165,6 +176,7 @@ impl Event {
             self,
             Self::SchemaMismatch { .. }
                 | Self::Restored { .. }
+                | Self::Retaking { .. }
                 | Self::PeerRestored { .. }
                 | Self::Quarantined { .. }
                 | Self::ApplyFailed { .. }

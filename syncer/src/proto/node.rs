@@ -58,19 +58,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sdsync_core::hlc::Hlc;
-use sdsync_core::ids::MAX_SEQ;
-
 use crate::proto::message::{
     DecodeError, Envelope, Incarnation, PROTOCOL_VERSION, Payload, QuarantineSummary, decode,
 };
 use crate::proto::store::{Store, StoreError};
-use reports::{YOURS, reused};
+use hello::Holds;
 
 pub use crate::proto::event::{Event, Output};
 pub use peers::PeerState;
 
 mod copies;
+mod hello;
 mod pages;
 mod peers;
 mod pulls;
@@ -413,13 +411,19 @@ impl Node {
                 incarnation,
                 yours,
                 your_clock,
+                relayed,
             } => {
                 let (mut out, go_on) = self.on_incarnation(&peer, incarnation, now);
                 if !go_on {
                     return Ok(out);
                 }
                 self.on_quarantine_report(&peer, quarantined, store)?;
-                let holds = (watermarks, yours, your_clock);
+                let holds = Holds {
+                    marks: watermarks,
+                    yours,
+                    your_clock,
+                    relayed,
+                };
                 out.extend(self.on_hello(&peer, holds, hlc, reply, now, store)?);
                 let refused = out
                     .iter()
@@ -430,22 +434,23 @@ impl Node {
                 Ok(out)
             }
             Payload::Pull { origin, after } => {
-                let mut out = if origin == peer && after == 0 {
-                    match self.peer_restored(&peer, now, store) {
-                        Ok(out) => out,
-                        // Unanswered, the pull is retried, and this with it
-                        // (seed 8557: the app changed the schema meanwhile).
-                        Err(e) if e.is_transient() => {
-                            return Ok(vec![Output::Event(Event::Deferred {
-                                peer,
-                                origin,
-                                reason: e.to_string(),
-                            })]);
-                        }
-                        Err(e) => return Err(e),
-                    }
+                let own = if origin == peer {
+                    self.own_pull(&peer, after, now, store)
                 } else {
-                    Vec::new()
+                    Ok(Vec::new())
+                };
+                let mut out = match own {
+                    Ok(out) => out,
+                    // Unanswered, the pull is retried, and this with it
+                    // (seed 8557: the app changed the schema meanwhile).
+                    Err(e) if e.is_transient() => {
+                        return Ok(vec![Output::Event(Event::Deferred {
+                            peer,
+                            origin,
+                            reason: e.to_string(),
+                        })]);
+                    }
+                    Err(e) => return Err(e),
                 };
                 out.extend(self.on_pull(&peer, &origin, after, store)?);
                 Ok(out)
@@ -518,92 +523,17 @@ impl Node {
         None
     }
 
-    fn on_hello(
-        &mut self,
-        peer: &str,
-        (marks, yours, your_clock): Holds,
-        hlc: i64,
-        reply: bool,
-        now: u64,
-        store: &dyn Store,
-    ) -> Out {
-        let theirs = Hlc::from_i64(hlc).unwrap_or_default();
-        if theirs.ahead_of(now) > self.cfg.max_drift_ms {
-            let reason = format!(
-                "clock of device {peer} is {} ms ahead (HLC {theirs}; allowed drift {} ms)",
-                theirs.ahead_of(now),
-                self.cfg.max_drift_ms
-            );
-            self.pulls.retain(|_, pending| pending.peer != peer);
-            return Ok(vec![
-                Output::Event(Event::Refused {
-                    peer: peer.into(),
-                    reason: reason.clone(),
-                }),
-                self.send(peer, Payload::Refused { reason }),
-            ]);
-        }
-        let acks: BTreeMap<String, i64> = marks.into_iter().collect();
-        store.note_announced(peer, acks.get(peer).copied().unwrap_or(0), hlc)?;
-        let mut out = Vec::new();
-        let stale = self.newest.get(peer).is_some_and(|&newest| newest > hlc);
-        if let Some(&issued) = acks.get(peer).filter(|_| !stale) {
-            out.extend(self.origin_reports(peer, issued, store)?);
-        }
-        let ours: BTreeMap<String, i64> = store.watermarks()?.into_iter().collect();
-        self.failing.retain(|(p, _)| p != peer);
-        let p = self.peers.entry(peer.into()).or_default();
-        p.refused = None;
-        let their_of_me = acks.get(&self.me).copied().unwrap_or(0);
-        let first = !p.hello_seen;
-        p.hello_seen = true;
-        p.acks = acks.clone();
-        let had = ours.get(&self.me).copied().unwrap_or(0);
-        self.open_push(peer, their_of_me, first, their_of_me >= had);
-        // A reclaim moves the clock past everything the peer knows of it,
-        // or the next Hello would find the clock below that again.
-        let above = yours
-            .iter()
-            .map(|&(_, h)| h)
-            .fold(hlc.max(your_clock.1), i64::max);
-        if let Some(floor) = store.restored()? {
-            out.extend(self.reclaim(peer, (floor, had), None, above, now, store)?);
-        } else if their_of_me > had && their_of_me <= MAX_SEQ / 2 {
-            out.extend(self.reclaim(peer, (their_of_me, had), None, above, now, store)?);
-        } else if let Some(reused) = reused((&yours, your_clock), had, store)? {
-            let held = (their_of_me.max(reused), had);
-            out.extend(self.reclaim(peer, held, Some(reused), above, now, store)?);
+    /// `peer` pulls its own changes from here, above `after`: it was
+    /// restored. What it is served is forgotten from the range of its
+    /// changes taken from relays, and a pull from the start (the first after
+    /// a restore) makes this device pull everything again.
+    fn own_pull(&mut self, peer: &str, after: i64, now: u64, store: &dyn Store) -> Out {
+        store.reclaiming_here(peer, after)?;
+        if after == 0 {
+            self.peer_restored(peer, now, store)
         } else {
-            out.extend(self.reclaim_next(peer, now, store)?);
+            Ok(Vec::new())
         }
-        if reply {
-            out.push(self.hello(peer, false, store)?);
-        }
-        for (origin, seq) in acks {
-            let have = ours.get(&origin).copied().unwrap_or(0);
-            let doubted = self
-                .unverified
-                .get(&(peer.to_string(), origin.clone()))
-                .is_some_and(|&claim| claim >= seq);
-            if origin != self.me && seq > have && !self.pulls.contains_key(&origin) && !doubted {
-                out.push(self.start_pull(peer, &origin, have, now));
-            }
-        }
-        Ok(out)
-    }
-
-    fn hello(&self, peer: &str, reply: bool, store: &dyn Store) -> Result<Output, StoreError> {
-        let payload = Payload::Hello {
-            watermarks: store.watermarks()?,
-            hlc: store.hlc()?,
-            reply,
-            quarantined: store.quarantine_summary()?,
-            schema: store.schema()?,
-            incarnation: self.incarnation,
-            yours: store.newest_of(peer, YOURS)?,
-            your_clock: store.announced(peer)?,
-        };
-        Ok(self.send(peer, payload))
     }
 
     fn send(&self, to: &str, payload: Payload) -> Output {
@@ -620,11 +550,6 @@ impl Node {
             .map(|(k, _)| k.clone())
     }
 }
-
-/// What a Hello says its sender holds: its watermarks `(origin, seq)`, the
-/// newest changes of the receiver's own origin `(seq, hlc)`, and the highest
-/// clock the receiver announced to it.
-type Holds = (Vec<(String, i64)>, Vec<(i64, i64)>, (i64, i64));
 
 fn malformed(e: &DecodeError) -> Output {
     Output::Event(Event::Malformed {

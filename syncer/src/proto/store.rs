@@ -146,9 +146,30 @@ pub trait Store {
     /// store opened: the sequence its peers may hold (until [`Store::restamp`]).
     fn restored(&self) -> Result<Option<i64>, StoreError>;
     /// The newest changes of `origin` this device holds, as `(seq, hlc)`,
-    /// newest first, at most `n`: a Hello carries them to `origin`, which
+    /// newest first, at most `n`, then the last ones it took from `origin`
+    /// itself (held still or not): a Hello carries them to `origin`, which
     /// checks they are its own (see [`Store::reuses`]).
     fn newest_of(&self, origin: &str, n: usize) -> Result<Vec<(i64, i64)>, StoreError>;
+    /// A page of `origin` with changes `points` `(seq, hlc)` arrived from
+    /// `peer` and is about to apply: keeps the points [`Store::newest_of`]
+    /// and [`Store::relayed`] send back to the origin (`sqlstore::points`).
+    fn note_points(
+        &self,
+        peer: &str,
+        origin: &str,
+        points: &[(i64, i64)],
+    ) -> Result<(), StoreError>;
+    /// The range of numbers of `origin`'s changes this device took from
+    /// other devices since `origin` last pulled its own changes from here
+    /// (kept only for an origin that ever did: a restored one).
+    fn relayed(&self, origin: &str) -> Result<Option<(i64, i64)>, StoreError>;
+    /// `origin` pulls its own changes back from here, above `after`.
+    fn reclaiming_here(&self, origin: &str, after: i64) -> Result<(), StoreError>;
+    /// A restore lost this device's own changes numbered above `above` up
+    /// to `upto`, where its renumbering started.
+    fn note_lost(&self, above: i64, upto: i64) -> Result<(), StoreError>;
+    /// The ranges kept by [`Store::note_lost`], `(above, upto)`.
+    fn lost(&self) -> Result<Vec<(i64, i64)>, StoreError>;
     /// Whether this device's own history contradicts a peer holding its
     /// change `(seq, hlc)`: it holds another change under that number, or
     /// (where its numbers and HLCs rise together) a change numbered below it

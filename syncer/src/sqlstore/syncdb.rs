@@ -83,9 +83,8 @@ impl std::fmt::Display for DeadLetter {
 
 /// Opens `sync.db` in WAL mode: a commit costs one fsync (the rollback
 /// journal it used to be in cost three). Commits are durable (`synchronous =
-/// FULL`, SQLite's default) except the two a syncer makes for every page and
-/// commit, which may be lost to a power loss because they are learnt again
-/// (see [`relaxed`]).
+/// FULL`, SQLite's default) except the three a syncer makes for every page and
+/// commit, which a power loss may take back (see [`relaxed`]).
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     // Best effort: another process holding the file in the old mode keeps it
@@ -98,11 +97,13 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
 /// a rollback journal NORMAL is not safe against power loss): atomic, and
 /// safe from the process being killed, without waiting for the disk. For what
 /// a syncer writes for every page it takes from an origin (what the origin
-/// reported issuing: it says so again with its next page) and for every local
-/// commit (the own-clock record: it only ever lags the library after a power
-/// loss, so a restore is still told from the library being behind it). These
-/// fsyncs were on the path between a commit and its peers seeing it.
-fn relaxed<T>(
+/// reported issuing: it says so again with its next page; and the last change
+/// taken from it, `points::note`: a power loss may cost the newest, and with
+/// them the evidence of a restore that reused their numbers) and for every
+/// local commit (the own-clock record: it only ever lags the library after a
+/// power loss, so a restore is still told from the library being behind it).
+/// These fsyncs were on the path between a commit and its peers seeing it.
+pub(super) fn relaxed<T>(
     conn: &Connection,
     write: impl FnOnce(&Connection) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<T> {
@@ -139,9 +140,11 @@ pub fn ensure(conn: &Connection) -> rusqlite::Result<()> {
                FROM dead_letters_v1 GROUP BY peer, what; \
              DROP TABLE dead_letters_v1;",
         )?;
-        return tx.commit();
+        tx.commit()?;
+    } else {
+        conn.execute_batch(SCHEMA)?;
     }
-    conn.execute_batch(SCHEMA)
+    super::points::ensure(conn)
 }
 
 /// Records a failure: a new row for a new `(peer, cause)`, else one more count.

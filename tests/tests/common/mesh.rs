@@ -116,13 +116,24 @@ impl Mesh {
     /// Replaces device `i`'s database with the file at `snapshot` (a restore
     /// from a backup, the syncer stopped), and starts its syncer again.
     pub fn restore(&mut self, i: usize, snapshot: &std::path::Path) {
+        self.restore_files(i, &[("database.db", snapshot)]);
+    }
+
+    /// Restores the whole folder of device `i`: its database from `db` and
+    /// `sync.db` from `sync` (copies taken together).
+    pub fn restore_folder(&mut self, i: usize, db: &std::path::Path, sync: &std::path::Path) {
+        self.restore_files(i, &[("database.db", db), ("sync.db", sync)]);
+    }
+
+    fn restore_files(&mut self, i: usize, files: &[(&str, &std::path::Path)]) {
         let Dev { dir, id, .. } = self.devs.remove(i);
-        // Every connection to the old file is gone with the old store.
-        let db = dir.join("database.db");
-        for suffix in ["-wal", "-shm"] {
-            let _ = std::fs::remove_file(dir.join(format!("database.db{suffix}")));
+        // Every connection to the old files is gone with the old store.
+        for (name, snapshot) in files {
+            for suffix in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(dir.join(format!("{name}{suffix}")));
+            }
+            std::fs::copy(snapshot, dir.join(name)).expect("restore the copy");
         }
-        std::fs::copy(snapshot, &db).expect("restore the copy");
         let home = Home::open(&dir, &extension_path()).expect("open");
         let (store, _, _) = home.syncer_parts().expect("store");
         let mut node = Node::new(&id, "lib", Config::default());

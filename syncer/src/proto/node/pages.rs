@@ -77,6 +77,10 @@ impl Node {
         if complete.is_none() && self.pulls.contains_key(origin) && !mine {
             return Ok(out);
         }
+        if origin != self.me {
+            let points: Vec<(i64, i64)> = changes.iter().map(|c| (c.seq, c.hlc)).collect();
+            store.note_points(peer, origin, &points)?;
+        }
         let quarantined = match store.apply(peer, changes, complete) {
             Ok(q) => q,
             Err(e) if e.is_transient() => return Ok(self.deferred(peer, origin, have, &e, now)),
