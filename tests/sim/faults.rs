@@ -122,20 +122,20 @@ impl Store for Meddler<'_> {
         self.inner.note_points(peer, origin, at)
     }
 
-    fn relayed(&self, origin: &str) -> Result<Option<(i64, i64)>, StoreError> {
+    fn relayed(&self, origin: &str) -> Result<Option<i64>, StoreError> {
         self.inner.relayed(origin)
     }
 
-    fn reclaiming_here(&self, origin: &str, after: i64) -> Result<(), StoreError> {
-        self.inner.reclaiming_here(origin, after)
+    fn reclaiming_here(&self, origin: &str) -> Result<(), StoreError> {
+        self.inner.reclaiming_here(origin)
     }
 
-    fn note_lost(&self, above: i64, upto: i64) -> Result<(), StoreError> {
-        self.inner.note_lost(above, upto)
+    fn note_renumbered(&self, base: i64) -> Result<(), StoreError> {
+        self.inner.note_renumbered(base)
     }
 
-    fn lost(&self) -> Result<Vec<(i64, i64)>, StoreError> {
-        self.inner.lost()
+    fn renumbered(&self) -> Result<Option<i64>, StoreError> {
+        self.inner.renumbered()
     }
 
     fn reuses(&self, seq: i64, hlc: i64) -> Result<bool, StoreError> {

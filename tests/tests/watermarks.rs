@@ -328,9 +328,10 @@ fn a_peer_restored_after_serving_pages_makes_its_peers_pull_again() {
 /// and only B holds t13, so nothing else would ever bring it to A and C:
 /// B's Hello names the range of A's changes it took from another device
 /// since A pulled its own changes from it (`relayed`: t1 to t13, twelve of
-/// them held by A's backup), which meets the range A's restore lost, and A
-/// takes its changes back from B again (simulation seed 333). Fails without
-/// it: B alone ends with t13.
+/// them held by A's backup, and A wrote t14 under t13's number after the
+/// restore), which starts below where A's restore renumbered its changes,
+/// and A takes its changes back from B again (simulation seed 333). Fails
+/// without it: B alone ends with t13.
 #[test]
 fn a_change_relayed_after_its_origin_took_its_changes_back_is_taken_back_again() {
     let mut m = Mesh::new("restore-relay", 3);
@@ -356,6 +357,9 @@ fn a_change_relayed_after_its_origin_took_its_changes_back_is_taken_back_again()
     assert_eq!(m.devs[2].count("tags"), 13, "C took t13 from B");
     m.restore(1, &empty_b);
     m.restore(0, &snapshot);
+    // A writes at once, under the number t13 had: what the restored copy
+    // held no longer bounds what it lost.
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t14', 'new')");
     // A takes its changes back from B, which lost t13; B takes none of A's
     // pages meanwhile, so it pulls A's origin from C next, t13 with it.
     m.link_dropping(0, 1, |from, _, env| from == 0 && Mesh::page_of(env, &ida));
@@ -369,7 +373,7 @@ fn a_change_relayed_after_its_origin_took_its_changes_back_is_taken_back_again()
     m.link(1, 2);
     m.advance(10_000);
     for d in 0..3 {
-        assert_eq!(m.devs[d].count("tags"), 13, "device {d}");
+        assert_eq!(m.devs[d].count("tags"), 14, "device {d}");
     }
     m.assert_identical();
     let again = |e: &Event| matches!(e, Event::Retaking { .. });

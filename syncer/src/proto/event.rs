@@ -139,14 +139,16 @@ pub enum Event {
         renumbered: i64,
     },
     /// `peer` took changes of this device's own origin from other devices
-    /// after this device pulled its own changes from it, numbered in a
-    /// range a restore of this device lost: one may be a change it lacks,
+    /// after this device pulled its own changes from it, under numbers from
+    /// before its restore renumbered them: one may be a change it lacks,
     /// which reached `peer` only later (a relay held it). This device takes
-    /// its changes back from `peer` again, above `after`.
+    /// its changes back from `peer` again.
     Retaking {
         /// The peer that holds them.
         peer: String,
-        /// Where the pull starts.
+        /// Just below the lowest number `peer` took from relays: where the
+        /// pull starts, unless it waits behind other reclaims (then from the
+        /// start).
         after: i64,
     },
     /// `peer` was restored from an older copy (it pulls its own origin back):

@@ -92,13 +92,14 @@ pub enum Payload {
         /// folder was restored or copied, even when every change the sender
         /// holds of the lost history was superseded there.
         your_clock: (i64, i64),
-        /// The range of numbers of the receiver's own changes the sender
-        /// took from other devices since the receiver last pulled its own
+        /// The lowest number of the receiver's own changes the sender took
+        /// from other devices since the receiver last pulled its own
         /// changes from the sender (only for a receiver that ever did: a
-        /// restored one). Where it meets a range the receiver's restores
-        /// lost, the receiver takes its changes back again
-        /// (`sqlstore::points`).
-        relayed: Option<(i64, i64)>,
+        /// restored one). At or below where the receiver's last restore
+        /// renumbered its changes, the sender may hold one the receiver
+        /// lost, and the receiver takes its changes back again
+        /// (`sqlstore::points`, `Node::retake`).
+        relayed: Option<i64>,
     },
     /// Asks for the changes of `origin` above sequence `after`: starts (or
     /// restarts there) a stream of pages, paced by [`Payload::Ack`]s.
@@ -278,7 +279,7 @@ mod tests {
                 incarnation: Incarnation { since_ms: 1, id: 2 },
                 yours: vec![(7, 7 << 16)],
                 your_clock: (9, 9 << 16),
-                relayed: Some((3, 5)),
+                relayed: Some(3),
                 schema: vec![TableLayout {
                     table: "tags".into(),
                     class: "shared".into(),

@@ -524,11 +524,12 @@ impl Node {
     }
 
     /// `peer` pulls its own changes from here, above `after`: it was
-    /// restored. What it is served is forgotten from the range of its
-    /// changes taken from relays, and a pull from the start (the first after
-    /// a restore) makes this device pull everything again.
+    /// restored. The lowest of its changes taken from relays is forgotten
+    /// (this pull serves what the peer may lack), and a pull from the
+    /// start (a restore's reclaim, or a retake resumed) makes this device
+    /// pull everything again.
     fn own_pull(&mut self, peer: &str, after: i64, now: u64, store: &dyn Store) -> Out {
-        store.reclaiming_here(peer, after)?;
+        store.reclaiming_here(peer)?;
         if after == 0 {
             self.peer_restored(peer, now, store)
         } else {

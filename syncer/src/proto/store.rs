@@ -159,17 +159,16 @@ pub trait Store {
         origin: &str,
         points: &[(i64, i64)],
     ) -> Result<(), StoreError>;
-    /// The range of numbers of `origin`'s changes this device took from
-    /// other devices since `origin` last pulled its own changes from here
-    /// (kept only for an origin that ever did: a restored one).
-    fn relayed(&self, origin: &str) -> Result<Option<(i64, i64)>, StoreError>;
-    /// `origin` pulls its own changes back from here, above `after`.
-    fn reclaiming_here(&self, origin: &str, after: i64) -> Result<(), StoreError>;
-    /// A restore lost this device's own changes numbered above `above` up
-    /// to `upto`, where its renumbering started.
-    fn note_lost(&self, above: i64, upto: i64) -> Result<(), StoreError>;
-    /// The ranges kept by [`Store::note_lost`], `(above, upto)`.
-    fn lost(&self) -> Result<Vec<(i64, i64)>, StoreError>;
+    /// The lowest number of `origin`'s changes this device took from other
+    /// devices since `origin` last pulled its own changes from here (kept
+    /// only for an origin that ever did: a restored one).
+    fn relayed(&self, origin: &str) -> Result<Option<i64>, StoreError>;
+    /// `origin` pulls its own changes back from here: forgets that number.
+    fn reclaiming_here(&self, origin: &str) -> Result<(), StoreError>;
+    /// A restore renumbered every change of this device's own above `base`.
+    fn note_renumbered(&self, base: i64) -> Result<(), StoreError>;
+    /// The highest base kept by [`Store::note_renumbered`].
+    fn renumbered(&self) -> Result<Option<i64>, StoreError>;
     /// Whether this device's own history contradicts a peer holding its
     /// change `(seq, hlc)`: it holds another change under that number, or
     /// (where its numbers and HLCs rise together) a change numbered below it

@@ -445,20 +445,20 @@ impl Store for SqlStore {
         Ok(points::note(&self.sync, peer, origin, at)?)
     }
 
-    fn relayed(&self, origin: &str) -> Result<Option<(i64, i64)>, StoreError> {
+    fn relayed(&self, origin: &str) -> Result<Option<i64>, StoreError> {
         Ok(points::relayed(&self.sync, origin)?)
     }
 
-    fn reclaiming_here(&self, origin: &str, after: i64) -> Result<(), StoreError> {
-        Ok(points::reclaiming_here(&self.sync, origin, after)?)
+    fn reclaiming_here(&self, origin: &str) -> Result<(), StoreError> {
+        Ok(points::reclaiming_here(&self.sync, origin)?)
     }
 
-    fn note_lost(&self, above: i64, upto: i64) -> Result<(), StoreError> {
-        Ok(points::note_lost(&self.sync, above, upto)?)
+    fn note_renumbered(&self, base: i64) -> Result<(), StoreError> {
+        Ok(points::note_renumbered(&self.sync, base)?)
     }
 
-    fn lost(&self) -> Result<Vec<(i64, i64)>, StoreError> {
-        Ok(points::lost(&self.sync)?)
+    fn renumbered(&self) -> Result<Option<i64>, StoreError> {
+        Ok(points::renumbered(&self.sync)?)
     }
 
     fn reuses(&self, seq: i64, hlc: i64) -> Result<bool, StoreError> {

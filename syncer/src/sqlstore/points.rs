@@ -1,7 +1,7 @@
 //! What this device keeps in `sync.db` of other devices' histories to send
-//! back to them (points `(seq, HLC)` and ranges of numbers), so a device
+//! back to them (points `(seq, HLC)` and lowest numbers), so a device
 //! whose folder went back can tell what it lost even when nothing current
-//! names it; and, of its own, the ranges its restores lost.
+//! names it; and, of its own, where its restores renumbered its changes.
 //!
 //! ```no_run
 //! # let sync = rusqlite::Connection::open_in_memory().unwrap();
@@ -19,16 +19,16 @@
 //!   wrote under its number again, is told even when the change was superseded
 //!   here since and no clock the origin announced covers it (simulation seeds
 //!   151 and 683 with whole-folder restores).
-//! - **Relayed**: the range of numbers of an origin's changes this device
+//! - **Relayed**: the lowest number of an origin's changes this device
 //!   took from other devices since the origin last pulled its own changes
 //!   from here (kept only for an origin that ever did: a restored one). Such
 //!   a change may be one the origin lost, which the relay held when the
 //!   origin took its changes back from it, or which reached the relay only
 //!   later: nothing else would ever make the origin ask for it again, since
 //!   every watermark covers its number (simulation seed 333, README "Backup
-//!   and restore"). The origin keeps the ranges its restores lost (`lost`,
-//!   its own side) and takes its changes back from here again when the two
-//!   meet; that pull forgets the range it serves.
+//!   and restore"). The origin keeps where its last restore's renumbering
+//!   started (`renumbered`, its own side) and takes its changes back from
+//!   here again when that number is at or below it; that pull forgets it.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -38,32 +38,28 @@ use super::syncdb::relaxed;
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS taken(
   origin TEXT NOT NULL, seq INTEGER NOT NULL, hlc INTEGER NOT NULL, PRIMARY KEY (origin, seq));
-CREATE TABLE IF NOT EXISTS relayed(
-  origin TEXT PRIMARY KEY, lo INTEGER NOT NULL, hi INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS relayed(origin TEXT PRIMARY KEY, lowest INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS reclaimed_here(origin TEXT PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS lost(above INTEGER NOT NULL, upto INTEGER NOT NULL, PRIMARY KEY (above, upto));";
+CREATE TABLE IF NOT EXISTS renumbered(one INTEGER PRIMARY KEY CHECK (one = 1), base INTEGER NOT NULL);";
 
 /// How many points taken from each origin itself are kept: the restored
 /// device's first new changes must not at once push the telling one out.
 pub(crate) const TAKEN: i64 = 8;
-
-/// How many ranges its restores lost a device keeps (the latest).
-const LOST: i64 = 16;
 
 /// Creates the tables.
 pub fn ensure(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA)
 }
 
-/// A page of `origin` holding changes numbered `seqs` arrived from `peer`;
+/// A page of `origin` holding changes `points` arrived from `peer`;
 /// called before it applies, so a crash after the apply cannot lose what the
 /// page brought (a page that then fails is at worst taken back for nothing).
 /// From the origin itself its last change `(seq, hlc)` is kept [`relaxed`]:
 /// written for every such page; a power loss may cost the newest points,
 /// and with them the evidence of a restore that reused their numbers. From a
-/// relay, for an origin that pulled its own changes from here, the range
-/// grows to cover the page (with the default durability: it is the only
-/// trace; a page inside the range writes nothing).
+/// relay, for an origin that pulled its own changes from here, the lowest
+/// number is kept (with the default durability: it is the only trace; a
+/// page above it writes nothing, so a live stream relayed costs no fsync).
 pub fn note(
     conn: &Connection,
     peer: &str,
@@ -88,21 +84,17 @@ pub fn note(
             Ok(())
         });
     }
-    let lo = points.iter().map(|&(seq, _)| seq).min();
-    let hi = points.iter().map(|&(seq, _)| seq).max();
-    let (Some(lo), Some(hi)) = (lo, hi) else {
+    let Some(lowest) = points.iter().map(|&(seq, _)| seq).min() else {
         return Ok(());
     };
-    if !reclaimed_here(conn, origin)?
-        || relayed(conn, origin)?.is_some_and(|(l, h)| l <= lo && hi <= h)
-    {
+    if !reclaimed_here(conn, origin)? || relayed(conn, origin)?.is_some_and(|l| l <= lowest) {
         return Ok(());
     }
     conn.prepare_cached(
-        "INSERT INTO relayed(origin, lo, hi) VALUES (?1, ?2, ?3) \
-         ON CONFLICT(origin) DO UPDATE SET lo = min(lo, excluded.lo), hi = max(hi, excluded.hi)",
+        "INSERT INTO relayed(origin, lowest) VALUES (?1, ?2) \
+         ON CONFLICT(origin) DO UPDATE SET lowest = min(lowest, excluded.lowest)",
     )?
-    .execute(params![origin, lo, hi])?;
+    .execute(params![origin, lowest])?;
     Ok(())
 }
 
@@ -118,59 +110,47 @@ pub fn taken(conn: &Connection, origin: &str) -> rusqlite::Result<Vec<(i64, i64)
         .collect()
 }
 
-/// The range of numbers of `origin`'s changes taken from relays since it
+/// The lowest number of `origin`'s changes taken from relays since it
 /// last pulled its own changes from here.
-pub fn relayed(conn: &Connection, origin: &str) -> rusqlite::Result<Option<(i64, i64)>> {
-    conn.prepare_cached("SELECT lo, hi FROM relayed WHERE origin = ?1")?
-        .query_row([origin], |r| Ok((r.get(0)?, r.get(1)?)))
+pub fn relayed(conn: &Connection, origin: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT lowest FROM relayed WHERE origin = ?1")?
+        .query_row([origin], |r| r.get(0))
         .optional()
 }
 
-/// `origin` pulls its own changes from here, above `after` (only a
-/// restored device does): from now on its changes taken from relays are
-/// kept, and the range kept so far forgets what this pull serves (above
-/// `after`), when the pull arrives: were the origin to crash before it
-/// applied them, it resumes its reclaims from the start (its list is
-/// durable), which serves them again.
-pub fn reclaiming_here(conn: &Connection, origin: &str, after: i64) -> rusqlite::Result<()> {
+/// `origin` pulls its own changes from here (only a restored device does):
+/// from now on the lowest of its changes taken from relays is kept, and the
+/// one kept so far is forgotten when the pull arrives. The pull starts
+/// below it (see `Node::retake`); were the origin to crash before it
+/// applied what it is served, its durable list resumes the reclaim from the
+/// start, which serves it again.
+pub fn reclaiming_here(conn: &Connection, origin: &str) -> rusqlite::Result<()> {
     let tx = conn.unchecked_transaction()?;
     tx.execute(
         "INSERT OR IGNORE INTO reclaimed_here(origin) VALUES (?1)",
         [origin],
     )?;
-    tx.execute(
-        "DELETE FROM relayed WHERE origin = ?1 AND lo > ?2",
-        params![origin, after],
-    )?;
-    tx.execute(
-        "UPDATE relayed SET hi = min(hi, ?2) WHERE origin = ?1",
-        params![origin, after],
-    )?;
+    tx.execute("DELETE FROM relayed WHERE origin = ?1", [origin])?;
     tx.commit()
 }
 
-/// This device's restore lost its own changes numbered above `above` up to
-/// `upto` (where renumbering started): a change of its own in that range
-/// that a peer takes from a relay later may be one it lacks. The latest
-/// [`LOST`] ranges are kept.
-pub fn note_lost(conn: &Connection, above: i64, upto: i64) -> rusqlite::Result<()> {
-    let tx = conn.unchecked_transaction()?;
-    tx.execute(
-        "INSERT OR IGNORE INTO lost(above, upto) VALUES (?1, ?2)",
-        params![above, upto],
-    )?;
-    tx.execute(
-        "DELETE FROM lost WHERE upto < (SELECT upto FROM lost ORDER BY upto DESC LIMIT 1 OFFSET ?1)",
-        [LOST - 1],
-    )?;
-    tx.commit()
+/// This device's restore renumbered every change of its own above `base`:
+/// a change of its own numbered at or below it that a peer takes from a
+/// relay later is either one it lacks (lost with the restore) or a copy of
+/// one it renumbered. The highest such base is kept.
+pub fn note_renumbered(conn: &Connection, base: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO renumbered(one, base) VALUES (1, ?1) \
+         ON CONFLICT(one) DO UPDATE SET base = max(base, excluded.base)",
+        [base],
+    )
+    .map(|_| ())
 }
 
-/// The ranges kept by [`note_lost`], `(above, upto)`.
-pub fn lost(conn: &Connection) -> rusqlite::Result<Vec<(i64, i64)>> {
-    conn.prepare_cached("SELECT above, upto FROM lost ORDER BY upto")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect()
+/// The base kept by [`note_renumbered`], if this device was ever restored.
+pub fn renumbered(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT base FROM renumbered", [], |r| r.get(0))
+        .optional()
 }
 
 #[cfg(test)]
@@ -197,33 +177,28 @@ mod tests {
     }
 
     #[test]
-    fn relayed_ranges_are_kept_only_after_the_origin_reclaimed_here() {
+    fn relayed_numbers_are_kept_only_after_the_origin_reclaimed_here() {
         let conn = db();
         note(&conn, "b", "a", &[(5, 50)]).expect("note");
         assert_eq!(relayed(&conn, "a").expect("relayed"), None);
-        reclaiming_here(&conn, "a", 0).expect("reclaim");
+        reclaiming_here(&conn, "a").expect("reclaim");
         let page: Vec<(i64, i64)> = (30..45).map(|s| (s, s * 10)).collect();
         note(&conn, "b", "a", &page).expect("note");
         note(&conn, "c", "a", &[(3, 30)]).expect("note");
-        assert_eq!(relayed(&conn, "a").expect("relayed"), Some((3, 44)));
+        assert_eq!(relayed(&conn, "a").expect("relayed"), Some(3));
         assert!(taken(&conn, "a").expect("taken").is_empty());
-        reclaiming_here(&conn, "a", 29).expect("reclaim above 29");
-        assert_eq!(relayed(&conn, "a").expect("relayed"), Some((3, 29)));
-        reclaiming_here(&conn, "a", 0).expect("reclaim again");
+        reclaiming_here(&conn, "a").expect("reclaim again");
         assert_eq!(relayed(&conn, "a").expect("relayed"), None);
         note(&conn, "b", "a", &[(9, 90)]).expect("note");
-        assert_eq!(relayed(&conn, "a").expect("relayed"), Some((9, 9)));
+        assert_eq!(relayed(&conn, "a").expect("relayed"), Some(9));
     }
 
     #[test]
-    fn the_latest_lost_ranges_are_kept() {
+    fn the_highest_renumbering_base_is_kept() {
         let conn = db();
-        for n in 0..20 {
-            note_lost(&conn, n * 100, n * 100 + 50).expect("note");
-        }
-        let kept = lost(&conn).expect("lost");
-        assert_eq!(kept.len(), LOST as usize);
-        assert_eq!(kept[0], (400, 450));
-        assert_eq!(kept[15], (1900, 1950));
+        assert_eq!(renumbered(&conn).expect("read"), None);
+        note_renumbered(&conn, 1 << 21).expect("note");
+        note_renumbered(&conn, 1 << 20).expect("note");
+        assert_eq!(renumbered(&conn).expect("read"), Some(1 << 21));
     }
 }

@@ -133,7 +133,7 @@ pub(super) struct Holds {
     pub(super) yours: Vec<(i64, i64)>,
     /// The highest clock the receiver announced to it.
     pub(super) your_clock: (i64, i64),
-    /// The range of the receiver's changes it took from other devices since
-    /// the receiver pulled its own changes from it.
-    pub(super) relayed: Option<(i64, i64)>,
+    /// The lowest number of the receiver's changes it took from other
+    /// devices since the receiver pulled its own changes from it.
+    pub(super) relayed: Option<i64>,
 }

@@ -53,17 +53,6 @@ pub(super) fn reused(
     Ok(None)
 }
 
-/// Where a pull of this device's own changes must start to bring those
-/// numbered in `(lo, hi)` that fall in one of the `lost` ranges `(above,
-/// upto)`: just below `lo`, but not below what the restored copy held.
-/// `None` when they meet no lost range.
-fn lost_within(lost: &[(i64, i64)], (lo, hi): (i64, i64)) -> Option<i64> {
-    lost.iter()
-        .filter(|&&(above, upto)| lo <= upto && hi > above)
-        .map(|&(above, _)| above.max(lo.saturating_sub(1)))
-        .min()
-}
-
 impl Node {
     /// A page found the database busy (an app holding the write lock): nothing
     /// was applied; pull it again after a backoff that grows while it lasts. Not
@@ -184,7 +173,7 @@ impl Node {
         store.reclaim_all(&peers)?;
         let base = self.above_claims(floor);
         let renumbered = store.restamp(base, hlc)?;
-        store.note_lost(had, base)?;
+        store.note_renumbered(base)?;
         self.reclaiming.insert(peer.into());
         let me = self.me.clone();
         Ok(vec![
@@ -253,37 +242,37 @@ impl Node {
         store.reclaimed(peer)
     }
 
-    /// `peer` took changes of this device's own origin numbered `relayed`
-    /// (a range) from other devices since this device last pulled its own
-    /// changes from it. Where that meets a range one of its restores lost
-    /// (above what the restored copy held, below where renumbering started),
-    /// one may be a lost change that reached `peer` only later: a relay held
-    /// it, or took it back from a device restored in turn (simulation seed
-    /// 333). Every watermark covers its number, so only pulling its own
-    /// changes from `peer` again brings it. The peer is listed durably first
-    /// (a crash midway resumes, from the start); the pull starts at the
-    /// lower of the two ranges' starts, and `peer` forgets what it served.
-    /// One reclaim at a time: while another runs or waits (a restore's own,
+    /// `peer` took changes of this device's own origin numbered from
+    /// `relayed` up from other devices since this device last pulled its own
+    /// changes from it. A restore renumbered every change this device held
+    /// above a base, so one numbered at or below the base (an old number)
+    /// is either a copy of one it renumbered or one the restore lost that
+    /// reached `peer` only later: a relay held it, or took it back from a
+    /// device restored in turn (simulation seed 333). Every watermark covers
+    /// its number, so only pulling its own changes from `peer` again brings
+    /// it. (Not only above what the restored copy held: that count
+    /// includes what the device wrote after the restore, under the very
+    /// numbers it reused.) The peer is listed durably first (status shows
+    /// it; a crash midway resumes from the start); the pull starts just
+    /// below `relayed`, and `peer` forgets it when the pull arrives. One
+    /// reclaim at a time: while another runs or waits (a restore's own,
     /// which must each reach its peer first: until then that peer's pages
     /// of other origins may lack what this device lost; simulation seed
-    /// 397), this one waits in the list ([`Node::reclaim_next`], from the
-    /// start).
+    /// 397), this one waits in the list ([`Node::reclaim_next`]) and starts
+    /// from the start, which makes `peer` pull everything again too.
     pub(super) fn retake(
         &mut self,
         peer: &str,
-        relayed: Option<(i64, i64)>,
+        relayed: Option<i64>,
         now: u64,
         store: &dyn Store,
     ) -> Out {
-        let Some((lo, hi)) = relayed else {
+        let Some(lo) = relayed else {
             return Ok(Vec::new());
         };
-        if self.reclaiming.contains(peer) {
+        if self.reclaiming.contains(peer) || store.renumbered()?.is_none_or(|base| lo > base) {
             return Ok(Vec::new());
         }
-        let Some(after) = lost_within(&store.lost()?, (lo, hi)) else {
-            return Ok(Vec::new());
-        };
         let mut list = store.reclaim_from()?;
         if list.iter().any(|p| p == peer) {
             return Ok(Vec::new());
@@ -291,6 +280,7 @@ impl Node {
         let idle = list.is_empty() && !self.pulls.contains_key(&self.me);
         list.push(peer.into());
         store.reclaim_all(&list)?;
+        let after = lo.saturating_sub(1).max(0);
         let mut out = vec![Output::Event(Event::Retaking {
             peer: peer.into(),
             after,
@@ -317,25 +307,5 @@ impl Node {
         self.reclaiming.insert(peer.into());
         let me = self.me.clone();
         Ok(vec![self.start_pull(peer, &me, 0, now)])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_relayed_range_meeting_a_lost_one_is_taken_back_from_where_both_start() {
-        let lost = [(10, 1_048_600), (2_000_000, 3_048_600)];
-        assert_eq!(lost_within(&lost, (1, 10)), None, "all held by the copy");
-        assert_eq!(lost_within(&lost, (1, 11)), Some(10));
-        assert_eq!(lost_within(&lost, (35, 35)), Some(34));
-        assert_eq!(
-            lost_within(&lost, (1_048_601, 1_999_999)),
-            None,
-            "renumbered"
-        );
-        assert_eq!(lost_within(&lost, (1_048_601, 2_000_005)), Some(2_000_000));
-        assert_eq!(lost_within(&[], (1, 5)), None, "never restored");
     }
 }
