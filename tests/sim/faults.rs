@@ -9,6 +9,7 @@
 
 use std::cell::{Cell, RefCell};
 
+use sdsync_syncer::library::Change;
 use sdsync_syncer::proto::message::QuarantineSummary;
 use sdsync_syncer::proto::store::{Quarantined, Retried, Slice, Store, StoreError};
 use sdsync_syncer::sqlstore::SqlStore;
@@ -118,8 +119,8 @@ impl Store for Meddler<'_> {
     // they moved the app's commit in almost every step, so every seed ran
     // another schedule than before session 19, and what a seed found could
     // not be told from what the change did.
-    fn note_points(&self, peer: &str, origin: &str, at: &[(i64, i64)]) -> Result<(), StoreError> {
-        self.inner.note_points(peer, origin, at)
+    fn note_points(&self, peer: &str, origin: &str, changes: &[Change]) -> Result<(), StoreError> {
+        self.inner.note_points(peer, origin, changes)
     }
 
     fn relayed(&self, origin: &str) -> Result<Option<i64>, StoreError> {

@@ -150,15 +150,10 @@ pub trait Store {
     /// itself (held still or not): a Hello carries them to `origin`, which
     /// checks they are its own (see [`Store::reuses`]).
     fn newest_of(&self, origin: &str, n: usize) -> Result<Vec<(i64, i64)>, StoreError>;
-    /// A page of `origin` with changes `points` `(seq, hlc)` arrived from
-    /// `peer` and is about to apply: keeps the points [`Store::newest_of`]
-    /// and [`Store::relayed`] send back to the origin (`sqlstore::points`).
-    fn note_points(
-        &self,
-        peer: &str,
-        origin: &str,
-        points: &[(i64, i64)],
-    ) -> Result<(), StoreError>;
+    /// A page of `origin` with `changes` arrived from `peer` and is about to
+    /// apply: keeps what [`Store::newest_of`] and [`Store::relayed`] send
+    /// back to the origin (`sqlstore::points`).
+    fn note_points(&self, peer: &str, origin: &str, changes: &[Change]) -> Result<(), StoreError>;
     /// The lowest number of `origin`'s changes this device took from other
     /// devices since `origin` last pulled its own changes from here (kept
     /// only for an origin that ever did: a restored one).

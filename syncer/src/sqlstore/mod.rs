@@ -441,8 +441,15 @@ impl Store for SqlStore {
         Ok(found)
     }
 
-    fn note_points(&self, peer: &str, origin: &str, at: &[(i64, i64)]) -> Result<(), StoreError> {
-        Ok(points::note(&self.sync, peer, origin, at)?)
+    fn note_points(&self, peer: &str, origin: &str, changes: &[Change]) -> Result<(), StoreError> {
+        if peer == origin {
+            if let Some(last) = changes.iter().max_by_key(|c| c.seq) {
+                points::note_taken(&self.sync, origin, last.seq, last.hlc)?;
+            }
+        } else if let Some(lowest) = changes.iter().map(|c| c.seq).min() {
+            points::note_relayed(&self.sync, origin, lowest)?;
+        }
+        Ok(())
     }
 
     fn relayed(&self, origin: &str) -> Result<Option<i64>, StoreError> {

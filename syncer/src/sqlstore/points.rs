@@ -7,7 +7,7 @@
 //! # let sync = rusqlite::Connection::open_in_memory().unwrap();
 //! use sdsync_syncer::sqlstore::points;
 //! points::ensure(&sync).unwrap();
-//! points::note(&sync, "dev-b", "dev-a", &[(7, 1 << 40)]).unwrap(); // a relay's page of dev-a
+//! points::note_relayed(&sync, "dev-a", 7).unwrap(); // a relay's page of dev-a
 //! assert_eq!(points::relayed(&sync, "dev-a").unwrap(), None); // dev-a never took its changes back here
 //! ```
 //!
@@ -51,42 +51,33 @@ pub fn ensure(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA)
 }
 
-/// A page of `origin` holding changes `points` arrived from `peer`;
-/// called before it applies, so a crash after the apply cannot lose what the
-/// page brought (a page that then fails is at worst taken back for nothing).
-/// From the origin itself its last change `(seq, hlc)` is kept [`relaxed`]:
-/// written for every such page; a power loss may cost the newest points,
-/// and with them the evidence of a restore that reused their numbers. From a
-/// relay, for an origin that pulled its own changes from here, the lowest
-/// number is kept (with the default durability: it is the only trace; a
-/// page above it writes nothing, so a live stream relayed costs no fsync).
-pub fn note(
-    conn: &Connection,
-    peer: &str,
-    origin: &str,
-    points: &[(i64, i64)],
-) -> rusqlite::Result<()> {
-    if peer == origin {
-        let Some(&(seq, hlc)) = points.iter().max() else {
-            return Ok(());
-        };
-        return relaxed(conn, |conn| {
-            conn.prepare_cached(
-                "INSERT INTO taken(origin, seq, hlc) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT(origin, seq) DO UPDATE SET hlc = excluded.hlc",
-            )?
-            .execute(params![origin, seq, hlc])?;
-            conn.prepare_cached(
-                "DELETE FROM taken WHERE origin = ?1 AND seq < \
-                 (SELECT seq FROM taken WHERE origin = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-            )?
-            .execute(params![origin, TAKEN - 1])?;
-            Ok(())
-        });
-    }
-    let Some(lowest) = points.iter().map(|&(seq, _)| seq).min() else {
-        return Ok(());
-    };
+/// A page of `origin` arrived from `origin` itself, its last change `(seq,
+/// hlc)`; called before it applies, so a crash after the apply cannot lose
+/// what the page brought. Kept [`relaxed`]: written for every such page; a
+/// power loss may cost the newest points, and with them the evidence of a
+/// restore that reused their numbers.
+pub fn note_taken(conn: &Connection, origin: &str, seq: i64, hlc: i64) -> rusqlite::Result<()> {
+    relaxed(conn, |conn| {
+        conn.prepare_cached(
+            "INSERT INTO taken(origin, seq, hlc) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(origin, seq) DO UPDATE SET hlc = excluded.hlc",
+        )?
+        .execute(params![origin, seq, hlc])?;
+        conn.prepare_cached(
+            "DELETE FROM taken WHERE origin = ?1 AND seq < \
+             (SELECT seq FROM taken WHERE origin = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+        )?
+        .execute(params![origin, TAKEN - 1])?;
+        Ok(())
+    })
+}
+
+/// A page of `origin` arrived from a relay, its lowest change numbered
+/// `lowest`; called before it applies. Kept only for an origin that pulled
+/// its own changes from here, with the default durability (it is the only
+/// trace), and written only when it goes below the number kept, so a
+/// relayed live stream costs no write.
+pub fn note_relayed(conn: &Connection, origin: &str, lowest: i64) -> rusqlite::Result<()> {
     if !reclaimed_here(conn, origin)? || relayed(conn, origin)?.is_some_and(|l| l <= lowest) {
         return Ok(());
     }
@@ -167,7 +158,7 @@ mod tests {
     fn the_last_points_taken_from_the_origin_itself_are_kept() {
         let conn = db();
         for seq in 1..=20 {
-            note(&conn, "a", "a", &[(seq, seq * 10), (seq - 1, 0)]).expect("note");
+            note_taken(&conn, "a", seq, seq * 10).expect("note");
         }
         let kept = taken(&conn, "a").expect("taken");
         assert_eq!(kept.len(), TAKEN as usize);
@@ -179,17 +170,17 @@ mod tests {
     #[test]
     fn relayed_numbers_are_kept_only_after_the_origin_reclaimed_here() {
         let conn = db();
-        note(&conn, "b", "a", &[(5, 50)]).expect("note");
+        note_relayed(&conn, "a", 5).expect("note");
         assert_eq!(relayed(&conn, "a").expect("relayed"), None);
         reclaiming_here(&conn, "a").expect("reclaim");
-        let page: Vec<(i64, i64)> = (30..45).map(|s| (s, s * 10)).collect();
-        note(&conn, "b", "a", &page).expect("note");
-        note(&conn, "c", "a", &[(3, 30)]).expect("note");
+        note_relayed(&conn, "a", 30).expect("note");
+        note_relayed(&conn, "a", 3).expect("note");
+        note_relayed(&conn, "a", 31).expect("note");
         assert_eq!(relayed(&conn, "a").expect("relayed"), Some(3));
         assert!(taken(&conn, "a").expect("taken").is_empty());
         reclaiming_here(&conn, "a").expect("reclaim again");
         assert_eq!(relayed(&conn, "a").expect("relayed"), None);
-        note(&conn, "b", "a", &[(9, 90)]).expect("note");
+        note_relayed(&conn, "a", 9).expect("note");
         assert_eq!(relayed(&conn, "a").expect("relayed"), Some(9));
     }
 

@@ -98,7 +98,7 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
 /// safe from the process being killed, without waiting for the disk. For what
 /// a syncer writes for every page it takes from an origin (what the origin
 /// reported issuing: it says so again with its next page; and the last change
-/// taken from it, `points::note`: a power loss may cost the newest, and with
+/// taken from it, `points::note_taken`: a power loss may cost the newest, and with
 /// them the evidence of a restore that reused their numbers) and for every
 /// local commit (the own-clock record: it only ever lags the library after a
 /// power loss, so a restore is still told from the library being behind it).

@@ -78,8 +78,7 @@ impl Node {
             return Ok(out);
         }
         if origin != self.me {
-            let points: Vec<(i64, i64)> = changes.iter().map(|c| (c.seq, c.hlc)).collect();
-            store.note_points(peer, origin, &points)?;
+            store.note_points(peer, origin, changes)?;
         }
         let quarantined = match store.apply(peer, changes, complete) {
             Ok(q) => q,
