@@ -5,11 +5,13 @@
 //! sim.check()?; // identical digests, nothing lost, no echo, empty log and quarantine
 //! ```
 
+use std::collections::BTreeMap;
+
 use rusqlite::params;
 use sdsync_syncer::library::digest;
 use sdsync_syncer::proto::store::Store;
 
-use super::{Device, Sim, diff};
+use super::{Device, Sim};
 
 /// What a device holds of rows, for failure reports.
 const HELD: &str = "SELECT tbl || ' ' || pk || ' seq ' || seq || ' wait ' || wait_pk || ' ' || reason || ' ' || json_extract(data, '$.parent_id') FROM sdsync_parked \
@@ -202,4 +204,18 @@ fn rows_of(conn: &rusqlite::Connection, sql: &str, pk: Option<&str>) -> Vec<Stri
             None => st.query_map([], |r| r.get(0))?.collect(),
         })
         .unwrap_or_default()
+}
+
+fn diff(a: &BTreeMap<String, Vec<String>>, b: &BTreeMap<String, Vec<String>>) -> String {
+    let mut out = String::new();
+    for (t, rows) in a {
+        let other = b.get(t).cloned().unwrap_or_default();
+        for r in rows.iter().filter(|r| !other.contains(r)) {
+            out += &format!("  only in 0: {t} {r}\n");
+        }
+        for r in other.iter().filter(|r| !rows.contains(r)) {
+            out += &format!("  only in i: {t} {r}\n");
+        }
+    }
+    out
 }

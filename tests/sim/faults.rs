@@ -3,7 +3,7 @@
 //! is used again right after.
 //!
 //! ```ignore
-//! let meddler = Meddler::new(&dev.store, 2, txn); // the app commits before the 3rd read
+//! let meddler = Meddler::new(&dev.store, 2, txn, false); // the app commits before the 3rd read
 //! dev.node.receive(&bytes, wall, &meddler);
 //! ```
 
@@ -24,6 +24,9 @@ use super::writes::{Outcome, Txn, run_txn};
 /// (`data_version`) is covered by the tests over files, not here.
 pub(super) struct Meddler<'a> {
     inner: &'a SqlStore,
+    /// Whether the calls added in session 19 count toward the app's turn
+    /// ([`super::Schedules::Shifted`]).
+    shifted: bool,
     calls: Cell<u32>,
     txn: RefCell<Option<Txn>>,
     /// What the app's transaction did, once it ran.
@@ -31,9 +34,10 @@ pub(super) struct Meddler<'a> {
 }
 
 impl<'a> Meddler<'a> {
-    pub fn new(inner: &'a SqlStore, calls: u32, txn: Txn) -> Self {
+    pub fn new(inner: &'a SqlStore, calls: u32, txn: Txn, shifted: bool) -> Self {
         Self {
             inner,
+            shifted,
             calls: Cell::new(calls),
             txn: RefCell::new(Some(txn)),
             ran: RefCell::new(None),
@@ -51,6 +55,15 @@ impl<'a> Meddler<'a> {
             *self.ran.borrow_mut() = Some((txn, outcome));
         }
         self.inner
+    }
+
+    /// A call that touches `sync.db` only: counted in shifted schedules.
+    fn sync_only(&self) -> &SqlStore {
+        if self.shifted {
+            self.inner()
+        } else {
+            self.inner
+        }
     }
 }
 
@@ -114,29 +127,28 @@ impl Store for Meddler<'_> {
         self.inner().newest_of(origin, n)
     }
 
-    // These calls only touch `sync.db` and do not count toward the app's
-    // turn (unlike the older `sync.db` calls, kept as they were): counted,
-    // they moved the app's commit in almost every step, so every seed ran
-    // another schedule than before session 19, and what a seed found could
-    // not be told from what the change did.
+    // These calls only touch `sync.db` and count toward the app's turn only
+    // in shifted schedules (unlike the older `sync.db` calls, kept as they
+    // were): counted, they move the app's commit in almost every step, so
+    // every seed runs another schedule than before session 19.
     fn note_points(&self, peer: &str, origin: &str, changes: &[Change]) -> Result<(), StoreError> {
-        self.inner.note_points(peer, origin, changes)
+        self.sync_only().note_points(peer, origin, changes)
     }
 
     fn relayed(&self, origin: &str) -> Result<Option<i64>, StoreError> {
-        self.inner.relayed(origin)
+        self.sync_only().relayed(origin)
     }
 
     fn reclaiming_here(&self, origin: &str) -> Result<(), StoreError> {
-        self.inner.reclaiming_here(origin)
+        self.sync_only().reclaiming_here(origin)
     }
 
     fn note_renumbered(&self, base: i64) -> Result<(), StoreError> {
-        self.inner.note_renumbered(base)
+        self.sync_only().note_renumbered(base)
     }
 
     fn renumbered(&self) -> Result<Option<i64>, StoreError> {
-        self.inner.renumbered()
+        self.sync_only().renumbered()
     }
 
     fn reuses(&self, seq: i64, hlc: i64) -> Result<bool, StoreError> {

@@ -205,6 +205,14 @@ impl Sim {
             6 if self.devices[d].upgraded && self.rng.chance(50) => {
                 format!("UPDATE entries SET note = 'n{val}-{me}' WHERE uuid = 'd{me}-e{key}'")
             }
+            // An entry moved under another top-level entry (no draw of its
+            // own, so seeds keep their schedules).
+            6 if val == 4 => format!(
+                "UPDATE entries SET parent_id = (SELECT id FROM entries WHERE uuid = 'd{me}-e{}' AND parent_id IS NULL) \
+                 WHERE uuid = 'd{me}-e{key}' AND uuid <> 'd{me}-e{}'",
+                name % 3,
+                name % 3
+            ),
             6 => format!("UPDATE entries SET size = {val} WHERE uuid = 'd{me}-e{key}'"),
             7 => format!("DELETE FROM entries WHERE uuid = 'd{me}-e{key}'"),
             // An album under a fresh uuid and a name an app UNIQUE index guards:
@@ -234,6 +242,15 @@ impl Sim {
                          INSERT OR IGNORE INTO collection_entries(uuid, collection_id, entry_id)
                            SELECT sdsync_uuid_v5('collection_entry', c.uuid || '/' || e.uuid), c.id, e.id
                            FROM collections c, entries e WHERE c.uuid = sdsync_uuid_v5('album', 'a{album}') AND e.uuid = '{entry}';"
+                    )
+                } else if val == 4 {
+                    // A membership moved to another device's entry, which
+                    // that device may be deleting meanwhile.
+                    format!(
+                        "UPDATE collection_entries SET entry_id = (SELECT id FROM entries WHERE uuid = 'd{}-e{}') \
+                         WHERE uuid = sdsync_uuid_v5('collection_entry', sdsync_uuid_v5('album', 'a{album}') || '/' || '{entry}')",
+                        (owner + 1) % self.devices.len() as u64,
+                        (key + name) % 6
                     )
                 } else {
                     format!(

@@ -595,3 +595,83 @@ fn a_child_moved_away_from_a_deleted_parent_waits_for_its_new_parent() {
     );
     assert_eq!(a.digest(), b.digest());
 }
+
+/// A membership moved to another entry while that entry's owner deletes it:
+/// wherever the move arrives first, the delete evicts the membership (parked,
+/// waiting for the entry); where the delete arrives first, the move cannot
+/// apply either, and the membership must go the same way rather than stay
+/// with its old entry (the order of two origins' changes is nobody's choice).
+#[test]
+fn a_row_moved_to_a_deleted_row_ends_the_same_in_either_order() {
+    let dir = temp_dir("moved-to-deleted");
+    let [a, b, c]: [Lib; 3] = ["a", "b", "c"].map(|n| Lib::create(&dir.join(format!("{n}.db"))));
+    a.exec("INSERT INTO entries(uuid, name) VALUES ('e1', 'one'), ('e2', 'two')");
+    copy_all(&a, &b);
+    b.exec(
+        "INSERT INTO collections(uuid, name) VALUES ('album', 'Best');
+         INSERT INTO collection_entries(uuid, collection_id, entry_id)
+           SELECT 'm', c.id, e.id FROM collections c, entries e WHERE e.uuid = 'e1';",
+    );
+    copy_all(&b, &a);
+    copy_all(&b, &c);
+    b.exec("UPDATE collection_entries SET entry_id = (SELECT id FROM entries WHERE uuid = 'e2')");
+    a.exec("DELETE FROM entries WHERE uuid = 'e2'");
+    copy_all(&b, &c); // C: the move, then the delete
+    copy_all(&a, &c);
+    copy_all(&b, &a); // A: the delete, then the move
+    for _ in 0..2 {
+        for (x, y) in [(&a, &b), (&b, &c), (&c, &a), (&b, &a), (&c, &b), (&a, &c)] {
+            copy_all(x, y);
+        }
+    }
+    assert_eq!(
+        c.count("collection_entries"),
+        0,
+        "the move, then the delete"
+    );
+    assert_eq!(a.digest(), c.digest());
+    assert_eq!(b.digest(), c.digest());
+}
+
+/// The same when the device never had the entry: the move waits for it, and
+/// the entry's tombstone, arriving later, takes the membership with it.
+#[test]
+fn a_row_moved_to_a_row_deleted_before_it_arrived_ends_the_same() {
+    let dir = temp_dir("moved-to-unseen");
+    let [a, b, c]: [Lib; 3] = ["a", "b", "c"].map(|n| Lib::create(&dir.join(format!("{n}.db"))));
+    a.exec("INSERT INTO entries(uuid, name) VALUES ('e1', 'one')");
+    copy_all(&a, &c);
+    a.exec("INSERT INTO entries(uuid, name) VALUES ('e2', 'two')");
+    copy_all(&a, &b);
+    b.exec(
+        "INSERT INTO collections(uuid, name) VALUES ('album', 'Best');
+         INSERT INTO collection_entries(uuid, collection_id, entry_id)
+           SELECT 'm', c.id, e.id FROM collections c, entries e WHERE e.uuid = 'e1';",
+    );
+    // C takes B's own changes only: it never has e2.
+    let own = |x: &Lib| -> Vec<Change> {
+        let me = x.device();
+        x.changes().into_iter().filter(|c| c.origin == me).collect()
+    };
+    apply(&c.conn, &own(&b)).expect("the membership");
+    b.exec("UPDATE collection_entries SET entry_id = (SELECT id FROM entries WHERE uuid = 'e2')");
+    apply(&c.conn, &own(&b)).expect("the move waits for e2");
+    assert_eq!(
+        c.count("collection_entries"),
+        1,
+        "the old membership stays meanwhile"
+    );
+    assert_eq!(c.int("SELECT count(*) FROM sdsync_parked"), 1);
+    a.exec("DELETE FROM entries WHERE uuid = 'e2'");
+    copy_all(&a, &c); // only e2's tombstone: its insert is superseded
+    assert_eq!(c.count("collection_entries"), 0, "the tombstone takes it");
+    copy_all(&a, &b);
+    for _ in 0..2 {
+        for (x, y) in [(&a, &b), (&b, &c), (&c, &a), (&b, &a), (&c, &b), (&a, &c)] {
+            copy_all(x, y);
+        }
+    }
+    assert_eq!(b.count("collection_entries"), 0);
+    assert_eq!(a.digest(), c.digest());
+    assert_eq!(b.digest(), c.digest());
+}

@@ -43,6 +43,21 @@ enum Op {
         key: u8,
         add: bool,
     },
+    /// Move a device's own entry under one of its top-level entries.
+    EntryMove {
+        db: usize,
+        key: u8,
+        parent: u8,
+    },
+    /// Move a membership to another entry (maybe another device's, maybe one
+    /// being deleted meanwhile).
+    MemberMove {
+        db: usize,
+        album: u8,
+        owner: usize,
+        key: u8,
+        to: (usize, u8),
+    },
     /// Send `from`'s changes to `to`, shuffled, maybe twice.
     Sync {
         from: usize,
@@ -61,6 +76,23 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (db.clone(), 0u8..6, any::<u16>()).prop_map(|(db, key, size)| Op::EntryUpdate { db, key, size }),
         1 => (db.clone(), 0u8..6).prop_map(|(db, key)| Op::EntryDelete { db, key }),
         2 => (db.clone(), 0u8..2, 0usize..4, 0u8..6, any::<bool>()).prop_map(|(db, album, owner, key, add)| Op::Member { db, album, owner, key, add }),
+        1 => (db.clone(), 0u8..6, 0u8..3).prop_map(|(db, key, parent)| Op::EntryMove { db, key, parent }),
+        1 => (db.clone(), 0u8..2, 0usize..4, 0u8..6, (0usize..4, 0u8..6)).prop_map(|(db, album, owner, key, to)| Op::MemberMove { db, album, owner, key, to }),
+        4 => (db.clone(), db, any::<u64>(), any::<bool>()).prop_map(|(from, to, seed, dup)| Op::Sync { from, to, seed, dup }),
+    ]
+}
+
+/// A narrow space of entries, memberships, moves and deletes, where a move
+/// to a row deleted meanwhile is likely (the whole space above rarely
+/// builds one: 2,000 cases on session 19's extension all passed).
+fn moves() -> impl Strategy<Value = Op> {
+    let db = 0usize..3;
+    prop_oneof![
+        2 => (db.clone(), 0u8..3, proptest::option::of(0u8..2)).prop_map(|(db, key, parent)| Op::EntryInsert { db, key, parent }),
+        1 => (db.clone(), 0u8..3).prop_map(|(db, key)| Op::EntryDelete { db, key }),
+        1 => (db.clone(), 0u8..3, 0u8..2).prop_map(|(db, key, parent)| Op::EntryMove { db, key, parent }),
+        2 => (db.clone(), 0usize..3, 0u8..3).prop_map(|(db, owner, key)| Op::Member { db, album: 0, owner, key, add: true }),
+        2 => (db.clone(), 0usize..3, 0u8..3, (0usize..3, 0u8..3)).prop_map(|(db, owner, key, to)| Op::MemberMove { db, album: 0, owner, key, to }),
         4 => (db.clone(), db, any::<u64>(), any::<bool>()).prop_map(|(from, to, seed, dup)| Op::Sync { from, to, seed, dup }),
     ]
 }
@@ -121,6 +153,29 @@ fn run(libs: &[Lib], op: &Op) {
                 ));
             }
         }
+        Op::EntryMove { db, key, parent } => {
+            let db = db % n;
+            libs[db].exec(&format!(
+                "UPDATE entries SET parent_id = (SELECT id FROM entries WHERE uuid = 'd{db}-e{parent}' AND parent_id IS NULL)
+                 WHERE uuid = 'd{db}-e{key}' AND uuid <> 'd{db}-e{parent}'"
+            ));
+        }
+        Op::MemberMove {
+            db,
+            album,
+            owner,
+            key,
+            to: (to_owner, to_key),
+        } => {
+            let (from, to) = (
+                format!("d{}-e{key}", owner % n),
+                format!("d{}-e{to_key}", to_owner % n),
+            );
+            libs[db % n].exec(&format!(
+                "UPDATE collection_entries SET entry_id = (SELECT id FROM entries WHERE uuid = '{to}')
+                 WHERE uuid = sdsync_uuid_v5('collection_entry', sdsync_uuid_v5('album', 'a{album}') || '/' || '{from}')"
+            ));
+        }
         Op::Sync {
             from,
             to,
@@ -166,33 +221,47 @@ proptest! {
 
     #[test]
     fn devices_converge(devices in 2usize..=4, ops in proptest::collection::vec(op(), 1..60)) {
-        let dir = temp_dir("prop");
-        let libs: Vec<Lib> = (0..devices).map(|i| {
+        converge(devices, &ops)?;
+    }
+
+    #[test]
+    fn references_moved_and_deleted_converge(ops in proptest::collection::vec(moves(), 1..40)) {
+        converge(3, &ops)?;
+    }
+}
+
+/// Runs `ops` on `devices` fresh libraries, exchanges everything, and checks
+/// identical digests and watermarks.
+fn converge(devices: usize, ops: &[Op]) -> Result<(), TestCaseError> {
+    let dir = temp_dir("prop");
+    let libs: Vec<Lib> = (0..devices)
+        .map(|i| {
             let lib = Lib::create(&dir.join(format!("d{i}.db")));
             lib.exec("PRAGMA foreign_keys = ON");
             lib
-        }).collect();
-        for op in &ops {
-            run(&libs, op);
-        }
-        for _ in 0..2 {
-            for i in 0..devices {
-                for j in 0..devices {
-                    if i != j {
-                        copy_all(&libs[i], &libs[j]);
-                    }
+        })
+        .collect();
+    for op in ops {
+        run(&libs, op);
+    }
+    for _ in 0..2 {
+        for i in 0..devices {
+            for j in 0..devices {
+                if i != j {
+                    copy_all(&libs[i], &libs[j]);
                 }
             }
         }
-        let first = libs[0].digest();
-        for lib in &libs[1..] {
-            prop_assert_eq!(&lib.digest(), &first);
-        }
-        // Every device's own changes survive: each holds the others' watermarks.
-        let marks = sdsync_tests::watermarks(&libs[0].conn);
-        for lib in &libs[1..] {
-            prop_assert_eq!(sdsync_tests::watermarks(&lib.conn), marks.clone());
-        }
-        std::fs::remove_dir_all(&dir).ok();
     }
+    let first = libs[0].digest();
+    for lib in &libs[1..] {
+        prop_assert_eq!(&lib.digest(), &first);
+    }
+    // Every device's own changes survive: each holds the others' watermarks.
+    let marks = sdsync_tests::watermarks(&libs[0].conn);
+    for lib in &libs[1..] {
+        prop_assert_eq!(sdsync_tests::watermarks(&lib.conn), marks.clone());
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
 }

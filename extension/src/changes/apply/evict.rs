@@ -71,27 +71,40 @@ impl Engine {
                 if self.unlink_own_row(&child, i, crid)? {
                     continue;
                 }
-                let below = self.evict_children(&child, crid, &cpk, depth + 1)?;
-                let (RowState::Alive(groups), _) = self.state(&child, &cpk)? else {
-                    evicted.extend(below);
-                    continue;
-                };
-                let mut keep = Vec::new();
-                for g in &groups {
-                    keep.push(self.group_change(&child, &cpk, crid, g)?);
-                }
-                self.run_keyed(
-                    Key::Delete(child.id),
-                    || rows::delete_sql(&child),
-                    std::slice::from_ref(&cpk),
-                )?;
-                for (change, version) in keep {
-                    self.park(&change, &version, &wait, "its referenced row was deleted")?;
-                }
-                evicted.push((child.clone(), cpk));
-                evicted.extend(below);
+                evicted.extend(self.evict_row(&child, crid, &cpk, &wait, depth)?);
             }
         }
+        Ok(evicted)
+    }
+
+    /// Parks a live row with all its versions, waiting for `wait`, and removes
+    /// it, its own children first. Returns the rows evicted, this one first.
+    pub(super) fn evict_row(
+        &mut self,
+        spec: &Rc<TableSpec>,
+        rid: i64,
+        pk: &Value,
+        wait: &RowRef,
+        depth: usize,
+    ) -> Result<Vec<RowRef>, ChangeError> {
+        let below = self.evict_children(spec, rid, pk, depth + 1)?;
+        let (RowState::Alive(groups), _) = self.state(spec, pk)? else {
+            return Ok(below);
+        };
+        let mut keep = Vec::new();
+        for g in &groups {
+            keep.push(self.group_change(spec, pk, rid, g)?);
+        }
+        self.run_keyed(
+            Key::Delete(spec.id),
+            || rows::delete_sql(spec),
+            std::slice::from_ref(pk),
+        )?;
+        for (change, version) in keep {
+            self.park(&change, &version, wait, "its referenced row was deleted")?;
+        }
+        let mut evicted = vec![(spec.clone(), pk.clone())];
+        evicted.extend(below);
         Ok(evicted)
     }
 
@@ -140,6 +153,15 @@ impl Engine {
             Err(e) if e.code & 0xff == SQLITE_CONSTRAINT => return Ok(false),
             Err(e) => return Err(e.into()),
         }
+        self.restamp_own(child, rid)?;
+        Ok(true)
+    }
+
+    /// Moves a row this device owns to a new version of its own, as its
+    /// update trigger would: the next sequence, an HLC above the clock and
+    /// above the change being applied (a change apply makes here must be
+    /// newer than the one that caused it).
+    pub(super) fn restamp_own(&mut self, spec: &TableSpec, rid: i64) -> Result<(), ChangeError> {
         let wall = Hlc::from_wall(self.wall_ms).as_i64();
         let above = self.incoming_hlc.saturating_add(1).min(i64::MAX as u64) as i64;
         self.run(
@@ -149,9 +171,9 @@ impl Engine {
         self.run(
             "UPDATE sdsync_versions SET (seq, hlc) = (SELECT seq, hlc FROM sdsync_clock) \
              WHERE tbl = ?1 AND rid = ?2",
-            &[Value::Integer(child.id), Value::Integer(rid)],
+            &[Value::Integer(spec.id), Value::Integer(rid)],
         )?;
-        Ok(true)
+        Ok(())
     }
 
     /// A live row's group (an update newer than a delete) as a change to park.

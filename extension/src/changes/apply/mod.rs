@@ -20,10 +20,8 @@ use std::rc::Rc;
 use serde_json::{Map, Value as Json};
 
 use sdsync_core::hlc::Hlc;
-use sdsync_core::merge::{
-    Delete, Group, RowState, Upsert, Version, plan_delete, plan_upsert, with_win,
-};
-use sdsync_core::schema::{Class, ROW_BIT, TableSpec};
+use sdsync_core::merge::{Delete, RowState, Upsert, Version, plan_delete, plan_upsert};
+use sdsync_core::schema::{Class, TableSpec};
 
 use super::parse::{Change, ChangeError, Fields, Op, column_value};
 use super::rows;
@@ -36,6 +34,8 @@ use stmts::{FastHash, Key};
 mod claims;
 mod evict;
 mod kept;
+mod live;
+mod own;
 mod parking;
 mod refs;
 mod state;
@@ -217,25 +217,6 @@ impl Engine {
         self.raise_clock(&version)
     }
 
-    /// A change of this device's own origin that apply writes here (taken
-    /// back from a peer after a restore, or a quarantined or kept one of those
-    /// retried) is issued again under the next local sequence number, above
-    /// its old one: peers whose watermarks cover its old number may lack it
-    /// (the restored device may have reused that number), and they take the
-    /// new one. Its HLC stays, so devices that hold it skip it (and this
-    /// device's own HLCs no longer rise with their numbers up to it: see
-    /// [`store::mark_monotone_from`]). One it does not
-    /// write (held already, or older than what the row holds) keeps its number,
-    /// so taking changes back settles. Returns the number.
-    fn reissue(&mut self, old: i64) -> Result<i64, ChangeError> {
-        let stmt = self.stmt("UPDATE sdsync_clock SET seq = max(seq, ?1) + 1 RETURNING seq")?;
-        stmt.bind_all(&[Value::Integer(old)])?;
-        let seq = if stmt.step()? { stmt.int(0) } else { 0 };
-        stmt.reset();
-        store::mark_monotone_from(self.db, seq)?;
-        Ok(seq)
-    }
-
     /// Reloads the catalog and drops cached statements after any schema change;
     /// forgets what it knew of the parked table after another connection's commit.
     /// Returns whether anyone else wrote since this engine last applied.
@@ -375,62 +356,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether applying the change writes anything to the row as it is (a
-    /// piece already parked here counts as held).
-    fn would_write(&mut self, change: &Change, v: &Version) -> Result<bool, ChangeError> {
-        let (state, _) = self.state(&change.table, &change.pk)?;
-        Ok(match change.op {
-            Op::Delete => !matches!(plan_delete(&state, v), Delete::Ignore),
-            Op::Upsert => match (plan_upsert(&state, change.mask, v), &state) {
-                (Upsert::Ignore, _) => false,
-                // An owned row takes only its owner's newest version.
-                (Upsert::Write(_), RowState::Alive(groups))
-                    if change.table.class == Class::Owned =>
-                {
-                    !groups.iter().any(|g| g.version.beats(v))
-                }
-                (Upsert::Park, _) => !self.parked_covers(change, v)?,
-                _ => true,
-            },
-        })
-    }
-
-    /// Whether parking the change would add nothing: the row holds it parked
-    /// already (same origin and HLC), or its parked pieces newer than `v`
-    /// carry every bit of it, so beside them it would never win anything. (A
-    /// device whose own update lost a column to a peer's, then saw the row
-    /// deleted in between, took its old update back from a peer for one it
-    /// lacked and issued it again: found by `convergence_prop`.) On a
-    /// device-owned table only the change's own origin counts: another
-    /// device's pieces there are a claim on the row, which `claim` may take
-    /// out of the way right after (then the change is written after all).
-    fn parked_covers(&mut self, change: &Change, v: &Version) -> Result<bool, SqlError> {
-        if self.parked_is_empty()? {
-            return Ok(false);
-        }
-        let owned = change.table.class == Class::Owned;
-        let mut newer = 0;
-        for (origin_id, seq, mask, hlc, _) in self.parked_rows(&change.table, &change.pk)? {
-            if origin_id == v.origin_id && hlc as u64 == v.hlc {
-                return Ok(true);
-            }
-            if owned && origin_id != v.origin_id {
-                continue;
-            }
-            let piece = Version {
-                hlc: hlc as u64,
-                origin: self.origin_name(origin_id)?,
-                origin_id,
-                seq,
-            };
-            if piece.beats(v) {
-                newer |= mask as u64;
-            }
-        }
-        Ok(change.mask & !newer == 0)
-    }
-
-    /// Merges one change; returns the rows that came into existence.
+    /// Merges one change; returns the rows whose waiting changes may move now
+    /// (rows that came into existence, and a row just deleted: see [`Self::wake`]).
     fn apply_one(&mut self, change: &Change, v: &Version) -> Result<Vec<RowRef>, ChangeError> {
         let spec = change.table.clone();
         let (state, rid) = self.state(&spec, &change.pk)?;
@@ -450,8 +377,7 @@ impl Engine {
                     if spec.class == Class::Owned && groups.iter().any(|g| g.version.beats(v)) {
                         return Ok(Vec::new());
                     }
-                    self.write(change, v, bits, groups, rid)?;
-                    Ok(Vec::new())
+                    self.write(change, v, bits, groups, rid)
                 }
                 Upsert::Park => {
                     let became = self.materialize(&spec, &change.pk, &state, Some((change, v)))?;
@@ -465,65 +391,9 @@ impl Engine {
         }
     }
 
-    /// Writes the bits a change won to a live row, unless a referenced row is missing.
-    fn write(
-        &mut self,
-        change: &Change,
-        v: &Version,
-        bits: u64,
-        groups: &[Group],
-        rid: i64,
-    ) -> Result<(), ChangeError> {
-        let spec = &change.table;
-        let resolved = match self.resolve(spec, change.values.clone(), bits)? {
-            Ok(resolved) => resolved,
-            Err(parent) => return self.park(change, v, &parent, "waiting for a referenced row"),
-        };
-        let columns = bits & !ROW_BIT;
-        if columns != 0 {
-            let params = row_params(&change.pk, columns, resolved);
-            self.run_keyed(
-                Key::Update(spec.id, columns),
-                || rows::update_sql(spec, columns),
-                &params,
-            )?;
-        }
-        // An owned row keeps one version for the whole row: a change that wins
-        // only columns the row's version lacks (a kept change re-applied after
-        // the schema here gained them) widens it.
-        if spec.class == Class::Owned {
-            let newest = groups
-                .iter()
-                .map(|g| &g.version)
-                .fold(v, |a, b| if b.beats(a) { b } else { a });
-            let whole = Group {
-                mask: groups.iter().fold(bits, |m, g| m | g.mask),
-                version: newest.clone(),
-            };
-            self.set_groups(spec, rid, &[whole], false)?;
-        } else if groups
-            .iter()
-            .all(|g| g.mask & !bits != 0 && !g.version.same_as(v))
-        {
-            // Groups may overlap (the newest owns a bit): when every existing
-            // group keeps some bit, adding the new group is enough; otherwise
-            // rewrite them.
-            self.put_group(
-                spec,
-                rid,
-                &Group {
-                    mask: bits,
-                    version: v.clone(),
-                },
-            )?;
-        } else {
-            self.set_groups(spec, rid, &with_win(groups, bits, v), false)?;
-        }
-        Ok(())
-    }
-
     /// Applies a delete; returns the rows that exist again afterwards (evicted
-    /// children whose newer pieces no longer reference the deleted row).
+    /// children whose newer pieces no longer reference the deleted row), then
+    /// the deleted row itself, for the live rows whose pieces waited for it.
     fn delete(
         &mut self,
         spec: &Rc<TableSpec>,
@@ -537,7 +407,9 @@ impl Engine {
             Delete::Tombstone => {
                 self.set_tombstone(spec, pk, v)?;
                 self.unpark_older(spec, pk, v)?;
-                Ok(Vec::new())
+                // Live rows whose newer pieces waited for this row now meet
+                // a deleted one (`live::unresolved`).
+                Ok(vec![(spec.clone(), pk.clone())])
             }
             Delete::Kill(newer) => {
                 let (RowState::Alive(groups), Some(rid)) = (state, rid) else {
@@ -566,19 +438,30 @@ impl Engine {
                 // references; now they are assembled together, so they wait for
                 // whatever the assembled row lacks (a newer re-creation may even
                 // bring it straight back). The same holds for evicted children.
-                let mut back = Vec::new();
-                if self.parked_is_empty()? {
-                    return Ok(back);
-                }
-                for row in std::iter::once(me).chain(evicted) {
-                    let (state, _) = self.state(&row.0, &row.1)?;
-                    if self.materialize(&row.0, &row.1, &state, None)? {
-                        back.push(row);
-                    }
-                }
+                // Live rows whose newer pieces waited for this row now meet a
+                // deleted one (`live::unresolved`).
+                let mut back =
+                    self.reassemble(std::iter::once(me.clone()).chain(evicted).collect())?;
+                back.push(me);
                 Ok(back)
             }
         }
+    }
+
+    /// Assembles again the parked pieces of rows just evicted or deleted;
+    /// returns those that exist again.
+    fn reassemble(&mut self, rows: Vec<RowRef>) -> Result<Vec<RowRef>, ChangeError> {
+        let mut back = Vec::new();
+        if self.parked_is_empty()? {
+            return Ok(back);
+        }
+        for row in rows {
+            let (state, _) = self.state(&row.0, &row.1)?;
+            if self.materialize(&row.0, &row.1, &state, None)? {
+                back.push(row);
+            }
+        }
+        Ok(back)
     }
 
     /// Drops the parked pieces of a row that a delete at `v` supersedes.

@@ -164,6 +164,11 @@ impl Engine {
         reason: &str,
     ) -> Result<(), ChangeError> {
         let origin = self.origin_id(v)?;
+        // This device's own change may come back under two numbers (its old
+        // one and the one it was issued again with): one copy waits.
+        if Some(origin) == self.local_origin && self.parked_holds(c, v)? {
+            return Ok(());
+        }
         self.tx.parked_empty = Some(false);
         let mut data = Map::new();
         for (i, col) in c.table.columns_in(c.mask) {
@@ -210,7 +215,9 @@ impl Engine {
         )
     }
 
-    /// Applies parked changes whose wait is over, until nothing more moves. A
+    /// Applies parked changes whose wait is over, until nothing more moves
+    /// (`queue`: rows that came into existence, or were just deleted, which
+    /// ends the wait of a live row's pieces another way: `live::unresolved`). A
     /// woken change that fails (say, it breaks a UNIQUE constraint of the app) stays
     /// parked with the error as its reason, visible, and does not fail the change
     /// that woke it.

@@ -1,0 +1,109 @@
+//! A change of this device's own origin coming back from a peer (after a
+//! restore, or a quarantined or kept one of those retried): written here, it
+//! is issued again under a new number; held already, it keeps its number.
+//!
+//! ```ignore
+//! if self.would_write(change, &version)? {
+//!     version.seq = self.reissue(change.seq)?;
+//! }
+//! ```
+
+use sdsync_core::merge::{Delete, RowState, Upsert, Version, plan_delete, plan_upsert};
+use sdsync_core::schema::Class;
+
+use super::Engine;
+use crate::changes::parse::{Change, ChangeError, Op};
+use crate::ffi::{SqlError, Value};
+use crate::store;
+
+impl Engine {
+    /// A change of this device's own origin that apply writes here (taken
+    /// back from a peer after a restore, or a quarantined or kept one of those
+    /// retried) is issued again under the next local sequence number, above
+    /// its old one: peers whose watermarks cover its old number may lack it
+    /// (the restored device may have reused that number), and they take the
+    /// new one. Its HLC stays, so devices that hold it skip it (and this
+    /// device's own HLCs no longer rise with their numbers up to it: see
+    /// [`store::mark_monotone_from`]). One it does not
+    /// write (held already, or older than what the row holds) keeps its number,
+    /// so taking changes back settles. Returns the number.
+    pub(super) fn reissue(&mut self, old: i64) -> Result<i64, ChangeError> {
+        let stmt = self.stmt("UPDATE sdsync_clock SET seq = max(seq, ?1) + 1 RETURNING seq")?;
+        stmt.bind_all(&[Value::Integer(old)])?;
+        let seq = if stmt.step()? { stmt.int(0) } else { 0 };
+        stmt.reset();
+        store::mark_monotone_from(self.db, seq)?;
+        Ok(seq)
+    }
+
+    /// Whether applying the change writes anything to the row as it is (a
+    /// piece already parked here counts as held).
+    pub(super) fn would_write(&mut self, change: &Change, v: &Version) -> Result<bool, ChangeError> {
+        let (state, _) = self.state(&change.table, &change.pk)?;
+        Ok(match change.op {
+            Op::Delete => !matches!(plan_delete(&state, v), Delete::Ignore),
+            Op::Upsert => match (plan_upsert(&state, change.mask, v), &state) {
+                (Upsert::Ignore, _) => false,
+                // An owned row takes only its owner's newest version.
+                (Upsert::Write(_), RowState::Alive(groups))
+                    if change.table.class == Class::Owned
+                        && groups.iter().any(|g| g.version.beats(v)) =>
+                {
+                    false
+                }
+                // Parked already (it waits for a referenced row): writing it
+                // again would only park it again.
+                (Upsert::Write(_), _) => !self.parked_holds(change, v)?,
+                (Upsert::Park, _) => !self.parked_covers(change, v)?,
+            },
+        })
+    }
+
+    /// Whether parking the change would add nothing: the row holds it parked
+    /// already (same origin and HLC), or its parked pieces newer than `v`
+    /// carry every bit of it, so beside them it would never win anything. (A
+    /// device whose own update lost a column to a peer's, then saw the row
+    /// deleted in between, took its old update back from a peer for one it
+    /// lacked and issued it again: found by `convergence_prop`.) On a
+    /// device-owned table only the change's own origin counts: another
+    /// device's pieces there are a claim on the row, which `claim` may take
+    /// out of the way right after (then the change is written after all).
+    fn parked_covers(&mut self, change: &Change, v: &Version) -> Result<bool, SqlError> {
+        if self.parked_is_empty()? {
+            return Ok(false);
+        }
+        if self.parked_holds(change, v)? {
+            return Ok(true);
+        }
+        let owned = change.table.class == Class::Owned;
+        let mut newer = 0;
+        for (origin_id, seq, mask, hlc, _) in self.parked_rows(&change.table, &change.pk)? {
+            if owned && origin_id != v.origin_id {
+                continue;
+            }
+            let piece = Version {
+                hlc: hlc as u64,
+                origin: self.origin_name(origin_id)?,
+                origin_id,
+                seq,
+            };
+            if piece.beats(v) {
+                newer |= mask as u64;
+            }
+        }
+        Ok(change.mask & !newer == 0)
+    }
+
+    /// Whether the row holds this very change parked (same origin and HLC,
+    /// under any number: a device's own change taken back comes under its old
+    /// number and under the one it was issued again with).
+    pub(super) fn parked_holds(&mut self, change: &Change, v: &Version) -> Result<bool, SqlError> {
+        if self.parked_is_empty()? {
+            return Ok(false);
+        }
+        Ok(self
+            .parked_rows(&change.table, &change.pk)?
+            .iter()
+            .any(|(origin_id, _, _, hlc, _)| *origin_id == v.origin_id && *hlc as u64 == v.hlc))
+    }
+}
