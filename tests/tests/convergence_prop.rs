@@ -82,18 +82,19 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// A narrow space of entries, memberships, moves and deletes, where a move
-/// to a row deleted meanwhile is likely (the whole space above rarely
-/// builds one: 2,000 cases on session 19's extension all passed).
+/// A narrow space of device 0's entries, memberships of them, moves and
+/// deletes, where a move to a row deleted meanwhile is likely (the whole
+/// space above rarely builds one: 2,000 cases on session 19's extension,
+/// which diverges there, all passed).
 fn moves() -> impl Strategy<Value = Op> {
     let db = 0usize..3;
     prop_oneof![
-        2 => (db.clone(), 0u8..3, proptest::option::of(0u8..2)).prop_map(|(db, key, parent)| Op::EntryInsert { db, key, parent }),
-        1 => (db.clone(), 0u8..3).prop_map(|(db, key)| Op::EntryDelete { db, key }),
-        1 => (db.clone(), 0u8..3, 0u8..2).prop_map(|(db, key, parent)| Op::EntryMove { db, key, parent }),
-        2 => (db.clone(), 0usize..3, 0u8..3).prop_map(|(db, owner, key)| Op::Member { db, album: 0, owner, key, add: true }),
-        2 => (db.clone(), 0usize..3, 0u8..3, (0usize..3, 0u8..3)).prop_map(|(db, owner, key, to)| Op::MemberMove { db, album: 0, owner, key, to }),
-        4 => (db.clone(), db, any::<u64>(), any::<bool>()).prop_map(|(from, to, seed, dup)| Op::Sync { from, to, seed, dup }),
+        2 => (0u8..2, proptest::option::of(0u8..2)).prop_map(|(key, parent)| Op::EntryInsert { db: 0, key, parent }),
+        1 => (0u8..2).prop_map(|key| Op::EntryDelete { db: 0, key }),
+        1 => (0u8..2, 0u8..2).prop_map(|(key, parent)| Op::EntryMove { db: 0, key, parent }),
+        2 => (db.clone(), 0u8..2).prop_map(|(db, key)| Op::Member { db, album: 0, owner: 0, key, add: true }),
+        2 => (db.clone(), 0u8..2, 0u8..2).prop_map(|(db, key, to)| Op::MemberMove { db, album: 0, owner: 0, key, to: (0, to) }),
+        5 => (db.clone(), db, any::<u64>(), any::<bool>()).prop_map(|(from, to, seed, dup)| Op::Sync { from, to, seed, dup }),
     ]
 }
 
@@ -223,9 +224,15 @@ proptest! {
     fn devices_converge(devices in 2usize..=4, ops in proptest::collection::vec(op(), 1..60)) {
         converge(devices, &ops)?;
     }
+}
+
+proptest! {
+    // Four times as many: on session 19's extension 48 cases found the
+    // divergence in one run of three, 1,000 within 11 s.
+    #![proptest_config(ProptestConfig { cases: cases() * 4, ..ProptestConfig::default() })]
 
     #[test]
-    fn references_moved_and_deleted_converge(ops in proptest::collection::vec(moves(), 1..40)) {
+    fn references_moved_and_deleted_converge(ops in proptest::collection::vec(moves(), 1..60)) {
         converge(3, &ops)?;
     }
 }

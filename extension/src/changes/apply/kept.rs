@@ -99,8 +99,9 @@ impl Engine {
                 }
             };
             if let Some(change) = &parsed.change {
-                // A change that fails leaves nothing behind (apply writes the
-                // table first); it stays kept, with the error as its reason.
+                // A change that fails loses nothing (apply writes the table
+                // first; an eviction parks what it removed before anything
+                // after it can fail); it stays kept, with the error as its reason.
                 if let Err(e) = self.apply_parsed(change) {
                     if is_transient(e.result_code()) {
                         return Err(e);

@@ -14,16 +14,13 @@
 //! to an entry its owner deleted meanwhile; a restored device taking back its
 //! own change to a child of a row it deleted since: simulation seed 793).
 
-use sdsync_core::merge::{Group, Version, with_win};
+use sdsync_core::merge::{Group, RowState, Version, with_win};
 use sdsync_core::schema::{Class, ROW_BIT};
 
 use super::{Engine, Key, RowRef, row_params};
 use crate::changes::parse::{Change, ChangeError};
 use crate::changes::rows;
 use crate::ffi::Value;
-
-/// SQLite's primary result code for a constraint violation.
-const SQLITE_CONSTRAINT: i32 = 19;
 
 impl Engine {
     /// Writes the bits a change won to a live row; returns the rows that exist
@@ -98,11 +95,13 @@ impl Engine {
         Ok(())
     }
 
-    /// The change references `parent`, which is not here. Not received yet:
-    /// the change waits for it and the row keeps its values. Deleted here:
-    /// the row this device owns takes the change with the deleted references
-    /// cleared, as a new change of its own (what `unlink_own_row` does when
-    /// the delete comes second); any other row is evicted with the change.
+    /// The change references `parent`, which is not here. Not received yet
+    /// (and no other reference of the change gone): the change waits for it
+    /// and the row keeps its values. Gone here (deleted, or evicted because
+    /// what it referenced was deleted): the row this device owns takes the
+    /// change with the gone references cleared, as a new change of its own
+    /// (what `unlink_own_row` does when the delete comes second), unless one
+    /// of them may not be NULL; any other row is evicted with the change.
     fn unresolved(
         &mut self,
         change: &Change,
@@ -112,39 +111,80 @@ impl Engine {
         rid: i64,
         parent: RowRef,
     ) -> Result<Vec<RowRef>, ChangeError> {
-        if !self.is_deleted(&parent)? {
+        let gone = self.gone_references(change, bits)?;
+        let Some((_, first)) = gone.first().cloned() else {
             self.park(change, v, &parent, "waiting for a referenced row")?;
             return Ok(Vec::new());
-        }
+        };
         if change.table.class == Class::Owned
             && self.local_origin == Some(v.origin_id)
-            && let Some(values) = self.without_deleted(change, bits)?
+            && self.all_nullable(change, &gone)?
         {
-            match self.resolve(&change.table, values, bits)? {
-                Err(missing) => {
-                    self.park(change, v, &missing, "waiting for a referenced row")?;
-                    return Ok(Vec::new());
-                }
-                Ok(resolved) => match self.write_resolved(change, v, bits, groups, rid, resolved) {
-                    Ok(()) => {
-                        self.restamp_own(&change.table, rid)?;
-                        return Ok(Vec::new());
-                    }
-                    // A NOT NULL column with a default, or an app CHECK: the
-                    // row is evicted like others (the failed UPDATE wrote nothing).
-                    Err(ChangeError::Sql(e)) if e.code & 0xff == SQLITE_CONSTRAINT => {}
-                    Err(e) => return Err(e),
-                },
+            let mut values = change.values.clone();
+            for (i, _) in &gone {
+                values[*i] = Value::Null;
             }
+            match self.resolve(&change.table, values, bits)? {
+                Err(missing) => self.park(change, v, &missing, "waiting for a referenced row")?,
+                Ok(resolved) => {
+                    self.write_resolved(change, v, bits, groups, rid, resolved)?;
+                    self.restamp_own(&change.table, rid)?;
+                }
+            }
+            return Ok(Vec::new());
         }
         self.tx.refs.clear();
-        let evicted = self.evict_row(&change.table, rid, &change.pk, &parent, 0)?;
-        self.park(change, v, &parent, "its referenced row was deleted")?;
+        let evicted = self.evict_row(&change.table, rid, &change.pk, &first, 0)?;
+        self.park(change, v, &first, "its referenced row was deleted")?;
         self.reassemble(evicted)
     }
 
+    /// The references among `bits` to rows gone here, with their columns.
+    fn gone_references(
+        &mut self,
+        change: &Change,
+        bits: u64,
+    ) -> Result<Vec<(usize, RowRef)>, ChangeError> {
+        let mut gone = Vec::new();
+        for (i, col) in change.table.columns_in(bits) {
+            if col.reference.is_none() || change.values[i] == Value::Null {
+                continue;
+            }
+            let one = 1u64 << (i + 1);
+            if let Err(row) = self.resolve(&change.table, change.values.clone(), one)?
+                && self.is_gone(&row, 0)?
+            {
+                gone.push((i, row));
+            }
+        }
+        Ok(gone)
+    }
+
+    /// Whether `row` is gone here until something re-creates it: deleted (it
+    /// has a tombstone), or not alive with pieces parked waiting for a row
+    /// gone itself (evicted: a row referencing it on another device went with
+    /// it, `evict_children`, so one referencing it here must too).
+    fn is_gone(&mut self, row: &RowRef, depth: usize) -> Result<bool, ChangeError> {
+        if self.is_deleted(row)? {
+            return Ok(true);
+        }
+        if depth >= 64 || self.parked_is_empty()? {
+            return Ok(false);
+        }
+        if matches!(self.state(&row.0, &row.1)?.0, RowState::Alive(_)) {
+            return Ok(false);
+        }
+        for wait in self.waits_of(row)? {
+            let itself = wait.0.id == row.0.id && wait.1 == row.1;
+            if !itself && self.is_gone(&wait, depth + 1)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Whether `row` was deleted here (it has a tombstone).
-    pub(super) fn is_deleted(&mut self, row: &RowRef) -> Result<bool, ChangeError> {
+    fn is_deleted(&mut self, row: &RowRef) -> Result<bool, ChangeError> {
         let stmt = self.stmt("SELECT 1 FROM sdsync_tombstones WHERE tbl = ?1 AND pk = ?2")?;
         stmt.bind_all(&[Value::Integer(row.0.id), row.1.clone()])?;
         let found = stmt.step()?;
@@ -152,30 +192,48 @@ impl Engine {
         Ok(found)
     }
 
-    /// The change's values with every reference among `bits` to a deleted row
-    /// set to NULL; `None` when such a reference is required.
-    fn without_deleted(
+    /// What the parked pieces of `row` wait for.
+    fn waits_of(&mut self, row: &RowRef) -> Result<Vec<RowRef>, ChangeError> {
+        let stmt = self.stmt(
+            "SELECT DISTINCT wait_tbl, wait_pk FROM sdsync_parked WHERE tbl = ?1 AND pk = ?2",
+        )?;
+        stmt.bind_all(&[Value::Integer(row.0.id), row.1.clone()])?;
+        let mut found = Vec::new();
+        while stmt.step()? {
+            found.push((stmt.int(0), stmt.value(1)));
+        }
+        stmt.reset();
+        Ok(found
+            .into_iter()
+            .filter_map(|(t, pk)| self.catalog.by_id(t).map(|spec| (spec.clone(), pk)))
+            .collect())
+    }
+
+    /// Whether every column of `gone` may be set to NULL (neither `required`
+    /// nor declared NOT NULL with a default): only then does the owner clear
+    /// them, so the write cannot fail for it.
+    fn all_nullable(
         &mut self,
         change: &Change,
-        bits: u64,
-    ) -> Result<Option<Vec<Value>>, ChangeError> {
-        let mut values = change.values.clone();
-        for (i, col) in change.table.columns_in(bits) {
-            let Some(target) = col
-                .reference
-                .as_ref()
-                .and_then(|r| self.catalog.by_name(&r.table).cloned())
-            else {
-                continue;
-            };
-            if values[i] == Value::Null || !self.is_deleted(&(target, values[i].clone()))? {
-                continue;
-            }
+        gone: &[(usize, RowRef)],
+    ) -> Result<bool, ChangeError> {
+        for (i, _) in gone {
+            let col = &change.table.columns[*i];
             if col.required {
-                return Ok(None);
+                return Ok(false);
             }
-            values[i] = Value::Null;
+            let stmt =
+                self.stmt("SELECT \"notnull\" FROM pragma_table_info(?1) WHERE name = ?2")?;
+            stmt.bind_all(&[
+                Value::Text(change.table.name.clone()),
+                Value::Text(col.name.clone()),
+            ])?;
+            let not_null = stmt.step()? && stmt.int(0) != 0;
+            stmt.reset();
+            if not_null {
+                return Ok(false);
+            }
         }
-        Ok(Some(values))
+        Ok(true)
     }
 }

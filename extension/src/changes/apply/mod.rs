@@ -391,9 +391,9 @@ impl Engine {
         }
     }
 
-    /// Applies a delete; returns the rows that exist again afterwards (evicted
-    /// children whose newer pieces no longer reference the deleted row), then
-    /// the deleted row itself, for the live rows whose pieces waited for it.
+    /// Applies a delete; returns the rows whose waiting changes may move now:
+    /// the deleted row and the rows it evicted (some may exist again, their
+    /// newer pieces no longer referencing the deleted row).
     fn delete(
         &mut self,
         spec: &Rc<TableSpec>,
@@ -438,30 +438,25 @@ impl Engine {
                 // references; now they are assembled together, so they wait for
                 // whatever the assembled row lacks (a newer re-creation may even
                 // bring it straight back). The same holds for evicted children.
-                // Live rows whose newer pieces waited for this row now meet a
-                // deleted one (`live::unresolved`).
-                let mut back =
-                    self.reassemble(std::iter::once(me.clone()).chain(evicted).collect())?;
-                back.push(me);
-                Ok(back)
+                // Live rows whose newer pieces waited for this row or an
+                // evicted one now meet a row gone (`live::unresolved`).
+                self.reassemble(std::iter::once(me).chain(evicted).collect())
             }
         }
     }
 
-    /// Assembles again the parked pieces of rows just evicted or deleted;
-    /// returns those that exist again.
+    /// Assembles again the parked pieces of rows just evicted or deleted, and
+    /// returns them all for [`Self::wake`]: those that exist again, and those
+    /// gone, for the live rows whose pieces waited for them (`live::unresolved`).
     fn reassemble(&mut self, rows: Vec<RowRef>) -> Result<Vec<RowRef>, ChangeError> {
-        let mut back = Vec::new();
         if self.parked_is_empty()? {
-            return Ok(back);
+            return Ok(rows);
         }
-        for row in rows {
+        for row in &rows {
             let (state, _) = self.state(&row.0, &row.1)?;
-            if self.materialize(&row.0, &row.1, &state, None)? {
-                back.push(row);
-            }
+            self.materialize(&row.0, &row.1, &state, None)?;
         }
-        Ok(back)
+        Ok(rows)
     }
 
     /// Drops the parked pieces of a row that a delete at `v` supersedes.

@@ -38,7 +38,11 @@ impl Engine {
 
     /// Whether applying the change writes anything to the row as it is (a
     /// piece already parked here counts as held).
-    pub(super) fn would_write(&mut self, change: &Change, v: &Version) -> Result<bool, ChangeError> {
+    pub(super) fn would_write(
+        &mut self,
+        change: &Change,
+        v: &Version,
+    ) -> Result<bool, ChangeError> {
         let (state, _) = self.state(&change.table, &change.pk)?;
         Ok(match change.op {
             Op::Delete => !matches!(plan_delete(&state, v), Delete::Ignore),
@@ -51,9 +55,10 @@ impl Engine {
                 {
                     false
                 }
-                // Parked already (it waits for a referenced row): writing it
-                // again would only park it again.
-                (Upsert::Write(_), _) => !self.parked_holds(change, v)?,
+                // Parked already, waiting for a referenced row (woken when it
+                // comes): writing it again would only park it again. One
+                // that failed when woken may write now, so it counts as new.
+                (Upsert::Write(_), _) => !self.parked_waits(change, v)?,
                 (Upsert::Park, _) => !self.parked_covers(change, v)?,
             },
         })
@@ -72,12 +77,12 @@ impl Engine {
         if self.parked_is_empty()? {
             return Ok(false);
         }
-        if self.parked_holds(change, v)? {
-            return Ok(true);
-        }
         let owned = change.table.class == Class::Owned;
         let mut newer = 0;
         for (origin_id, seq, mask, hlc, _) in self.parked_rows(&change.table, &change.pk)? {
+            if origin_id == v.origin_id && hlc as u64 == v.hlc {
+                return Ok(true);
+            }
             if owned && origin_id != v.origin_id {
                 continue;
             }
@@ -94,16 +99,25 @@ impl Engine {
         Ok(change.mask & !newer == 0)
     }
 
-    /// Whether the row holds this very change parked (same origin and HLC,
-    /// under any number: a device's own change taken back comes under its old
-    /// number and under the one it was issued again with).
-    pub(super) fn parked_holds(&mut self, change: &Change, v: &Version) -> Result<bool, SqlError> {
+    /// Whether the row holds this very change parked and waiting (same origin
+    /// and HLC, under any number: a device's own change taken back comes under
+    /// its old number and under the one it was issued again with), not failed.
+    pub(super) fn parked_waits(&mut self, change: &Change, v: &Version) -> Result<bool, SqlError> {
         if self.parked_is_empty()? {
             return Ok(false);
         }
-        Ok(self
-            .parked_rows(&change.table, &change.pk)?
-            .iter()
-            .any(|(origin_id, _, _, hlc, _)| *origin_id == v.origin_id && *hlc as u64 == v.hlc))
+        let stmt = self.stmt(
+            "SELECT 1 FROM sdsync_parked WHERE tbl = ?1 AND pk = ?2 AND origin = ?3 AND hlc = ?4 \
+             AND reason NOT LIKE 'failed:%'",
+        )?;
+        stmt.bind_all(&[
+            Value::Integer(change.table.id),
+            change.pk.clone(),
+            Value::Integer(v.origin_id),
+            Value::Integer(v.hlc as i64),
+        ])?;
+        let found = stmt.step()?;
+        stmt.reset();
+        Ok(found)
     }
 }

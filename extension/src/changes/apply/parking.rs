@@ -166,7 +166,7 @@ impl Engine {
         let origin = self.origin_id(v)?;
         // This device's own change may come back under two numbers (its old
         // one and the one it was issued again with): one copy waits.
-        if Some(origin) == self.local_origin && self.parked_holds(c, v)? {
+        if Some(origin) == self.local_origin && self.parked_waits(c, v)? {
             return Ok(());
         }
         self.tx.parked_empty = Some(false);
@@ -276,7 +276,9 @@ impl Engine {
             // unpark with it): write nothing more.
             Err(e) if e.result_code() != SQLITE_ERROR => Err(e),
             Err(e) => {
-                // The failed write changed nothing; put the change back where it was.
+                // The failed write changed nothing, or (a row evicted, then a
+                // later statement failed) parked what it removed: put the
+                // change back where it was.
                 self.park(&change, &v, &(table.clone(), row.clone()), "failed")?;
                 Err(e)
             }
