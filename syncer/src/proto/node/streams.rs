@@ -26,7 +26,7 @@
 //!   never stop the pushes for good (pulls recover anything lost).
 
 use super::Node;
-use crate::proto::event::Output;
+use crate::proto::event::{Event, Output};
 use crate::proto::message::{MAX_PAGE_BYTES, Payload};
 use crate::proto::store::{Store, StoreError};
 
@@ -112,7 +112,22 @@ impl Node {
             .filter(|s| s.credit > 0)
             .map(|s| s.cursor)
         {
-            let (page, next) = self.page(origin, after, store)?;
+            let (page, next) = match self.page(origin, after, store) {
+                Ok(read) => read,
+                // The pages read so far stand (the cursor is past them): an
+                // error here used to drop them with the cursor moved on, and
+                // the peer saw a gap. The stream resumes from its cursor at
+                // the next commit, acknowledgement or Hello.
+                Err(e) if e.is_transient() => {
+                    out.push(Output::Event(Event::Deferred {
+                        peer: peer.into(),
+                        origin: origin.into(),
+                        reason: e.to_string(),
+                    }));
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
             let more = matches!(page, Payload::Page { more: true, .. });
             if next <= after && !more && !answer {
                 break;
