@@ -208,6 +208,14 @@ impl Db {
         })
     }
 
+    /// Whether no transaction is open: after a statement failed, whether
+    /// SQLite rolled the whole transaction back (an `ON CONFLICT ROLLBACK`
+    /// clause, a trigger's `RAISE(ROLLBACK)`), so nothing more may be written.
+    pub fn autocommit(self) -> bool {
+        // SAFETY: valid handle.
+        unsafe { api!(get_autocommit)(self.0) != 0 }
+    }
+
     /// The rowid of the last row this connection inserted.
     pub fn last_insert_rowid(self) -> i64 {
         // SAFETY: valid handle.

@@ -727,3 +727,62 @@ fn a_row_moved_to_an_evicted_row_ends_the_same_in_either_order() {
     }
     assert_eq!(a.count("user_metadata"), 1, "um1 waits for e2");
 }
+
+/// The same when the row moved to arrives only after the move, already
+/// pointing at the deleted row: it parks, and what waited for it goes too.
+#[test]
+fn a_row_moved_to_a_row_that_arrives_gone_ends_the_same_in_either_order() {
+    let dir = temp_dir("moved-to-arrives-gone");
+    let [a, b, c, p, q]: [Lib; 5] =
+        ["a", "b", "c", "p", "q"].map(|n| Lib::create(&dir.join(format!("{n}.db"))));
+    a.exec("INSERT INTO entries(uuid, name) VALUES ('e1', 'one'), ('e2', 'two')");
+    for x in [&b, &c, &p, &q] {
+        copy_all(&a, x);
+    }
+    b.exec(
+        "INSERT INTO user_metadata(uuid, entry_id) SELECT 'um0', id FROM entries WHERE uuid = 'e1';
+         INSERT INTO tags(uuid, canonical_name) VALUES ('t', 'tag');
+         INSERT INTO user_metadata_tags(uuid, user_metadata_id, tag_id)
+           SELECT 'ut', m.id, t.id FROM user_metadata m, tags t WHERE m.uuid = 'um0';",
+    );
+    for x in [&a, &c, &p, &q] {
+        copy_all(&b, x);
+    }
+    let own = |x: &Lib| -> Vec<Change> {
+        let me = x.device();
+        x.changes().into_iter().filter(|c| c.origin == me).collect()
+    };
+    b.exec(
+        "INSERT INTO user_metadata(uuid, entry_id) SELECT 'um1', id FROM entries WHERE uuid = 'e2'",
+    );
+    apply(&c.conn, &own(&b)).expect("C takes um1");
+    c.exec("UPDATE user_metadata_tags SET user_metadata_id = (SELECT id FROM user_metadata WHERE uuid = 'um1')");
+    a.exec("DELETE FROM entries WHERE uuid = 'e2'"); // A never had um1
+    // P: the delete, the move of ut to um1 (not here yet), then um1 (gone).
+    for x in [&a, &c, &b] {
+        apply(&p.conn, &own(x)).expect("P applies");
+    }
+    // Q: um1, the move, then the delete (evicts um1 and ut with it).
+    for x in [&b, &c, &a] {
+        apply(&q.conn, &own(x)).expect("Q applies");
+    }
+    assert_eq!(q.count("user_metadata_tags"), 0, "evicted with um1");
+    assert_eq!(
+        p.count("user_metadata_tags"),
+        0,
+        "moved to a row that came gone"
+    );
+    let all = [&a, &b, &c, &p, &q];
+    for _ in 0..2 {
+        for x in all {
+            for y in all {
+                if !std::ptr::eq(x, y) {
+                    copy_all(x, y);
+                }
+            }
+        }
+    }
+    for x in &all[1..] {
+        assert_eq!(x.digest(), a.digest());
+    }
+}

@@ -97,6 +97,8 @@ pub enum Event {
         reason: String,
     },
     /// A page found the database busy; it is pulled again after a backoff.
+    /// On the sending side: reading the next page of a stream failed; the
+    /// pages read stand, and the stream resumes from where it stopped.
     Deferred {
         /// Peer.
         peer: String,

@@ -22,6 +22,9 @@ use crate::changes::parse::{Change, ChangeError};
 use crate::changes::rows;
 use crate::ffi::Value;
 
+/// SQLite's primary result code for a constraint violation.
+const SQLITE_CONSTRAINT: i32 = 19;
+
 impl Engine {
     /// Writes the bits a change won to a live row; returns the rows that exist
     /// again afterwards.
@@ -125,13 +128,23 @@ impl Engine {
                 values[*i] = Value::Null;
             }
             match self.resolve(&change.table, values, bits)? {
-                Err(missing) => self.park(change, v, &missing, "waiting for a referenced row")?,
-                Ok(resolved) => {
-                    self.write_resolved(change, v, bits, groups, rid, resolved)?;
-                    self.restamp_own(&change.table, rid)?;
+                Err(missing) => {
+                    self.park(change, v, &missing, "waiting for a referenced row")?;
+                    return Ok(Vec::new());
                 }
+                Ok(resolved) => match self.write_resolved(change, v, bits, groups, rid, resolved) {
+                    Ok(()) => {
+                        self.restamp_own(&change.table, rid)?;
+                        return Ok(Vec::new());
+                    }
+                    // An app CHECK or trigger refusing the NULL: the row goes
+                    // as on the peers (the failed UPDATE wrote nothing), unless
+                    // SQLite rolled the whole transaction back.
+                    Err(ChangeError::Sql(e))
+                        if e.code & 0xff == SQLITE_CONSTRAINT && !self.db.autocommit() => {}
+                    Err(e) => return Err(e),
+                },
             }
-            return Ok(Vec::new());
         }
         self.tx.refs.clear();
         let evicted = self.evict_row(&change.table, rid, &change.pk, &first, 0)?;
@@ -164,7 +177,7 @@ impl Engine {
     /// has a tombstone), or not alive with pieces parked waiting for a row
     /// gone itself (evicted: a row referencing it on another device went with
     /// it, `evict_children`, so one referencing it here must too).
-    fn is_gone(&mut self, row: &RowRef, depth: usize) -> Result<bool, ChangeError> {
+    pub(super) fn is_gone(&mut self, row: &RowRef, depth: usize) -> Result<bool, ChangeError> {
         if self.is_deleted(row)? {
             return Ok(true);
         }

@@ -380,9 +380,12 @@ impl Engine {
                     self.write(change, v, bits, groups, rid)
                 }
                 Upsert::Park => {
+                    let row = (spec.clone(), change.pk.clone());
                     let became = self.materialize(&spec, &change.pk, &state, Some((change, v)))?;
-                    Ok(if became {
-                        vec![(spec, change.pk.clone())]
+                    // Parked waiting for a row gone, the row is gone too: what
+                    // waits for it meets that (`live::unresolved`).
+                    Ok(if became || self.is_gone(&row, 0)? {
+                        vec![row]
                     } else {
                         Vec::new()
                     })

@@ -222,6 +222,9 @@ impl Engine {
     /// parked with the error as its reason, visible, and does not fail the change
     /// that woke it.
     pub(super) fn wake(&mut self, mut queue: Vec<RowRef>) -> Result<(), ChangeError> {
+        // Rows queued because they are gone, once each (two rows not alive
+        // may wait for each other).
+        let mut gone: Vec<(i64, Value)> = Vec::new();
         while let Some((spec, pk)) = queue.pop() {
             if self.parked_is_empty()? {
                 return Ok(());
@@ -231,13 +234,22 @@ impl Engine {
                 let result = if matches!(state, RowState::Alive(_)) {
                     self.retry_piece(&table, &row, origin_id, seq)
                 } else {
-                    self.materialize(&table, &row, &state, None).map(|made| {
-                        if made {
-                            vec![(table.clone(), row.clone())]
-                        } else {
-                            Vec::new()
+                    let me = (table.clone(), row.clone());
+                    match self.materialize(&table, &row, &state, None) {
+                        Ok(true) => Ok(vec![me]),
+                        // Waiting for a row gone, it is gone too, and what
+                        // waits for it must know (`live::unresolved`).
+                        Ok(false) if !gone.contains(&(table.id, row.clone())) => {
+                            if self.is_gone(&me, 0)? {
+                                gone.push((table.id, row.clone()));
+                                Ok(vec![me])
+                            } else {
+                                Ok(Vec::new())
+                            }
                         }
-                    })
+                        Ok(false) => Ok(Vec::new()),
+                        Err(e) => Err(e),
+                    }
                 };
                 match result {
                     Ok(rows) => queue.extend(rows),

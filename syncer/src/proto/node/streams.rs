@@ -117,8 +117,9 @@ impl Node {
                 // The pages read so far stand (the cursor is past them): an
                 // error here used to drop them with the cursor moved on, and
                 // the peer saw a gap. The stream resumes from its cursor at
-                // the next commit, acknowledgement or Hello.
-                Err(e) if e.is_transient() => {
+                // the next commit or acknowledgement, or the peer's next pull.
+                // A lasting error with nothing read yet is the caller's.
+                Err(e) if e.is_transient() || !out.is_empty() => {
                     out.push(Output::Event(Event::Deferred {
                         peer: peer.into(),
                         origin: origin.into(),
