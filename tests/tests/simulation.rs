@@ -167,8 +167,10 @@ fn run_seeds(count: u64, start: u64, restores: Restores, schedules: Schedules) {
 /// its own change to an entry under another it had deleted since, the
 /// change waited for the deleted parent while the entry kept its old
 /// values, and peers had evicted it: a reference to a deleted row now
-/// evicts a live row in either order, `apply/live.rs`; the same class left
-/// a membership on one device in 1282. See the README, "Backup and restore".)
+/// evicts a live row in either order, `apply/live.rs`; 1282: a restored
+/// device ended without a membership of an entry it had deleted, its
+/// watermark covering it; fails on session 19's extension, not traced.
+/// See the README, "Backup and restore".)
 const SHIFTED_REGRESSIONS: &[(u64, Restores)] =
     &[(793, Restores::Whole), (1282, Restores::Database)];
 

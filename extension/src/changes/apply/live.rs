@@ -177,7 +177,7 @@ impl Engine {
     /// has a tombstone), or not alive with pieces parked waiting for a row
     /// gone itself (evicted: a row referencing it on another device went with
     /// it, `evict_children`, so one referencing it here must too).
-    pub(super) fn is_gone(&mut self, row: &RowRef, depth: usize) -> Result<bool, ChangeError> {
+    fn is_gone(&mut self, row: &RowRef, depth: usize) -> Result<bool, ChangeError> {
         if self.is_deleted(row)? {
             return Ok(true);
         }
@@ -194,6 +194,20 @@ impl Engine {
             }
         }
         Ok(false)
+    }
+
+    /// Whether `row` is gone and other rows' pieces wait for it: the one
+    /// question a row that just parked asks (looking for waiters first keeps
+    /// a backfill that parks children from walking their parents' waits).
+    pub(super) fn gone_with_waiters(&mut self, row: &RowRef) -> Result<bool, ChangeError> {
+        let stmt = self.stmt(
+            "SELECT 1 FROM sdsync_parked WHERE wait_tbl = ?1 AND wait_pk = ?2 \
+             AND NOT (tbl = ?1 AND pk = ?2) LIMIT 1",
+        )?;
+        stmt.bind_all(&[Value::Integer(row.0.id), row.1.clone()])?;
+        let waited = stmt.step()?;
+        stmt.reset();
+        Ok(waited && self.is_gone(row, 0)?)
     }
 
     /// Whether `row` was deleted here (it has a tombstone).

@@ -384,7 +384,7 @@ impl Engine {
                     let became = self.materialize(&spec, &change.pk, &state, Some((change, v)))?;
                     // Parked waiting for a row gone, the row is gone too: what
                     // waits for it meets that (`live::unresolved`).
-                    Ok(if became || self.is_gone(&row, 0)? {
+                    Ok(if became || self.gone_with_waiters(&row)? {
                         vec![row]
                     } else {
                         Vec::new()

@@ -240,7 +240,7 @@ impl Engine {
                         // Waiting for a row gone, it is gone too, and what
                         // waits for it must know (`live::unresolved`).
                         Ok(false) if !gone.contains(&(table.id, row.clone())) => {
-                            if self.is_gone(&me, 0)? {
+                            if self.gone_with_waiters(&me)? {
                                 gone.push((table.id, row.clone()));
                                 Ok(vec![me])
                             } else {
