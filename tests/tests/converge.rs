@@ -649,13 +649,9 @@ fn a_row_moved_to_a_row_deleted_before_it_arrived_ends_the_same() {
            SELECT 'm', c.id, e.id FROM collections c, entries e WHERE e.uuid = 'e1';",
     );
     // C takes B's own changes only: it never has e2.
-    let own = |x: &Lib| -> Vec<Change> {
-        let me = x.device();
-        x.changes().into_iter().filter(|c| c.origin == me).collect()
-    };
-    apply(&c.conn, &own(&b)).expect("the membership");
+    apply(&c.conn, &own_changes(&b)).expect("the membership");
     b.exec("UPDATE collection_entries SET entry_id = (SELECT id FROM entries WHERE uuid = 'e2')");
-    apply(&c.conn, &own(&b)).expect("the move waits for e2");
+    apply(&c.conn, &own_changes(&b)).expect("the move waits for e2");
     assert_eq!(
         c.count("collection_entries"),
         1,
@@ -695,33 +691,21 @@ fn a_row_moved_to_an_evicted_row_ends_the_same_in_either_order() {
     for x in [&a, &c, &p, &q] {
         copy_all(&b, x);
     }
-    let own = |x: &Lib| -> Vec<Change> {
-        let me = x.device();
-        x.changes().into_iter().filter(|c| c.origin == me).collect()
-    };
     b.exec("UPDATE user_metadata SET entry_id = (SELECT id FROM entries WHERE uuid = 'e2') WHERE uuid = 'um1'");
     a.exec("DELETE FROM entries WHERE uuid = 'e2'");
     c.exec("UPDATE user_metadata_tags SET user_metadata_id = (SELECT id FROM user_metadata WHERE uuid = 'um1')");
     // P: the move of um1, the delete (evicts um1), then the move of ut.
     for x in [&b, &a, &c] {
-        apply(&p.conn, &own(x)).expect("P applies");
+        apply(&p.conn, &own_changes(x)).expect("P applies");
     }
     // Q: both moves, then the delete (evicts um1 and ut with it).
     for x in [&b, &c, &a] {
-        apply(&q.conn, &own(x)).expect("Q applies");
+        apply(&q.conn, &own_changes(x)).expect("Q applies");
     }
     assert_eq!(q.count("user_metadata_tags"), 0, "evicted with um1");
     assert_eq!(p.count("user_metadata_tags"), 0, "moved to a row gone");
     let all = [&a, &b, &c, &p, &q];
-    for _ in 0..2 {
-        for x in all {
-            for y in all {
-                if !std::ptr::eq(x, y) {
-                    copy_all(x, y);
-                }
-            }
-        }
-    }
+    exchange_all(&all);
     for x in &all[1..] {
         assert_eq!(x.digest(), a.digest());
     }
@@ -748,23 +732,19 @@ fn a_row_moved_to_a_row_that_arrives_gone_ends_the_same_in_either_order() {
     for x in [&a, &c, &p, &q] {
         copy_all(&b, x);
     }
-    let own = |x: &Lib| -> Vec<Change> {
-        let me = x.device();
-        x.changes().into_iter().filter(|c| c.origin == me).collect()
-    };
     b.exec(
         "INSERT INTO user_metadata(uuid, entry_id) SELECT 'um1', id FROM entries WHERE uuid = 'e2'",
     );
-    apply(&c.conn, &own(&b)).expect("C takes um1");
+    apply(&c.conn, &own_changes(&b)).expect("C takes um1");
     c.exec("UPDATE user_metadata_tags SET user_metadata_id = (SELECT id FROM user_metadata WHERE uuid = 'um1')");
     a.exec("DELETE FROM entries WHERE uuid = 'e2'"); // A never had um1
     // P: the delete, the move of ut to um1 (not here yet), then um1 (gone).
     for x in [&a, &c, &b] {
-        apply(&p.conn, &own(x)).expect("P applies");
+        apply(&p.conn, &own_changes(x)).expect("P applies");
     }
     // Q: um1, the move, then the delete (evicts um1 and ut with it).
     for x in [&b, &c, &a] {
-        apply(&q.conn, &own(x)).expect("Q applies");
+        apply(&q.conn, &own_changes(x)).expect("Q applies");
     }
     assert_eq!(q.count("user_metadata_tags"), 0, "evicted with um1");
     assert_eq!(
@@ -773,16 +753,27 @@ fn a_row_moved_to_a_row_that_arrives_gone_ends_the_same_in_either_order() {
         "moved to a row that came gone"
     );
     let all = [&a, &b, &c, &p, &q];
+    exchange_all(&all);
+    for x in &all[1..] {
+        assert_eq!(x.digest(), a.digest());
+    }
+}
+
+/// The changes `x` issued itself (not those it relays).
+fn own_changes(x: &Lib) -> Vec<Change> {
+    let me = x.device();
+    x.changes().into_iter().filter(|c| c.origin == me).collect()
+}
+
+/// Every device sends everything to every other, twice.
+fn exchange_all(all: &[&Lib]) {
     for _ in 0..2 {
         for x in all {
             for y in all {
-                if !std::ptr::eq(x, y) {
+                if !std::ptr::eq(*x, *y) {
                     copy_all(x, y);
                 }
             }
         }
-    }
-    for x in &all[1..] {
-        assert_eq!(x.digest(), a.digest());
     }
 }
