@@ -121,14 +121,15 @@ fn shifted_seeds() {
     );
 }
 
-/// Runs `count` seeds from `start` on two threads and fails listing every
-/// seed that did not converge, with its replay command.
+/// Runs `count` seeds from `start` on two threads (`SDSYNC_SIM_THREADS`, so
+/// a long run can leave a core free) and fails listing every seed that did
+/// not converge, with its replay command.
 fn run_seeds(count: u64, start: u64, restores: Restores, schedules: Schedules) {
     let next = AtomicU64::new(start);
     let failures = Mutex::new(Vec::new());
     let totals = Mutex::new(sim::Report::default());
     std::thread::scope(|s| {
-        for _ in 0..2 {
+        for _ in 0..env("SDSYNC_SIM_THREADS", 2) {
             s.spawn(|| {
                 loop {
                     let seed = next.fetch_add(1, Ordering::SeqCst);

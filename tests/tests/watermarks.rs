@@ -320,6 +320,56 @@ fn a_peer_restored_after_serving_pages_makes_its_peers_pull_again() {
     m.assert_identical();
 }
 
+/// The same gap the other way round (the relay gap, simulation seed 397):
+/// C, restored, pulls B's origin from A before it has taken its own
+/// changes back from A. A's claim rests on pages C served before the
+/// restore, which left out B's delete for a re-creation the restore lost:
+/// believed, C would hold B's origin complete without the delete, and once
+/// A pulls B's origin again (C's reclaim resets it) nothing would ever
+/// bring the delete to C. Until C has taken its changes back from a peer,
+/// that peer's pages of other origins count only as far as they run
+/// without a gap. Fails without it: C alone ends with t1.
+#[test]
+fn a_restored_device_takes_no_gap_from_a_peer_it_has_not_reclaimed_from() {
+    let mut m = Mesh::new("restore-relay-gap", 4);
+    let (idb, idc) = (m.devs[1].id.clone(), m.devs[2].id.clone());
+    m.devs[1].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
+    for (a, b) in [(0, 1), (1, 2)] {
+        m.link(a, b);
+        m.unlink(a, b);
+    }
+    let snapshot = m.devs[2].dir.join("backup.db");
+    m.devs[2].exec(&format!("VACUUM INTO '{}'", snapshot.display()));
+    m.devs[1].exec("DELETE FROM tags WHERE uuid = 't1'");
+    m.link(1, 2);
+    m.unlink(1, 2);
+    m.devs[2].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
+    m.link_dropping(0, 1, |from, _, env| from == 1 && Mesh::page_of(env, &idb));
+    m.unlink(0, 1);
+    m.link_dropping(0, 2, |_, to, env| to == 0 && Mesh::page_of(env, &idc));
+    m.unlink(0, 2);
+    assert_eq!(m.devs[0].holds(&idb), 2, "A vouches for B's delete");
+    m.restore(2, &snapshot);
+    // C starts taking its own changes back from D (its pages held up), and
+    // meanwhile takes B's origin from A, whose turn to reclaim is to come.
+    let held_up = |from: usize, _: usize, env: &Envelope| from != 2 && Mesh::page_of(env, &idc);
+    m.link_dropping(2, 3, held_up);
+    m.link_dropping(0, 2, held_up);
+    assert_eq!(m.devs[2].holds(&idb), 1, "C takes no gap from A yet");
+    m.unlink(2, 3);
+    m.unlink(0, 2);
+    for (a, b) in [(0, 2), (2, 3), (0, 1), (0, 3)] {
+        m.link(a, b);
+    }
+    m.advance(10_000);
+    m.link(1, 2);
+    m.advance(10_000);
+    for d in 0..4 {
+        assert_eq!(m.devs[d].count("tags"), 0, "device {d}");
+    }
+    m.assert_identical();
+}
+
 /// A change a restore lost can reach a peer only after the restored device
 /// took its changes back from that peer: here A's t13 went A → B → C, B was
 /// restored (losing it) before A took its changes back from B, then B took

@@ -54,6 +54,13 @@ impl Node {
         let vouched = if peer == origin {
             out.extend(self.origin_reports(origin, complete_to, store)?);
             complete_to
+        } else if origin != self.me && store.reclaim_from()?.iter().any(|p| p == peer) {
+            // A peer this device has not taken its own changes back from yet
+            // may have left out, as superseded, a change whose superseding
+            // change of this device's own the restore lost: its claim counts
+            // only as far as its page runs without a gap, until the reclaim
+            // resets it (the relay gap, simulation seed 397).
+            complete_to.min(gapless(after, changes))
         } else {
             let last = changes.last().map_or(0, |c| c.seq);
             complete_to.min(last.max(store.reported(origin)?))
@@ -134,7 +141,8 @@ impl Node {
             self.advance(origin, next, now);
         } else if mine {
             self.pulls.remove(origin);
-            out.push(self.hello(peer, false, store)?);
+            // After a reclaim, the peer's answer says what it vouches for now.
+            out.push(self.hello(peer, origin == self.me, store)?);
             // Caught up with an origin through another peer: the origin opens
             // its push stream to this device only once it hears so (it waited
             // for a Pull that went elsewhere); otherwise its commits would wait
@@ -149,5 +157,46 @@ impl Node {
             out.push(self.start_pull(peer, origin, have, now));
         }
         Ok(out)
+    }
+}
+
+/// The highest number up to which `changes` (in order of number) leave none
+/// out above `after`.
+fn gapless(after: i64, changes: &[Change]) -> i64 {
+    let mut end = after;
+    for c in changes {
+        if c.seq > end + 1 {
+            break;
+        }
+        end = end.max(c.seq);
+    }
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(seq: i64) -> Change {
+        Change {
+            tbl: "tags".into(),
+            pk: crate::library::Pk::Text("t".into()),
+            op: "upsert".into(),
+            data: None,
+            origin: "b".into(),
+            seq,
+            hlc: seq,
+            creates: 0,
+        }
+    }
+
+    #[test]
+    fn a_page_counts_up_to_its_first_gap() {
+        let page = |seqs: &[i64]| seqs.iter().copied().map(change).collect::<Vec<_>>();
+        assert_eq!(gapless(4, &page(&[])), 4);
+        assert_eq!(gapless(4, &page(&[5, 6, 7])), 7);
+        assert_eq!(gapless(4, &page(&[5, 6, 8, 9])), 6);
+        assert_eq!(gapless(4, &page(&[6, 7])), 4);
+        assert_eq!(gapless(4, &page(&[3, 5])), 5);
     }
 }

@@ -236,9 +236,12 @@ impl Node {
 
     /// This device took its own changes back from `peer` (applying them
     /// issued each again under a new number, so peers whose watermarks cover
-    /// the old one take it too).
+    /// the old one take it too). The peer's claims on other origins, which
+    /// counted only as far as its pages ran without a gap, count again: the
+    /// reclaim made it verify them anew.
     pub(super) fn reclaimed(&mut self, peer: &str, store: &dyn Store) -> Result<(), StoreError> {
         self.reclaiming.remove(peer);
+        self.unverified.retain(|(p, _), _| p != peer);
         store.reclaimed(peer)
     }
 
