@@ -179,6 +179,11 @@ impl Store for Meddler<'_> {
         self.inner().reclaim_from()
     }
 
+    /// Added in session 21: not counted, so every seed keeps its schedule.
+    fn reclaims_from(&self, peer: &str) -> Result<bool, StoreError> {
+        self.inner.reclaims_from(peer)
+    }
+
     fn reclaimed(&self, peer: &str) -> Result<(), StoreError> {
         self.inner().reclaimed(peer)
     }

@@ -188,6 +188,10 @@ pub trait Store {
     fn reclaim_all(&self, peers: &[String]) -> Result<(), StoreError>;
     /// The peers this device still takes its own changes back from.
     fn reclaim_from(&self) -> Result<Vec<String>, StoreError>;
+    /// Whether `peer` is still on that list.
+    fn reclaims_from(&self, peer: &str) -> Result<bool, StoreError> {
+        Ok(self.reclaim_from()?.iter().any(|p| p == peer))
+    }
     /// It took them back from `peer` (a whole pull of its own origin).
     fn reclaimed(&self, peer: &str) -> Result<(), StoreError>;
     /// The tables this device syncs.

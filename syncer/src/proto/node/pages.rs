@@ -54,7 +54,7 @@ impl Node {
         let vouched = if peer == origin {
             out.extend(self.origin_reports(origin, complete_to, store)?);
             complete_to
-        } else if origin != self.me && store.reclaim_from()?.iter().any(|p| p == peer) {
+        } else if origin != self.me && store.reclaims_from(peer)? {
             // A peer this device has not taken its own changes back from yet
             // may have left out, as superseded, a change whose superseding
             // change of this device's own the restore lost: its claim counts
