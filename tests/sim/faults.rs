@@ -184,6 +184,16 @@ impl Store for Meddler<'_> {
         self.inner.reclaims_from(peer)
     }
 
+    /// Session 21 too.
+    fn note_restore(&self, device: &str, base: i64) -> Result<(), StoreError> {
+        self.inner.note_restore(device, base)
+    }
+
+    /// Session 21 too.
+    fn restores(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.inner.restores()
+    }
+
     fn reclaimed(&self, peer: &str) -> Result<(), StoreError> {
         self.inner().reclaimed(peer)
     }

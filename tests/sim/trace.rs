@@ -36,12 +36,17 @@ fn describe(payload: &Payload) -> String {
             yours,
             your_clock,
             relayed,
+            restores,
             ..
         } => format!(
-            "Hello marks {:?} yours {yours:?} your_clock {your_clock:?} relayed {relayed:?}",
+            "Hello marks {:?} yours {yours:?} your_clock {your_clock:?} relayed {relayed:?} restores {:?}",
             watermarks
                 .iter()
                 .map(|(o, s)| (short(o), *s))
+                .collect::<Vec<_>>(),
+            restores
+                .iter()
+                .map(|(d, b)| (short(d), *b))
                 .collect::<Vec<_>>()
         ),
         other => other.kind(),

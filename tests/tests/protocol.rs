@@ -128,6 +128,7 @@ fn a_peer_clock_beyond_the_drift_is_refused() {
             yours: vec![],
             your_clock: (0, 0),
             relayed: None,
+            restores: Vec::new(),
         },
     );
     let out = na.receive(&encode(&hello), NOW, &a).expect("receive");

@@ -370,6 +370,61 @@ fn a_restored_device_takes_no_gap_from_a_peer_it_has_not_reclaimed_from() {
     m.assert_identical();
 }
 
+/// The gap passed on by a relay (four devices): D took B's origin from A
+/// after C's restore, after C had taken its changes back from D (so D's
+/// reset is over) and before C took them back from A (so A still vouches
+/// for what C's lost self served it). D meets neither the restored device
+/// again nor B's pages, so only hearing of the restore from A tells it:
+/// each Hello names the restores its sender verified its claims after, and
+/// a device takes another peer's claims beyond what its pages carry
+/// without a gap only from a peer that names every restore it knows of;
+/// hearing of a restore it did not know, it pulls everything again. Fails
+/// without it: D alone ends with t1.
+#[test]
+fn a_gap_passed_on_by_a_relay_before_its_reset_is_pulled_again() {
+    let mut m = Mesh::new("restore-relay-on", 4);
+    let (idb, idc) = (m.devs[1].id.clone(), m.devs[2].id.clone());
+    m.devs[1].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
+    for (a, b) in [(0, 1), (1, 2)] {
+        m.link(a, b);
+        m.unlink(a, b);
+    }
+    let snapshot = m.devs[2].dir.join("backup.db");
+    m.devs[2].exec(&format!("VACUUM INTO '{}'", snapshot.display()));
+    m.devs[1].exec("DELETE FROM tags WHERE uuid = 't1'");
+    m.link(1, 2);
+    m.unlink(1, 2);
+    m.devs[2].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
+    // A and D hear B report its delete's number but take no page from it.
+    for d in [0, 3] {
+        m.link_dropping(d, 1, |from, _, env| from == 1 && Mesh::page_of(env, &idb));
+        m.unlink(d, 1);
+    }
+    m.link_dropping(0, 2, |_, to, env| to == 0 && Mesh::page_of(env, &idc));
+    m.unlink(0, 2);
+    assert_eq!(m.devs[0].holds(&idb), 2, "A vouches for B's delete");
+    m.restore(2, &snapshot);
+    // C takes its changes back from D (D starts over), then D takes B's
+    // origin from A, which has not yet: only as far as it runs unbroken.
+    m.link(2, 3);
+    m.unlink(2, 3);
+    m.link(0, 3);
+    m.unlink(0, 3);
+    assert_eq!(m.devs[3].holds(&idb), 1, "D takes no gap from A");
+    m.link(0, 2);
+    m.unlink(0, 2);
+    for (a, b) in [(0, 3), (0, 1), (2, 3)] {
+        m.link(a, b);
+    }
+    for _ in 0..3 {
+        m.advance(10_000);
+    }
+    for d in 0..4 {
+        assert_eq!(m.devs[d].count("tags"), 0, "device {d}");
+    }
+    m.assert_identical();
+}
+
 /// A change a restore lost can reach a peer only after the restored device
 /// took its changes back from that peer: here A's t13 went A → B → C, B was
 /// restored (losing it) before A took its changes back from B, then B took

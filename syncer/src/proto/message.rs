@@ -19,7 +19,7 @@ use crate::library::Change;
 use crate::proto::schema::TableLayout;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 8;
+pub const PROTOCOL_VERSION: u16 = 9;
 
 /// The most bytes of changes a page carries beyond its first change: a node
 /// never asks for more (its configured `page_bytes` is capped at this).
@@ -100,6 +100,15 @@ pub enum Payload {
         /// lost, and the receiver takes its changes back again
         /// (`sqlstore::points`, `Node::retake`).
         relayed: Option<i64>,
+        /// The restores the sender verified its claims again after, `(device,
+        /// base)`: its own last (`base` where it renumbered its changes),
+        /// and every other device's it heard of. A receiver that knows of a
+        /// restore the sender does not name counts the sender's claims only
+        /// as far as its pages carry them without a gap (they may rest on
+        /// pages the restored device served before it lost what superseded
+        /// them), and one that hears of a restore it did not know pulls
+        /// everything again (`Node::on_restores`; version 9).
+        restores: Vec<(String, i64)>,
     },
     /// Asks for the changes of `origin` above sequence `after`: starts (or
     /// restarts there) a stream of pages, paced by [`Payload::Ack`]s.
@@ -280,6 +289,7 @@ mod tests {
                 yours: vec![(7, 7 << 16)],
                 your_clock: (9, 9 << 16),
                 relayed: Some(3),
+                restores: vec![("dev-c".into(), 1_000_040)],
                 schema: vec![TableLayout {
                     table: "tags".into(),
                     class: "shared".into(),

@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! use sdsync_syncer::proto::message::{Envelope, Payload, encode};
-//! let hello = Envelope::new("library", "me", Payload::Hello { watermarks: vec![], hlc: 0, reply: true, quarantined: vec![], schema: vec![], incarnation: Default::default(), yours: vec![], your_clock: (0, 0), relayed: None });
+//! let hello = Envelope::new("library", "me", Payload::Hello { watermarks: vec![], hlc: 0, reply: true, quarantined: vec![], schema: vec![], incarnation: Default::default(), yours: vec![], your_clock: (0, 0), relayed: None, restores: vec![] });
 //! let bytes = encode(&hello); // what a transport sends
 //! ```
 

@@ -73,6 +73,7 @@ mod pages;
 mod peers;
 mod pulls;
 mod reports;
+mod restores;
 mod streams;
 
 /// Tunables (milliseconds for times).
@@ -124,6 +125,8 @@ struct Peer {
     /// The peer's watermarks (its ACK).
     acks: BTreeMap<String, i64>,
     refused: Option<String>,
+    /// The restores its last Hello named (`restores.rs`).
+    restores: BTreeMap<String, i64>,
 }
 
 #[derive(Clone, Debug)]
@@ -166,6 +169,10 @@ pub struct Node {
     /// origin with an older clock was sent before those changes existed, so what
     /// it says the origin issued is stale, not a contradiction.
     newest: BTreeMap<String, i64>,
+    /// Restored peers whose Hello naming the restore made this device pull
+    /// everything again, before the pull of their own changes that follows
+    /// (`restores.rs`).
+    started_over: BTreeSet<String>,
     /// Which running copy of its folder this device is (`copies.rs`).
     incarnation: Incarnation,
     /// The incarnation each peer last ran as, and when it was last heard.
@@ -193,6 +200,7 @@ impl Node {
             busy: BTreeMap::new(),
             failing: BTreeSet::new(),
             newest: BTreeMap::new(),
+            started_over: BTreeSet::new(),
             incarnation: Incarnation::default(),
             incarnations: BTreeMap::new(),
         }
@@ -234,6 +242,7 @@ impl Node {
         self.pulls.retain(|_, pending| pending.peer != peer);
         self.close_streams(peer);
         self.reclaiming.remove(peer);
+        self.started_over.remove(peer);
         self.forget_incarnation(peer);
     }
 
@@ -412,6 +421,7 @@ impl Node {
                 yours,
                 your_clock,
                 relayed,
+                restores,
             } => {
                 let (mut out, go_on) = self.on_incarnation(&peer, incarnation, now);
                 if !go_on {
@@ -430,6 +440,7 @@ impl Node {
                     .any(|o| matches!(o, Output::Event(Event::Refused { .. })));
                 if !refused {
                     out.extend(self.on_schema_report(&peer, &schema, store)?);
+                    out.extend(self.on_restores(&peer, restores, now, store)?);
                 }
                 Ok(out)
             }
@@ -531,7 +542,7 @@ impl Node {
     fn own_pull(&mut self, peer: &str, after: i64, now: u64, store: &dyn Store) -> Out {
         store.reclaiming_here(peer)?;
         if after == 0 {
-            self.peer_restored(peer, now, store)
+            self.own_pull_from_start(peer, now, store)
         } else {
             Ok(Vec::new())
         }

@@ -164,6 +164,12 @@ pub trait Store {
     fn note_renumbered(&self, base: i64) -> Result<(), StoreError>;
     /// The highest base kept by [`Store::note_renumbered`].
     fn renumbered(&self) -> Result<Option<i64>, StoreError>;
+    /// This device verified its claims again after `device`'s restore
+    /// that renumbered above `base`.
+    fn note_restore(&self, device: &str, base: i64) -> Result<(), StoreError>;
+    /// The restores of other devices kept by [`Store::note_restore`],
+    /// `(device, base)`.
+    fn restores(&self) -> Result<Vec<(String, i64)>, StoreError>;
     /// Whether this device's own history contradicts a peer holding its
     /// change `(seq, hlc)`: it holds another change under that number, or
     /// (where its numbers and HLCs rise together) a change numbered below it

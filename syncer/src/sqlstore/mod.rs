@@ -468,6 +468,14 @@ impl Store for SqlStore {
         Ok(points::renumbered(&self.sync)?)
     }
 
+    fn note_restore(&self, device: &str, base: i64) -> Result<(), StoreError> {
+        Ok(points::note_restore(&self.sync, device, base)?)
+    }
+
+    fn restores(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(points::restores(&self.sync)?)
+    }
+
     fn reuses(&self, seq: i64, hlc: i64) -> Result<bool, StoreError> {
         self.sql(lineage::reuses(&self.lib.conn, seq, hlc))
     }

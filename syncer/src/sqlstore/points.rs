@@ -1,7 +1,8 @@
 //! What this device keeps in `sync.db` of other devices' histories to send
 //! back to them (points `(seq, HLC)` and lowest numbers), so a device
 //! whose folder went back can tell what it lost even when nothing current
-//! names it; and, of its own, where its restores renumbered its changes.
+//! names it; of its own, where its restores renumbered its changes; and
+//! the restores of other devices it verified its claims after.
 //!
 //! ```no_run
 //! # let sync = rusqlite::Connection::open_in_memory().unwrap();
@@ -40,7 +41,8 @@ CREATE TABLE IF NOT EXISTS taken(
   origin TEXT NOT NULL, seq INTEGER NOT NULL, hlc INTEGER NOT NULL, PRIMARY KEY (origin, seq));
 CREATE TABLE IF NOT EXISTS relayed(origin TEXT PRIMARY KEY, lowest INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS reclaimed_here(origin TEXT PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS renumbered(one INTEGER PRIMARY KEY CHECK (one = 1), base INTEGER NOT NULL);";
+CREATE TABLE IF NOT EXISTS renumbered(one INTEGER PRIMARY KEY CHECK (one = 1), base INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS restores(device TEXT PRIMARY KEY, base INTEGER NOT NULL);";
 
 /// How many points taken from each origin itself are kept: the restored
 /// device's first new changes must not at once push the telling one out.
@@ -144,6 +146,26 @@ pub fn renumbered(conn: &Connection) -> rusqlite::Result<Option<i64>> {
         .optional()
 }
 
+/// This device verified its claims again after `device`'s restore that
+/// renumbered above `base` (see `Node::on_restores`). The highest is kept;
+/// written after the reset it records, so a crash between them costs one
+/// more reset, never a claim kept.
+pub fn note_restore(conn: &Connection, device: &str, base: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO restores(device, base) VALUES (?1, ?2) \
+         ON CONFLICT(device) DO UPDATE SET base = max(base, excluded.base)",
+        params![device, base],
+    )
+    .map(|_| ())
+}
+
+/// The restores kept by [`note_restore`], `(device, base)`.
+pub fn restores(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    conn.prepare_cached("SELECT device, base FROM restores ORDER BY device")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +213,15 @@ mod tests {
         note_renumbered(&conn, 1 << 21).expect("note");
         note_renumbered(&conn, 1 << 20).expect("note");
         assert_eq!(renumbered(&conn).expect("read"), Some(1 << 21));
+    }
+
+    #[test]
+    fn the_highest_restore_of_each_device_is_kept() {
+        let conn = db();
+        note_restore(&conn, "b", 40).expect("note");
+        note_restore(&conn, "a", 7).expect("note");
+        note_restore(&conn, "b", 30).expect("note");
+        let want = vec![("a".to_string(), 7), ("b".to_string(), 40)];
+        assert_eq!(restores(&conn).expect("restores"), want);
     }
 }

@@ -119,6 +119,7 @@ impl Node {
             yours: store.newest_of(peer, YOURS)?,
             your_clock: store.announced(peer)?,
             relayed: store.relayed(peer)?,
+            restores: self.restores(store)?,
         };
         Ok(self.send(peer, payload))
     }

@@ -54,12 +54,12 @@ impl Node {
         let vouched = if peer == origin {
             out.extend(self.origin_reports(origin, complete_to, store)?);
             complete_to
-        } else if origin != self.me && store.reclaims_from(peer)? {
-            // A peer this device has not taken its own changes back from yet
-            // may have left out, as superseded, a change whose superseding
-            // change of this device's own the restore lost: its claim counts
-            // only as far as its page runs without a gap, until the reclaim
-            // resets it (the relay gap, simulation seed 397).
+        } else if origin != self.me && self.doubted_after_restores(peer, store)? {
+            // A peer that has not pulled everything again since a restore
+            // this device knows of may vouch for pages the restored device
+            // served before it lost a change that superseded one they left
+            // out: its claim counts only as far as its page runs without a
+            // gap (the relay gap, simulation seed 397; `restores.rs`).
             complete_to.min(gapless(after, changes))
         } else {
             let last = changes.last().map_or(0, |c| c.seq);

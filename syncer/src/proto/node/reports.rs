@@ -176,6 +176,8 @@ impl Node {
         store.note_renumbered(base)?;
         self.reclaiming.insert(peer.into());
         let me = self.me.clone();
+        // The Hello first: it names the restore, so the peer pulls
+        // everything again once, before it serves the pull (`restores.rs`).
         Ok(vec![
             Output::Event(Event::Restored {
                 peer: peer.into(),
@@ -184,6 +186,7 @@ impl Node {
                 reused,
                 renumbered,
             }),
+            self.hello(peer, false, store)?,
             self.start_pull(peer, &me, 0, now),
         ])
     }
@@ -309,6 +312,9 @@ impl Node {
         }
         self.reclaiming.insert(peer.into());
         let me = self.me.clone();
-        Ok(vec![self.start_pull(peer, &me, 0, now)])
+        Ok(vec![
+            self.hello(peer, false, store)?,
+            self.start_pull(peer, &me, 0, now),
+        ])
     }
 }
