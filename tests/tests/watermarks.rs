@@ -379,7 +379,7 @@ fn a_restored_device_takes_no_gap_from_a_peer_it_has_not_reclaimed_from() {
 /// a device takes another peer's claims beyond what its pages carry
 /// without a gap only from a peer that names every restore it knows of;
 /// hearing of a restore it did not know, it pulls everything again. Fails
-/// without it: D alone ends with t1.
+/// without it: D takes the gap from A.
 #[test]
 fn a_gap_passed_on_by_a_relay_before_its_reset_is_pulled_again() {
     let mut m = Mesh::new("restore-relay-on", 4);

@@ -153,8 +153,9 @@ pub enum Event {
         /// start).
         after: i64,
     },
-    /// `peer` was restored from an older copy (it pulls its own origin back):
-    /// this device stopped vouching for other origins and pulls them again.
+    /// `peer` was restored from an older copy (it pulls its own origin back,
+    /// or a Hello named a restore of it this device did not know of): this
+    /// device stopped vouching for other origins and pulls them again.
     PeerRestored {
         /// The restored peer.
         peer: String,
