@@ -44,6 +44,8 @@ pub struct Conn {
     /// change rolled back, or one made while the clock was behind the wall
     /// clock, leaves later ones on this connection without a step.
     pub issued: Cell<bool>,
+    /// Backpressure after its commits (see `pace`).
+    pub pace: crate::pace::Pace,
 }
 
 impl Conn {
@@ -135,6 +137,15 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
     ("sdsync_reidentify", 0, DIRECT, reidentify),
     ("sdsync_reidentify", 1, DIRECT, reidentify),
     ("sdsync_test_clock", 1, DIRECT, test_clock),
+    ("sdsync_pace", 1, DIRECT, |c| {
+        let on = c.int(0, "on")? != 0;
+        c.conn.pace.off.set(!on);
+        Ok(Value::Integer(i64::from(on)))
+    }),
+    ("sdsync_paced", 0, DIRECT, |c| {
+        let us = c.conn.pace.waited_us.get();
+        Ok(Value::Integer(i64::try_from(us).unwrap_or(i64::MAX)))
+    }),
     ("sdsync_track", 2, DIRECT, track_fn),
     ("sdsync_track", 3, DIRECT, track_fn),
     ("sdsync_untrack", 1, DIRECT, |c| {

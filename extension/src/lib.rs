@@ -17,6 +17,7 @@ mod changes;
 mod ffi;
 mod functions;
 mod migrate;
+mod pace;
 mod store;
 mod track;
 mod values;

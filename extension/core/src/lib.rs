@@ -13,5 +13,6 @@ pub mod hlc;
 pub mod ids;
 pub mod limits;
 pub mod merge;
+pub mod pace;
 pub mod schema;
 pub mod triggers;

@@ -251,6 +251,14 @@ unsafe extern "C" fn after_commit(
                 )
             };
         }
+        // Last: the write lock is released, and the wait delays only this
+        // connection's next statement (`crate::pace`).
+        let wait = conn
+            .pace
+            .after_commit(db, database, conn.local_writes.get());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
     });
     SQLITE_OK
 }

@@ -52,6 +52,7 @@ mod background;
 mod commits;
 mod directory;
 mod membership;
+mod pace;
 
 /// Frames from this size on are applied without the watch on the folder
 /// (a page of about 100 changes and more; a single commit's push is smaller).
@@ -121,6 +122,8 @@ pub struct Daemon {
     /// The library folder, where a rotated certificate is put in place
     /// (none for daemons of tests that have no folder).
     folder: Option<std::path::PathBuf>,
+    /// Backpressure on app writers while a live peer falls behind.
+    pacer: pace::Pacer,
 }
 
 impl Daemon {
@@ -138,6 +141,7 @@ impl Daemon {
         let (link, inbound) = Link::bind(listen, me, pins)?;
         directory.set(&device, link.local_addr()?);
         let data_version = data_version(&store)?;
+        let pacer = pace::Pacer::open(&store.lib.path, pace::own_seq(&store)?);
         // Every paired device is a partner from the start (the log counts
         // what it has not acknowledged), connected or not.
         let mut node = Node::new(&device, library, Config::default());
@@ -170,6 +174,7 @@ impl Daemon {
             seen: Observer::new(wall_millis(), None),
             held: Vec::new(),
             gathered_from: BTreeSet::new(),
+            pacer,
         })
     }
 
@@ -257,6 +262,7 @@ impl Daemon {
                     self.redial();
                     self.record_peers(false);
                     self.track_lag();
+                    self.pace(false);
                     self.seen.report(wall_millis(), &self.me, &self.store, &self.node);
                 }
                 changed = stop.changed() => if changed.is_err() || *stop.borrow() { break },
@@ -403,6 +409,7 @@ impl Daemon {
                 let started = Instant::now();
                 let out = self.node.committed(&self.store);
                 self.timed(started, out);
+                self.pace(true);
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(device = %self.me, error = %e, "reading data_version"),

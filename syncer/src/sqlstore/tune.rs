@@ -48,6 +48,9 @@ pub fn tune(conn: &Connection) -> rusqlite::Result<()> {
         [SYNCER_CHECKPOINT_PAGES],
         |_| Ok(()),
     )?;
+    // The syncer paces app writers; its own commits (changes it issues
+    // again after a restore) must never wait for its own peers.
+    conn.query_row("SELECT sdsync_pace(0)", [], |_| Ok(()))?;
     conn.pragma_update(None, "journal_size_limit", SYNCER_WAL_LIMIT)?;
     // Each statement apply runs inside a transaction keeps a statement
     // journal (the tables have triggers and constraints). In a file, once one
