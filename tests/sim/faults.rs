@@ -179,19 +179,23 @@ impl Store for Meddler<'_> {
         self.inner().reclaim_from()
     }
 
-    /// Added in session 21: not counted, so every seed keeps its schedule.
+    // The calls added in session 21 go to the store uncounted, so every
+    // seed keeps the schedule it had (the regression lists replay the
+    // schedules that failed); the simulated app never commits between them.
     fn reclaims_from(&self, peer: &str) -> Result<bool, StoreError> {
         self.inner.reclaims_from(peer)
     }
 
-    /// Session 21 too.
     fn note_restore(&self, device: &str, base: i64) -> Result<(), StoreError> {
         self.inner.note_restore(device, base)
     }
 
-    /// Session 21 too.
     fn restores(&self) -> Result<Vec<(String, i64)>, StoreError> {
         self.inner.restores()
+    }
+
+    fn forget_restores(&self) -> Result<(), StoreError> {
+        self.inner.forget_restores()
     }
 
     fn reclaimed(&self, peer: &str) -> Result<(), StoreError> {

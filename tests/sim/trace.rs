@@ -24,10 +24,16 @@ fn describe(payload: &Payload) -> String {
             complete_to,
             changes,
             more,
+            restores,
         } => format!(
-            "Page {} after {after} to {complete_to} more {more} [{}]",
+            "Page {} after {after} to {complete_to} more {more} [{}]{}",
             short(origin),
-            changes.iter().map(change).collect::<Vec<_>>().join(",")
+            changes.iter().map(change).collect::<Vec<_>>().join(","),
+            if restores.is_empty() {
+                String::new()
+            } else {
+                format!(" restores {restores:?}")
+            }
         ),
         Payload::Pull { origin, after } => format!("Pull {} after {after}", short(origin)),
         Payload::Ack { origin, to } => format!("Ack {} to {to}", short(origin)),

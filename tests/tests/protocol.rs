@@ -318,6 +318,7 @@ fn a_change_that_does_not_apply_is_quarantined_and_the_page_completes() {
             complete_to: 1,
             changes: vec![bad],
             more: false,
+            restores: Vec::new(),
         },
     );
     let out = nb.receive(&encode(&page), NOW, &b).unwrap();

@@ -65,6 +65,7 @@ fn a_change_a_peer_cannot_apply_is_quarantined_and_the_stream_goes_on() {
             complete_to: 5,
             changes: m.devs[0].store.lib.changes_since(&ida, 0).unwrap(),
             more: false,
+            restores: Vec::new(),
         },
     );
     let d = &mut m.devs[1];
@@ -249,6 +250,7 @@ fn dead_letters_are_one_record_per_cause_with_a_count() {
                 complete_to: after + 1,
                 changes: vec![stranger.clone()],
                 more: false,
+                restores: Vec::new(),
             },
         );
         let d = &mut m.devs[1];

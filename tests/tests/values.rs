@@ -253,6 +253,7 @@ fn blob_uuids_and_extreme_values_go_through_the_library_api_and_the_wire() {
             complete_to: 0,
             changes,
             more: false,
+            restores: Vec::new(),
         },
     );
     let bytes = encode(&env);

@@ -62,6 +62,7 @@ fn a_page_claiming_more_than_it_carries_is_capped() {
             complete_to: 1_000_000,
             changes,
             more: false,
+            restores: Vec::new(),
         },
     );
     let a = &mut m.devs[0];
@@ -352,7 +353,11 @@ fn a_restored_device_takes_no_gap_from_a_peer_it_has_not_reclaimed_from() {
     m.restore(2, &snapshot);
     // C starts taking its own changes back from D (its pages held up), and
     // meanwhile takes B's origin from A, whose turn to reclaim is to come.
-    let held_up = |from: usize, _: usize, env: &Envelope| from != 2 && Mesh::page_of(env, &idc);
+    // A does not hear of the restore meanwhile either (C's Hellos to it are
+    // lost), so A serves the gap and only C's doubt stands in its way.
+    let held_up = |from: usize, to: usize, env: &Envelope| {
+        (from != 2 && Mesh::page_of(env, &idc)) || (from == 2 && to == 0 && is_hello(env))
+    };
     m.link_dropping(2, 3, held_up);
     m.link_dropping(0, 2, held_up);
     assert_eq!(m.devs[2].holds(&idb), 1, "C takes no gap from A yet");
@@ -405,10 +410,11 @@ fn a_gap_passed_on_by_a_relay_before_its_reset_is_pulled_again() {
     assert_eq!(m.devs[0].holds(&idb), 2, "A vouches for B's delete");
     m.restore(2, &snapshot);
     // C takes its changes back from D (D starts over), then D takes B's
-    // origin from A, which has not yet: only as far as it runs unbroken.
+    // origin from A, which has not heard of the restore (D's Hellos to it
+    // are lost): only as far as it runs unbroken.
     m.link(2, 3);
     m.unlink(2, 3);
-    m.link(0, 3);
+    m.link_dropping(0, 3, |from, _, env| from == 3 && is_hello(env));
     m.unlink(0, 3);
     assert_eq!(m.devs[3].holds(&idb), 1, "D takes no gap from A");
     m.link(0, 2);
@@ -530,4 +536,9 @@ fn a_whole_folder_restored_elsewhere_is_told_by_the_last_change_taken_from_it() 
         )
     };
     assert_eq!(m.count_events(0, restored), 1, "{:?}", m.events);
+}
+
+/// Whether `env` is a Hello.
+fn is_hello(env: &Envelope) -> bool {
+    matches!(env.payload, Payload::Hello { .. })
 }

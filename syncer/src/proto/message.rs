@@ -132,6 +132,11 @@ pub enum Payload {
         changes: Vec<Change>,
         /// More pages follow for this origin.
         more: bool,
+        /// For a page of another origin than the sender's own: the restores
+        /// the sender had verified its claims after when it read the page
+        /// (as in its Hello). A page read before its sender started over
+        /// may arrive after the Hello that says it did (version 9).
+        restores: Vec<(String, i64)>,
     },
     /// The sender applied a page of `origin` and now holds it up to `to`: the
     /// stream that page came from may send one more page.
@@ -169,6 +174,7 @@ impl Payload {
                 complete_to,
                 changes,
                 more,
+                ..
             } => format!(
                 "Page {origin} after {after} to {complete_to}: {} changes{}",
                 changes.len(),
@@ -310,6 +316,7 @@ mod tests {
                 complete_to: 5,
                 changes: vec![change(4), change(5)],
                 more: false,
+                restores: vec![("dev-c".into(), 1_000_040)],
             },
             Payload::Page {
                 origin: "a".into(),
@@ -325,6 +332,7 @@ mod tests {
                 .map(|(pk, i)| Change { pk, ..change(i) })
                 .collect(),
                 more: false,
+                restores: vec![],
             },
             Payload::Refused { reason: "x".into() },
             Payload::Stop {
@@ -365,6 +373,7 @@ mod tests {
         fn decoding_mutated_messages_never_panics(flip in 0usize..200, byte in any::<u8>()) {
             let mut bytes = encode(&Envelope::new("lib", "me", Payload::Page {
                 origin: "a".into(), after: 1, complete_to: 3, changes: vec![change(2), change(3)], more: true,
+                restores: vec![],
             }));
             let i = flip % bytes.len();
             bytes[i] = byte;

@@ -229,6 +229,7 @@ impl Node {
         p.connected = true;
         p.hello_seen = false;
         p.last_seen = now;
+        self.started_over.remove(peer);
         Ok(vec![self.hello(peer, true, store)?])
     }
 
@@ -473,17 +474,16 @@ impl Node {
                 complete_to,
                 changes,
                 more,
+                restores,
             } => {
-                let out = self.on_page(
-                    &peer,
-                    &origin,
+                let page = pages::Page {
                     after,
                     complete_to,
-                    &changes,
+                    changes: &changes,
                     more,
-                    now,
-                    store,
-                );
+                    restores: &restores,
+                };
+                let out = self.on_page(&peer, &origin, page, now, store);
                 match out {
                     // Busy outside the apply too (the watermarks read before
                     // it, the Hello after it; seed 8557: the app changed the

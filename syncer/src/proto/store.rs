@@ -170,6 +170,8 @@ pub trait Store {
     /// The restores of other devices kept by [`Store::note_restore`],
     /// `(device, base)`.
     fn restores(&self) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Forgets them (this device's own restore took its claims back).
+    fn forget_restores(&self) -> Result<(), StoreError>;
     /// Whether this device's own history contradicts a peer holding its
     /// change `(seq, hlc)`: it holds another change under that number, or
     /// (where its numbers and HLCs rise together) a change numbered below it

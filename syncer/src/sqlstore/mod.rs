@@ -476,6 +476,10 @@ impl Store for SqlStore {
         Ok(points::restores(&self.sync)?)
     }
 
+    fn forget_restores(&self) -> Result<(), StoreError> {
+        Ok(points::forget_restores(&self.sync)?)
+    }
+
     fn reuses(&self, seq: i64, hlc: i64) -> Result<bool, StoreError> {
         self.sql(lineage::reuses(&self.lib.conn, seq, hlc))
     }

@@ -166,6 +166,12 @@ pub fn restores(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
         .collect()
 }
 
+/// Forgets every restore kept (this device's own restore took back what
+/// it vouched for since).
+pub fn forget_restores(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM restores", []).map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

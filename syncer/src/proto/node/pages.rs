@@ -17,16 +17,27 @@ use crate::proto::event::{Event, Output};
 use crate::proto::message::Payload;
 use crate::proto::store::Store;
 
+/// What a page of one origin carries (see [`Payload::Page`]).
+pub(super) struct Page<'a> {
+    pub(super) after: i64,
+    pub(super) complete_to: i64,
+    pub(super) changes: &'a [Change],
+    pub(super) more: bool,
+    pub(super) restores: &'a [(String, i64)],
+}
+
 impl Node {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_page(
         &mut self,
         peer: &str,
         origin: &str,
-        after: i64,
-        complete_to: i64,
-        changes: &[Change],
-        more: bool,
+        Page {
+            after,
+            complete_to,
+            changes,
+            more,
+            restores,
+        }: Page<'_>,
         now: u64,
         store: &dyn Store,
     ) -> Out {
@@ -54,7 +65,7 @@ impl Node {
         let vouched = if peer == origin {
             out.extend(self.origin_reports(origin, complete_to, store)?);
             complete_to
-        } else if origin != self.me && self.doubted_after_restores(peer, store)? {
+        } else if origin != self.me && self.doubted_after_restores(peer, restores, store)? {
             // A peer that has not pulled everything again since a restore
             // this device knows of may vouch for pages the restored device
             // served before it lost a change that superseded one they left

@@ -171,6 +171,10 @@ impl Node {
     ) -> Result<Vec<Output>, StoreError> {
         let peers: Vec<String> = self.peers.keys().cloned().collect();
         store.reclaim_all(&peers)?;
+        // What this device vouches for went back with the database, maybe
+        // to before it started over after other devices' restores: it names
+        // none of them until it hears of them again (and starts over).
+        store.forget_restores()?;
         let base = self.above_claims(floor);
         let renumbered = store.restamp(base, hlc)?;
         store.note_renumbered(base)?;

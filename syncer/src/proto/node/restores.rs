@@ -6,7 +6,7 @@
 //! // node.rs, after a Hello from `peer` naming `told`:
 //! out.extend(self.on_restores(&peer, told, now, store)?);
 //! // pages.rs, a page of another origin relayed by `peer`:
-//! let doubted = self.doubted_after_restores(peer, store)?;
+//! let doubted = self.doubted_after_restores(peer, page.restores, store)?;
 //! ```
 //!
 //! A restore is named `(device, base)`: `base` is where the restored device
@@ -22,6 +22,7 @@
 use std::collections::BTreeMap;
 
 use super::{Node, Out};
+use crate::proto::event::{Event, Output};
 use crate::proto::store::{Store, StoreError};
 
 impl Node {
@@ -38,11 +39,13 @@ impl Node {
 
     /// `peer`'s Hello named `told`. Remembered for the pages `peer` relays
     /// (its doubted claims are pulled for again once what it names
-    /// changes); every restore named here for the first time makes this
-    /// device pull everything again, as the restored device's own pull does
-    /// ([`Node::peer_restored`]). `peer`'s own restore, named before the
-    /// pull of its own changes that follows it, spares that pull the same
-    /// work once.
+    /// changes). Restores named here for the first time make this device
+    /// pull everything again, once for all of them, as the restored
+    /// device's own pull does ([`Node::peer_restored`]); any device's,
+    /// paired here or not (one removed since, or not known yet, may have
+    /// served the pages a peer relays; a false name costs a pass, never a
+    /// change). `peer`'s own restore, named just before the pull of its
+    /// own changes that follows it, spares that pull the same work once.
     pub(super) fn on_restores(
         &mut self,
         peer: &str,
@@ -52,15 +55,33 @@ impl Node {
     ) -> Out {
         let known: BTreeMap<String, i64> = store.restores()?.into_iter().collect();
         let told: BTreeMap<String, i64> = told.into_iter().collect();
+        self.started_over.remove(peer);
+        let new: Vec<(String, i64)> = told
+            .iter()
+            .filter(|(device, base)| {
+                **device != self.me && known.get(*device).is_none_or(|k| k < *base)
+            })
+            .map(|(device, base)| (device.clone(), *base))
+            .collect();
         let mut out = Vec::new();
-        for (device, &base) in &told {
-            let new = known.get(device).is_none_or(|&k| k < base);
-            if *device != self.me && new && self.peers.contains_key(device) {
-                out.extend(self.peer_restored(device, now, store)?);
-                store.note_restore(device, base)?;
-                if device == peer {
-                    self.started_over.insert(peer.into());
+        if let Some((first, _)) = new.first() {
+            let itself = new.iter().any(|(device, _)| device == peer);
+            let kept = if itself {
+                peer.to_string()
+            } else {
+                first.clone()
+            };
+            out.extend(self.peer_restored(&kept, now, store)?);
+            for (device, base) in &new {
+                store.note_restore(device, *base)?;
+                if *device != kept {
+                    out.push(Output::Event(Event::PeerRestored {
+                        peer: device.clone(),
+                    }));
                 }
+            }
+            if itself {
+                self.started_over.insert(peer.into());
             }
         }
         if let Some(p) = self.peers.get_mut(peer)
@@ -89,20 +110,21 @@ impl Node {
     }
 
     /// Whether `peer`'s claims on origins other than its own and this
-    /// device's count only as far as its pages carry them without a gap:
-    /// it does not name every restore this device knows of (a restored
-    /// device names its own), or this device, restored, has not taken its
-    /// own changes back from it yet (a restore whose lost changes reached
-    /// no one renumbers where the last one did, so only the reclaim tells
-    /// that the peer started over after it).
+    /// device's, in a page read when it named `named`, count only as far as
+    /// the page carries them without a gap: `named` lacks a restore this
+    /// device knows of (a restored device names its own), or this device,
+    /// restored, has not taken its own changes back from `peer` yet (a
+    /// restore whose lost changes reached no one renumbers where the last
+    /// one did, so only the reclaim tells that the peer started over after
+    /// it).
     pub(super) fn doubted_after_restores(
         &self,
         peer: &str,
+        named: &[(String, i64)],
         store: &dyn Store,
     ) -> Result<bool, StoreError> {
-        let named = self.peers.get(peer).map(|p| &p.restores);
         let behind = self.restores(store)?.iter().any(|(device, base)| {
-            device != peer && named.and_then(|n| n.get(device)).is_none_or(|b| b < base)
+            device != peer && !named.iter().any(|(d, b)| d == device && b >= base)
         });
         Ok(behind || store.reclaims_from(peer)?)
     }

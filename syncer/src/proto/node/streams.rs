@@ -169,12 +169,19 @@ impl Node {
             held.max(after)
         };
         let next = slice.changes.last().map_or(complete_to, |c| c.seq);
+        // Only a relayed page's claims are weighed by what its sender named.
+        let restores = if origin == self.me {
+            Vec::new()
+        } else {
+            self.restores(store)?
+        };
         let payload = Payload::Page {
             origin: origin.into(),
             after,
             complete_to,
             changes: slice.changes,
             more: slice.more,
+            restores,
         };
         Ok((payload, next))
     }
