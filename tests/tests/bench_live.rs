@@ -38,6 +38,12 @@ fn live_writer_at_full_speed() {
         .unwrap_or(0.0);
     let (_dir, mut a, mut b) = pair_of("bench-live");
     let (app_a, app_b) = (a.app(), b.app());
+    // `SDSYNC_BENCH_UNPACED=1`: the writer opts out of backpressure, to see
+    // the lag without it in the same build.
+    let unpaced = std::env::var("SDSYNC_BENCH_UNPACED").is_ok_and(|v| v == "1");
+    if unpaced {
+        app_a.exec("SELECT sdsync_pace(0)");
+    }
     app_a.exec("INSERT INTO locations(uuid, name, path) VALUES ('loc', 'Bench', '/bench')");
     a.start();
     b.start();
@@ -93,12 +99,13 @@ fn live_writer_at_full_speed() {
     let applied = applied_rows(&b, &a.id);
     let lags = lags(&samples, &commits);
     println!(
-        "\nlive: {secs} s, {rows_per_commit}-row commits\n\
+        "\nlive: {secs} s, {rows_per_commit}-row commits{}\n\
          written {written} rows ({:.0} rows/s)\n\
          applied on B {applied} rows (×{:.2} of written)\n\
          visible lag: max {:.0} rows, max {:.2} s, p99 {:.2} s\n\
          complete (watermark) {} after the last commit; digests {}\n\
          syncer A: {}\nsyncer B: {}",
+        if unpaced { " (writer not paced)" } else { "" },
         written as f64 / stopped,
         applied as f64 / written as f64,
         lags.0,

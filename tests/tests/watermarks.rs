@@ -286,27 +286,8 @@ fn a_restored_database_that_wrote_more_than_it_lost_is_noticed_by_its_syncer() {
 #[test]
 fn a_peer_restored_after_serving_pages_makes_its_peers_pull_again() {
     let mut m = Mesh::new("restore-taint", 3);
-    let (idb, idc) = (m.devs[1].id.clone(), m.devs[2].id.clone());
-    m.devs[1].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
-    for (a, b) in [(0, 1), (1, 2)] {
-        m.link(a, b);
-        m.unlink(a, b);
-    }
-    let snapshot = m.devs[2].dir.join("backup.db");
-    m.devs[2].exec(&format!("VACUUM INTO '{}'", snapshot.display()));
-    // B deletes t1; C takes the delete, then re-creates t1 (supersedes it).
-    m.devs[1].exec("DELETE FROM tags WHERE uuid = 't1'");
-    m.link(1, 2);
-    m.unlink(1, 2);
-    m.devs[2].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
-    // A hears B report its delete's number, but takes no page from it...
-    m.link_dropping(0, 1, |from, _, env| from == 1 && Mesh::page_of(env, &idb));
-    m.unlink(0, 1);
-    // ...and B's origin from C, which leaves the delete out; not C's own.
-    m.link_dropping(0, 2, |_, to, env| to == 0 && Mesh::page_of(env, &idc));
-    m.unlink(0, 2);
-    assert_eq!(m.devs[0].holds(&idb), 2, "A vouches for B's delete");
-    assert_eq!(m.devs[0].count("tags"), 1, "but never got it");
+    let snapshot = gap_served_by_c(&mut m, &[0]);
+    assert_eq!(m.devs[0].count("tags"), 1, "A never got B's delete");
     // C's re-creation is lost with the restore.
     m.restore(2, &snapshot);
     m.link(0, 2);
@@ -334,22 +315,7 @@ fn a_peer_restored_after_serving_pages_makes_its_peers_pull_again() {
 fn a_restored_device_takes_no_gap_from_a_peer_it_has_not_reclaimed_from() {
     let mut m = Mesh::new("restore-relay-gap", 4);
     let (idb, idc) = (m.devs[1].id.clone(), m.devs[2].id.clone());
-    m.devs[1].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
-    for (a, b) in [(0, 1), (1, 2)] {
-        m.link(a, b);
-        m.unlink(a, b);
-    }
-    let snapshot = m.devs[2].dir.join("backup.db");
-    m.devs[2].exec(&format!("VACUUM INTO '{}'", snapshot.display()));
-    m.devs[1].exec("DELETE FROM tags WHERE uuid = 't1'");
-    m.link(1, 2);
-    m.unlink(1, 2);
-    m.devs[2].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
-    m.link_dropping(0, 1, |from, _, env| from == 1 && Mesh::page_of(env, &idb));
-    m.unlink(0, 1);
-    m.link_dropping(0, 2, |_, to, env| to == 0 && Mesh::page_of(env, &idc));
-    m.unlink(0, 2);
-    assert_eq!(m.devs[0].holds(&idb), 2, "A vouches for B's delete");
+    let snapshot = gap_served_by_c(&mut m, &[0]);
     m.restore(2, &snapshot);
     // C starts taking its own changes back from D (its pages held up), and
     // meanwhile takes B's origin from A, whose turn to reclaim is to come.
@@ -388,26 +354,9 @@ fn a_restored_device_takes_no_gap_from_a_peer_it_has_not_reclaimed_from() {
 #[test]
 fn a_gap_passed_on_by_a_relay_before_its_reset_is_pulled_again() {
     let mut m = Mesh::new("restore-relay-on", 4);
-    let (idb, idc) = (m.devs[1].id.clone(), m.devs[2].id.clone());
-    m.devs[1].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
-    for (a, b) in [(0, 1), (1, 2)] {
-        m.link(a, b);
-        m.unlink(a, b);
-    }
-    let snapshot = m.devs[2].dir.join("backup.db");
-    m.devs[2].exec(&format!("VACUUM INTO '{}'", snapshot.display()));
-    m.devs[1].exec("DELETE FROM tags WHERE uuid = 't1'");
-    m.link(1, 2);
-    m.unlink(1, 2);
-    m.devs[2].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
-    // A and D hear B report its delete's number but take no page from it.
-    for d in [0, 3] {
-        m.link_dropping(d, 1, |from, _, env| from == 1 && Mesh::page_of(env, &idb));
-        m.unlink(d, 1);
-    }
-    m.link_dropping(0, 2, |_, to, env| to == 0 && Mesh::page_of(env, &idc));
-    m.unlink(0, 2);
-    assert_eq!(m.devs[0].holds(&idb), 2, "A vouches for B's delete");
+    let idb = m.devs[1].id.clone();
+    // D, too, heard B report its delete's number but took no page from it.
+    let snapshot = gap_served_by_c(&mut m, &[0, 3]);
     m.restore(2, &snapshot);
     // C takes its changes back from D (D starts over), then D takes B's
     // origin from A, which has not heard of the restore (D's Hellos to it
@@ -541,4 +490,35 @@ fn a_whole_folder_restored_elsewhere_is_told_by_the_last_change_taken_from_it() 
 /// Whether `env` is a Hello.
 fn is_hello(env: &Envelope) -> bool {
     matches!(env.payload, Payload::Hello { .. })
+}
+
+/// Devices A (0), B (1) and C (2) of `m`: A holds B's origin complete
+/// without B's delete of t1, which C left out of its pages as superseded by
+/// its own re-creation of t1 (not yet taken by anyone). Each device of
+/// `hear` (A first) heard B report the delete's number but took no page
+/// from B. Returns C's snapshot from before both (its restore loses the
+/// re-creation).
+fn gap_served_by_c(m: &mut Mesh, hear: &[usize]) -> std::path::PathBuf {
+    let (idb, idc) = (m.devs[1].id.clone(), m.devs[2].id.clone());
+    m.devs[1].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
+    for (a, b) in [(0, 1), (1, 2)] {
+        m.link(a, b);
+        m.unlink(a, b);
+    }
+    let snapshot = m.devs[2].dir.join("backup.db");
+    m.devs[2].exec(&format!("VACUUM INTO '{}'", snapshot.display()));
+    // B deletes t1; C takes the delete, then re-creates t1 (supersedes it).
+    m.devs[1].exec("DELETE FROM tags WHERE uuid = 't1'");
+    m.link(1, 2);
+    m.unlink(1, 2);
+    m.devs[2].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
+    for &d in hear {
+        m.link_dropping(d, 1, |from, _, env| from == 1 && Mesh::page_of(env, &idb));
+        m.unlink(d, 1);
+    }
+    // A takes B's origin from C, which leaves the delete out; not C's own.
+    m.link_dropping(0, 2, |_, to, env| to == 0 && Mesh::page_of(env, &idc));
+    m.unlink(0, 2);
+    assert_eq!(m.devs[0].holds(&idb), 2, "A vouches for B's delete");
+    snapshot
 }
