@@ -186,6 +186,14 @@ impl Store for Meddler<'_> {
         self.inner.reclaims_from(peer)
     }
 
+    fn clock(&self) -> Result<(i64, i64), StoreError> {
+        self.inner.clock()
+    }
+
+    fn note_page_clock(&self, peer: &str, seq: i64, hlc: i64) -> Result<(), StoreError> {
+        self.inner.note_page_clock(peer, seq, hlc)
+    }
+
     fn note_restore(&self, device: &str, base: i64) -> Result<(), StoreError> {
         self.inner.note_restore(device, base)
     }

@@ -25,6 +25,7 @@ fn describe(payload: &Payload) -> String {
             changes,
             more,
             restores,
+            ..
         } => format!(
             "Page {} after {after} to {complete_to} more {more} [{}]{}",
             short(origin),

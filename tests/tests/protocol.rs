@@ -319,6 +319,7 @@ fn a_change_that_does_not_apply_is_quarantined_and_the_page_completes() {
             changes: vec![bad],
             more: false,
             restores: Vec::new(),
+            clock: (0, 0),
         },
     );
     let out = nb.receive(&encode(&page), NOW, &b).unwrap();

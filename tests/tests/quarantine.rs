@@ -66,6 +66,7 @@ fn a_change_a_peer_cannot_apply_is_quarantined_and_the_stream_goes_on() {
             changes: m.devs[0].store.lib.changes_since(&ida, 0).unwrap(),
             more: false,
             restores: Vec::new(),
+            clock: (0, 0),
         },
     );
     let d = &mut m.devs[1];
@@ -251,6 +252,7 @@ fn dead_letters_are_one_record_per_cause_with_a_count() {
                 changes: vec![stranger.clone()],
                 more: false,
                 restores: Vec::new(),
+                clock: (0, 0),
             },
         );
         let d = &mut m.devs[1];

@@ -254,6 +254,7 @@ fn blob_uuids_and_extreme_values_go_through_the_library_api_and_the_wire() {
             changes,
             more: false,
             restores: Vec::new(),
+            clock: (0, 0),
         },
     );
     let bytes = encode(&env);

@@ -63,6 +63,7 @@ fn a_page_claiming_more_than_it_carries_is_capped() {
             changes,
             more: false,
             restores: Vec::new(),
+            clock: (0, 0),
         },
     );
     let a = &mut m.devs[0];
@@ -375,6 +376,62 @@ fn a_gap_passed_on_by_a_relay_before_its_reset_is_pulled_again() {
         m.advance(10_000);
     }
     for d in 0..4 {
+        assert_eq!(m.devs[d].count("tags"), 0, "device {d}");
+    }
+    m.assert_identical();
+}
+
+/// The same gap after a whole folder restored elsewhere (`sync.db` with
+/// it): C's re-creation of t1 reached no one, and C sent A no Hello after
+/// it, so nothing A holds names C's lost history, and C would never know it
+/// was restored (A would keep t1 for good). A relayed page carries its
+/// sender's clock, which A keeps as announced and sends back in its Hello
+/// (`your_clock`): restored, C finds its clock below it, takes its changes
+/// back, and A pulls B's origin again. Fails without it: A keeps t1.
+#[test]
+fn a_page_tells_the_clock_of_a_whole_folder_restored_after_serving_it() {
+    let mut m = Mesh::new("restore-page-clock", 3);
+    let (idb, idc) = (m.devs[1].id.clone(), m.devs[2].id.clone());
+    m.devs[1].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
+    for (a, b) in [(0, 1), (1, 2)] {
+        m.link(a, b);
+        m.unlink(a, b);
+    }
+    // B deletes t1: C takes the delete, A hears its number only.
+    m.devs[1].exec("DELETE FROM tags WHERE uuid = 't1'");
+    m.link(1, 2);
+    m.unlink(1, 2);
+    m.link_dropping(0, 1, |from, _, env| from == 1 && Mesh::page_of(env, &idb));
+    m.unlink(0, 1);
+    let (db, sync) = (
+        m.devs[2].dir.join("backup.db"),
+        m.devs[2].dir.join("backup-sync.db"),
+    );
+    m.devs[2].exec(&format!("VACUUM INTO '{}'", db.display()));
+    rusqlite::Connection::open(m.devs[2].dir.join("sync.db"))
+        .and_then(|c| c.execute_batch(&format!("VACUUM INTO '{}'", sync.display())))
+        .expect("copy sync.db");
+    // C's Hello reaches A (its clock as the backup has it); A's pull of B's
+    // origin is lost. Then C re-creates t1, and A's pull, sent again, is
+    // served after it; C tells A nothing more of itself.
+    let pull_of_b =
+        |env: &Envelope| matches!(&env.payload, Payload::Pull { origin, .. } if *origin == idb);
+    m.link_dropping(0, 2, |from, _, env| from == 0 && pull_of_b(env));
+    m.devs[2].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
+    m.advance_dropping(10_000, |from, _, env| {
+        from == 2 && (Mesh::page_of(env, &idc) || is_hello(env))
+    });
+    m.unlink(0, 2);
+    assert_eq!(m.devs[0].holds(&idb), 2, "A vouches for B's delete");
+    assert_eq!(m.devs[0].count("tags"), 1, "but never got it");
+    m.restore_folder(2, &db, &sync);
+    for (a, b) in [(0, 2), (1, 2), (0, 1)] {
+        m.link(a, b);
+    }
+    for _ in 0..3 {
+        m.advance(10_000);
+    }
+    for d in 0..3 {
         assert_eq!(m.devs[d].count("tags"), 0, "device {d}");
     }
     m.assert_identical();

@@ -137,6 +137,13 @@ pub enum Payload {
         /// (as in its Hello). A page read before its sender started over
         /// may arrive after the Hello that says it did (version 9).
         restores: Vec<(String, i64)>,
+        /// For a page of another origin than the sender's own: the sender's
+        /// own clock `(seq, hlc)` when it read the page (`(0, 0)` otherwise),
+        /// which the receiver keeps as announced (Hello's `your_clock`). The
+        /// page may leave out changes superseded by the sender's own, and if
+        /// the sender's folder goes back to before those, this clock tells
+        /// the restore even when none of them reached anyone (version 9).
+        clock: (i64, i64),
     },
     /// The sender applied a page of `origin` and now holds it up to `to`: the
     /// stream that page came from may send one more page.
@@ -317,6 +324,7 @@ mod tests {
                 changes: vec![change(4), change(5)],
                 more: false,
                 restores: vec![("dev-c".into(), 1_000_040)],
+                clock: (7, 1_000),
             },
             Payload::Page {
                 origin: "a".into(),
@@ -333,6 +341,7 @@ mod tests {
                 .collect(),
                 more: false,
                 restores: vec![],
+                clock: (0, 0),
             },
             Payload::Refused { reason: "x".into() },
             Payload::Stop {
@@ -373,7 +382,7 @@ mod tests {
         fn decoding_mutated_messages_never_panics(flip in 0usize..200, byte in any::<u8>()) {
             let mut bytes = encode(&Envelope::new("lib", "me", Payload::Page {
                 origin: "a".into(), after: 1, complete_to: 3, changes: vec![change(2), change(3)], more: true,
-                restores: vec![],
+                restores: vec![], clock: (0, 0),
             }));
             let i = flip % bytes.len();
             bytes[i] = byte;

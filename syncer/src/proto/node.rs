@@ -475,6 +475,7 @@ impl Node {
                 changes,
                 more,
                 restores,
+                clock,
             } => {
                 let page = pages::Page {
                     after,
@@ -482,6 +483,7 @@ impl Node {
                     changes: &changes,
                     more,
                     restores: &restores,
+                    clock,
                 };
                 let out = self.on_page(&peer, &origin, page, now, store);
                 match out {

@@ -110,6 +110,8 @@ pub trait Store {
     fn watermarks(&self) -> Result<Vec<(String, i64)>, StoreError>;
     /// The device's current HLC (last issued or received).
     fn hlc(&self) -> Result<i64, StoreError>;
+    /// The device's own clock, `(seq, hlc)`: its last sequence and HLC.
+    fn clock(&self) -> Result<(i64, i64), StoreError>;
     /// Changes of `origin` above `after`, at most `rows` and about `bytes`, and
     /// the watermark of `origin`, both read from one snapshot.
     fn slice(
@@ -196,6 +198,11 @@ pub trait Store {
     fn reclaim_all(&self, peers: &[String]) -> Result<(), StoreError>;
     /// The peers this device still takes its own changes back from.
     fn reclaim_from(&self) -> Result<Vec<String>, StoreError>;
+    /// `peer`'s clock `(seq, hlc)` as a page it relayed carried it: kept
+    /// like the clock its Hello announces ([`Store::note_announced`]).
+    fn note_page_clock(&self, peer: &str, seq: i64, hlc: i64) -> Result<(), StoreError> {
+        self.note_announced(peer, seq, hlc)
+    }
     /// Whether `peer` is still on that list.
     fn reclaims_from(&self, peer: &str) -> Result<bool, StoreError> {
         Ok(self.reclaim_from()?.iter().any(|p| p == peer))

@@ -285,6 +285,15 @@ impl Store for SqlStore {
         )
     }
 
+    fn clock(&self) -> Result<(i64, i64), StoreError> {
+        self.sql(
+            self.lib
+                .conn
+                .prepare_cached("SELECT seq, hlc FROM sdsync_clock")
+                .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?)))),
+        )
+    }
+
     fn slice(
         &self,
         origin: &str,

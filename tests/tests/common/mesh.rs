@@ -186,6 +186,11 @@ impl Mesh {
 
     /// Lets time pass by `ms` (anti-entropy, retries) and delivers everything.
     pub fn advance(&mut self, ms: u64) {
+        self.advance_dropping(ms, |_, _, _| false);
+    }
+
+    /// Like [`Mesh::advance`], but the messages `drop` picks are lost.
+    pub fn advance_dropping(&mut self, ms: u64, drop: impl Fn(usize, usize, &Envelope) -> bool) {
         self.now = self.now.max(wall_millis()) + ms;
         let now = self.now;
         let mut out = Vec::new();
@@ -193,7 +198,7 @@ impl Mesh {
             let o = d.node.tick(now, &d.store).expect("tick");
             out.extend(o.into_iter().map(|o| (i, o)));
         }
-        self.deliver(out);
+        self.deliver_dropping(out, drop);
     }
 
     /// A local commit on device `i`: push.

@@ -24,6 +24,7 @@ pub(super) struct Page<'a> {
     pub(super) changes: &'a [Change],
     pub(super) more: bool,
     pub(super) restores: &'a [(String, i64)],
+    pub(super) clock: (i64, i64),
 }
 
 impl Node {
@@ -37,6 +38,7 @@ impl Node {
             changes,
             more,
             restores,
+            clock,
         }: Page<'_>,
         now: u64,
         store: &dyn Store,
@@ -97,6 +99,9 @@ impl Node {
         }
         if origin != self.me {
             store.note_points(peer, origin, changes)?;
+        }
+        if peer != origin && origin != self.me && clock != (0, 0) {
+            store.note_page_clock(peer, clock.0, clock.1)?;
         }
         let quarantined = match store.apply(peer, changes, complete) {
             Ok(q) => q,

@@ -169,11 +169,12 @@ impl Node {
             held.max(after)
         };
         let next = slice.changes.last().map_or(complete_to, |c| c.seq);
-        // Only a relayed page's claims are weighed by what its sender named.
-        let restores = if origin == self.me {
-            Vec::new()
+        // Only a relayed page's claims are weighed by what its sender named
+        // and its clock.
+        let (restores, clock) = if origin == self.me {
+            (Vec::new(), (0, 0))
         } else {
-            self.restores(store)?
+            (self.restores(store)?, store.clock()?)
         };
         let payload = Payload::Page {
             origin: origin.into(),
@@ -182,6 +183,7 @@ impl Node {
             changes: slice.changes,
             more: slice.more,
             restores,
+            clock,
         };
         Ok((payload, next))
     }
