@@ -20,7 +20,6 @@
 use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, c_char};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -83,9 +82,22 @@ impl Pace {
             *file = database_path(db, database).and_then(|p| File::open(pace::path(&p)).ok());
         }
         let mut word = [0; 8];
-        file.as_ref()?.read_exact_at(&mut word, 0).ok()?;
+        read_at_start(file.as_ref()?, &mut word).ok()?;
         Some(word)
     }
+}
+
+/// Reads `word` from the start of `file` (one `pread` where there is one).
+#[cfg(unix)]
+fn read_at_start(file: &File, word: &mut [u8; 8]) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, word, 0)
+}
+
+#[cfg(not(unix))]
+fn read_at_start(mut file: &File, word: &mut [u8; 8]) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(0))?;
+    file.read_exact(word)
 }
 
 /// The path of the database file SQLite holds open as `database`.
