@@ -10,12 +10,14 @@
 //!
 //! A writer faster than a live peer can apply would leave that peer further
 //! behind every second, with the unsent changes piling up; the syncer asks
-//! writers to slow down instead (`syncer/src/daemon/pace.rs`). The wait comes
-//! from the WAL hook, which SQLite calls after the commit with the write lock
-//! released, so it delays the writer's next statement, never another
-//! connection (the syncer's applies go on meanwhile). The file is read at
-//! most once every [`READ_EVERY_MS`] and looked for again at most once a
-//! second, so a connection's commits cost a clock read when nothing paces.
+//! writers to slow down instead (`syncer/src/daemon/pace.rs`), by a wait per
+//! row captured. The wait comes from the WAL hook, which SQLite calls from the
+//! committing statement after the commit, with the write lock released: other
+//! connections write meanwhile (the syncer's applies go on). The committing
+//! call returns after the wait, so threads sharing this connection wait with
+//! it. The file is read at most once every [`READ_EVERY_MS`] and opened
+//! again once a second (a file replaced or created since is seen), so a
+//! connection's commits cost a clock read when nothing paces.
 
 use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, c_char};
@@ -32,8 +34,8 @@ use crate::ffi::api;
 
 /// How often the pace file is read while commits capture changes.
 const READ_EVERY_MS: u64 = 10;
-/// How often a missing pace file is looked for again.
-const LOOK_EVERY_MS: u64 = 1_000;
+/// How often the pace file is opened again (found, or replaced, since).
+const OPEN_EVERY_MS: u64 = 1_000;
 
 /// One connection's view of the pace file.
 #[derive(Default)]
@@ -42,8 +44,8 @@ pub struct Pace {
     /// own, or an import the user wants at full speed).
     pub off: Cell<bool>,
     file: RefCell<Option<File>>,
-    /// When the file is looked for next, if it was missing.
-    look_at_ms: Cell<u64>,
+    /// When the file is opened next.
+    open_at_ms: Cell<u64>,
     /// When the word was last read, and what it said.
     read_at_ms: Cell<u64>,
     word: Cell<[u8; 8]>,
@@ -54,10 +56,11 @@ pub struct Pace {
 }
 
 impl Pace {
-    /// After a commit on `database` of `db`: how long to wait, if this
-    /// connection captured changes since the last commit.
+    /// After a commit on `database` of `db`: how long to wait for the rows
+    /// this connection captured since the last commit (`writes` counts them).
     pub fn after_commit(&self, db: *mut sqlite3, database: *const c_char, writes: u64) -> Duration {
-        if self.off.get() || self.writes_seen.replace(writes) == writes {
+        let rows = writes.wrapping_sub(self.writes_seen.replace(writes));
+        if self.off.get() || rows == 0 {
             return Duration::ZERO;
         }
         let now = wall_millis();
@@ -66,19 +69,19 @@ impl Pace {
             self.word
                 .set(self.read(db, database, now).unwrap_or([0; 8]));
         }
-        let wait = pace::decode(self.word.get(), now);
+        let wait = pace::wait(self.word.get(), now, rows);
         let waited = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
         self.waited_us
             .set(self.waited_us.get().saturating_add(waited));
         wait
     }
 
-    /// The word, opening the file on first use (or a second after it was
-    /// missing); `None` for a database without a file (in memory, temporary).
+    /// The word, opening the file on first use and once a second; `None`
+    /// without a file (a database in memory or temporary, no syncer yet).
     fn read(&self, db: *mut sqlite3, database: *const c_char, now: u64) -> Option<[u8; 8]> {
         let mut file = self.file.borrow_mut();
-        if file.is_none() && now >= self.look_at_ms.get() {
-            self.look_at_ms.set(now + LOOK_EVERY_MS);
+        if now >= self.open_at_ms.get() {
+            self.open_at_ms.set(now + OPEN_EVERY_MS);
             *file = database_path(db, database).and_then(|p| File::open(pace::path(&p)).ok());
         }
         let mut word = [0; 8];

@@ -73,9 +73,9 @@ pub struct Status {
     pub reclaiming: Vec<String>,
     /// Why a peer told this copy of the folder to stop, if one did.
     pub stopped: Option<String>,
-    /// How long each app commit waits now (a live peer is behind; see
-    /// `daemon/pace.rs`), in microseconds; 0 when writers are not paced.
-    pub paced_us: u64,
+    /// How long each app commit waits now per row it wrote (a live peer is
+    /// behind; see `daemon/pace.rs`), in nanoseconds; 0 when not paced.
+    pub paced_ns_per_row: u64,
 }
 
 impl std::fmt::Display for Status {
@@ -103,11 +103,11 @@ impl std::fmt::Display for Status {
         for p in &self.peers {
             writeln!(f, "peer        {p}")?;
         }
-        if self.paced_us > 0 {
+        if self.paced_ns_per_row > 0 {
             writeln!(
                 f,
-                "paced       app commits wait {:.1} ms each: a peer is behind (backpressure)",
-                self.paced_us as f64 / 1000.0
+                "paced       app commits wait {:.1} µs per row written: a peer is behind (backpressure)",
+                self.paced_ns_per_row as f64 / 1000.0
             )?;
         }
         if !self.reclaiming.is_empty() {
@@ -306,18 +306,19 @@ impl Home {
             peer_schema: self.sql(syncdb::peer_schemas(&self.sync))?,
             reclaiming: self.sql(syncdb::reclaim_from(&self.sync))?,
             stopped: self.sql(syncdb::stopped(&self.sync))?,
-            paced_us: u64::try_from(paced(&lib.path).as_micros()).unwrap_or(u64::MAX),
+            paced_ns_per_row: paced(&lib.path),
         })
     }
 }
 
-/// How long app commits wait now, as the pace file says (none: no wait).
-fn paced(database: &std::path::Path) -> std::time::Duration {
+/// How long app commits wait now per row, in nanoseconds, as the pace file
+/// says (none: no wait).
+fn paced(database: &std::path::Path) -> u64 {
     std::fs::read(sdsync_core::pace::path(database))
         .ok()
         .and_then(|bytes| bytes.get(..8)?.try_into().ok())
-        .map_or(std::time::Duration::ZERO, |word| {
-            sdsync_core::pace::decode(word, sdsync_core::hlc::wall_millis())
+        .map_or(0, |word| {
+            sdsync_core::pace::per_row_ns(word, sdsync_core::hlc::wall_millis())
         })
 }
 

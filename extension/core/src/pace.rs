@@ -3,17 +3,20 @@
 //! after a commit that captured changes.
 //!
 //! ```
-//! use sdsync_core::pace::{decode, encode};
-//! let word = encode(4_000, 10_000); // wait 4 ms after each commit until t = 10 s
-//! assert_eq!(decode(word, 9_999).as_micros(), 4_000);
-//! assert!(decode(word, 10_000).is_zero()); // expired: a syncer that died paces no one
+//! use sdsync_core::pace::{encode, wait};
+//! let word = encode(4_000, 10_000); // 4 µs per row written, until t = 10 s
+//! assert_eq!(wait(word, 9_999, 1_000).as_millis(), 4); // a 1,000-row commit
+//! assert!(wait(word, 10_000, 1_000).is_zero()); // expired: a syncer that died paces no one
 //! ```
 //!
-//! One aligned 8-byte word, written and read whole with one `pwrite`/`pread`
-//! (no torn halves in practice on a local file system, and a torn word could
-//! only mean one wrong delay, bounded by [`MAX_DELAY_US`]). It expires, so a
-//! syncer that stops or dies while pacing leaves writers at full speed within
-//! a second.
+//! The wait is per row the commit captured, so a bulk writer is slowed as much
+//! as one that commits row by row, and a person's single edit waits
+//! microseconds. One aligned 8-byte word, written and read whole with one
+//! `pwrite`/`pread` (no torn halves in practice on a local file system, and a
+//! torn word could only mean one wrong wait, bounded by [`MAX_WAIT_MS`]). It
+//! expires, so a syncer that stops or dies while pacing leaves writers at full
+//! speed within a second; a word whose expiry lies far ahead (the wall clock
+//! stepped back, a corrupt file) counts as expired too.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,11 +24,18 @@ use std::time::Duration;
 /// Appended to the database's path.
 pub const SUFFIX: &str = "-sdsync-pace";
 
-/// The longest wait after one commit, whatever the file says.
-pub const MAX_DELAY_US: u32 = 100_000;
+/// The most a commit waits, however many rows it wrote.
+pub const MAX_WAIT_MS: u64 = 1_000;
 
-/// Bits of the word that hold the delay in microseconds.
-const DELAY_BITS: u32 = 20;
+/// The most a row costs, in nanoseconds (what the word's field holds).
+pub const MAX_PER_ROW_NS: u32 = (1 << PER_ROW_BITS) - 1;
+
+/// How far ahead an expiry may lie and still be believed (the syncer writes
+/// one a second ahead).
+const AHEAD_MS: u64 = 10_000;
+
+/// Bits of the word that hold the wait per row, in nanoseconds.
+const PER_ROW_BITS: u32 = 20;
 
 /// The pace file of `database`.
 pub fn path(database: &Path) -> PathBuf {
@@ -34,23 +44,29 @@ pub fn path(database: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The word for "wait `delay_us` after each commit until `until_ms`" (wall
-/// clock, ms since the epoch).
-pub fn encode(delay_us: u32, until_ms: u64) -> [u8; 8] {
-    let delay = u64::from(delay_us.min(MAX_DELAY_US));
-    ((until_ms << DELAY_BITS) | delay).to_le_bytes()
+/// The word for "wait `per_row_ns` per captured row after each commit until
+/// `until_ms`" (wall clock, ms since the epoch).
+pub fn encode(per_row_ns: u32, until_ms: u64) -> [u8; 8] {
+    let per_row = u64::from(per_row_ns.min(MAX_PER_ROW_NS));
+    ((until_ms << PER_ROW_BITS) | per_row).to_le_bytes()
 }
 
-/// How long to wait after a commit at `now_ms`: zero once the word expired.
-pub fn decode(word: [u8; 8], now_ms: u64) -> Duration {
+/// The wait per row the word asks for at `now_ms`, in nanoseconds: zero once
+/// it expired, or when its expiry cannot be one the syncer wrote.
+pub fn per_row_ns(word: [u8; 8], now_ms: u64) -> u64 {
     let word = u64::from_le_bytes(word);
-    let until = word >> DELAY_BITS;
-    let delay = (word & ((1 << DELAY_BITS) - 1)).min(u64::from(MAX_DELAY_US));
-    if now_ms < until {
-        Duration::from_micros(delay)
+    let until = word >> PER_ROW_BITS;
+    if now_ms < until && until <= now_ms.saturating_add(AHEAD_MS) {
+        word & u64::from(MAX_PER_ROW_NS)
     } else {
-        Duration::ZERO
+        0
     }
+}
+
+/// How long a commit at `now_ms` that captured `rows` rows waits.
+pub fn wait(word: [u8; 8], now_ms: u64, rows: u64) -> Duration {
+    let ns = per_row_ns(word, now_ms).saturating_mul(rows);
+    Duration::from_nanos(ns).min(Duration::from_millis(MAX_WAIT_MS))
 }
 
 #[cfg(test)]
@@ -58,14 +74,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_delay_beyond_the_bound_is_cut() {
-        let word = encode(5_000_000, 2_000_000_000_000);
-        assert_eq!(decode(word, 1).as_micros(), u128::from(MAX_DELAY_US));
+    fn a_commit_waits_for_its_rows_up_to_the_bound() {
+        let word = encode(MAX_PER_ROW_NS + 5, 20_000);
+        assert_eq!(per_row_ns(word, 19_000), u64::from(MAX_PER_ROW_NS));
+        assert_eq!(wait(word, 19_000, 1).as_nanos(), u128::from(MAX_PER_ROW_NS));
+        assert_eq!(wait(word, 19_000, 1_000_000).as_millis(), 1_000);
     }
 
     #[test]
-    fn an_empty_file_paces_no_one() {
-        assert!(decode([0; 8], 1_764_000_000_000).is_zero());
+    fn an_empty_file_or_an_expiry_far_ahead_paces_no_one() {
+        assert!(wait([0; 8], 1_764_000_000_000, 1000).is_zero());
+        let word = encode(4_000, 1_764_000_000_000 + 60_000);
+        assert!(wait(word, 1_764_000_000_000, 1000).is_zero());
     }
 
     #[test]

@@ -9,18 +9,23 @@
 //!
 //! The lag of a peer is the age of this device's oldest change it has not
 //! acknowledged, from the commits the daemon saw in the last [`WINDOW_MS`].
-//! While the largest lag among connected peers is above [`TARGET_MS`], the
-//! wait after each app commit grows by half (from 1 ms, up to
-//! `sdsync_core::pace::MAX_DELAY_US`); below half of it, the wait halves, and
-//! ends. A peer behind by more than the window (a new device backfilling, one
-//! back from a week offline) is catching up, not following: it paces no one,
-//! or a device joining would slow every app writer for the whole backfill.
-//! The wait is written to the pace file beside the database, which every app
-//! connection with the extension reads after its commits (`extension/src/pace.rs`);
-//! the word expires a second after it was written, so a syncer that stops
-//! paces no one.
+//! While the largest lag among the peers this device is followed by is above
+//! [`TARGET_MS`], the wait per row each app commit captured grows by half
+//! (from 1 µs, up to `sdsync_core::pace::MAX_PER_ROW_NS`); below half of it,
+//! the wait halves, and ends. Per row, so a bulk writer slows as much as one
+//! committing row by row, and a person's single edit waits microseconds.
+//! Followed by: connected, heard from within [`QUIET_MS`] (a peer that
+//! vanished stays "connected" until QUIC's idle timeout), and once within the
+//! window since it connected. A peer behind by more than the window when it
+//! connects (a new device backfilling, one back from a week offline) is
+//! catching up: it paces no one, or a device joining would slow every app
+//! writer for the whole backfill; one that falls behind the window while
+//! followed counts as the window's length behind. The wait is written to the
+//! pace file beside the database, which every app connection with the
+//! extension reads after its commits (`extension/src/pace.rs`); the word
+//! expires a second after it was written, so a syncer that stops paces no one.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -38,13 +43,17 @@ pub const TARGET_MS: u64 = 500;
 pub const WINDOW_MS: u64 = 10_000;
 /// The least time between two changes of the wait.
 const STEP_MS: u64 = 50;
+/// A peer not heard from for this long paces no one (acknowledgements flow
+/// while it applies this device's pages).
+pub const QUIET_MS: u64 = 5_000;
 /// How long a written wait holds (rewritten while it lasts).
 const HOLD_MS: u64 = 1_000;
 /// Commits seen within this of the last recorded one share its entry.
 const GRAIN_MS: u64 = 10;
-/// The first wait, and the least one (below it the wait ends).
-const FIRST_US: u32 = 1_000;
-const LEAST_US: u32 = 250;
+/// The first wait per row, and the least one (below it the wait ends), in
+/// nanoseconds.
+const FIRST_NS: u32 = 1_000;
+const LEAST_NS: u32 = 250;
 
 /// The controller and the file it writes.
 pub struct Pacer {
@@ -54,7 +63,9 @@ pub struct Pacer {
     /// The highest own sequence committed before the oldest of `commits`
     /// (at first, when the syncer started): older than the window.
     floor: i64,
-    delay_us: u32,
+    /// Peers within the window once since they connected.
+    followed: BTreeSet<String>,
+    per_row_ns: u32,
     stepped_ms: u64,
     written_ms: u64,
 }
@@ -64,7 +75,8 @@ pub struct Pacer {
 pub enum Paced {
     /// Writers now wait after each commit: the largest lag and its peer.
     Started {
-        wait_us: u32,
+        /// The wait per row written, in nanoseconds.
+        per_row_ns: u32,
         lag_ms: u64,
         peer: String,
     },
@@ -100,7 +112,8 @@ impl Pacer {
             file,
             commits: VecDeque::new(),
             floor: seq,
-            delay_us: 0,
+            followed: BTreeSet::new(),
+            per_row_ns: 0,
             stepped_ms: 0,
             written_ms: 0,
         }
@@ -113,6 +126,78 @@ impl Pacer {
             Some((at, last)) if now_ms < *at + GRAIN_MS => *last = seq,
             _ => self.commits.push_back((now_ms, seq)),
         }
+        self.forget(now_ms);
+    }
+
+    /// Whether a step at `now_ms` would move anything (steps are
+    /// [`STEP_MS`] apart), so a caller skips gathering the peers' state.
+    pub fn due(&self, now_ms: u64) -> bool {
+        now_ms >= self.stepped_ms + STEP_MS
+    }
+
+    /// Moves the wait by the lag of the peers following this device `me`,
+    /// and keeps the file current.
+    pub fn step(&mut self, now_ms: u64, peers: &[PeerState], me: &str) -> Option<Paced> {
+        if !self.due(now_ms) {
+            return None;
+        }
+        self.stepped_ms = now_ms;
+        self.forget(now_ms);
+        let worst = self.worst(now_ms, peers, me);
+        let before = self.per_row_ns;
+        self.per_row_ns = match &worst {
+            Some((lag, _)) if *lag > TARGET_MS => {
+                (before + before / 2).clamp(FIRST_NS, pace::MAX_PER_ROW_NS)
+            }
+            Some((lag, _)) if *lag > TARGET_MS / 2 => before,
+            _ if before / 2 < LEAST_NS => 0,
+            _ => before / 2,
+        };
+        let stale = now_ms >= self.written_ms + HOLD_MS / 4;
+        if self.per_row_ns != before || (self.per_row_ns > 0 && stale) {
+            self.write(now_ms);
+        }
+        match (before, self.per_row_ns, worst) {
+            (0, per_row_ns, Some((lag_ms, peer))) if per_row_ns > 0 => Some(Paced::Started {
+                per_row_ns,
+                lag_ms,
+                peer,
+            }),
+            (b, 0, _) if b > 0 => Some(Paced::Ended),
+            _ => None,
+        }
+    }
+
+    /// The largest lag among the peers following this device, and whose.
+    fn worst(&mut self, now_ms: u64, peers: &[PeerState], me: &str) -> Option<(u64, String)> {
+        let live: Vec<&PeerState> = peers
+            .iter()
+            .filter(|p| p.connected && p.last_contact_ms + QUIET_MS >= now_ms)
+            .collect();
+        self.followed
+            .retain(|d| live.iter().any(|p| p.device == *d));
+        let mut worst = None;
+        for p in live {
+            let Some(&acked) = p.holds.get(me) else {
+                continue;
+            };
+            let lag = match self.lag(now_ms, acked) {
+                Some(lag) => {
+                    self.followed.insert(p.device.clone());
+                    lag
+                }
+                None if self.followed.contains(&p.device) => WINDOW_MS,
+                None => continue,
+            };
+            if worst.as_ref().is_none_or(|(w, _)| lag > *w) {
+                worst = Some((lag, p.device.clone()));
+            }
+        }
+        worst
+    }
+
+    /// Forgets the commits older than the window.
+    fn forget(&mut self, now_ms: u64) {
         while let Some(&(at, seq)) = self.commits.front()
             && at + WINDOW_MS < now_ms
         {
@@ -121,46 +206,10 @@ impl Pacer {
         }
     }
 
-    /// Moves the wait by the lag of the peers following this device `me`,
-    /// and keeps the file current.
-    pub fn step(&mut self, now_ms: u64, peers: &[PeerState], me: &str) -> Option<Paced> {
-        if now_ms < self.stepped_ms + STEP_MS {
-            return None;
-        }
-        self.stepped_ms = now_ms;
-        let worst = peers
-            .iter()
-            .filter(|p| p.connected)
-            .filter_map(|p| Some((self.lag(now_ms, *p.holds.get(me)?)?, &p.device)))
-            .max();
-        let before = self.delay_us;
-        self.delay_us = match worst {
-            Some((lag, _)) if lag > TARGET_MS => {
-                (before + before / 2).clamp(FIRST_US, pace::MAX_DELAY_US)
-            }
-            Some((lag, _)) if lag > TARGET_MS / 2 => before,
-            _ if before / 2 < LEAST_US => 0,
-            _ => before / 2,
-        };
-        if self.delay_us != before || (self.delay_us > 0 && now_ms >= self.written_ms + HOLD_MS / 4)
-        {
-            self.write(now_ms);
-        }
-        match (before, self.delay_us, worst) {
-            (0, wait_us, Some((lag_ms, peer))) if wait_us > 0 => Some(Paced::Started {
-                wait_us,
-                lag_ms,
-                peer: peer.clone(),
-            }),
-            (b, 0, _) if b > 0 => Some(Paced::Ended),
-            _ => None,
-        }
-    }
-
-    /// The wait after each commit now, in microseconds.
+    /// The wait per row now, in nanoseconds.
     #[cfg(test)]
-    fn wait_us(&self) -> u32 {
-        self.delay_us
+    fn per_row(&self) -> u32 {
+        self.per_row_ns
     }
 
     /// How long ago this device committed the first change a peer holding
@@ -179,13 +228,13 @@ impl Pacer {
     }
 
     fn write(&mut self, now_ms: u64) {
-        let until = if self.delay_us > 0 {
+        let until = if self.per_row_ns > 0 {
             now_ms + HOLD_MS
         } else {
             0
         };
         if let Some(f) = &self.file
-            && let Err(e) = f.write_all_at(&pace::encode(self.delay_us, until), 0)
+            && let Err(e) = f.write_all_at(&pace::encode(self.per_row_ns, until), 0)
         {
             tracing::warn!(error = %e, "writing the pace file");
         }
@@ -215,18 +264,20 @@ impl Daemon {
                 Err(e) => tracing::warn!(device = %self.me, error = %e, "reading the own sequence"),
             }
         }
+        if !self.pacer.due(now) {
+            return;
+        }
         match self.pacer.step(now, &self.node.peer_states(), &self.me) {
             Some(Paced::Started {
-                wait_us,
+                per_row_ns,
                 lag_ms,
                 peer,
             }) => tracing::info!(
                 device = %self.me,
                 %peer,
                 lag_ms,
-                wait_us,
-                "pacing app writers: a peer is {lag_ms} ms behind (each commit waits from {} ms)",
-                f64::from(wait_us) / 1000.0
+                per_row_ns,
+                "pacing app writers: a peer is {lag_ms} ms behind (each commit waits {per_row_ns} ns per row written, and more while it stays behind)"
             ),
             Some(Paced::Ended) => {
                 tracing::info!(device = %self.me, "app writers no longer paced")
@@ -242,52 +293,72 @@ mod tests {
 
     use super::*;
 
-    fn peer(acked: i64) -> PeerState {
+    fn peer(acked: i64, heard_ms: u64) -> PeerState {
         PeerState {
             device: "b".into(),
             connected: true,
-            last_contact_ms: 0,
+            last_contact_ms: heard_ms,
             holds: BTreeMap::from([("me".to_string(), acked)]),
             refused: None,
         }
     }
 
-    #[test]
-    fn a_peer_falling_behind_paces_writers_until_it_follows_again() {
+    /// Commits of 1,000 changes every 100 ms from 0 to 0.9 s.
+    fn pacer() -> Pacer {
         let mut p = Pacer::with_file(None, 0);
         for t in 0..10 {
             p.committed(t * 100, (t as i64 + 1) * 1000);
         }
-        // At 1 s the peer holds what was committed at 0.2 s: 0.7 s behind.
-        let started = p.step(1_000, &[peer(3000)], "me");
+        p
+    }
+
+    #[test]
+    fn a_peer_falling_behind_paces_writers_until_it_follows_again() {
+        let mut p = pacer();
+        // At 1 s the peer lacks what was committed from 0.3 s on.
+        let started = p.step(1_000, &[peer(3000, 1_000)], "me");
         assert!(
             matches!(started, Some(Paced::Started { lag_ms: 700, .. })),
             "{started:?}"
         );
-        assert_eq!(p.wait_us(), FIRST_US);
-        assert_eq!(p.step(1_060, &[peer(3000)], "me"), None);
-        assert_eq!(p.wait_us(), FIRST_US * 3 / 2);
+        assert_eq!(p.per_row(), FIRST_NS);
+        assert_eq!(p.step(1_060, &[peer(3000, 1_000)], "me"), None);
+        assert_eq!(p.per_row(), FIRST_NS * 3 / 2);
         // Caught up: the wait halves, then ends.
-        assert_eq!(p.step(1_120, &[peer(10_000)], "me"), None);
-        assert_eq!(p.wait_us(), FIRST_US * 3 / 4);
-        assert_eq!(p.step(1_180, &[peer(10_000)], "me"), None);
-        assert_eq!(p.wait_us(), FIRST_US * 3 / 8);
-        assert_eq!(p.step(1_240, &[peer(10_000)], "me"), Some(Paced::Ended));
-        assert_eq!(p.wait_us(), 0);
+        assert_eq!(p.step(1_120, &[peer(10_000, 1_100)], "me"), None);
+        assert_eq!(p.per_row(), FIRST_NS * 3 / 4);
+        assert_eq!(p.step(1_180, &[peer(10_000, 1_100)], "me"), None);
+        assert_eq!(p.per_row(), FIRST_NS * 3 / 8);
+        assert_eq!(
+            p.step(1_240, &[peer(10_000, 1_100)], "me"),
+            Some(Paced::Ended)
+        );
+        assert_eq!(p.per_row(), 0);
     }
 
     #[test]
-    fn a_peer_catching_up_from_before_the_window_paces_no_one() {
+    fn a_followed_peer_that_falls_behind_the_window_still_paces() {
+        let mut p = pacer();
+        assert!(p.step(1_000, &[peer(3000, 1_000)], "me").is_some());
+        // No commit since: the old ones are forgotten on the idle rounds,
+        // and the peer, still heard from, lags the whole window.
+        assert_eq!(p.step(12_000, &[peer(3000, 11_000)], "me"), None);
+        assert_eq!(p.per_row(), FIRST_NS * 3 / 2);
+        assert!(p.commits.is_empty());
+    }
+
+    #[test]
+    fn a_peer_catching_up_quiet_or_gone_paces_no_one() {
         let mut p = Pacer::with_file(None, 50_000);
         for t in 0..10 {
             p.committed(t * 100, 50_000 + (t as i64 + 1) * 1000);
         }
-        assert_eq!(p.step(5_000, &[peer(10)], "me"), None);
-        assert_eq!(p.wait_us(), 0);
-        let mut gone = peer(51_000);
+        assert_eq!(p.step(5_000, &[peer(10, 5_000)], "me"), None, "catching up");
+        assert_eq!(p.step(5_100, &[peer(51_000, 0)], "me"), None, "quiet");
+        let mut gone = peer(51_000, 5_100);
         gone.connected = false;
-        assert_eq!(p.step(5_100, &[gone], "me"), None);
-        assert_eq!(p.wait_us(), 0);
+        assert_eq!(p.step(5_200, &[gone], "me"), None, "gone");
+        assert_eq!(p.per_row(), 0);
     }
 
     #[test]
