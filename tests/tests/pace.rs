@@ -72,7 +72,10 @@ fn another_connection_writes_while_a_commit_waits() {
     other.exec("SELECT sdsync_pace(0)");
     wait_for("the paced commit", 10, || other.count("tags") == 500);
     // No busy timeout: a lock held through the wait would fail this at once.
-    other.conn.busy_timeout(Duration::ZERO).expect("busy timeout");
+    other
+        .conn
+        .busy_timeout(Duration::ZERO)
+        .expect("busy timeout");
     other.exec("BEGIN IMMEDIATE; INSERT INTO tags(uuid, canonical_name) VALUES ('x', 'x'); COMMIT");
     assert_eq!(writer.join().expect("writer"), 500_000);
     assert_eq!(other.count("tags"), 501);

@@ -11,8 +11,10 @@
 //! acknowledged, from the commits the daemon saw in the last [`WINDOW_MS`].
 //! While the largest lag among the peers this device is followed by is above
 //! [`TARGET_MS`], the wait per row each app commit captured grows by half
-//! (from 1 µs, up to `sdsync_core::pace::MAX_PER_ROW_NS`); below half of it,
-//! the wait halves, and ends. Per row, so a bulk writer slows as much as one
+//! per step (from 1 µs, up to `sdsync_core::pace::MAX_PER_ROW_NS`); below
+//! half of it, it shrinks by an eighth per step, and ends (acknowledgements
+//! come in bursts as the peer gathers pages: a wait that halved swung, and
+//! the lag's maximum tripled in a measurement). Per row, so a bulk writer slows as much as one
 //! committing row by row, and a person's single edit waits microseconds.
 //! Followed by: connected, heard from within [`QUIET_MS`] (a peer that
 //! vanished stays "connected" until QUIC's idle timeout), and once within the
@@ -150,8 +152,8 @@ impl Pacer {
                 (before + before / 2).clamp(FIRST_NS, pace::MAX_PER_ROW_NS)
             }
             Some((lag, _)) if *lag > TARGET_MS / 2 => before,
-            _ if before / 2 < LEAST_NS => 0,
-            _ => before / 2,
+            _ if before * 7 / 8 < LEAST_NS => 0,
+            _ => before * 7 / 8,
         };
         let stale = now_ms >= self.written_ms + HOLD_MS / 4;
         if self.per_row_ns != before || (self.per_row_ns > 0 && stale) {
@@ -324,15 +326,18 @@ mod tests {
         assert_eq!(p.per_row(), FIRST_NS);
         assert_eq!(p.step(1_060, &[peer(3000, 1_000)], "me"), None);
         assert_eq!(p.per_row(), FIRST_NS * 3 / 2);
-        // Caught up: the wait halves, then ends.
-        assert_eq!(p.step(1_120, &[peer(10_000, 1_100)], "me"), None);
-        assert_eq!(p.per_row(), FIRST_NS * 3 / 4);
-        assert_eq!(p.step(1_180, &[peer(10_000, 1_100)], "me"), None);
-        assert_eq!(p.per_row(), FIRST_NS * 3 / 8);
-        assert_eq!(
-            p.step(1_240, &[peer(10_000, 1_100)], "me"),
-            Some(Paced::Ended)
-        );
+        // Caught up: the wait shrinks by an eighth a step (so it does not
+        // swing with a lag that acknowledgements report in bursts), then ends.
+        let mut t = 1_060;
+        let ended = loop {
+            t += STEP_MS;
+            let before = p.per_row();
+            match p.step(t, &[peer(10_000, t)], "me") {
+                Some(Paced::Ended) => break t,
+                other => assert_eq!((other, p.per_row()), (None, before * 7 / 8)),
+            }
+        };
+        assert_eq!(ended, 1_060 + 14 * STEP_MS);
         assert_eq!(p.per_row(), 0);
     }
 
