@@ -45,7 +45,10 @@ impl Node {
     /// paired here or not (one removed since, or not known yet, may have
     /// served the pages a peer relays; a false name costs a pass, never a
     /// change). `peer`'s own restore, named just before the pull of its
-    /// own changes that follows it, spares that pull the same work once.
+    /// own changes that follows it, spares that pull the same work once:
+    /// the mark lasts until that pull or the link goes (clearing it at each
+    /// Hello of the peer made the pull start over a second time, and
+    /// whole-folder seed 1120 diverged: not understood yet, see the README).
     pub(super) fn on_restores(
         &mut self,
         peer: &str,
@@ -55,7 +58,6 @@ impl Node {
     ) -> Out {
         let known: BTreeMap<String, i64> = store.restores()?.into_iter().collect();
         let told: BTreeMap<String, i64> = told.into_iter().collect();
-        self.started_over.remove(peer);
         let new: Vec<(String, i64)> = told
             .iter()
             .filter(|(device, base)| {
