@@ -34,6 +34,8 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::Notify;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
+use crate::proto::store::{SqlStore, StoreError};
+
 /// How often commits are looked for without a watch's word.
 pub const IDLE_POLL: Duration = Duration::from_millis(5);
 /// The first wait of a run of looks after a write; each next one doubles.
@@ -165,6 +167,16 @@ fn watcher(
     })?;
     watcher.watch(folder, RecursiveMode::NonRecursive)?;
     Ok(watcher)
+}
+
+/// Changes whenever another connection commits to the library. Polled every
+/// few milliseconds, so the statement is prepared once and cached.
+pub(super) fn data_version(store: &SqlStore) -> Result<i64, StoreError> {
+    let conn = &store.lib.conn;
+    store.sql(
+        conn.prepare_cached("PRAGMA data_version")
+            .and_then(|mut stmt| stmt.query_row([], |r| r.get(0))),
+    )
 }
 
 #[cfg(test)]

@@ -140,7 +140,7 @@ impl Daemon {
         let device = store.device()?;
         let (link, inbound) = Link::bind(listen, me, pins)?;
         directory.set(&device, link.local_addr()?);
-        let data_version = data_version(&store)?;
+        let data_version = commits::data_version(&store)?;
         let pacer = pace::Pacer::open(&store.lib.path, pace::own_seq(&store)?);
         // Every paired device is a partner from the start (the log counts
         // what it has not acknowledged), connected or not.
@@ -399,7 +399,7 @@ impl Daemon {
 
     /// Pushes when anyone else committed to the library since the last look.
     fn poll_commits(&mut self) {
-        match data_version(&self.store) {
+        match commits::data_version(&self.store) {
             Ok(v) if v != self.data_version => {
                 self.data_version = v;
                 self.store.room.borrow_mut().app_committed(Instant::now());
@@ -589,14 +589,4 @@ impl Daemon {
         }
         self.stop_reason = Some(reason.to_string());
     }
-}
-
-/// Changes whenever another connection commits to the library. Polled every
-/// few milliseconds, so the statement is prepared once and cached.
-fn data_version(store: &SqlStore) -> Result<i64, StoreError> {
-    let conn = &store.lib.conn;
-    store.sql(
-        conn.prepare_cached("PRAGMA data_version")
-            .and_then(|mut stmt| stmt.query_row([], |r| r.get(0))),
-    )
 }
