@@ -141,7 +141,7 @@ impl Daemon {
         let (link, inbound) = Link::bind(listen, me, pins)?;
         directory.set(&device, link.local_addr()?);
         let data_version = commits::data_version(&store)?;
-        let pacer = pace::Pacer::open(&store.lib.path, pace::own_seq(&store)?);
+        let pacer = pace::Pacer::open(&store.lib.path, store.clock()?.0);
         // Every paired device is a partner from the start (the log counts
         // what it has not acknowledged), connected or not.
         let mut node = Node::new(&device, library, Config::default());

@@ -37,7 +37,7 @@ use sdsync_core::pace;
 
 use super::Daemon;
 use crate::proto::node::PeerState;
-use crate::proto::store::{SqlStore, StoreError};
+use crate::proto::store::Store;
 
 /// The lag a live peer is kept under.
 pub const TARGET_MS: u64 = 500;
@@ -244,25 +244,14 @@ impl Pacer {
     }
 }
 
-/// This device's own sequence (the clock row capture moves).
-pub fn own_seq(store: &SqlStore) -> Result<i64, StoreError> {
-    store.sql(
-        store
-            .lib
-            .conn
-            .prepare_cached("SELECT seq FROM sdsync_clock")
-            .and_then(|mut stmt| stmt.query_row([], |r| r.get(0))),
-    )
-}
-
 impl Daemon {
     /// Moves the pace of app writers (after an app's commit was seen, when
     /// `committed`, and on the regular round), logging when it starts and ends.
     pub(super) fn pace(&mut self, committed: bool) {
         let now = wall_millis();
         if committed {
-            match own_seq(&self.store) {
-                Ok(seq) => self.pacer.committed(now, seq),
+            match self.store.clock() {
+                Ok((seq, _)) => self.pacer.committed(now, seq),
                 Err(e) => tracing::warn!(device = %self.me, error = %e, "reading the own sequence"),
             }
         }
