@@ -39,11 +39,11 @@ pub struct Conn {
     /// capture trigger that fired): apply looks for parked changes such a
     /// write let go only when it moved (see `apply::Engine::refresh`).
     pub local_writes: Cell<u64>,
-    /// Whether capture on this connection issued an HLC yet (see
-    /// `next_hlc`): set by its first call whatever the clock, so a first
-    /// change rolled back, or one made while the clock was behind the wall
-    /// clock, leaves later ones on this connection without a step.
-    pub issued: Cell<bool>,
+    /// The last sequence number capture on this connection issued, if any
+    /// (see `next_hlc`): set by its first call whatever the clock, so a
+    /// first change rolled back, or one made while the clock was behind the
+    /// wall clock, leaves later ones on this connection without a step.
+    pub issued: Cell<Option<i64>>,
     /// Backpressure after its commits (see `pace`).
     pub pace: crate::pace::Pace,
 }
@@ -345,9 +345,13 @@ fn uuid_v5_fn(c: &Call) -> Result<Value, String> {
 /// `(seq + 1, hlc)` goes into `sdsync_issued` too, in the writer's own
 /// transaction (a rollback takes it back with the change). Recording it is
 /// best effort: a library whose upgrade is pending has no such table yet.
-/// Only the clock's own values are recorded (read back, once a second and
-/// once per connection at most): a call from other SQL with made-up
-/// arguments plants nothing.
+/// Only the clock's own values are recorded (read back, once a second, at a
+/// connection's first change, and when the clock is below a number the
+/// connection issued before): a call from other SQL with made-up arguments
+/// plants nothing. The first change after a restore is so recorded: a
+/// restored folder's app starts a new connection, or (`.restore` into an
+/// open one) finds the clock gone back; the syncer tells the restore by that
+/// record when the app has rewritten every row it wrote since.
 ///
 /// A connection's first change on a clock at or ahead of the wall clock
 /// (peers' faster clocks pushed it) takes a step of 1 to [`FIRST_STEP`] HLC
@@ -361,7 +365,13 @@ fn next_hlc(c: &Call) -> Result<Value, String> {
     let last = c.int(0, "sdsync_next_hlc: the clock's HLC")?;
     let seq = c.int(1, "sdsync_next_hlc: the clock's sequence")?;
     let wall = Hlc::from_wall(c.conn.wall_ms()).as_i64();
-    let first = !c.conn.issued.replace(true);
+    let before = c.conn.issued.replace(Some(seq.saturating_add(1)));
+    let first = before.is_none();
+    // The clock below a number this connection issued: its transaction
+    // rolled back, or the database was restored underneath it (`.restore`
+    // into an open connection), which then re-issues numbers its lost
+    // history had (seed 9673 of the whole-folder runs).
+    let went_back = before.is_some_and(|issued| seq < issued);
     let stepped = first && last >= wall;
     let step = if stepped {
         sdsync_core::hlc::step(seq, last, wall, FIRST_STEP)
@@ -369,7 +379,7 @@ fn next_hlc(c: &Call) -> Result<Value, String> {
         1
     };
     let next = last.saturating_add(step).max(wall);
-    if stepped || next >> 26 > last >> 26 {
+    if first || went_back || next >> 26 > last >> 26 {
         let clock = c.db.query_i64(
             "SELECT seq FROM sdsync_clock WHERE hlc = ?1",
             &[Value::Integer(last)],

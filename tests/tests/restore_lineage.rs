@@ -1,0 +1,166 @@
+//! A whole folder (database and `sync.db`) restored from a copy, whose app
+//! then rewrites every row it wrote since: the device's own current changes
+//! no longer show that it issued the lost changes' numbers again, and only
+//! the record of issued numbers (`sdsync_issued`) and the clock its peers
+//! heard last can tell it (simulation seed 9673 of the whole-folder runs,
+//! and eight more of the 9,000 run).
+//!
+//! Both tests pin the wall clock (`sdsync_test_clock`) inside one 1.024 s
+//! window of the HLC, so that the record's once-a-second pair never falls
+//! between the lost changes and the new ones: only the record of a
+//! connection's first change does.
+
+#[path = "common/mesh.rs"]
+mod mesh;
+
+use std::time::Duration;
+
+use mesh::{Dev, Mesh};
+use rusqlite::backup::Backup;
+use sdsync_core::hlc::wall_millis;
+use sdsync_syncer::proto::node::{Config, Event, Node};
+
+/// A restored (app-side: first) connection's first change is recorded, so a
+/// peer holding a lost change under its number tells the restore, although
+/// the app superseded that first change at once. Here A's delete of t1
+/// reached B; A's folder goes back to before it; A's app creates n1 under
+/// the delete's number, deletes it again, and writes four more. B's Hello
+/// names the lost delete: A renumbers, takes the delete back, and both end
+/// without t1. Fails without the first-change record: A keeps t1.
+#[test]
+fn a_restored_folder_rewritten_at_once_is_told_by_its_first_change() {
+    let mut m = Mesh::new("lineage-first", 2);
+    let window = pin_clocks(&m);
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'a'), ('t2', 'b')");
+    m.link(0, 1);
+    m.unlink(0, 1);
+    let (db, sync) = back_up_folder(&m, 0);
+    m.devs[0].exec("DELETE FROM tags WHERE uuid = 't1'");
+    m.link(0, 1);
+    m.unlink(0, 1);
+    assert_eq!(m.devs[1].count("tags"), 1, "B took the delete");
+    m.restore_folder(0, &db, &sync);
+    rewrite_after_restore(&m, window);
+    m.link(0, 1);
+    m.advance(10_000);
+    assert_eq!(m.count_events(0, is_restored), 1, "{:?}", m.events);
+    assert_eq!(m.devs[0].count("tags"), 5, "t2 and t3..t6, t1 deleted");
+    m.assert_identical();
+}
+
+/// The same restore when the peer holds the lost change only below the
+/// newest changes of A it holds: A's lost delete reached B in a page pushed
+/// at its commit, and no Hello of A's followed it; restored, A's new changes
+/// reached B through C, which never held the lost one. B's Hello names the
+/// newest changes of A it holds (all new) and the last one it took from A
+/// itself (the lost delete), under a number whose first change after the
+/// restore A recorded: A recovers. Fails without the first-change record:
+/// A keeps t1.
+#[test]
+fn a_lost_change_below_the_newest_a_peer_holds_is_named_as_the_last_taken() {
+    let mut m = Mesh::new("lineage-page-clock", 3);
+    let window = pin_clocks(&m);
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'a'), ('t2', 'b')");
+    m.link(0, 2);
+    m.unlink(0, 2);
+    m.link(0, 1);
+    let (db, sync) = back_up_folder(&m, 0);
+    // B takes A's delete in a page pushed at its commit; no Hello follows.
+    m.devs[0].exec("DELETE FROM tags WHERE uuid = 't1'");
+    m.committed(0);
+    m.unlink(0, 1);
+    assert_eq!(m.devs[1].count("tags"), 1, "B took the delete");
+    m.restore_folder(0, &db, &sync);
+    rewrite_after_restore(&m, window);
+    // A's new changes reach B through C.
+    m.link(0, 2);
+    m.unlink(0, 2);
+    m.link(1, 2);
+    m.unlink(1, 2);
+    assert_eq!(m.count_events(0, is_restored), 0, "nothing told A yet");
+    for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+        m.link(a, b);
+    }
+    for _ in 0..3 {
+        m.advance(10_000);
+    }
+    assert_eq!(m.count_events(0, is_restored), 1, "{:?}", m.events);
+    for d in 0..3 {
+        assert_eq!(m.devs[d].count("tags"), 5, "device {d}");
+    }
+    m.assert_identical();
+}
+
+/// The same restore done into the open connection (the shell's `.restore`,
+/// as the simulation does it), which then writes again: the clock below a
+/// number the connection issued is recorded like a first change. Fails
+/// without it: A keeps t1.
+#[test]
+fn a_restore_into_an_open_connection_is_told_by_its_next_change() {
+    let mut m = Mesh::new("lineage-open", 2);
+    let window = pin_clocks(&m);
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'a'), ('t2', 'b')");
+    m.link(0, 1);
+    m.unlink(0, 1);
+    let (db, sync) = back_up_folder(&m, 0);
+    m.devs[0].exec("DELETE FROM tags WHERE uuid = 't1'");
+    m.link(0, 1);
+    m.unlink(0, 1);
+    let a = m.devs.remove(0);
+    let mut store = a.store;
+    for (from, to) in [(&db, &mut store.lib.conn), (&sync, &mut store.sync)] {
+        let from = rusqlite::Connection::open(from).expect("open the copy");
+        Backup::new(&from, to)
+            .and_then(|b| b.run_to_completion(1000, Duration::ZERO, None))
+            .expect("restore into the open connection");
+    }
+    let store = store.reopened().expect("the syncer starts again");
+    let mut node = Node::new(&a.id, "lib", Config::default());
+    node.add_peer(&m.devs[0].id);
+    m.devs.insert(0, Dev { store, node, ..a });
+    rewrite_after_restore(&m, window);
+    m.link(0, 1);
+    m.advance(10_000);
+    assert_eq!(m.count_events(0, is_restored), 1, "{:?}", m.events);
+    assert_eq!(m.devs[0].count("tags"), 5, "t2 and t3..t6, t1 deleted");
+    m.assert_identical();
+}
+
+/// Pins every device's wall clock to the start of a 1.024 s window of the
+/// HLC a few seconds back (peers refuse only clocks ahead); returns it.
+fn pin_clocks(m: &Mesh) -> u64 {
+    let window = (wall_millis() / 1024 - 4) * 1024;
+    for d in &m.devs {
+        d.exec(&format!("SELECT sdsync_test_clock({})", window + 10));
+    }
+    window
+}
+
+/// Copies device `d`'s database and `sync.db` (the whole folder's state).
+fn back_up_folder(m: &Mesh, d: usize) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = &m.devs[d].dir;
+    let (db, sync) = (dir.join("backup.db"), dir.join("backup-sync.db"));
+    m.devs[d].exec(&format!("VACUUM INTO '{}'", db.display()));
+    rusqlite::Connection::open(dir.join("sync.db"))
+        .and_then(|c| c.execute_batch(&format!("VACUUM INTO '{}'", sync.display())))
+        .expect("copy sync.db");
+    (db, sync)
+}
+
+/// A's app after the restore, later in the same window: its first change
+/// (n1, under the lost delete's number) superseded at once, then four more.
+fn rewrite_after_restore(m: &Mesh, window: u64) {
+    let a = &m.devs[0];
+    a.exec(&format!("SELECT sdsync_test_clock({})", window + 600));
+    a.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('n1', 'new')");
+    a.exec("DELETE FROM tags WHERE uuid = 'n1'");
+    for i in 3..=6 {
+        a.exec(&format!(
+            "INSERT INTO tags(uuid, canonical_name) VALUES ('t{i}', 'n{i}')"
+        ));
+    }
+}
+
+fn is_restored(e: &Event) -> bool {
+    matches!(e, Event::Restored { .. })
+}
