@@ -44,6 +44,34 @@ pub fn field(info: &str, name: &str) -> String {
         .expect("field in sdsync info")
 }
 
+/// A loopback TCP port free right now (for `sdsync run --metrics`).
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// The whole HTTP answer of `GET path` from a syncer's `--metrics` port (empty
+/// while it does not listen yet).
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// The value of metric `name` (with its labels, if any) in a Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<i64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+        .map(|v| v as i64)
+}
+
 /// A loopback UDP address free right now.
 pub fn free_port() -> SocketAddr {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind");

@@ -115,6 +115,10 @@ pub(crate) fn track_parsed(
     };
     let mut spec = TableSpec::validate(raw, class, &options, id, &lookup)?;
     let origin = store::local_origin(db)?.unwrap_or(0);
+    // Columns renamed since: the old spec under the current names.
+    let existing = existing
+        .map(|old| migrate::renames::follow(db, &old, &mut spec))
+        .transpose()?;
     if let Some(old) = &existing {
         check_class(old, &spec)?;
         spec.aliases = old.aliases.clone();

@@ -32,6 +32,9 @@ use tokio::net::TcpListener;
 /// Labels of a per-origin gauge.
 pub type OriginLabel = Vec<(String, String)>;
 
+/// Labels of a per-peer gauge.
+pub type PeerLabel = Vec<(String, String)>;
+
 /// The syncer's metrics and their registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -56,6 +59,17 @@ pub struct Metrics {
     pub quarantined: Gauge,
     /// Per origin: changes some peer holds that this device does not yet.
     pub lag: Family<OriginLabel, Gauge>,
+    /// Per peer: tables and columns its schema differs by (mixed app
+    /// versions; the same lines as `sdsync status`).
+    pub schema_mismatches: Family<PeerLabel, Gauge>,
+    /// Changes kept for tables or columns this device does not have yet.
+    pub kept: Gauge,
+    /// Restores of this device's own library told (its changes taken back).
+    pub restores: Counter,
+    /// Restores of peers heard of (this device pulled everything again).
+    pub peer_restores: Counter,
+    /// Two copies of one folder heard running at once (one is stopped).
+    pub copies: Counter,
     /// Seconds to build a page (read from the database).
     pub broadcast_duration: Histogram,
     /// Seconds to apply a page (one transaction).
@@ -77,6 +91,11 @@ impl Default for Metrics {
             retrying: Gauge::default(),
             quarantined: Gauge::default(),
             lag: Family::default(),
+            schema_mismatches: Family::default(),
+            kept: Gauge::default(),
+            restores: Counter::default(),
+            peer_restores: Counter::default(),
+            copies: Counter::default(),
             broadcast_duration: seconds(),
             apply_duration: seconds(),
         };
@@ -130,6 +149,31 @@ impl Default for Metrics {
             "sync_lag_changes",
             "Changes of an origin some peer holds and this device lacks",
             m.lag.clone(),
+        );
+        r.register(
+            "sync_schema_mismatches",
+            "Tables and columns a peer's schema differs by",
+            m.schema_mismatches.clone(),
+        );
+        r.register(
+            "sync_kept_changes",
+            "Changes kept for tables or columns this device does not have yet",
+            m.kept.clone(),
+        );
+        r.register(
+            "sync_restores",
+            "Restores of this device's library told",
+            m.restores.clone(),
+        );
+        r.register(
+            "sync_peer_restores",
+            "Restores of peers heard of",
+            m.peer_restores.clone(),
+        );
+        r.register(
+            "sync_copies",
+            "Two copies of one folder heard running at once",
+            m.copies.clone(),
         );
         r.register(
             "sync_broadcast_duration_seconds",
@@ -215,6 +259,8 @@ mod tests {
             "sync_retry_queue_size 0",
             "sync_lag_changes{origin=\"a\"} 7",
             "sync_apply_duration_seconds_count 0",
+            "sync_kept_changes 0",
+            "sync_restores_total 0",
         ] {
             assert!(text.contains(name), "{name} in {text}");
         }

@@ -20,6 +20,7 @@ use crate::progress::Progress;
 use crate::proto::message::Payload;
 use crate::proto::node::{Event, Node, Output};
 use crate::proto::store::{SqlStore, Store, StoreError};
+use prometheus_client::metrics::counter::Counter;
 
 /// Progress and metrics of one daemon.
 pub struct Observer {
@@ -82,7 +83,17 @@ impl Observer {
                     m.broadcast_failures.inc();
                 }
             }
+            Event::Restored { .. } => self.count(|m| &m.restores),
+            Event::PeerRestored { .. } => self.count(|m| &m.peer_restores),
+            Event::TwoCopies { .. } => self.count(|m| &m.copies),
             _ => {}
+        }
+    }
+
+    /// Adds one to the counter `which` picks, when metrics are served.
+    fn count(&self, which: impl Fn(&Metrics) -> &Counter) {
+        if let Some(m) = &self.metrics {
+            which(m).inc();
         }
     }
 
@@ -171,6 +182,22 @@ impl Observer {
         m.parked.set(count("SELECT count(*) FROM sdsync_parked")?);
         m.quarantined
             .set(count("SELECT count(*) FROM sdsync_quarantine")?);
+        // A library whose format-6 upgrade an app's lock put off has no
+        // `sdsync_kept` yet.
+        if count("SELECT count(*) FROM sqlite_schema WHERE name = 'sdsync_kept'")? == 1 {
+            m.kept.set(count("SELECT count(*) FROM sdsync_kept")?);
+        }
+        let mut mismatches: BTreeMap<String, i64> =
+            peers.iter().map(|p| (p.device.clone(), 0)).collect();
+        let differences = crate::sqlstore::syncdb::peer_schemas(&store.sync);
+        for (peer, _) in differences? {
+            *mismatches.entry(peer).or_default() += 1;
+        }
+        for (peer, n) in mismatches {
+            m.schema_mismatches
+                .get_or_create(&vec![("peer".to_string(), peer)])
+                .set(n);
+        }
         Ok(())
     }
 

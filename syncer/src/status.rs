@@ -73,6 +73,9 @@ pub struct Status {
     pub reclaiming: Vec<String>,
     /// Why a peer told this copy of the folder to stop, if one did.
     pub stopped: Option<String>,
+    /// The last event of each kind the syncer recovered from by itself
+    /// (a restore, a peer's restore, two copies): `(kind, detail, at)`.
+    pub notices: Vec<(String, String, String)>,
     /// How long each app commit waits now per row it wrote (a live peer is
     /// behind; see `daemon/pace.rs`), in nanoseconds; 0 when not paced.
     pub paced_ns_per_row: u64,
@@ -127,6 +130,9 @@ impl std::fmt::Display for Status {
                 l.held,
                 l.held + l.changes
             )?;
+        }
+        for (_, detail, at) in &self.notices {
+            writeln!(f, "notice      {detail} ({at})")?;
         }
         for (origin, seq) in &self.watermarks {
             writeln!(f, "holds       {origin} up to seq {seq}")?;
@@ -306,6 +312,7 @@ impl Home {
             peer_schema: self.sql(syncdb::peer_schemas(&self.sync))?,
             reclaiming: self.sql(syncdb::reclaim_from(&self.sync))?,
             stopped: self.sql(syncdb::stopped(&self.sync))?,
+            notices: self.sql(crate::sqlstore::notices::all(&self.sync))?,
             paced_ns_per_row: paced(&lib.path),
         })
     }

@@ -1,5 +1,6 @@
 //! Schema changes in the simulation: devices upgrade their app one at a time
-//! (a column added to a shared and to an owned table), and tables are rebuilt
+//! (a column added to a shared and to an owned table, and a shared column
+//! renamed, whose former name stays an alias), and tables are rebuilt
 //! by SQLite's 12-step procedure, while everything else goes on.
 //!
 //! ```ignore
@@ -15,7 +16,8 @@ use super::Sim;
 
 /// What upgrading the app does to a device's schema.
 const UPGRADE: &str = "ALTER TABLE tags ADD COLUMN emoji TEXT;
-    ALTER TABLE entries ADD COLUMN note TEXT DEFAULT 'none';";
+    ALTER TABLE entries ADD COLUMN note TEXT DEFAULT 'none';
+    ALTER TABLE tags RENAME COLUMN description TO summary;";
 
 /// The 12-step rebuild of `collections` (as Django's `AlterField`: the altered
 /// column moves to the end), foreign keys off around it as SQLite says.

@@ -182,7 +182,8 @@ impl Sim {
         let sql = match self.rng.below(12) {
             0..=2 => {
                 let cols = if self.devices[d].upgraded { 4 } else { 3 };
-                let col = ["color", "icon", "description", "emoji"][self.rng.below(cols) as usize];
+                let described = self.described(d);
+                let col = ["color", "icon", described, "emoji"][self.rng.below(cols) as usize];
                 format!(
                     "INSERT OR IGNORE INTO tags(uuid, canonical_name) VALUES (sdsync_uuid_v5('tag', 'tag{name}'), 'tag{name}');
                      UPDATE tags SET {col} = 'v{val}-{me}' WHERE uuid = sdsync_uuid_v5('tag', 'tag{name}');"
@@ -267,6 +268,16 @@ impl Sim {
         }
     }
 
+    /// The name of the tags' description column on device `d`: the upgrade
+    /// renames it (`schema::UPGRADE`).
+    fn described(&self, d: usize) -> &'static str {
+        if self.devices[d].upgraded {
+            "summary"
+        } else {
+            "description"
+        }
+    }
+
     /// The same write as real clients phrase it: upserts, conflict clauses,
     /// REPLACE, RETURNING, work undone by a savepoint, extreme values. Each form
     /// must be captured exactly (or refused, which none of these is).
@@ -305,8 +316,9 @@ impl Sim {
             ),
             // Work undone by a savepoint before the real write.
             5 => format!(
-                "SAVEPOINT sp; UPDATE tags SET description = 'undone'; DELETE FROM entries WHERE uuid LIKE 'd{me}-%'; \
-                 ROLLBACK TO sp; RELEASE sp; {sql}"
+                "SAVEPOINT sp; UPDATE tags SET {} = 'undone'; DELETE FROM entries WHERE uuid LIKE 'd{me}-%'; \
+                 ROLLBACK TO sp; RELEASE sp; {sql}",
+                self.described(me)
             ),
             _ => sql,
         }

@@ -3,7 +3,9 @@
 
 use std::process::{Command, Stdio};
 
-use sdsync_tests::devices::{Device, cli, field, free_port, pair_of, sdsync};
+use sdsync_tests::devices::{
+    Device, cli, field, free_port, free_tcp_port, http_get, metric, pair_of, sdsync,
+};
 use sdsync_tests::{temp_dir, wait_for};
 
 #[test]
@@ -493,26 +495,15 @@ fn the_metrics_endpoint_serves_the_seeds_metrics() {
         "INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one'), ('t2', 'two');
          INSERT INTO locations(uuid, name, path) VALUES ('loc', 'Photos', '/p')",
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port");
-    b.start_with(&["--metrics", &port.to_string(), "--log-format", "json"]);
+    let port = free_tcp_port();
+    b.start_with(&[
+        "--metrics",
+        &format!("127.0.0.1:{port}"),
+        "--log-format",
+        "json",
+    ]);
     a.start();
-    let get = |path: &str| -> String {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(port) else {
-            return String::new();
-        };
-        let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    };
-    let metric = |text: &str, name: &str| -> Option<i64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
-            .map(|v| v as i64)
-    };
+    let get = |path: &str| http_get(port, path);
     wait_for("the health check", 30, || get("/health").ends_with("ok\n"));
     let lag = format!("sync_lag_changes{{origin=\"{}\"}}", a.id);
     wait_for("B in sync with A, as its metrics say", 30, || {

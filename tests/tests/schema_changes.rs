@@ -337,3 +337,50 @@ fn a_copy_writing_as_the_original_is_refused_where_the_two_meet() {
     sdsync_tests::apply(&b.conn, &mine).expect("the re-identified copy's changes");
     assert_eq!(b.int("SELECT count(*) FROM tags WHERE uuid = 't3'"), 1);
 }
+
+/// `RENAME COLUMN` with the extension loaded: SQLite rewrites the capture
+/// triggers, the WAL hook re-tracks the table, and the renamed column keeps
+/// its versions (no value is stamped anew) and its former name as an alias.
+/// A applies B's values for the former name; B, not renamed yet, keeps A's
+/// values for the new name until it renames too, and then A's later edit
+/// wins over the value B held (before: B's rename stamped every value anew,
+/// and t1 ended with B's older `i`). A's other columns and B's own writes
+/// keep flowing meanwhile.
+#[test]
+fn a_renamed_column_keeps_its_versions_and_its_former_name() {
+    let [a, b] = <[Lib; 2]>::try_from(devices("rename-column", 2))
+        .ok()
+        .expect("two");
+    a.exec("INSERT INTO tags(uuid, canonical_name, icon) VALUES ('t1', 'One', 'i')");
+    sync_pair(&a, &b);
+    a.exec("ALTER TABLE tags RENAME COLUMN icon TO glyph");
+    assert_eq!(state(&a, "tags"), "ok");
+    a.exec(
+        "UPDATE tags SET glyph = 'g', canonical_name = 'Uno' WHERE uuid = 't1';
+         INSERT INTO tags(uuid, canonical_name, glyph) VALUES ('t2', 'Two', 'h')",
+    );
+    b.exec("INSERT INTO tags(uuid, canonical_name, icon) VALUES ('t3', 'Three', 'j')");
+    copy_all(&a, &b);
+    copy_all(&b, &a);
+    assert_eq!(
+        b.text("SELECT group_concat(uuid || canonical_name, ' ') FROM (SELECT * FROM tags ORDER BY uuid)"),
+        "t1Uno t2Two t3Three",
+        "the columns B has apply"
+    );
+    assert!(kept(&b) >= 1, "A's glyph values wait on B");
+    assert_eq!(
+        a.text("SELECT glyph FROM tags WHERE uuid = 't3'"),
+        "j",
+        "B's icon is A's glyph"
+    );
+    b.exec("ALTER TABLE tags RENAME COLUMN icon TO glyph");
+    sweep(&b);
+    assert_eq!(kept(&b), 0);
+    copy_all(&a, &b);
+    copy_all(&b, &a);
+    assert_eq!(
+        b.text("SELECT group_concat(uuid || ifnull(glyph, '-'), ' ') FROM (SELECT * FROM tags ORDER BY uuid)"),
+        "t1g t2h t3j"
+    );
+    assert_eq!(a.digest(), b.digest());
+}

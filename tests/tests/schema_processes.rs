@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use sdsync_tests::devices::{Device, cli, pair_of};
+use sdsync_tests::devices::{Device, cli, free_tcp_port, http_get, metric, pair_of};
 use sdsync_tests::wait_for;
 
 const SECS: u64 = 60;
@@ -32,8 +32,10 @@ fn same(a: &Device, b: &Device) -> bool {
 #[test]
 fn a_column_added_on_one_device_for_a_while_syncs_and_both_say_so() {
     let (_dir, mut a, mut b) = pair_of("schema-one-side");
+    let port = free_tcp_port();
     a.start();
-    b.start();
+    b.start_with(&["--metrics", &format!("127.0.0.1:{port}")]);
+    let mismatches = format!("sync_schema_mismatches{{peer=\"{}\"}}", a.id);
     let (app_a, app_b) = (a.app(), b.app());
     app_a.exec(
         "ALTER TABLE tags ADD COLUMN emoji TEXT;
@@ -51,6 +53,12 @@ fn a_column_added_on_one_device_for_a_while_syncs_and_both_say_so() {
         "{}",
         status(&b)
     );
+    // And B's metrics (refreshed at each redial round).
+    wait_for("B's metrics naming the mismatch", SECS, || {
+        let m = http_get(port, "/metrics");
+        metric(&m, &mismatches).is_some_and(|n| n >= 1)
+            && metric(&m, "sync_kept_changes") == Some(1)
+    });
     // B's own writes still reach A meanwhile.
     app_b.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t2', 'two')");
     wait_for("t2 on A", SECS, || {
@@ -63,6 +71,10 @@ fn a_column_added_on_one_device_for_a_while_syncs_and_both_say_so() {
         !status(&a).contains("mismatch") && !status(&b).contains("mismatch")
     });
     assert!(!status(&b).contains("kept"), "{}", status(&b));
+    wait_for("B's metrics back to none", SECS, || {
+        let m = http_get(port, "/metrics");
+        metric(&m, &mismatches) == Some(0) && metric(&m, "sync_kept_changes") == Some(0)
+    });
 }
 
 #[test]
@@ -133,6 +145,15 @@ fn a_database_restored_from_a_backup_gets_its_changes_back() {
     });
     let log = std::fs::read_to_string(a.dir.join("syncer.log")).unwrap_or_default();
     assert!(log.contains("Restored") && log.contains("WARN"), "{log}");
+    // Both statuses keep saying so once it is over.
+    assert!(
+        status(&a).contains("notice      this device's library went back to an older copy"),
+        "{}",
+        status(&a)
+    );
+    wait_for("B's status naming A's restore", SECS, || {
+        status(&b).contains(&format!("notice      peer {} went back", a.id))
+    });
 }
 
 /// The whole folder (`sync.db` with it, so the record inside it goes back

@@ -4,7 +4,7 @@
 //! use sdsync_core::limits::{MAX_ROW_BYTES, size_check};
 //! # use sdsync_core::schema::{Class, TableSpec};
 //! # let spec = TableSpec { id: 1, name: "t".into(), class: Class::Shared, uuid_column: "uuid".into(),
-//! #     local_id: "id".into(), columns: vec![], options: Default::default(), aliases: vec![] };
+//! #     local_id: "id".into(), columns: vec![], options: Default::default(), aliases: vec![], column_aliases: vec![] };
 //! assert!(size_check(&spec).contains(&MAX_ROW_BYTES.to_string()));
 //! ```
 //!
@@ -84,6 +84,7 @@ mod tests {
             columns: vec![col("a"), col("b c")],
             options: Default::default(),
             aliases: Vec::new(),
+            column_aliases: Vec::new(),
         };
         let sql = size_check(&spec);
         assert!(

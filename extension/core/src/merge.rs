@@ -108,12 +108,27 @@ pub enum Upsert {
 
 /// Decides an upsert of `mask` at `version`.
 pub fn plan_upsert(row: &RowState, mask: u64, version: &Version) -> Upsert {
+    plan(row, mask, version, false)
+}
+
+/// Decides the upsert of a change applied before, in part, and now again
+/// whole (a change kept for a column this database lacked, after a schema
+/// change gave it the column): it also takes the bits its own version holds
+/// already. Its first apply may have given such a column the table's default
+/// with its version (a creating change defines every column), where its
+/// sender wrote a value under a name this database learned only later (a
+/// column renamed on the sender first).
+pub fn plan_reapply(row: &RowState, mask: u64, version: &Version) -> Upsert {
+    plan(row, mask, version, true)
+}
+
+fn plan(row: &RowState, mask: u64, version: &Version, again: bool) -> Upsert {
     match row {
         RowState::Unknown => Upsert::Park,
         RowState::Dead(tomb) if version.beats(tomb) => Upsert::Park,
         RowState::Dead(_) => Upsert::Ignore,
         RowState::Alive(groups) => {
-            let won = winning_bits(groups, mask, version);
+            let won = winning_bits(groups, mask, version, again);
             if won == 0 {
                 Upsert::Ignore
             } else {
@@ -127,13 +142,19 @@ pub fn plan_upsert(row: &RowState, mask: u64, version: &Version) -> Upsert {
 /// holds has no version yet (a column the row's creator did not have: devices
 /// on different schemas): a change wins it unless it is older than the row's
 /// creation, i.e. it was written to an earlier incarnation of the row (the
-/// creating change itself, kept and re-applied, still wins it).
-pub fn winning_bits(groups: &[Group], mask: u64, version: &Version) -> u64 {
+/// creating change itself, kept and re-applied, still wins it). `again`:
+/// bits at `version` itself are won too (see [`plan_reapply`]).
+pub fn winning_bits(groups: &[Group], mask: u64, version: &Version, again: bool) -> u64 {
     let mut won = mask;
     let mut held = 0;
     for g in groups {
         held |= g.mask;
-        if g.mask & mask != 0 && !version.beats(&g.version) {
+        let loses = if again {
+            g.version.beats(version)
+        } else {
+            !version.beats(&g.version)
+        };
+        if g.mask & mask != 0 && loses {
             won &= !g.mask;
         }
     }

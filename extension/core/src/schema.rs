@@ -239,6 +239,11 @@ pub struct TableSpec {
     /// use one of them apply to this table.
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// Former names of columns (`ALTER TABLE … RENAME COLUMN`), `(former,
+    /// current)`: values from devices that still use the former name apply
+    /// to the current column.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub column_aliases: Vec<(String, String)>,
 }
 
 /// Why a table cannot be tracked, or an option is wrong. Every message says what to change.
@@ -417,6 +422,7 @@ impl TableSpec {
             columns,
             options: options.clone(),
             aliases: Vec::new(),
+            column_aliases: Vec::new(),
         })
     }
 
@@ -427,6 +433,18 @@ impl TableSpec {
         options.refs.retain(|c, _| exists(c));
         options.local.retain(|c| exists(c));
         options
+    }
+
+    /// The index of the column a change's key names: a synced column by
+    /// its name, or by a name it had before a rename.
+    pub fn column_index(&self, key: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == key).or_else(|| {
+            let (_, current) = self
+                .column_aliases
+                .iter()
+                .find(|(former, _)| former == key)?;
+            self.columns.iter().position(|c| c.name == *current)
+        })
     }
 
     /// The mask of a whole row: the row bit and every column.

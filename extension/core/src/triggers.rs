@@ -7,7 +7,7 @@
 //!     id: 1, name: "tags".into(), class: Class::Shared, uuid_column: "uuid".into(),
 //!     local_id: "id".into(),
 //!     columns: vec![ColumnSpec { name: "name".into(), affinity: Affinity::Text, required: false, reference: None }],
-//!     options: Default::default(), aliases: vec![],
+//!     options: Default::default(), aliases: vec![], column_aliases: vec![],
 //! };
 //! let sql = create_statements(&spec, 1, &[]);
 //! assert!(sql[0].starts_with("CREATE TRIGGER \"sdsync_ins_tags\""));
@@ -362,6 +362,7 @@ mod tests {
             columns: vec![col("a"), col("b")],
             options: Default::default(),
             aliases: Vec::new(),
+            column_aliases: Vec::new(),
         }
     }
 

@@ -51,6 +51,9 @@ pub struct Change {
     pub seq: i64,
     /// Origin HLC.
     pub hlc: Hlc,
+    /// Applied before in part, now again whole (a kept change retried):
+    /// it takes the bits its own version holds too (`merge::plan_reapply`).
+    pub again: bool,
 }
 
 /// A change as parsed: the part this database can apply now, and the whole
@@ -324,6 +327,7 @@ impl Change {
             origin: origin.clone(),
             seq,
             hlc,
+            again: false,
         };
         let Some(text) = data else {
             return Ok(Parsed {
@@ -450,7 +454,7 @@ impl<'de> Visitor<'de> for DataSeed<'_> {
         let mut out = Vec::with_capacity(self.0.columns.len());
         let mut unknown = Vec::new();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            match self.0.columns.iter().position(|c| c.name == *key) {
+            match self.0.column_index(&key) {
                 Some(i) => out.push((i, map.next_value::<Json>()?)),
                 None => unknown.push((key.into_owned(), map.next_value::<Json>()?)),
             }

@@ -17,6 +17,7 @@
 //! fixed. Without the extension, renames and column drops fail on the guard
 //! trigger (`store::FORMAT_6`), so no tool can rebuild a table behind its back.
 
+pub mod renames;
 pub mod status;
 pub mod watch;
 

@@ -568,6 +568,11 @@ impl Daemon {
                         self.stop(peer, reason);
                     }
                     self.seen.event(&e, &self.store);
+                    if let Some((kind, detail)) = e.notice()
+                        && let Err(err) = self.store.note(kind, &detail)
+                    {
+                        tracing::warn!(device = %self.me, error = %err, "recording a notice in sync.db");
+                    }
                     if e.needs_attention() {
                         tracing::warn!(device = %self.me, event = ?e);
                     } else {

@@ -286,7 +286,8 @@ impl Home {
         self.sql(crate::sqlstore::syncdb::ensure(&self.sync))?;
         self.sql(self.sync.execute_batch(
             "DELETE FROM peers; DELETE FROM own_clock; DELETE FROM peer_schema; DELETE FROM peer_quarantine; \
-             DELETE FROM reclaim; DELETE FROM incarnation; DELETE FROM stopped; DELETE FROM behind;",
+             DELETE FROM reclaim; DELETE FROM incarnation; DELETE FROM stopped; DELETE FROM behind; \
+             DELETE FROM notices;",
         ))?;
         Ok(id)
     }

@@ -172,6 +172,36 @@ pub enum Event {
 }
 
 impl Event {
+    /// What `sdsync status` keeps saying after the syncer recovered by
+    /// itself from this event: `(kind, detail)`, the last of each kind.
+    pub fn notice(&self) -> Option<(&'static str, String)> {
+        match self {
+            Self::Restored {
+                peer,
+                held,
+                had,
+                renumbered,
+                ..
+            } => Some((
+                "restored",
+                format!(
+                    "this device's library went back to an older copy (peer {peer} held its \
+                     changes up to seq {held}, it had {had}): {renumbered} change(s) written \
+                     since renumbered above, the lost ones taken back from peers"
+                ),
+            )),
+            Self::PeerRestored { peer } => Some((
+                "peer restored",
+                format!(
+                    "peer {peer} went back to an older copy of its library: this device \
+                     pulled everything again from its peers"
+                ),
+            )),
+            Self::TwoCopies { reason, .. } => Some(("two copies", reason.clone())),
+            _ => None,
+        }
+    }
+
     /// Whether a person should look at it (logged at WARN): what stays wrong
     /// until someone acts, and a restore, seen from either side (the
     /// protocol recovers the data, but two histories met: both devices say

@@ -32,6 +32,7 @@ mod ahead;
 mod gather;
 mod lineage;
 pub mod marks;
+pub mod notices;
 mod own_clock;
 pub mod points;
 pub mod split;
@@ -152,6 +153,11 @@ impl SqlStore {
     /// refuses to start it until it is re-identified or told to take over).
     pub fn stopped(&self) -> Result<Option<String>, StoreError> {
         Ok(syncdb::stopped(&self.sync)?)
+    }
+
+    /// Keeps `detail` as the last notice of `kind` for `sdsync status`.
+    pub fn note(&self, kind: &str, detail: &str) -> Result<(), StoreError> {
+        Ok(notices::note(&self.sync, kind, detail)?)
     }
 
     /// Records that this copy was told to stop (`None`: clears it).

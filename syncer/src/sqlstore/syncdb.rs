@@ -144,6 +144,7 @@ pub fn ensure(conn: &Connection) -> rusqlite::Result<()> {
     } else {
         conn.execute_batch(SCHEMA)?;
     }
+    conn.execute_batch(super::notices::SCHEMA)?;
     super::points::ensure(conn)
 }
 

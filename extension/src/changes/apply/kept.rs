@@ -89,7 +89,7 @@ impl Engine {
         drop(stmt);
         for (values, origin_id) in rows {
             let key = [Value::Integer(origin_id), values[5].clone()];
-            let parsed = match Change::parse(Fields { values }, &self.catalog) {
+            let mut parsed = match Change::parse(Fields { values }, &self.catalog) {
                 Ok(parsed) => parsed,
                 // Fits this schema no longer (a column's type changed): it
                 // stays kept, saying why, and the others go on.
@@ -98,7 +98,8 @@ impl Engine {
                     continue;
                 }
             };
-            if let Some(change) = &parsed.change {
+            if let Some(change) = &mut parsed.change {
+                change.again = true;
                 // A change that fails loses nothing (apply writes the table
                 // first; an eviction parks what it removed before anything
                 // after it can fail); it stays kept, with the error as its reason.

@@ -20,7 +20,9 @@ use std::rc::Rc;
 use serde_json::{Map, Value as Json};
 
 use sdsync_core::hlc::Hlc;
-use sdsync_core::merge::{Delete, RowState, Upsert, Version, plan_delete, plan_upsert};
+use sdsync_core::merge::{
+    Delete, RowState, Upsert, Version, plan_delete, plan_reapply, plan_upsert,
+};
 use sdsync_core::schema::{Class, TableSpec};
 
 use super::parse::{Change, ChangeError, Fields, Op, column_value};
@@ -365,7 +367,7 @@ impl Engine {
         let state = self.claim(change, state, rid)?;
         match change.op {
             Op::Delete => self.delete(&spec, &change.pk, &state, rid, v),
-            Op::Upsert => match plan_upsert(&state, change.mask, v) {
+            Op::Upsert => match upsert_plan(change, &state, v) {
                 Upsert::Ignore => Ok(Vec::new()),
                 Upsert::Write(bits) => {
                     let (RowState::Alive(groups), Some(rid)) = (&state, rid) else {
@@ -488,6 +490,17 @@ fn upsert(spec: &Rc<TableSpec>, pk: &Value, values: Vec<Value>, mask: u64, v: &V
         origin: v.origin.clone(),
         seq: v.seq,
         hlc: Hlc::from_i64(v.hlc as i64).unwrap_or_default(),
+        again: false,
+    }
+}
+
+/// What an upsert does to a row in `state` (a kept change retried also
+/// takes the bits its own version holds: `merge::plan_reapply`).
+pub(super) fn upsert_plan(change: &Change, state: &RowState, v: &Version) -> Upsert {
+    if change.again {
+        plan_reapply(state, change.mask, v)
+    } else {
+        plan_upsert(state, change.mask, v)
     }
 }
 

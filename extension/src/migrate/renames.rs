@@ -1,0 +1,81 @@
+//! Columns renamed with `ALTER TABLE … RENAME COLUMN`: a rename is not a
+//! column dropped and another added. The renamed column keeps its versions
+//! (re-tracking stamps none of its values as new changes, which would beat
+//! what peers wrote to it meanwhile), and its former name stays an alias, so
+//! values from devices that have not renamed yet apply to it.
+//!
+//! ```sql
+//! ALTER TABLE tags RENAME COLUMN icon TO glyph;
+//! -- re-tracked: glyph keeps icon's mask bit and versions; a peer's
+//! -- {"icon": …} applies to glyph.
+//! ```
+//!
+//! How a rename is told from a drop and an add: SQLite rewrites the names in
+//! every trigger, the capture triggers included, and the update trigger's
+//! change mask gives each synced column its bit,
+//! `((OLD."glyph" IS NOT NEW."glyph") << 3)`: the column at that bit of the
+//! stored spec had another name. A rebuild drops the triggers, so it is never
+//! taken for a rename.
+
+use sdsync_core::schema::{TableSpec, quote_ident};
+use sdsync_core::triggers::trigger_names;
+
+use crate::ffi::{Db, SqlError, Value};
+
+/// `old` as the table's renames since it was tracked left it (its columns
+/// under their current names), and the column aliases `new` takes on: those
+/// `old` had, followed to the current names, and one for each rename.
+pub fn follow(db: Db, old: &TableSpec, new: &mut TableSpec) -> Result<TableSpec, SqlError> {
+    let renames = renamed(db, old, new)?;
+    let mut renamed = old.clone();
+    for column in &mut renamed.columns {
+        if let Some((_, to)) = renames.iter().find(|(from, _)| *from == column.name) {
+            column.name = to.clone();
+        }
+    }
+    let mut aliases: Vec<(String, String)> = old
+        .column_aliases
+        .iter()
+        .map(|(former, current)| {
+            let now = renames
+                .iter()
+                .find(|(from, _)| from == current)
+                .map_or(current, |(_, to)| to);
+            (former.clone(), now.clone())
+        })
+        .chain(renames.iter().cloned())
+        // A former name that is a column again is that column.
+        .filter(|(former, _)| !new.columns.iter().any(|c| c.name == *former))
+        .collect();
+    aliases.sort();
+    aliases.dedup();
+    new.column_aliases = aliases;
+    Ok(renamed)
+}
+
+/// `(former, current)` for each synced column of `old` whose bit the update
+/// trigger now gives to another column of `new`.
+fn renamed(db: Db, old: &TableSpec, new: &TableSpec) -> Result<Vec<(String, String)>, SqlError> {
+    let Some(sql) = db.query_text(
+        "SELECT sql FROM sqlite_schema WHERE type = 'trigger' AND name = ?1 AND tbl_name = ?2",
+        &[
+            Value::Text(trigger_names(&old.name)[1].clone()),
+            Value::Text(new.name.clone()),
+        ],
+    )?
+    else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (i, column) in old.columns.iter().enumerate() {
+        let bit = i + 1;
+        let now = new.columns.iter().find(|c| {
+            let q = quote_ident(&c.name);
+            sql.contains(&format!("(OLD.{q} IS NOT NEW.{q}) << {bit})"))
+        });
+        if let Some(now) = now.filter(|c| c.name != column.name) {
+            out.push((column.name.clone(), now.name.clone()));
+        }
+    }
+    Ok(out)
+}
