@@ -383,7 +383,8 @@ pub fn apply_in(conn: &Connection, changes: &[Change]) -> rusqlite::Result<()> {
 /// [`exact_text`]), references as the referenced row's uuid: equal digests mean
 /// two devices show the same library, value for value and byte for byte.
 /// Columns are taken by name, so two devices whose tables hold the same columns
-/// in a different order (a rebuild moved one) compare equal.
+/// in a different order (a rebuild moved one) compare equal. A tracked table
+/// the app dropped (`missing` in `sdsync_schema`) has no entry.
 pub fn digest(conn: &Connection) -> rusqlite::Result<BTreeMap<String, Vec<String>>> {
     let specs: Vec<TableSpec> = {
         let mut stmt = conn.prepare("SELECT spec FROM sdsync_tables ORDER BY id")?;
@@ -396,7 +397,12 @@ pub fn digest(conn: &Connection) -> rusqlite::Result<BTreeMap<String, Vec<String
             .collect()
     };
     let mut out = BTreeMap::new();
+    let mut exists =
+        conn.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1")?;
     for spec in specs {
+        if exists.query_row([&spec.name], |r| r.get::<_, i64>(0))? == 0 {
+            continue;
+        }
         let mut cols = vec![format!("t.{}", quote_ident(&spec.uuid_column))];
         let mut columns: Vec<_> = spec.columns.iter().collect();
         columns.sort_by(|a, b| a.name.cmp(&b.name));

@@ -103,6 +103,44 @@ fn a_rebuild_while_both_syncers_run_keeps_syncing() {
     assert!(!status(&a).contains("schema "), "{}", status(&a));
 }
 
+/// `DROP TABLE` and `ALTER TABLE … RENAME TO` of tracked tables on A while
+/// both syncers run: every other table keeps syncing both ways, status names
+/// the dropped table, B's rows for it wait kept on A, and B's writes under a
+/// renamed table's former name apply to it on A; once B renames and drops
+/// too, both end identical.
+#[test]
+fn dropping_and_renaming_tables_while_both_syncers_run_keeps_the_rest_syncing() {
+    let (_dir, mut a, mut b) = pair_of("schema-drop-rename");
+    a.start();
+    b.start();
+    let (app_a, app_b) = (a.app(), b.app());
+    app_a.exec("INSERT INTO audit_log(uuid, action) VALUES ('l0', 'scan')");
+    wait_for("l0 on B", SECS, || app_b.count("audit_log") == 1);
+    app_a.exec(
+        "DROP TABLE audit_log;
+         ALTER TABLE collections RENAME TO albums;
+         INSERT INTO albums(uuid, name) VALUES ('c1', 'One');
+         INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'One')",
+    );
+    app_b.exec(
+        "INSERT INTO audit_log(uuid, action) VALUES ('l1', 'scan');
+         INSERT INTO collections(uuid, name) VALUES ('c2', 'Two');
+         INSERT INTO tags(uuid, canonical_name) VALUES ('t2', 'Two')",
+    );
+    wait_for("tags both ways, and B's album on A", SECS, || {
+        app_a.int("SELECT count(*) FROM tags WHERE uuid = 't2'") == 1
+            && app_b.int("SELECT count(*) FROM tags WHERE uuid = 't1'") == 1
+            && app_a.int("SELECT count(*) FROM albums WHERE uuid = 'c2'") == 1
+    });
+    wait_for("A's status naming the dropped table", SECS, || {
+        status(&a).contains("schema      audit_log is missing")
+    });
+    app_b.exec("ALTER TABLE collections RENAME TO albums; DROP TABLE audit_log");
+    wait_for("the same library on both", SECS, || {
+        app_b.int("SELECT count(*) FROM albums WHERE uuid = 'c1'") == 1 && same(&a, &b)
+    });
+}
+
 #[test]
 fn a_database_restored_from_a_backup_gets_its_changes_back() {
     let (dir, mut a, mut b) = pair_of("restore-backup");
