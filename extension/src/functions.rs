@@ -385,10 +385,20 @@ fn next_hlc(c: &Call) -> Result<Value, String> {
             &[Value::Integer(last)],
         );
         if matches!(clock, Ok(Some(s)) if s == seq) {
-            let _ = store::record_issued(c.db, seq.saturating_add(1), next);
+            record_issued(c, seq.saturating_add(1), next)?;
         }
     }
     Ok(Value::Integer(next))
+}
+
+/// Records `(seq, hlc)` as issued. A library whose format-7 upgrade an app's
+/// lock put off has no `sdsync_issued` yet: then nothing is recorded (the
+/// upgrade comes at the next chance); any other failure fails the write.
+fn record_issued(c: &Call, seq: i64, hlc: i64) -> Result<(), String> {
+    match store::record_issued(c.db, seq, hlc) {
+        Err(e) if e.to_string().contains("no such table") => Ok(()),
+        other => other.map_err(|e| format!("sdsync: recording issued sequence {seq}: {e}")),
+    }
 }
 
 /// The largest step of a connection's first change (see [`next_hlc`]): 1/32

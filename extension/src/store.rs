@@ -110,11 +110,12 @@ CREATE TRIGGER IF NOT EXISTS sdsync_schema_changes_need_the_extension
 /// What format 7 added (run by [`ensure`] and by `track::upgrade`).
 ///
 /// `sdsync_issued`: a sparse record of this device's own `(seq, hlc)` as the
-/// capture triggers issue them, one row whenever the HLC enters a new second
-/// (at most one a second of writing; written by `sdsync_next_hlc`).
-/// Versions keep only a row's latest change, so after a whole folder is restored from a backup and the app rewrites what
-/// it wrote since, nothing in them shows the numbers it reused; the first
-/// write after the restore enters a new second and is recorded here, which is
+/// capture triggers issue them, one row whenever the HLC enters a new second,
+/// at a connection's first change, and on a clock gone below what the
+/// connection issued (written by `sdsync_next_hlc`). Versions keep only a
+/// row's latest change, so after a whole folder is restored from a backup and
+/// the app rewrites what it wrote since, nothing in them shows the numbers it
+/// reused; the first write after the restore is recorded here, which is
 /// how the syncer still tells its peers' copies of the lost changes apart
 /// (`syncer/src/sqlstore/lineage.rs`). Reset with the identity.
 pub const FORMAT_7: &str = ISSUED_TABLE;

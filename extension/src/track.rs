@@ -102,12 +102,22 @@ pub(crate) fn track_parsed(
             .query_i64("SELECT coalesce(max(id), 0) + 1 FROM sdsync_tables", &[])?
             .unwrap_or(1),
     };
+    let raw = read_raw(db, &table)?;
+    // Columns renamed since it was tracked, read before anything keyed by
+    // column name is carried over.
+    let renames = match &existing {
+        Some(old) => {
+            let names: Vec<&str> = raw.columns.iter().map(|c| c.name.as_str()).collect();
+            migrate::renames::read(db, old, &table, &names)?
+        }
+        None => Vec::new(),
+    };
     let options = match (options, &existing) {
         (Some(o), _) => o,
-        (None, Some(old)) => old.surviving_options(|c| column_exists(db, &table, c)),
+        (None, Some(old)) => migrate::renames::options(old, &renames)
+            .surviving_options(|c| column_exists(db, &table, c)),
         (None, None) => Options::default(),
     };
-    let raw = read_raw(db, &table)?;
     let lookup = |name: &str| {
         catalog
             .by_name(name)
@@ -115,10 +125,8 @@ pub(crate) fn track_parsed(
     };
     let mut spec = TableSpec::validate(raw, class, &options, id, &lookup)?;
     let origin = store::local_origin(db)?.unwrap_or(0);
-    // Columns renamed since: the old spec under the current names.
-    let existing = existing
-        .map(|old| migrate::renames::follow(db, &old, &mut spec))
-        .transpose()?;
+    // The old spec under the current names.
+    let existing = existing.map(|old| migrate::renames::follow(&old, &renames, &mut spec));
     if let Some(old) = &existing {
         check_class(old, &spec)?;
         spec.aliases = old.aliases.clone();

@@ -340,6 +340,13 @@ impl Library {
     }
 }
 
+/// Whether the database of `conn` has table `name`.
+pub fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1")?
+        .query_row([name], |r| r.get::<_, i64>(0))
+        .map(|n| n > 0)
+}
+
 /// Reads changes with a query returning the eight columns of `sdsync_changes`.
 pub fn read_changes(
     conn: &Connection,
@@ -397,10 +404,8 @@ pub fn digest(conn: &Connection) -> rusqlite::Result<BTreeMap<String, Vec<String
             .collect()
     };
     let mut out = BTreeMap::new();
-    let mut exists =
-        conn.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1")?;
     for spec in specs {
-        if exists.query_row([&spec.name], |r| r.get::<_, i64>(0))? == 0 {
+        if !table_exists(conn, &spec.name)? {
             continue;
         }
         let mut cols = vec![format!("t.{}", quote_ident(&spec.uuid_column))];

@@ -184,7 +184,7 @@ impl Observer {
             .set(count("SELECT count(*) FROM sdsync_quarantine")?);
         // A library whose format-6 upgrade an app's lock put off has no
         // `sdsync_kept` yet.
-        if count("SELECT count(*) FROM sqlite_schema WHERE name = 'sdsync_kept'")? == 1 {
+        if store.sql(crate::library::table_exists(&store.lib.conn, "sdsync_kept"))? {
             m.kept.set(count("SELECT count(*) FROM sdsync_kept")?);
         }
         let mut mismatches: BTreeMap<String, i64> =
@@ -193,6 +193,8 @@ impl Observer {
         for (peer, _) in differences? {
             *mismatches.entry(peer).or_default() += 1;
         }
+        // Peers no longer paired drop out.
+        m.schema_mismatches.clear();
         for (peer, n) in mismatches {
             m.schema_mismatches
                 .get_or_create(&vec![("peer".to_string(), peer)])

@@ -384,3 +384,72 @@ fn a_renamed_column_keeps_its_versions_and_its_former_name() {
     );
     assert_eq!(a.digest(), b.digest());
 }
+
+/// A table and one of its columns renamed in one transaction (Django's
+/// RenameModel and RenameField in one migration): the column's rename is read
+/// from the capture trigger, which still has the table's former name, so the
+/// column keeps its versions. B's edit of the column, made before A's rename
+/// and arriving after it, wins over A's older value (a rename taken for a
+/// column dropped and one added stamped A's value anew, and it won).
+#[test]
+fn a_table_and_its_column_renamed_together_keep_the_columns_versions() {
+    let [a, b] = <[Lib; 2]>::try_from(devices("rename-both", 2))
+        .ok()
+        .expect("two");
+    a.exec("INSERT INTO tags(uuid, canonical_name, icon) VALUES ('t1', 'One', 'i')");
+    sync_pair(&a, &b);
+    b.exec("UPDATE tags SET icon = 'x' WHERE uuid = 't1'");
+    a.exec(
+        "BEGIN; ALTER TABLE tags RENAME TO labels; \
+         ALTER TABLE labels RENAME COLUMN icon TO glyph; COMMIT",
+    );
+    assert_eq!(state(&a, "labels"), "ok");
+    copy_all(&b, &a);
+    assert_eq!(a.text("SELECT glyph FROM labels WHERE uuid = 't1'"), "x");
+    b.exec(
+        "BEGIN; ALTER TABLE tags RENAME TO labels; \
+         ALTER TABLE labels RENAME COLUMN icon TO glyph; COMMIT",
+    );
+    sweep(&b);
+    copy_all(&a, &b);
+    copy_all(&b, &a);
+    assert_eq!(b.text("SELECT glyph FROM labels WHERE uuid = 't1'"), "x");
+    assert_eq!(a.digest(), b.digest());
+}
+
+/// Two columns swapping names, and a former name made a column again: each
+/// value follows its column, and a peer naming both the new and the former
+/// name (it renamed, then added a column under the old name) does not put the
+/// new column's value into the renamed one.
+#[test]
+fn swapped_and_reused_column_names_follow_their_columns() {
+    let [a, b] = <[Lib; 2]>::try_from(devices("rename-swap", 2))
+        .ok()
+        .expect("two");
+    a.exec("INSERT INTO tags(uuid, canonical_name, icon, color) VALUES ('t1', 'One', 'i', 'c')");
+    sync_pair(&a, &b);
+    let swap = "BEGIN; ALTER TABLE tags RENAME COLUMN icon TO tmp; \
+                ALTER TABLE tags RENAME COLUMN color TO icon; \
+                ALTER TABLE tags RENAME COLUMN tmp TO color; COMMIT";
+    a.exec(swap);
+    b.exec(swap);
+    sweep(&b);
+    a.exec("UPDATE tags SET color = 'i2' WHERE uuid = 't1'");
+    copy_all(&a, &b);
+    assert_eq!(
+        b.text("SELECT icon || '/' || color FROM tags WHERE uuid = 't1'"),
+        "c/i2"
+    );
+    // A renames emoji-less `description` to `summary` and adds a new
+    // `description`; B only renamed.
+    a.exec(
+        "ALTER TABLE tags RENAME COLUMN description TO summary; \
+         ALTER TABLE tags ADD COLUMN description TEXT",
+    );
+    b.exec("ALTER TABLE tags RENAME COLUMN description TO summary");
+    sweep(&b);
+    a.exec("UPDATE tags SET summary = 's', description = 'new' WHERE uuid = 't1'");
+    copy_all(&a, &b);
+    assert_eq!(b.text("SELECT summary FROM tags WHERE uuid = 't1'"), "s");
+    assert_eq!(kept(&b), 1, "the new description waits for B's column");
+}

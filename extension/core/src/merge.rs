@@ -13,7 +13,8 @@
 //! [`ROW_BIT`] is the row's existence and travels with the change that created it.
 //!
 //! - Columns: last writer wins per column by `(hlc, origin)`; equal stamps are the
-//!   same change (re-apply is a no-op).
+//!   same change (re-apply is a no-op, except a kept change re-applied for the
+//!   columns it carries: see [`plan_reapply`]).
 //! - Deletes (both classes) leave a tombstone. A delete wins over every change older
 //!   than it and over concurrent *updates*; only a change that creates the row (an
 //!   INSERT, carrying [`ROW_BIT`]) newer than the tombstone brings it back. Updates
@@ -108,27 +109,30 @@ pub enum Upsert {
 
 /// Decides an upsert of `mask` at `version`.
 pub fn plan_upsert(row: &RowState, mask: u64, version: &Version) -> Upsert {
-    plan(row, mask, version, false)
+    plan(row, mask, version, 0)
 }
 
 /// Decides the upsert of a change applied before, in part, and now again
 /// whole (a change kept for a column this database lacked, after a schema
-/// change gave it the column): it also takes the bits its own version holds
-/// already. Its first apply may have given such a column the table's default
-/// with its version (a creating change defines every column), where its
-/// sender wrote a value under a name this database learned only later (a
-/// column renamed on the sender first).
-pub fn plan_reapply(row: &RowState, mask: u64, version: &Version) -> Upsert {
-    plan(row, mask, version, true)
+/// change gave it the column): it also takes the bits of `carried` (the
+/// columns its data names) that its own version holds already. Its first
+/// apply may have given such a column the table's default with its version
+/// (a creating change defines every column), where its sender wrote a value
+/// under a name this database learned only later (a column renamed on the
+/// sender first). Columns it does not carry keep what that apply gave them.
+pub fn plan_reapply(row: &RowState, mask: u64, version: &Version, carried: u64) -> Upsert {
+    plan(row, mask, version, carried)
 }
 
-fn plan(row: &RowState, mask: u64, version: &Version, again: bool) -> Upsert {
+/// [`plan_upsert`], winning also the bits of `again` held at `version`.
+fn plan(row: &RowState, mask: u64, version: &Version, again: u64) -> Upsert {
     match row {
         RowState::Unknown => Upsert::Park,
         RowState::Dead(tomb) if version.beats(tomb) => Upsert::Park,
         RowState::Dead(_) => Upsert::Ignore,
         RowState::Alive(groups) => {
-            let won = winning_bits(groups, mask, version, again);
+            let won =
+                winning_bits(groups, mask, version) | same_bits(groups, version) & mask & again;
             if won == 0 {
                 Upsert::Ignore
             } else {
@@ -142,19 +146,13 @@ fn plan(row: &RowState, mask: u64, version: &Version, again: bool) -> Upsert {
 /// holds has no version yet (a column the row's creator did not have: devices
 /// on different schemas): a change wins it unless it is older than the row's
 /// creation, i.e. it was written to an earlier incarnation of the row (the
-/// creating change itself, kept and re-applied, still wins it). `again`:
-/// bits at `version` itself are won too (see [`plan_reapply`]).
-pub fn winning_bits(groups: &[Group], mask: u64, version: &Version, again: bool) -> u64 {
+/// creating change itself, kept and re-applied, still wins it).
+pub fn winning_bits(groups: &[Group], mask: u64, version: &Version) -> u64 {
     let mut won = mask;
     let mut held = 0;
     for g in groups {
         held |= g.mask;
-        let loses = if again {
-            g.version.beats(version)
-        } else {
-            !version.beats(&g.version)
-        };
-        if g.mask & mask != 0 && loses {
+        if g.mask & mask != 0 && !version.beats(&g.version) {
             won &= !g.mask;
         }
     }
@@ -163,6 +161,14 @@ pub fn winning_bits(groups: &[Group], mask: u64, version: &Version, again: bool)
         won &= held;
     }
     won
+}
+
+/// The bits held at `version` itself (the same change applied before).
+fn same_bits(groups: &[Group], version: &Version) -> u64 {
+    groups
+        .iter()
+        .filter(|g| !g.version.beats(version) && !version.beats(&g.version))
+        .fold(0, |bits, g| bits | g.mask)
 }
 
 /// Groups as capture leaves them may overlap (a local update adds a group for the

@@ -32,11 +32,12 @@ use crate::schema::{Class, TableSpec, quote_ident, quote_literal};
 
 /// Bumps the persistent clock: next HLC by the send rule, next local sequence.
 /// `sdsync_next_hlc` computes `max(hlc + 1, wall)` and, when that enters a new
-/// second, records the pair in `sdsync_issued` (in the writer's transaction),
-/// so a peer's copy of a lost change can be told from this history after a
-/// restore. A statement of its own in every trigger cost ×1.6 on inserts
-/// (`sdsync bench`); the function decides in Rust per row and writes at most
-/// once a second of writing.
+/// second (or is a connection's first change, or comes on a clock gone below
+/// what the connection issued), records the pair in `sdsync_issued` (in the
+/// writer's transaction), so a peer's copy of a lost change can be told from
+/// this history after a restore. A statement of its own in every trigger cost
+/// ×1.6 on inserts (`sdsync bench`); the function decides in Rust per row and
+/// writes about once a second of writing.
 const CLOCK_BUMP: &str = "UPDATE sdsync_clock SET hlc = sdsync_next_hlc(hlc, seq), seq = seq + 1;";
 
 /// The kinds of trigger a table gets. The kind comes first in a trigger's name

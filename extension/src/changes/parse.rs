@@ -51,8 +51,11 @@ pub struct Change {
     pub seq: i64,
     /// Origin HLC.
     pub hlc: Hlc,
+    /// The column bits its data carries (the rest of `mask` are defaults).
+    pub carried: u64,
     /// Applied before in part, now again whole (a kept change retried):
-    /// it takes the bits its own version holds too (`merge::plan_reapply`).
+    /// it takes the carried bits its own version holds too
+    /// (`merge::plan_reapply`).
     pub again: bool,
 }
 
@@ -327,6 +330,7 @@ impl Change {
             origin: origin.clone(),
             seq,
             hlc,
+            carried: 0,
             again: false,
         };
         let Some(text) = data else {
@@ -407,6 +411,7 @@ impl Change {
             self.values[*i] = column_value(&spec, *i, value)?;
             self.mask |= 1 << (i + 1);
         }
+        self.carried = self.mask;
         let whole = spec.all_mask() & !ROW_BIT;
         let creates = match creates {
             Value::Integer(v) => v != 0,
@@ -453,10 +458,23 @@ impl<'de> Visitor<'de> for DataSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DataFields, A::Error> {
         let mut out = Vec::with_capacity(self.0.columns.len());
         let mut unknown = Vec::new();
+        // Keys naming a column by a former name (`TableSpec::column_aliases`).
+        let mut former = Vec::new();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            match self.0.column_index(&key) {
-                Some(i) => out.push((i, map.next_value::<Json>()?)),
-                None => unknown.push((key.into_owned(), map.next_value::<Json>()?)),
+            let direct = self.0.columns.iter().position(|c| c.name == *key);
+            match (direct, self.0.column_index(&key)) {
+                (Some(i), _) => out.push((i, map.next_value::<Json>()?)),
+                (None, Some(i)) => former.push((i, key.into_owned(), map.next_value::<Json>()?)),
+                (None, None) => unknown.push((key.into_owned(), map.next_value::<Json>()?)),
+            }
+        }
+        // A sender that also names the column itself renamed it and then
+        // made a new column under the former name: that value is not ours.
+        for (i, key, value) in former {
+            if out.iter().any(|(j, _)| *j == i) {
+                unknown.push((key, value));
+            } else {
+                out.push((i, value));
             }
         }
         Ok((out, unknown))

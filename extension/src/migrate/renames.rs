@@ -17,16 +17,78 @@
 //! stored spec had another name. A rebuild drops the triggers, so it is never
 //! taken for a rename.
 
-use sdsync_core::schema::{TableSpec, quote_ident};
+use sdsync_core::schema::{Options, TableSpec, quote_ident};
 use sdsync_core::triggers::trigger_names;
 
 use crate::ffi::{Db, SqlError, Value};
 
-/// `old` as the table's renames since it was tracked left it (its columns
-/// under their current names), and the column aliases `new` takes on: those
-/// `old` had, followed to the current names, and one for each rename.
-pub fn follow(db: Db, old: &TableSpec, new: &mut TableSpec) -> Result<TableSpec, SqlError> {
-    let renames = renamed(db, old, new)?;
+/// `(former, current)` for each synced column of `old` that table `table`
+/// (its columns now `names`) holds under another name: its bit in the
+/// update trigger's change mask is now another column's. The trigger still
+/// has the name it was installed under, which is the table's former name
+/// when the table was renamed in the same step.
+pub fn read(
+    db: Db,
+    old: &TableSpec,
+    table: &str,
+    names: &[&str],
+) -> Result<Vec<(String, String)>, SqlError> {
+    let mut sql = None;
+    for former in std::iter::once(&old.name).chain(old.aliases.iter().rev()) {
+        sql = db.query_text(
+            "SELECT sql FROM sqlite_schema WHERE type = 'trigger' AND name = ?1 AND tbl_name = ?2",
+            &[
+                Value::Text(trigger_names(former)[1].clone()),
+                Value::Text(table.to_string()),
+            ],
+        )?;
+        if sql.is_some() {
+            break;
+        }
+    }
+    let Some(sql) = sql else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (i, column) in old.columns.iter().enumerate() {
+        let bit = i + 1;
+        let now = names.iter().find(|name| {
+            let q = quote_ident(name);
+            sql.contains(&format!("(OLD.{q} IS NOT NEW.{q}) << {bit})"))
+        });
+        if let Some(now) = now.filter(|name| **name != column.name) {
+            out.push((column.name.clone(), now.to_string()));
+        }
+    }
+    Ok(out)
+}
+
+/// The options of `old` under the current column names (`refs` keyed by a
+/// renamed column keep their reference).
+pub fn options(old: &TableSpec, renames: &[(String, String)]) -> TableSpec {
+    let mut renamed = old.clone();
+    let current = |name: &str| {
+        renames
+            .iter()
+            .find(|(from, _)| from == name)
+            .map_or(name.to_string(), |(_, to)| to.clone())
+    };
+    renamed.options = Options {
+        refs: old
+            .options
+            .refs
+            .iter()
+            .map(|(column, table)| (current(column), table.clone()))
+            .collect(),
+        ..old.options.clone()
+    };
+    renamed
+}
+
+/// `old` with its columns under their current names, and the column aliases
+/// `new` takes on: those `old` had, followed to the current names, and one
+/// for each rename.
+pub fn follow(old: &TableSpec, renames: &[(String, String)], new: &mut TableSpec) -> TableSpec {
     let mut renamed = old.clone();
     for column in &mut renamed.columns {
         if let Some((_, to)) = renames.iter().find(|(from, _)| *from == column.name) {
@@ -50,32 +112,5 @@ pub fn follow(db: Db, old: &TableSpec, new: &mut TableSpec) -> Result<TableSpec,
     aliases.sort();
     aliases.dedup();
     new.column_aliases = aliases;
-    Ok(renamed)
-}
-
-/// `(former, current)` for each synced column of `old` whose bit the update
-/// trigger now gives to another column of `new`.
-fn renamed(db: Db, old: &TableSpec, new: &TableSpec) -> Result<Vec<(String, String)>, SqlError> {
-    let Some(sql) = db.query_text(
-        "SELECT sql FROM sqlite_schema WHERE type = 'trigger' AND name = ?1 AND tbl_name = ?2",
-        &[
-            Value::Text(trigger_names(&old.name)[1].clone()),
-            Value::Text(new.name.clone()),
-        ],
-    )?
-    else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for (i, column) in old.columns.iter().enumerate() {
-        let bit = i + 1;
-        let now = new.columns.iter().find(|c| {
-            let q = quote_ident(&c.name);
-            sql.contains(&format!("(OLD.{q} IS NOT NEW.{q}) << {bit})"))
-        });
-        if let Some(now) = now.filter(|c| c.name != column.name) {
-            out.push((column.name.clone(), now.name.clone()));
-        }
-    }
-    Ok(out)
+    renamed
 }

@@ -32,15 +32,7 @@ impl Home {
         let current = self.identity()?;
         let cert = Identity::next(&self.dir)?.unwrap_or(current);
         let sql = sql_error(&lib);
-        let exists = lib
-            .conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'devices'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map_err(sql)?;
-        if exists == 0 {
+        if !crate::library::table_exists(&lib.conn, "devices").map_err(sql)? {
             return Ok(());
         }
         let fingerprint = cert.fingerprint();

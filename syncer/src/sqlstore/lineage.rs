@@ -71,7 +71,7 @@ pub fn newest_of(conn: &Connection, origin: &str, n: usize) -> rusqlite::Result<
     // A library whose format-6 upgrade an app's lock put off has no
     // `sdsync_kept` yet (the extension checks the same way); every other
     // table here exists from the first format or is the syncer's own.
-    let kept = exists(conn, "sdsync_kept")?;
+    let kept = crate::library::table_exists(conn, "sdsync_kept")?;
     for (table, id) in [
         ("sdsync_versions", local),
         ("sdsync_tombstones", local),
@@ -97,16 +97,6 @@ pub fn newest_of(conn: &Connection, origin: &str, n: usize) -> rusqlite::Result<
     found.truncate(n);
     found.extend(forked(conn, origin)?);
     Ok(found)
-}
-
-/// Whether the library has table `name`.
-fn exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
-    let found = opt_i64(
-        conn,
-        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
-        [name],
-    )?;
-    Ok(found == Some(1))
 }
 
 /// The query of [`forked`]. CROSS JOIN keeps the quarantine the outer loop:
@@ -155,7 +145,8 @@ const OWN: &str = "WITH me AS (SELECT value AS id FROM sdsync_meta WHERE key = '
 /// [`WINDOW`] numbers. The window finds a reuse whose very number was
 /// superseded here (the app rewrote that row), at a bounded cost per Hello:
 /// index range scans of at most `WINDOW` entries. The record of issued
-/// numbers (`sdsync_issued`, one pair a second of writing) finds the rest at
+/// numbers (`sdsync_issued`, about one pair a second of writing and one per
+/// connection; see `extension/src/functions.rs`, `next_hlc`) finds the rest at
 /// any distance: the nearest pair at or below the sample with a later HLC,
 /// or at or above it with an earlier one (the pairs rise together, so the
 /// nearest ones decide). After a whole folder is restored, its first write

@@ -30,13 +30,7 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sdsync_verified(
 
 /// Creates `sdsync_verified`, seeding it from the watermarks the first time.
 pub fn ensure(conn: &Connection, me: &str) -> rusqlite::Result<()> {
-    let exists = opt_i64(
-        conn,
-        "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'sdsync_verified'",
-        [],
-    )?
-    .is_some();
-    if exists {
+    if crate::library::table_exists(conn, "sdsync_verified")? {
         return Ok(());
     }
     let tx = conn.unchecked_transaction()?;

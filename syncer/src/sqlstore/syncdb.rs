@@ -439,12 +439,7 @@ pub fn pinned_if_changed(
         return Ok(None);
     }
     *seen = Some(version);
-    let exists: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'peers'",
-        [],
-        |r| r.get(0),
-    )?;
-    if exists == 0 {
+    if !crate::library::table_exists(conn, "peers")? {
         return Ok(Some(Vec::new()));
     }
     pinned(conn).map(Some)

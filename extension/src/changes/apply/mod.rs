@@ -490,6 +490,7 @@ fn upsert(spec: &Rc<TableSpec>, pk: &Value, values: Vec<Value>, mask: u64, v: &V
         origin: v.origin.clone(),
         seq: v.seq,
         hlc: Hlc::from_i64(v.hlc as i64).unwrap_or_default(),
+        carried: mask,
         again: false,
     }
 }
@@ -498,7 +499,7 @@ fn upsert(spec: &Rc<TableSpec>, pk: &Value, values: Vec<Value>, mask: u64, v: &V
 /// takes the bits its own version holds: `merge::plan_reapply`).
 pub(super) fn upsert_plan(change: &Change, state: &RowState, v: &Version) -> Upsert {
     if change.again {
-        plan_reapply(state, change.mask, v)
+        plan_reapply(state, change.mask, v, change.carried)
     } else {
         plan_upsert(state, change.mask, v)
     }

@@ -8,10 +8,10 @@
 //! }
 //! ```
 
-use sdsync_core::merge::{Delete, RowState, Upsert, Version, plan_delete};
+use sdsync_core::merge::{Delete, RowState, Upsert, Version, plan_delete, plan_upsert};
 use sdsync_core::schema::Class;
 
-use super::{Engine, upsert_plan};
+use super::Engine;
 use crate::changes::parse::{Change, ChangeError, Op};
 use crate::ffi::{SqlError, Value};
 use crate::store;
@@ -46,7 +46,9 @@ impl Engine {
         let (state, _) = self.state(&change.table, &change.pk)?;
         Ok(match change.op {
             Op::Delete => !matches!(plan_delete(&state, v), Delete::Ignore),
-            Op::Upsert => match (upsert_plan(change, &state, v), &state) {
+            // A retried kept change counts by its first apply here: one that
+            // writes nothing new keeps its number.
+            Op::Upsert => match (plan_upsert(&state, change.mask, v), &state) {
                 (Upsert::Ignore, _) => false,
                 // An owned row takes only its owner's newest version.
                 (Upsert::Write(_), RowState::Alive(groups))
