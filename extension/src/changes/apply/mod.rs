@@ -525,7 +525,14 @@ fn row_params(pk: &Value, columns: u64, values: Vec<Value>) -> Vec<Value> {
 fn decode(spec: &TableSpec, data: &Map<String, Json>) -> Vec<Value> {
     let mut values = vec![Value::Null; spec.columns.len()];
     for (i, col) in spec.columns.iter().enumerate() {
-        if let Some(json) = data.get(&col.name) {
+        // Stored before the column was renamed: under its former name.
+        let former = || {
+            spec.column_aliases
+                .iter()
+                .filter(|(_, current)| *current == col.name)
+                .find_map(|(former, _)| data.get(former))
+        };
+        if let Some(json) = data.get(&col.name).or_else(former) {
             values[i] = column_value(spec, i, json).unwrap_or(Value::Null);
         }
     }
