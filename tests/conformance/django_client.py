@@ -10,36 +10,15 @@ cascades, and refused writes rolling the atomic block back.
 
 import uuid
 
-import django
-from django.conf import settings
-
 from common import args, check, refused
+from django_setup import configure
 
 DB, EXT, SIDE, PHASE = args()
 
-settings.configure(
-    # IMMEDIATE: what Django documents for SQLite with concurrent writers (the
-    # syncer is one); a deferred atomic() that reads first cannot start writing
-    # once another connection has committed since its read.
-    DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": DB,
-                           "OPTIONS": {"transaction_mode": "IMMEDIATE"}}},
-    INSTALLED_APPS=[],
-    USE_TZ=True,
-)
-django.setup()
+configure(DB, EXT)
 
 from django.db import connection, models, transaction  # noqa: E402
-from django.db.backends.signals import connection_created  # noqa: E402
 from django.db.models import F  # noqa: E402
-
-
-def load_sdsync(sender, connection, **kwargs):
-    connection.connection.enable_load_extension(True)
-    connection.connection.load_extension(EXT)
-    connection.connection.enable_load_extension(False)
-
-
-connection_created.connect(load_sdsync)
 
 
 def new_uuid():

@@ -16,30 +16,13 @@ and that both devices end identical once both migrated.
 
 import sys
 
-import django
-from django.conf import settings
+from django_setup import configure
 
 DB, EXT, SIDE = sys.argv[1], sys.argv[2], sys.argv[3]
 
-settings.configure(
-    DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": DB,
-                           "OPTIONS": {"transaction_mode": "IMMEDIATE"}}},
-    INSTALLED_APPS=[],
-    USE_TZ=True,
-)
-django.setup()
+configure(DB, EXT)
 
 from django.db import connection, models  # noqa: E402
-from django.db.backends.signals import connection_created  # noqa: E402
-
-
-def load_sdsync(sender, connection, **kwargs):
-    connection.connection.enable_load_extension(True)
-    connection.connection.load_extension(EXT)
-    connection.connection.enable_load_extension(False)
-
-
-connection_created.connect(load_sdsync)
 
 
 def model(name, fields):

@@ -30,22 +30,10 @@ use sdsync_syncer::proto::node::{Config, Event, Node};
 #[test]
 fn a_restored_folder_rewritten_at_once_is_told_by_its_first_change() {
     let mut m = Mesh::new("lineage-first", 2);
-    let window = pin_clocks(&m);
-    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'a'), ('t2', 'b')");
-    m.link(0, 1);
-    m.unlink(0, 1);
-    let (db, sync) = back_up_folder(&m, 0);
-    m.devs[0].exec("DELETE FROM tags WHERE uuid = 't1'");
-    m.link(0, 1);
-    m.unlink(0, 1);
-    assert_eq!(m.devs[1].count("tags"), 1, "B took the delete");
+    let (window, db, sync) = delete_lost_by_a(&mut m);
     m.restore_folder(0, &db, &sync);
     rewrite_after_restore(&m, window);
-    m.link(0, 1);
-    m.advance(10_000);
-    assert_eq!(m.count_events(0, is_restored), 1, "{:?}", m.events);
-    assert_eq!(m.devs[0].count("tags"), 5, "t2 and t3..t6, t1 deleted");
-    m.assert_identical();
+    a_recovers(&mut m);
 }
 
 /// The same restore when the peer holds the lost change only below the
@@ -98,14 +86,7 @@ fn a_lost_change_below_the_newest_a_peer_holds_is_named_as_the_last_taken() {
 #[test]
 fn a_restore_into_an_open_connection_is_told_by_its_next_change() {
     let mut m = Mesh::new("lineage-open", 2);
-    let window = pin_clocks(&m);
-    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'a'), ('t2', 'b')");
-    m.link(0, 1);
-    m.unlink(0, 1);
-    let (db, sync) = back_up_folder(&m, 0);
-    m.devs[0].exec("DELETE FROM tags WHERE uuid = 't1'");
-    m.link(0, 1);
-    m.unlink(0, 1);
+    let (window, db, sync) = delete_lost_by_a(&mut m);
     let a = m.devs.remove(0);
     let mut store = a.store;
     for (from, to) in [(&db, &mut store.lib.conn), (&sync, &mut store.sync)] {
@@ -119,6 +100,28 @@ fn a_restore_into_an_open_connection_is_told_by_its_next_change() {
     node.add_peer(&m.devs[0].id);
     m.devs.insert(0, Dev { store, node, ..a });
     rewrite_after_restore(&m, window);
+    a_recovers(&mut m);
+}
+
+/// A (device 0) writes t1 and t2, syncs with B, backs its folder up, deletes
+/// t1 and syncs again: B holds the delete the backup lacks. Returns the
+/// pinned clock window and the backup's files.
+fn delete_lost_by_a(m: &mut Mesh) -> (u64, std::path::PathBuf, std::path::PathBuf) {
+    let window = pin_clocks(m);
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'a'), ('t2', 'b')");
+    m.link(0, 1);
+    m.unlink(0, 1);
+    let (db, sync) = back_up_folder(m, 0);
+    m.devs[0].exec("DELETE FROM tags WHERE uuid = 't1'");
+    m.link(0, 1);
+    m.unlink(0, 1);
+    assert_eq!(m.devs[1].count("tags"), 1, "B took the delete");
+    (window, db, sync)
+}
+
+/// A, restored and rewritten, meets B: it tells its restore, takes the delete
+/// back, and both end with t2 and t3..t6.
+fn a_recovers(m: &mut Mesh) {
     m.link(0, 1);
     m.advance(10_000);
     assert_eq!(m.count_events(0, is_restored), 1, "{:?}", m.events);
