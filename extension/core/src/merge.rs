@@ -163,12 +163,22 @@ pub fn winning_bits(groups: &[Group], mask: u64, version: &Version) -> u64 {
     won
 }
 
-/// The bits held at `version` itself (the same change applied before).
+/// The bits held at `version` itself (the same change applied before, under
+/// the same number: a renumbered copy of it is not taken over by its old
+/// number, simulation seed 696) that no newer group holds: groups overlap
+/// (see [`normalize`]), and a newer group holding a bit owns it.
 fn same_bits(groups: &[Group], version: &Version) -> u64 {
-    groups
-        .iter()
-        .filter(|g| !g.version.beats(version) && !version.beats(&g.version))
-        .fold(0, |bits, g| bits | g.mask)
+    let (same, newer) = groups.iter().fold((0, 0), |(same, newer), g| {
+        let v = &g.version;
+        if v.beats(version) {
+            (same, newer | g.mask)
+        } else if v.hlc == version.hlc && v.origin == version.origin && v.seq == version.seq {
+            (same | g.mask, newer)
+        } else {
+            (same, newer)
+        }
+    });
+    same & !newer
 }
 
 /// Groups as capture leaves them may overlap (a local update adds a group for the
@@ -315,6 +325,38 @@ mod tests {
 
     fn v(hlc: u64, origin: &str) -> Version {
         Version::new(hlc, origin, 0, hlc as i64)
+    }
+
+    /// A kept change re-applied takes the carried bits its own version holds
+    /// (a default its first apply left), but not those a newer group owns, nor
+    /// those held by a renumbered copy of it (same HLC, another number).
+    #[test]
+    fn a_reapply_takes_only_its_own_bits_under_its_own_number() {
+        let me = v(20, "b");
+        let row = RowState::Alive(vec![
+            Group {
+                mask: 0b0111,
+                version: me.clone(),
+            },
+            Group {
+                mask: 0b0100,
+                version: v(30, "c"),
+            },
+        ]);
+        assert_eq!(plan_upsert(&row, 0b0110, &me), Upsert::Ignore);
+        assert_eq!(
+            plan_reapply(&row, 0b0110, &me, 0b0110),
+            Upsert::Write(0b0010)
+        );
+        assert_eq!(plan_reapply(&row, 0b0110, &me, 0b0100), Upsert::Ignore);
+        let renumbered = RowState::Alive(vec![Group {
+            mask: 0b0111,
+            version: Version::new(20, "b", 0, 1 << 20),
+        }]);
+        assert_eq!(
+            plan_reapply(&renumbered, 0b0110, &me, 0b0110),
+            Upsert::Ignore
+        );
     }
 
     fn alive(groups: &[(u64, u64, &str)]) -> RowState {

@@ -447,6 +447,15 @@ impl TableSpec {
         })
     }
 
+    /// The bits of the columns renamed since they were tracked (the current
+    /// names of `column_aliases`).
+    pub fn renamed_mask(&self) -> u64 {
+        self.column_aliases
+            .iter()
+            .filter_map(|(_, current)| self.columns.iter().position(|c| c.name == *current))
+            .fold(0, |mask, i| mask | 1 << (i + 1))
+    }
+
     /// The mask of a whole row: the row bit and every column.
     pub fn all_mask(&self) -> u64 {
         (1u64 << (self.columns.len() + 1)) - 1

@@ -99,7 +99,11 @@ impl Engine {
                 }
             };
             if let Some(change) = &mut parsed.change {
-                change.again = true;
+                // Only a renamed column can hold this change's default where
+                // its sender wrote a value (under the new name, which this
+                // database lacked then): those bits it takes again.
+                change.carried &= change.table.renamed_mask();
+                change.again = change.carried != 0;
                 // A change that fails loses nothing (apply writes the table
                 // first; an eviction parks what it removed before anything
                 // after it can fail); it stays kept, with the error as its reason.
