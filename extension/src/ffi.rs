@@ -58,6 +58,8 @@ pub fn routines() -> &'static sqlite3_api_routines {
 pub const SQLITE_OK: c_int = 0;
 /// Generic error.
 pub const SQLITE_ERROR: c_int = 1;
+/// SQLite's "database is busy": what a caller retries later.
+pub const SQLITE_BUSY: c_int = 5;
 /// `sqlite3_step` has a row.
 pub const SQLITE_ROW: c_int = 100;
 /// `sqlite3_step` finished.
