@@ -187,10 +187,13 @@ impl Reader {
                         Ok(stmt) => {
                             self.selects.insert(tbl, stmt);
                         }
-                        // A tracked table that was dropped: its rows cannot be
-                        // read; the other tables still sync.
+                        // A tracked table that was dropped, or that its
+                        // repair found cannot be synced (its writes are
+                        // refused until it is fixed): its rows cannot be read;
+                        // the other tables still sync.
                         Err(e)
-                            if !crate::ffi::is_transient(e.code) && !self.exists(&spec.name)? =>
+                            if !crate::ffi::is_transient(e.code)
+                                && !self.repair_pending(&spec.name)? =>
                         {
                             return Ok(None);
                         }
@@ -247,13 +250,16 @@ impl Reader {
 }
 
 impl Reader {
-    /// Whether the library has table `name`.
-    fn exists(&self, name: &str) -> Result<bool, SqlError> {
+    /// Whether table `name` exists and its capture still waits for a repair
+    /// (not replaced by the triggers that refuse an unsyncable table's writes).
+    fn repair_pending(&self, name: &str) -> Result<bool, SqlError> {
         let found = self.db.query_i64(
-            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1) \
+               AND NOT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'trigger' \
+                 AND tbl_name = ?1 AND sql LIKE '%cannot be synced as it is now%')",
             &[Value::Text(name.to_string())],
         )?;
-        Ok(found.unwrap_or(0) > 0)
+        Ok(found == Some(1))
     }
 
     fn query(&self) -> &Stmt {
