@@ -256,8 +256,11 @@ impl Reader {
         let found = self.db.query_i64(
             "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1) \
                AND NOT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'trigger' \
-                 AND tbl_name = ?1 AND sql LIKE '%cannot be synced as it is now%')",
-            &[Value::Text(name.to_string())],
+                 AND tbl_name = ?1 AND instr(sql, ?2) > 0)",
+            &[
+                Value::Text(name.to_string()),
+                Value::Text(crate::migrate::UNSYNCABLE.to_string()),
+            ],
         )?;
         Ok(found == Some(1))
     }

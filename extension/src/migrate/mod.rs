@@ -310,12 +310,16 @@ fn rename(db: Db, spec: &TableSpec, to: &str, wall_ms: u64) -> Result<(), TrackE
     Ok(())
 }
 
+/// What the triggers of a table that cannot be synced say (and how the
+/// changes reader tells such a table from one waiting for its repair).
+pub const UNSYNCABLE: &str = "cannot be synced as it is now";
+
 /// Replaces a table's capture with triggers that refuse every write, naming why:
 /// writing it uncaptured would be a silent gap.
 fn refuse_writes(db: Db, spec: &TableSpec, why: &str) -> Result<(), SqlError> {
     track::drop_triggers(db, &spec.name)?;
     let message = quote_literal(&format!(
-        "sdsync: table {} cannot be synced as it is now ({why}); fix the table, then SELECT sdsync_track('{}', '{}')",
+        "sdsync: table {} {UNSYNCABLE} ({why}); fix the table, then SELECT sdsync_track('{}', '{}')",
         spec.name,
         spec.name,
         spec.class.as_str()
