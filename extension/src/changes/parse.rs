@@ -461,11 +461,14 @@ impl<'de> Visitor<'de> for DataSeed<'_> {
         // Keys naming a column by a former name (`TableSpec::column_aliases`).
         let mut former = Vec::new();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let direct = self.0.columns.iter().position(|c| c.name == *key);
-            match (direct, self.0.column_index(&key)) {
-                (Some(i), _) => out.push((i, map.next_value::<Json>()?)),
-                (None, Some(i)) => former.push((i, key.into_owned(), map.next_value::<Json>()?)),
-                (None, None) => unknown.push((key.into_owned(), map.next_value::<Json>()?)),
+            // The alias lookup only for a key no column has (apply parses
+            // every change's data: one scan of the columns per key).
+            if let Some(i) = self.0.columns.iter().position(|c| c.name == *key) {
+                out.push((i, map.next_value::<Json>()?));
+            } else if let Some(i) = self.0.column_index(&key) {
+                former.push((i, key.into_owned(), map.next_value::<Json>()?));
+            } else {
+                unknown.push((key.into_owned(), map.next_value::<Json>()?));
             }
         }
         // A sender that also names the column itself renamed it and then
