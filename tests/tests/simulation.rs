@@ -54,10 +54,14 @@ const REGRESSIONS: &[u64] = &[
 /// session 22 because the clock is below a number that connection issued;
 /// 418, 696, 5745: a kept change re-applied under its old number took over
 /// the bits of its renumbered copy (session 22's `merge::plan_reapply`
-/// before it compared numbers); see the README, "Backup and restore".)
+/// before it compared numbers); 5142, 5681, 5806, 6230, 6394, 6563, 6852:
+/// the reverse, a kept change re-applied after its renumbered copy had
+/// given the row the new number took none of its bits back, leaving a
+/// renamed column at the default its first apply gave (`merge::renumbered`,
+/// session 23); see the README, "Backup and restore".)
 const WHOLE_REGRESSIONS: &[u64] = &[
     6, 7, 19, 66, 99, 108, 121, 145, 151, 412, 495, 683, 8557, 2527, 2572, 2824, 4393, 7528, 8141,
-    8453, 8732, 9673, 418, 696, 5745,
+    8453, 8732, 9673, 418, 696, 5745, 5142, 5681, 5806, 6230, 6394, 6563, 6852,
 ];
 
 fn restores() -> Restores {

@@ -124,6 +124,29 @@ pub fn plan_reapply(row: &RowState, mask: u64, version: &Version, carried: u64) 
     plan(row, mask, version, carried)
 }
 
+/// `version` under the higher number at which `row` holds the same change,
+/// if its origin renumbered it (after a restore) and the row took the new
+/// number first (`adopt_number` in the apply engine); `None` otherwise. A
+/// kept copy re-applied under its old number must plan and write under the
+/// new one: under the old, [`plan_reapply`] finds none of its bits held
+/// and leaves the defaults its first apply gave (simulation seed 5142),
+/// and writing the old number back would hide the change from peers that
+/// hold only the old one (seed 696).
+pub fn renumbered(row: &RowState, version: &Version) -> Option<Version> {
+    let RowState::Alive(groups) = row else {
+        return None;
+    };
+    let seq = groups
+        .iter()
+        .filter(|g| g.version.same_as(version) && g.version.seq > version.seq)
+        .map(|g| g.version.seq)
+        .max()?;
+    Some(Version {
+        seq,
+        ..version.clone()
+    })
+}
+
 /// [`plan_upsert`], winning also the bits of `again` held at `version`.
 fn plan(row: &RowState, mask: u64, version: &Version, again: u64) -> Upsert {
     match row {
@@ -349,14 +372,21 @@ mod tests {
             Upsert::Write(0b0010)
         );
         assert_eq!(plan_reapply(&row, 0b0110, &me, 0b0100), Upsert::Ignore);
-        let renumbered = RowState::Alive(vec![Group {
+        let renumbered_row = RowState::Alive(vec![Group {
             mask: 0b0111,
             version: Version::new(20, "b", 0, 1 << 20),
         }]);
         assert_eq!(
-            plan_reapply(&renumbered, 0b0110, &me, 0b0110),
+            plan_reapply(&renumbered_row, 0b0110, &me, 0b0110),
             Upsert::Ignore
         );
+        let lifted = renumbered(&renumbered_row, &me).expect("held under a higher number");
+        assert_eq!(lifted.seq, 1 << 20);
+        assert_eq!(
+            plan_reapply(&renumbered_row, 0b0110, &lifted, 0b0110),
+            Upsert::Write(0b0110)
+        );
+        assert_eq!(renumbered(&row, &me), None);
     }
 
     fn alive(groups: &[(u64, u64, &str)]) -> RowState {

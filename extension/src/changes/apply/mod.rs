@@ -21,7 +21,7 @@ use serde_json::{Map, Value as Json};
 
 use sdsync_core::hlc::Hlc;
 use sdsync_core::merge::{
-    Delete, RowState, Upsert, Version, plan_delete, plan_reapply, plan_upsert,
+    Delete, RowState, Upsert, Version, plan_delete, plan_reapply, plan_upsert, renumbered,
 };
 use sdsync_core::schema::{Class, TableSpec};
 
@@ -365,6 +365,8 @@ impl Engine {
         let (state, rid) = self.state(&spec, &change.pk)?;
         let state = self.adopt_number(&spec, &change.pk, state, rid, v)?;
         let state = self.claim(change, state, rid)?;
+        let lifted = change.again.then(|| renumbered(&state, v)).flatten();
+        let v = lifted.as_ref().unwrap_or(v);
         match change.op {
             Op::Delete => self.delete(&spec, &change.pk, &state, rid, v),
             Op::Upsert => match upsert_plan(change, &state, v) {
