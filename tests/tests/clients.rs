@@ -459,3 +459,35 @@ fn django_migrations_keep_syncing() {
         "a-added:s2:🎉 a-before:s3:- a-renamed:s1:- b-added:s2:🎉 b-before:s3:- b-renamed:s1:-"
     );
 }
+
+/// Alembic's batch mode rebuilds `collections` twice (`recreate="always"`:
+/// create `_alembic_tmp_collections`, copy, drop, rename; the first adds a
+/// column), each followed by SQLAlchemy Core writes: first on A while both
+/// syncers run, later on B. Capture follows each rebuild (`migrate::watch`),
+/// A's writes reach B before B migrates (the new column's values wait kept),
+/// and both end identical with every value.
+#[test]
+fn alembic_batch_migrations_keep_syncing() {
+    let Some(c) = python_client("alembic_batch", "alembic_batch.py") else {
+        return;
+    };
+    let (_dir, mut a, mut b) = pair_of("client-alembic");
+    a.start();
+    b.start();
+    c.run_once(&a, &["a"], "migrated");
+    let app_b = b.app();
+    sdsync_tests::wait_for("A's writes on B before B migrates", CONVERGE_SECS, || {
+        app_b.int("SELECT count(*) FROM collections WHERE uuid LIKE 'a-%'") == 2
+            && app_b.int("SELECT count(*) FROM sdsync_kept WHERE data LIKE '%✓%'") == 1
+            && app_b.int("SELECT count(*) FROM collections WHERE description = 'd2'") == 1
+    });
+    c.run_once(&b, &["b"], "migrated");
+    converge(&a, &b, "after both migrated");
+    assert_eq!(
+        app_b.text(
+            "SELECT group_concat(uuid || ':' || ifnull(description, '-') || ':' || ifnull(emoji, '-'), ' ') \
+             FROM (SELECT * FROM collections ORDER BY uuid)"
+        ),
+        "a-added:d2:🎉 a-before:d1:✓ b-added:d2:🎉 b-before:d1:✓"
+    );
+}

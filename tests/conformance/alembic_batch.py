@@ -1,0 +1,82 @@
+"""Alembic 1.20's batch mode migrates a tracked table as an Alembic
+migration on SQLite does: `alembic_batch.py DB EXTENSION SIDE`.
+
+`op.batch_alter_table(..., recreate="always")` is the "move and copy" rebuild
+SQLite's ALTER cannot do in place: create `_alembic_tmp_collections`, copy
+every row, drop `collections` (its capture triggers go with it), rename the
+copy. Two such migrations run on `collections` (shared), each followed by
+writes through SQLAlchemy Core (insert, update, delete):
+
+- add the column `emoji` and change `name` to VARCHAR(200);
+- change `description` to VARCHAR(500).
+
+As Alembic documents for SQLite batch mode, foreign keys are switched off
+around the migration: `collection_entries` references `collections` with
+ON DELETE CASCADE, and dropping the old table would otherwise empty it.
+
+Prints "migrated"; the Rust test checks on the peer that every write syncs
+and that both devices end identical once both migrated.
+"""
+
+import sys
+
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from sqlalchemy import (Column, MetaData, String, Table, Text, create_engine, delete, event,
+                        insert, update)
+
+DB, EXT, SIDE = sys.argv[1], sys.argv[2], sys.argv[3]
+
+engine = create_engine(f"sqlite:///{DB}")
+
+
+@event.listens_for(engine, "connect")
+def load_sdsync(dbapi_conn, _record):
+    dbapi_conn.enable_load_extension(True)
+    dbapi_conn.load_extension(EXT)
+    dbapi_conn.enable_load_extension(False)
+
+
+def collections(conn):
+    """The table as it stands now (reflected, as an app's models would follow it)."""
+    return Table("collections", MetaData(), autoload_with=conn)
+
+
+def migrate(change):
+    """One migration: `change(batch)` inside a batch that rebuilds the table."""
+    with engine.connect() as conn:
+        # Outside a transaction (SQLite ignores the pragma inside one); the
+        # commit ends only SQLAlchemy's autobegun scope.
+        conn.exec_driver_sql("PRAGMA foreign_keys = OFF")
+        conn.commit()
+        with conn.begin():
+            op = Operations(MigrationContext.configure(conn))
+            with op.batch_alter_table("collections", recreate="always") as batch:
+                change(batch)
+        conn.exec_driver_sql("PRAGMA foreign_keys = ON")
+        conn.commit()
+
+
+with engine.begin() as conn:
+    conn.execute(insert(collections(conn)).values(uuid=f"{SIDE}-before", name=f"{SIDE} before",
+                                                  description="d0"))
+
+
+def first(batch):
+    batch.add_column(Column("emoji", Text, nullable=True))
+    batch.alter_column("name", type_=String(200))
+
+
+migrate(first)
+with engine.begin() as conn:
+    t = collections(conn)
+    conn.execute(insert(t).values(uuid=f"{SIDE}-added", name=f"{SIDE} added", emoji="🎉"))
+    conn.execute(insert(t).values(uuid=f"{SIDE}-gone", name=f"{SIDE} gone"))
+    conn.execute(update(t).where(t.c.uuid == f"{SIDE}-before").values(description="d1"))
+migrate(lambda batch: batch.alter_column("description", type_=String(500)))
+with engine.begin() as conn:
+    t = collections(conn)
+    conn.execute(update(t).where(t.c.uuid == f"{SIDE}-added").values(description="d2"))
+    conn.execute(update(t).where(t.c.uuid == f"{SIDE}-before").values(emoji="✓"))
+    conn.execute(delete(t).where(t.c.uuid == f"{SIDE}-gone"))
+print("migrated")
