@@ -92,6 +92,9 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
     ("sdsync_capturing", 0, INNOCUOUS, |c| {
         let capturing = !c.conn.applying.get();
         if capturing {
+            if let Some(table) = c.conn.watch.dropping(c.db) {
+                return Err(refuse_cascading_drop(&table));
+            }
             let n = &c.conn.local_writes;
             n.set(n.get().wrapping_add(1));
         }
@@ -448,6 +451,18 @@ fn refuse_dangling(c: &Call) -> Result<Value, String> {
          which peers remove with it: delete or re-point those rows first, or keep PRAGMA foreign_keys = ON \
          (loading the extension sets it) so SQLite applies the schema's ON DELETE action"
     ))
+}
+
+/// A row change a running `DROP TABLE` causes through a foreign key's `ON
+/// DELETE` action (see `migrate::Watch::dropping`).
+fn refuse_cascading_drop(table: &str) -> String {
+    format!(
+        "sdsync: DROP TABLE {table} would delete or change rows of tracked tables that reference it \
+         (their foreign keys' ON DELETE actions run, since PRAGMA foreign_keys is on; loading the extension \
+         turns it on), and every peer would lose them too: for a table rebuild, set PRAGMA foreign_keys = OFF \
+         before it and back ON after it, as SQLite's ALTER TABLE documentation says (Django and sqlite-utils \
+         do; Alembic's batch mode documents it), or delete those rows first to drop the table with them"
+    )
 }
 
 fn track_fn(c: &Call) -> Result<Value, String> {

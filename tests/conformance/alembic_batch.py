@@ -10,9 +10,12 @@ writes through SQLAlchemy Core (insert, update, delete):
 - add the column `emoji` and change `name` to VARCHAR(200);
 - change `description` to VARCHAR(500).
 
-As Alembic documents for SQLite batch mode, foreign keys are switched off
-around the migration: `collection_entries` references `collections` with
-ON DELETE CASCADE, and dropping the old table would otherwise empty it.
+`collection_entries` references `collections` with ON DELETE CASCADE, and
+the collection migrated has a member. The first migration is tried as it
+stands with `foreign_keys` on (the extension turns it on): dropping the old
+table would run the cascade and delete the membership on every device, so
+sdsync refuses it and nothing changes. Then, as Alembic documents for SQLite
+batch mode, foreign keys are switched off around each migration.
 
 Prints "migrated"; the Rust test checks on the peer that every write syncs
 and that both devices end identical once both migrated.
@@ -24,6 +27,7 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from sqlalchemy import (Column, MetaData, String, Table, Text, create_engine, delete, event,
                         insert, update)
+from sqlalchemy.exc import OperationalError
 
 DB, EXT, SIDE = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -42,17 +46,22 @@ def collections(conn):
     return Table("collections", MetaData(), autoload_with=conn)
 
 
+def batch(conn, change):
+    """`change(batch)` inside a batch that rebuilds the table."""
+    with conn.begin():
+        op = Operations(MigrationContext.configure(conn))
+        with op.batch_alter_table("collections", recreate="always") as b:
+            change(b)
+
+
 def migrate(change):
-    """One migration: `change(batch)` inside a batch that rebuilds the table."""
+    """One migration with foreign keys off around it."""
     with engine.connect() as conn:
         # Outside a transaction (SQLite ignores the pragma inside one); the
         # commit ends only SQLAlchemy's autobegun scope.
         conn.exec_driver_sql("PRAGMA foreign_keys = OFF")
         conn.commit()
-        with conn.begin():
-            op = Operations(MigrationContext.configure(conn))
-            with op.batch_alter_table("collections", recreate="always") as batch:
-                change(batch)
+        batch(conn, change)
         conn.exec_driver_sql("PRAGMA foreign_keys = ON")
         conn.commit()
 
@@ -60,13 +69,30 @@ def migrate(change):
 with engine.begin() as conn:
     conn.execute(insert(collections(conn)).values(uuid=f"{SIDE}-before", name=f"{SIDE} before",
                                                   description="d0"))
+    conn.exec_driver_sql(f"INSERT INTO entries(uuid, name) VALUES ('{SIDE}-e', 'e')")
+    conn.exec_driver_sql(
+        "INSERT INTO collection_entries(uuid, collection_id, entry_id) "
+        f"SELECT '{SIDE}-member', c.id, e.id FROM collections c, entries e "
+        f"WHERE c.uuid = '{SIDE}-before' AND e.uuid = '{SIDE}-e'")
 
 
-def first(batch):
-    batch.add_column(Column("emoji", Text, nullable=True))
-    batch.alter_column("name", type_=String(200))
+def first(b):
+    b.add_column(Column("emoji", Text, nullable=True))
+    b.alter_column("name", type_=String(200))
 
 
+with engine.connect() as conn:
+    try:
+        batch(conn, first)
+        sys.exit("the rebuild with foreign keys on was not refused")
+    except OperationalError as e:
+        if "sdsync: DROP TABLE collections would delete" not in str(e):
+            raise
+    # pysqlite's default transaction handling runs DDL outside the
+    # transaction, so the rollback leaves the new table Alembic created; what
+    # Alembic says to do after a failed batch migration.
+    conn.exec_driver_sql("DROP TABLE _alembic_tmp_collections")
+    conn.commit()
 migrate(first)
 with engine.begin() as conn:
     t = collections(conn)

@@ -462,7 +462,10 @@ fn django_migrations_keep_syncing() {
 
 /// Alembic's batch mode rebuilds `collections` twice (`recreate="always"`:
 /// create `_alembic_tmp_collections`, copy, drop, rename; the first adds a
-/// column), each followed by SQLAlchemy Core writes: first on A while both
+/// column). Tried first with `foreign_keys` on, the rebuild is refused (its
+/// `DROP` would cascade into the collection's membership on every device);
+/// with it off, as Alembic documents, each rebuild runs and is followed by
+/// SQLAlchemy Core writes: first on A while both
 /// syncers run, later on B. Capture follows each rebuild (`migrate::watch`),
 /// A's writes reach B before B migrates (the new column's values wait kept),
 /// and both end identical with every value.
@@ -489,5 +492,9 @@ fn alembic_batch_migrations_keep_syncing() {
              FROM (SELECT * FROM collections ORDER BY uuid)"
         ),
         "a-added:d2:🎉 a-before:d1:✓ b-added:d2:🎉 b-before:d1:✓"
+    );
+    assert_eq!(
+        app_b.text("SELECT group_concat(uuid, ' ') FROM (SELECT uuid FROM collection_entries ORDER BY uuid)"),
+        "a-member b-member"
     );
 }

@@ -493,3 +493,45 @@ fn a_table_changed_and_not_repaired_yet_is_not_skipped_by_a_page() {
             .contains(&"tags/t1".to_string())
     );
 }
+
+/// With `foreign_keys` on (loading the extension turns it on), SQLite's
+/// `DROP TABLE` deletes every row first and runs the `ON DELETE` actions of
+/// the tables referencing it: a rebuild of `collections` emptied
+/// `collection_entries`, and every peer received the deletes. Such a `DROP`
+/// is refused, naming the fix, and changes nothing; the same rebuild with
+/// `foreign_keys` off (as SQLite documents it) keeps every membership, and
+/// an ordinary delete of a collection still cascades and syncs afterwards.
+#[test]
+fn a_drop_table_that_would_cascade_into_tracked_rows_is_refused() {
+    let [a, b] = <[Lib; 2]>::try_from(devices("drop-cascade", 2))
+        .ok()
+        .expect("two");
+    a.exec(
+        "INSERT INTO collections(uuid, name) VALUES ('c1', 'One'), ('c2', 'Two');
+         INSERT INTO entries(uuid, name) VALUES ('e1', 'e1');
+         INSERT INTO collection_entries(uuid, collection_id, entry_id)
+           SELECT 'm-' || c.uuid, c.id, e.id FROM collections c, entries e",
+    );
+    sync_pair(&a, &b);
+    let with_keys_on = REBUILD.replace("PRAGMA foreign_keys = OFF;", "");
+    let err = a.fails(&with_keys_on);
+    assert!(
+        err.contains("sdsync: DROP TABLE collections would delete or change rows")
+            && err.contains("PRAGMA foreign_keys = OFF"),
+        "{err}"
+    );
+    a.exec("ROLLBACK");
+    assert_eq!(a.int("PRAGMA foreign_keys"), 1);
+    assert_eq!(a.count("collection_entries"), 2);
+    let deletes = "SELECT count(*) FROM sdsync_changes WHERE op = 'delete'";
+    assert_eq!(a.int(deletes), 0);
+
+    a.exec(&format!("{REBUILD} COMMIT; PRAGMA foreign_keys = ON;"));
+    assert_eq!(a.count("collection_entries"), 2);
+    assert_eq!(a.int(deletes), 0);
+    a.exec("DELETE FROM collections WHERE uuid = 'c1'");
+    assert_eq!(a.count("collection_entries"), 1);
+    sync_pair(&a, &b);
+    assert_eq!(b.count("collection_entries"), 1);
+    assert_eq!(a.digest(), b.digest());
+}

@@ -65,6 +65,10 @@ pub struct Watch {
     /// WAL pages at which a commit on this connection checkpoints
     /// (`sdsync_autocheckpoint`; `None`: SQLite's default of 1,000).
     checkpoint_at: Cell<Option<c_int>>,
+    /// The table the last `DROP TABLE` prepared on this connection names: a
+    /// hint only, checked against the statements running (see
+    /// [`Watch::dropping`]).
+    dropped: RefCell<Option<String>>,
 }
 
 thread_local! {
@@ -104,6 +108,25 @@ impl Watch {
         self.checkpoint_at
             .replace(Some(pages))
             .unwrap_or(AUTOCHECKPOINT_PAGES)
+    }
+
+    /// The table a `DROP TABLE` running on this connection drops, if one
+    /// runs. With `foreign_keys` on (loading the extension turns it on),
+    /// SQLite's `DROP TABLE` first deletes every row, which runs the `ON
+    /// DELETE` actions of the tables referencing it: a table rebuild (the 12
+    /// steps, Alembic's batch mode) would delete or change the referencing
+    /// rows, and every peer with them. Capture refuses such a write
+    /// (`sdsync_capturing`), so the `DROP` fails and changes nothing. The
+    /// authorizer cannot look at the statement it sees prepared, so it
+    /// leaves the name here, and this asks SQLite which statements run.
+    pub fn dropping(&self, db: Db) -> Option<String> {
+        let table = self.dropped.borrow().clone()?;
+        if db.runs(is_drop_table) {
+            Some(table)
+        } else {
+            self.dropped.take();
+            None
+        }
     }
 
     /// Refuses writes to `tables` on this connection (their capture is lifted).
@@ -190,6 +213,11 @@ fn decide(watch: &Watch, action: c_int, first: Option<&str>, second: Option<&str
             watch.uncaptured.borrow_mut().retain(|t| *t != table);
             SQLITE_OK
         }
+        (SQLITE_DROP_TABLE, Some(table), _) if !own => {
+            watch.ddl.set(true);
+            watch.dropped.replace(Some(table.to_string()));
+            SQLITE_OK
+        }
         (SQLITE_CREATE_TABLE | SQLITE_DROP_TABLE | SQLITE_ALTER_TABLE, _, _) if !own => {
             watch.ddl.set(true);
             SQLITE_OK
@@ -205,6 +233,25 @@ fn decide(watch: &Watch, action: c_int, first: Option<&str>, second: Option<&str
         }
         _ => SQLITE_OK,
     }
+}
+
+/// Whether a statement's text is a `DROP TABLE` (after any whitespace and
+/// comments SQLite keeps at the start of a statement's text).
+fn is_drop_table(sql: &str) -> bool {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, r)| r);
+        } else {
+            break;
+        }
+    }
+    let mut words = rest.split_whitespace();
+    let mut next = || words.next().map(str::to_ascii_lowercase);
+    next().as_deref() == Some("drop") && next().as_deref() == Some("table")
 }
 
 /// Whether a trigger name is one of sdsync's capture triggers.
@@ -356,6 +403,27 @@ mod tests {
         }
         for v in ["1", "on", "ON", "yes", "true", "'true'", "257", "1abc"] {
             assert!(turns_on(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn drop_table_statements_are_told_after_comments_and_whitespace() {
+        for sql in [
+            "DROP TABLE t",
+            "  drop\n table if exists \"t\"",
+            "-- rebuild\nDROP TABLE t",
+            "/* a */ /* b */\tDrop Table t",
+        ] {
+            assert!(is_drop_table(sql), "{sql}");
+        }
+        for sql in [
+            "DROP INDEX i",
+            "DELETE FROM t",
+            "-- DROP TABLE t",
+            "droptable t",
+            "",
+        ] {
+            assert!(!is_drop_table(sql), "{sql}");
         }
     }
 
