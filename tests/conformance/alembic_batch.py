@@ -8,7 +8,9 @@ copy. Two such migrations run on `collections` (shared), each followed by
 writes through SQLAlchemy Core (insert, update, delete):
 
 - add the column `emoji` and change `name` to VARCHAR(200);
-- change `description` to VARCHAR(500).
+- rename `description` to `summary` and make it VARCHAR(500): in batch mode
+  the rename is the copy step's `SELECT … collections.description` into
+  `summary`, not `RENAME COLUMN`.
 
 `collection_entries` references `collections` with ON DELETE CASCADE, and
 the collection migrated has a member. The first migration is tried as it
@@ -99,10 +101,11 @@ with engine.begin() as conn:
     conn.execute(insert(t).values(uuid=f"{SIDE}-added", name=f"{SIDE} added", emoji="🎉"))
     conn.execute(insert(t).values(uuid=f"{SIDE}-gone", name=f"{SIDE} gone"))
     conn.execute(update(t).where(t.c.uuid == f"{SIDE}-before").values(description="d1"))
-migrate(lambda batch: batch.alter_column("description", type_=String(500)))
+migrate(lambda b: b.alter_column("description", new_column_name="summary", type_=String(500)))
 with engine.begin() as conn:
     t = collections(conn)
-    conn.execute(update(t).where(t.c.uuid == f"{SIDE}-added").values(description="d2"))
-    conn.execute(update(t).where(t.c.uuid == f"{SIDE}-before").values(emoji="✓"))
+    conn.execute(update(t).where(t.c.uuid == f"{SIDE}-added").values(summary="s2"))
+    # Written after the rename: the peer, renaming later, holds "d1" there.
+    conn.execute(update(t).where(t.c.uuid == f"{SIDE}-before").values(emoji="✓", summary="s3"))
     conn.execute(delete(t).where(t.c.uuid == f"{SIDE}-gone"))
 print("migrated")

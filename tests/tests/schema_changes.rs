@@ -535,3 +535,54 @@ fn a_drop_table_that_would_cascade_into_tracked_rows_is_refused() {
     assert_eq!(b.count("collection_entries"), 1);
     assert_eq!(a.digest(), b.digest());
 }
+
+/// A column renamed inside a rebuild (Alembic's batch mode renames this
+/// way: the copy step fills `summary` from `description`) keeps its
+/// versions, as after `RENAME COLUMN`: B's edit of the column, made before
+/// A's rebuild and arriving after it, wins over A's older value. Taken for
+/// a column dropped and one added, the rebuild stamped A's value anew and
+/// it beat B's edit (`migrate::copies`).
+#[test]
+fn a_column_renamed_by_a_rebuild_keeps_its_versions() {
+    let [a, b] = <[Lib; 2]>::try_from(devices("rebuild-rename", 2))
+        .ok()
+        .expect("two");
+    a.exec(
+        "INSERT INTO collections(uuid, name, description) VALUES ('c1', 'One', 'd1'), ('c2', 'Two', 'd2')",
+    );
+    sync_pair(&a, &b);
+    b.exec("UPDATE collections SET description = 'edited on B' WHERE uuid = 'c1'");
+    let rebuild = "PRAGMA foreign_keys = OFF; BEGIN;
+        CREATE TABLE _alembic_tmp_collections (id INTEGER NOT NULL, uuid TEXT NOT NULL,
+          name TEXT DEFAULT ('') NOT NULL, summary TEXT, created_at TEXT, updated_at TEXT,
+          PRIMARY KEY (id), UNIQUE (uuid));
+        INSERT INTO _alembic_tmp_collections (id, uuid, name, summary, created_at, updated_at)
+          SELECT collections.id, collections.uuid, collections.name, collections.description,
+          collections.created_at, collections.updated_at FROM collections;
+        DROP TABLE collections;
+        ALTER TABLE _alembic_tmp_collections RENAME TO collections;
+        COMMIT; PRAGMA foreign_keys = ON;";
+    a.exec(rebuild);
+    assert_eq!(state(&a, "collections"), "ok");
+    let changes = "SELECT count(*) FROM sdsync_changes WHERE tbl = 'collections'";
+    assert_eq!(a.int(changes), 2, "nothing stamped anew");
+    a.exec("UPDATE collections SET summary = 's2' WHERE uuid = 'c2'");
+    copy_all(&b, &a);
+    copy_all(&a, &b);
+    assert_eq!(
+        a.text("SELECT summary FROM collections WHERE uuid = 'c1'"),
+        "edited on B"
+    );
+    b.exec(rebuild);
+    sweep(&b);
+    copy_all(&a, &b);
+    copy_all(&b, &a);
+    for lib in [&a, &b] {
+        assert_eq!(
+            lib.text("SELECT group_concat(uuid || ':' || summary, ' ') FROM (SELECT * FROM collections ORDER BY uuid)"),
+            "c1:edited on B c2:s2"
+        );
+        assert_eq!(kept(lib), 0);
+    }
+    assert_eq!(a.digest(), b.digest());
+}

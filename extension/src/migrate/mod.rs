@@ -17,6 +17,7 @@
 //! fixed. Without the extension, renames and column drops fail on the guard
 //! trigger (`store::FORMAT_6`), so no tool can rebuild a table behind its back.
 
+pub mod copies;
 pub mod renames;
 pub mod status;
 pub mod watch;
@@ -255,7 +256,8 @@ pub fn alter(db: Db, sql: &str, wall_ms: u64, watch: &watch::Watch) -> Result<St
         let ran = watch::app(|| db.exec(sql));
         watch.allow(&names);
         ran?;
-        repair_steps(db, wall_ms)
+        // Columns `sql` renamed by a rebuild's copy keep their versions.
+        copies::during(watch.take_copies(), || repair_steps(db, wall_ms)).0
     })
     .map(|done| {
         if done.is_empty() {

@@ -14,8 +14,8 @@
 //! every trigger, the capture triggers included, and the update trigger's
 //! change mask gives each synced column its bit,
 //! `((OLD."glyph" IS NOT NEW."glyph") << 3)`: the column at that bit of the
-//! stored spec had another name. A rebuild drops the triggers, so it is never
-//! taken for a rename.
+//! stored spec had another name. A rebuild drops the triggers; the columns
+//! it renames are read from its copy step instead (`super::copies`).
 
 use sdsync_core::schema::{Options, TableSpec, quote_ident};
 use sdsync_core::triggers::trigger_names;
@@ -46,8 +46,9 @@ pub fn read(
             break;
         }
     }
+    // A rebuild dropped the triggers: its copy step may tell.
     let Some(sql) = sql else {
-        return Ok(Vec::new());
+        return Ok(super::copies::renames(old, names));
     };
     let mut out = Vec::new();
     for (i, column) in old.columns.iter().enumerate() {

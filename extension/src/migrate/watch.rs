@@ -22,6 +22,9 @@
 //!   uncaptured in the rebuild's own transaction.
 //! - Any DDL marks the connection: after its commit, the WAL hook (SQLite lets it
 //!   write) runs [`super::repair`], which re-tracks the table in place.
+//! - Statements that copy rows between tables (a rebuild's copy step) are
+//!   kept by the trace callback until their transaction ends: the repair
+//!   reads the columns a rebuild renamed from them (`super::copies`).
 //!
 //! SQLite keeps one authorizer and one WAL hook per connection: an app that
 //! installs its own afterwards replaces these (documented in the README), and
@@ -35,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use sqlite3ext_sys::sqlite3;
 
+use super::copies::{self, TableCopy};
 use crate::catalog::CatalogError;
 use crate::ffi::{Db, api};
 use crate::functions::Conn;
@@ -51,6 +55,7 @@ const SQLITE_INSERT: c_int = 18;
 const SQLITE_PRAGMA: c_int = 19;
 const SQLITE_UPDATE: c_int = 23;
 const SQLITE_ALTER_TABLE: c_int = 26;
+const SQLITE_TRACE_STMT: std::ffi::c_uint = 0x01;
 const SQLITE_CHECKPOINT_PASSIVE: c_int = 0;
 /// SQLite's default `wal_autocheckpoint`, which the WAL hook takes over.
 const AUTOCHECKPOINT_PAGES: c_int = 1000;
@@ -69,6 +74,10 @@ pub struct Watch {
     /// hint only, checked against the statements running (see
     /// [`Watch::dropping`]).
     dropped: RefCell<Option<String>>,
+    /// The `INSERT … SELECT` copies run since DDL (a rebuild's copy step),
+    /// for the repair after the commit to read renames from
+    /// (`super::copies`); emptied at commit and rollback.
+    copies: RefCell<Vec<TableCopy>>,
 }
 
 thread_local! {
@@ -129,6 +138,11 @@ impl Watch {
         }
     }
 
+    /// The copies recorded so far, which the caller now owns.
+    pub fn take_copies(&self) -> Vec<TableCopy> {
+        self.copies.take()
+    }
+
     /// Refuses writes to `tables` on this connection (their capture is lifted).
     pub fn deny(&self, tables: &[String]) {
         let mut set = self.uncaptured.borrow_mut();
@@ -164,7 +178,44 @@ pub fn install(db: *mut sqlite3, conn: &Rc<Conn>) -> Result<(), String> {
         api!(wal_hook)(db, Some(after_commit), data);
         api!(rollback_hook)(db, Some(rolled_back), data);
     }
+    // SAFETY: as above.
+    let rc = unsafe { api!(trace_v2)(db, SQLITE_TRACE_STMT, Some(traced), data) };
+    if rc != SQLITE_OK {
+        return Err(format!(
+            "sdsync: installing the trace callback failed (code {rc})"
+        ));
+    }
     Ok(())
+}
+
+/// The trace callback: keeps the statements that copy rows from table to
+/// table (a rebuild's copy step, `super::copies`) until the transaction
+/// ends. Not only after DDL: Python's `sqlite3` runs a `CREATE TABLE` in a
+/// transaction of its own (its default transaction handling opens one only
+/// before a data change), so a rebuild's copy often comes in the
+/// transaction after that DDL's. SQLite calls this as each statement
+/// starts, and as each trigger program starts (with a comment for text,
+/// which [`copies::parse`] turns down at its first token).
+unsafe extern "C" fn traced(
+    _event: std::ffi::c_uint,
+    data: *mut c_void,
+    _stmt: *mut c_void,
+    text: *mut c_void,
+) -> c_int {
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: see `authorize`.
+        let conn = unsafe { &*(data as *const Conn) };
+        if text.is_null() || OWN_DDL.with(Cell::get) > 0 {
+            return;
+        }
+        // SAFETY: for SQLITE_TRACE_STMT, SQLite passes the statement's
+        // NUL-terminated text.
+        let sql = unsafe { CStr::from_ptr(text as *const c_char) }.to_string_lossy();
+        if let Some(copy) = copies::parse(&sql) {
+            conn.watch.copies.borrow_mut().push(copy);
+        }
+    });
+    SQLITE_OK
 }
 
 /// The authorizer (see the module docs); allows everything else.
@@ -271,14 +322,21 @@ unsafe extern "C" fn after_commit(
     let _ = std::panic::catch_unwind(|| {
         // SAFETY: see `authorize`.
         let conn = unsafe { &*(data as *const Conn) };
+        // The copies of the transaction that just committed.
+        let copies = conn.watch.take_copies();
         if conn.watch.ddl.replace(false) {
             let handle = Db::from_raw(db);
-            match repair_patiently(handle, conn.wall_ms()) {
+            let (repaired, copies) =
+                copies::during(copies, || repair_patiently(handle, conn.wall_ms()));
+            match repaired {
                 // Every tracked table that exists has capture (or refuses
                 // writes) again: nothing is uncaptured on this connection.
                 Ok(_) => conn.watch.uncaptured.borrow_mut().clear(),
                 // Busy or failing: the next commit (or the syncer's sweep) tries again.
-                Err(_) => conn.watch.ddl.set(true),
+                Err(_) => {
+                    conn.watch.ddl.set(true);
+                    conn.watch.copies.replace(copies);
+                }
             }
         }
         let at = conn
@@ -351,6 +409,7 @@ unsafe extern "C" fn rolled_back(data: *mut c_void) {
         // SAFETY: see `authorize`.
         let conn = unsafe { &*(data as *const Conn) };
         conn.watch.uncaptured.borrow_mut().clear();
+        conn.watch.copies.borrow_mut().clear();
     });
 }
 

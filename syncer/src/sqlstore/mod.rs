@@ -57,6 +57,11 @@ use crate::proto::schema::TableLayout;
 use crate::proto::store::{Quarantined, Retried, Slice, Store, StoreError};
 use crate::room::Room;
 
+/// How long the syncer leaves a schema change to the connection that made
+/// it before repairing capture itself ([`SqlStore::waited_for_repair`]):
+/// longer than that connection keeps trying (2 s, `migrate::watch`).
+const REPAIR_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// [`Store`] over a library database and the syncer's `sync.db`.
 pub struct SqlStore {
     /// The library.
@@ -80,6 +85,9 @@ pub struct SqlStore {
     outside: Option<std::path::PathBuf>,
     /// The schema version the last `sdsync_repair()` saw.
     repaired_at: Cell<Option<i64>>,
+    /// A schema version not repaired yet, and when the sweep first saw it
+    /// (see [`SqlStore::waited_for_repair`]).
+    schema_seen: Cell<Option<(i64, std::time::Instant)>>,
     /// The references between tracked tables, for parents-first paging
     /// (reloaded when the schema version moves).
     links: RefCell<Option<Arc<ahead::Links>>>,
@@ -122,6 +130,7 @@ impl SqlStore {
             kept_outside: Cell::new(None),
             outside: None,
             repaired_at: Cell::new(None),
+            schema_seen: Cell::new(None),
             links: RefCell::new(None),
             gathering: Cell::new(gather::Gathering::Off),
             alone_until: Cell::new(None),
@@ -256,6 +265,26 @@ impl SqlStore {
             [],
             |r| Ok([r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? - self.swept.get()]),
         ))
+    }
+
+    /// Whether schema version `version` was seen at least [`REPAIR_GRACE`]
+    /// ago. The connection that changed the schema repairs capture at its
+    /// commit, knowing what no other connection can (the columns its
+    /// rebuild renamed: `sdsync::migrate::copies`); a repair here first,
+    /// racing it for the write lock, took a column renamed by an Alembic
+    /// batch migration for one dropped and one added, and stamped its
+    /// values anew (`alembic_batch_migrations_keep_syncing`, one run of
+    /// two). So the syncer repairs only what that connection left undone:
+    /// a host that replaced the WAL hook, or a repair that kept failing.
+    fn waited_for_repair(&self, version: i64) -> bool {
+        let now = std::time::Instant::now();
+        match self.schema_seen.get() {
+            Some((seen, at)) if seen == version => now.duration_since(at) >= REPAIR_GRACE,
+            _ => {
+                self.schema_seen.set(Some((version, now)));
+                false
+            }
+        }
     }
 
     fn total_changes(&self) -> Result<i64, StoreError> {
@@ -394,7 +423,7 @@ impl Store for SqlStore {
                 .conn
                 .query_row("PRAGMA schema_version", [], |r| r.get(0)),
         )?;
-        if self.repaired_at.get() != Some(schema) {
+        if self.repaired_at.get() != Some(schema) && self.waited_for_repair(schema) {
             self.sql(
                 self.lib
                     .conn
