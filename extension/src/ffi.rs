@@ -218,24 +218,9 @@ impl Db {
         unsafe { api!(get_autocommit)(self.0) != 0 }
     }
 
-    /// Whether a statement of this connection is running now (stepped and
-    /// not reset or finished) whose SQL text `matches`.
-    pub fn runs(self, matches: impl Fn(&str) -> bool) -> bool {
-        let mut stmt = ptr::null_mut();
-        loop {
-            // SAFETY: valid handle; next_stmt walks the connection's own
-            // statement list, and `stmt` is null or one of its statements.
-            stmt = unsafe { api!(next_stmt)(self.0, stmt) };
-            if stmt.is_null() {
-                return false;
-            }
-            // SAFETY: `stmt` is a live statement of this connection, and
-            // sqlite3_sql returns its NUL-terminated text (or NULL).
-            let busy = unsafe { api!(stmt_busy)(stmt) } != 0;
-            if busy && matches(&unsafe { text_of(api!(sql)(stmt)) }) {
-                return true;
-            }
-        }
+    /// The raw handle, for the few calls this module does not wrap.
+    pub fn raw(self) -> *mut sqlite3 {
+        self.0
     }
 
     /// The rowid of the last row this connection inserted.

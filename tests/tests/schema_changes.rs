@@ -536,6 +536,66 @@ fn a_drop_table_that_would_cascade_into_tracked_rows_is_refused() {
     assert_eq!(a.digest(), b.digest());
 }
 
+/// The guard holds for a `DROP TABLE` prepared once and run again (a
+/// statement cache: its reuse is not compiled again, so the authorizer does
+/// not see it), after a captured write in between, and for `ON DELETE SET
+/// NULL`, which changes the referencing rows instead of deleting them.
+#[test]
+fn a_cached_drop_and_a_set_null_cascade_are_refused_too() {
+    let a = Lib::create(&temp_dir("drop-cached").join("a.db"));
+    a.exec(
+        "CREATE TABLE folders(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE);
+         CREATE TABLE notes(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE,
+           folder_id INTEGER REFERENCES folders(id) ON DELETE SET NULL);
+         SELECT sdsync_track('folders', 'shared'); SELECT sdsync_track('notes', 'shared');
+         INSERT INTO folders(uuid) VALUES ('f1');
+         INSERT INTO notes(uuid, folder_id) SELECT 'n1', id FROM folders;",
+    );
+    let drop = || {
+        a.conn
+            .prepare_cached("DROP TABLE folders")
+            .expect("prepare")
+            .execute([])
+            .expect_err("refused")
+            .to_string()
+    };
+    assert!(drop().contains("sdsync: DROP TABLE folders would delete or change rows"));
+    a.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'One')");
+    assert!(drop().contains("sdsync: DROP TABLE folders would delete or change rows"));
+    assert_eq!(a.int("SELECT count(folder_id) FROM notes"), 1);
+    let changes = "SELECT count(*) FROM sdsync_changes WHERE tbl = 'notes'";
+    assert_eq!(a.int(changes), 1);
+}
+
+/// Two rebuilds of one table in one transaction (Django's schema editor
+/// remakes the table once per `AddField` with a default): the second
+/// `DROP TABLE` deletes from a table whose capture the first lifted, which
+/// was refused as an uncaptured write ("not authorized").
+#[test]
+fn two_rebuilds_of_a_table_in_one_transaction_keep_capture() {
+    let [a, b] = <[Lib; 2]>::try_from(devices("rebuild-twice", 2))
+        .ok()
+        .expect("two");
+    a.exec("INSERT INTO collections(uuid, name) VALUES ('c1', 'One')");
+    sync_pair(&a, &b);
+    let second = "CREATE TABLE new2(id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, description TEXT,
+          created_at TEXT, updated_at TEXT, name VARCHAR(200) NOT NULL DEFAULT '', x TEXT DEFAULT 'd');
+        INSERT INTO new2(id, uuid, description, created_at, updated_at, name)
+          SELECT id, uuid, description, created_at, updated_at, name FROM collections;
+        DROP TABLE collections;
+        ALTER TABLE new2 RENAME TO collections;";
+    a.exec(&format!(
+        "{REBUILD} {second} COMMIT; PRAGMA foreign_keys = ON;"
+    ));
+    assert_eq!(state(&a, "collections"), "ok");
+    a.exec("UPDATE collections SET name = 'Uno' WHERE uuid = 'c1'");
+    sync_pair(&a, &b);
+    assert_eq!(
+        b.text("SELECT name FROM collections WHERE uuid = 'c1'"),
+        "Uno"
+    );
+}
+
 /// A column renamed inside a rebuild (Alembic's batch mode renames this
 /// way: the copy step fills `summary` from `description`) keeps its
 /// versions, as after `RENAME COLUMN`: B's edit of the column, made before

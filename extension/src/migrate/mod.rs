@@ -19,16 +19,19 @@
 
 pub mod copies;
 pub mod renames;
+pub mod sqltext;
 pub mod status;
+mod trace;
 pub mod watch;
 
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use sdsync_core::hlc::Hlc;
 use sdsync_core::schema::{Class, ROW_BIT, TableSpec, quote_ident, quote_literal};
 use sdsync_core::triggers::trigger_names;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, CatalogError};
 use crate::ffi::{Db, SqlError, Value};
 use crate::track::{self, TrackError};
 
@@ -164,6 +167,41 @@ pub fn repair_if_needed(db: Db, wall_ms: u64) -> Result<Vec<String>, TrackError>
     }
 }
 
+/// How long the repair after a DDL commit keeps trying while other
+/// connections hold the write lock.
+const REPAIR_PATIENCE: Duration = Duration::from_secs(2);
+
+/// [`repair_if_needed`], tried again while it fails for a transient
+/// reason. Until it succeeds this connection refuses writes to the rebuilt
+/// table ("not authorized"), and nothing but its next commit tries again: a
+/// repair that read the schema and then found the syncer had committed
+/// meanwhile (`SQLITE_BUSY_SNAPSHOT`, which no busy handler waits out) left
+/// an app's next write refused (CI, `a_rebuild_while_both_syncers_run_keeps_syncing`).
+/// The syncer's transactions last tens of milliseconds.
+pub(crate) fn repair_patiently(db: Db, wall_ms: u64) -> Result<Vec<String>, TrackError> {
+    let start = Instant::now();
+    let mut wait = Duration::from_millis(1);
+    loop {
+        match repair_if_needed(db, wall_ms) {
+            Err(e) if transient(&e) && start.elapsed() < REPAIR_PATIENCE => {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_millis(50));
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Whether the repair failed for the environment (busy, locked, …).
+fn transient(e: &TrackError) -> bool {
+    match e {
+        TrackError::Sql(e) | TrackError::Catalog(CatalogError::Sql(e)) => {
+            crate::ffi::is_transient(e.code)
+        }
+        _ => false,
+    }
+}
+
 /// Whether a table has version rows.
 fn has_versions(db: Db, id: i64) -> Result<bool, SqlError> {
     Ok(db
@@ -256,8 +294,9 @@ pub fn alter(db: Db, sql: &str, wall_ms: u64, watch: &watch::Watch) -> Result<St
         let ran = watch::app(|| db.exec(sql));
         watch.allow(&names);
         ran?;
-        // Columns `sql` renamed by a rebuild's copy keep their versions.
-        copies::during(watch.take_copies(), || repair_steps(db, wall_ms)).0
+        // What the transaction moved before (the statements `sql` runs are
+        // nested, which the trace callback skips: see `copies`).
+        copies::during(watch.take_statements(), || repair_steps(db, wall_ms)).0
     })
     .map(|done| {
         if done.is_empty() {

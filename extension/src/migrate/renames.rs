@@ -48,7 +48,7 @@ pub fn read(
     }
     // A rebuild dropped the triggers: its copy step may tell.
     let Some(sql) = sql else {
-        return Ok(super::copies::renames(old, names));
+        return Ok(super::copies::renames(old, table, names));
     };
     let mut out = Vec::new();
     for (i, column) in old.columns.iter().enumerate() {

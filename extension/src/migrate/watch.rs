@@ -22,9 +22,13 @@
 //!   uncaptured in the rebuild's own transaction.
 //! - Any DDL marks the connection: after its commit, the WAL hook (SQLite lets it
 //!   write) runs [`super::repair`], which re-tracks the table in place.
-//! - Statements that copy rows between tables (a rebuild's copy step) are
-//!   kept by the trace callback until their transaction ends: the repair
-//!   reads the columns a rebuild renamed from them (`super::copies`).
+//! - DDL also turns the trace callback on until a transaction later
+//!   (`super::trace`): it keeps the statements that move tables and columns
+//!   (a rebuild's copy step), and the repair reads the columns a rebuild
+//!   renamed from them (`super::copies`).
+//! - A capture trigger compiled into a `DROP TABLE` (its foreign key
+//!   actions) marks the table: capture refuses to run inside that `DROP`
+//!   ([`Watch::dropping`]).
 //!
 //! SQLite keeps one authorizer and one WAL hook per connection: an app that
 //! installs its own afterwards replaces these (documented in the README), and
@@ -34,15 +38,14 @@
 use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
 use sqlite3ext_sys::sqlite3;
 
-use super::copies::{self, TableCopy};
-use crate::catalog::CatalogError;
+use super::copies;
+use super::sqltext::{self, Statement};
+use super::trace;
 use crate::ffi::{Db, api};
 use crate::functions::Conn;
-use crate::track::TrackError;
 
 const SQLITE_OK: c_int = 0;
 const SQLITE_DENY: c_int = 1;
@@ -55,7 +58,6 @@ const SQLITE_INSERT: c_int = 18;
 const SQLITE_PRAGMA: c_int = 19;
 const SQLITE_UPDATE: c_int = 23;
 const SQLITE_ALTER_TABLE: c_int = 26;
-const SQLITE_TRACE_STMT: std::ffi::c_uint = 0x01;
 const SQLITE_CHECKPOINT_PASSIVE: c_int = 0;
 /// SQLite's default `wal_autocheckpoint`, which the WAL hook takes over.
 const AUTOCHECKPOINT_PAGES: c_int = 1000;
@@ -70,20 +72,33 @@ pub struct Watch {
     /// WAL pages at which a commit on this connection checkpoints
     /// (`sdsync_autocheckpoint`; `None`: SQLite's default of 1,000).
     checkpoint_at: Cell<Option<c_int>>,
-    /// The table the last `DROP TABLE` prepared on this connection names: a
-    /// hint only, checked against the statements running (see
-    /// [`Watch::dropping`]).
+    /// This connection's handle and the pointer its callbacks get (the
+    /// `Conn` holding this), for switching the trace callback.
+    handle: Cell<Option<(Db, *mut c_void)>>,
+    /// The table whose `DROP TABLE` the authorizer is seeing compiled.
+    compiling_drop: RefCell<Option<String>>,
+    /// A `DROP TABLE` that runs capture through foreign key actions was
+    /// compiled: the table it drops (see [`Watch::dropping`]).
     dropped: RefCell<Option<String>>,
-    /// The `INSERT … SELECT` copies run since DDL (a rebuild's copy step),
-    /// for the repair after the commit to read renames from
-    /// (`super::copies`); emptied at commit and rollback.
-    copies: RefCell<Vec<TableCopy>>,
+    /// The statements that moved tables or columns in the transaction so
+    /// far (`super::copies`), while the trace callback is on.
+    statements: RefCell<Vec<Statement>>,
+    /// Transaction ends left before the trace callback goes off (0: off);
+    /// DDL sets it to 2 (see [`traced`]).
+    trace_left: Cell<u8>,
+    /// Whether the trace callback is installed.
+    tracing: Cell<bool>,
 }
 
 thread_local! {
     /// Depth of sdsync's own DDL (track, untrack, repair) on this thread: the
     /// triggers it drops and creates are not the app's doing.
     static OWN_DDL: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Whether sdsync's own DDL runs on this thread.
+pub(super) fn in_own_ddl() -> bool {
+    OWN_DDL.with(Cell::get) > 0
 }
 
 /// Runs `f` as sdsync's own DDL.
@@ -120,27 +135,78 @@ impl Watch {
     }
 
     /// The table a `DROP TABLE` running on this connection drops, if one
-    /// runs. With `foreign_keys` on (loading the extension turns it on),
-    /// SQLite's `DROP TABLE` first deletes every row, which runs the `ON
-    /// DELETE` actions of the tables referencing it: a table rebuild (the 12
-    /// steps, Alembic's batch mode) would delete or change the referencing
-    /// rows, and every peer with them. Capture refuses such a write
-    /// (`sdsync_capturing`), so the `DROP` fails and changes nothing. The
-    /// authorizer cannot look at the statement it sees prepared, so it
-    /// leaves the name here, and this asks SQLite which statements run.
+    /// runs that was compiled with capture in its foreign key actions. With
+    /// `foreign_keys` on (loading the extension turns it on), SQLite's `DROP
+    /// TABLE` first deletes every row, which runs the `ON DELETE` actions of
+    /// the tables referencing it: a table rebuild (the 12 steps, Alembic's
+    /// batch mode) would delete or change the referencing rows, and every
+    /// peer with them. Capture refuses such a write (`sdsync_capturing`), so
+    /// the `DROP` fails and changes nothing. The authorizer sees the capture
+    /// triggers compiled into the `DROP` (it may not run SQL, nor see the
+    /// statement), so it leaves the table here; this asks SQLite which
+    /// statements run, and forgets the table once no `DROP TABLE` is
+    /// prepared any more (one cached for reuse keeps it: its reuse is not
+    /// compiled again).
     pub fn dropping(&self, db: Db) -> Option<String> {
         let table = self.dropped.borrow().clone()?;
-        if db.runs(is_drop_table) {
-            Some(table)
-        } else {
-            self.dropped.take();
-            None
+        if trace::has_statement(db, true, sqltext::is_drop_table) {
+            return Some(table);
         }
+        if !trace::has_statement(db, false, sqltext::is_drop_table) {
+            self.dropped.take();
+        }
+        None
     }
 
-    /// The copies recorded so far, which the caller now owns.
-    pub fn take_copies(&self) -> Vec<TableCopy> {
-        self.copies.take()
+    /// The statements recorded so far, which the caller now owns.
+    pub fn take_statements(&self) -> Vec<Statement> {
+        self.statements.take()
+    }
+
+    /// Keeps DDL's statements for two transaction ends from now (the DDL's
+    /// own, and the next: Python's `sqlite3` commits a rebuild's `CREATE
+    /// TABLE` alone and copies in the transaction after).
+    fn trace_from_now(&self) {
+        self.trace_left.set(2);
+    }
+
+    /// A transaction ended: its statements are forgotten, and one fewer
+    /// transaction is left to trace.
+    fn ended(&self) {
+        self.statements.borrow_mut().clear();
+        self.ended_keeping_statements();
+    }
+
+    /// [`Watch::ended`], keeping the statements a failed repair put back.
+    fn ended_keeping_statements(&self) {
+        self.trace_left.set(self.trace_left.get().saturating_sub(1));
+        self.switch_trace();
+    }
+
+    /// Whether no transaction is open on the connection.
+    pub(super) fn outside_transaction(&self) -> bool {
+        self.handle.get().is_some_and(|(db, _)| db.autocommit())
+    }
+
+    /// Records a statement the trace callback saw start (see [`trace`]).
+    pub(super) fn saw(&self, statement: Option<Statement>, new_transaction: bool) {
+        let mut kept = self.statements.borrow_mut();
+        if new_transaction {
+            kept.clear();
+        }
+        kept.extend(statement);
+    }
+
+    /// Installs or removes the trace callback as [`Watch::trace_left`] says.
+    /// Off outside schema changes: while it is on SQLite calls it for every
+    /// statement and trigger program, about five times per captured row.
+    fn switch_trace(&self) {
+        let want = self.trace_left.get() > 0;
+        let (Some((db, data)), true) = (self.handle.get(), want != self.tracing.get()) else {
+            return;
+        };
+        trace::switch(db, want, data);
+        self.tracing.set(want);
     }
 
     /// Refuses writes to `tables` on this connection (their capture is lifted).
@@ -178,44 +244,8 @@ pub fn install(db: *mut sqlite3, conn: &Rc<Conn>) -> Result<(), String> {
         api!(wal_hook)(db, Some(after_commit), data);
         api!(rollback_hook)(db, Some(rolled_back), data);
     }
-    // SAFETY: as above.
-    let rc = unsafe { api!(trace_v2)(db, SQLITE_TRACE_STMT, Some(traced), data) };
-    if rc != SQLITE_OK {
-        return Err(format!(
-            "sdsync: installing the trace callback failed (code {rc})"
-        ));
-    }
+    conn.watch.handle.set(Some((Db::from_raw(db), data)));
     Ok(())
-}
-
-/// The trace callback: keeps the statements that copy rows from table to
-/// table (a rebuild's copy step, `super::copies`) until the transaction
-/// ends. Not only after DDL: Python's `sqlite3` runs a `CREATE TABLE` in a
-/// transaction of its own (its default transaction handling opens one only
-/// before a data change), so a rebuild's copy often comes in the
-/// transaction after that DDL's. SQLite calls this as each statement
-/// starts, and as each trigger program starts (with a comment for text,
-/// which [`copies::parse`] turns down at its first token).
-unsafe extern "C" fn traced(
-    _event: std::ffi::c_uint,
-    data: *mut c_void,
-    _stmt: *mut c_void,
-    text: *mut c_void,
-) -> c_int {
-    let _ = std::panic::catch_unwind(|| {
-        // SAFETY: see `authorize`.
-        let conn = unsafe { &*(data as *const Conn) };
-        if text.is_null() || OWN_DDL.with(Cell::get) > 0 {
-            return;
-        }
-        // SAFETY: for SQLITE_TRACE_STMT, SQLite passes the statement's
-        // NUL-terminated text.
-        let sql = unsafe { CStr::from_ptr(text as *const c_char) }.to_string_lossy();
-        if let Some(copy) = copies::parse(&sql) {
-            conn.watch.copies.borrow_mut().push(copy);
-        }
-    });
-    SQLITE_OK
 }
 
 /// The authorizer (see the module docs); allows everything else.
@@ -225,7 +255,7 @@ unsafe extern "C" fn authorize(
     first: *const c_char,
     second: *const c_char,
     _database: *const c_char,
-    _trigger: *const c_char,
+    trigger: *const c_char,
 ) -> c_int {
     // A panic must not cross into SQLite; refusing nothing is the fallback.
     std::panic::catch_unwind(|| {
@@ -235,16 +265,59 @@ unsafe extern "C" fn authorize(
         let text = |p: *const c_char| {
             (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
         };
-        let (first, second) = (text(first), text(second));
-        decide(&conn.watch, action, first.as_deref(), second.as_deref())
+        let (first, second, trigger) = (text(first), text(second), text(trigger));
+        let seen = Seen {
+            action,
+            first: first.as_deref(),
+            second: second.as_deref(),
+            trigger: trigger.as_deref(),
+        };
+        let decision = decide(&conn.watch, &seen);
+        conn.watch.switch_trace();
+        decision
     })
     .unwrap_or(SQLITE_OK)
 }
 
+/// What the authorizer is told about one action.
+struct Seen<'a> {
+    action: c_int,
+    first: Option<&'a str>,
+    second: Option<&'a str>,
+    /// The trigger whose program is being compiled, if any.
+    trigger: Option<&'a str>,
+}
+
 /// The authorizer's decision, apart from FFI.
-fn decide(watch: &Watch, action: c_int, first: Option<&str>, second: Option<&str>) -> c_int {
+fn decide(watch: &Watch, seen: &Seen) -> c_int {
     let own = OWN_DDL.with(Cell::get) > 0;
-    match (action, first, second) {
+    let dropping = watch.compiling_drop.borrow().clone();
+    if let (Some(table), Some(trigger)) = (&dropping, seen.trigger) {
+        // A capture trigger compiled into a `DROP TABLE`: its foreign key
+        // actions run capture (see `Watch::dropping`).
+        if is_capture(trigger) {
+            watch.dropped.replace(Some(table.clone()));
+        }
+    }
+    match (seen.action, seen.first, seen.second) {
+        // The `DROP` deletes the schema row last: its compilation ends.
+        (SQLITE_DELETE, Some(t), _)
+            if dropping.is_some()
+                && (t.eq_ignore_ascii_case("sqlite_master")
+                    || t.eq_ignore_ascii_case("sqlite_schema")) =>
+        {
+            watch.compiling_drop.take();
+            SQLITE_OK
+        }
+        // The `DROP`'s own implicit `DELETE FROM` of a table whose capture
+        // is lifted (a second rebuild of it in one transaction).
+        (SQLITE_DELETE, Some(t), _)
+            if dropping
+                .as_deref()
+                .is_some_and(|d| d.eq_ignore_ascii_case(t)) =>
+        {
+            SQLITE_OK
+        }
         (SQLITE_PRAGMA, Some(name), Some(value))
             if name.eq_ignore_ascii_case("recursive_triggers") && !turns_on(value) =>
         {
@@ -266,11 +339,13 @@ fn decide(watch: &Watch, action: c_int, first: Option<&str>, second: Option<&str
         }
         (SQLITE_DROP_TABLE, Some(table), _) if !own => {
             watch.ddl.set(true);
-            watch.dropped.replace(Some(table.to_string()));
+            watch.trace_from_now();
+            watch.compiling_drop.replace(Some(table.to_string()));
             SQLITE_OK
         }
         (SQLITE_CREATE_TABLE | SQLITE_DROP_TABLE | SQLITE_ALTER_TABLE, _, _) if !own => {
             watch.ddl.set(true);
+            watch.trace_from_now();
             SQLITE_OK
         }
         (SQLITE_INSERT | SQLITE_UPDATE | SQLITE_DELETE, Some(table), _)
@@ -284,25 +359,6 @@ fn decide(watch: &Watch, action: c_int, first: Option<&str>, second: Option<&str
         }
         _ => SQLITE_OK,
     }
-}
-
-/// Whether a statement's text is a `DROP TABLE` (after any whitespace and
-/// comments SQLite keeps at the start of a statement's text).
-fn is_drop_table(sql: &str) -> bool {
-    let mut rest = sql;
-    loop {
-        rest = rest.trim_start();
-        if let Some(after) = rest.strip_prefix("--") {
-            rest = after.split_once('\n').map_or("", |(_, r)| r);
-        } else if let Some(after) = rest.strip_prefix("/*") {
-            rest = after.split_once("*/").map_or("", |(_, r)| r);
-        } else {
-            break;
-        }
-    }
-    let mut words = rest.split_whitespace();
-    let mut next = || words.next().map(str::to_ascii_lowercase);
-    next().as_deref() == Some("drop") && next().as_deref() == Some("table")
 }
 
 /// Whether a trigger name is one of sdsync's capture triggers.
@@ -322,12 +378,13 @@ unsafe extern "C" fn after_commit(
     let _ = std::panic::catch_unwind(|| {
         // SAFETY: see `authorize`.
         let conn = unsafe { &*(data as *const Conn) };
-        // The copies of the transaction that just committed.
-        let copies = conn.watch.take_copies();
+        // What the transaction that just committed moved.
+        let statements = conn.watch.take_statements();
         if conn.watch.ddl.replace(false) {
             let handle = Db::from_raw(db);
-            let (repaired, copies) =
-                copies::during(copies, || repair_patiently(handle, conn.wall_ms()));
+            let (repaired, statements) = copies::during(statements, || {
+                super::repair_patiently(handle, conn.wall_ms())
+            });
             match repaired {
                 // Every tracked table that exists has capture (or refuses
                 // writes) again: nothing is uncaptured on this connection.
@@ -335,10 +392,12 @@ unsafe extern "C" fn after_commit(
                 // Busy or failing: the next commit (or the syncer's sweep) tries again.
                 Err(_) => {
                     conn.watch.ddl.set(true);
-                    conn.watch.copies.replace(copies);
+                    conn.watch.trace_from_now();
+                    conn.watch.statements.replace(statements);
                 }
             }
         }
+        conn.watch.ended_keeping_statements();
         let at = conn
             .watch
             .checkpoint_at
@@ -368,48 +427,14 @@ unsafe extern "C" fn after_commit(
     SQLITE_OK
 }
 
-/// How long the repair after a DDL commit keeps trying while other
-/// connections hold the write lock.
-const REPAIR_PATIENCE: Duration = Duration::from_secs(2);
-
-/// [`super::repair_if_needed`], tried again while it fails for a transient
-/// reason. Until it succeeds this connection refuses writes to the rebuilt
-/// table ("not authorized"), and nothing but its next commit tries again: a
-/// repair that read the schema and then found the syncer had committed
-/// meanwhile (`SQLITE_BUSY_SNAPSHOT`, which no busy handler waits out) left
-/// an app's next write refused (CI, `a_rebuild_while_both_syncers_run_keeps_syncing`).
-/// The syncer's transactions last tens of milliseconds.
-fn repair_patiently(db: Db, wall_ms: u64) -> Result<Vec<String>, TrackError> {
-    let start = Instant::now();
-    let mut wait = Duration::from_millis(1);
-    loop {
-        match super::repair_if_needed(db, wall_ms) {
-            Err(e) if transient(&e) && start.elapsed() < REPAIR_PATIENCE => {
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(Duration::from_millis(50));
-            }
-            done => return done,
-        }
-    }
-}
-
-/// Whether the repair failed for the environment (busy, locked, …).
-fn transient(e: &TrackError) -> bool {
-    match e {
-        TrackError::Sql(e) | TrackError::Catalog(CatalogError::Sql(e)) => {
-            crate::ffi::is_transient(e.code)
-        }
-        _ => false,
-    }
-}
-
 /// A rollback undid the DDL the authorizer saw.
 unsafe extern "C" fn rolled_back(data: *mut c_void) {
     let _ = std::panic::catch_unwind(|| {
         // SAFETY: see `authorize`.
         let conn = unsafe { &*(data as *const Conn) };
         conn.watch.uncaptured.borrow_mut().clear();
-        conn.watch.copies.borrow_mut().clear();
+        conn.watch.compiling_drop.take();
+        conn.watch.ended();
     });
 }
 
@@ -465,61 +490,88 @@ mod tests {
         }
     }
 
-    #[test]
-    fn drop_table_statements_are_told_after_comments_and_whitespace() {
-        for sql in [
-            "DROP TABLE t",
-            "  drop\n table if exists \"t\"",
-            "-- rebuild\nDROP TABLE t",
-            "/* a */ /* b */\tDrop Table t",
-        ] {
-            assert!(is_drop_table(sql), "{sql}");
-        }
-        for sql in [
-            "DROP INDEX i",
-            "DELETE FROM t",
-            "-- DROP TABLE t",
-            "droptable t",
-            "",
-        ] {
-            assert!(!is_drop_table(sql), "{sql}");
+    fn seen<'a>(action: c_int, first: &'a str, second: Option<&'a str>) -> Seen<'a> {
+        Seen {
+            action,
+            first: Some(first),
+            second,
+            trigger: None,
         }
     }
 
     #[test]
     fn writes_to_a_table_whose_capture_ddl_dropped_are_refused_until_it_is_back() {
         let watch = Watch::default();
-        let write = |w: &Watch| decide(w, SQLITE_INSERT, Some("Tags"), None);
+        let write = |w: &Watch| decide(w, &seen(SQLITE_INSERT, "Tags", None));
         assert_eq!(write(&watch), SQLITE_OK);
-        decide(&watch, SQLITE_DROP_TABLE, Some("tags"), None);
+        decide(&watch, &seen(SQLITE_DROP_TABLE, "tags", None));
         decide(
             &watch,
-            SQLITE_DROP_TRIGGER,
-            Some("sdsync_ins_tags"),
-            Some("tags"),
+            &seen(SQLITE_DROP_TRIGGER, "sdsync_ins_tags", Some("tags")),
         );
         assert!(watch.ddl.get());
         assert_eq!(write(&watch), SQLITE_DENY);
         assert_eq!(
-            decide(&watch, SQLITE_UPDATE, Some("tags"), Some("x")),
+            decide(&watch, &seen(SQLITE_UPDATE, "tags", Some("x"))),
             SQLITE_DENY
         );
         assert_eq!(
-            decide(&watch, SQLITE_INSERT, Some("other"), None),
+            decide(&watch, &seen(SQLITE_INSERT, "other", None)),
             SQLITE_OK
         );
         own(|| {
             decide(
                 &watch,
-                SQLITE_CREATE_TRIGGER,
-                Some("sdsync_ins_tags"),
-                Some("tags"),
+                &seen(SQLITE_CREATE_TRIGGER, "sdsync_ins_tags", Some("tags")),
             )
         });
         assert_eq!(write(&watch), SQLITE_OK);
         // The guard trigger is not capture; sdsync's own drops mark nothing.
-        own(|| decide(&watch, SQLITE_DROP_TRIGGER, Some("sdsync_upd_x"), Some("x")));
-        assert_eq!(decide(&watch, SQLITE_INSERT, Some("x"), None), SQLITE_OK);
+        own(|| {
+            decide(
+                &watch,
+                &seen(SQLITE_DROP_TRIGGER, "sdsync_upd_x", Some("x")),
+            )
+        });
+        assert_eq!(decide(&watch, &seen(SQLITE_INSERT, "x", None)), SQLITE_OK);
         assert!(!is_capture("sdsync_schema_changes_need_the_extension"));
+    }
+
+    /// What SQLite's authorizer is told while it compiles `DROP TABLE p`
+    /// with `foreign_keys` on and a tracked child `ch` (`ON DELETE
+    /// CASCADE`): the child's capture trigger compiled into the `DROP`
+    /// marks it, and the `DROP`'s own delete of a table whose capture is
+    /// lifted (a second rebuild in one transaction) is allowed.
+    #[test]
+    fn a_drop_compiled_with_capture_in_its_cascades_is_marked() {
+        let watch = Watch::default();
+        watch.deny(&["p".to_string()]);
+        decide(&watch, &seen(SQLITE_DELETE, "sqlite_master", None));
+        decide(&watch, &seen(SQLITE_DROP_TABLE, "p", None));
+        assert_eq!(decide(&watch, &seen(SQLITE_DELETE, "p", None)), SQLITE_OK);
+        decide(&watch, &seen(SQLITE_DELETE, "ch", None));
+        assert!(watch.dropped.borrow().is_none());
+        decide(
+            &watch,
+            &Seen {
+                trigger: Some("sdsync_del_ch"),
+                ..seen(SQLITE_INSERT, "sdsync_tombstones", None)
+            },
+        );
+        assert_eq!(watch.dropped.borrow().as_deref(), Some("p"));
+        decide(&watch, &seen(SQLITE_DELETE, "sqlite_master", None));
+        assert!(watch.compiling_drop.borrow().is_none());
+        // Outside a `DROP`'s compilation, a capture trigger marks nothing
+        // and a write to a table whose capture is lifted is refused.
+        watch.dropped.take();
+        decide(
+            &watch,
+            &Seen {
+                trigger: Some("sdsync_ins_q"),
+                ..seen(SQLITE_INSERT, "sdsync_versions", None)
+            },
+        );
+        assert!(watch.dropped.borrow().is_none());
+        assert_eq!(decide(&watch, &seen(SQLITE_DELETE, "p", None)), SQLITE_DENY);
     }
 }

@@ -57,11 +57,6 @@ use crate::proto::schema::TableLayout;
 use crate::proto::store::{Quarantined, Retried, Slice, Store, StoreError};
 use crate::room::Room;
 
-/// How long the syncer leaves a schema change to the connection that made
-/// it before repairing capture itself ([`SqlStore::waited_for_repair`]):
-/// longer than that connection keeps trying (2 s, `migrate::watch`).
-const REPAIR_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
-
 /// [`Store`] over a library database and the syncer's `sync.db`.
 pub struct SqlStore {
     /// The library.
@@ -85,9 +80,9 @@ pub struct SqlStore {
     outside: Option<std::path::PathBuf>,
     /// The schema version the last `sdsync_repair()` saw.
     repaired_at: Cell<Option<i64>>,
-    /// A schema version not repaired yet, and when the sweep first saw it
-    /// (see [`SqlStore::waited_for_repair`]).
-    schema_seen: Cell<Option<(i64, std::time::Instant)>>,
+    /// A schema version not repaired yet that a sweep saw (see
+    /// [`SqlStore::waited_for_repair`]).
+    schema_seen: Cell<Option<i64>>,
     /// The references between tracked tables, for parents-first paging
     /// (reloaded when the schema version moves).
     links: RefCell<Option<Arc<ahead::Links>>>,
@@ -267,24 +262,20 @@ impl SqlStore {
         ))
     }
 
-    /// Whether schema version `version` was seen at least [`REPAIR_GRACE`]
-    /// ago. The connection that changed the schema repairs capture at its
-    /// commit, knowing what no other connection can (the columns its
-    /// rebuild renamed: `sdsync::migrate::copies`); a repair here first,
-    /// racing it for the write lock, took a column renamed by an Alembic
-    /// batch migration for one dropped and one added, and stamped its
-    /// values anew (`alembic_batch_migrations_keep_syncing`, one run of
-    /// two). So the syncer repairs only what that connection left undone:
-    /// a host that replaced the WAL hook, or a repair that kept failing.
+    /// Whether an earlier sweep saw schema version `version` already. The
+    /// connection that changed the schema repairs capture at its commit,
+    /// knowing what no other connection can (the columns its rebuild
+    /// renamed: `sdsync::migrate::copies`); a repair here first, racing it
+    /// for the write lock, took a column renamed by an Alembic batch
+    /// migration for one dropped and one added, and stamped its values
+    /// anew (`alembic_batch_migrations_keep_syncing`, one run of two). So
+    /// the syncer repairs only at the second sweep that finds a change
+    /// unrepaired (5–10 s after it with the default anti-entropy interval),
+    /// what that connection left undone: a host that replaced the WAL
+    /// hook, or a repair that kept failing. Counted in sweeps, not seconds:
+    /// the simulation drives sweeps in virtual time.
     fn waited_for_repair(&self, version: i64) -> bool {
-        let now = std::time::Instant::now();
-        match self.schema_seen.get() {
-            Some((seen, at)) if seen == version => now.duration_since(at) >= REPAIR_GRACE,
-            _ => {
-                self.schema_seen.set(Some((version, now)));
-                false
-            }
-        }
+        self.schema_seen.replace(Some(version)) == Some(version)
     }
 
     fn total_changes(&self) -> Result<i64, StoreError> {
