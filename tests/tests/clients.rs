@@ -498,3 +498,37 @@ fn alembic_batch_migrations_keep_syncing() {
         "a-member b-member"
     );
 }
+
+/// sqlite-utils renames a column by a rebuild (`transform(rename=…)`), on A
+/// and later on B, both syncers running. A edits the renamed column after
+/// its rename; B, renaming later, keeps that edit: the rename is read from
+/// the rebuild's copy step, so B's rebuild does not stamp its older value
+/// anew (`migrate::copies`).
+#[test]
+fn sqlite_utils_transform_rename_keeps_a_later_edit() {
+    let Some(c) = python_client("sqlite_utils_rename", "sqlite_utils_rename.py") else {
+        return;
+    };
+    let (_dir, mut a, mut b) = pair_of("client-transform-rename");
+    a.start();
+    b.start();
+    a.app().exec(
+        "INSERT INTO collections(uuid, name, description) VALUES ('c1', 'One', 'd1'), ('c2', 'Two', 'd2')",
+    );
+    let app_b = b.app();
+    sdsync_tests::wait_for("the rows on B", CONVERGE_SECS, || {
+        app_b.int("SELECT count(*) FROM collections WHERE uuid IN ('c1', 'c2')") == 2
+    });
+    c.run_once(&a, &["a"], "renamed");
+    sdsync_tests::wait_for("A's edit kept on B", CONVERGE_SECS, || {
+        app_b.int("SELECT count(*) FROM sdsync_kept WHERE data LIKE '%s3%'") == 1
+    });
+    c.run_once(&b, &["b"], "renamed");
+    converge(&a, &b, "after both renamed");
+    for app in [a.app(), b.app()] {
+        assert_eq!(
+            app.text("SELECT group_concat(uuid || ':' || summary, ' ') FROM (SELECT * FROM collections ORDER BY uuid)"),
+            "c1:d1 c2:s3"
+        );
+    }
+}
