@@ -31,16 +31,14 @@ from sqlalchemy import (Column, MetaData, String, Table, Text, create_engine, de
                         insert, update)
 from sqlalchemy.exc import OperationalError
 
+from common import load_sdsync
+
 DB, EXT, SIDE = sys.argv[1], sys.argv[2], sys.argv[3]
 
 engine = create_engine(f"sqlite:///{DB}")
 
 
-@event.listens_for(engine, "connect")
-def load_sdsync(dbapi_conn, _record):
-    dbapi_conn.enable_load_extension(True)
-    dbapi_conn.load_extension(EXT)
-    dbapi_conn.enable_load_extension(False)
+event.listen(engine, "connect", lambda dbapi_conn, _record: load_sdsync(dbapi_conn, EXT))
 
 
 def collections(conn):

@@ -17,6 +17,13 @@ def args():
     return sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 
 
+def load_sdsync(conn, ext):
+    """Loads the extension into a `sqlite3` connection, as an app does."""
+    conn.enable_load_extension(True)
+    conn.load_extension(ext)
+    conn.enable_load_extension(False)
+
+
 def check(what, got, want):
     """Fails the client when a value is not what the scenario expects."""
     if got != want:

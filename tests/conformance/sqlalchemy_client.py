@@ -14,18 +14,14 @@ from sqlalchemy import ForeignKey, create_engine, event, func, select, text, upd
 from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from common import args, check, refused
+from common import args, check, load_sdsync, refused
 
 DB, EXT, SIDE, PHASE = args()
 
 engine = create_engine(f"sqlite:///{DB}")
 
 
-@event.listens_for(engine, "connect")
-def load_sdsync(dbapi_conn, _record):
-    dbapi_conn.enable_load_extension(True)
-    dbapi_conn.load_extension(EXT)
-    dbapi_conn.enable_load_extension(False)
+event.listen(engine, "connect", lambda dbapi_conn, _record: load_sdsync(dbapi_conn, EXT))
 
 
 # The default pysqlite transaction handling (BEGIN just before the first write).

@@ -12,12 +12,12 @@ import sys
 
 import sqlite_utils
 
+from common import load_sdsync
+
 DB, EXT, SIDE = sys.argv[1], sys.argv[2], sys.argv[3]
 
 db = sqlite_utils.Database(DB)
-db.conn.enable_load_extension(True)
-db.conn.load_extension(EXT)
-db.conn.enable_load_extension(False)
+load_sdsync(db.conn, EXT)
 db["collections"].transform(rename={"description": "summary"})
 if SIDE == "a":
     db["collections"].update(

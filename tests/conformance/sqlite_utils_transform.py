@@ -10,10 +10,10 @@ import sys
 
 import sqlite_utils
 
+from common import load_sdsync
+
 db = sqlite_utils.Database(sys.argv[1])
-db.conn.enable_load_extension(True)
-db.conn.load_extension(sys.argv[2])
-db.conn.enable_load_extension(False)
+load_sdsync(db.conn, sys.argv[2])
 try:
     db["collections"].transform(types={"description": str}, column_order=["id", "uuid", "description"])
     print("transformed")

@@ -154,6 +154,27 @@ impl Client {
         }
     }
 
+    /// A migration run by this client on A (`SIDE` a) while both syncers
+    /// run, then on B once A's `rows` rows of `collections` and its kept
+    /// change whose data is `LIKE kept` are there (values for columns B
+    /// lacks yet); returns the devices once they converged.
+    fn migrate_a_then_b(&self, rows: i64, kept: &str) -> (Device, Device) {
+        let (_dir, mut a, mut b) = pair_of(&format!("client-{}", self.name));
+        a.start();
+        b.start();
+        self.run_once(&a, &["a"], "migrated");
+        let app_b = b.app();
+        sdsync_tests::wait_for("A's writes on B before B migrates", CONVERGE_SECS, || {
+            app_b.int("SELECT count(*) FROM collections WHERE uuid LIKE 'a-%'") == rows
+                && app_b.int(&format!(
+                    "SELECT count(*) FROM sdsync_kept WHERE data LIKE '{kept}'"
+                )) == 1
+        });
+        self.run_once(&b, &["b"], "migrated");
+        converge(&a, &b, "after both migrated");
+        (a, b)
+    }
+
     /// The whole scenario: two syncing devices, both phases, the checks.
     fn run(&self) {
         let (_dir, mut a, mut b) = pair_of(&format!("client-{}", self.name));
@@ -440,17 +461,8 @@ fn django_migrations_keep_syncing() {
     let Some(c) = python_client("django_migrate", "django_migrate.py") else {
         return;
     };
-    let (_dir, mut a, mut b) = pair_of("client-django-migrate");
-    a.start();
-    b.start();
-    c.run_once(&a, &["a"], "migrated");
+    let (_a, b) = c.migrate_a_then_b(3, "%s3%");
     let app_b = b.app();
-    sdsync_tests::wait_for("A's writes on B before B migrates", CONVERGE_SECS, || {
-        app_b.int("SELECT count(*) FROM collections WHERE uuid LIKE 'a-%'") == 3
-            && app_b.int("SELECT count(*) FROM sdsync_kept WHERE data LIKE '%s3%'") == 1
-    });
-    c.run_once(&b, &["b"], "migrated");
-    converge(&a, &b, "after both migrated");
     assert_eq!(
         app_b.text(
             "SELECT group_concat(uuid || ':' || ifnull(summary, '-') || ':' || ifnull(emoji, '-'), ' ') \
@@ -466,26 +478,17 @@ fn django_migrations_keep_syncing() {
 /// `DROP` would cascade into the collection's membership on every device);
 /// with it off, as Alembic documents, each rebuild runs (the second renames
 /// a column in its copy step) and is followed by SQLAlchemy Core writes:
-/// first on A while both
-/// syncers run, later on B. Capture follows each rebuild (`migrate::watch`),
-/// A's writes reach B before B migrates (the new column's values wait kept),
-/// and both end identical with every value.
+/// first on A while both syncers run, later on B. Capture follows each
+/// rebuild (`migrate::watch`), A's writes reach B before B migrates (the
+/// new column's values wait kept), and both end identical with every value:
+/// A's edit of the renamed column made after its rebuild survives B's.
 #[test]
 fn alembic_batch_migrations_keep_syncing() {
     let Some(c) = python_client("alembic_batch", "alembic_batch.py") else {
         return;
     };
-    let (_dir, mut a, mut b) = pair_of("client-alembic");
-    a.start();
-    b.start();
-    c.run_once(&a, &["a"], "migrated");
+    let (_a, b) = c.migrate_a_then_b(2, "%✓%s3%");
     let app_b = b.app();
-    sdsync_tests::wait_for("A's writes on B before B migrates", CONVERGE_SECS, || {
-        app_b.int("SELECT count(*) FROM collections WHERE uuid LIKE 'a-%'") == 2
-            && app_b.int("SELECT count(*) FROM sdsync_kept WHERE data LIKE '%✓%s3%'") == 1
-    });
-    c.run_once(&b, &["b"], "migrated");
-    converge(&a, &b, "after both migrated");
     assert_eq!(
         app_b.text(
             "SELECT group_concat(uuid || ':' || ifnull(summary, '-') || ':' || ifnull(emoji, '-'), ' ') \
