@@ -179,7 +179,9 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
         )))
     }),
     ("sdsync_repair", 0, DIRECT, |c| {
-        crate::migrate::repair_if_needed(c.db, c.conn.wall_ms())
+        c.conn
+            .watch
+            .repair_here(|| crate::migrate::repair_if_needed(c.db, c.conn.wall_ms()))
             .map(|done| Value::Text(done.join("; ")))
             .map_err(|e| e.to_string())
     }),

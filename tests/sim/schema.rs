@@ -1,6 +1,7 @@
 //! Schema changes in the simulation: devices upgrade their app one at a time
 //! (a column added to a shared and to an owned table, and a shared column
-//! renamed, whose former name stays an alias), and tables are rebuilt
+//! renamed, whose former name stays an alias: by `RENAME COLUMN` on even
+//! devices, by a rebuild on odd ones), and tables are rebuilt
 //! by SQLite's 12-step procedure, while everything else goes on.
 //!
 //! ```ignore
@@ -18,6 +19,26 @@ use super::Sim;
 const UPGRADE: &str = "ALTER TABLE tags ADD COLUMN emoji TEXT;
     ALTER TABLE entries ADD COLUMN note TEXT DEFAULT 'none';
     ALTER TABLE tags RENAME COLUMN description TO summary;";
+
+/// The same upgrade on odd devices, with the rename made as Alembic's
+/// batch mode makes it: a rebuild of `tags` whose copy step reads
+/// `description` into `summary`, which capture must take for a rename as
+/// well (`sdsync::migrate::copies`; the devices that renamed either way
+/// hold the same versions, or their digests differ).
+const UPGRADE_BY_REBUILD: &str = "ALTER TABLE tags ADD COLUMN emoji TEXT;
+    ALTER TABLE entries ADD COLUMN note TEXT DEFAULT 'none';
+    PRAGMA foreign_keys = OFF; BEGIN;
+    CREATE TABLE _alembic_tmp_tags (id INTEGER NOT NULL, uuid TEXT NOT NULL, canonical_name TEXT,
+      display_name TEXT, namespace TEXT, color TEXT, icon TEXT, summary TEXT, created_at TEXT,
+      updated_at TEXT, emoji TEXT, PRIMARY KEY (id), UNIQUE (uuid));
+    INSERT INTO _alembic_tmp_tags (id, uuid, canonical_name, display_name, namespace, color, icon,
+      summary, created_at, updated_at, emoji)
+      SELECT tags.id, tags.uuid, tags.canonical_name, tags.display_name, tags.namespace, tags.color,
+      tags.icon, tags.description, tags.created_at, tags.updated_at, tags.emoji
+      FROM tags;
+    DROP TABLE tags;
+    ALTER TABLE _alembic_tmp_tags RENAME TO tags;
+    COMMIT; PRAGMA foreign_keys = ON;";
 
 /// The 12-step rebuild of `collections` (as Django's `AlterField`: the altered
 /// column moves to the end), foreign keys off around it as SQLite says.
@@ -37,10 +58,15 @@ impl Sim {
         let Some(d) = self.devices.iter().position(|d| !d.upgraded) else {
             return Ok(());
         };
+        let upgrade = if d % 2 == 1 {
+            UPGRADE_BY_REBUILD
+        } else {
+            UPGRADE
+        };
         self.devices[d]
             .store
             .lib
-            .exec(UPGRADE)
+            .exec(upgrade)
             .map_err(|e| format!("device {d} upgrading: {e}"))?;
         self.repaired(d)?;
         self.devices[d].upgraded = true;
@@ -67,7 +93,9 @@ impl Sim {
     }
 
     /// What the WAL hook does after the commit of DDL in a WAL database (the
-    /// simulation's in-memory databases have no WAL): re-track in place.
+    /// simulation's in-memory databases have no WAL): re-track in place, on
+    /// the connection that made the change (which knows the columns its
+    /// rebuild renamed).
     fn repaired(&mut self, d: usize) -> Result<(), String> {
         let conn = &self.devices[d].store.lib.conn;
         conn.query_row("SELECT sdsync_repair()", [], |_| Ok(()))

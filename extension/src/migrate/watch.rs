@@ -59,6 +59,9 @@ const SQLITE_PRAGMA: c_int = 19;
 const SQLITE_UPDATE: c_int = 23;
 const SQLITE_ALTER_TABLE: c_int = 26;
 const SQLITE_CHECKPOINT_PASSIVE: c_int = 0;
+/// The statements a connection keeps for its repair at most (see
+/// [`Watch::saw`]).
+const MAX_STATEMENTS: usize = 1024;
 /// SQLite's default `wal_autocheckpoint`, which the WAL hook takes over.
 const AUTOCHECKPOINT_PAGES: c_int = 1000;
 
@@ -189,12 +192,37 @@ impl Watch {
     }
 
     /// Records a statement the trace callback saw start (see [`trace`]).
+    /// A statement starting outside a transaction begins one, and what the
+    /// last one kept is stale, unless its repair is still to come (a
+    /// database without WAL has no WAL hook: `sdsync_repair()` repairs).
+    /// At most [`MAX_STATEMENTS`] are kept: past that, a repair's renames
+    /// may be missed (a column then counts as dropped and added), never
+    /// made up, and a connection that never repairs holds no more.
     pub(super) fn saw(&self, statement: Option<Statement>, new_transaction: bool) {
         let mut kept = self.statements.borrow_mut();
-        if new_transaction {
+        if new_transaction && !self.ddl.get() {
             kept.clear();
         }
-        kept.extend(statement);
+        if kept.len() < MAX_STATEMENTS {
+            kept.extend(statement);
+        }
+    }
+
+    /// `sdsync_repair()` on this connection: runs `repair` knowing the
+    /// statements kept, and once it succeeded nothing is left to repair.
+    pub fn repair_here<T, E>(&self, repair: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let (done, statements) = copies::during(self.take_statements(), repair);
+        match done {
+            Ok(_) => {
+                self.ddl.set(false);
+                self.uncaptured.borrow_mut().clear();
+                self.ended();
+            }
+            Err(_) => {
+                self.statements.replace(statements);
+            }
+        }
+        done
     }
 
     /// Installs or removes the trace callback as [`Watch::trace_left`] says.
