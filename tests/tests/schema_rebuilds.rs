@@ -258,3 +258,78 @@ fn a_column_renamed_by_a_rebuild_keeps_its_versions() {
     }
     assert_eq!(a.digest(), b.digest());
 }
+
+/// A rename inside a rebuild is read from the statements the trace
+/// callback kept while the connection changed its schema, which it keeps
+/// for the transaction of the DDL and the next. A transaction whose DDL
+/// the WAL hook repaired (`ADD COLUMN` here) counted twice, once more for
+/// the repair's own savepoint that SQLite reports as a commit too, and the
+/// rebuild in the next transaction went unread: its rename was taken for a
+/// column dropped and one added, every value stamped anew.
+#[test]
+fn a_rename_in_a_rebuild_after_a_repaired_schema_change_is_read() {
+    let [a] = <[Lib; 1]>::try_from(devices("rebuild-after-repair", 1))
+        .ok()
+        .expect("one");
+    a.exec("INSERT INTO collections(uuid, name, description) VALUES ('c1', 'One', 'd1')");
+    a.exec(
+        "BEGIN; ALTER TABLE collections ADD COLUMN zz TEXT;
+         CREATE TABLE tmp (id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE,
+           name TEXT NOT NULL DEFAULT '', summary TEXT, created_at TEXT, updated_at TEXT, zz TEXT);
+         COMMIT;",
+    );
+    a.exec(
+        "PRAGMA foreign_keys = OFF; BEGIN;
+         INSERT INTO tmp (id, uuid, name, summary, created_at, updated_at, zz)
+           SELECT id, uuid, name, description, created_at, updated_at, zz FROM collections;
+         DROP TABLE collections; ALTER TABLE tmp RENAME TO collections;
+         COMMIT; PRAGMA foreign_keys = ON;",
+    );
+    assert_eq!(state(&a, "collections"), "ok");
+    assert_eq!(
+        a.int("SELECT count(*) FROM sdsync_changes WHERE tbl = 'collections'"),
+        1,
+        "nothing stamped anew"
+    );
+}
+
+/// Statements a `ROLLBACK TO` undid are taken back: a `RENAME COLUMN`
+/// undone, then a column of that name added with new data and the old
+/// column dropped by a rebuild, is no rename (taken for one, the new
+/// data was never stamped as this device's change, and peers mapped their
+/// old `description` values into `summary`).
+#[test]
+fn a_rename_undone_by_rollback_to_is_not_taken_for_one() {
+    let [a] = <[Lib; 1]>::try_from(devices("rollback-to-rename", 1))
+        .ok()
+        .expect("one");
+    a.exec("INSERT INTO tags(uuid, canonical_name, description) VALUES ('t1', 'One', 'old')");
+    a.exec(
+        "PRAGMA foreign_keys = OFF; BEGIN;
+         SAVEPOINT s; ALTER TABLE tags RENAME COLUMN description TO summary; ROLLBACK TO s; RELEASE s;
+         ALTER TABLE tags ADD COLUMN summary TEXT;
+         UPDATE tags SET summary = 'new data';
+         CREATE TABLE tmp (id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, canonical_name TEXT,
+           display_name TEXT, namespace TEXT, color TEXT, icon TEXT, created_at TEXT,
+           updated_at TEXT, summary TEXT);
+         INSERT INTO tmp (id, uuid, canonical_name, display_name, namespace, color, icon,
+           created_at, updated_at, summary)
+           SELECT id, uuid, canonical_name, display_name, namespace, color, icon, created_at,
+           updated_at, summary FROM tags;
+         DROP TABLE tags; ALTER TABLE tmp RENAME TO tags;
+         COMMIT; PRAGMA foreign_keys = ON;",
+    );
+    assert_eq!(state(&a, "tags"), "ok");
+    assert_eq!(
+        a.int(
+            "SELECT count(*) FROM sdsync_changes WHERE tbl = 'tags' AND json_extract(data, '$.summary') = 'new data'"
+        ),
+        1,
+        "the new column's data is this device's change"
+    );
+    assert_eq!(
+        a.int("SELECT count(*) FROM sdsync_tables WHERE name = 'tags' AND spec LIKE '%description%'"),
+        0,
+        "no alias made up"
+    );
+}

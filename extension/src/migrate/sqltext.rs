@@ -34,13 +34,78 @@ pub enum Statement {
     DropTable { table: String },
 }
 
+/// A statement that bounds what a rollback undoes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Savepoint {
+    /// `SAVEPOINT name`.
+    Open(String),
+    /// `RELEASE [SAVEPOINT] name`.
+    Release(String),
+    /// `ROLLBACK [TRANSACTION] TO [SAVEPOINT] name`.
+    RollbackTo(String),
+}
+
+/// Whether `sql` may be one of the statements [`statement`] or
+/// [`savepoint`] read, by its first word alone and without allocating:
+/// what the trace callback asks of every statement before reading more.
+pub fn may_matter(sql: &str) -> bool {
+    let rest = sql.trim_start();
+    if rest.starts_with("--") || rest.starts_with("/*") {
+        return true;
+    }
+    let end = rest
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(rest.len());
+    let word = &rest[..end];
+    [
+        "insert",
+        "replace",
+        "alter",
+        "drop",
+        "savepoint",
+        "release",
+        "rollback",
+    ]
+    .iter()
+    .any(|k| word.eq_ignore_ascii_case(k))
+}
+
+/// Whether `sql` is a `DROP TABLE`: its first two words, nothing more.
+pub fn is_drop_table(sql: &str) -> bool {
+    let mut t = lexer(sql);
+    matches!(t.next(), Some(w) if keyword(&w, "drop").is_some())
+        && matches!(t.next(), Some(w) if keyword(&w, "table").is_some())
+}
+
+/// The savepoint statement `sql` is, if one.
+pub fn savepoint(sql: &str) -> Option<Savepoint> {
+    let mut t = lexer(sql);
+    let first = t.next()?;
+    if keyword(&first, "savepoint").is_some() {
+        return Some(Savepoint::Open(ident(t.next()?)?));
+    }
+    if keyword(&first, "release").is_some() {
+        t.next_if(|w| keyword(w, "savepoint").is_some());
+        return Some(Savepoint::Release(ident(t.next()?)?));
+    }
+    keyword(&first, "rollback")?;
+    t.next_if(|w| keyword(w, "transaction").is_some());
+    keyword(&t.next()?, "to")?;
+    t.next_if(|w| keyword(w, "savepoint").is_some());
+    Some(Savepoint::RollbackTo(ident(t.next()?)?))
+}
+
+fn lexer(sql: &str) -> Tokens<'_> {
+    Lexer {
+        chars: sql.chars().peekable(),
+    }
+    .peekable()
+}
+
 /// The statement `sql` is, if one of [`Statement`]'s kinds. Reads the text
 /// lazily: any other statement is told from its first few tokens.
 pub fn statement(sql: &str) -> Option<Statement> {
-    let mut t = Lexer {
-        chars: sql.chars().peekable(),
-    }
-    .peekable();
+    let mut t = lexer(sql);
     match t.next()? {
         w if keyword(&w, "insert").is_some() => copy(&mut t),
         w if keyword(&w, "replace").is_some() => copy_into(&mut t),
@@ -56,11 +121,6 @@ pub fn statement(sql: &str) -> Option<Statement> {
         }
         _ => None,
     }
-}
-
-/// Whether `sql` is a `DROP TABLE`.
-pub fn is_drop_table(sql: &str) -> bool {
-    matches!(statement(sql), Some(Statement::DropTable { .. }))
 }
 
 /// After `INSERT`: `[OR conflict] INTO …`.
@@ -336,6 +396,28 @@ fn column(mut parts: Vec<Token>) -> Option<String> {
         .flatten()
 }
 
+/// Whether SQLite reads a flag pragma's value as "on" (`getSafetyLevel` with
+/// its default off): `on`, `yes` or `true`, or digits whose 32-bit value cut to
+/// 8 bits is not zero. Everything else — `0`, `256`, `-1`, `''`, `full`, `00`,
+/// eleven digits — turns the flag off, so only "on" values are allowed.
+pub fn turns_on(value: &str) -> bool {
+    let v = value.trim().trim_matches(|c| c == '\'' || c == '"');
+    if ["on", "yes", "true"]
+        .iter()
+        .any(|on| v.eq_ignore_ascii_case(on))
+    {
+        return true;
+    }
+    let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
+    if digits.is_empty() || digits.len() > 10 {
+        return false;
+    }
+    match digits.parse::<i64>() {
+        Ok(n) if n <= i64::from(i32::MAX) => (n as u8) != 0,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,6 +527,23 @@ mod tests {
             })
         );
         assert_eq!(statement("ALTER TABLE t ADD COLUMN c"), None);
+        assert_eq!(
+            savepoint("SAVEPOINT \"a b\""),
+            Some(Savepoint::Open("a b".into()))
+        );
+        assert_eq!(
+            savepoint("release savepoint s"),
+            Some(Savepoint::Release("s".into()))
+        );
+        assert_eq!(
+            savepoint("ROLLBACK TRANSACTION TO SAVEPOINT s"),
+            Some(Savepoint::RollbackTo("s".into()))
+        );
+        assert_eq!(savepoint("ROLLBACK"), None);
+        assert!(may_matter("  InSeRt INTO t"));
+        assert!(may_matter("-- a comment first\nDROP TABLE t"));
+        assert!(!may_matter("SELECT 1"));
+        assert!(!may_matter("UPDATE t SET a = 1"));
         for sql in [
             "DROP TABLE t",
             "  drop\n table if exists \"t\"",
@@ -461,6 +560,32 @@ mod tests {
             "",
         ] {
             assert!(!is_drop_table(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn only_values_sqlite_reads_as_on_are_allowed() {
+        for v in [
+            "0",
+            "OFF",
+            "off",
+            "false",
+            "'no'",
+            " No ",
+            "256",
+            "512",
+            "00",
+            "0.5",
+            "-1",
+            "''",
+            "full",
+            "DEFAULT",
+            "12345678901",
+        ] {
+            assert!(!turns_on(v), "{v}");
+        }
+        for v in ["1", "on", "ON", "yes", "true", "'true'", "257", "1abc"] {
+            assert!(turns_on(v), "{v}");
         }
     }
 }

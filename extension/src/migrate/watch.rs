@@ -56,12 +56,12 @@ const SQLITE_DROP_TABLE: c_int = 11;
 const SQLITE_DROP_TRIGGER: c_int = 16;
 const SQLITE_INSERT: c_int = 18;
 const SQLITE_PRAGMA: c_int = 19;
+const SQLITE_READ: c_int = 20;
+const SQLITE_SELECT: c_int = 21;
 const SQLITE_UPDATE: c_int = 23;
 const SQLITE_ALTER_TABLE: c_int = 26;
+const SQLITE_FUNCTION: c_int = 31;
 const SQLITE_CHECKPOINT_PASSIVE: c_int = 0;
-/// The statements a connection keeps for its repair at most (see
-/// [`Watch::saw`]).
-const MAX_STATEMENTS: usize = 1024;
 /// SQLite's default `wal_autocheckpoint`, which the WAL hook takes over.
 const AUTOCHECKPOINT_PAGES: c_int = 1000;
 
@@ -83,14 +83,9 @@ pub struct Watch {
     /// A `DROP TABLE` that runs capture through foreign key actions was
     /// compiled: the table it drops (see [`Watch::dropping`]).
     dropped: RefCell<Option<String>>,
-    /// The statements that moved tables or columns in the transaction so
-    /// far (`super::copies`), while the trace callback is on.
-    statements: RefCell<Vec<Statement>>,
-    /// Transaction ends left before the trace callback goes off (0: off);
-    /// DDL sets it to 2 (see [`traced`]).
-    trace_left: Cell<u8>,
-    /// Whether the trace callback is installed.
-    tracing: Cell<bool>,
+    /// The statements that moved tables or columns, kept by the trace
+    /// callback while the connection changes its schema (`super::trace`).
+    recorder: trace::Recorder,
 }
 
 thread_local! {
@@ -138,52 +133,41 @@ impl Watch {
     }
 
     /// The table a `DROP TABLE` running on this connection drops, if one
-    /// runs that was compiled with capture in its foreign key actions. With
-    /// `foreign_keys` on (loading the extension turns it on), SQLite's `DROP
-    /// TABLE` first deletes every row, which runs the `ON DELETE` actions of
-    /// the tables referencing it: a table rebuild (the 12 steps, Alembic's
-    /// batch mode) would delete or change the referencing rows, and every
-    /// peer with them. Capture refuses such a write (`sdsync_capturing`), so
-    /// the `DROP` fails and changes nothing. The authorizer sees the capture
-    /// triggers compiled into the `DROP` (it may not run SQL, nor see the
-    /// statement), so it leaves the table here; this asks SQLite which
-    /// statements run, and forgets the table once no `DROP TABLE` is
-    /// prepared any more (one cached for reuse keeps it: its reuse is not
-    /// compiled again).
+    /// runs while a `DROP` compiled with capture in its foreign key actions
+    /// may still be prepared. With `foreign_keys` on (loading the extension
+    /// turns it on), SQLite's `DROP TABLE` first deletes every row, which
+    /// runs the `ON DELETE` actions of the tables referencing it: a table
+    /// rebuild (the 12 steps, Alembic's batch mode) would delete or change
+    /// the referencing rows, and every peer with them. Capture refuses such
+    /// a write (`sdsync_capturing`), so the `DROP` fails and changes
+    /// nothing. The authorizer sees the capture triggers compiled into the
+    /// `DROP` (it may not run SQL, nor see the statement) and marks it;
+    /// while marked, each captured row walks the connection's running
+    /// statements (a few calls per prepared statement), until a
+    /// transaction ends with no `DROP TABLE` prepared (one cached for reuse
+    /// keeps the mark: its reuse is not compiled again).
     pub fn dropping(&self, db: Db) -> Option<String> {
-        let table = self.dropped.borrow().clone()?;
-        if trace::has_statement(db, true, sqltext::is_drop_table) {
-            return Some(table);
-        }
-        if !trace::has_statement(db, false, sqltext::is_drop_table) {
-            self.dropped.take();
-        }
-        None
+        let marked = self.dropped.borrow().clone()?;
+        let sql = trace::running(db, sqltext::is_drop_table)?;
+        Some(match sqltext::statement(&sql) {
+            Some(Statement::DropTable { table }) => table,
+            _ => marked,
+        })
     }
 
-    /// The statements recorded so far, which the caller now owns.
+    /// The statements kept, which the caller now owns.
     pub fn take_statements(&self) -> Vec<Statement> {
-        self.statements.take()
+        self.recorder.take()
     }
 
-    /// Keeps DDL's statements for two transaction ends from now (the DDL's
-    /// own, and the next: Python's `sqlite3` commits a rebuild's `CREATE
-    /// TABLE` alone and copies in the transaction after).
-    fn trace_from_now(&self) {
-        self.trace_left.set(2);
+    /// What the trace callback keeps (`super::trace`).
+    pub(super) fn recorder(&self) -> &trace::Recorder {
+        &self.recorder
     }
 
-    /// A transaction ended: its statements are forgotten, and one fewer
-    /// transaction is left to trace.
-    fn ended(&self) {
-        self.statements.borrow_mut().clear();
-        self.ended_keeping_statements();
-    }
-
-    /// [`Watch::ended`], keeping the statements a failed repair put back.
-    fn ended_keeping_statements(&self) {
-        self.trace_left.set(self.trace_left.get().saturating_sub(1));
-        self.switch_trace();
+    /// Whether DDL ran that no repair has followed yet.
+    pub(super) fn repair_pending(&self) -> bool {
+        self.ddl.get()
     }
 
     /// Whether no transaction is open on the connection.
@@ -191,50 +175,66 @@ impl Watch {
         self.handle.get().is_some_and(|(db, _)| db.autocommit())
     }
 
-    /// Records a statement the trace callback saw start (see [`trace`]).
-    /// A statement starting outside a transaction begins one, and what the
-    /// last one kept is stale, unless its repair is still to come (a
-    /// database without WAL has no WAL hook: `sdsync_repair()` repairs).
-    /// At most [`MAX_STATEMENTS`] are kept: past that, a repair's renames
-    /// may be missed (a column then counts as dropped and added), never
-    /// made up, and a connection that never repairs holds no more.
-    pub(super) fn saw(&self, statement: Option<Statement>, new_transaction: bool) {
-        let mut kept = self.statements.borrow_mut();
-        if new_transaction && !self.ddl.get() {
-            kept.clear();
+    /// A transaction ended (committed or `rolled_back`): what it kept goes,
+    /// and the mark of a cascading `DROP` with it once no `DROP TABLE` is
+    /// prepared any more.
+    fn ended(&self, rolled_back: bool) {
+        self.compiling_drop.take();
+        self.recorder.ended(rolled_back);
+        if let Some((db, _)) = self.handle.get()
+            && self.dropped.borrow().is_some()
+            && !trace::prepared(db, sqltext::is_drop_table)
+        {
+            self.dropped.take();
         }
-        if kept.len() < MAX_STATEMENTS {
-            kept.extend(statement);
-        }
+        self.switch_trace();
     }
 
     /// `sdsync_repair()` on this connection: runs `repair` knowing the
-    /// statements kept, and once it succeeded nothing is left to repair.
+    /// statements kept, and once it succeeded nothing is left to repair
+    /// and the trace callback goes off.
     pub fn repair_here<T, E>(&self, repair: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         let (done, statements) = copies::during(self.take_statements(), repair);
         match done {
             Ok(_) => {
                 self.ddl.set(false);
                 self.uncaptured.borrow_mut().clear();
-                self.ended();
+                self.recorder.close();
+                self.switch_trace();
             }
-            Err(_) => {
-                self.statements.replace(statements);
-            }
+            Err(_) => self.recorder.put_back(statements),
         }
         done
     }
 
-    /// Installs or removes the trace callback as [`Watch::trace_left`] says.
-    /// Off outside schema changes: while it is on SQLite calls it for every
-    /// statement and trigger program, about five times per captured row.
+    /// A transaction committed: repairs capture if it ran DDL, with the
+    /// statements it kept.
+    fn committed(&self, db: Db, wall_ms: u64) {
+        let statements = self.take_statements();
+        if self.ddl.replace(false) {
+            let (repaired, statements) =
+                copies::during(statements, || super::repair_patiently(db, wall_ms));
+            match repaired {
+                // Every tracked table that exists has capture (or refuses
+                // writes) again: nothing is uncaptured on this connection.
+                Ok(_) => self.uncaptured.borrow_mut().clear(),
+                // Busy or failing: the next commit (or the syncer's sweep)
+                // tries again, with the statements.
+                Err(_) => {
+                    self.ddl.set(true);
+                    self.recorder.open();
+                    self.recorder.put_back(statements);
+                }
+            }
+        }
+        self.ended(false);
+    }
+
+    /// Installs or removes the trace callback as the recorder says.
     fn switch_trace(&self) {
-        let want = self.trace_left.get() > 0;
-        let (Some((db, data)), true) = (self.handle.get(), want != self.tracing.get()) else {
-            return;
-        };
-        trace::switch(db, want, data);
-        self.tracing.set(want);
+        if let Some((db, data)) = self.handle.get() {
+            self.recorder.switch(db, data);
+        }
     }
 
     /// Refuses writes to `tables` on this connection (their capture is lifted).
@@ -319,6 +319,21 @@ struct Seen<'a> {
 /// The authorizer's decision, apart from FFI.
 fn decide(watch: &Watch, seen: &Seen) -> c_int {
     let own = OWN_DDL.with(Cell::get) > 0;
+    // Only these actions occur while a `DROP TABLE` compiles (its implicit
+    // delete, foreign key actions and the trigger programs they run): any
+    // other is another statement's, after a `DROP` that failed to compile.
+    if ![
+        SQLITE_DELETE,
+        SQLITE_INSERT,
+        SQLITE_UPDATE,
+        SQLITE_READ,
+        SQLITE_SELECT,
+        SQLITE_FUNCTION,
+    ]
+    .contains(&seen.action)
+    {
+        watch.compiling_drop.take();
+    }
     let dropping = watch.compiling_drop.borrow().clone();
     if let (Some(table), Some(trigger)) = (&dropping, seen.trigger) {
         // A capture trigger compiled into a `DROP TABLE`: its foreign key
@@ -340,14 +355,15 @@ fn decide(watch: &Watch, seen: &Seen) -> c_int {
         // The `DROP`'s own implicit `DELETE FROM` of a table whose capture
         // is lifted (a second rebuild of it in one transaction).
         (SQLITE_DELETE, Some(t), _)
-            if dropping
-                .as_deref()
-                .is_some_and(|d| d.eq_ignore_ascii_case(t)) =>
+            if seen.trigger.is_none()
+                && dropping
+                    .as_deref()
+                    .is_some_and(|d| d.eq_ignore_ascii_case(t)) =>
         {
             SQLITE_OK
         }
         (SQLITE_PRAGMA, Some(name), Some(value))
-            if name.eq_ignore_ascii_case("recursive_triggers") && !turns_on(value) =>
+            if name.eq_ignore_ascii_case("recursive_triggers") && !sqltext::turns_on(value) =>
         {
             SQLITE_DENY
         }
@@ -367,13 +383,13 @@ fn decide(watch: &Watch, seen: &Seen) -> c_int {
         }
         (SQLITE_DROP_TABLE, Some(table), _) if !own => {
             watch.ddl.set(true);
-            watch.trace_from_now();
+            watch.recorder.open();
             watch.compiling_drop.replace(Some(table.to_string()));
             SQLITE_OK
         }
         (SQLITE_CREATE_TABLE | SQLITE_DROP_TABLE | SQLITE_ALTER_TABLE, _, _) if !own => {
             watch.ddl.set(true);
-            watch.trace_from_now();
+            watch.recorder.open();
             SQLITE_OK
         }
         (SQLITE_INSERT | SQLITE_UPDATE | SQLITE_DELETE, Some(table), _)
@@ -406,26 +422,13 @@ unsafe extern "C" fn after_commit(
     let _ = std::panic::catch_unwind(|| {
         // SAFETY: see `authorize`.
         let conn = unsafe { &*(data as *const Conn) };
-        // What the transaction that just committed moved.
-        let statements = conn.watch.take_statements();
-        if conn.watch.ddl.replace(false) {
-            let handle = Db::from_raw(db);
-            let (repaired, statements) = copies::during(statements, || {
-                super::repair_patiently(handle, conn.wall_ms())
-            });
-            match repaired {
-                // Every tracked table that exists has capture (or refuses
-                // writes) again: nothing is uncaptured on this connection.
-                Ok(_) => conn.watch.uncaptured.borrow_mut().clear(),
-                // Busy or failing: the next commit (or the syncer's sweep) tries again.
-                Err(_) => {
-                    conn.watch.ddl.set(true);
-                    conn.watch.trace_from_now();
-                    conn.watch.statements.replace(statements);
-                }
-            }
+        // Once per transaction: not for sdsync's own savepoint released by
+        // the repair below (SQLite calls this again for it), nor again for
+        // an attached database.
+        let main = !database.is_null() && unsafe { CStr::from_ptr(database) }.to_bytes() == b"main";
+        if main && !in_own_ddl() {
+            conn.watch.committed(Db::from_raw(db), conn.wall_ms());
         }
-        conn.watch.ended_keeping_statements();
         let at = conn
             .watch
             .checkpoint_at
@@ -461,62 +464,13 @@ unsafe extern "C" fn rolled_back(data: *mut c_void) {
         // SAFETY: see `authorize`.
         let conn = unsafe { &*(data as *const Conn) };
         conn.watch.uncaptured.borrow_mut().clear();
-        conn.watch.compiling_drop.take();
-        conn.watch.ended();
+        conn.watch.ended(true);
     });
-}
-
-/// Whether SQLite reads a flag pragma's value as "on" (`getSafetyLevel` with
-/// its default off): `on`, `yes` or `true`, or digits whose 32-bit value cut to
-/// 8 bits is not zero. Everything else — `0`, `256`, `-1`, `''`, `full`, `00`,
-/// eleven digits — turns the flag off, so only "on" values are allowed.
-fn turns_on(value: &str) -> bool {
-    let v = value.trim().trim_matches(|c| c == '\'' || c == '"');
-    if ["on", "yes", "true"]
-        .iter()
-        .any(|on| v.eq_ignore_ascii_case(on))
-    {
-        return true;
-    }
-    let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
-    if digits.is_empty() || digits.len() > 10 {
-        return false;
-    }
-    match digits.parse::<i64>() {
-        Ok(n) if n <= i64::from(i32::MAX) => (n as u8) != 0,
-        _ => false,
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_values_sqlite_reads_as_on_are_allowed() {
-        for v in [
-            "0",
-            "OFF",
-            "off",
-            "false",
-            "'no'",
-            " No ",
-            "256",
-            "512",
-            "00",
-            "0.5",
-            "-1",
-            "''",
-            "full",
-            "DEFAULT",
-            "12345678901",
-        ] {
-            assert!(!turns_on(v), "{v}");
-        }
-        for v in ["1", "on", "ON", "yes", "true", "'true'", "257", "1abc"] {
-            assert!(turns_on(v), "{v}");
-        }
-    }
 
     fn seen<'a>(action: c_int, first: &'a str, second: Option<&'a str>) -> Seen<'a> {
         Seen {
