@@ -328,7 +328,9 @@ fn a_rename_undone_by_rollback_to_is_not_taken_for_one() {
         "the new column's data is this device's change"
     );
     assert_eq!(
-        a.int("SELECT count(*) FROM sdsync_tables WHERE name = 'tags' AND spec LIKE '%description%'"),
+        a.int(
+            "SELECT count(*) FROM sdsync_tables WHERE name = 'tags' AND spec LIKE '%description%'"
+        ),
         0,
         "no alias made up"
     );
