@@ -190,44 +190,46 @@ impl Watch {
         self.switch_trace();
     }
 
-    /// `sdsync_repair()` on this connection: runs `repair` knowing the
-    /// statements kept, and once it succeeded nothing is left to repair
-    /// and the trace callback goes off.
+    /// `sdsync_repair()` on this connection: once it succeeded the trace
+    /// callback goes off.
     pub fn repair_here<T, E>(&self, repair: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
-        let (done, statements) = copies::during(self.take_statements(), repair);
-        match done {
-            Ok(_) => {
-                self.ddl.set(false);
-                self.uncaptured.borrow_mut().clear();
-                self.recorder.close();
-                self.switch_trace();
-            }
-            Err(_) => self.recorder.put_back(statements),
+        let done = self.repair_with(repair);
+        if done.is_ok() {
+            self.recorder.close();
+            self.switch_trace();
         }
         done
     }
 
     /// A transaction committed: repairs capture if it ran DDL, with the
-    /// statements it kept.
+    /// statements it kept; a failed repair keeps tracing for the next.
     fn committed(&self, db: Db, wall_ms: u64) {
-        let statements = self.take_statements();
-        if self.ddl.replace(false) {
-            let (repaired, statements) =
-                copies::during(statements, || super::repair_patiently(db, wall_ms));
-            match repaired {
-                // Every tracked table that exists has capture (or refuses
-                // writes) again: nothing is uncaptured on this connection.
-                Ok(_) => self.uncaptured.borrow_mut().clear(),
-                // Busy or failing: the next commit (or the syncer's sweep)
-                // tries again, with the statements.
-                Err(_) => {
-                    self.ddl.set(true);
-                    self.recorder.open();
-                    self.recorder.put_back(statements);
-                }
-            }
+        if !self.ddl.get() {
+            self.take_statements();
+        } else if self
+            .repair_with(|| super::repair_patiently(db, wall_ms))
+            .is_err()
+        {
+            self.recorder.open();
         }
         self.ended(false);
+    }
+
+    /// Runs `repair` knowing the statements kept. Once it succeeded every
+    /// tracked table that exists has capture (or refuses writes) again:
+    /// nothing is left to repair or uncaptured on this connection. Busy or
+    /// failing, the DDL stays pending with its statements, for the next
+    /// commit (or the syncer's sweep) to try again.
+    fn repair_with<T, E>(&self, repair: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let (done, statements) = copies::during(self.take_statements(), repair);
+        match done {
+            Ok(_) => {
+                self.ddl.set(false);
+                self.uncaptured.borrow_mut().clear();
+            }
+            Err(_) => self.recorder.put_back(statements),
+        }
+        done
     }
 
     /// Installs or removes the trace callback as the recorder says.
