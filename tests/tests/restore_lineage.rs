@@ -103,6 +103,76 @@ fn a_restore_into_an_open_connection_is_told_by_its_next_change() {
     a_recovers(&mut m);
 }
 
+/// A change a restored device took back for a column it lacked reaches a
+/// peer that took its first copy, once the device writes that column
+/// (simulation seed 9714 of the whole-folder runs). A writes t1's
+/// `description`; B, which renamed it to `summary`, takes it. A is restored
+/// to before the write and reuses its number for t9, which C takes. A meets
+/// B and takes t1 back: B serves `summary`, so A keeps the change for that
+/// column (under its old number, which C's watermark covers), creates t1
+/// with the default and issues the change again; C takes that copy. Both
+/// upgrade (A by a rebuild that adds a column); A writes the kept value and
+/// issues the change a third time, same HLC. C holds that change already
+/// (by HLC) but must take the column it carries: it used to keep the
+/// default, under the same version as A's value.
+#[test]
+fn a_change_written_again_after_an_upgrade_reaches_peers_holding_its_first_copy() {
+    let mut m = Mesh::new("renumbered-kept", 3);
+    let snapshot = m.devs[0].dir.join("backup.db");
+    m.devs[0].exec(&format!("VACUUM INTO '{}'", snapshot.display()));
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name, description) VALUES ('t1', 'a', 'v')");
+    let upgrade = "ALTER TABLE tags ADD COLUMN emoji TEXT;
+                   ALTER TABLE tags RENAME COLUMN description TO summary";
+    m.devs[1].exec(upgrade);
+    m.link(0, 1);
+    m.unlink(0, 1);
+    m.restore(0, &snapshot);
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t9', 'z')");
+    m.link(0, 2);
+    m.unlink(0, 2);
+    m.link(0, 1);
+    m.advance(10_000);
+    m.unlink(0, 1);
+    assert_eq!(m.devs[0].kept(), 1, "A keeps t1's summary for later");
+    m.link(0, 2);
+    m.advance(10_000);
+    m.unlink(0, 2);
+    m.devs[2].exec(upgrade);
+    m.devs[0].exec("ALTER TABLE tags ADD COLUMN emoji TEXT");
+    m.devs[0].exec(REBUILD_RENAMING);
+    m.advance(10_000);
+    assert_eq!(m.devs[0].kept(), 0, "A wrote the kept summary");
+    m.link(0, 2);
+    m.link(1, 2);
+    m.link(0, 1);
+    m.advance(10_000);
+    m.assert_identical();
+    let summary: Option<String> = m.devs[2]
+        .store
+        .lib
+        .conn
+        .query_row("SELECT summary FROM tags WHERE uuid = 't1'", [], |r| {
+            r.get(0)
+        })
+        .expect("t1");
+    assert_eq!(summary.as_deref(), Some("v"));
+}
+
+/// `tags.description` renamed to `summary` by a rebuild, as Alembic's batch
+/// mode does it.
+const REBUILD_RENAMING: &str = "PRAGMA foreign_keys = OFF; BEGIN;
+    CREATE TABLE _alembic_tmp_tags (id INTEGER NOT NULL, uuid TEXT NOT NULL, canonical_name TEXT,
+      display_name TEXT, namespace TEXT, color TEXT, icon TEXT, summary TEXT, created_at TEXT,
+      updated_at TEXT, emoji TEXT, PRIMARY KEY (id), UNIQUE (uuid));
+    INSERT INTO _alembic_tmp_tags (id, uuid, canonical_name, display_name, namespace, color, icon,
+      summary, created_at, updated_at, emoji)
+      SELECT tags.id, tags.uuid, tags.canonical_name, tags.display_name, tags.namespace, tags.color,
+      tags.icon, tags.description, tags.created_at, tags.updated_at, tags.emoji
+      FROM tags;
+    DROP TABLE tags;
+    ALTER TABLE _alembic_tmp_tags RENAME TO tags;
+    COMMIT; PRAGMA foreign_keys = ON;";
+
 /// A (device 0) writes t1 and t2, syncs with B, backs its folder up, deletes
 /// t1 and syncs again: B holds the delete the backup lacks. Returns the
 /// pinned clock window and the backup's files.

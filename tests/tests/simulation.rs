@@ -58,10 +58,14 @@ const REGRESSIONS: &[u64] = &[
 /// the reverse, a kept change re-applied after its renumbered copy had
 /// given the row the new number took none of its bits back, leaving a
 /// renamed column at the default its first apply gave (`merge::renumbered`,
-/// session 23); see the README, "Backup and restore".)
+/// session 23); 9714: a device that had taken its own change back for a
+/// column it lacked wrote that column after its upgrade and issued the
+/// change again; peers holding the first copy (with the column's default)
+/// took the new number but not the column (session 24); see the README,
+/// "Backup and restore".)
 const WHOLE_REGRESSIONS: &[u64] = &[
     6, 7, 19, 66, 99, 108, 121, 145, 151, 412, 495, 683, 8557, 2527, 2572, 2824, 4393, 7528, 8141,
-    8453, 8732, 9673, 418, 696, 5745, 5142, 5681, 5806, 6230, 6394, 6563, 6852,
+    8453, 8732, 9673, 418, 696, 5745, 5142, 5681, 5806, 6230, 6394, 6563, 6852, 9714,
 ];
 
 fn restores() -> Restores {

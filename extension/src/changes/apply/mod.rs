@@ -363,13 +363,13 @@ impl Engine {
     fn apply_one(&mut self, change: &Change, v: &Version) -> Result<Vec<RowRef>, ChangeError> {
         let spec = change.table.clone();
         let (state, rid) = self.state(&spec, &change.pk)?;
-        let state = self.adopt_number(&spec, &change.pk, state, rid, v)?;
+        let (state, renumbered_here) = self.adopt_number(&spec, &change.pk, state, rid, v)?;
         let state = self.claim(change, state, rid)?;
         let lifted = change.again.then(|| renumbered(&state, v)).flatten();
         let v = lifted.as_ref().unwrap_or(v);
         match change.op {
             Op::Delete => self.delete(&spec, &change.pk, &state, rid, v),
-            Op::Upsert => match upsert_plan(change, &state, v) {
+            Op::Upsert => match upsert_plan(change, &state, v, renumbered_here) {
                 Upsert::Ignore => Ok(Vec::new()),
                 Upsert::Write(bits) => {
                     let (RowState::Alive(groups), Some(rid)) = (&state, rid) else {
@@ -497,10 +497,21 @@ fn upsert(spec: &Rc<TableSpec>, pk: &Value, values: Vec<Value>, mask: u64, v: &V
     }
 }
 
-/// What an upsert does to a row in `state` (a kept change retried also
-/// takes the bits its own version holds: `merge::plan_reapply`).
-pub(super) fn upsert_plan(change: &Change, state: &RowState, v: &Version) -> Upsert {
-    if change.again {
+/// What an upsert does to a row in `state`. A kept change retried also takes
+/// the bits its own version holds (`merge::plan_reapply`), and so does a
+/// renumbered copy of a change held here (`renumbered_here`): its origin
+/// issues a change again under a new number when it writes it again, and
+/// that write may carry more than the first copy did (a column the origin
+/// lacked when it first applied the change, kept and written after its own
+/// schema change: simulation seed 9714). The values the copies share are
+/// the same, so taking them again changes nothing else.
+pub(super) fn upsert_plan(
+    change: &Change,
+    state: &RowState,
+    v: &Version,
+    renumbered_here: bool,
+) -> Upsert {
+    if change.again || renumbered_here {
         plan_reapply(state, change.mask, v, change.carried)
     } else {
         plan_upsert(state, change.mask, v)

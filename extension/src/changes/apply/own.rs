@@ -8,10 +8,10 @@
 //! }
 //! ```
 
-use sdsync_core::merge::{Delete, RowState, Upsert, Version, plan_delete, plan_upsert};
+use sdsync_core::merge::{Delete, RowState, Upsert, Version, plan_delete, renumbered};
 use sdsync_core::schema::Class;
 
-use super::Engine;
+use super::{Engine, upsert_plan};
 use crate::changes::parse::{Change, ChangeError, Op};
 use crate::ffi::{SqlError, Value};
 use crate::store;
@@ -46,9 +46,12 @@ impl Engine {
         let (state, _) = self.state(&change.table, &change.pk)?;
         Ok(match change.op {
             Op::Delete => !matches!(plan_delete(&state, v), Delete::Ignore),
-            // A retried kept change counts by its first apply here: one that
-            // writes nothing new keeps its number.
-            Op::Upsert => match (plan_upsert(&state, change.mask, v), &state) {
+            // A retried kept change counts as apply plans it: one that writes
+            // nothing keeps its number, and one that writes a renamed column
+            // it carries (its first apply here gave that column the default)
+            // is issued again, or the peers that took the first copy (with
+            // the default) would keep it (simulation seed 9714).
+            Op::Upsert => match (plan_as_apply(change, &state, v), &state) {
                 (Upsert::Ignore, _) => false,
                 // An owned row takes only its owner's newest version.
                 (Upsert::Write(_), RowState::Alive(groups))
@@ -122,4 +125,11 @@ impl Engine {
         stmt.reset();
         Ok(found)
     }
+}
+
+/// The plan [`Engine::apply_one`] makes for an upsert of this device's own
+/// origin (a kept copy retried plans under the number the row holds it at).
+fn plan_as_apply(change: &Change, state: &RowState, v: &Version) -> Upsert {
+    let lifted = change.again.then(|| renumbered(state, v)).flatten();
+    upsert_plan(change, state, lifted.as_ref().unwrap_or(v), false)
 }

@@ -199,7 +199,8 @@ impl Engine {
     /// takes the new number, so it serves the change to devices whose
     /// watermarks cover only the old one (they may lack it: the restored
     /// origin reused that number); an older number arriving changes nothing.
-    /// Returns the state with the numbers it now holds.
+    /// Returns the state with the numbers it now holds, and whether it took
+    /// the new number (the change is a renumbered copy of one held here).
     pub(super) fn adopt_number(
         &mut self,
         spec: &TableSpec,
@@ -207,12 +208,12 @@ impl Engine {
         state: RowState,
         rid: Option<i64>,
         v: &Version,
-    ) -> Result<RowState, SqlError> {
+    ) -> Result<(RowState, bool), SqlError> {
         let renumbered = |w: &Version| w.same_as(v) && w.seq < v.seq;
         match state {
             RowState::Alive(mut groups) if groups.iter().any(|g| renumbered(&g.version)) => {
                 let Some(rid) = rid else {
-                    return Ok(RowState::Alive(groups));
+                    return Ok((RowState::Alive(groups), false));
                 };
                 self.take_number(
                     "UPDATE sdsync_versions SET seq = ?4 \
@@ -224,7 +225,7 @@ impl Engine {
                 for g in groups.iter_mut().filter(|g| renumbered(&g.version)) {
                     g.version.seq = v.seq;
                 }
-                Ok(RowState::Alive(groups))
+                Ok((RowState::Alive(groups), true))
             }
             RowState::Dead(mut t) if renumbered(&t) => {
                 self.take_number(
@@ -235,9 +236,9 @@ impl Engine {
                     v,
                 )?;
                 t.seq = v.seq;
-                Ok(RowState::Dead(t))
+                Ok((RowState::Dead(t), true))
             }
-            other => Ok(other),
+            other => Ok((other, false)),
         }
     }
 
