@@ -30,18 +30,22 @@
 
 mod ahead;
 mod gather;
+mod layout;
 mod lineage;
 pub mod marks;
 pub mod notices;
 mod own_clock;
 pub mod points;
 pub mod split;
+mod sweep;
 
 pub use own_clock::state_dir;
 pub mod quarantine;
 pub mod syncdb;
 mod tune;
 
+pub use layout::layouts;
+use layout::specs;
 pub use tune::{APPLY_BUSY_TIMEOUT, tune};
 
 use std::cell::{Cell, RefCell};
@@ -252,40 +256,6 @@ impl SqlStore {
         self.tried.set(Some(self.fingerprint()?));
         Ok(quarantined)
     }
-
-    fn fingerprint(&self) -> Result<[i64; 3], StoreError> {
-        self.sql(self.lib.conn.query_row(
-            "SELECT (SELECT schema_version FROM pragma_schema_version), \
-                    (SELECT data_version FROM pragma_data_version), total_changes()",
-            [],
-            |r| Ok([r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? - self.swept.get()]),
-        ))
-    }
-
-    /// Whether an earlier sweep saw schema version `version` already. The
-    /// connection that changed the schema repairs capture at its commit,
-    /// knowing what no other connection can (the columns its rebuild
-    /// renamed: `sdsync::migrate::copies`); a repair here first, racing it
-    /// for the write lock, took a column renamed by an Alembic batch
-    /// migration for one dropped and one added, and stamped its values
-    /// anew (`alembic_batch_migrations_keep_syncing`, one run of two). So
-    /// the syncer repairs only at the second sweep that finds a change
-    /// unrepaired (5–10 s after it with the default anti-entropy interval),
-    /// what that connection left undone: a host that replaced the WAL
-    /// hook, or a repair that kept failing. Counted in sweeps, not seconds:
-    /// the simulation drives sweeps in virtual time.
-    fn waited_for_repair(&self, version: i64) -> bool {
-        self.schema_seen.replace(Some(version)) == Some(version)
-    }
-
-    fn total_changes(&self) -> Result<i64, StoreError> {
-        self.sql(
-            self.lib
-                .conn
-                .prepare_cached("SELECT total_changes()")
-                .and_then(|mut s| s.query_row([], |r| r.get(0))),
-        )
-    }
 }
 
 impl Store for SqlStore {
@@ -406,32 +376,7 @@ impl Store for SqlStore {
     }
 
     fn sweep(&self) -> Result<(), StoreError> {
-        // Capture follows schema changes (the WAL hook of the connection that
-        // made one repairs at its commit; this covers a host that replaced the
-        // hook). Only when the schema moved: inspecting costs a few queries.
-        let schema: i64 = self.sql(
-            self.lib
-                .conn
-                .query_row("PRAGMA schema_version", [], |r| r.get(0)),
-        )?;
-        if self.repaired_at.get() != Some(schema) && self.waited_for_repair(schema) {
-            self.sql(
-                self.lib
-                    .conn
-                    .query_row("SELECT sdsync_repair()", [], |_| Ok(())),
-            )?;
-            self.repaired_at.set(Some(schema));
-        }
-        let before = self.total_changes()?;
-        self.sql(
-            self.lib
-                .conn
-                .execute("INSERT INTO sdsync_changes(op) VALUES ('sweep')", [])
-                .map(|_| ()),
-        )?;
-        self.swept
-            .set(self.swept.get() + self.total_changes()? - before);
-        Ok(())
+        self.sweep_here()
     }
 
     fn retry_quarantined(&self) -> Result<Retried, StoreError> {
@@ -627,33 +572,4 @@ fn opt_i64(
         .query_row(p, |r| r.get::<_, Option<i64>>(0))
         .optional()
         .map(Option::flatten)
-}
-
-/// The tracked tables' specs, by name (a spec that does not parse, written
-/// by a newer version, is left out).
-fn specs(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<sdsync_core::schema::TableSpec>> {
-    let mut stmt = conn.prepare_cached("SELECT spec FROM sdsync_tables ORDER BY name")?;
-    let texts: Vec<String> = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    Ok(texts
-        .iter()
-        .filter_map(|text| serde_json::from_str(text).ok())
-        .collect())
-}
-
-/// The tables a library syncs, as its Hello tells them (`proto::schema`).
-pub fn layouts(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<TableLayout>> {
-    Ok(specs(conn)?
-        .into_iter()
-        .map(|spec| {
-            let mut columns: Vec<String> = spec.columns.iter().map(|c| c.name.clone()).collect();
-            columns.sort();
-            TableLayout {
-                table: spec.name,
-                class: spec.class.as_str().to_string(),
-                columns,
-            }
-        })
-        .collect())
 }
