@@ -114,7 +114,9 @@ fn a_restore_into_an_open_connection_is_told_by_its_next_change() {
 /// upgrade (A by a rebuild that adds a column); A writes the kept value and
 /// issues the change a third time, same HLC. C holds that change already
 /// (by HLC) but must take the column it carries: it used to keep the
-/// default, under the same version as A's value.
+/// default, under the same version as A's value. And B, which holds the
+/// value, keeps it when A's second copy names the column by its former name
+/// with A's default.
 #[test]
 fn a_change_written_again_after_an_upgrade_reaches_peers_holding_its_first_copy() {
     let mut m = Mesh::new("renumbered-kept", 3);
@@ -134,6 +136,11 @@ fn a_change_written_again_after_an_upgrade_reaches_peers_holding_its_first_copy(
     m.advance(10_000);
     m.unlink(0, 1);
     assert_eq!(m.devs[0].kept(), 1, "A keeps t1's summary for later");
+    assert_eq!(
+        summary(&m.devs[1]).as_deref(),
+        Some("v"),
+        "B holds the copy A issued again, whose description (its former name) A has only as the default"
+    );
     m.link(0, 2);
     m.advance(10_000);
     m.unlink(0, 2);
@@ -147,15 +154,18 @@ fn a_change_written_again_after_an_upgrade_reaches_peers_holding_its_first_copy(
     m.link(0, 1);
     m.advance(10_000);
     m.assert_identical();
-    let summary: Option<String> = m.devs[2]
-        .store
+    assert_eq!(summary(&m.devs[2]).as_deref(), Some("v"));
+}
+
+/// t1's `summary` on a device that renamed `tags.description`.
+fn summary(d: &Dev) -> Option<String> {
+    d.store
         .lib
         .conn
         .query_row("SELECT summary FROM tags WHERE uuid = 't1'", [], |r| {
             r.get(0)
         })
-        .expect("t1");
-    assert_eq!(summary.as_deref(), Some("v"));
+        .expect("t1")
 }
 
 /// `tags.description` renamed to `summary` by a rebuild, as Alembic's batch

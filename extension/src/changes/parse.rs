@@ -51,7 +51,10 @@ pub struct Change {
     pub seq: i64,
     /// Origin HLC.
     pub hlc: Hlc,
-    /// The column bits its data carries (the rest of `mask` are defaults).
+    /// The column bits its data carries under their names here (the rest
+    /// of `mask` are defaults, or values under a column's former name,
+    /// which a sender that has not renamed it may hold only as a default:
+    /// see `apply::upsert_plan`).
     pub carried: u64,
     /// Applied before in part, now again whole (a kept change retried):
     /// it takes the carried bits its own version holds too
@@ -396,7 +399,7 @@ impl Change {
             reason,
         };
         let mut de = serde_json::Deserializer::from_str(text);
-        let (fields, unknown) = DataSeed(&spec)
+        let (fields, unknown, former) = DataSeed(&spec)
             .deserialize(&mut de)
             .and_then(|f| de.end().map(|()| f))
             .map_err(|e| bad(e.to_string()))?;
@@ -411,7 +414,7 @@ impl Change {
             self.values[*i] = column_value(&spec, *i, value)?;
             self.mask |= 1 << (i + 1);
         }
-        self.carried = self.mask;
+        self.carried = self.mask & !former;
         let whole = spec.all_mask() & !ROW_BIT;
         let creates = match creates {
             Value::Integer(v) => v != 0,
@@ -435,10 +438,11 @@ impl Change {
 
 /// Reads `data` straight into `(column index, value)` pairs: keys are matched to
 /// columns without building a map first (apply parses every change's data). An
-/// unknown key comes back apart, with its value.
+/// unknown key comes back apart, with its value; the mask bits of the columns
+/// named by a former name come last.
 struct DataSeed<'s>(&'s TableSpec);
 
-type DataFields = (Vec<(usize, Json)>, Vec<(String, Json)>);
+type DataFields = (Vec<(usize, Json)>, Vec<(String, Json)>, u64);
 
 impl<'de> DeserializeSeed<'de> for DataSeed<'_> {
     type Value = DataFields;
@@ -473,14 +477,16 @@ impl<'de> Visitor<'de> for DataSeed<'_> {
         }
         // A sender that also names the column itself renamed it and then
         // made a new column under the former name: that value is not ours.
+        let mut by_former = 0;
         for (i, key, value) in former {
             if out.iter().any(|(j, _)| *j == i) {
                 unknown.push((key, value));
             } else {
+                by_former |= 1 << (i + 1);
                 out.push((i, value));
             }
         }
-        Ok((out, unknown))
+        Ok((out, unknown, by_former))
     }
 }
 

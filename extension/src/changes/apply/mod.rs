@@ -504,7 +504,11 @@ fn upsert(spec: &Rc<TableSpec>, pk: &Value, values: Vec<Value>, mask: u64, v: &V
 /// that write may carry more than the first copy did (a column the origin
 /// lacked when it first applied the change, kept and written after its own
 /// schema change: simulation seed 9714). The values the copies share are
-/// the same, so taking them again changes nothing else.
+/// the same, so taking them again changes nothing else; only the columns
+/// the copy names as this database does count (`Change::carried`): under
+/// a former name, the origin had not renamed the column yet and may hold
+/// only the default its own first apply gave it, where this database holds
+/// the value.
 pub(super) fn upsert_plan(
     change: &Change,
     state: &RowState,
