@@ -44,6 +44,14 @@ pub struct Conn {
     /// first change rolled back, or one made while the clock was behind the
     /// wall clock, leaves later ones on this connection without a step.
     pub issued: Cell<Option<i64>>,
+    /// What the clock bump of the change being captured issued: its
+    /// sequence number and HLC, and the `local_writes` count of its row.
+    /// The trigger reads them with `sdsync_bumped` in its next statement,
+    /// where a subquery on the clock row cost about 15 % of a bulk update's
+    /// capture (README "Performance"); the count ties them to this row, so
+    /// a bump that did not run (no clock row) fails the write instead of
+    /// repeating the previous change's number.
+    pub bumped: Cell<Option<(i64, i64, u64)>>,
     /// Backpressure after its commits (see `pace`).
     pub pace: crate::pace::Pace,
 }
@@ -228,7 +236,8 @@ pub fn register(db: *mut sqlite3, conn: &Rc<Conn>) -> Result<(), String> {
             return Err(format!("registering {name} failed (code {rc})"));
         }
     }
-    register_row_bytes(db)
+    register_row_bytes(db)?;
+    register_bumped(db, conn)
 }
 
 /// `sdsync_row_bytes(v, ...)`: the size of a row's values as the row size limit
@@ -285,6 +294,68 @@ unsafe extern "C" fn row_bytes(
     .unwrap_or(i64::MAX);
     // SAFETY: valid context for this call.
     unsafe { api!(result_int64)(ctx, total) };
+}
+
+/// `sdsync_bumped(0)` is the sequence number the clock bump just issued for
+/// the row being captured, `sdsync_bumped(1)` its HLC (see [`Conn::bumped`]).
+/// Called twice per captured row, so registered apart from [`FUNCTIONS`]:
+/// no argument copies, no allocation.
+fn register_bumped(db: *mut sqlite3, conn: &Rc<Conn>) -> Result<(), String> {
+    let flags = FunctionFlags::UTF8 | FunctionFlags::INNOCUOUS;
+    let conn = Rc::into_raw(conn.clone());
+    // SAFETY: valid handle and name; SQLite owns `conn` from here and frees
+    // it with `drop_conn`, also when registration fails.
+    let rc = unsafe {
+        api!(create_function_v2)(
+            db,
+            c"sdsync_bumped".as_ptr(),
+            1,
+            flags.bits(),
+            conn.cast_mut().cast::<c_void>(),
+            Some(bumped),
+            None,
+            None,
+            Some(drop_conn),
+        )
+    };
+    if rc == SQLITE_OK {
+        Ok(())
+    } else {
+        Err(format!("registering sdsync_bumped failed (code {rc})"))
+    }
+}
+
+unsafe extern "C" fn bumped(ctx: *mut sqlite3_context, argc: c_int, argv: *mut *mut sqlite3_value) {
+    let read = std::panic::catch_unwind(|| {
+        // SAFETY: the user data is the `Conn` given at registration, alive
+        // until SQLite calls `drop_conn`; argv holds argc (1) values.
+        let conn = unsafe { &*api!(user_data)(ctx).cast::<Conn>() };
+        let hlc = argc == 1 && unsafe { api!(value_int64)(*argv) } == 1;
+        match conn.bumped.get() {
+            Some((seq, at, row)) if row == conn.local_writes.get() => {
+                Some(if hlc { at } else { seq })
+            }
+            _ => None,
+        }
+    });
+    match read {
+        // SAFETY: valid context for this call.
+        Ok(Some(v)) => unsafe { api!(result_int64)(ctx, v) },
+        _ => {
+            let message = "sdsync: internal error: no clock bump for the row being captured \
+                           (is the sdsync_clock row missing?)";
+            // SAFETY: SQLite copies the message (length given).
+            unsafe { api!(result_error)(ctx, message.as_ptr().cast(), message.len() as c_int) };
+        }
+    }
+}
+
+unsafe extern "C" fn drop_conn(p: *mut c_void) {
+    let _ = guard(|| {
+        // SAFETY: `p` is the pointer `register_bumped` made with Rc::into_raw, released once.
+        drop(unsafe { Rc::from_raw(p.cast::<Conn>()) });
+        Ok::<(), String>(())
+    });
 }
 
 unsafe extern "C" fn drop_registered(p: *mut c_void) {
@@ -393,6 +464,8 @@ fn next_hlc(c: &Call) -> Result<Value, String> {
             record_issued(c, seq.saturating_add(1), next)?;
         }
     }
+    let row = c.conn.local_writes.get();
+    c.conn.bumped.set(Some((seq.saturating_add(1), next, row)));
     Ok(Value::Integer(next))
 }
 

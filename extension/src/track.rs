@@ -311,8 +311,9 @@ pub(crate) fn forget(db: Db, table_id: i64) -> Result<(), SqlError> {
 /// clause overrode, and names that could collide between tables; format 2 (never
 /// released) checked `REPLACE` per row, formats 3 and 4 summed row sizes in SQL;
 /// format 6 added `sdsync_kept` and the schema guard (`store::FORMAT_6`), format
-/// 7 the record of issued numbers (`store::FORMAT_7`).
-pub const TRIGGER_FORMAT: i64 = 7;
+/// 7 the record of issued numbers (`store::FORMAT_7`); format 8 triggers read
+/// the clock bump's numbers from `sdsync_bumped` instead of the clock row.
+pub const TRIGGER_FORMAT: i64 = 8;
 
 /// Re-installs the capture triggers of a library written by an older sdsync, at
 /// load. Best effort: a read-only or busy database keeps its triggers and is

@@ -87,6 +87,29 @@ fn sequence_numbers_beyond_2_pow_53_are_refused() {
     );
 }
 
+/// The triggers take the clock bump's numbers from the connection, not the
+/// clock row: without that row no bump runs, and the write is refused rather
+/// than stamped with the previous change's numbers.
+#[test]
+fn a_write_without_a_clock_row_is_refused_not_stamped_with_old_numbers() {
+    let lib = Lib::create(&temp_dir("noclock").join("a.db"));
+    lib.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('a', 'one')");
+    lib.exec("DELETE FROM sdsync_clock");
+    for write in [
+        "INSERT INTO tags(uuid, canonical_name) VALUES ('b', 'two')",
+        "UPDATE tags SET canonical_name = 'uno' WHERE uuid = 'a'",
+        "DELETE FROM tags WHERE uuid = 'a'",
+    ] {
+        let err = lib.fails(write);
+        assert!(
+            err.contains("no clock bump for the row being captured"),
+            "{write}: {err}"
+        );
+    }
+    assert_eq!(lib.int("SELECT count(*) FROM tags"), 1);
+    assert_eq!(lib.int("SELECT count(DISTINCT seq) FROM sdsync_changes"), 1);
+}
+
 #[test]
 fn demo_and_bench_refuse_to_empty_a_folder_they_did_not_make() {
     let dir = temp_dir("not-scratch");
@@ -124,7 +147,7 @@ fn loading_upgrades_triggers_of_an_older_version() {
     let lib = Lib::open(&path);
     assert_eq!(
         lib.int("SELECT value FROM sdsync_meta WHERE key = 'format'"),
-        7
+        8
     );
     lib.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
     assert_eq!(

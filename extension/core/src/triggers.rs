@@ -40,6 +40,12 @@ use crate::schema::{Class, TableSpec, quote_ident, quote_literal};
 /// writes about once a second of writing.
 const CLOCK_BUMP: &str = "UPDATE sdsync_clock SET hlc = sdsync_next_hlc(hlc, seq), seq = seq + 1;";
 
+/// The sequence number and HLC [`CLOCK_BUMP`] just issued, as the next
+/// statement of the trigger reads them: from the connection, where
+/// `sdsync_next_hlc` left them for this row, not from the clock row (a
+/// subquery on it per row cost about 15 % of a bulk update's capture).
+const BUMPED: &str = "sdsync_bumped(0), sdsync_bumped(1)";
+
 /// The kinds of trigger a table gets. The kind comes first in a trigger's name
 /// (`sdsync_<kind>_<table>`) and no kind followed by `_` starts another kind, so
 /// two tables' trigger names never collide (with the table first, table `x`'s
@@ -191,7 +197,7 @@ impl<'a> Ctx<'a> {
     fn record(&self, mask: &str) -> String {
         format!(
             "INSERT INTO sdsync_versions(tbl, rid, mask, origin, seq, hlc) \
-             SELECT {id}, {rid}, {mask}, {origin}, seq, hlc FROM sdsync_clock WHERE true \
+             VALUES ({id}, {rid}, {mask}, {origin}, {BUMPED}) \
              ON CONFLICT(tbl, rid, mask) DO UPDATE SET origin = excluded.origin, seq = excluded.seq, hlc = excluded.hlc;",
             id = self.spec.id,
             rid = self.rid("NEW"),
@@ -248,7 +254,7 @@ impl<'a> Ctx<'a> {
             Class::Owned => format!(
                 "{CLOCK_BUMP} UPDATE sdsync_versions SET \
                  origin = CASE WHEN origin = {origin} THEN origin ELSE {refuse} END, \
-                 (seq, hlc) = (SELECT seq, hlc FROM sdsync_clock) \
+                 (seq, hlc) = ({BUMPED}) \
                  WHERE tbl = {id} AND rid = {rid};",
                 origin = self.origin,
                 refuse = self.refuse("NEW", "origin"),
@@ -271,7 +277,7 @@ impl<'a> Ctx<'a> {
         format!(
             "CREATE TRIGGER {name} AFTER DELETE ON {table} WHEN sdsync_capturing() BEGIN {check} {dangling} {CLOCK_BUMP} {forget} \
              INSERT INTO sdsync_tombstones(tbl, pk, origin, seq, hlc) \
-             SELECT {id}, OLD.{uuid}, {origin}, seq, hlc FROM sdsync_clock WHERE true \
+             VALUES ({id}, OLD.{uuid}, {origin}, {BUMPED}) \
              ON CONFLICT(tbl, pk) DO UPDATE SET origin = excluded.origin, seq = excluded.seq, hlc = excluded.hlc; END;",
             name = self.name("del"),
             table = self.table,
@@ -401,7 +407,7 @@ mod tests {
         );
         assert!(sql[2].contains("v.origin <> 9"), "{}", sql[2]);
         assert!(
-            sql[0].contains("NEW.\"rid\", 7, 9, seq, hlc FROM sdsync_clock"),
+            sql[0].contains("NEW.\"rid\", 7, 9, sdsync_bumped(0)"),
             "{}",
             sql[0]
         );
