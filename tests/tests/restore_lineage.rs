@@ -157,14 +157,100 @@ fn a_change_written_again_after_an_upgrade_reaches_peers_holding_its_first_copy(
     assert_eq!(summary(&m.devs[2]).as_deref(), Some("v"));
 }
 
+/// The other side of the test above: C, on A's schema, held t1's
+/// `description` from A's first copy. A, restored, took t1 back from B
+/// (renamed), kept `summary` for later and gave `description` the default:
+/// the copy it issues again names `description` as C does, with that
+/// default, and C keeps its value (found by review: a renumbered copy took
+/// every column it named again).
+#[test]
+fn a_peer_on_the_origins_schema_keeps_the_value_a_renumbered_copy_defaults() {
+    let mut m = Mesh::new("renumbered-default", 3);
+    let snapshot = m.devs[0].dir.join("backup.db");
+    m.devs[0].exec(&format!("VACUUM INTO '{}'", snapshot.display()));
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name, description) VALUES ('t1', 'a', 'v')");
+    m.devs[1].exec("ALTER TABLE tags RENAME COLUMN description TO summary");
+    m.link(0, 1);
+    m.unlink(0, 1);
+    m.link(0, 2);
+    m.unlink(0, 2);
+    m.restore(0, &snapshot);
+    m.link(0, 1);
+    m.advance(10_000);
+    m.unlink(0, 1);
+    assert_eq!(column(&m.devs[0], "description"), None, "A's default");
+    m.link(0, 2);
+    m.advance(10_000);
+    assert_eq!(column(&m.devs[2], "description").as_deref(), Some("v"));
+}
+
+/// A kept own change retried after each schema change is issued again only
+/// when it writes a value new to the row: here once, when A renames the
+/// column it carries; not at the later schema changes, while it stays kept
+/// for `emoji`, which A still lacks (found by review: it was issued again at
+/// every retry).
+#[test]
+fn a_kept_own_change_retried_again_keeps_its_number() {
+    let mut m = Mesh::new("kept-retried", 2);
+    let snapshot = m.devs[0].dir.join("backup.db");
+    m.devs[0].exec(&format!("VACUUM INTO '{}'", snapshot.display()));
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name, description) VALUES ('t1', 'a', 'v')");
+    m.devs[1].exec(
+        "ALTER TABLE tags ADD COLUMN emoji TEXT;
+         ALTER TABLE tags RENAME COLUMN description TO summary",
+    );
+    m.link(0, 1);
+    m.unlink(0, 1);
+    m.restore(0, &snapshot);
+    m.link(0, 1);
+    m.advance(10_000);
+    m.unlink(0, 1);
+    let issued = |d: &Dev| -> i64 {
+        d.store
+            .lib
+            .conn
+            .query_row("SELECT seq FROM sdsync_clock", [], |r| r.get(0))
+            .expect("clock")
+    };
+    let before = issued(&m.devs[0]);
+    m.devs[0].exec("ALTER TABLE tags RENAME COLUMN description TO summary");
+    m.advance(10_000);
+    assert_eq!(column(&m.devs[0], "summary").as_deref(), Some("v"));
+    assert_eq!(issued(&m.devs[0]), before + 1, "issued again once");
+    for i in 0..3 {
+        m.devs[0].exec(&format!(
+            "CREATE INDEX tags_by_name_{i} ON tags(canonical_name)"
+        ));
+        m.advance(10_000);
+        assert_eq!(m.devs[0].kept(), 1, "still kept for emoji");
+        assert_eq!(
+            issued(&m.devs[0]),
+            before + 1,
+            "not issued again at retry {i}"
+        );
+    }
+    m.devs[0].exec("ALTER TABLE tags ADD COLUMN emoji TEXT");
+    m.link(0, 1);
+    m.advance(10_000);
+    assert_eq!(m.devs[0].kept(), 0);
+    m.assert_identical();
+}
+
 /// t1's `summary` on a device that renamed `tags.description`.
 fn summary(d: &Dev) -> Option<String> {
+    column(d, "summary")
+}
+
+/// t1's `name` column on device `d`.
+fn column(d: &Dev, name: &str) -> Option<String> {
     d.store
         .lib
         .conn
-        .query_row("SELECT summary FROM tags WHERE uuid = 't1'", [], |r| {
-            r.get(0)
-        })
+        .query_row(
+            &format!("SELECT {name} FROM tags WHERE uuid = 't1'"),
+            [],
+            |r| r.get(0),
+        )
         .expect("t1")
 }
 

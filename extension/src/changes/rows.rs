@@ -138,6 +138,22 @@ pub fn update_sql(spec: &TableSpec, mask: u64) -> String {
     )
 }
 
+/// Whether the row with uuid `?1` holds the values `?2`, … in the columns
+/// of `mask` (`IS`: NULLs compare equal); no row reads as NULL.
+pub fn same_values_sql(spec: &TableSpec, mask: u64) -> String {
+    let same: Vec<String> = spec
+        .columns_in(mask)
+        .enumerate()
+        .map(|(i, (_, c))| format!("{} IS ?{}", quote_ident(&c.name), i + 2))
+        .collect();
+    format!(
+        "SELECT {} FROM {} WHERE {} = ?1",
+        same.join(" AND "),
+        quote_ident(&spec.name),
+        quote_ident(&spec.uuid_column)
+    )
+}
+
 /// Deletes the row with uuid `?1`.
 pub fn delete_sql(spec: &TableSpec) -> String {
     format!(

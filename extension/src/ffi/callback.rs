@@ -5,7 +5,7 @@
 //! ```ignore
 //! match guard(|| run(ctx, args)) {
 //!     Ok(value) => result_value(ctx, &value),
-//!     Err(message) => api::result_error(ctx, &message),
+//!     Err(message) => unsafe { api!(result_error)(ctx, message.as_ptr().cast(), len) },
 //! }
 //! ```
 

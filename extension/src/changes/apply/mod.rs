@@ -503,20 +503,26 @@ fn upsert(spec: &Rc<TableSpec>, pk: &Value, values: Vec<Value>, mask: u64, v: &V
 /// issues a change again under a new number when it writes it again, and
 /// that write may carry more than the first copy did (a column the origin
 /// lacked when it first applied the change, kept and written after its own
-/// schema change: simulation seed 9714). The values the copies share are
-/// the same, so taking them again changes nothing else; only the columns
-/// the copy names as this database does count (`Change::carried`): under
-/// a former name, the origin had not renamed the column yet and may hold
-/// only the default its own first apply gave it, where this database holds
-/// the value.
+/// schema change: simulation seed 9714). Only a renamed column can hold
+/// such a default where its origin wrote a value, as in a kept change's
+/// retry (`kept::retry_kept`), so only renamed columns the copy names as
+/// this database does are taken again (`Change::carried`). Any other column
+/// the copy names may be a default the origin gave it (a creating change
+/// defines every column), where this database holds the value: under a
+/// former name, the origin had not renamed the column yet; under the same
+/// name, this database took the value from the first copy (found by review,
+/// `a_change_written_again_after_an_upgrade_reaches_peers_holding_its_first_copy`).
 pub(super) fn upsert_plan(
     change: &Change,
     state: &RowState,
     v: &Version,
     renumbered_here: bool,
 ) -> Upsert {
-    if change.again || renumbered_here {
+    if change.again {
         plan_reapply(state, change.mask, v, change.carried)
+    } else if renumbered_here {
+        let renamed = change.carried & change.table.renamed_mask();
+        plan_reapply(state, change.mask, v, renamed)
     } else {
         plan_upsert(state, change.mask, v)
     }

@@ -8,11 +8,13 @@
 //! }
 //! ```
 
-use sdsync_core::merge::{Delete, RowState, Upsert, Version, plan_delete, renumbered};
+use sdsync_core::merge::{Delete, RowState, Upsert, Version, plan_delete, plan_upsert, renumbered};
 use sdsync_core::schema::Class;
+use sdsync_core::schema::ROW_BIT;
 
-use super::{Engine, upsert_plan};
+use super::{Engine, row_params, upsert_plan};
 use crate::changes::parse::{Change, ChangeError, Op};
+use crate::changes::rows;
 use crate::ffi::{SqlError, Value};
 use crate::store;
 
@@ -46,12 +48,20 @@ impl Engine {
         let (state, _) = self.state(&change.table, &change.pk)?;
         Ok(match change.op {
             Op::Delete => !matches!(plan_delete(&state, v), Delete::Ignore),
-            // A retried kept change counts as apply plans it: one that writes
-            // nothing keeps its number, and one that writes a renamed column
-            // it carries (its first apply here gave that column the default)
-            // is issued again, or the peers that took the first copy (with
-            // the default) would keep it (simulation seed 9714).
-            Op::Upsert => match (plan_as_apply(change, &state, v), &state) {
+            Op::Upsert => match (plan_upsert(&state, change.mask, v), &state) {
+                // A retried kept change also takes again the renamed columns
+                // it carries, which its first apply here may have left at
+                // the default: one that writes a value new to the row is
+                // issued again, or the peers that took the first copy (with
+                // the default) would keep it (simulation seed 9714); one
+                // that writes nothing new keeps its number, or every retry
+                // (after each schema change) would issue it again.
+                (Upsert::Ignore, RowState::Alive(_)) if change.again => {
+                    match plan_as_apply(change, &state, v) {
+                        Upsert::Write(bits) => self.writes_new_values(change, bits)?,
+                        _ => false,
+                    }
+                }
                 (Upsert::Ignore, _) => false,
                 // An owned row takes only its owner's newest version.
                 (Upsert::Write(_), RowState::Alive(groups))
@@ -67,6 +77,24 @@ impl Engine {
                 (Upsert::Park, _) => !self.parked_covers(change, v)?,
             },
         })
+    }
+
+    /// Whether writing the columns of `bits` would change the row's values
+    /// (references compared as the rows they name here; one naming a row
+    /// this database lacks counts as new).
+    fn writes_new_values(&mut self, change: &Change, bits: u64) -> Result<bool, ChangeError> {
+        let columns = bits & !ROW_BIT;
+        if columns == 0 {
+            return Ok(false);
+        }
+        let Ok(resolved) = self.resolve(&change.table, change.values.clone(), columns)? else {
+            return Ok(true);
+        };
+        let same = self.db.query_i64(
+            &rows::same_values_sql(&change.table, columns),
+            &row_params(&change.pk, columns, resolved),
+        )?;
+        Ok(same != Some(1))
     }
 
     /// Whether parking the change would add nothing: the row holds it parked
