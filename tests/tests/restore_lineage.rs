@@ -236,6 +236,48 @@ fn a_kept_own_change_retried_again_keeps_its_number() {
     m.assert_identical();
 }
 
+/// A kept value that differs from the default only in case, in a `NOCASE`
+/// column: written after the rename, it is new to the row (compared byte for
+/// byte), so A issues the change again and C, which holds the default under
+/// the same version, learns it (found by review: `IS` under the column's
+/// collation took it for the same value).
+#[test]
+fn a_kept_value_differing_only_in_case_is_issued_again() {
+    let mut m = Mesh::new("kept-nocase", 3);
+    for d in &m.devs {
+        d.exec("ALTER TABLE tags ADD COLUMN note TEXT DEFAULT 'none' COLLATE NOCASE");
+    }
+    m.advance(10_000);
+    let snapshot = m.devs[0].dir.join("backup.db");
+    m.devs[0].exec(&format!("VACUUM INTO '{}'", snapshot.display()));
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name, note) VALUES ('t1', 'a', 'None')");
+    m.devs[1].exec("ALTER TABLE tags RENAME COLUMN note TO memo");
+    m.link(0, 1);
+    m.unlink(0, 1);
+    m.restore(0, &snapshot);
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t9', 'z')");
+    m.link(0, 2);
+    m.unlink(0, 2);
+    m.link(0, 1);
+    m.advance(10_000);
+    m.unlink(0, 1);
+    assert_eq!(m.devs[0].kept(), 1);
+    m.link(0, 2);
+    m.advance(10_000);
+    m.unlink(0, 2);
+    assert_eq!(column(&m.devs[2], "note").as_deref(), Some("none"));
+    m.devs[2].exec("ALTER TABLE tags RENAME COLUMN note TO memo");
+    m.devs[0].exec("ALTER TABLE tags RENAME COLUMN note TO memo");
+    m.advance(10_000);
+    assert_eq!(column(&m.devs[0], "memo").as_deref(), Some("None"));
+    m.link(0, 2);
+    m.link(1, 2);
+    m.link(0, 1);
+    m.advance(10_000);
+    assert_eq!(column(&m.devs[2], "memo").as_deref(), Some("None"));
+    m.assert_identical();
+}
+
 /// t1's `summary` on a device that renamed `tags.description`.
 fn summary(d: &Dev) -> Option<String> {
     column(d, "summary")

@@ -139,12 +139,18 @@ pub fn update_sql(spec: &TableSpec, mask: u64) -> String {
 }
 
 /// Whether the row with uuid `?1` holds the values `?2`, … in the columns
-/// of `mask` (`IS`: NULLs compare equal); no row reads as NULL.
+/// of `mask`, of the same type and byte for byte (`IS`: NULLs compare equal;
+/// `BINARY`, whatever the column's collation: values travel exact, and
+/// `'None'` written over `'none'` in a `NOCASE` column is new); no row reads
+/// as NULL.
 pub fn same_values_sql(spec: &TableSpec, mask: u64) -> String {
     let same: Vec<String> = spec
         .columns_in(mask)
         .enumerate()
-        .map(|(i, (_, c))| format!("{} IS ?{}", quote_ident(&c.name), i + 2))
+        .map(|(i, (_, c))| {
+            let (c, n) = (quote_ident(&c.name), i + 2);
+            format!("({c} IS ?{n} COLLATE BINARY AND typeof({c}) IS typeof(?{n}))")
+        })
         .collect();
     format!(
         "SELECT {} FROM {} WHERE {} = ?1",

@@ -58,7 +58,7 @@ impl Engine {
                 // (after each schema change) would issue it again.
                 (Upsert::Ignore, RowState::Alive(_)) if change.again => {
                     match plan_as_apply(change, &state, v) {
-                        Upsert::Write(bits) => self.writes_new_values(change, bits)?,
+                        Upsert::Write(bits) => self.writes_new_values(change, v, bits)?,
                         _ => false,
                     }
                 }
@@ -79,16 +79,23 @@ impl Engine {
         })
     }
 
-    /// Whether writing the columns of `bits` would change the row's values
-    /// (references compared as the rows they name here; one naming a row
-    /// this database lacks counts as new).
-    fn writes_new_values(&mut self, change: &Change, bits: u64) -> Result<bool, ChangeError> {
+    /// Whether writing the columns of `bits` would change the row's values,
+    /// byte for byte (references compared as the rows they name here). One
+    /// naming a row this database lacks is new unless the change waits
+    /// parked for that row already, as in [`Self::would_write`]: else each
+    /// retry would issue it again.
+    fn writes_new_values(
+        &mut self,
+        change: &Change,
+        v: &Version,
+        bits: u64,
+    ) -> Result<bool, ChangeError> {
         let columns = bits & !ROW_BIT;
         if columns == 0 {
             return Ok(false);
         }
         let Ok(resolved) = self.resolve(&change.table, change.values.clone(), columns)? else {
-            return Ok(true);
+            return Ok(!self.parked_waits(change, v)?);
         };
         let same = self.db.query_i64(
             &rows::same_values_sql(&change.table, columns),
