@@ -34,6 +34,7 @@ mod trace;
 mod writes;
 
 pub use counts::{Report, Rng};
+pub use schema::TAGS_RENAMED_BY_REBUILD;
 
 /// The app UNIQUE index the simulation's albums carry (for names `u…`), and the
 /// only reason a change may be quarantined in it.

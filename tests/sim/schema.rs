@@ -15,19 +15,19 @@
 
 use super::Sim;
 
-/// What upgrading the app does to a device's schema.
-const UPGRADE: &str = "ALTER TABLE tags ADD COLUMN emoji TEXT;
-    ALTER TABLE entries ADD COLUMN note TEXT DEFAULT 'none';
-    ALTER TABLE tags RENAME COLUMN description TO summary;";
+/// What upgrading the app does to a device's schema: the columns added,
+/// then the rename, by `RENAME COLUMN` (even devices) or by a rebuild (odd).
+const ADD_COLUMNS: &str = "ALTER TABLE tags ADD COLUMN emoji TEXT;
+    ALTER TABLE entries ADD COLUMN note TEXT DEFAULT 'none';";
 
-/// The same upgrade on odd devices, with the rename made as Alembic's
-/// batch mode makes it: a rebuild of `tags` whose copy step reads
-/// `description` into `summary`, which capture must take for a rename as
-/// well (`sdsync::migrate::copies`; the devices that renamed either way
-/// hold the same versions, or their digests differ).
-const UPGRADE_BY_REBUILD: &str = "ALTER TABLE tags ADD COLUMN emoji TEXT;
-    ALTER TABLE entries ADD COLUMN note TEXT DEFAULT 'none';
-    PRAGMA foreign_keys = OFF; BEGIN;
+const RENAME: &str = "ALTER TABLE tags RENAME COLUMN description TO summary;";
+
+/// The rename made as Alembic's batch mode makes it: a rebuild of `tags`
+/// (with `emoji` added already) whose copy step reads `description` into
+/// `summary`, which capture must take for a rename as well
+/// (`sdsync::migrate::copies`; the devices that renamed either way hold the
+/// same versions, or their digests differ).
+pub const TAGS_RENAMED_BY_REBUILD: &str = "PRAGMA foreign_keys = OFF; BEGIN;
     CREATE TABLE _alembic_tmp_tags (id INTEGER NOT NULL, uuid TEXT NOT NULL, canonical_name TEXT,
       display_name TEXT, namespace TEXT, color TEXT, icon TEXT, summary TEXT, created_at TEXT,
       updated_at TEXT, emoji TEXT, PRIMARY KEY (id), UNIQUE (uuid));
@@ -58,15 +58,15 @@ impl Sim {
         let Some(d) = self.devices.iter().position(|d| !d.upgraded) else {
             return Ok(());
         };
-        let upgrade = if d % 2 == 1 {
-            UPGRADE_BY_REBUILD
+        let rename = if d % 2 == 1 {
+            TAGS_RENAMED_BY_REBUILD
         } else {
-            UPGRADE
+            RENAME
         };
         self.devices[d]
             .store
             .lib
-            .exec(upgrade)
+            .exec(&format!("{ADD_COLUMNS} {rename}"))
             .map_err(|e| format!("device {d} upgrading: {e}"))?;
         self.repaired(d)?;
         self.devices[d].upgraded = true;

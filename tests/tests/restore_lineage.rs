@@ -19,6 +19,7 @@ use mesh::{Dev, Mesh};
 use rusqlite::backup::Backup;
 use sdsync_core::hlc::wall_millis;
 use sdsync_syncer::proto::node::{Config, Event, Node};
+use sdsync_tests::sim::TAGS_RENAMED_BY_REBUILD;
 
 /// A restored (app-side: first) connection's first change is recorded, so a
 /// peer holding a lost change under its number tells the restore, although
@@ -120,21 +121,9 @@ fn a_restore_into_an_open_connection_is_told_by_its_next_change() {
 #[test]
 fn a_change_written_again_after_an_upgrade_reaches_peers_holding_its_first_copy() {
     let mut m = Mesh::new("renumbered-kept", 3);
-    let snapshot = m.devs[0].dir.join("backup.db");
-    m.devs[0].exec(&format!("VACUUM INTO '{}'", snapshot.display()));
-    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name, description) VALUES ('t1', 'a', 'v')");
     let upgrade = "ALTER TABLE tags ADD COLUMN emoji TEXT;
                    ALTER TABLE tags RENAME COLUMN description TO summary";
-    m.devs[1].exec(upgrade);
-    m.link(0, 1);
-    m.unlink(0, 1);
-    m.restore(0, &snapshot);
-    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t9', 'z')");
-    m.link(0, 2);
-    m.unlink(0, 2);
-    m.link(0, 1);
-    m.advance(10_000);
-    m.unlink(0, 1);
+    a_takes_t1_back_from_b(&mut m, T1, upgrade);
     assert_eq!(m.devs[0].kept(), 1, "A keeps t1's summary for later");
     assert_eq!(
         summary(&m.devs[1]).as_deref(),
@@ -146,7 +135,7 @@ fn a_change_written_again_after_an_upgrade_reaches_peers_holding_its_first_copy(
     m.unlink(0, 2);
     m.devs[2].exec(upgrade);
     m.devs[0].exec("ALTER TABLE tags ADD COLUMN emoji TEXT");
-    m.devs[0].exec(REBUILD_RENAMING);
+    m.devs[0].exec(TAGS_RENAMED_BY_REBUILD);
     m.advance(10_000);
     assert_eq!(m.devs[0].kept(), 0, "A wrote the kept summary");
     m.link(0, 2);
@@ -166,9 +155,7 @@ fn a_change_written_again_after_an_upgrade_reaches_peers_holding_its_first_copy(
 #[test]
 fn a_peer_on_the_origins_schema_keeps_the_value_a_renumbered_copy_defaults() {
     let mut m = Mesh::new("renumbered-default", 3);
-    let snapshot = m.devs[0].dir.join("backup.db");
-    m.devs[0].exec(&format!("VACUUM INTO '{}'", snapshot.display()));
-    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name, description) VALUES ('t1', 'a', 'v')");
+    let snapshot = backed_up_then_written(&m, T1);
     m.devs[1].exec("ALTER TABLE tags RENAME COLUMN description TO summary");
     m.link(0, 1);
     m.unlink(0, 1);
@@ -192,9 +179,7 @@ fn a_peer_on_the_origins_schema_keeps_the_value_a_renumbered_copy_defaults() {
 #[test]
 fn a_kept_own_change_retried_again_keeps_its_number() {
     let mut m = Mesh::new("kept-retried", 2);
-    let snapshot = m.devs[0].dir.join("backup.db");
-    m.devs[0].exec(&format!("VACUUM INTO '{}'", snapshot.display()));
-    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name, description) VALUES ('t1', 'a', 'v')");
+    let snapshot = backed_up_then_written(&m, T1);
     m.devs[1].exec(
         "ALTER TABLE tags ADD COLUMN emoji TEXT;
          ALTER TABLE tags RENAME COLUMN description TO summary",
@@ -248,19 +233,11 @@ fn a_kept_value_differing_only_in_case_is_issued_again() {
         d.exec("ALTER TABLE tags ADD COLUMN note TEXT DEFAULT 'none' COLLATE NOCASE");
     }
     m.advance(10_000);
-    let snapshot = m.devs[0].dir.join("backup.db");
-    m.devs[0].exec(&format!("VACUUM INTO '{}'", snapshot.display()));
-    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name, note) VALUES ('t1', 'a', 'None')");
-    m.devs[1].exec("ALTER TABLE tags RENAME COLUMN note TO memo");
-    m.link(0, 1);
-    m.unlink(0, 1);
-    m.restore(0, &snapshot);
-    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t9', 'z')");
-    m.link(0, 2);
-    m.unlink(0, 2);
-    m.link(0, 1);
-    m.advance(10_000);
-    m.unlink(0, 1);
+    a_takes_t1_back_from_b(
+        &mut m,
+        "INSERT INTO tags(uuid, canonical_name, note) VALUES ('t1', 'a', 'None')",
+        "ALTER TABLE tags RENAME COLUMN note TO memo",
+    );
     assert_eq!(m.devs[0].kept(), 1);
     m.link(0, 2);
     m.advance(10_000);
@@ -276,6 +253,34 @@ fn a_kept_value_differing_only_in_case_is_issued_again() {
     m.advance(10_000);
     assert_eq!(column(&m.devs[2], "memo").as_deref(), Some("None"));
     m.assert_identical();
+}
+
+/// t1 with `description` 'v'.
+const T1: &str = "INSERT INTO tags(uuid, canonical_name, description) VALUES ('t1', 'a', 'v')";
+
+/// Backs device 0's database up (returns the copy), then runs `write` there.
+fn backed_up_then_written(m: &Mesh, write: &str) -> std::path::PathBuf {
+    let snapshot = m.devs[0].dir.join("backup.db");
+    m.devs[0].exec(&format!("VACUUM INTO '{}'", snapshot.display()));
+    m.devs[0].exec(write);
+    snapshot
+}
+
+/// A (device 0) backs up, then writes t1 (`write`); B (1) migrates
+/// (`migrate_b`) and takes t1. A is restored and reuses t1's number for
+/// t9, which C (2) takes; then A meets B and takes t1 back.
+fn a_takes_t1_back_from_b(m: &mut Mesh, write: &str, migrate_b: &str) {
+    let snapshot = backed_up_then_written(m, write);
+    m.devs[1].exec(migrate_b);
+    m.link(0, 1);
+    m.unlink(0, 1);
+    m.restore(0, &snapshot);
+    m.devs[0].exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t9', 'z')");
+    m.link(0, 2);
+    m.unlink(0, 2);
+    m.link(0, 1);
+    m.advance(10_000);
+    m.unlink(0, 1);
 }
 
 /// t1's `summary` on a device that renamed `tags.description`.
@@ -295,21 +300,6 @@ fn column(d: &Dev, name: &str) -> Option<String> {
         )
         .expect("t1")
 }
-
-/// `tags.description` renamed to `summary` by a rebuild, as Alembic's batch
-/// mode does it.
-const REBUILD_RENAMING: &str = "PRAGMA foreign_keys = OFF; BEGIN;
-    CREATE TABLE _alembic_tmp_tags (id INTEGER NOT NULL, uuid TEXT NOT NULL, canonical_name TEXT,
-      display_name TEXT, namespace TEXT, color TEXT, icon TEXT, summary TEXT, created_at TEXT,
-      updated_at TEXT, emoji TEXT, PRIMARY KEY (id), UNIQUE (uuid));
-    INSERT INTO _alembic_tmp_tags (id, uuid, canonical_name, display_name, namespace, color, icon,
-      summary, created_at, updated_at, emoji)
-      SELECT tags.id, tags.uuid, tags.canonical_name, tags.display_name, tags.namespace, tags.color,
-      tags.icon, tags.description, tags.created_at, tags.updated_at, tags.emoji
-      FROM tags;
-    DROP TABLE tags;
-    ALTER TABLE _alembic_tmp_tags RENAME TO tags;
-    COMMIT; PRAGMA foreign_keys = ON;";
 
 /// A (device 0) writes t1 and t2, syncs with B, backs its folder up, deletes
 /// t1 and syncs again: B holds the delete the backup lacks. Returns the
