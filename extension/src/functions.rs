@@ -47,7 +47,7 @@ pub struct Conn {
     /// What the clock bump of the change being captured issued: its
     /// sequence number and HLC, and the `local_writes` count of its row.
     /// The trigger reads them with `sdsync_bumped` in its next statement,
-    /// where a subquery on the clock row cost about 15 % of a bulk update's
+    /// where a subquery on the clock row cost about 3 % of a bulk update's
     /// capture (README "Performance"); the count ties them to this row, so
     /// a bump that did not run (no clock row) fails the write instead of
     /// repeating the previous change's number.
