@@ -9,8 +9,7 @@
 //! ```
 
 use sdsync_core::merge::{Delete, RowState, Upsert, Version, plan_delete, plan_upsert, renumbered};
-use sdsync_core::schema::Class;
-use sdsync_core::schema::ROW_BIT;
+use sdsync_core::schema::{Class, ROW_BIT};
 
 use super::{Engine, row_params, upsert_plan};
 use crate::changes::parse::{Change, ChangeError, Op};
