@@ -13,7 +13,7 @@
 //! what lets persistent triggers call them with `trusted_schema=OFF`.
 
 use std::cell::Cell;
-use std::ffi::{CString, c_int, c_void};
+use std::ffi::{CStr, CString, c_int, c_void};
 use std::rc::Rc;
 
 use sqlite_loadable::FunctionFlags;
@@ -217,27 +217,57 @@ pub fn register(db: *mut sqlite3, conn: &Rc<Conn>) -> Result<(), String> {
             body,
         }));
         let cname = CString::new(name).map_err(|e| e.to_string())?;
-        // SAFETY: valid handle and name; SQLite owns `registered` from here and
-        // frees it with `drop_registered`, also when registration fails.
-        let rc = unsafe {
-            api!(create_function_v2)(
-                db,
-                cname.as_ptr(),
-                nargs,
-                flags.bits(),
-                registered.cast::<c_void>(),
-                Some(invoke),
-                None,
-                None,
-                Some(drop_registered),
-            )
-        };
-        if rc != SQLITE_OK {
-            return Err(format!("registering {name} failed (code {rc})"));
-        }
+        let data = registered.cast::<c_void>();
+        create_function(
+            db,
+            &cname,
+            nargs,
+            flags,
+            data,
+            invoke,
+            Some(drop_registered),
+        )?;
     }
     register_row_bytes(db)?;
     register_bumped(db, conn)
+}
+
+type XFunc = unsafe extern "C" fn(*mut sqlite3_context, c_int, *mut *mut sqlite3_value);
+
+/// Registers one function on `db`. SQLite owns `data` (null for none) from
+/// here and frees it with `destroy`, also when registration fails.
+fn create_function(
+    db: *mut sqlite3,
+    name: &CStr,
+    nargs: c_int,
+    flags: FunctionFlags,
+    data: *mut c_void,
+    func: XFunc,
+    destroy: Option<unsafe extern "C" fn(*mut c_void)>,
+) -> Result<(), String> {
+    // SAFETY: valid handle and NUL-terminated name; `data` and `destroy` as
+    // the caller says.
+    let rc = unsafe {
+        api!(create_function_v2)(
+            db,
+            name.as_ptr(),
+            nargs,
+            flags.bits(),
+            data,
+            Some(func),
+            None,
+            None,
+            destroy,
+        )
+    };
+    if rc == SQLITE_OK {
+        Ok(())
+    } else {
+        Err(format!(
+            "registering {} failed (code {rc})",
+            name.to_string_lossy()
+        ))
+    }
 }
 
 /// `sdsync_row_bytes(v, ...)`: the size of a row's values as the row size limit
@@ -246,25 +276,8 @@ pub fn register(db: *mut sqlite3, conn: &Rc<Conn>) -> Result<(), String> {
 /// `length(CAST(v AS BLOB))` per column in SQL cost about 10 % of a bulk update.
 fn register_row_bytes(db: *mut sqlite3) -> Result<(), String> {
     let flags = FunctionFlags::UTF8 | FunctionFlags::DETERMINISTIC | FunctionFlags::INNOCUOUS;
-    // SAFETY: valid handle and name; no user data to free.
-    let rc = unsafe {
-        api!(create_function_v2)(
-            db,
-            c"sdsync_row_bytes".as_ptr(),
-            -1,
-            flags.bits(),
-            std::ptr::null_mut(),
-            Some(row_bytes),
-            None,
-            None,
-            None,
-        )
-    };
-    if rc == SQLITE_OK {
-        Ok(())
-    } else {
-        Err(format!("registering sdsync_row_bytes failed (code {rc})"))
-    }
+    let none = std::ptr::null_mut();
+    create_function(db, c"sdsync_row_bytes", -1, flags, none, row_bytes, None)
 }
 
 unsafe extern "C" fn row_bytes(
@@ -302,27 +315,16 @@ unsafe extern "C" fn row_bytes(
 /// no argument copies, no allocation.
 fn register_bumped(db: *mut sqlite3, conn: &Rc<Conn>) -> Result<(), String> {
     let flags = FunctionFlags::UTF8 | FunctionFlags::INNOCUOUS;
-    let conn = Rc::into_raw(conn.clone());
-    // SAFETY: valid handle and name; SQLite owns `conn` from here and frees
-    // it with `drop_conn`, also when registration fails.
-    let rc = unsafe {
-        api!(create_function_v2)(
-            db,
-            c"sdsync_bumped".as_ptr(),
-            1,
-            flags.bits(),
-            conn.cast_mut().cast::<c_void>(),
-            Some(bumped),
-            None,
-            None,
-            Some(drop_conn),
-        )
-    };
-    if rc == SQLITE_OK {
-        Ok(())
-    } else {
-        Err(format!("registering sdsync_bumped failed (code {rc})"))
-    }
+    let data = Rc::into_raw(conn.clone()).cast_mut().cast::<c_void>();
+    create_function(
+        db,
+        c"sdsync_bumped",
+        1,
+        flags,
+        data,
+        bumped,
+        Some(drop_conn),
+    )
 }
 
 unsafe extern "C" fn bumped(ctx: *mut sqlite3_context, argc: c_int, argv: *mut *mut sqlite3_value) {
@@ -350,9 +352,11 @@ unsafe extern "C" fn bumped(ctx: *mut sqlite3_context, argc: c_int, argv: *mut *
     }
 }
 
-unsafe extern "C" fn drop_conn(p: *mut c_void) {
+/// Releases a connection's state handed to SQLite with `Rc::into_raw` (as
+/// a function's or a module's user data), once SQLite is done with it.
+pub(crate) unsafe extern "C" fn drop_conn(p: *mut c_void) {
     let _ = guard(|| {
-        // SAFETY: `p` is the pointer `register_bumped` made with Rc::into_raw, released once.
+        // SAFETY: `p` is a pointer made with Rc::into_raw, released once.
         drop(unsafe { Rc::from_raw(p.cast::<Conn>()) });
         Ok::<(), String>(())
     });

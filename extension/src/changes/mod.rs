@@ -27,7 +27,7 @@ use sqlite3ext_sys::{
 };
 
 use crate::ffi::{Db, SQLITE_ERROR, SQLITE_OK, Value, api, guard, guard_coded, value_of};
-use crate::functions::Conn;
+use crate::functions::{Conn, drop_conn};
 pub use apply::Engine;
 use parse::{ChangeError, Fields};
 use read::{Filter, Reader};
@@ -105,14 +105,6 @@ pub fn register(db: *mut sqlite3, conn: &Rc<Conn>) -> Result<(), String> {
     } else {
         Err(format!("could not register sdsync_changes (code {rc})"))
     }
-}
-
-unsafe extern "C" fn drop_conn(aux: *mut c_void) {
-    // SAFETY: `aux` is the pointer `register` made with Rc::into_raw, released once.
-    let _ = guard(|| {
-        drop(unsafe { Rc::from_raw(aux as *const Conn) });
-        Ok::<(), String>(())
-    });
 }
 
 /// Reports an error through the table's `zErrMsg`, as SQLite expects.

@@ -365,7 +365,7 @@ impl Engine {
         let (state, rid) = self.state(&spec, &change.pk)?;
         let (state, renumbered_here) = self.adopt_number(&spec, &change.pk, state, rid, v)?;
         let state = self.claim(change, state, rid)?;
-        let lifted = change.again.then(|| renumbered(&state, v)).flatten();
+        let lifted = lifted(change, &state, v);
         let v = lifted.as_ref().unwrap_or(v);
         match change.op {
             Op::Delete => self.delete(&spec, &change.pk, &state, rid, v),
@@ -495,6 +495,13 @@ fn upsert(spec: &Rc<TableSpec>, pk: &Value, values: Vec<Value>, mask: u64, v: &V
         carried: mask,
         again: false,
     }
+}
+
+/// The number a change plans and writes under when not its own: a kept copy
+/// retried while the row holds its change under a higher number takes that
+/// number (`merge::renumbered`).
+pub(super) fn lifted(change: &Change, state: &RowState, v: &Version) -> Option<Version> {
+    change.again.then(|| renumbered(state, v)).flatten()
 }
 
 /// What an upsert does to a row in `state`. A kept change retried also takes

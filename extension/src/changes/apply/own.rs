@@ -8,10 +8,10 @@
 //! }
 //! ```
 
-use sdsync_core::merge::{Delete, RowState, Upsert, Version, plan_delete, plan_upsert, renumbered};
+use sdsync_core::merge::{Delete, RowState, Upsert, Version, plan_delete, plan_upsert};
 use sdsync_core::schema::{Class, ROW_BIT};
 
-use super::{Engine, row_params, upsert_plan};
+use super::{Engine, lifted, row_params, upsert_plan};
 use crate::changes::parse::{Change, ChangeError, Op};
 use crate::changes::rows;
 use crate::ffi::{SqlError, Value};
@@ -164,6 +164,6 @@ impl Engine {
 /// The plan [`Engine::apply_one`] makes for an upsert of this device's own
 /// origin (a kept copy retried plans under the number the row holds it at).
 fn plan_as_apply(change: &Change, state: &RowState, v: &Version) -> Upsert {
-    let lifted = change.again.then(|| renumbered(state, v)).flatten();
+    let lifted = lifted(change, state, v);
     upsert_plan(change, state, lifted.as_ref().unwrap_or(v), false)
 }
