@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::home::{Home, HomeError};
-use crate::library::LibraryError;
+use crate::library::{Library, LibraryError, table_exists};
 use crate::members::Member;
 use crate::net::identity::Identity;
 use crate::proto::message::QuarantineSummary;
@@ -260,9 +260,8 @@ impl Home {
     /// What this device holds and what it could not apply, for `sdsync status`:
     /// nothing the syncer set aside is invisible.
     pub fn status(&self) -> Result<Status, HomeError> {
-        let store = self.store()?;
-        let device = store.lib.device()?;
-        let lib = &store.lib;
+        let lib = &self.reader()?;
+        let device = lib.device()?;
         let err = |source| LibraryError::Sql {
             path: lib.path.clone(),
             source,
@@ -315,6 +314,33 @@ impl Home {
             notices: self.sql(crate::sqlstore::notices::all(&self.sync))?,
             paced_ns_per_row: paced(&lib.path),
         })
+    }
+}
+
+impl Home {
+    /// The library to read status from without the write lock: in WAL mode
+    /// a reader never waits for a writer, so `status` answers while an
+    /// indexer's large transaction or the syncer's apply holds the lock (it
+    /// opened the full store, whose set-up writes, and failed after the
+    /// store's one-second busy timeout). A library no syncer has opened yet
+    /// lacks the syncer's own tables status reads: the store makes them
+    /// once.
+    fn reader(&self) -> Result<Library, HomeError> {
+        let lib = self.database()?;
+        let err = |source| LibraryError::Sql {
+            path: lib.path.clone(),
+            source,
+        };
+        let made = ["sdsync_verified", "sdsync_quarantine"]
+            .iter()
+            .map(|t| table_exists(&lib.conn, t))
+            .collect::<Result<Vec<bool>, _>>()
+            .map_err(err)?;
+        if made.iter().all(|m| *m) {
+            return Ok(lib);
+        }
+        drop(lib);
+        Ok(self.store()?.lib)
     }
 }
 

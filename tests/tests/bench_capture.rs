@@ -55,6 +55,18 @@ const PARTS: &[(&str, Option<&str>)] = &[
         Some("INSERT INTO log(tbl, rid, hlc) VALUES (1, NEW.id, 5);"),
     ),
     (
+        "owner check fused into a log append, HLC from a function (neither clock row nor version row written)",
+        Some(
+            "INSERT INTO log(tbl, rid, hlc) SELECT 1, NEW.id, sdsync_wall() FROM sdsync_versions WHERE tbl = 1 AND rid = NEW.id AND (origin = 1 OR sdsync_refuse('lean', NEW.uuid, NULL));",
+        ),
+    ),
+    (
+        "row size check + clock bump + owner check fused into a log append (version row not written)",
+        Some(
+            "SELECT sdsync_refuse_row('lean', NEW.id) WHERE sdsync_row_bytes(NEW.uuid, NEW.a, NEW.b, NEW.c) > 33554432; UPDATE sdsync_clock SET hlc = sdsync_next_hlc(hlc, seq), seq = seq + 1; INSERT INTO log(seq, tbl, rid, hlc) SELECT sdsync_bumped(0), 1, NEW.id, sdsync_bumped(1) FROM sdsync_versions WHERE tbl = 1 AND rid = NEW.id AND (origin = 1 OR sdsync_refuse('lean', NEW.uuid, NULL));",
+        ),
+    ),
+    (
         "clock bump + owner check + log append",
         Some(
             "UPDATE sdsync_clock SET hlc = sdsync_next_hlc(hlc, seq), seq = seq + 1; \

@@ -45,6 +45,59 @@ fn status_tells_lag_in_changes_and_seconds_while_a_device_catches_up() {
     assert_eq!(a.app().digest(), b.app().digest());
 }
 
+/// A burst of commits on a running peer shows as lag on the receiver while
+/// its pages stream in, with the burst's full size: the pages of the
+/// sender's own changes carry its clock. Before, the receiver learned how far
+/// the sender went only from its Hellos (every 5 s by default; here never
+/// after the first), so a catch-up of seconds showed no lag at all (a
+/// user's trial, session 25).
+#[test]
+fn a_burst_on_a_running_peer_shows_as_lag_with_its_full_size() {
+    let (_dir, mut a, mut b) = pair_of("status-burst");
+    a.app()
+        .exec("INSERT INTO tags(uuid, canonical_name) VALUES ('first', 'first')");
+    let quiet = ["--set", "anti_entropy_ms=600000"];
+    a.start_with(&[
+        quiet[0],
+        quiet[1],
+        "--set",
+        "page_rows=2",
+        "--set",
+        "window=1",
+    ]);
+    b.start_with(&quiet);
+    wait_for("B to hold A's first tag", 30, || b.app().count("tags") == 1);
+    a.app().exec(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) \
+         INSERT INTO tags(uuid, canonical_name) SELECT 'tag-' || i, 'tag ' || i FROM n",
+    );
+    let top = a.app().int("SELECT seq FROM sdsync_clock");
+    let dir = b.dir.to_str().expect("utf-8").to_string();
+    let mut seen = None;
+    wait_for(
+        "B to hold all of A, noting the lag it shows meanwhile",
+        120,
+        || {
+            let s: serde_json::Value =
+                serde_json::from_str(&cli(&["status", &dir, "--json"])).expect("JSON");
+            if let Some(lag) = s["lag"]
+                .as_array()
+                .and_then(|l| l.iter().find(|x| x["origin"] == a.id.as_str()))
+            {
+                seen =
+                    Some(lag["held"].as_i64().unwrap_or(0) + lag["changes"].as_i64().unwrap_or(0));
+            }
+            b.app().count("tags") == 20001 && s["lag"] == serde_json::json!([])
+        },
+    );
+    assert_eq!(
+        seen,
+        Some(top),
+        "the lag B showed ends at A's newest change"
+    );
+    assert_eq!(a.app().digest(), b.app().digest());
+}
+
 /// Two devices of different libraries pinned to each other by mistake: each
 /// says why (a WARN naming both libraries), nothing repeats on the
 /// anti-entropy rounds that follow (no storm), and `status` names the
@@ -94,4 +147,42 @@ fn two_libraries_pinned_by_mistake_refuse_each_other_once_without_a_storm() {
     for (refusals, warnings) in [before.0, before.1] {
         assert!((1..=2).contains(&refusals) && (1..=2).contains(&warnings));
     }
+}
+
+/// `status` reads; it must answer while an app (an indexer's large
+/// transaction) or the syncer's own apply holds the write lock, which used
+/// to fail it after a second with "database is locked" (a user's trial,
+/// session 25).
+#[test]
+fn status_answers_while_another_connection_holds_the_write_lock() {
+    let (_dir, mut a, b) = pair_of("status-locked");
+    a.app()
+        .exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
+    // The syncer has run once (it makes the tables status reads).
+    a.start();
+    let running = || -> bool {
+        let s: serde_json::Value =
+            serde_json::from_str(&cli(&["status", a.dir.to_str().expect("utf-8"), "--json"]))
+                .expect("JSON");
+        s["syncer_pid"].is_string()
+    };
+    wait_for("A's syncer to start", 30, running);
+    let lock = rusqlite::Connection::open(a.dir.join("database.db")).expect("open");
+    lock.execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
+    let dir = a.dir.to_str().expect("utf-8");
+    let started = std::time::Instant::now();
+    let status: serde_json::Value =
+        serde_json::from_str(&cli(&["status", dir, "--json"])).expect("JSON");
+    let took = started.elapsed();
+    assert_eq!(status["device"].as_str(), Some(a.id.as_str()), "{status}");
+    assert!(
+        status["peers"].as_array().is_some_and(|p| p.len() == 1),
+        "{status}"
+    );
+    // A reader never waits for a writer in WAL mode: well under the busy
+    // timeouts (1 s for the syncer's connection, 5 s for the library's).
+    assert!(took < std::time::Duration::from_millis(900), "{took:?}");
+    lock.execute_batch("ROLLBACK").expect("release");
+    drop(b);
 }

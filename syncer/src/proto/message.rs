@@ -137,12 +137,15 @@ pub enum Payload {
         /// (as in its Hello). A page read before its sender started over
         /// may arrive after the Hello that says it did (version 9).
         restores: Vec<(String, i64)>,
-        /// For a page of another origin than the sender's own: the sender's
-        /// own clock `(seq, hlc)` when it read the page (`(0, 0)` otherwise),
-        /// which the receiver keeps as announced (Hello's `your_clock`). The
-        /// page may leave out changes superseded by the sender's own, and if
-        /// the sender's folder goes back to before those, this clock tells
-        /// the restore even when none of them reached anyone (version 9).
+        /// The sender's own clock `(seq, hlc)` when it read the page. For a
+        /// page of another origin the receiver keeps it as announced
+        /// (Hello's `your_clock`): the page may leave out changes superseded
+        /// by the sender's own, and if the sender's folder goes back to
+        /// before those, this clock tells the restore even when none of them
+        /// reached anyone (version 9). For a page of the sender's own
+        /// changes it tells how far they go (the receiver's lag while a
+        /// burst streams in); senders before session 25 sent `(0, 0)` there,
+        /// and receivers before it ignore it, so no version change.
         clock: (i64, i64),
     },
     /// The sender applied a page of `origin` and now holds it up to `to`: the

@@ -48,6 +48,9 @@ impl Node {
         if origin == self.me && !self.reclaiming.contains(peer) {
             return Ok(vec![]);
         }
+        if peer == origin {
+            self.origin_holds(peer, clock.0);
+        }
         let mut out = Vec::new();
         if let Some(c) = changes.iter().find(|c| c.origin != origin) {
             let reason = format!(

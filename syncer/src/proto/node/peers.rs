@@ -26,7 +26,8 @@ pub struct PeerState {
     pub connected: bool,
     /// When a message last came from it, in ms since the epoch (0: never).
     pub last_contact_ms: u64,
-    /// How far it holds each origin, as it last said (Hello, acknowledgements).
+    /// How far it holds each origin, as it last said (Hello, acknowledgements,
+    /// and for its own origin the clock its pages carry).
     pub holds: BTreeMap<String, i64>,
     /// Why it refused this device's messages, if it did.
     pub refused: Option<String>,
@@ -45,5 +46,16 @@ impl Node {
                 refused: p.refused.clone(),
             })
             .collect()
+    }
+
+    /// A page of `peer`'s own changes came with its clock: it holds its own
+    /// origin up to `seq`. Between its Hellos (every few seconds) this is
+    /// how this device learns how far a burst of the peer's commits goes,
+    /// so `status` shows the lag while the pages stream in.
+    pub(super) fn origin_holds(&mut self, peer: &str, seq: i64) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            let held = p.acks.entry(peer.into()).or_default();
+            *held = (*held).max(seq);
+        }
     }
 }

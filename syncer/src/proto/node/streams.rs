@@ -169,13 +169,17 @@ impl Node {
             held.max(after)
         };
         let next = slice.changes.last().map_or(complete_to, |c| c.seq);
-        // Only a relayed page's claims are weighed by what its sender named
-        // and its clock.
-        let (restores, clock) = if origin == self.me {
-            (Vec::new(), (0, 0))
+        // Only a relayed page's claims are weighed by what its sender named.
+        // Every page carries the sender's clock: a relayed one for restores
+        // (`Payload::Page`), an own one so the receiver knows how far this
+        // origin goes while a burst of commits streams to it (its lag in
+        // `status`, its progress); Hellos say so only every few seconds.
+        let restores = if origin == self.me {
+            Vec::new()
         } else {
-            (self.restores(store)?, store.clock()?)
+            self.restores(store)?
         };
+        let clock = store.clock()?;
         let payload = Payload::Page {
             origin: origin.into(),
             after,
