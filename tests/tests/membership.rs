@@ -300,3 +300,27 @@ fn a_rotation_does_not_wait_for_a_member_that_never_met_the_device() {
         tags(&a, "rotated c") == 1
     });
 }
+
+/// A device dialing a peer that has not pinned it yet (a pairing it has not
+/// taken in, for a second or two after `pair`) sees its link come up and go
+/// down as the peer checks its certificate. The log says why in words
+/// instead of only "invalid peer certificate", which read like an attack
+/// (a user's trial, session 25), and the link comes up once the peer
+/// pins it.
+#[test]
+fn a_peer_that_has_not_pinned_this_device_yet_is_explained_in_the_log() {
+    let dir = sdsync_tests::temp_dir("not-pinned-yet");
+    let mut a = Device::init(&dir, "a", None);
+    let mut b = Device::init(&dir, "b", Some(&a.library()));
+    a.pair(&b);
+    a.start();
+    b.start();
+    let log = |d: &Device| std::fs::read_to_string(d.dir.join("syncer.log")).unwrap_or_default();
+    wait_for("A's log to explain B's refusal", 30, || {
+        log(&a).contains("the peer does not know this device's certificate yet")
+    });
+    b.pair(&a);
+    wait_for("A and B linked once B pinned A", 30, || {
+        connected(&a, &b) && connected(&b, &a)
+    });
+}

@@ -462,7 +462,7 @@ async fn read_frames(
             Some(stream) => stream,
             None => match conn.accept_uni().await {
                 Ok(stream) => stream,
-                Err(e) => return e.to_string(),
+                Err(e) => return explained(&e.to_string()),
             },
         };
         let peer = peer.to_string();
@@ -474,5 +474,23 @@ async fn read_frames(
             },
         };
         let _ = tx.send(event);
+    }
+}
+
+/// Why a link ended, as the log says it. A dialer's handshake completes
+/// before the peer has checked its certificate, so a peer that has not
+/// pinned this device shows as `link up`, then "invalid peer certificate",
+/// which reads like an attack. It is almost always a pairing the peer has
+/// not taken in yet (for a second or two after `pair`), or an introduction
+/// it has not heard of; a device removed from the library is told so in
+/// `status`.
+fn explained(reason: &str) -> String {
+    if reason.contains("invalid peer certificate") {
+        format!(
+            "the peer does not know this device's certificate yet (a pairing or an \
+             introduction it has not taken in; retrying) [{reason}]"
+        )
+    } else {
+        reason.to_string()
     }
 }
