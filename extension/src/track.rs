@@ -312,8 +312,10 @@ pub(crate) fn forget(db: Db, table_id: i64) -> Result<(), SqlError> {
 /// released) checked `REPLACE` per row, formats 3 and 4 summed row sizes in SQL;
 /// format 6 added `sdsync_kept` and the schema guard (`store::FORMAT_6`), format
 /// 7 the record of issued numbers (`store::FORMAT_7`); format 8 triggers read
-/// the clock bump's numbers from `sdsync_bumped` instead of the clock row.
-pub const TRIGGER_FORMAT: i64 = 8;
+/// the clock bump's numbers from `sdsync_bumped` instead of the clock row;
+/// format 9 update triggers fire on an `OR` of the columns' changes instead
+/// of a bit mask in their `WHEN`.
+pub const TRIGGER_FORMAT: i64 = 9;
 
 /// Re-installs the capture triggers of a library written by an older sdsync, at
 /// load. Best effort: a read-only or busy database keeps its triggers and is

@@ -255,6 +255,41 @@ fn a_renamed_column_keeps_its_versions_and_its_former_name() {
     assert_eq!(a.digest(), b.digest());
 }
 
+/// The same for a device-owned table, whose update trigger names its
+/// columns only in its `WHEN` clause (an `OR` of their changes since session
+/// 25, cheaper per row than the bit mask the shared tables' triggers keep in
+/// their body): the rename is read from the order of those terms. A's
+/// rename stamps none of its rows anew, B (not renamed yet) writes under the
+/// former name and A applies it to the new one, and A's edit of the renamed
+/// column reaches B once B renames too.
+#[test]
+fn a_renamed_column_of_an_owned_table_keeps_its_versions_and_its_former_name() {
+    let [a, b] = <[Lib; 2]>::try_from(devices("rename-owned-column", 2))
+        .ok()
+        .expect("two");
+    a.exec("INSERT INTO locations(uuid, name, path) VALUES ('l1', 'home', '/home')");
+    let versions =
+        |lib: &Lib| lib.text("SELECT group_concat(seq || ':' || hlc, ' ') FROM sdsync_versions");
+    let before = versions(&a);
+    a.exec("ALTER TABLE locations RENAME COLUMN path TO root");
+    assert_eq!(state(&a, "locations"), "ok");
+    assert_eq!(versions(&a), before, "the rename stamps nothing anew");
+    b.exec("INSERT INTO locations(uuid, name, path) VALUES ('l2', 'b', '/b')");
+    copy_all(&b, &a);
+    assert_eq!(a.text("SELECT root FROM locations WHERE uuid = 'l2'"), "/b");
+    a.exec("UPDATE locations SET root = '/h2' WHERE uuid = 'l1'");
+    copy_all(&a, &b);
+    b.exec("ALTER TABLE locations RENAME COLUMN path TO root");
+    sweep(&b);
+    copy_all(&a, &b);
+    assert_eq!(
+        b.text("SELECT root FROM locations WHERE uuid = 'l1'"),
+        "/h2"
+    );
+    assert_eq!(kept(&b), 0);
+    assert_eq!(a.digest(), b.digest());
+}
+
 /// A table and one of its columns renamed in one transaction (Django's
 /// RenameModel and RenameField in one migration): the column's rename is read
 /// from the capture trigger, which still has the table's former name, so the

@@ -12,9 +12,9 @@
 //!
 //! How a rename is told from a drop and an add: SQLite rewrites the names in
 //! every trigger, the capture triggers included, and the update trigger's
-//! change mask gives each synced column its bit,
-//! `((OLD."glyph" IS NOT NEW."glyph") << 3)`: the column at that bit of the
-//! stored spec had another name. A rebuild drops the triggers; the columns
+//! `WHEN` compares each synced column in the order of their bits,
+//! `OLD."icon" IS NOT NEW."icon" OR OLD."glyph" IS NOT NEW."glyph"`: the
+//! column at that place of the stored spec had another name. A rebuild drops the triggers; the columns
 //! it renames are read from its copy step instead (`super::copies`).
 
 use sdsync_core::schema::{Options, TableSpec, quote_ident};
@@ -23,8 +23,8 @@ use sdsync_core::triggers::trigger_names;
 use crate::ffi::{Db, SqlError, Value};
 
 /// `(former, current)` for each synced column of `old` that table `table`
-/// (its columns now `names`) holds under another name: its bit in the
-/// update trigger's change mask is now another column's. The trigger still
+/// (its columns now `names`) holds under another name: its place in the
+/// update trigger's comparisons (its bit) is now another column's. The trigger still
 /// has the name it was installed under, which is the table's former name
 /// when the table was renamed in the same step.
 pub fn read(
@@ -50,18 +50,39 @@ pub fn read(
     let Some(sql) = sql else {
         return Ok(super::copies::renames(old, table, names));
     };
-    let mut out = Vec::new();
-    for (i, column) in old.columns.iter().enumerate() {
-        let bit = i + 1;
-        let now = names.iter().find(|name| {
-            let q = quote_ident(name);
-            sql.contains(&format!("(OLD.{q} IS NOT NEW.{q}) << {bit})"))
-        });
-        if let Some(now) = now.filter(|name| **name != column.name) {
-            out.push((column.name.clone(), now.to_string()));
-        }
+    let terms = terms(&sql, names);
+    // A trigger installed for `old` has one term per column of it; anything
+    // else is not read as renames (a drop and an add, as before).
+    if terms.len() != old.columns.len() {
+        return Ok(Vec::new());
     }
-    Ok(out)
+    Ok(old
+        .columns
+        .iter()
+        .zip(terms)
+        .filter(|(column, now)| column.name != *now)
+        .map(|(column, now)| (column.name.clone(), now.to_string()))
+        .collect())
+}
+
+/// The columns the update trigger compares, `OLD.c IS NOT NEW.c`, in the
+/// order its `WHEN` names them, which is their mask bits' order: the `OR`
+/// of trigger format 9 as much as the bit mask `((OLD.c IS NOT NEW.c) <<
+/// bit) | …` of the formats before (a shared table's body repeats them as
+/// that mask, after the `WHEN`; the first time each is named counts).
+/// `names` are the table's columns now; SQLite has rewritten a renamed
+/// column's name in the trigger.
+fn terms<'a>(sql: &str, names: &[&'a str]) -> Vec<&'a str> {
+    let mut found: Vec<(usize, &str)> = names
+        .iter()
+        .filter_map(|name| {
+            let q = quote_ident(name);
+            sql.find(&format!("OLD.{q} IS NOT NEW.{q}"))
+                .map(|at| (at, *name))
+        })
+        .collect();
+    found.sort_unstable();
+    found.into_iter().map(|(_, name)| name).collect()
 }
 
 /// The options of `old` under the current column names (`refs` keyed by a
