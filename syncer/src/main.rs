@@ -300,7 +300,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Status { dir, json: false } => {
             let home = Home::open(&dir, &ext)?;
-            info(&home)?;
+            header(&home)?;
             print!("{}", home.status()?);
         }
         Command::PeerAdd {
@@ -350,10 +350,17 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn info(home: &Home) -> anyhow::Result<()> {
+/// What `info` and `status` both open with (`status` lists the peers in
+/// its own lines, with their state).
+fn header(home: &Home) -> anyhow::Result<()> {
     println!("device      {}", home.device()?);
     println!("library     {}", home.library()?);
     println!("certificate {}", home.certificate_path().display());
+    Ok(())
+}
+
+fn info(home: &Home) -> anyhow::Result<()> {
+    header(home)?;
     for p in home.peers()? {
         let addr = p.addr.map_or("-".to_string(), |a| a.to_string());
         println!("peer        {} at {addr}", p.device);

@@ -291,13 +291,21 @@ impl Home {
             .map_err(err)?;
         let members = self.members()?;
         let peers = peer_statuses(self, &device, &watermarks, &members)?;
-        let lag = lag(&peers, &watermarks, &self.sql(syncdb::behind(&self.sync))?);
+        // How long a lag has lasted is what the running syncer saw; with
+        // none running it would count from a moment that no longer means
+        // anything (a user's trial read "for 0 s" on a stopped device).
+        let syncer_pid = runlock::holder(self.dir());
+        let behind = match syncer_pid {
+            Some(_) => self.sql(syncdb::behind(&self.sync))?,
+            None => Vec::new(),
+        };
+        let lag = lag(&peers, &watermarks, &behind);
         Ok(Status {
             lag,
             members,
             removed: self.sql(syncdb::revoked(&self.sync))?,
             rotation_pending: Identity::next(self.dir())?.is_some(),
-            syncer_pid: runlock::holder(self.dir()),
+            syncer_pid,
             peers,
             device,
             watermarks,

@@ -408,6 +408,11 @@ fn status_json_tells_how_each_peer_stands() {
         text.contains(&format!("peer        b ({}) connected", b.id)),
         "{text}"
     );
+    // Once: its address is in that line, not in a second one as `info` has.
+    assert!(
+        !text.contains(&format!("peer        {} at", b.id)),
+        "{text}"
+    );
     assert!(
         text.contains(&format!("syncer      running (pid {pid})")),
         "{text}"

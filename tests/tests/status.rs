@@ -38,6 +38,19 @@ fn status_tells_lag_in_changes_and_seconds_while_a_device_catches_up() {
         text.contains(&format!("behind      on {} by", a.id)),
         "{text}"
     );
+    // Stopped, B still tells how far behind it is, but not for how long:
+    // that is what a running syncer sees (it read "for 0 s").
+    b.kill();
+    let s = status();
+    let lag = &s["lag"][0];
+    assert!(lag["changes"].as_i64().is_some_and(|n| n > 0), "{s}");
+    assert_eq!(lag["seconds"], serde_json::Value::Null, "{s}");
+    let text = cli(&["status", &dir]);
+    assert!(
+        text.contains(&format!("behind      on {} by", a.id)) && !text.contains(" s (holds"),
+        "{text}"
+    );
+    b.start();
     wait_for("B to hold all of A, lag gone", 120, || {
         let s = status();
         s["lag"] == serde_json::json!([]) && b.app().count("tags") == 20000
