@@ -436,6 +436,28 @@ fn status_json_tells_how_each_peer_stands() {
     assert_eq!(s["syncer_pid"], serde_json::Value::Null);
     assert_eq!(s["peers"][0]["connected"], false);
     assert!(cli(&["status", &dir]).contains("syncer      not running"));
+    // A restarts with B still down: B keeps its last contact and what it
+    // held (it read "never heard from" and lacking every change).
+    let restarted = sdsync_core::hlc::wall_millis() as i64;
+    a.start();
+    let sync = rusqlite::Connection::open(a.dir.join("sync.db")).expect("sync.db");
+    wait_for("A's new run to record its peers", 30, || {
+        sync.query_row("SELECT min(at_ms) FROM peer_state", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })
+        .ok()
+        .flatten()
+        .is_some_and(|at| at >= restarted)
+    });
+    let s = status();
+    assert!(
+        s["peers"][0]["last_contact_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms > 0),
+        "{s}"
+    );
+    assert_eq!(s["peers"][0]["lacks_of_ours"], 3, "{s}");
+    assert!(!cli(&["status", &dir]).contains("never heard from"));
 }
 
 /// Devices paired while their syncers run sync without a restart (issue 10):

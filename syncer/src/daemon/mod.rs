@@ -53,6 +53,7 @@ mod commits;
 mod directory;
 mod membership;
 mod pace;
+mod recorded;
 
 /// Frames from this size on are applied without the watch on the folder
 /// (a page of about 100 changes and more; a single commit's push is smaller).
@@ -60,8 +61,6 @@ const MUTE_FROM: usize = 16 * 1024;
 /// How often unconnected peers are dialed again (and the peers' state is
 /// recorded for `status`, if it changed).
 const REDIAL: Duration = Duration::from_millis(500);
-/// How stale a recorded "last contact" may get before it is written again.
-const CONTACT_SLACK_MS: u64 = 5_000;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +96,10 @@ pub struct Daemon {
     stop_reason: Option<String>,
     /// The peers' state as last recorded in `sync.db`.
     recorded: Vec<PeerState>,
+    /// What the last run recorded of each peer: one not heard from since
+    /// this start keeps its last contact and what it held in `status`,
+    /// instead of "never heard from" and lacking everything.
+    earlier: BTreeMap<String, PeerState>,
     /// Progress lines and metrics.
     seen: Observer,
     /// What the gathered pages led to, sent once they committed.
@@ -142,6 +145,7 @@ impl Daemon {
         directory.set(&device, link.local_addr()?);
         let data_version = commits::data_version(&store)?;
         let pacer = pace::Pacer::open(&store.lib.path, store.clock()?.0);
+        let earlier = recorded::earlier(&store, &device);
         // Every paired device is a partner from the start (the log counts
         // what it has not acknowledged), connected or not.
         let mut node = Node::new(&device, library, Config::default());
@@ -163,6 +167,7 @@ impl Daemon {
             events: None,
             stop_reason: None,
             recorded: Vec::new(),
+            earlier,
             pins_seen: None,
             listed: BTreeMap::new(),
             listed_certs: BTreeMap::new(),
@@ -414,52 +419,6 @@ impl Daemon {
             Ok(_) => {}
             Err(e) => tracing::warn!(device = %self.me, error = %e, "reading data_version"),
         }
-    }
-
-    /// Writes the peers' state to `sync.db` for `sdsync status` when it
-    /// changed (a last contact only once it is [`CONTACT_SLACK_MS`] stale),
-    /// so an idle syncer writes nothing. On the way out every peer is
-    /// recorded as disconnected.
-    fn record_peers(&mut self, stopping: bool) {
-        let mut states = self.node.peer_states();
-        if stopping {
-            states.iter_mut().for_each(|s| s.connected = false);
-        }
-        let changed = states.len() != self.recorded.len()
-            || states.iter().zip(&self.recorded).any(|(s, r)| {
-                s.device != r.device
-                    || s.connected != r.connected
-                    || s.holds != r.holds
-                    || s.refused != r.refused
-                    || s.last_contact_ms > r.last_contact_ms + CONTACT_SLACK_MS
-            });
-        if !changed && !stopping {
-            return;
-        }
-        match self.store.record_peers(&states, wall_millis()) {
-            Ok(()) => self.recorded = states,
-            Err(e) => tracing::warn!(device = %self.me, error = %e, "recording peers in sync.db"),
-        }
-    }
-
-    /// Notes since when this device lags on each origin some peer holds
-    /// further, recording it in `sync.db` when that set changes (`status`
-    /// shows lag in seconds from it), and moves the progress bars.
-    fn track_lag(&mut self) {
-        let held = match self.store.watermarks() {
-            Ok(held) => held,
-            Err(e) => {
-                tracing::warn!(device = %self.me, error = %e, "reading watermarks");
-                return;
-            }
-        };
-        let claims = crate::lag::claims(&self.node.peer_states());
-        if self.behind.update(wall_millis(), &held, &claims)
-            && let Err(e) = syncdb::record_behind(&self.store.sync, self.behind.since())
-        {
-            tracing::warn!(device = %self.me, error = %e, "recording lag in sync.db");
-        }
-        self.seen.round(&held, &claims);
     }
 
     /// Takes the devices paired or re-addressed in `sync.db` since the last
