@@ -34,6 +34,19 @@ pub fn claims(peers: &[PeerState]) -> BTreeMap<String, i64> {
     claims
 }
 
+/// Whether this device is catching up on some origin, as a backfill does:
+/// behind by at least [`crate::bars::SHOWN_FROM`] changes (where a progress
+/// bar shows), not by what a live peer's last commits add.
+pub fn catching_up(held: &[(String, i64)], claims: &BTreeMap<String, i64>) -> bool {
+    claims.iter().any(|(origin, claim)| {
+        let have = held
+            .iter()
+            .find(|(o, _)| o == origin)
+            .map_or(0, |(_, s)| *s);
+        claim - have >= crate::bars::SHOWN_FROM
+    })
+}
+
 /// The origins this device is behind on, and since when (ms since the epoch).
 #[derive(Clone, Debug, Default)]
 pub struct Behind {
@@ -92,6 +105,12 @@ mod tests {
         assert_eq!(b.since(), &BTreeMap::from([("a".to_string(), 100)]));
         assert!(b.update(900, &held(12), &claims(12)));
         assert!(b.since().is_empty());
+        assert!(!catching_up(&held(12), &claims(5_011)));
+        assert!(catching_up(&held(12), &claims(5_012)));
+        assert!(catching_up(
+            &[],
+            &BTreeMap::from([("c".to_string(), 5_000)])
+        ));
         // An origin this device has never held counts from zero.
         let only_peer = BTreeMap::from([("c".to_string(), 1)]);
         assert!(b.update(1_000, &[], &only_peer));

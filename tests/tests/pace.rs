@@ -106,3 +106,36 @@ fn an_expired_word_or_no_file_paces_no_one() {
     insert(&late, "b", 10);
     assert_eq!(paced(&late), 0, "expired");
 }
+
+/// A new device's apps are not paced while it backfills: its peers lag on
+/// its changes then because its own syncer is busy applying, not because
+/// its apps write faster than a link (a user's trial, session 25: 500-row
+/// commits on the joining device took up to 935 ms, the log saying
+/// "pacing app writers: a peer is 1362 ms behind"). Real processes: A holds
+/// 200,000 tags; B joins and writes 500 tags every 50 ms until it holds
+/// them all.
+#[test]
+fn a_device_catching_up_paces_none_of_its_own_apps() {
+    use sdsync_tests::devices::pair_of;
+    let (_dir, mut a, mut b) = pair_of("pace-joining");
+    a.app().exec(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000) \
+         INSERT INTO tags(uuid, canonical_name) SELECT 'a-' || i, 'a ' || i FROM n",
+    );
+    a.start();
+    b.start();
+    let app = b.app();
+    let mut round = 0;
+    wait_for("B to hold A's tags while its app writes", 180, || {
+        round += 1;
+        app.exec(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500) \
+             INSERT INTO tags(uuid, canonical_name) SELECT 'b-{round}-' || i, 'b' FROM n"
+        ));
+        std::thread::sleep(Duration::from_millis(50));
+        app.int("SELECT count(*) FROM tags WHERE uuid LIKE 'a-%'") == 200_000
+    });
+    let log = std::fs::read_to_string(b.dir.join("syncer.log")).unwrap_or_default();
+    assert!(!log.contains("pacing app writers"), "{log}");
+    assert_eq!(paced(&app), 0);
+}

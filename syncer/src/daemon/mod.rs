@@ -111,6 +111,9 @@ pub struct Daemon {
     pins_seen: Option<i64>,
     /// Since when this device lags on each origin (for `status`).
     behind: Behind,
+    /// Whether it is catching up on some origin (a backfill): then it paces
+    /// no app writer (`pace.rs`).
+    catching_up: bool,
     /// Each member's addresses as its `devices` row last listed them.
     listed: BTreeMap<String, String>,
     /// Each member's certificate fingerprint as its row lists it now.
@@ -175,6 +178,7 @@ impl Daemon {
             identity_stale: false,
             rotation_at: None,
             behind: Behind::default(),
+            catching_up: false,
             folder: None,
             seen: Observer::new(wall_millis(), None),
             held: Vec::new(),

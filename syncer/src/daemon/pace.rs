@@ -22,7 +22,9 @@
 //! connects (a new device backfilling, one back from a week offline) is
 //! catching up: it paces no one, or a device joining would slow every app
 //! writer for the whole backfill; one that falls behind the window while
-//! followed counts as the window's length behind. The wait is written to the
+//! followed counts as the window's length behind. Nor does a device that is
+//! catching up itself pace its own apps ([`crate::lag::catching_up`]): its
+//! peers lag on its changes then because its syncer is busy applying. The wait is written to the
 //! pace file beside the database, which every app connection with the
 //! extension reads after its commits (`extension/src/pace.rs`); the word
 //! expires a second after it was written, so a syncer that stops paces no one.
@@ -258,7 +260,17 @@ impl Daemon {
         if !self.pacer.due(now) {
             return;
         }
-        match self.pacer.step(now, &self.node.peer_states(), &self.me) {
+        // This device catching up itself (a backfill): its peers lag on its
+        // changes because its own syncer is busy applying, not because its
+        // apps write faster than a link; pacing would slow them for the
+        // whole backfill (a user's trial, session 25: 500-row commits took
+        // up to 935 ms). No peer counts until it is caught up.
+        let peers = if self.catching_up {
+            Vec::new()
+        } else {
+            self.node.peer_states()
+        };
+        match self.pacer.step(now, &peers, &self.me) {
             Some(Paced::Started {
                 per_row_ns,
                 lag_ms,

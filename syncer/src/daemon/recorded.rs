@@ -89,6 +89,7 @@ impl Daemon {
         {
             tracing::warn!(device = %self.me, error = %e, "recording lag in sync.db");
         }
+        self.catching_up = crate::lag::catching_up(&held, &claims);
         self.seen.round(&held, &claims);
     }
 }
