@@ -281,7 +281,12 @@ impl Sim {
                 let (was, is) = (before.contains(&(a, b)), self.link_up(a, b));
                 if was && !is {
                     let peer = self.devices[b].id.clone();
-                    self.devices[a].node.disconnect(&peer);
+                    self.clock(a);
+                    let wall = self.wall(a);
+                    let dev = &mut self.devices[a];
+                    dev.node.disconnect(&peer);
+                    let out = dev.node.repull(wall, &dev.store);
+                    self.handle(a, out);
                 } else if !was && is {
                     self.connect(a, b);
                 }

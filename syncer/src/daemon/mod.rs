@@ -315,6 +315,8 @@ impl Daemon {
                     tracing::info!(device = %self.me, %peer, %reason, "link down");
                     self.conns.remove(&peer);
                     self.node.disconnect(&peer);
+                    let out = self.node.repull(now, &self.store);
+                    self.handle(out);
                 }
             }
             Inbound::Failed { addr, reason } => {

@@ -177,6 +177,8 @@ pub struct Node {
     incarnation: Incarnation,
     /// The incarnation each peer last ran as, and when it was last heard.
     incarnations: BTreeMap<String, (Incarnation, u64)>,
+    /// Origins whose pull went down with its link, for [`Node::repull`].
+    orphaned: BTreeSet<String>,
 }
 
 pub(super) type Out = Result<Vec<Output>, StoreError>;
@@ -203,6 +205,7 @@ impl Node {
             started_over: BTreeSet::new(),
             incarnation: Incarnation::default(),
             incarnations: BTreeMap::new(),
+            orphaned: BTreeSet::new(),
         }
     }
 
@@ -233,13 +236,20 @@ impl Node {
         Ok(vec![self.hello(peer, true, store)?])
     }
 
-    /// The link to `peer` is down; its outstanding pulls are dropped (a later Hello
-    /// from any peer starts them again).
+    /// The link to `peer` is down; its outstanding pulls are dropped, and
+    /// [`Node::repull`] gives them to another peer that holds more of their
+    /// origin (a later Hello from any peer starts them too).
     pub fn disconnect(&mut self, peer: &str) {
         if let Some(p) = self.peers.get_mut(peer) {
             p.connected = false;
             p.hello_seen = false;
         }
+        let dropped = self
+            .pulls
+            .iter()
+            .filter(|(_, pending)| pending.peer == peer);
+        self.orphaned
+            .extend(dropped.map(|(origin, _)| origin.clone()));
         self.pulls.retain(|_, pending| pending.peer != peer);
         self.close_streams(peer);
         self.reclaiming.remove(peer);

@@ -177,11 +177,19 @@ impl Mesh {
         self.deliver_dropping(out, drop);
     }
 
-    /// Takes the link between `a` and `b` down.
+    /// Takes the link between `a` and `b` down; pulls it carried go to
+    /// other peers, as the daemon does.
     pub fn unlink(&mut self, a: usize, b: usize) {
         let (ida, idb) = (self.devs[a].id.clone(), self.devs[b].id.clone());
-        self.devs[a].node.disconnect(&idb);
-        self.devs[b].node.disconnect(&ida);
+        let now = self.now;
+        let mut out = Vec::new();
+        for (i, other) in [(a, &idb), (b, &ida)] {
+            let d = &mut self.devs[i];
+            d.node.disconnect(other);
+            let o = d.node.repull(now, &d.store).expect("repull");
+            out.extend(o.into_iter().map(|o| (i, o)));
+        }
+        self.deliver_dropping(out, |_, _, _| false);
     }
 
     /// Lets time pass by `ms` (anti-entropy, retries) and delivers everything.

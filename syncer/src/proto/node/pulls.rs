@@ -3,12 +3,15 @@
 //! ```ignore
 //! out.push(self.start_pull(peer, origin, have, now)); // one in flight per origin
 //! out.extend(self.retry(origin, now, store)?);        // past its deadline
+//! out.extend(node.repull(now, store)?);                // after a link went down
 //! ```
 //!
 //! A pull whose stream stalls (no page continuing it for
 //! `pull_timeout_ms + backoff_ms·2^attempt`) is re-sent from where it stands;
 //! after `max_attempts` it is recorded as a dead letter and the next Hello starts
 //! over, possibly with another peer.
+
+use std::collections::BTreeMap;
 
 use super::{Node, Pending};
 use crate::proto::event::{Event, Output};
@@ -99,6 +102,46 @@ impl Node {
     }
 
     /// Asks `peer` for `origin` above `after`: one pull in flight per origin.
+    /// Pulls whose link went down go to another connected peer that said
+    /// it holds more of their origin, at once: waiting for a peer's next
+    /// Hello (every `anti_entropy_ms`) left a receiver idle for 8 s after its
+    /// sender was killed mid-backfill while a caught-up device could serve
+    /// it (a user's trial, session 25). The same as that Hello arriving now.
+    pub fn repull(&mut self, now: u64, store: &dyn Store) -> Out {
+        if self.orphaned.is_empty() {
+            return Ok(vec![]);
+        }
+        let ours: BTreeMap<String, i64> = store.watermarks()?.into_iter().collect();
+        let mut out = Vec::new();
+        for origin in std::mem::take(&mut self.orphaned) {
+            if origin == self.me || self.pulls.contains_key(&origin) {
+                continue;
+            }
+            let have = ours.get(&origin).copied().unwrap_or(0);
+            let best = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.connected && p.hello_seen && p.refused.is_none())
+                .filter_map(|(peer, p)| Some((*p.acks.get(&origin)?, peer)))
+                .filter(|&(seq, peer)| seq > have && !self.doubted(peer, &origin, seq))
+                .max()
+                .map(|(_, peer)| peer.clone());
+            if let Some(peer) = best {
+                out.push(self.start_pull(&peer, &origin, have, now));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether `peer`'s claim to hold `origin` up to `seq` is one this
+    /// device could not verify before (not pulled for again until it
+    /// changes).
+    pub(super) fn doubted(&self, peer: &str, origin: &str, seq: i64) -> bool {
+        self.unverified
+            .get(&(peer.to_string(), origin.to_string()))
+            .is_some_and(|&claim| claim >= seq)
+    }
+
     pub(super) fn start_pull(&mut self, peer: &str, origin: &str, after: i64, now: u64) -> Output {
         self.pulls.insert(
             origin.into(),
