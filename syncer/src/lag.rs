@@ -35,16 +35,26 @@ pub fn claims(peers: &[PeerState]) -> BTreeMap<String, i64> {
 }
 
 /// Whether this device is catching up on some origin, as a backfill does:
-/// behind by at least [`crate::bars::SHOWN_FROM`] changes (where a progress
-/// bar shows), not by what a live peer's last commits add.
-pub fn catching_up(held: &[(String, i64)], claims: &BTreeMap<String, i64>) -> bool {
-    claims.iter().any(|(origin, claim)| {
-        let have = held
-            .iter()
-            .find(|(o, _)| o == origin)
-            .map_or(0, |(_, s)| *s);
-        claim - have >= crate::bars::SHOWN_FROM
-    })
+/// pulling it (`pulling`; a live peer's commits come pushed, without a
+/// pull, so two devices writing in bulk at once do not stop pacing each
+/// other) and behind on it by at least [`crate::bars::SHOWN_FROM`] changes
+/// (where a progress bar shows). `claims` should come from connected peers:
+/// an offline one's claim may stand for days.
+pub fn catching_up(
+    held: &[(String, i64)],
+    claims: &BTreeMap<String, i64>,
+    pulling: impl Fn(&str) -> bool,
+) -> bool {
+    claims
+        .iter()
+        .filter(|(origin, _)| pulling(origin))
+        .any(|(origin, claim)| {
+            let have = held
+                .iter()
+                .find(|(o, _)| o == origin)
+                .map_or(0, |(_, s)| *s);
+            claim - have >= crate::bars::SHOWN_FROM
+        })
 }
 
 /// The origins this device is behind on, and since when (ms since the epoch).
@@ -105,15 +115,21 @@ mod tests {
         assert_eq!(b.since(), &BTreeMap::from([("a".to_string(), 100)]));
         assert!(b.update(900, &held(12), &claims(12)));
         assert!(b.since().is_empty());
-        assert!(!catching_up(&held(12), &claims(5_011)));
-        assert!(catching_up(&held(12), &claims(5_012)));
-        assert!(catching_up(
-            &[],
-            &BTreeMap::from([("c".to_string(), 5_000)])
-        ));
         // An origin this device has never held counts from zero.
         let only_peer = BTreeMap::from([("c".to_string(), 1)]);
         assert!(b.update(1_000, &[], &only_peer));
         assert_eq!(b.since().get("c"), Some(&1_000));
+    }
+
+    #[test]
+    fn catching_up_takes_a_pull_and_a_progress_bars_worth_of_changes() {
+        let claims = |n: i64| BTreeMap::from([("a".to_string(), n)]);
+        let held = [("a".to_string(), 12)];
+        let pulling = |_: &str| true;
+        assert!(!catching_up(&held, &claims(5_011), pulling));
+        assert!(catching_up(&held, &claims(5_012), pulling));
+        assert!(catching_up(&[], &claims(5_000), pulling));
+        // Pushed, not pulled: a live peer's burst.
+        assert!(!catching_up(&held, &claims(50_000), |_| false));
     }
 }

@@ -148,6 +148,24 @@ impl Pacer {
         self.stepped_ms = now_ms;
         self.forget(now_ms);
         let worst = self.worst(now_ms, peers, me);
+        self.move_to(now_ms, worst)
+    }
+
+    /// A step that counts no peer as behind (this device is catching up
+    /// itself): the wait winds down as when every peer keeps up, and the
+    /// peers followed stay followed, so pacing comes back once it is caught
+    /// up if a peer fell behind meanwhile.
+    pub fn rest(&mut self, now_ms: u64) -> Option<Paced> {
+        if !self.due(now_ms) {
+            return None;
+        }
+        self.stepped_ms = now_ms;
+        self.forget(now_ms);
+        self.move_to(now_ms, None)
+    }
+
+    /// Moves the wait for the largest lag `worst` (none: no peer behind).
+    fn move_to(&mut self, now_ms: u64, worst: Option<(u64, String)>) -> Option<Paced> {
         let before = self.per_row_ns;
         self.per_row_ns = match &worst {
             Some((lag, _)) if *lag > TARGET_MS => {
@@ -265,12 +283,12 @@ impl Daemon {
         // apps write faster than a link; pacing would slow them for the
         // whole backfill (a user's trial, session 25: 500-row commits took
         // up to 935 ms). No peer counts until it is caught up.
-        let peers = if self.catching_up {
-            Vec::new()
+        let paced = if self.catching_up {
+            self.pacer.rest(now)
         } else {
-            self.node.peer_states()
+            self.pacer.step(now, &self.node.peer_states(), &self.me)
         };
-        match self.pacer.step(now, &peers, &self.me) {
+        match paced {
             Some(Paced::Started {
                 per_row_ns,
                 lag_ms,

@@ -46,9 +46,14 @@ impl Daemon {
     /// recorded as disconnected.
     pub(super) fn record_peers(&mut self, stopping: bool) {
         let mut states = self.node.peer_states();
-        for s in states.iter_mut().filter(|s| s.last_contact_ms == 0) {
+        // Not heard from, or linked without a Hello yet (`connect` notes the
+        // contact before any claim arrives).
+        for s in states
+            .iter_mut()
+            .filter(|s| s.last_contact_ms == 0 || s.holds.is_empty())
+        {
             if let Some(e) = self.earlier.get(&s.device) {
-                s.last_contact_ms = e.last_contact_ms;
+                s.last_contact_ms = s.last_contact_ms.max(e.last_contact_ms);
                 s.holds = e.holds.clone();
             }
         }
@@ -89,7 +94,15 @@ impl Daemon {
         {
             tracing::warn!(device = %self.me, error = %e, "recording lag in sync.db");
         }
-        self.catching_up = crate::lag::catching_up(&held, &claims);
+        let live: Vec<PeerState> = self
+            .node
+            .peer_states()
+            .into_iter()
+            .filter(|p| p.connected)
+            .collect();
+        let node = &self.node;
+        self.catching_up =
+            crate::lag::catching_up(&held, &crate::lag::claims(&live), |o| node.pulling(o));
         self.seen.round(&held, &claims);
     }
 }

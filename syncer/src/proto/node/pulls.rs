@@ -101,7 +101,6 @@ impl Node {
         }
     }
 
-    /// Asks `peer` for `origin` above `after`: one pull in flight per origin.
     /// Pulls whose link went down go to another connected peer that said
     /// it holds more of their origin, at once: waiting for a peer's next
     /// Hello (every `anti_entropy_ms`) left a receiver idle for 8 s after its
@@ -124,6 +123,9 @@ impl Node {
                 .filter(|(_, p)| p.connected && p.hello_seen && p.refused.is_none())
                 .filter_map(|(peer, p)| Some((*p.acks.get(&origin)?, peer)))
                 .filter(|&(seq, peer)| seq > have && !self.doubted(peer, &origin, seq))
+                // A peer whose page of it could not be applied waits for its
+                // next Hello, as on a Hello (`Node::on_hello` clears it).
+                .filter(|(_, peer)| !self.failing.contains(&((*peer).clone(), origin.clone())))
                 .max()
                 .map(|(_, peer)| peer.clone());
             if let Some(peer) = best {
@@ -142,6 +144,13 @@ impl Node {
             .is_some_and(|&claim| claim >= seq)
     }
 
+    /// Whether a pull of `origin` is in flight (a backfill or a gap being
+    /// fetched; a live peer's own changes come pushed, without one).
+    pub fn pulling(&self, origin: &str) -> bool {
+        self.pulls.contains_key(origin)
+    }
+
+    /// Asks `peer` for `origin` above `after`: one pull in flight per origin.
     pub(super) fn start_pull(&mut self, peer: &str, origin: &str, after: i64, now: u64) -> Output {
         self.pulls.insert(
             origin.into(),
