@@ -215,6 +215,21 @@ impl Drop for Device {
     }
 }
 
+/// `sdsync run` settings: Hellos only when a link comes up (anti-entropy
+/// every ten minutes), so a test sees what pages alone do.
+pub const QUIET: [&str; 2] = ["--set", "anti_entropy_ms=600000"];
+
+/// [`QUIET`], serving pages of 2 changes one at a time: a backfill of
+/// thousands of changes takes seconds.
+pub const QUIET_AND_SLOW: [&str; 6] = [
+    "--set",
+    "anti_entropy_ms=600000",
+    "--set",
+    "page_rows=2",
+    "--set",
+    "window=1",
+];
+
 /// Two devices of one library in a fresh directory, pinned to each other
 /// (syncers not started).
 pub fn pair_of(name: &str) -> (PathBuf, Device, Device) {

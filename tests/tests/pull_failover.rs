@@ -2,7 +2,7 @@
 //! real `sdsync run` processes on loopback, anti-entropy Hellos switched
 //! off after the first, so nothing but the failover can finish the backfill.
 
-use sdsync_tests::devices::{Device, cli};
+use sdsync_tests::devices::{Device, QUIET, QUIET_AND_SLOW, cli};
 use sdsync_tests::{temp_dir, wait_for};
 
 /// C backfills A's 20,000 tags from A, slowly (pages of 2, one at a time);
@@ -25,24 +25,16 @@ fn a_backfill_whose_sender_dies_goes_on_from_another_peer() {
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) \
          INSERT INTO tags(uuid, canonical_name) SELECT 'tag-' || i, 'tag ' || i FROM n",
     );
-    let quiet = ["--set", "anti_entropy_ms=600000"];
     let count = |d: &Device| d.app().count("tags");
-    a.start_with(&quiet);
-    b.start_with(&quiet);
+    a.start_with(&QUIET);
+    b.start_with(&QUIET);
     wait_for("B to hold A's tags", 60, || count(&b) == 20_000);
     b.kill();
     a.kill();
-    a.start_with(&[
-        quiet[0],
-        quiet[1],
-        "--set",
-        "page_rows=2",
-        "--set",
-        "window=1",
-    ]);
-    c.start_with(&quiet);
+    a.start_with(&QUIET_AND_SLOW);
+    c.start_with(&QUIET);
     wait_for("C to be taking A's tags from A", 60, || count(&c) > 0);
-    b.start_with(&quiet);
+    b.start_with(&QUIET);
     let linked = |d: &Device, peer: &Device| {
         let s: serde_json::Value =
             serde_json::from_str(&cli(&["status", d.dir.to_str().expect("utf-8"), "--json"]))

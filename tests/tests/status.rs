@@ -1,7 +1,7 @@
 //! `sdsync status --json` against known states (issue 10): lag in changes
 //! and in seconds while a device backfills, nothing once it holds all.
 
-use sdsync_tests::devices::{cli, pair_of};
+use sdsync_tests::devices::{QUIET, QUIET_AND_SLOW, cli, pair_of};
 use sdsync_tests::wait_for;
 
 #[test]
@@ -69,16 +69,8 @@ fn a_burst_on_a_running_peer_shows_as_lag_with_its_full_size() {
     let (_dir, mut a, mut b) = pair_of("status-burst");
     a.app()
         .exec("INSERT INTO tags(uuid, canonical_name) VALUES ('first', 'first')");
-    let quiet = ["--set", "anti_entropy_ms=600000"];
-    a.start_with(&[
-        quiet[0],
-        quiet[1],
-        "--set",
-        "page_rows=2",
-        "--set",
-        "window=1",
-    ]);
-    b.start_with(&quiet);
+    a.start_with(&QUIET_AND_SLOW);
+    b.start_with(&QUIET);
     wait_for("B to hold A's first tag", 30, || b.app().count("tags") == 1);
     a.app().exec(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) \
