@@ -361,6 +361,23 @@ mod tests {
     }
 
     #[test]
+    fn resting_winds_the_wait_down_and_keeps_the_peers_followed() {
+        let mut p = pacer();
+        assert!(p.step(1_000, &[peer(3000, 1_000)], "me").is_some());
+        // This device catches up itself: no peer counts, the wait ends.
+        let mut t = 1_000;
+        while p.per_row() > 0 {
+            t += STEP_MS;
+            p.rest(t);
+        }
+        // Caught up, the peer it followed is still followed: behind the
+        // whole window now, it paces at once.
+        t += 11_000;
+        let again = p.step(t, &[peer(3000, t)], "me");
+        assert!(matches!(again, Some(Paced::Started { .. })), "{again:?}");
+    }
+
+    #[test]
     fn a_followed_peer_that_falls_behind_the_window_still_paces() {
         let mut p = pacer();
         assert!(p.step(1_000, &[peer(3000, 1_000)], "me").is_some());
