@@ -290,14 +290,16 @@ impl Home {
             .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .map_err(err)?;
         let members = self.members()?;
-        let peers = peer_statuses(self, &device, &watermarks, &members)?;
+        let syncer_pid = runlock::holder(self.dir());
+        let running = syncer_pid.is_some();
+        let peers = peer_statuses(self, &device, &watermarks, &members, running)?;
         // How long a lag has lasted is what the running syncer saw; with
         // none running it would count from a moment that no longer means
         // anything (a user's trial read "for 0 s" on a stopped device).
-        let syncer_pid = runlock::holder(self.dir());
-        let behind = match syncer_pid {
-            Some(_) => self.sql(syncdb::behind(&self.sync))?,
-            None => Vec::new(),
+        let behind = if running {
+            self.sql(syncdb::behind(&self.sync))?
+        } else {
+            Vec::new()
         };
         let lag = lag(&peers, &watermarks, &behind);
         Ok(Status {
@@ -388,19 +390,21 @@ fn lag(peers: &[PeerStatus], held: &[(String, i64)], behind: &[(String, u64)]) -
         .collect()
 }
 
-/// Every paired device joined with what the syncer last recorded of it.
+/// Every paired device joined with what the syncer last recorded of it
+/// (connected only while a syncer runs, `running`).
 fn peer_statuses(
     home: &Home,
     me: &str,
     watermarks: &[(String, i64)],
     members: &[Member],
+    running: bool,
 ) -> Result<Vec<PeerStatus>, HomeError> {
     let recorded: BTreeMap<String, _> = home
         .sql(syncdb::peer_states(&home.sync))?
         .into_iter()
         .map(|(state, _)| (state.device.clone(), state))
         .collect();
-    let running = runlock::holder(home.dir()).is_some();
+
     let ours: BTreeMap<&str, i64> = watermarks.iter().map(|(o, s)| (o.as_str(), *s)).collect();
     let mine = ours.get(me).copied().unwrap_or(0);
     let mut out = Vec::new();

@@ -24,10 +24,11 @@
 //! writer for the whole backfill; one that falls behind the window while
 //! followed counts as the window's length behind. Nor does a device that is
 //! catching up itself pace its own apps ([`crate::lag::catching_up`]): its
-//! peers lag on its changes then because its syncer is busy applying. The wait is written to the
-//! pace file beside the database, which every app connection with the
-//! extension reads after its commits (`extension/src/pace.rs`); the word
-//! expires a second after it was written, so a syncer that stops paces no one.
+//! peers lag on its changes then because its syncer is busy applying.
+//! The wait is written to the pace file beside the database, which every app
+//! connection with the extension reads after its commits
+//! (`extension/src/pace.rs`); the word expires a second after it was
+//! written, so a syncer that stops paces no one.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fs::{File, OpenOptions};

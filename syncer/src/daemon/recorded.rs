@@ -88,18 +88,15 @@ impl Daemon {
                 return;
             }
         };
-        let claims = crate::lag::claims(&self.node.peer_states());
+        let mut peers = self.node.peer_states();
+        let claims = crate::lag::claims(&peers);
         if self.behind.update(wall_millis(), &held, &claims)
             && let Err(e) = syncdb::record_behind(&self.store.sync, self.behind.since())
         {
             tracing::warn!(device = %self.me, error = %e, "recording lag in sync.db");
         }
-        let live: Vec<PeerState> = self
-            .node
-            .peer_states()
-            .into_iter()
-            .filter(|p| p.connected)
-            .collect();
+        peers.retain(|p| p.connected);
+        let live = peers;
         let node = &self.node;
         self.catching_up =
             crate::lag::catching_up(&held, &crate::lag::claims(&live), |o| node.pulling(o));

@@ -92,8 +92,7 @@ impl Node {
         }
         for (origin, seq) in acks {
             let have = ours.get(&origin).copied().unwrap_or(0);
-            let doubted = self.doubted(peer, &origin, seq);
-            if origin != self.me && seq > have && !self.pulls.contains_key(&origin) && !doubted {
+            if self.may_pull(peer, &origin, seq, have) {
                 out.push(self.start_pull(peer, &origin, have, now));
             }
         }

@@ -113,19 +113,13 @@ impl Node {
         let ours: BTreeMap<String, i64> = store.watermarks()?.into_iter().collect();
         let mut out = Vec::new();
         for origin in std::mem::take(&mut self.orphaned) {
-            if origin == self.me || self.pulls.contains_key(&origin) {
-                continue;
-            }
             let have = ours.get(&origin).copied().unwrap_or(0);
             let best = self
                 .peers
                 .iter()
                 .filter(|(_, p)| p.connected && p.hello_seen && p.refused.is_none())
                 .filter_map(|(peer, p)| Some((*p.acks.get(&origin)?, peer)))
-                .filter(|&(seq, peer)| seq > have && !self.doubted(peer, &origin, seq))
-                // A peer whose page of it could not be applied waits for its
-                // next Hello, as on a Hello (`Node::on_hello` clears it).
-                .filter(|(_, peer)| !self.failing.contains(&((*peer).clone(), origin.clone())))
+                .filter(|&(seq, peer)| self.may_pull(peer, &origin, seq, have))
                 .max()
                 .map(|(_, peer)| peer.clone());
             if let Some(peer) = best {
@@ -135,13 +129,20 @@ impl Node {
         Ok(out)
     }
 
-    /// Whether `peer`'s claim to hold `origin` up to `seq` is one this
-    /// device could not verify before (not pulled for again until it
-    /// changes).
-    pub(super) fn doubted(&self, peer: &str, origin: &str, seq: i64) -> bool {
-        self.unverified
-            .get(&(peer.to_string(), origin.to_string()))
-            .is_some_and(|&claim| claim >= seq)
+    /// Whether `peer`'s claim to hold `origin` up to `claim` starts a pull
+    /// from it, this device holding it up to `have`: another origin than
+    /// this device's own (taken back only by `reclaim`), more than it holds,
+    /// no pull of it in flight already, not a claim it could not verify
+    /// before (not pulled for again until it changes), and not from a peer
+    /// whose page of it could not be applied (until that peer's next Hello,
+    /// which clears it). The one rule of a Hello and of [`Node::repull`].
+    pub(super) fn may_pull(&self, peer: &str, origin: &str, claim: i64, have: i64) -> bool {
+        let key = (peer.to_string(), origin.to_string());
+        origin != self.me
+            && claim > have
+            && !self.pulls.contains_key(origin)
+            && self.unverified.get(&key).is_none_or(|&c| c < claim)
+            && !self.failing.contains(&key)
     }
 
     /// Whether a pull of `origin` is in flight (a backfill or a gap being
