@@ -482,3 +482,65 @@ fn a_retry_does_not_resurrect_values_a_newer_change_replaced() {
         m.devs[1].store.lib.digest().unwrap()
     );
 }
+
+/// Two different changes under one number (an origin restored from a backup
+/// issued the number again before it heard of the first): the second one
+/// applying leaves the first quarantined. It released it, and the first was
+/// lost for good where its origin had lost it too (simulation seed 22677,
+/// whole-folder restores).
+#[test]
+fn another_change_under_a_quarantined_number_leaves_it_quarantined() {
+    use sdsync_syncer::library::Pk;
+    use sdsync_syncer::proto::store::Store;
+    use sdsync_syncer::sqlstore::quarantine;
+
+    let o = sdsync_tests::wire::store("q-twice-o");
+    let origin = o.device().unwrap();
+    o.lib
+        .exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'x')")
+        .unwrap();
+    let first = o.slice(&origin, 0, 10, 1 << 20).unwrap().changes[0].clone();
+    let second = Change {
+        pk: Pk::Text("t2".into()),
+        hlc: first.hlc + 1,
+        data: Some(r#"{"canonical_name":"y"}"#.into()),
+        ..first.clone()
+    };
+    let r = sdsync_tests::wire::store("q-twice-r");
+    r.lib.exec(NAME_UNIQUE).unwrap();
+    r.lib
+        .exec("INSERT INTO tags(uuid, canonical_name) VALUES ('mine', 'x')")
+        .unwrap();
+    let refused = r
+        .apply(&origin, std::slice::from_ref(&first), None)
+        .unwrap();
+    assert_eq!(refused.len(), 1, "the first change meets the UNIQUE index");
+
+    let refused = r
+        .apply(&origin, std::slice::from_ref(&second), None)
+        .unwrap();
+
+    assert!(refused.is_empty(), "the second change applies");
+    let held: Vec<(i64, i64)> = quarantine::list(&r.lib.conn)
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e.seq,
+                r.lib
+                    .conn
+                    .query_row(
+                        "SELECT hlc FROM sdsync_quarantine WHERE id = ?1",
+                        [e.id],
+                        |row| row.get(0),
+                    )
+                    .unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        held,
+        vec![(first.seq, first.hlc)],
+        "the first stays quarantined"
+    );
+}

@@ -138,15 +138,20 @@ pub fn apply_each<'c>(
     Ok((applied, quarantined))
 }
 
-/// Drops quarantined copies of changes that have now applied.
+/// Drops quarantined copies of changes that have now applied. A copy is the
+/// same change: same origin, number and HLC. Another change under the same
+/// number (a restored origin issued it again before it learned of the first)
+/// stays quarantined: dropping it lost the first change for good when its
+/// origin had lost it too (simulation seed 22677 with whole-folder restores).
 pub fn release(tx: &Connection, applied: &[&Change]) -> rusqlite::Result<()> {
     if is_empty(tx)? {
         return Ok(());
     }
-    let mut stmt =
-        tx.prepare_cached("DELETE FROM sdsync_quarantine WHERE origin = ?1 AND seq = ?2")?;
+    let mut stmt = tx.prepare_cached(
+        "DELETE FROM sdsync_quarantine WHERE origin = ?1 AND seq = ?2 AND hlc = ?3",
+    )?;
     for c in applied {
-        stmt.execute(params![c.origin, c.seq])?;
+        stmt.execute(params![c.origin, c.seq, c.hlc])?;
     }
     Ok(())
 }

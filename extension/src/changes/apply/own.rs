@@ -46,7 +46,18 @@ impl Engine {
     ) -> Result<bool, ChangeError> {
         let (state, _) = self.state(&change.table, &change.pk)?;
         Ok(match change.op {
-            Op::Delete => !matches!(plan_delete(&state, v), Delete::Ignore),
+            // A delete that finds no row and no tombstone would write one,
+            // unless a newer re-creation of the row waits parked here: the
+            // row was evicted (a piece of it met a deleted reference) after
+            // that re-creation replaced this device's tombstone, and a peer
+            // that parked the re-creation beside the tombstone hands it back.
+            Op::Delete => match plan_delete(&state, v) {
+                Delete::Ignore => false,
+                Delete::Tombstone if matches!(state, RowState::Unknown) => {
+                    self.parked_newer(change, v)? & ROW_BIT == 0
+                }
+                _ => true,
+            },
             Op::Upsert => match (plan_upsert(&state, change.mask, v), &state) {
                 // A retried kept change also takes again the renamed columns
                 // it carries, which its first apply here may have left at
@@ -108,19 +119,25 @@ impl Engine {
     /// carry every bit of it, so beside them it would never win anything. (A
     /// device whose own update lost a column to a peer's, then saw the row
     /// deleted in between, took its old update back from a peer for one it
-    /// lacked and issued it again: found by `convergence_prop`.) On a
+    /// lacked and issued it again: found by `convergence_prop`.)
+    fn parked_covers(&mut self, change: &Change, v: &Version) -> Result<bool, SqlError> {
+        Ok(change.mask & !self.parked_newer(change, v)? == 0)
+    }
+
+    /// The bits the row's parked pieces newer than `v` carry (all of them if
+    /// it holds this very change parked: same origin and HLC). On a
     /// device-owned table only the change's own origin counts: another
     /// device's pieces there are a claim on the row, which `claim` may take
     /// out of the way right after (then the change is written after all).
-    fn parked_covers(&mut self, change: &Change, v: &Version) -> Result<bool, SqlError> {
+    fn parked_newer(&mut self, change: &Change, v: &Version) -> Result<u64, SqlError> {
         if self.parked_is_empty()? {
-            return Ok(false);
+            return Ok(0);
         }
         let owned = change.table.class == Class::Owned;
         let mut newer = 0;
         for (origin_id, seq, mask, hlc, _) in self.parked_rows(&change.table, &change.pk)? {
             if origin_id == v.origin_id && hlc as u64 == v.hlc {
-                return Ok(true);
+                return Ok(u64::MAX);
             }
             if owned && origin_id != v.origin_id {
                 continue;
@@ -135,7 +152,7 @@ impl Engine {
                 newer |= mask as u64;
             }
         }
-        Ok(change.mask & !newer == 0)
+        Ok(newer)
     }
 
     /// Whether the row holds this very change parked and waiting (same origin
