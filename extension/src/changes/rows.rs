@@ -169,6 +169,25 @@ pub fn delete_sql(spec: &TableSpec) -> String {
     )
 }
 
+/// The values of the columns of `mask` of the row with local id `rid`
+/// (references as uuids), the others NULL; `None`: no such row.
+pub fn read_values(
+    stmt: &mut Stmt,
+    spec: &TableSpec,
+    rid: i64,
+    mask: u64,
+) -> Result<Option<Vec<Value>>, SqlError> {
+    if step_row(stmt, rid)?.is_none() {
+        return Ok(None);
+    }
+    let mut out = vec![Value::Null; spec.columns.len()];
+    for (i, _) in spec.columns_in(mask) {
+        out[i] = stmt.value(i + 1);
+    }
+    stmt.reset();
+    Ok(Some(out))
+}
+
 /// Steps a prepared [`select_sql`] statement for local id `rid` and returns the
 /// row's uuid and the columns of `mask` as the text of a JSON object, keys in
 /// name order: the text [`read_json`]'s map prints, written directly. A

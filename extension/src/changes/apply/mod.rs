@@ -35,6 +35,7 @@ use stmts::{FastHash, Key};
 
 mod claims;
 mod evict;
+mod fill;
 mod kept;
 mod live;
 mod own;
@@ -369,7 +370,7 @@ impl Engine {
         let v = lifted.as_ref().unwrap_or(v);
         match change.op {
             Op::Delete => self.delete(&spec, &change.pk, &state, rid, v),
-            Op::Upsert => match upsert_plan(change, &state, v, renumbered_here) {
+            Op::Upsert => match self.plan_with_fill(change, &state, rid, v, renumbered_here)? {
                 Upsert::Ignore => Ok(Vec::new()),
                 Upsert::Write(bits) => {
                     let (RowState::Alive(groups), Some(rid)) = (&state, rid) else {

@@ -44,7 +44,7 @@ impl Engine {
         change: &Change,
         v: &Version,
     ) -> Result<bool, ChangeError> {
-        let (state, _) = self.state(&change.table, &change.pk)?;
+        let (state, rid) = self.state(&change.table, &change.pk)?;
         Ok(match change.op {
             // A delete that finds no row and no tombstone would write one,
             // unless a newer re-creation of the row waits parked here: the
@@ -71,6 +71,11 @@ impl Engine {
                         Upsert::Write(bits) => self.writes_new_values(change, v, bits)?,
                         _ => false,
                     }
+                }
+                // A copy carrying a value for a column the row holds at its
+                // version only as the default fills it (`fill`).
+                (Upsert::Ignore, RowState::Alive(_)) => {
+                    self.defaulted_here(change, &state, rid, v, 0)? != 0
                 }
                 (Upsert::Ignore, _) => false,
                 // An owned row takes only its owner's newest version.
