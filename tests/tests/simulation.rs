@@ -64,10 +64,13 @@ const REGRESSIONS: &[u64] = &[
 /// took the new number but not the column (session 24); 22677: a change a
 /// peer gave back to its restored origin was quarantined there, then
 /// released when the origin's other change under the same number applied,
-/// and lost for good (session 26); see the README, "Backup and restore".)
+/// and lost for good; 23628: a column held at one version as the default
+/// on one device and as its value on the others, once the newer change
+/// that had held it was lost everywhere (both session 26); see the README,
+/// "Backup and restore".)
 const WHOLE_REGRESSIONS: &[u64] = &[
     6, 7, 19, 66, 99, 108, 121, 145, 151, 412, 495, 683, 8557, 2527, 2572, 2824, 4393, 7528, 8141,
-    8453, 8732, 9673, 418, 696, 5745, 5142, 5681, 5806, 6230, 6394, 6563, 6852, 9714, 22677,
+    8453, 8732, 9673, 418, 696, 5745, 5142, 5681, 5806, 6230, 6394, 6563, 6852, 9714, 22677, 23628,
 ];
 
 fn restores() -> Restores {
