@@ -169,23 +169,26 @@ pub fn delete_sql(spec: &TableSpec) -> String {
     )
 }
 
-/// The values of the columns of `mask` of the row with local id `rid`
-/// (references as uuids), the others NULL; `None`: no such row.
-pub fn read_values(
-    stmt: &mut Stmt,
-    spec: &TableSpec,
-    rid: i64,
-    mask: u64,
-) -> Result<Option<Vec<Value>>, SqlError> {
-    if step_row(stmt, rid)?.is_none() {
-        return Ok(None);
-    }
-    let mut out = vec![Value::Null; spec.columns.len()];
-    for (i, _) in spec.columns_in(mask) {
-        out[i] = stmt.value(i + 1);
-    }
-    stmt.reset();
-    Ok(Some(out))
+/// For each column of `mask` (in column order), whether the row with local
+/// id `?1` holds the value `?2k+2` and not `?2k+3` (the `k`th column's
+/// default, then another value). Compared as SQLite compares a column with a
+/// value: the column's affinity applies (a `REAL DEFAULT 0` column holds 0.0,
+/// which is its default 0), references as the uuids they name.
+pub fn defaulted_sql(spec: &TableSpec, mask: u64) -> String {
+    let tests: Vec<String> = spec
+        .columns_in(mask)
+        .enumerate()
+        .map(|(k, (_, c))| {
+            let (e, d, v) = (read_expr(c), 2 * k + 2, 2 * k + 3);
+            format!("({e} IS ?{d} AND {e} IS NOT ?{v})")
+        })
+        .collect();
+    format!(
+        "SELECT {} FROM {} t WHERE t.{} = ?1",
+        tests.join(", "),
+        quote_ident(&spec.name),
+        quote_ident(&spec.local_id)
+    )
 }
 
 /// Steps a prepared [`select_sql`] statement for local id `rid` and returns the

@@ -25,6 +25,7 @@ use sdsync_core::schema::ROW_BIT;
 use super::{Engine, Key, upsert_plan};
 use crate::changes::parse::{Change, ChangeError};
 use crate::changes::rows;
+use crate::ffi::Value;
 
 impl Engine {
     /// [`upsert_plan`], writing also the columns [`Self::defaulted_here`] finds.
@@ -74,20 +75,32 @@ impl Engine {
             return Ok(0);
         }
         let spec = change.table.clone();
-        let defaults = self.catalog.defaults(spec.id).to_vec();
-        let stmt = self.keyed(Key::Select(spec.id), || rows::select_sql(&spec))?;
-        let Some(here) = rows::read_values(stmt, &spec, rid, candidates)? else {
-            return Ok(0);
-        };
-        let mut fill = 0;
+        let defaults = self.catalog.defaults(spec.id);
+        let mut params = vec![Value::Integer(rid)];
+        let mut asked = 0;
         for (i, _) in spec.columns_in(candidates) {
-            let Some(default) = defaults.get(i).and_then(Option::as_ref) else {
-                continue;
-            };
-            if here[i] == *default && change.values[i] != *default {
-                fill |= 1 << (i + 1);
+            // A column without a constant default holds no default to fill.
+            if let Some(default) = defaults.get(i).and_then(Option::as_ref) {
+                params.extend([default.clone(), change.values[i].clone()]);
+                asked |= 1 << (i + 1);
             }
         }
+        if asked == 0 {
+            return Ok(0);
+        }
+        let stmt = self.keyed(Key::Defaulted(spec.id, asked), || {
+            rows::defaulted_sql(&spec, asked)
+        })?;
+        stmt.bind_all(&params)?;
+        let mut fill = 0;
+        if stmt.step()? {
+            for (k, (i, _)) in spec.columns_in(asked).enumerate() {
+                if stmt.int(k) != 0 {
+                    fill |= 1 << (i + 1);
+                }
+            }
+        }
+        stmt.reset();
         Ok(fill)
     }
 }

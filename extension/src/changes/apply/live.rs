@@ -66,12 +66,17 @@ impl Engine {
         }
         // An owned row keeps one version for the whole row: a change that wins
         // only columns the row's version lacks (a kept change re-applied after
-        // the schema here gained them) widens it.
+        // the schema here gained them) widens it, and so does a copy filling
+        // a default (`fill`). The row keeps the higher of two numbers of one
+        // change (a renumbered copy's: simulation seed 696; found by review).
         if spec.class == Class::Owned {
-            let newest = groups
-                .iter()
-                .map(|g| &g.version)
-                .fold(v, |a, b| if b.beats(a) { b } else { a });
+            let newest = groups.iter().map(|g| &g.version).fold(v, |a, b| {
+                if b.beats(a) || (b.same_as(a) && b.seq > a.seq) {
+                    b
+                } else {
+                    a
+                }
+            });
             let whole = Group {
                 mask: groups.iter().fold(bits, |m, g| m | g.mask),
                 version: newest.clone(),

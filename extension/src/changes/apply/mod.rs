@@ -209,7 +209,7 @@ impl Engine {
         };
         self.incoming_hlc = version.hlc;
         if origin_id != 0 && self.local_origin == Some(origin_id) {
-            if self.would_write(change, &version)? {
+            if self.issues_again(change, &version)? {
                 version.seq = self.reissue(change.seq)?;
             }
         } else {

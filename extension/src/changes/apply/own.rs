@@ -3,7 +3,7 @@
 //! is issued again under a new number; held already, it keeps its number.
 //!
 //! ```ignore
-//! if self.would_write(change, &version)? {
+//! if self.issues_again(change, &version)? {
 //!     version.seq = self.reissue(change.seq)?;
 //! }
 //! ```
@@ -37,6 +37,25 @@ impl Engine {
         Ok(seq)
     }
 
+    /// Whether this device's own change, back from a peer, is issued again:
+    /// it writes here ([`Self::would_write`]), and it is not a delete that a
+    /// newer re-creation parked here supersedes. (The row was evicted, a
+    /// piece of it meeting a deleted reference, after that re-creation had
+    /// replaced the device's tombstone; a peer that parked the re-creation
+    /// beside the tombstone hands the delete back. Written here, under its
+    /// old number, it puts back what that peer holds, and no peer lacks it:
+    /// found by `convergence_prop`.)
+    pub(super) fn issues_again(
+        &mut self,
+        change: &Change,
+        v: &Version,
+    ) -> Result<bool, ChangeError> {
+        if matches!(change.op, Op::Delete) && self.parked_newer(change, v)? & ROW_BIT != 0 {
+            return Ok(false);
+        }
+        self.would_write(change, v)
+    }
+
     /// Whether applying the change writes anything to the row as it is (a
     /// piece already parked here counts as held).
     pub(super) fn would_write(
@@ -46,36 +65,10 @@ impl Engine {
     ) -> Result<bool, ChangeError> {
         let (state, rid) = self.state(&change.table, &change.pk)?;
         Ok(match change.op {
-            // A delete that finds no row and no tombstone would write one,
-            // unless a newer re-creation of the row waits parked here: the
-            // row was evicted (a piece of it met a deleted reference) after
-            // that re-creation replaced this device's tombstone, and a peer
-            // that parked the re-creation beside the tombstone hands it back.
-            Op::Delete => match plan_delete(&state, v) {
-                Delete::Ignore => false,
-                Delete::Tombstone if matches!(state, RowState::Unknown) => {
-                    self.parked_newer(change, v)? & ROW_BIT == 0
-                }
-                _ => true,
-            },
+            Op::Delete => !matches!(plan_delete(&state, v), Delete::Ignore),
             Op::Upsert => match (plan_upsert(&state, change.mask, v), &state) {
-                // A retried kept change also takes again the renamed columns
-                // it carries, which its first apply here may have left at
-                // the default: one that writes a value new to the row is
-                // issued again, or the peers that took the first copy (with
-                // the default) would keep it (simulation seed 9714); one
-                // that writes nothing new keeps its number, or every retry
-                // (after each schema change) would issue it again.
-                (Upsert::Ignore, RowState::Alive(_)) if change.again => {
-                    match plan_as_apply(change, &state, v) {
-                        Upsert::Write(bits) => self.writes_new_values(change, v, bits)?,
-                        _ => false,
-                    }
-                }
-                // A copy carrying a value for a column the row holds at its
-                // version only as the default fills it (`fill`).
                 (Upsert::Ignore, RowState::Alive(_)) => {
-                    self.defaulted_here(change, &state, rid, v, 0)? != 0
+                    self.writes_again(change, &state, rid, v)?
                 }
                 (Upsert::Ignore, _) => false,
                 // An owned row takes only its owner's newest version.
@@ -92,6 +85,34 @@ impl Engine {
                 (Upsert::Park, _) => !self.parked_covers(change, v)?,
             },
         })
+    }
+
+    /// Whether a change the row holds at its own version already writes
+    /// something all the same. A retried kept change also takes again the
+    /// renamed columns it carries, which its first apply here may have left
+    /// at the default: one that writes a value new to the row is issued
+    /// again, or the peers that took the first copy (with the default) would
+    /// keep it (simulation seed 9714); one that writes nothing new keeps its
+    /// number, or every retry (after each schema change) would issue it
+    /// again. Any copy fills the columns the row holds at its version only as
+    /// the default (`fill`), unless it waits parked for a referenced row to
+    /// do so (else every copy would issue it again: found by review).
+    fn writes_again(
+        &mut self,
+        change: &Change,
+        state: &RowState,
+        rid: Option<i64>,
+        v: &Version,
+    ) -> Result<bool, ChangeError> {
+        let again = match change.again.then(|| plan_as_apply(change, state, v)) {
+            Some(Upsert::Write(bits)) => bits,
+            _ => 0,
+        };
+        if again != 0 && self.writes_new_values(change, v, again)? {
+            return Ok(true);
+        }
+        Ok(self.defaulted_here(change, state, rid, v, again)? != 0
+            && !self.parked_waits(change, v)?)
     }
 
     /// Whether writing the columns of `bits` would change the row's values,

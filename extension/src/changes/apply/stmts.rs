@@ -28,6 +28,8 @@ pub(super) enum Key {
     Resolve(i64, usize),
     /// A row's id and version groups.
     State(i64),
+    /// Which columns of a mask a row holds as the default, not as a value.
+    Defaulted(i64, u64),
     /// Rows of a table referencing a row through column `usize`.
     Children(i64, usize),
     /// Clear reference column `usize` of a row by local id.
