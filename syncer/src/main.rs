@@ -263,6 +263,15 @@ fn main() -> anyhow::Result<()> {
     // as SQLITE_CONFIG_MEMSTATUS expects; an error leaves the default on.
     unsafe { rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0) };
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // `sdsync status DIR | head -1`: a reader closing the pipe ends a
+        // command that prints quietly, as any Unix tool (Rust ignores
+        // SIGPIPE, and `println!` then panicked: a user's trial). Not the
+        // syncer, which must outlive whatever reads its log.
+        // SAFETY: called once at start, before any thread, with a valid
+        // signal number and handler.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let ext = extension_path(cli.extension.as_deref())?;
     match cli.command {
         Command::Demo { dir, entries } => {

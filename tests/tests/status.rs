@@ -191,3 +191,24 @@ fn status_answers_while_another_connection_holds_the_write_lock() {
     lock.execute_batch("ROLLBACK").expect("release");
     drop(b);
 }
+
+/// `sdsync status DIR | head -1`: a reader that closes the pipe ends the
+/// command as it ends any Unix tool, by SIGPIPE, with nothing on stderr (it
+/// panicked: "failed printing to stdout: Broken pipe", a user's trial).
+#[test]
+fn status_into_a_closed_pipe_ends_quietly() {
+    let dir = sdsync_tests::temp_dir("status-pipe").join("lib");
+    cli(&["init", dir.to_str().expect("utf-8")]);
+    let mut child = std::process::Command::new(sdsync_tests::devices::sdsync())
+        .args(["status", dir.to_str().expect("utf-8")])
+        .env("SDSYNC_EXTENSION", sdsync_tests::extension_path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sdsync");
+    // The reader goes before the first line is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -510,7 +510,7 @@ pub fn capture_added(
         ),
         Class::Owned => format!(
             "SELECT t.{rid} AS rid, {all} AS mask FROM {t} t WHERE {differs} <> 0 AND EXISTS \
-             (SELECT 1 FROM sdsync_versions v WHERE v.tbl = {id} AND v.rid = t.{rid} AND v.origin = {origin})",
+             (SELECT 1 FROM sdsync_versions v WHERE v.tbl = {id} AND v.rid = t.{rid} AND +v.origin = {origin})",
             all = new.all_mask(),
             t = quote_ident(&new.name),
             id = new.id,

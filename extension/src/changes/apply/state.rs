@@ -215,9 +215,14 @@ impl Engine {
                 let Some(rid) = rid else {
                     return Ok((RowState::Alive(groups), false));
                 };
+                // `+origin`, `+seq`: the row's own groups, by primary key.
+                // Left to choose, SQLite searched `sdsync_versions_by_origin`
+                // for every change of the origin below the new number, so
+                // taking back a restored device's renumbered changes took
+                // 17 ms per change at 20,000 (a user's trial).
                 self.take_number(
                     "UPDATE sdsync_versions SET seq = ?4 \
-                     WHERE tbl = ?1 AND rid = ?2 AND origin = ?5 AND hlc = ?3 AND seq < ?4",
+                     WHERE tbl = ?1 AND rid = ?2 AND +origin = ?5 AND hlc = ?3 AND +seq < ?4",
                     spec,
                     Value::Integer(rid),
                     v,
