@@ -85,18 +85,36 @@ fn an_update_superseded_in_a_parked_piece_is_not_taken_back() {
 fn a_delete_superseded_by_a_parked_re_creation_is_not_taken_back() {
     let dir = temp_dir("own-changes");
     let now = now_ms() as i64;
+    let (a, b, c) = re_created_after_own_delete(&dir, now, |_| {});
+    hand_back_own_delete(&a, &c);
+    converge(&[&a, &b, &c]);
+}
+
+/// The scenario of the two delete tests: A creates membership `m` (of its
+/// entry `e2`), `between` runs, A deletes `m`; B, newer, re-creates `m` and
+/// moves it to A's entry `e1`, which A deletes meanwhile; C takes A's
+/// delete, then B's re-creation, which parks there (C lacks the entries);
+/// A takes B's changes, the move meets `e1` deleted and evicts `m` (no
+/// tombstone, B's pieces parked). Returns A, B and C.
+fn re_created_after_own_delete(
+    dir: &std::path::Path,
+    now: i64,
+    between: impl FnOnce(&Lib),
+) -> (Lib, Lib, Lib) {
     let (a, b, c) = (
-        lib(&dir, "a", now),
-        lib(&dir, "b", now + 3_000),
-        lib(&dir, "c", now),
+        lib(dir, "a", now),
+        lib(dir, "b", now + 3_000),
+        lib(dir, "c", now),
     );
     a.exec(
         "INSERT INTO entries(uuid, name) VALUES ('e1', 'one'), ('e2', 'two');
          INSERT INTO collections(uuid, name) VALUES ('c1', 'album');
          INSERT INTO collection_entries(uuid, collection_id, entry_id)
-           SELECT 'm', c.id, e.id FROM collections c, entries e WHERE c.uuid = 'c1' AND e.uuid = 'e2';
-         DELETE FROM collection_entries WHERE uuid = 'm';",
+           SELECT 'm', c.id, e.id FROM collections c, entries e WHERE c.uuid = 'c1' AND e.uuid = 'e2';",
     );
+    between(&a);
+    a.exec(&format!("SELECT sdsync_test_clock({})", now + 1_000));
+    a.exec("DELETE FROM collection_entries WHERE uuid = 'm'");
     copy_all(&a, &b);
     b.exec(
         "INSERT INTO collection_entries(uuid, collection_id, entry_id)
@@ -104,29 +122,33 @@ fn a_delete_superseded_by_a_parked_re_creation_is_not_taken_back() {
          UPDATE collection_entries SET entry_id = (SELECT id FROM entries WHERE uuid = 'e1') WHERE uuid = 'm';",
     );
     a.exec("DELETE FROM entries WHERE uuid = 'e1'");
-    let members = "collection_entries";
-    apply(&c.conn, &of_table(&a, members, &a.device(), "delete")).expect("A's delete");
-    apply(&c.conn, &of_table(&b, members, &b.device(), "upsert")).expect("B's re-creation");
+    apply(&c.conn, &of_table(&a, MEMBERS, &a.device(), "delete")).expect("A's delete");
+    apply(&c.conn, &of_table(&b, MEMBERS, &b.device(), "upsert")).expect("B's re-creation");
     assert_eq!(
-        c.int("SELECT count(*) FROM sdsync_tombstones"),
+        c.int("SELECT count(*) FROM sdsync_tombstones WHERE pk = 'm'"),
         1,
         "C holds A's delete"
     );
     copy_all(&b, &a);
     assert!(
-        a.int("SELECT count(*) FROM sdsync_parked") > 0 && a.count(members) == 0,
+        a.int("SELECT count(*) FROM sdsync_parked") > 0 && a.count(MEMBERS) == 0,
         "A evicted m, B's pieces parked"
     );
+    (a, b, c)
+}
+
+/// The table of the delete tests' memberships.
+const MEMBERS: &str = "collection_entries";
+
+/// C hands A's own delete of `m` back to A, which issues nothing new.
+fn hand_back_own_delete(a: &Lib, c: &Lib) {
     let issued = a.int("SELECT seq FROM sdsync_clock");
-
-    apply(&a.conn, &of_table(&c, members, &a.device(), "delete")).expect("A's delete, back from C");
-
+    apply(&a.conn, &of_table(c, MEMBERS, &a.device(), "delete")).expect("A's delete, back from C");
     assert_eq!(
         a.int("SELECT seq FROM sdsync_clock"),
         issued,
         "A issued nothing new"
     );
-    converge(&[&a, &b, &c]);
 }
 
 /// Two rounds of copies among all, then identical digests and watermarks.
@@ -214,46 +236,16 @@ fn an_own_copy_filling_a_missing_reference_is_issued_again_once() {
 fn a_delete_superseded_by_a_parked_re_creation_over_an_older_tombstone_is_not_taken_back() {
     let dir = temp_dir("own-changes");
     let now = now_ms() as i64;
-    let (a, b, c, d) = (
-        lib(&dir, "a", now),
-        lib(&dir, "b", now + 3_000),
-        lib(&dir, "c", now),
-        lib(&dir, "d", now),
-    );
-    a.exec(
-        "INSERT INTO entries(uuid, name) VALUES ('e1', 'one'), ('e2', 'two');
-         INSERT INTO collections(uuid, name) VALUES ('c1', 'album');
-         INSERT INTO collection_entries(uuid, collection_id, entry_id)
-           SELECT 'm', c.id, e.id FROM collections c, entries e WHERE c.uuid = 'c1' AND e.uuid = 'e2';",
-    );
-    copy_all(&a, &d);
-    d.exec("DELETE FROM collection_entries WHERE uuid = 'm'");
-    a.exec(&format!("SELECT sdsync_test_clock({})", now + 1_000));
-    a.exec("DELETE FROM collection_entries WHERE uuid = 'm'");
-    copy_all(&a, &b);
-    b.exec(
-        "INSERT INTO collection_entries(uuid, collection_id, entry_id)
-           SELECT 'm', c.id, e.id FROM collections c, entries e WHERE c.uuid = 'c1' AND e.uuid = 'e2';
-         UPDATE collection_entries SET entry_id = (SELECT id FROM entries WHERE uuid = 'e1') WHERE uuid = 'm';",
-    );
-    a.exec("DELETE FROM entries WHERE uuid = 'e1'");
-    let members = "collection_entries";
-    apply(&c.conn, &of_table(&a, members, &a.device(), "delete")).expect("A's delete");
-    apply(&c.conn, &of_table(&b, members, &b.device(), "upsert")).expect("B's re-creation");
-    copy_all(&b, &a);
-    apply(&a.conn, &of_table(&d, members, &d.device(), "delete")).expect("D's older delete");
+    let d = lib(&dir, "d", now);
+    let (a, b, c) = re_created_after_own_delete(&dir, now, |a| {
+        copy_all(a, &d);
+        d.exec("DELETE FROM collection_entries WHERE uuid = 'm'");
+    });
+    apply(&a.conn, &of_table(&d, MEMBERS, &d.device(), "delete")).expect("D's older delete");
     assert_eq!(
         a.int("SELECT count(*) FROM sdsync_tombstones WHERE pk = 'm'"),
         1
     );
-    let issued = a.int("SELECT seq FROM sdsync_clock");
-
-    apply(&a.conn, &of_table(&c, members, &a.device(), "delete")).expect("A's delete, back from C");
-
-    assert_eq!(
-        a.int("SELECT seq FROM sdsync_clock"),
-        issued,
-        "A issued nothing new"
-    );
+    hand_back_own_delete(&a, &c);
     converge(&[&a, &b, &c, &d]);
 }
