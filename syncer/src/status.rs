@@ -292,7 +292,11 @@ impl Home {
         let members = self.members()?;
         let syncer_pid = runlock::holder(self.dir());
         let running = syncer_pid.is_some();
-        let peers = peer_statuses(self, &device, &watermarks, &members, running)?;
+        let peers = peer_statuses(self, &device, &watermarks, &members, running)?
+            .into_iter()
+            .map(|p| counted_lacks(&lib.conn, &device, &watermarks, p))
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(err)?;
         // How long a lag has lasted is what the running syncer saw; with
         // none running it would count from a moment that no longer means
         // anything (a user's trial read "for 0 s" on a stopped device).
@@ -388,6 +392,32 @@ fn lag(peers: &[PeerStatus], held: &[(String, i64)], behind: &[(String, u64)]) -
                 .map(|(_, since)| now.saturating_sub(*since) / 1000),
         })
         .collect()
+}
+
+/// `peer` with what it lacks of this device's changes counted as changes,
+/// not as the distance between two numbers: a restored device renumbers
+/// its changes above what its peers hold (2^20 and more), and a user's trial
+/// read "lacks 1076083 of this device's changes" of 30,000.
+fn counted_lacks(
+    conn: &rusqlite::Connection,
+    me: &str,
+    watermarks: &[(String, i64)],
+    mut peer: PeerStatus,
+) -> rusqlite::Result<PeerStatus> {
+    if peer.lacks_of_ours > 0 {
+        let mine = watermarks.iter().find(|(o, _)| o == me).map_or(0, |m| m.1);
+        let held = mine - peer.lacks_of_ours;
+        peer.lacks_of_ours = conn.query_row(
+            "WITH me AS (SELECT id FROM sdsync_origins WHERE uuid = ?1) \
+             SELECT count(DISTINCT seq) FROM ( \
+               SELECT seq FROM sdsync_versions WHERE origin = (SELECT id FROM me) AND seq > ?2 \
+               UNION ALL SELECT seq FROM sdsync_tombstones WHERE origin = (SELECT id FROM me) AND seq > ?2 \
+               UNION ALL SELECT seq FROM sdsync_parked WHERE origin = (SELECT id FROM me) AND seq > ?2)",
+            rusqlite::params![me, held],
+            |r| r.get(0),
+        )?;
+    }
+    Ok(peer)
 }
 
 /// Every paired device joined with what the syncer last recorded of it

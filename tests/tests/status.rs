@@ -212,3 +212,37 @@ fn status_into_a_closed_pipe_ends_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// After a restore's renumbering (this device's changes moved above 2^20),
+/// what a peer lacks of them is counted in changes, not as the distance
+/// between two numbers (a user's trial read "lacks 1076083 of this device's
+/// changes" of 30,000).
+#[test]
+fn what_a_peer_lacks_after_a_renumbering_is_counted_in_changes() {
+    let (_dir, mut a, mut b) = pair_of("status-renumbered");
+    a.app()
+        .exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one'), ('t2', 'two')");
+    a.start();
+    b.start();
+    let dir = a.dir.to_str().expect("utf-8").to_string();
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&cli(&["status", &dir, "--json"])).expect("JSON")
+    };
+    wait_for("A to record that B holds its two changes", 60, || {
+        status()["peers"][0]["lacks_of_ours"] == 0 && b.app().count("tags") == 2
+    });
+    b.stop();
+    a.stop();
+    a.app().exec("SELECT sdsync_restamp(1048576)");
+    assert!(a.app().int("SELECT seq FROM sdsync_clock") > 1_048_576);
+
+    let s = status();
+
+    // Every current change of A (its tags, and the device rows pairing
+    // wrote), each renumbered once.
+    let changes = a
+        .app()
+        .int("SELECT count(*) FROM sdsync_changes WHERE origin = sdsync_device_id()");
+    assert!(changes >= 2);
+    assert_eq!(s["peers"][0]["lacks_of_ours"], changes, "{s}");
+}

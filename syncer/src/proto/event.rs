@@ -186,8 +186,8 @@ impl Event {
                 "restored",
                 format!(
                     "this device's library went back to an older copy (peer {peer} held its \
-                     changes up to seq {held}, it had {had}): {renumbered} change(s) written \
-                     since renumbered above, the lost ones taken back from peers"
+                     changes up to seq {held}, it had {had}): its {renumbered} current \
+                     change(s) renumbered above, the lost ones taken back from peers"
                 ),
             )),
             Self::PeerRestored { peer } => Some((
