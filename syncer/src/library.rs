@@ -347,6 +347,17 @@ pub fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
         .map(|n| n > 0)
 }
 
+/// How many changes of `origin` lie above `after`, counted, not as the
+/// distance between two numbers (a restored device renumbers its changes
+/// 2^20 and more above what its peers hold).
+pub fn changes_above(conn: &Connection, origin: &str, after: i64) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT count(*) FROM sdsync_changes WHERE origin = ?1 AND seq > ?2",
+        rusqlite::params![origin, after],
+        |r| r.get(0),
+    )
+}
+
 /// Reads changes with a query returning the eight columns of `sdsync_changes`.
 pub fn read_changes(
     conn: &Connection,

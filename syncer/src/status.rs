@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::home::{Home, HomeError};
-use crate::library::{Library, LibraryError, table_exists};
+use crate::library::{Library, LibraryError, changes_above, table_exists};
 use crate::members::Member;
 use crate::net::identity::Identity;
 use crate::proto::message::QuarantineSummary;
@@ -292,11 +292,7 @@ impl Home {
         let members = self.members()?;
         let syncer_pid = runlock::holder(self.dir());
         let running = syncer_pid.is_some();
-        let peers = peer_statuses(self, &device, &watermarks, &members, running)?
-            .into_iter()
-            .map(|p| counted_lacks(&lib.conn, &device, &watermarks, p))
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(err)?;
+        let peers = peer_statuses(self, lib, &device, &watermarks, &members, running)?;
         // How long a lag has lasted is what the running syncer saw; with
         // none running it would count from a moment that no longer means
         // anything (a user's trial read "for 0 s" on a stopped device).
@@ -394,36 +390,28 @@ fn lag(peers: &[PeerStatus], held: &[(String, i64)], behind: &[(String, u64)]) -
         .collect()
 }
 
-/// `peer` with what it lacks of this device's changes counted as changes,
-/// not as the distance between two numbers: a restored device renumbers
-/// its changes above what its peers hold (2^20 and more), and a user's trial
-/// read "lacks 1076083 of this device's changes" of 30,000.
-fn counted_lacks(
-    conn: &rusqlite::Connection,
-    me: &str,
-    watermarks: &[(String, i64)],
-    mut peer: PeerStatus,
-) -> rusqlite::Result<PeerStatus> {
-    if peer.lacks_of_ours > 0 {
-        let mine = watermarks.iter().find(|(o, _)| o == me).map_or(0, |m| m.1);
-        let held = mine - peer.lacks_of_ours;
-        peer.lacks_of_ours = conn.query_row(
-            "WITH me AS (SELECT id FROM sdsync_origins WHERE uuid = ?1) \
-             SELECT count(DISTINCT seq) FROM ( \
-               SELECT seq FROM sdsync_versions WHERE origin = (SELECT id FROM me) AND seq > ?2 \
-               UNION ALL SELECT seq FROM sdsync_tombstones WHERE origin = (SELECT id FROM me) AND seq > ?2 \
-               UNION ALL SELECT seq FROM sdsync_parked WHERE origin = (SELECT id FROM me) AND seq > ?2)",
-            rusqlite::params![me, held],
-            |r| r.get(0),
-        )?;
+/// How many of this device's changes (it holds up to `mine`) lie above
+/// `held`.
+fn lacks(lib: &Library, me: &str, mine: i64, held: i64) -> Result<i64, HomeError> {
+    if mine <= held {
+        return Ok(0);
     }
-    Ok(peer)
+    changes_above(&lib.conn, me, held).map_err(|source| {
+        HomeError::from(LibraryError::Sql {
+            path: lib.path.clone(),
+            source,
+        })
+    })
 }
 
 /// Every paired device joined with what the syncer last recorded of it
-/// (connected only while a syncer runs, `running`).
+/// (connected only while a syncer runs, `running`). What a peer lacks of
+/// this device's changes is counted in `lib`: after a restore's
+/// renumbering, the distance between two numbers read "lacks 1076083 of
+/// this device's changes" of 30,000 (a user's trial).
 fn peer_statuses(
     home: &Home,
+    lib: &Library,
     me: &str,
     watermarks: &[(String, i64)],
     members: &[Member],
@@ -454,7 +442,7 @@ fn peer_statuses(
             connected: running && state.connected,
             last_contact_ms: (state.last_contact_ms > 0).then_some(state.last_contact_ms),
             refused: state.refused.clone(),
-            lacks_of_ours: (mine - state.holds.get(me).copied().unwrap_or(0)).max(0),
+            lacks_of_ours: lacks(lib, me, mine, state.holds.get(me).copied().unwrap_or(0))?,
             ahead_of_us,
             name: members
                 .iter()

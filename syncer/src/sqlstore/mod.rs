@@ -54,7 +54,7 @@ use std::time::Instant;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use crate::library::{Change, Library, LibraryError, apply_in, read_changes};
+use crate::library::{Change, Library, LibraryError, apply_in, changes_above, read_changes};
 use crate::proto::message::{Incarnation, QuarantineSummary, change_size};
 use crate::proto::node::PeerState;
 use crate::proto::schema::TableLayout;
@@ -347,11 +347,7 @@ impl Store for SqlStore {
     }
 
     fn count_above(&self, origin: &str, after: i64) -> Result<i64, StoreError> {
-        self.sql(self.lib.conn.query_row(
-            "SELECT count(*) FROM sdsync_changes WHERE origin = ?1 AND seq > ?2",
-            params![origin, after],
-            |r| r.get(0),
-        ))
+        self.sql(changes_above(&self.lib.conn, origin, after))
     }
 
     fn apply(
