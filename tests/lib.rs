@@ -197,6 +197,21 @@ impl Lib {
 
 pub use sdsync_syncer::library::{Change, digest as digest_of, read_changes as read_changes_with};
 
+/// `change` without the columns `names`: a partial copy of it, as a peer
+/// serves a change some of whose columns a newer change holds there.
+pub fn without(change: &Change, names: &[&str]) -> Change {
+    let data: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(change.data.as_deref().expect("an upsert")).expect("JSON");
+    let kept = data
+        .into_iter()
+        .filter(|(k, _)| !names.contains(&k.as_str()))
+        .collect();
+    Change {
+        data: Some(serde_json::Value::Object(kept).to_string()),
+        ..change.clone()
+    }
+}
+
 /// Reads changes with a query returning the eight columns.
 pub fn read_changes(conn: &Connection, sql: &str) -> Vec<Change> {
     read_changes_with(conn, sql, []).expect("read changes")

@@ -2,7 +2,7 @@
 //! again under a new number) only when it lost it, as after a restore: a
 //! device that holds the change, or something newer in its place, leaves it.
 
-use sdsync_tests::{Change, Lib, apply, copy_all, now_ms, temp_dir};
+use sdsync_tests::{Change, Lib, apply, copy_all, now_ms, temp_dir, without};
 
 /// The tag every step writes.
 const TAG: &str = "tag-t";
@@ -169,19 +169,6 @@ fn converge(libs: &[&Lib]) {
     }
 }
 
-/// `change` without the column `name`.
-fn without(change: &Change, name: &str) -> Change {
-    let data: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(change.data.as_deref().expect("an upsert")).expect("JSON");
-    Change {
-        data: Some(
-            serde_json::Value::Object(data.into_iter().filter(|(k, _)| k != name).collect())
-                .to_string(),
-        ),
-        ..change.clone()
-    }
-}
-
 /// A, restored to before it created tag relationship `r`, takes `r` back
 /// first as a partial copy (its parent left at the default), then whole
 /// while the parent tag is still missing here: the whole copy fills the
@@ -210,7 +197,7 @@ fn an_own_copy_filling_a_missing_reference_is_issued_again_once() {
     restored.exec(&format!("SELECT sdsync_test_clock({now})"));
     assert_eq!(restored.device(), me, "the same device, restored");
     apply(&restored.conn, &child).expect("the child tag");
-    apply(&restored.conn, &[without(&whole, "parent_tag_id")]).expect("the partial copy");
+    apply(&restored.conn, &[without(&whole, &["parent_tag_id"])]).expect("the partial copy");
     let before = restored.int("SELECT seq FROM sdsync_clock");
 
     apply(&restored.conn, std::slice::from_ref(&whole)).expect("the whole copy");

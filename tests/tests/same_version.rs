@@ -4,7 +4,7 @@
 //! default, takes the value a whole copy carries (`apply/fill.rs`); a value
 //! held is never replaced by a copy's default.
 
-use sdsync_tests::{Change, Lib, apply, temp_dir};
+use sdsync_tests::{Change, Lib, apply, temp_dir, without};
 
 /// A creates tag `t` with a color; its creating change, whole and as a peer
 /// serves it while a newer group of the row holds the color there (the
@@ -101,21 +101,4 @@ fn a_default_held_under_the_columns_affinity_is_filled_too() {
         "2.5 1.0",
         "the score filled; the weight holds the default the copy carries too"
     );
-}
-
-/// `change` without the columns `names`.
-fn without(change: &Change, names: &[&str]) -> Change {
-    let data: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(change.data.as_deref().expect("an upsert")).expect("JSON");
-    Change {
-        data: Some(
-            serde_json::Value::Object(
-                data.into_iter()
-                    .filter(|(k, _)| !names.contains(&k.as_str()))
-                    .collect(),
-            )
-            .to_string(),
-        ),
-        ..change.clone()
-    }
 }
