@@ -54,12 +54,40 @@ pub struct Conn {
     pub bumped: Cell<Option<(i64, i64, u64)>>,
     /// Backpressure after its commits (see `pace`).
     pub pace: crate::pace::Pace,
+    /// The last change this connection issued, and `main`'s data version
+    /// then (see [`issue`]): while that version holds, no other connection
+    /// has committed, so the next change follows it without reading the
+    /// clock row or the log. Forgotten by anything in the extension that
+    /// moves the clock itself (apply, repairs, restores).
+    pub stamp: Cell<Option<Stamp>>,
+    /// An ATTACH was seen on this connection: [`Conn::stamp`] is keyed to
+    /// `main`'s data version, which says nothing of an attached library's
+    /// commits, so it is not kept (every change reads the clock).
+    pub attached: Cell<bool>,
+    /// Set by `sdsync_capturing()` for the row a capture trigger is about
+    /// to record, taken by its clock bump: a call of the bump functions
+    /// from other SQL computes a value but moves nothing (no stamp, no
+    /// record of issued numbers).
+    pub bump_due: Cell<bool>,
+}
+
+/// See [`Conn::stamp`].
+#[derive(Clone, Copy, Debug)]
+pub struct Stamp {
+    version: u32,
+    seq: i64,
+    hlc: i64,
 }
 
 impl Conn {
     /// The wall clock in milliseconds (the test clock when one is set).
     pub fn wall_ms(&self) -> u64 {
         self.wall_override.get().unwrap_or_else(wall_millis)
+    }
+
+    /// Forgets [`Conn::stamp`]: the clock moved other than by capture.
+    pub fn forget_stamp(&self) {
+        self.stamp.set(None);
     }
 }
 
@@ -105,6 +133,7 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
             }
             let n = &c.conn.local_writes;
             n.set(n.get().wrapping_add(1));
+            c.conn.bump_due.set(true);
         }
         Ok(Value::Integer(i64::from(capturing)))
     }),
@@ -112,6 +141,23 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
         Ok(Value::Integer(Hlc::from_wall(c.conn.wall_ms()).as_i64()))
     }),
     ("sdsync_next_hlc", 2, INNOCUOUS, next_hlc),
+    // Format 10's name for it: an older extension lacks it, so its writes to
+    // a format-10 library fail closed instead of numbering past the log.
+    ("sdsync_next_stamp", 2, INNOCUOUS, next_hlc),
+    ("sdsync_stamp", 0, INNOCUOUS, stamp),
+    // Read by the watermark view (see `fold::FORMAT_10`).
+    ("sdsync_logging", 0, PURE, |_| Ok(Value::Integer(1))),
+    ("sdsync_refuse_seq", 1, INNOCUOUS, |c| {
+        Err(format!(
+            "sdsync: internal error: sequence number {} issued twice; the write is refused",
+            c.int(0, "seq")?
+        ))
+    }),
+    ("sdsync_fold", 0, DIRECT, |c| fold(c, None)),
+    ("sdsync_fold", 1, DIRECT, |c| {
+        let limit = c.int(0, "sdsync_fold: how many log entries at most")?;
+        fold(c, Some(limit))
+    }),
     ("sdsync_uuid", 0, INNOCUOUS, |_| Ok(Value::Text(uuid_v7()))),
     ("sdsync_uuid_v5", 2, PURE, uuid_v5_fn),
     ("sdsync_hlc_text", 1, PURE, hlc_text),
@@ -201,6 +247,10 @@ const FUNCTIONS: &[(&str, i32, i32, Body)] = &[
 struct Registered {
     conn: Rc<Conn>,
     body: Body,
+    /// A direct-only function: called by the app or the syncer, never by a
+    /// trigger. Those that move the clock (restores, identity, repairs,
+    /// tracking) are among them, so each call forgets [`Conn::stamp`].
+    direct: bool,
 }
 
 /// Registers every function on a connection.
@@ -215,6 +265,7 @@ pub fn register(db: *mut sqlite3, conn: &Rc<Conn>) -> Result<(), String> {
         let registered = Box::into_raw(Box::new(Registered {
             conn: conn.clone(),
             body,
+            direct: class == DIRECT,
         }));
         let cname = CString::new(name).map_err(|e| e.to_string())?;
         let data = registered.cast::<c_void>();
@@ -344,13 +395,16 @@ unsafe extern "C" fn bumped(ctx: *mut sqlite3_context, argc: c_int, argv: *mut *
         // SAFETY: valid context for this call.
         Ok(Some(v)) => unsafe { api!(result_int64)(ctx, v) },
         _ => {
-            let message = "sdsync: internal error: no clock bump for the row being captured \
-                           (is the sdsync_clock row missing?)";
+            let message = NO_BUMP;
             // SAFETY: SQLite copies the message (length given).
             unsafe { api!(result_error)(ctx, message.as_ptr().cast(), message.len() as c_int) };
         }
     }
 }
+
+/// A capture trigger's clock bump that did not run: the write is refused.
+const NO_BUMP: &str = "sdsync: internal error: no clock bump for the row being captured \
+                       (is the sdsync_clock row missing?)";
 
 /// Releases a connection's state handed to SQLite with `Rc::into_raw` (as
 /// a function's or a module's user data), once SQLite is done with it.
@@ -378,6 +432,9 @@ unsafe extern "C" fn invoke(ctx: *mut sqlite3_context, argc: c_int, argv: *mut *
         // SAFETY: the user data is the `Registered` given at registration, alive
         // until SQLite calls its destructor; argv holds argc values.
         let registered = unsafe { &*api!(user_data)(ctx).cast::<Registered>() };
+        if registered.direct {
+            registered.conn.forget_stamp();
+        }
         let args = (0..argc.max(0) as usize)
             .map(|i| value_of(unsafe { *argv.add(i) }))
             .collect();
@@ -444,13 +501,85 @@ fn uuid_v5_fn(c: &Call) -> Result<Value, String> {
 fn next_hlc(c: &Call) -> Result<Value, String> {
     let last = c.int(0, "sdsync_next_hlc: the clock's HLC")?;
     let seq = c.int(1, "sdsync_next_hlc: the clock's sequence")?;
+    // The clock row lags the log's updates until they are folded: the
+    // newest of the two is where this change follows.
+    let (newest, version) = latest(c)?;
+    match newest {
+        Some((s, h)) if s > seq => issue(c, h, s, true, version),
+        _ => issue(c, last, seq, false, version),
+    }
+}
+
+/// `sdsync_stamp()`: the update trigger's clock. Returns the sequence number
+/// of the change being captured (`sdsync_bumped(1)` gives its HLC), the one
+/// after the newest of the clock row and the log, without writing either:
+/// the change's log entry is its record.
+fn stamp(c: &Call) -> Result<Value, String> {
+    let (newest, version) = latest(c)?;
+    let (seq, hlc) = newest.ok_or(NO_BUMP)?;
+    issue(c, hlc, seq, true, version)?;
+    Ok(Value::Integer(seq.saturating_add(1)))
+}
+
+/// The last change issued on this device, `(seq, hlc)`: this connection's
+/// own while no other has committed since (no statement), else the newest
+/// of the clock row and the log's last entry. `None` without a clock row.
+/// Also `main`'s data version, which keys the stamp [`issue`] leaves.
+fn latest(c: &Call) -> Result<(Option<Issued>, Option<u32>), String> {
+    let version = c.db.data_version();
+    if let (Some(v), Some(s), false) = (version, c.conn.stamp.get(), c.conn.attached.get())
+        && s.version == v
+    {
+        return Ok((Some((s.seq, s.hlc)), version));
+    }
+    let read = |sql: &str| -> Result<Option<Issued>, crate::ffi::SqlError> {
+        let mut stmt = c.db.prepare(sql)?;
+        Ok(if stmt.step()? {
+            Some((stmt.int(0), stmt.int(1)))
+        } else {
+            None
+        })
+    };
+    match read(LATEST) {
+        Err(e) if e.to_string().contains("no such table: sdsync_log") => {
+            read("SELECT seq, hlc FROM sdsync_clock")
+        }
+        other => other,
+    }
+    .map(|newest| (newest, version))
+    .map_err(|e| format!("sdsync: reading the clock: {e}"))
+}
+
+/// A change issued on this device: `(seq, hlc)`.
+type Issued = (i64, i64);
+
+/// The clock row, or the log's last entry when it is ahead (`latest`).
+const LATEST: &str = "SELECT max(c.seq, coalesce(l.seq, 0)), max(c.hlc, coalesce(l.hlc, 0)) \
+     FROM sdsync_clock c LEFT JOIN (SELECT seq, hlc FROM sdsync_log ORDER BY seq DESC LIMIT 1) l";
+
+/// Issues the change after `(seq, last)`: its HLC by the send rule (returned)
+/// and `seq + 1`, left for `sdsync_bumped` and [`Conn::stamp`]. `known`:
+/// the pair was read from this database or issued here, not passed in.
+fn issue(
+    c: &Call,
+    last: i64,
+    seq: i64,
+    known: bool,
+    version: Option<u32>,
+) -> Result<Value, String> {
     let wall = Hlc::from_wall(c.conn.wall_ms()).as_i64();
+    if !c.conn.bump_due.replace(false) {
+        // Not a capture's bump: the value, and nothing moved.
+        return Ok(Value::Integer(last.saturating_add(1).max(wall)));
+    }
     let before = c.conn.issued.replace(Some(seq.saturating_add(1)));
     let first = before.is_none();
-    // The clock below a number this connection issued: its transaction
-    // rolled back, or the database was restored underneath it (`.restore`
-    // into an open connection), which then re-issues numbers its lost
-    // history had (seed 9673 of the whole-folder runs).
+    // The clock below a number this connection issued: the database was
+    // restored underneath it (`.restore` into an open connection), which then
+    // re-issues numbers its lost history had (seed 9673 of the whole-folder
+    // runs), and after a rollback (the rollback hook forgot the stamp). A
+    // statement that failed inside a transaction leaves the stamp past its
+    // numbers: they are not issued again.
     let went_back = before.is_some_and(|issued| seq < issued);
     let stepped = first && last >= wall;
     let step = if stepped {
@@ -459,18 +588,36 @@ fn next_hlc(c: &Call) -> Result<Value, String> {
         1
     };
     let next = last.saturating_add(step).max(wall);
-    if first || went_back || next >> 26 > last >> 26 {
-        let clock = c.db.query_i64(
-            "SELECT seq FROM sdsync_clock WHERE hlc = ?1",
-            &[Value::Integer(last)],
-        );
-        if matches!(clock, Ok(Some(s)) if s == seq) {
-            record_issued(c, seq.saturating_add(1), next)?;
-        }
+    if (first || went_back || next >> 26 > last >> 26) && (known || is_clock(c, last, seq)) {
+        record_issued(c, seq.saturating_add(1), next)?;
     }
     let row = c.conn.local_writes.get();
     c.conn.bumped.set(Some((seq.saturating_add(1), next, row)));
+    if let Some(version) = version {
+        c.conn.stamp.set(Some(Stamp {
+            version,
+            seq: seq.saturating_add(1),
+            hlc: next,
+        }));
+    }
     Ok(Value::Integer(next))
+}
+
+/// Whether `(seq, hlc)` is the clock row's own pair: only those are
+/// recorded as issued (a call with made-up arguments plants nothing).
+fn is_clock(c: &Call, hlc: i64, seq: i64) -> bool {
+    let clock = c.db.query_i64(
+        "SELECT seq FROM sdsync_clock WHERE hlc = ?1",
+        &[Value::Integer(hlc)],
+    );
+    matches!(clock, Ok(Some(s)) if s == seq)
+}
+
+/// `sdsync_fold([limit])`: folds this device's update log (see `fold`);
+/// returns how many entries it folded.
+fn fold(c: &Call, limit: Option<i64>) -> Result<Value, String> {
+    let folded = crate::fold::fold_some(c.db, limit).map_err(|e| format!("sdsync_fold: {e}"))?;
+    Ok(Value::Integer(folded))
 }
 
 /// Records `(seq, hlc)` as issued. A library whose format-7 upgrade an app's

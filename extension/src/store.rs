@@ -128,6 +128,7 @@ pub fn ensure(db: Db) -> Result<(), SqlError> {
     db.exec(SCHEMA)?;
     db.exec(FORMAT_6)?;
     db.exec(FORMAT_7)?;
+    db.exec(crate::fold::FORMAT_10)?;
     db.exec(QUARANTINE_TABLE)?;
     // A new library's triggers are installed by this version: the current format.
     db.prepare("UPDATE sdsync_meta SET value = ?1 WHERE key = 'format' AND value < ?1")?
@@ -172,6 +173,8 @@ pub fn device_id(db: Db) -> Result<String, SqlError> {
 /// The previous identity's changes keep their origin (they were made by that device);
 /// its watermark is set to the last sequence it issued here.
 pub fn assign_identity(db: Db, uuid: &str) -> Result<i64, SqlError> {
+    // The log's entries are the old identity's changes.
+    crate::fold::fold(db)?;
     if let Some(old) = db.query_i64("SELECT value FROM sdsync_meta WHERE key = 'origin'", &[])? {
         db.prepare("UPDATE sdsync_origins SET complete = max(complete, (SELECT seq FROM sdsync_clock)) WHERE id = ?1")?
             .run(&[Value::Integer(old)])?;
@@ -207,6 +210,7 @@ pub fn intern_origin(db: Db, uuid: &str) -> Result<i64, SqlError> {
 /// Issues the next HLC (send rule) and persists it, inside the caller's transaction.
 pub fn hlc_now(db: Db, wall_ms: u64) -> Result<Hlc, SqlError> {
     ensure(db)?;
+    crate::fold::fold(db)?;
     let wall = Hlc::from_wall(wall_ms).as_i64();
     let raw = db
         .query_i64(
@@ -256,6 +260,7 @@ pub fn restamp(db: Db, floor: i64, hlc: i64) -> Result<i64, SqlError> {
     let Some(origin) = local_origin(db)? else {
         return Ok(0);
     };
+    crate::fold::fold(db)?;
     let mut rows = Vec::new();
     let mut stmt = db.prepare(
         "SELECT 0, tbl, rid, mask, seq FROM sdsync_versions WHERE origin = ?1 \

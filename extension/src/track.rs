@@ -81,7 +81,11 @@ pub fn track(
 ) -> Result<String, TrackError> {
     let class = Class::parse(class)?;
     let options = options.map(|o| Options::parse(Some(o))).transpose()?;
-    in_savepoint(db, || track_parsed(db, table, class, options, wall_ms))
+    in_savepoint(db, || {
+        // A table tracked again may change its columns' mask bits.
+        crate::fold::fold(db)?;
+        track_parsed(db, table, class, options, wall_ms)
+    })
 }
 
 /// [`track`] with parsed arguments, inside the caller's savepoint.
@@ -268,6 +272,7 @@ fn self_updating_triggers(db: Db, table: &str) -> Result<Vec<String>, SqlError> 
 /// Removes capture from `table` and forgets its versions and parked changes.
 pub fn untrack(db: Db, table: &str) -> Result<String, TrackError> {
     in_savepoint(db, || {
+        crate::fold::fold(db)?;
         let catalog = Catalog::load(db)?;
         let spec = catalog
             .by_name(table)
@@ -314,8 +319,10 @@ pub(crate) fn forget(db: Db, table_id: i64) -> Result<(), SqlError> {
 /// 7 the record of issued numbers (`store::FORMAT_7`); format 8 triggers read
 /// the clock bump's numbers from `sdsync_bumped` instead of the clock row;
 /// format 9 update triggers fire on an `OR` of the columns' changes instead
-/// of a bit mask in their `WHEN`.
-pub const TRIGGER_FORMAT: i64 = 9;
+/// of a bit mask in their `WHEN`; format 10 update triggers append to
+/// `sdsync_log` (`fold::FORMAT_10`) instead of writing the clock row and
+/// the version.
+pub const TRIGGER_FORMAT: i64 = 10;
 
 /// Re-installs the capture triggers of a library written by an older sdsync, at
 /// load. Best effort: a read-only or busy database keeps its triggers and is
@@ -333,6 +340,7 @@ pub fn upgrade(db: Db) -> Result<(), TrackError> {
     in_savepoint(db, || {
         db.exec(store::FORMAT_6)?;
         db.exec(store::FORMAT_7)?;
+        db.exec(crate::fold::FORMAT_10)?;
         let origin = store::local_origin(db)?.unwrap_or(0);
         for spec in Catalog::load(db)?.ordered {
             install_triggers(db, &spec, origin)?;

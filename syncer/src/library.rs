@@ -274,6 +274,7 @@ impl Library {
 
     /// Every change this database holds.
     pub fn changes(&self) -> Result<Vec<Change>, LibraryError> {
+        fold(&self.conn).map_err(|e| self.err(e))?;
         read_changes(
             &self.conn,
             "SELECT tbl, pk, op, data, origin, seq, hlc, creates FROM sdsync_changes",
@@ -284,6 +285,7 @@ impl Library {
 
     /// The changes of `origin` above sequence `after`, in sequence order.
     pub fn changes_since(&self, origin: &str, after: i64) -> Result<Vec<Change>, LibraryError> {
+        fold(&self.conn).map_err(|e| self.err(e))?;
         read_changes(
             &self.conn,
             "SELECT tbl, pk, op, data, origin, seq, hlc, creates FROM sdsync_changes WHERE origin = ?1 AND seq > ?2",
@@ -351,11 +353,22 @@ pub fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
 /// distance between two numbers (a restored device renumbers its changes
 /// 2^20 and more above what its peers hold).
 pub fn changes_above(conn: &Connection, origin: &str, after: i64) -> rusqlite::Result<i64> {
+    fold(conn)?;
     conn.query_row(
         "SELECT count(*) FROM sdsync_changes WHERE origin = ?1 AND seq > ?2",
         rusqlite::params![origin, after],
         |r| r.get(0),
     )
+}
+
+/// Folds this device's update log into its versions (the extension's
+/// `fold.rs`), as a statement of its own. `sdsync_changes` folds too when
+/// it finds the log not empty, but inside the reading statement, whose
+/// read transaction cannot always take the write lock (another connection
+/// committed since it began): readers fold first, so it seldom has to.
+pub fn fold(conn: &Connection) -> rusqlite::Result<()> {
+    conn.prepare_cached("SELECT sdsync_fold()")?
+        .query_row([], |_| Ok(()))
 }
 
 /// Reads changes with a query returning the eight columns of `sdsync_changes`.

@@ -568,9 +568,15 @@ impl Sim {
 
 /// The device's clock (the HLC of its last own change or of the last it took).
 pub(crate) fn local_hlc(store: &SqlStore) -> i64 {
-    store
-        .lib
-        .conn
-        .query_row("SELECT hlc FROM sdsync_clock", [], |r| r.get(0))
-        .unwrap_or(-1)
+    // Updates not folded yet are stamped in the log, ahead of the clock row
+    // (a library not upgraded yet has no log).
+    let conn = &store.lib.conn;
+    conn.query_row(
+        "SELECT max(c.hlc, coalesce((SELECT hlc FROM sdsync_log ORDER BY seq DESC LIMIT 1), 0)) \
+         FROM sdsync_clock c",
+        [],
+        |r| r.get(0),
+    )
+    .or_else(|_| conn.query_row("SELECT hlc FROM sdsync_clock", [], |r| r.get(0)))
+    .unwrap_or(-1)
 }

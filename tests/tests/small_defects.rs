@@ -147,7 +147,7 @@ fn loading_upgrades_triggers_of_an_older_version() {
     let lib = Lib::open(&path);
     assert_eq!(
         lib.int("SELECT value FROM sdsync_meta WHERE key = 'format'"),
-        9
+        10
     );
     lib.exec("INSERT INTO tags(uuid, canonical_name) VALUES ('t1', 'one')");
     assert_eq!(

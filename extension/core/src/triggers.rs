@@ -31,20 +31,35 @@ use crate::limits::{size_check, size_check_update};
 use crate::schema::{Class, TableSpec, quote_ident, quote_literal};
 
 /// Bumps the persistent clock: next HLC by the send rule, next local sequence.
-/// `sdsync_next_hlc` computes `max(hlc + 1, wall)` and, when that enters a new
+/// `sdsync_next_stamp` (format 10's name of `sdsync_next_hlc`, which an
+/// older extension lacks) computes `max(hlc + 1, wall)` and, when that enters a new
 /// second (or is a connection's first change, or comes on a clock gone below
 /// what the connection issued), records the pair in `sdsync_issued` (in the
 /// writer's transaction), so a peer's copy of a lost change can be told from
 /// this history after a restore. A statement of its own in every trigger cost
 /// ×1.6 on inserts (`sdsync bench`); the function decides in Rust per row and
 /// writes about once a second of writing.
-const CLOCK_BUMP: &str = "UPDATE sdsync_clock SET hlc = sdsync_next_hlc(hlc, seq), seq = seq + 1;";
+///
+/// The sequence number comes from the function too: the clock row lags
+/// the updates in `sdsync_log` until they are folded, and `sdsync_next_hlc`
+/// follows the newest of the two. SQLite computes an UPDATE's new values in
+/// the table's column order, `hlc` before `seq`.
+const CLOCK_BUMP: &str =
+    "UPDATE sdsync_clock SET hlc = sdsync_next_stamp(hlc, seq), seq = sdsync_bumped(0);";
 
 /// The sequence number and HLC [`CLOCK_BUMP`] just issued, as the next
 /// statement of the trigger reads them: from the connection, where
 /// `sdsync_next_hlc` left them for this row, not from the clock row (a
 /// subquery on it per row cost about 3 % of a bulk update's capture, `bench_capture`).
 const BUMPED: &str = "sdsync_bumped(0), sdsync_bumped(1)";
+
+/// The end of the update trigger's log append. The writing statement's
+/// conflict clause overrides a trigger statement's own (`Ctx::record`), so
+/// under `UPDATE OR IGNORE` a second entry under one number would vanish and
+/// under `OR REPLACE` displace the first; an upsert is not overridden, and
+/// this one refuses the write instead. No number is issued twice
+/// (`sdsync_stamp`): this is the guard should that ever break.
+const COLLISION: &str = "ON CONFLICT(seq) DO UPDATE SET tbl = sdsync_refuse_seq(excluded.seq);";
 
 /// The kinds of trigger a table gets. The kind comes first in a trigger's name
 /// (`sdsync_<kind>_<table>`) and no kind followed by `_` starts another kind, so
@@ -268,28 +283,36 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// An update appends one entry to `sdsync_log`, numbered and stamped by
+    /// `sdsync_stamp()` (no clock row write), and leaves the version to the
+    /// fold (extension `fold.rs`): a third of what rewriting the version
+    /// and moving its `(origin, seq)` index entry cost the writer. Always
+    /// `INSERT … SELECT`: a SELECT computes its columns left to right, so
+    /// the stamp comes before `sdsync_bumped` reads it (`VALUES` computed
+    /// the rowid, `seq`, last).
     fn update(&self) -> String {
         let any = self.changed_any();
         let id = self.spec.id;
         let rid = self.rid("NEW");
         let body = match self.spec.class {
-            // Owned rows carry one version for the whole row: move it forward. The
-            // owner check rides along in the same UPDATE (no extra lookup).
+            // Owned rows carry one version for the whole row: the entry moves
+            // that group. The owner check rides along in the same lookup.
             Class::Owned => format!(
-                "{CLOCK_BUMP} UPDATE sdsync_versions SET \
-                 origin = CASE WHEN origin = {origin} THEN origin ELSE {refuse} END, \
-                 (seq, hlc) = ({BUMPED}) \
-                 WHERE tbl = {id} AND rid = {rid};",
+                "INSERT INTO sdsync_log(seq, tbl, rid, mask, hlc) \
+                 SELECT sdsync_stamp(), {id}, {rid}, v.mask, sdsync_bumped(1) FROM sdsync_versions v \
+                 WHERE v.tbl = {id} AND v.rid = {rid} \
+                 AND CASE WHEN v.origin = {origin} THEN 1 ELSE {refuse} END {COLLISION}",
                 origin = self.origin,
-                refuse = self.refuse("NEW", "origin"),
+                refuse = self.refuse("NEW", "v.origin"),
             ),
             // Shared rows: the changed columns form a new group, which shadows
             // them in older groups (see `merge::normalize`). The group of the same
             // column set is replaced; other shadowed groups stay until apply
             // rewrites the row (bounded by the distinct column sets updated).
             Class::Shared => format!(
-                "{CLOCK_BUMP} {record}",
-                record = self.record(&self.changed_mask())
+                "INSERT INTO sdsync_log(seq, tbl, rid, mask, hlc) \
+                 SELECT sdsync_stamp(), {id}, {rid}, {mask}, sdsync_bumped(1) WHERE true {COLLISION}",
+                mask = self.changed_mask()
             ),
         };
         format!(
@@ -441,7 +464,7 @@ mod tests {
             sql[0]
         );
         assert!(
-            sql[1].contains("CASE WHEN origin = 9 THEN origin ELSE"),
+            sql[1].contains("CASE WHEN v.origin = 9 THEN 1 ELSE"),
             "{}",
             sql[1]
         );

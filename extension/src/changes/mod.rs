@@ -367,6 +367,8 @@ unsafe extern "C" fn x_update(
             values: args[2..].iter().map(|v| value_of(*v)).collect(),
         };
         let _applying = Applying::start(&table.conn);
+        // Apply may move the clock (a change of this device's taken back).
+        table.conn.forget_stamp();
         table
             .engine
             .apply(fields, table.conn.wall_ms(), &table.conn.local_writes)?;

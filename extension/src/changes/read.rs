@@ -84,6 +84,10 @@ impl Reader {
     pub fn open(db: Db, filter: &Filter, shelf: &Shelf) -> Result<Self, ChangeError> {
         let schema = shelf.schema(db)?;
         let empty = !schema.exists;
+        // This device's updates not folded yet are served from their versions.
+        if !empty {
+            crate::fold::fold(db)?;
+        }
         let kept = schema.kept_table;
         // A change kept here is served whole, as it came: the part of it this
         // database applied (a version group, or a parked piece) lacks the

@@ -227,6 +227,32 @@ impl Db {
         self.0
     }
 
+    /// Rows the last finished INSERT, UPDATE or DELETE changed.
+    pub fn changes(self) -> i64 {
+        // SAFETY: valid handle.
+        i64::from(unsafe { api!(changes)(self.0) })
+    }
+
+    /// `main`'s data version (`SQLITE_FCNTL_DATA_VERSION`): it moves with
+    /// every commit to the file, this connection's or any other's, and stays
+    /// put within a transaction and across a rollback. A file-control call,
+    /// not a statement: cheap enough to ask once per captured row.
+    pub fn data_version(self) -> Option<u32> {
+        const SQLITE_FCNTL_DATA_VERSION: c_int = 35;
+        let mut version: u32 = 0;
+        // SAFETY: valid handle, NUL-terminated schema name, and a u32 out-parameter
+        // as this opcode requires.
+        let rc = unsafe {
+            api!(file_control)(
+                self.0,
+                c"main".as_ptr(),
+                SQLITE_FCNTL_DATA_VERSION,
+                (&raw mut version).cast::<c_void>(),
+            )
+        };
+        (rc == SQLITE_OK).then_some(version)
+    }
+
     /// The rowid of the last row this connection inserted.
     pub fn last_insert_rowid(self) -> i64 {
         // SAFETY: valid handle.

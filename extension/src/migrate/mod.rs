@@ -231,6 +231,8 @@ pub fn repair(db: Db, wall_ms: u64) -> Result<Vec<String>, TrackError> {
 }
 
 fn repair_steps(db: Db, wall_ms: u64) -> Result<Vec<String>, TrackError> {
+    // The log's masks are in the columns' order the catalog still has.
+    crate::fold::fold(db)?;
     {
         let mut done = Vec::new();
         // A rename changes what other tables' references name: look again.

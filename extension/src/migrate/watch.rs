@@ -51,6 +51,8 @@ const SQLITE_OK: c_int = 0;
 const SQLITE_DENY: c_int = 1;
 const SQLITE_CREATE_TABLE: c_int = 2;
 const SQLITE_CREATE_TRIGGER: c_int = 7;
+const SQLITE_SAVEPOINT: c_int = 32;
+const SQLITE_ATTACH: c_int = 24;
 const SQLITE_DELETE: c_int = 9;
 const SQLITE_DROP_TABLE: c_int = 11;
 const SQLITE_DROP_TRIGGER: c_int = 16;
@@ -302,6 +304,15 @@ unsafe extern "C" fn authorize(
             second: second.as_deref(),
             trigger: trigger.as_deref(),
         };
+        if action == SQLITE_ATTACH {
+            conn.attached.set(true);
+            conn.forget_stamp();
+        }
+        if action == SQLITE_SAVEPOINT && seen.first == Some("ROLLBACK") {
+            // Numbers issued since the savepoint are taken back: the next
+            // change reads the clock again (see `Conn::stamp`).
+            conn.forget_stamp();
+        }
         let decision = decide(&conn.watch, &seen);
         conn.watch.switch_trace();
         decision
@@ -467,6 +478,7 @@ unsafe extern "C" fn rolled_back(data: *mut c_void) {
         let conn = unsafe { &*(data as *const Conn) };
         conn.watch.uncaptured.borrow_mut().clear();
         conn.watch.ended(true);
+        conn.forget_stamp();
     });
 }
 

@@ -103,6 +103,10 @@ pub struct SqlStore {
     pace: Cell<split::Pace>,
 }
 
+/// How many log entries one fold transaction takes at most (about a tenth
+/// of a second of work; see [`SqlStore::fold`]).
+const FOLD_PART: i64 = 20_000;
+
 impl SqlStore {
     /// Wraps a library and a sync.db connection (creating the tables both need).
     pub fn new(lib: Library, sync: Connection) -> Result<Self, StoreError> {
@@ -116,6 +120,10 @@ impl SqlStore {
         tune(&lib.conn).map_err(err)?;
         quarantine::ensure(&lib.conn).map_err(err)?;
         marks::ensure(&lib.conn, &me).map_err(err)?;
+        // What follows reads this device's clock (see `SqlStore::fold`).
+        lib.conn
+            .query_row("SELECT sdsync_fold()", [], |_| Ok(()))
+            .map_err(err)?;
         lineage::ensure(&lib.conn).map_err(err)?;
         syncdb::ensure(&sync)?;
         let store = Self {
@@ -186,6 +194,47 @@ impl SqlStore {
     /// status` (another process).
     pub fn record_peers(&self, peers: &[PeerState], now_ms: u64) -> Result<(), StoreError> {
         Ok(syncdb::record_peers(&self.sync, peers, now_ms)?)
+    }
+
+    /// Folds this device's update log into its versions (the extension's
+    /// `fold.rs`): the store reads its own changes and clock only after one.
+    /// In parts of [`FOLD_PART`] entries, each its own transaction outside
+    /// gathered pages, so an app's writer never waits behind one long fold.
+    pub(crate) fn fold(&self) -> Result<(), StoreError> {
+        let mut stmt = self.sql(self.lib.conn.prepare_cached("SELECT sdsync_fold(?1)"))?;
+        loop {
+            let folded: i64 = self.sql(stmt.query_row([FOLD_PART], |r| r.get(0)))?;
+            if folded < FOLD_PART {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A read transaction whose snapshot holds no log entry: folds, and
+    /// begins again while an app committed more updates in between (a few
+    /// tries; then `sdsync_changes` folds inside the snapshot, which fails
+    /// transiently if yet another commit came first).
+    fn folded_snapshot(&self) -> Result<rusqlite::Transaction<'_>, StoreError> {
+        for _ in 0..4 {
+            self.fold()?;
+            let tx = self.sql(self.lib.conn.unchecked_transaction())?;
+            // A library whose upgrade is still put off has no log.
+            let empty: bool = self.sql(
+                tx.query_row("SELECT NOT EXISTS (SELECT 1 FROM sdsync_log)", [], |r| {
+                    r.get(0)
+                })
+                .or_else(|e| match e {
+                    rusqlite::Error::SqliteFailure(_, Some(m)) if m.contains("no such table") => {
+                        Ok(true)
+                    }
+                    e => Err(e),
+                }),
+            )?;
+            if empty {
+                return Ok(tx);
+            }
+        }
+        self.sql(self.lib.conn.unchecked_transaction())
     }
 
     /// Maps a library statement's error to the store's, naming the file; busy
@@ -273,6 +322,7 @@ impl Store for SqlStore {
     }
 
     fn hlc(&self) -> Result<i64, StoreError> {
+        self.fold()?;
         self.sql(
             self.lib
                 .conn
@@ -282,6 +332,7 @@ impl Store for SqlStore {
     }
 
     fn clock(&self) -> Result<(i64, i64), StoreError> {
+        self.fold()?;
         self.sql(
             self.lib
                 .conn
@@ -298,7 +349,7 @@ impl Store for SqlStore {
         bytes: usize,
     ) -> Result<Slice, StoreError> {
         // One read transaction: the changes and the watermark from one snapshot.
-        let tx = self.sql(self.lib.conn.unchecked_transaction())?;
+        let tx = self.folded_snapshot()?;
         let held = self.sql(marks::effective_of(&tx, &self.me, origin))?;
         let mut changes = self.sql(read_changes(
             &tx,
@@ -408,6 +459,7 @@ impl Store for SqlStore {
     }
 
     fn newest_of(&self, origin: &str, n: usize) -> Result<Vec<(i64, i64)>, StoreError> {
+        self.fold()?;
         let mut found = self.sql(lineage::newest_of(&self.lib.conn, origin, n))?;
         for point in points::taken(&self.sync, origin)? {
             if !found.contains(&point) {
@@ -457,10 +509,12 @@ impl Store for SqlStore {
     }
 
     fn reuses(&self, seq: i64, hlc: i64) -> Result<bool, StoreError> {
+        self.fold()?;
         self.sql(lineage::reuses(&self.lib.conn, seq, hlc))
     }
 
     fn outran(&self, seq: i64, hlc: i64) -> Result<bool, StoreError> {
+        self.fold()?;
         self.sql(lineage::outran(&self.lib.conn, seq, hlc))
     }
 

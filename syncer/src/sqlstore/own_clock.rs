@@ -42,6 +42,7 @@ impl SqlStore {
         let Some((seq, hlc)) = seen else {
             return Ok(None);
         };
+        self.fold()?;
         let conn = &self.lib.conn;
         let behind: bool = self.sql(conn.query_row(
             "SELECT (SELECT seq FROM sdsync_clock) < ?1 \
@@ -102,6 +103,7 @@ impl SqlStore {
     /// syncer starts on a clock ahead of the wall clock; no step otherwise (the
     /// next change then takes the wall clock, later than the copy's).
     pub fn step_clock(&self) -> Result<(), StoreError> {
+        self.fold()?;
         let conn = &self.lib.conn;
         let (seq, hlc, wall): (i64, i64, i64) = self.sql(conn.query_row(
             "SELECT seq, hlc, sdsync_wall() FROM sdsync_clock",
@@ -139,6 +141,7 @@ impl SqlStore {
         if self.restored.get().is_some() || self.gathering() {
             return Ok(());
         }
+        self.fold()?;
         let (seq, hlc): (i64, i64) = self.sql(
             self.lib
                 .conn

@@ -246,6 +246,9 @@ impl Engine {
             None => true,
         };
         if moved {
+            // This device's updates since are in its log: apply merges
+            // against versions, so they go there first.
+            crate::fold::fold(self.db)?;
             self.data_version = Some((data, local_writes));
             self.tx.parked_empty = None;
             self.tx.tombstones_empty = None;
