@@ -25,7 +25,9 @@
 //! (small keys: measured ×1.3 smaller and ×2 faster than keying by the uuid text),
 //! and one row per deleted row in `sdsync_tombstones(tbl, pk, origin, seq, hlc)`,
 //! keyed by the uuid (the rowid is gone). Values are read from the table itself
-//! when changes are served.
+//! when changes are served. An UPDATE's version goes to `sdsync_log` first and
+//! reaches `sdsync_versions` when the log is folded (trigger format 10, the
+//! extension's `fold.rs`).
 
 use crate::limits::{size_check, size_check_update};
 use crate::schema::{Class, TableSpec, quote_ident, quote_literal};
@@ -41,7 +43,7 @@ use crate::schema::{Class, TableSpec, quote_ident, quote_literal};
 /// writes about once a second of writing.
 ///
 /// The sequence number comes from the function too: the clock row lags
-/// the updates in `sdsync_log` until they are folded, and `sdsync_next_hlc`
+/// the updates in `sdsync_log` until they are folded, and `sdsync_next_stamp`
 /// follows the newest of the two. SQLite computes an UPDATE's new values in
 /// the table's column order, `hlc` before `seq`.
 const CLOCK_BUMP: &str =
@@ -285,8 +287,9 @@ impl<'a> Ctx<'a> {
 
     /// An update appends one entry to `sdsync_log`, numbered and stamped by
     /// `sdsync_stamp()` (no clock row write), and leaves the version to the
-    /// fold (extension `fold.rs`): a third of what rewriting the version
-    /// and moving its `(origin, seq)` index entry cost the writer. Always
+    /// fold (extension `fold.rs`): about a quarter of what rewriting the
+    /// version and moving its `(origin, seq)` index entry cost the writer
+    /// (README "Performance", session 27). Always
     /// `INSERT … SELECT`: a SELECT computes its columns left to right, so
     /// the stamp comes before `sdsync_bumped` reads it (`VALUES` computed
     /// the rowid, `seq`, last).
