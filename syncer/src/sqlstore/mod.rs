@@ -121,9 +121,7 @@ impl SqlStore {
         quarantine::ensure(&lib.conn).map_err(err)?;
         marks::ensure(&lib.conn, &me).map_err(err)?;
         // What follows reads this device's clock (see `SqlStore::fold`).
-        lib.conn
-            .query_row("SELECT sdsync_fold()", [], |_| Ok(()))
-            .map_err(err)?;
+        crate::library::fold(&lib.conn).map_err(err)?;
         lineage::ensure(&lib.conn).map_err(err)?;
         syncdb::ensure(&sync)?;
         let store = Self {
