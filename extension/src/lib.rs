@@ -83,16 +83,17 @@ pub unsafe extern "C" fn sqlite3_sdsync_init(
                 format!("sdsync: setting foreign_keys and recursive_triggers failed: {e}")
             })?;
         migrate::watch::install(db, &conn)?;
-        // Databases attached before the extension loaded (the authorizer
-        // sees later ones; see `Conn::attached`).
-        let attached = ffi::Db::from_raw(db)
-            .query_i64(
-                "SELECT count(*) FROM pragma_database_list WHERE name NOT IN ('main', 'temp')",
-                &[],
-            )
-            .map_err(|e| format!("sdsync: reading the attached databases failed: {e}"))?;
-        conn.attached.set(attached.unwrap_or(0) > 0);
         set_busy_timeout(ffi::Db::from_raw(db))?;
+        // Databases attached before the extension loaded (the authorizer
+        // sees later ones; see `Conn::attached`). Reading the list can find
+        // the database locked: then the connection counts as attached,
+        // which only costs it the stamp's shortcut, never a load.
+        let attached = ffi::Db::from_raw(db).query_i64(
+            "SELECT count(*) FROM pragma_database_list WHERE name NOT IN ('main', 'temp')",
+            &[],
+        );
+        conn.attached
+            .set(!matches!(attached, Ok(Some(0)) | Ok(None)));
         // Best effort by design (see `track::upgrade`): a failure leaves working
         // older triggers and is retried by the next load; a failed repair is
         // retried by the next commit of DDL and by every sweep.
